@@ -1,0 +1,93 @@
+//! The meter's counters: what every frame was counted as.
+
+use crate::parse::{Class, MARK_FRAGMENT, MARK_MPLS, MARK_PPPOE, MARK_VLAN, Packet};
+
+/// Cumulative counters, one copy per CPU in the kernel; userspace sums them.
+/// A capture reader keeps one copy and counts with the same [`count`] method,
+/// so the two sources report the same numbers for the same frames.
+///
+/// [`count`]: MeterCounters::count
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MeterCounters {
+    /// Every frame the meter saw.
+    pub packets: u64,
+    /// Their frame bytes (link layer included).
+    pub bytes: u64,
+    pub ipv4_packets: u64,
+    /// IP-layer octets of IPv4 packets.
+    pub ipv4_bytes: u64,
+    pub ipv6_packets: u64,
+    pub ipv6_bytes: u64,
+    /// Frames that carry no IPv4/IPv6 packet rogue opens.
+    pub non_ip: u64,
+    /// Frames with at least one VLAN tag.
+    pub vlan: u64,
+    pub mpls: u64,
+    pub pppoe: u64,
+    /// IPv4 and IPv6 fragments, first and later.
+    pub fragments: u64,
+    /// Frames with a cut or invalid header (see the parser's module comment).
+    pub malformed: u64,
+    /// Packets (and their IP bytes) that found no slot in a full flow map.
+    pub insert_failed_packets: u64,
+    pub insert_failed_bytes: u64,
+}
+
+impl MeterCounters {
+    /// Counts one parsed frame of `frame_len` bytes.
+    #[inline(always)]
+    pub fn count(&mut self, packet: &Packet, frame_len: u64) {
+        self.packets += 1;
+        self.bytes += frame_len;
+        match packet.class {
+            Class::NonIp => self.non_ip += 1,
+            Class::Malformed => {}
+            Class::Ipv4 => {
+                self.ipv4_packets += 1;
+                self.ipv4_bytes += packet.ip_bytes as u64;
+            }
+            Class::Ipv6 => {
+                self.ipv6_packets += 1;
+                self.ipv6_bytes += packet.ip_bytes as u64;
+            }
+        }
+        if packet.is_malformed() {
+            self.malformed += 1;
+        }
+        let marks = packet.marks;
+        self.vlan += (marks & MARK_VLAN != 0) as u64;
+        self.mpls += (marks & MARK_MPLS != 0) as u64;
+        self.pppoe += (marks & MARK_PPPOE != 0) as u64;
+        self.fragments += (marks & MARK_FRAGMENT != 0) as u64;
+    }
+
+    /// Counts a packet that found no slot in the flow map.
+    #[inline(always)]
+    pub fn count_insert_failure(&mut self, ip_bytes: u32) {
+        self.insert_failed_packets += 1;
+        self.insert_failed_bytes += ip_bytes as u64;
+    }
+
+    /// Adds `other` field by field (summing per-CPU copies, or interfaces).
+    pub fn add(&mut self, other: &MeterCounters) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+        self.ipv4_packets += other.ipv4_packets;
+        self.ipv4_bytes += other.ipv4_bytes;
+        self.ipv6_packets += other.ipv6_packets;
+        self.ipv6_bytes += other.ipv6_bytes;
+        self.non_ip += other.non_ip;
+        self.vlan += other.vlan;
+        self.mpls += other.mpls;
+        self.pppoe += other.pppoe;
+        self.fragments += other.fragments;
+        self.malformed += other.malformed;
+        self.insert_failed_packets += other.insert_failed_packets;
+        self.insert_failed_bytes += other.insert_failed_bytes;
+    }
+}
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), only u64 fields.
+unsafe impl aya::Pod for MeterCounters {}

@@ -1,0 +1,17 @@
+//! Names and sizes of the maps the XDP program declares; userspace finds
+//! them by these names and resizes the flow maps at load time.
+
+/// The two flow maps. The program writes to the one the index map names;
+/// userspace switches the index, waits out in-flight programs, then drains
+/// the other one, so no packet is lost or counted twice.
+pub const FLOW_MAPS: [&str; 2] = ["FLOWS_0", "FLOWS_1"];
+/// `Array<u32>` with one entry: which of `FLOW_MAPS` the program writes to.
+pub const FLOW_MAP_INDEX: &str = "FLOW_MAP_INDEX";
+/// `PerCpuArray<MeterCounters>` with one entry.
+pub const COUNTERS: &str = "COUNTERS";
+
+/// Entries per flow map when configuration says nothing.
+pub const DEFAULT_FLOW_MAP_ENTRIES: u32 = 262_144;
+
+/// The XDP program's name in the object file.
+pub const METER_PROGRAM: &str = "rogue_meter";

@@ -1,0 +1,424 @@
+//! The packet parser, one copy for the kernel and for captures.
+//!
+//! It reads only through [`Frame::bytes`], which bounds-checks every access:
+//! in the XDP program that check is the `ptr + len <= data_end` comparison the
+//! verifier needs, in userspace it is a slice lookup. Every header length that
+//! moves the offset is bounded (IHL <= 60, an IPv6 extension header <= 2048,
+//! a fixed number of VLAN tags, labels and extension headers) so the verifier
+//! can follow it. Style after xdp-tools' parsing helpers: small functions, one
+//! header each, that give up cleanly at the first byte that is not there.
+//!
+//! What is counted as what:
+//! - a frame shorter than its link header, or an IP header that is cut or
+//!   invalid (version, IHL < 5, total length < header length) is
+//!   [`Class::Malformed`] and joins no flow;
+//! - an IP packet whose transport header is cut keeps its addresses and
+//!   protocol, gets ports 0, and is marked [`MARK_TRUNCATED`] (also counted as
+//!   malformed, so nothing is lost silently);
+//! - later IPv4/IPv6 fragments carry no transport header: ports 0, marked
+//!   [`MARK_FRAGMENT`] (first fragments are marked too and keep their ports);
+//! - anything that is not IPv4 or IPv6 after at most two VLAN tags, an MPLS
+//!   label stack of up to [`MAX_MPLS_LABELS`] or a PPPoE session header is
+//!   [`Class::NonIp`]. Tunnels (IP-in-IP, 6in4, GRE, Teredo) are not opened:
+//!   the outer header is the flow, which is what crosses the gateway.
+
+use crate::flow::FlowKey;
+
+/// Bounds-checked read access to one frame's bytes.
+pub trait Frame {
+    /// The `N` bytes at `offset`, or `None` when the frame ends before them.
+    fn bytes<const N: usize>(&self, offset: usize) -> Option<[u8; N]>;
+}
+
+impl Frame for [u8] {
+    #[inline(always)]
+    fn bytes<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        let end = offset.checked_add(N)?;
+        let slice = self.get(offset..end)?;
+        let mut out = [0u8; N];
+        out.copy_from_slice(slice);
+        Some(out)
+    }
+}
+
+/// How the meter classifies a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Class {
+    /// No IPv4/IPv6 packet that rogue opens (ARP, STP, LLDP, deeper stacks).
+    NonIp = 0,
+    /// A link or IP header is cut or invalid; no flow can be formed.
+    Malformed = 1,
+    Ipv4 = 2,
+    Ipv6 = 3,
+}
+
+/// At least one VLAN tag (802.1Q or 802.1ad) was removed.
+pub const MARK_VLAN: u8 = 1 << 0;
+/// An MPLS label stack was removed.
+pub const MARK_MPLS: u8 = 1 << 1;
+/// A PPPoE session header was removed.
+pub const MARK_PPPOE: u8 = 1 << 2;
+/// An IPv4 or IPv6 fragment (first or later).
+pub const MARK_FRAGMENT: u8 = 1 << 3;
+/// The transport header (or an IPv6 extension header) is cut short.
+pub const MARK_TRUNCATED: u8 = 1 << 4;
+
+/// Most VLAN tags followed (802.1Q, QinQ).
+pub const MAX_VLAN_TAGS: usize = 2;
+/// Most MPLS labels followed before giving up on the stack.
+pub const MAX_MPLS_LABELS: usize = 4;
+/// Most IPv6 extension headers followed.
+pub const MAX_IPV6_EXT_HEADERS: usize = 6;
+
+pub const ETH_HLEN: usize = 14;
+pub const ETHERTYPE_IPV4: u16 = 0x0800;
+pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+pub const ETHERTYPE_VLAN: u16 = 0x8100;
+pub const ETHERTYPE_QINQ: u16 = 0x88a8;
+pub const ETHERTYPE_QINQ_OLD: u16 = 0x9100;
+pub const ETHERTYPE_MPLS: u16 = 0x8847;
+pub const ETHERTYPE_MPLS_MULTICAST: u16 = 0x8848;
+pub const ETHERTYPE_PPPOE_SESSION: u16 = 0x8864;
+const PPP_IPV4: u16 = 0x0021;
+const PPP_IPV6: u16 = 0x0057;
+
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMPV6: u8 = 58;
+const IPV6_HOP_BY_HOP: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_AUTH: u8 = 51;
+const IPV6_DEST_OPTS: u8 = 60;
+const IPV6_MOBILITY: u8 = 135;
+const IPV6_HIP: u8 = 139;
+const IPV6_SHIM6: u8 = 140;
+
+/// What one frame contributes to the meter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Packet {
+    /// Valid when `class` is `Ipv4` or `Ipv6`; `ifindex` is left 0 for the caller.
+    pub key: FlowKey,
+    /// IP-layer octets: IPv4 total length, or 40 + IPv6 payload length.
+    pub ip_bytes: u32,
+    pub tcp_flags: u8,
+    pub class: Class,
+    /// `MARK_*` bits.
+    pub marks: u8,
+}
+
+impl Packet {
+    const fn empty() -> Packet {
+        Packet {
+            key: FlowKey::ZERO,
+            ip_bytes: 0,
+            tcp_flags: 0,
+            class: Class::NonIp,
+            marks: 0,
+        }
+    }
+
+    /// Whether the packet belongs to a flow (it has IP addresses).
+    #[inline(always)]
+    pub fn has_flow(&self) -> bool {
+        matches!(self.class, Class::Ipv4 | Class::Ipv6)
+    }
+
+    /// Whether the meter counts it as malformed (no flow, or a cut header).
+    #[inline(always)]
+    pub fn is_malformed(&self) -> bool {
+        self.class == Class::Malformed || self.marks & MARK_TRUNCATED != 0
+    }
+}
+
+/// The link layer a capture starts with (pcap LINKTYPE_* values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkType {
+    /// LINKTYPE_ETHERNET (1).
+    Ethernet,
+    /// LINKTYPE_LINUX_SLL (113), "Linux cooked capture" v1.
+    LinuxSll,
+    /// LINKTYPE_LINUX_SLL2 (276).
+    LinuxSll2,
+    /// LINKTYPE_RAW (101), LINKTYPE_IPV4 (228), LINKTYPE_IPV6 (229): the IP header first.
+    RawIp,
+    /// LINKTYPE_NULL (0): 4-byte address family in the capturing host's byte order.
+    Null,
+    /// LINKTYPE_LOOP (108): 4-byte address family in network byte order.
+    Loop,
+}
+
+impl LinkType {
+    /// The link type for a pcap/pcapng LINKTYPE value, if rogue reads it.
+    pub fn from_linktype(value: u32) -> Option<LinkType> {
+        Some(match value {
+            1 => LinkType::Ethernet,
+            113 => LinkType::LinuxSll,
+            276 => LinkType::LinuxSll2,
+            // 12 and 14 are DLT_RAW as some platforms write it.
+            12 | 14 | 101 | 228 | 229 => LinkType::RawIp,
+            0 => LinkType::Null,
+            108 => LinkType::Loop,
+            _ => return None,
+        })
+    }
+}
+
+/// Parses one frame that starts with `link`.
+#[inline(always)]
+pub fn parse<F: Frame + ?Sized>(frame: &F, link: LinkType) -> Packet {
+    let mut packet = Packet::empty();
+    match link {
+        LinkType::Ethernet => ethernet(frame, &mut packet),
+        LinkType::LinuxSll => ethertype_at(frame, 14, 16, &mut packet),
+        LinkType::LinuxSll2 => ethertype_at(frame, 0, 20, &mut packet),
+        LinkType::RawIp => ip_by_version(frame, 0, &mut packet),
+        LinkType::Null | LinkType::Loop => null_family(frame, link, &mut packet),
+    }
+    packet
+}
+
+/// Parses an Ethernet frame: what the XDP program sees.
+#[inline(always)]
+pub fn parse_ethernet<F: Frame + ?Sized>(frame: &F) -> Packet {
+    let mut packet = Packet::empty();
+    ethernet(frame, &mut packet);
+    packet
+}
+
+#[inline(always)]
+fn ethernet<F: Frame + ?Sized>(frame: &F, packet: &mut Packet) {
+    ethertype_at(frame, 12, ETH_HLEN, packet)
+}
+
+/// Reads the ethertype at `type_offset` and parses what follows from `payload`.
+#[inline(always)]
+fn ethertype_at<F: Frame + ?Sized>(
+    frame: &F,
+    type_offset: usize,
+    payload: usize,
+    packet: &mut Packet,
+) {
+    let Some(ethertype) = frame.bytes::<2>(type_offset) else {
+        packet.class = Class::Malformed;
+        return;
+    };
+    network(frame, u16::from_be_bytes(ethertype), payload, packet)
+}
+
+#[inline(always)]
+fn null_family<F: Frame + ?Sized>(frame: &F, link: LinkType, packet: &mut Packet) {
+    let Some(family) = frame.bytes::<4>(0) else {
+        packet.class = Class::Malformed;
+        return;
+    };
+    // The family is written by the capturing host; only the low byte matters
+    // for the values below, so look for it at either end.
+    let family = if link == LinkType::Loop || (family[0] == 0 && family[1] == 0) {
+        family[3]
+    } else {
+        family[0]
+    };
+    match family {
+        2 => ipv4(frame, 4, packet),
+        // AF_INET6 is 10 on Linux, 24, 28 or 30 on the BSDs and macOS.
+        10 | 24 | 28 | 30 => ipv6(frame, 4, packet),
+        _ => {}
+    }
+}
+
+#[inline(always)]
+fn is_vlan(ethertype: u16) -> bool {
+    ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ || ethertype == ETHERTYPE_QINQ_OLD
+}
+
+#[inline(always)]
+fn network<F: Frame + ?Sized>(frame: &F, ethertype: u16, offset: usize, packet: &mut Packet) {
+    let mut ethertype = ethertype;
+    let mut offset = offset;
+    for _ in 0..MAX_VLAN_TAGS {
+        if !is_vlan(ethertype) {
+            break;
+        }
+        packet.marks |= MARK_VLAN;
+        let Some(inner) = frame.bytes::<2>(offset + 2) else {
+            packet.class = Class::Malformed;
+            return;
+        };
+        ethertype = u16::from_be_bytes(inner);
+        offset += 4;
+    }
+    match ethertype {
+        ETHERTYPE_IPV4 => ipv4(frame, offset, packet),
+        ETHERTYPE_IPV6 => ipv6(frame, offset, packet),
+        ETHERTYPE_MPLS | ETHERTYPE_MPLS_MULTICAST => mpls(frame, offset, packet),
+        ETHERTYPE_PPPOE_SESSION => pppoe(frame, offset, packet),
+        _ => {}
+    }
+}
+
+/// An MPLS label stack, then IPv4 or IPv6 guessed from the version nibble
+/// (as nfdump and Zeek do; pseudowires are not followed).
+#[inline(always)]
+fn mpls<F: Frame + ?Sized>(frame: &F, offset: usize, packet: &mut Packet) {
+    packet.marks |= MARK_MPLS;
+    let mut offset = offset;
+    for _ in 0..MAX_MPLS_LABELS {
+        let Some(label) = frame.bytes::<4>(offset) else {
+            packet.class = Class::Malformed;
+            return;
+        };
+        offset += 4;
+        if label[2] & 1 != 0 {
+            return ip_by_version(frame, offset, packet);
+        }
+    }
+}
+
+/// A PPPoE session header (6 bytes) and the PPP protocol field (2 bytes).
+#[inline(always)]
+fn pppoe<F: Frame + ?Sized>(frame: &F, offset: usize, packet: &mut Packet) {
+    packet.marks |= MARK_PPPOE;
+    let Some(protocol) = frame.bytes::<2>(offset + 6) else {
+        packet.class = Class::Malformed;
+        return;
+    };
+    match u16::from_be_bytes(protocol) {
+        PPP_IPV4 => ipv4(frame, offset + 8, packet),
+        PPP_IPV6 => ipv6(frame, offset + 8, packet),
+        _ => {}
+    }
+}
+
+#[inline(always)]
+fn ip_by_version<F: Frame + ?Sized>(frame: &F, offset: usize, packet: &mut Packet) {
+    let Some([first]) = frame.bytes::<1>(offset) else {
+        packet.class = Class::Malformed;
+        return;
+    };
+    match first >> 4 {
+        4 => ipv4(frame, offset, packet),
+        6 => ipv6(frame, offset, packet),
+        _ => {}
+    }
+}
+
+#[inline(always)]
+fn ipv4<F: Frame + ?Sized>(frame: &F, offset: usize, packet: &mut Packet) {
+    let Some(header) = frame.bytes::<20>(offset) else {
+        packet.class = Class::Malformed;
+        return;
+    };
+    let header_len = ((header[0] & 0x0f) as usize) * 4;
+    let total_len = u16::from_be_bytes([header[2], header[3]]);
+    if header[0] >> 4 != 4 || header_len < 20 || (total_len as usize) < header_len {
+        packet.class = Class::Malformed;
+        return;
+    }
+    packet.class = Class::Ipv4;
+    packet.ip_bytes = total_len as u32;
+    FlowKey::map_ipv4(
+        &mut packet.key.src_addr,
+        [header[12], header[13], header[14], header[15]],
+    );
+    FlowKey::map_ipv4(
+        &mut packet.key.dst_addr,
+        [header[16], header[17], header[18], header[19]],
+    );
+    let proto = header[9];
+    packet.key.proto = proto;
+
+    let fragment = u16::from_be_bytes([header[6], header[7]]);
+    let more_fragments = fragment & 0x2000 != 0;
+    let fragment_offset = fragment & 0x1fff;
+    if more_fragments || fragment_offset != 0 {
+        packet.marks |= MARK_FRAGMENT;
+    }
+    if fragment_offset == 0 {
+        transport(frame, offset + header_len, proto, packet);
+    }
+}
+
+#[inline(always)]
+fn ipv6<F: Frame + ?Sized>(frame: &F, offset: usize, packet: &mut Packet) {
+    let Some(header) = frame.bytes::<40>(offset) else {
+        packet.class = Class::Malformed;
+        return;
+    };
+    if header[0] >> 4 != 6 {
+        packet.class = Class::Malformed;
+        return;
+    }
+    packet.class = Class::Ipv6;
+    packet.ip_bytes = 40 + u16::from_be_bytes([header[4], header[5]]) as u32;
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    src.copy_from_slice(&header[8..24]);
+    dst.copy_from_slice(&header[24..40]);
+    packet.key.src_addr = src;
+    packet.key.dst_addr = dst;
+
+    let mut next = header[6];
+    let mut offset = offset + 40;
+    for _ in 0..MAX_IPV6_EXT_HEADERS {
+        let header_len = match next {
+            IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_MOBILITY | IPV6_HIP
+            | IPV6_SHIM6 => 8,
+            IPV6_AUTH => 4,
+            IPV6_FRAGMENT => 0,
+            _ => break,
+        };
+        let Some(ext) = frame.bytes::<4>(offset) else {
+            packet.key.proto = next;
+            packet.marks |= MARK_TRUNCATED;
+            return;
+        };
+        if header_len == 0 {
+            packet.marks |= MARK_FRAGMENT;
+            packet.key.proto = ext[0];
+            if u16::from_be_bytes([ext[2], ext[3]]) >> 3 != 0 {
+                // A later fragment: its first bytes are payload, not a header.
+                return;
+            }
+            offset += 8;
+        } else if header_len == 4 {
+            offset += (ext[1] as usize + 2) * 4;
+        } else {
+            offset += (ext[1] as usize + 1) * 8;
+        }
+        next = ext[0];
+    }
+    packet.key.proto = next;
+    transport(frame, offset, next, packet);
+}
+
+#[inline(always)]
+fn transport<F: Frame + ?Sized>(frame: &F, offset: usize, proto: u8, packet: &mut Packet) {
+    match proto {
+        PROTO_TCP | PROTO_UDP => {
+            let Some(ports) = frame.bytes::<4>(offset) else {
+                packet.marks |= MARK_TRUNCATED;
+                return;
+            };
+            packet.key.src_port = u16::from_be_bytes([ports[0], ports[1]]);
+            packet.key.dst_port = u16::from_be_bytes([ports[2], ports[3]]);
+            if proto == PROTO_TCP {
+                let Some([flags]) = frame.bytes::<1>(offset + 13) else {
+                    packet.marks |= MARK_TRUNCATED;
+                    return;
+                };
+                packet.tcp_flags = flags;
+            }
+        }
+        PROTO_ICMP | PROTO_ICMPV6 => {
+            let Some(type_code) = frame.bytes::<2>(offset) else {
+                packet.marks |= MARK_TRUNCATED;
+                return;
+            };
+            packet.key.dst_port = u16::from_be_bytes(type_code);
+        }
+        _ => {}
+    }
+}

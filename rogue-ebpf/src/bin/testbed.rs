@@ -1,0 +1,94 @@
+//! Programs that measure and drive the meter, never attached in production:
+//! - `testbed_pass`: returns XDP_PASS and nothing else (the cost baseline);
+//! - `testbed_floor`: one per-CPU hash update on a fixed flow-sized key, the
+//!   least any flow meter must do per packet;
+//! - `testbed_generate`: for BPF_PROG_TEST_RUN live frames, gives every frame
+//!   a flow of its own out of `GENERATOR[0]` flows and transmits it (XDP_TX).
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{map, xdp},
+    maps::{Array, PerCpuArray, PerCpuHashMap},
+    programs::XdpContext,
+};
+use rogue_common::{FlowKey, FlowStats};
+
+#[map]
+static FLOOR: PerCpuHashMap<FlowKey, FlowStats> = PerCpuHashMap::with_max_entries(1, 0);
+/// `[0]`: how many distinct flows the generator cycles through.
+#[map]
+static GENERATOR: Array<u32> = Array::with_max_entries(1, 0);
+#[map]
+static GENERATED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Where the generator writes the flow number: the UDP source port and the
+/// last two bytes of the IPv4 source address of an untagged Ethernet frame.
+const UDP_SRC_PORT: usize = 14 + 20;
+const IPV4_SRC_LOW: usize = 14 + 14;
+
+#[xdp]
+pub fn testbed_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+#[xdp]
+pub fn testbed_floor(_ctx: XdpContext) -> u32 {
+    let key = FlowKey::ZERO;
+    match FLOOR.get_ptr_mut(&key) {
+        // SAFETY: per-CPU value of a live entry.
+        Some(stats) => unsafe { (*stats).packets += 1 },
+        None => {
+            let first = FlowStats {
+                packets: 1,
+                ..FlowStats::default()
+            };
+            let _ = FLOOR.insert(&key, &first, 0);
+        }
+    }
+    xdp_action::XDP_PASS
+}
+
+#[xdp]
+pub fn testbed_generate(ctx: XdpContext) -> u32 {
+    let flows = match GENERATOR.get(0) {
+        Some(&n) if n > 0 => n as u64,
+        _ => 1,
+    };
+    let Some(seq) = GENERATED.get_ptr_mut(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: per-CPU slot; live-frames test runs do not nest.
+    let flow = unsafe {
+        let n = *seq;
+        *seq = n + 1;
+        n % flows
+    };
+    let start = ctx.data();
+    if start + UDP_SRC_PORT + 2 > ctx.data_end() {
+        return xdp_action::XDP_ABORTED;
+    }
+    // SAFETY: both writes are inside the frame, checked above.
+    unsafe {
+        core::ptr::write_unaligned(
+            (start + UDP_SRC_PORT) as *mut [u8; 2],
+            (flow as u16).to_be_bytes(),
+        );
+        core::ptr::write_unaligned(
+            (start + IPV4_SRC_LOW) as *mut [u8; 2],
+            ((flow >> 16) as u16).to_be_bytes(),
+        );
+    }
+    xdp_action::XDP_TX
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,23 @@
+//! Builds the XDP programs (rogue-ebpf) with the nightly toolchain and puts
+//! the objects in OUT_DIR, where `capture::xdp` embeds them. `cargo xtask
+//! setup` installs what this needs (rust-src for nightly, bpf-linker).
+use anyhow::{Context as _, anyhow};
+
+fn main() -> anyhow::Result<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or_else(|| anyhow!("rogue-user has no parent directory"))?
+        .join("rogue-ebpf");
+    let root = root.to_str().context("rogue-ebpf path is not UTF-8")?;
+    aya_build::build_ebpf(
+        [aya_build::Package {
+            name: "rogue-ebpf",
+            root_dir: root,
+            ..Default::default()
+        }],
+        aya_build::Toolchain::default(),
+    )
+    .context(
+        "building the XDP programs (run `cargo xtask setup` if bpf-linker or rust-src is missing)",
+    )
+}

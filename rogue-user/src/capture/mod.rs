@@ -1,0 +1,11 @@
+//! Capture: where packets come from. Live, the XDP flow meter counts them in
+//! the kernel and this module loads, attaches and drains it; offline, capture
+//! files are parsed in userspace by the same parser. Both end as flow deltas
+//! fed to the flow cache (`crate::flows`).
+
+pub mod drain;
+pub mod file;
+pub mod xdp;
+
+pub use file::{CaptureError, FileMeter, FileSummary};
+pub use xdp::{Attachment, MeterError, XdpMeter, XdpMode};

@@ -1,0 +1,372 @@
+//! The XDP flow meter from userspace: load it, attach it, drain it.
+//!
+//! Draining is lossless and exact. The program writes into one of two flow
+//! maps, chosen per packet by an index map. To drain, userspace flips the
+//! index, then calls membarrier(MEMBARRIER_CMD_GLOBAL), which returns only
+//! after an RCU grace period: every XDP program that could have read the old
+//! index has finished (XDP runs inside an RCU read-side section). The old map
+//! is then read and cleared with batch syscalls while packets go to the other.
+
+use std::{
+    collections::BTreeMap,
+    ffi::CString,
+    io,
+    os::fd::{AsFd, AsRawFd, RawFd},
+    time::{Duration, Instant},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, Map, MapData, PerCpuArray},
+    programs::{ProgramError, Xdp, XdpMode as AyaXdpMode},
+};
+use rogue_common::{
+    MeterCounters,
+    maps::{COUNTERS, FLOW_MAP_INDEX, FLOW_MAPS, METER_PROGRAM},
+};
+use tracing::{info, warn};
+
+use super::drain::{BatchDrainer, DrainedFlow};
+use crate::flows::{FlowDelta, Nanos};
+
+/// The flow meter's object file, built by build.rs from rogue-ebpf.
+pub static METER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rogue"));
+/// Reference programs and the traffic generator (benchmarks and tests).
+pub static TESTBED_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rogue-testbed"));
+
+/// How the program is attached to an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// In the driver, before the kernel allocates anything (fastest).
+    Native,
+    /// In the kernel's generic receive path (works on every interface).
+    Generic,
+    /// Native, falling back to generic with a warning.
+    Auto,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MeterError {
+    #[error(
+        "loading the XDP flow meter failed: {0}\n\
+         (rogue needs root, or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, to load and attach it)"
+    )]
+    Load(#[source] aya::EbpfError),
+    #[error("the XDP program was rejected: {0}")]
+    Program(#[source] ProgramError),
+    #[error("no network interface named {0:?}")]
+    NoInterface(String),
+    #[error("attaching to {interface} in {mode} mode failed: {source}{hint}")]
+    Attach {
+        interface: String,
+        mode: &'static str,
+        source: ProgramError,
+        hint: &'static str,
+    },
+    #[error("the BPF map {name} is missing or has the wrong type: {detail}")]
+    Map { name: &'static str, detail: String },
+    #[error("draining the flow map {name}: {source}")]
+    Drain {
+        name: &'static str,
+        source: io::Error,
+    },
+    #[error("waiting for in-flight XDP programs (membarrier): {0}")]
+    Barrier(io::Error),
+}
+
+/// An interface the meter is attached to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attachment {
+    pub interface: String,
+    pub ifindex: u32,
+    /// `native` or `generic`, as attached.
+    pub mode: &'static str,
+}
+
+/// One drain: the flows counted since the previous one.
+pub struct Drain {
+    pub flows: Vec<DrainedFlow>,
+    /// CLOCK_REALTIME minus CLOCK_MONOTONIC when the drain ran, in ns.
+    pub wall_offset: Nanos,
+    /// Wall-clock time of the drain.
+    pub at: Nanos,
+    pub took: Duration,
+}
+
+impl Drain {
+    /// A drained flow's counts with wall-clock times.
+    pub fn delta(&self, flow: &DrainedFlow) -> FlowDelta {
+        FlowDelta {
+            packets: flow.stats.packets,
+            bytes: flow.stats.bytes,
+            first: flow.stats.first_ns as Nanos + self.wall_offset,
+            last: flow.stats.last_ns as Nanos + self.wall_offset,
+            tcp_flags: flow.stats.tcp_flags,
+        }
+    }
+}
+
+pub struct XdpMeter {
+    ebpf: Ebpf,
+    /// Which of FLOW_MAPS the program writes to now.
+    writing: usize,
+    drainer: BatchDrainer,
+    attachments: Vec<Attachment>,
+    drains: u64,
+}
+
+impl XdpMeter {
+    /// Loads the program with flow maps of `flow_map_entries` entries each.
+    pub fn load(flow_map_entries: u32) -> Result<XdpMeter, MeterError> {
+        raise_memlock_limit();
+        let mut loader = EbpfLoader::new();
+        for name in FLOW_MAPS {
+            loader.map_max_entries(name, flow_map_entries);
+        }
+        let mut ebpf = loader.load(METER_OBJECT).map_err(MeterError::Load)?;
+        meter_program(&mut ebpf)?
+            .load()
+            .map_err(MeterError::Program)?;
+        let cpus = aya::util::nr_cpus().map_err(|(path, e)| MeterError::Map {
+            name: "FLOWS",
+            detail: format!("cannot count possible CPUs from {path}: {e}"),
+        })?;
+        Ok(XdpMeter {
+            ebpf,
+            writing: 0,
+            drainer: BatchDrainer::new(cpus),
+            attachments: Vec::new(),
+            drains: 0,
+        })
+    }
+
+    /// The loaded program, for BPF_PROG_TEST_RUN.
+    pub fn program(&mut self) -> Result<&mut Xdp, MeterError> {
+        meter_program(&mut self.ebpf)
+    }
+
+    pub fn attachments(&self) -> &[Attachment] {
+        &self.attachments
+    }
+
+    /// Drains done so far.
+    pub fn drains(&self) -> u64 {
+        self.drains
+    }
+
+    /// Attaches to `interface`. The link is a bpf_link owned by this process:
+    /// it goes away when the meter is dropped or the process dies, so rogue
+    /// never leaves a program attached behind it.
+    pub fn attach(&mut self, interface: &str, mode: XdpMode) -> Result<&Attachment, MeterError> {
+        let ifindex =
+            if_index(interface).ok_or_else(|| MeterError::NoInterface(interface.to_string()))?;
+        let program = meter_program(&mut self.ebpf)?;
+        let attached = match mode {
+            XdpMode::Native => attach_in(program, interface, ifindex, AyaXdpMode::Driver)?,
+            XdpMode::Generic => attach_in(program, interface, ifindex, AyaXdpMode::Skb)?,
+            XdpMode::Auto => match attach_in(program, interface, ifindex, AyaXdpMode::Driver) {
+                Ok(attached) => attached,
+                Err(e) => {
+                    warn!("{e}; falling back to generic XDP on {interface}, which is slower");
+                    attach_in(program, interface, ifindex, AyaXdpMode::Skb)?
+                }
+            },
+        };
+        info!(
+            interface,
+            ifindex,
+            mode = attached,
+            "XDP flow meter attached"
+        );
+        self.attachments.push(Attachment {
+            interface: interface.to_string(),
+            ifindex,
+            mode: attached,
+        });
+        Ok(self.attachments.last().expect("just pushed"))
+    }
+
+    /// Switches the flow maps and returns everything the old one counted.
+    pub fn drain(&mut self) -> Result<Drain, MeterError> {
+        let started = Instant::now();
+        let draining = self.writing;
+        let next = 1 - draining;
+        self.index_map()?
+            .set(0, next as u32, 0)
+            .map_err(|e| MeterError::Map {
+                name: FLOW_MAP_INDEX,
+                detail: e.to_string(),
+            })?;
+        self.writing = next;
+        wait_for_running_programs()?;
+
+        let name = FLOW_MAPS[draining];
+        let fd = flow_map_fd(&self.ebpf, name)?;
+        let mut flows = Vec::new();
+        self.drainer
+            .drain(fd, &mut flows)
+            .map_err(|source| MeterError::Drain { name, source })?;
+        let (wall_offset, at) = wall_clock_offset();
+        self.drains += 1;
+        Ok(Drain {
+            flows,
+            wall_offset,
+            at,
+            took: started.elapsed(),
+        })
+    }
+
+    /// The counters summed over CPUs (cumulative since load).
+    pub fn counters(&self) -> Result<MeterCounters, MeterError> {
+        let map = self.ebpf.map(COUNTERS).ok_or(MeterError::Map {
+            name: COUNTERS,
+            detail: "missing".into(),
+        })?;
+        let counters =
+            PerCpuArray::<_, MeterCounters>::try_from(map).map_err(|e| MeterError::Map {
+                name: COUNTERS,
+                detail: e.to_string(),
+            })?;
+        let per_cpu = counters.get(&0, 0).map_err(|e| MeterError::Map {
+            name: COUNTERS,
+            detail: e.to_string(),
+        })?;
+        let mut total = MeterCounters::default();
+        for cpu in per_cpu.iter() {
+            total.add(cpu);
+        }
+        Ok(total)
+    }
+
+    fn index_map(&mut self) -> Result<Array<&mut MapData, u32>, MeterError> {
+        let map = self.ebpf.map_mut(FLOW_MAP_INDEX).ok_or(MeterError::Map {
+            name: FLOW_MAP_INDEX,
+            detail: "missing".into(),
+        })?;
+        Array::try_from(map).map_err(|e| MeterError::Map {
+            name: FLOW_MAP_INDEX,
+            detail: e.to_string(),
+        })
+    }
+}
+
+fn meter_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, MeterError> {
+    let program = ebpf.program_mut(METER_PROGRAM).ok_or(MeterError::Map {
+        name: METER_PROGRAM,
+        detail: "program missing from the object".into(),
+    })?;
+    program.try_into().map_err(MeterError::Program)
+}
+
+fn attach_in(
+    program: &mut Xdp,
+    interface: &str,
+    ifindex: u32,
+    mode: AyaXdpMode,
+) -> Result<&'static str, MeterError> {
+    let (name, hint) = match mode {
+        AyaXdpMode::Skb => ("generic", ""),
+        _ => (
+            "native",
+            " (the driver may not support native XDP: try --xdp-mode generic or auto)",
+        ),
+    };
+    program
+        .attach_to_if_index(ifindex, mode)
+        .map(|_| name)
+        .map_err(|source| MeterError::Attach {
+            interface: interface.to_string(),
+            mode: name,
+            source,
+            hint,
+        })
+}
+
+fn flow_map_fd(ebpf: &Ebpf, name: &'static str) -> Result<RawFd, MeterError> {
+    match ebpf.map(name) {
+        Some(Map::PerCpuHashMap(data)) => Ok(data.fd().as_fd().as_raw_fd()),
+        Some(_) => Err(MeterError::Map {
+            name,
+            detail: "not a per-CPU hash map".into(),
+        }),
+        None => Err(MeterError::Map {
+            name,
+            detail: "missing".into(),
+        }),
+    }
+}
+
+/// Returns once no XDP program can still be running with a value it read
+/// before this call (see the module comment).
+fn wait_for_running_programs() -> Result<(), MeterError> {
+    const MEMBARRIER_CMD_GLOBAL: libc::c_int = 1;
+    // SAFETY: membarrier takes no pointers.
+    let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+    if rc < 0 {
+        return Err(MeterError::Barrier(io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// (CLOCK_REALTIME - CLOCK_MONOTONIC, CLOCK_REALTIME) now, in ns: the first
+/// turns the program's bpf_ktime_get_ns() stamps into wall-clock time.
+pub fn wall_clock_offset() -> (Nanos, Nanos) {
+    let read = |clock| {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: ts is a valid timespec.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+    };
+    let before = read(libc::CLOCK_MONOTONIC);
+    let wall = read(libc::CLOCK_REALTIME);
+    let after = read(libc::CLOCK_MONOTONIC);
+    (wall - (before + (after - before) / 2), wall)
+}
+
+pub fn if_index(interface: &str) -> Option<u32> {
+    let name = CString::new(interface).ok()?;
+    // SAFETY: name is NUL-terminated.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it so large
+/// flow maps load there too. Harmless where memory cgroups account instead.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: a valid rlimit struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        warn!(
+            "could not raise RLIMIT_MEMLOCK: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+/// Receive counters of an interface from procfs (`/proc/net/dev`), to show
+/// how many packets the interface saw against how many the meter counted.
+pub fn interface_rx_packets(interface: &str) -> io::Result<u64> {
+    let table = std::fs::read_to_string("/proc/net/dev")?;
+    let stats: BTreeMap<&str, u64> = table
+        .lines()
+        .skip(2)
+        .filter_map(|line| {
+            let (name, rest) = line.split_once(':')?;
+            Some((name.trim(), rest.split_whitespace().nth(1)?.parse().ok()?))
+        })
+        .collect();
+    stats.get(interface).copied().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{interface} is not in /proc/net/dev"),
+        )
+    })
+}

@@ -1,0 +1,277 @@
+//! `rogue flows`: completed flow records from interfaces or capture files.
+
+use std::{
+    io::{self, BufWriter, IsTerminal, Write},
+    path::PathBuf,
+    process::ExitCode,
+    time::Duration,
+};
+
+use clap::{ArgGroup, Args};
+use rogue_common::{MeterCounters, maps::DEFAULT_FLOW_MAP_ENTRIES};
+use tracing::{info, warn};
+
+use super::parse_duration;
+use crate::{
+    capture::{FileMeter, XdpMeter, XdpMode, xdp::interface_rx_packets},
+    flows::{
+        FlowCache, FlowCacheStats, FlowRecord, Timeouts,
+        format::{FlowWriter, Format},
+    },
+};
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("source").required(true).args(["iface", "pcap"])))]
+#[command(after_help = "Examples:\n  \
+    rogue flows --pcap capture.pcap --format csv\n  \
+    rogue flows --iface eth0 --iface eth1 --interval 5s --duration 1m\n\n\
+    Flows go to stdout; the meter's counters go to stderr at the end.")]
+pub struct FlowsArgs {
+    /// Meter this interface with XDP (repeat for more; needs root)
+    #[arg(long, value_name = "IF")]
+    pub iface: Vec<String>,
+    /// Read these capture files (pcap or pcapng; `-` is stdin), in order
+    #[arg(long, value_name = "FILE", num_args = 1.., conflicts_with = "iface")]
+    pub pcap: Vec<PathBuf>,
+    /// How often to drain the kernel's flow maps (live)
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Stop after this long (live; default: until Ctrl-C or SIGTERM)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Output format [default: table on a terminal, json otherwise]
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Also print the counters after every drain (live)
+    #[arg(long)]
+    pub stats: bool,
+    /// A flow with no packet for longer than this is complete (whole seconds)
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// A flow that has lasted longer than this is complete and a new one starts (whole seconds)
+    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse_duration)]
+    pub active_timeout: Duration,
+    /// How to attach the XDP program
+    #[arg(long, value_enum, default_value = "native")]
+    pub xdp_mode: XdpMode,
+    /// Entries in each of the two kernel flow maps
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_FLOW_MAP_ENTRIES)]
+    pub flow_map_entries: u32,
+}
+
+pub fn run(args: FlowsArgs) -> anyhow::Result<ExitCode> {
+    let format = args.format.unwrap_or(if io::stdout().is_terminal() {
+        Format::Table
+    } else {
+        Format::Json
+    });
+    let timeouts = Timeouts::from_secs(args.idle_timeout.as_secs(), args.active_timeout.as_secs());
+    let writer = FlowWriter::new(format, BufWriter::new(io::stdout().lock()))?;
+    let mut output = FlowOutput { writer, flows: 0 };
+    let result = if args.pcap.is_empty() {
+        live(&args, FlowCache::new(timeouts), &mut output)
+    } else {
+        files(&args.pcap, FlowCache::new(timeouts), &mut output)
+    };
+    match result {
+        Err(e) if is_broken_pipe(&e) => Ok(ExitCode::SUCCESS),
+        other => other.map(|()| ExitCode::SUCCESS),
+    }
+}
+
+/// Where completed flows go, counted.
+struct FlowOutput<W: Write> {
+    writer: FlowWriter<W>,
+    flows: u64,
+}
+
+impl<W: Write> FlowOutput<W> {
+    fn write(&mut self, flows: &[FlowRecord]) -> io::Result<()> {
+        for flow in flows {
+            self.writer.write(flow)?;
+        }
+        self.flows += flows.len() as u64;
+        Ok(())
+    }
+}
+
+fn files(
+    paths: &[PathBuf],
+    cache: FlowCache,
+    output: &mut FlowOutput<impl Write>,
+) -> anyhow::Result<()> {
+    let mut meter = FileMeter::new(cache);
+    let mut write_error = None;
+    for path in paths {
+        let summary = meter.file(path, |flows| {
+            if write_error.is_none() {
+                write_error = output.write(flows).err();
+            }
+        })?;
+        if let Some(e) = write_error.take() {
+            return Err(e.into());
+        }
+        if summary.truncated {
+            warn!(
+                "{}: the file ends inside a packet record (an interrupted capture?); read the {} frames before it",
+                path.display(),
+                summary.frames
+            );
+        }
+        info!("{}: {} frames", path.display(), summary.frames);
+    }
+    let mut rest = Vec::new();
+    meter.cache.flush(&mut rest);
+    output.write(&rest)?;
+    output.writer.flush()?;
+    let mut summary = summary_lines(&meter.counters, &meter.cache.stats(), output.flows);
+    if meter.files_truncated > 0 {
+        summary.push(("truncated files", meter.files_truncated.to_string()));
+    }
+    print_summary(&summary);
+    Ok(())
+}
+
+fn live(
+    args: &FlowsArgs,
+    mut cache: FlowCache,
+    output: &mut FlowOutput<impl Write>,
+) -> anyhow::Result<()> {
+    let mut meter = XdpMeter::load(args.flow_map_entries)?;
+    let mut rx_at_start = Vec::new();
+    for interface in &args.iface {
+        let attached = meter.attach(interface, args.xdp_mode)?.clone();
+        cache.name_interface(attached.ifindex, &attached.interface);
+        rx_at_start.push(interface_rx_packets(interface).unwrap_or(0));
+    }
+    info!("metering {}; Ctrl-C to stop", args.iface.join(", "));
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut ticks = tokio::time::interval(args.interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let stop_after = async {
+            match args.duration {
+                Some(duration) => tokio::time::sleep(duration).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(stop_after);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {
+                    drain_once(&mut meter, &mut cache, output)?;
+                    if args.stats {
+                        print_summary(&summary_lines(&meter.counters()?, &cache.stats(), output.flows));
+                    }
+                }
+                _ = tokio::signal::ctrl_c() => break,
+                _ = terminate.recv() => break,
+                _ = &mut stop_after => break,
+            }
+        }
+        anyhow::Ok(())
+    })?;
+
+    drain_once(&mut meter, &mut cache, output)?;
+    let mut rest = Vec::new();
+    cache.flush(&mut rest);
+    output.write(&rest)?;
+    output.writer.flush()?;
+
+    let counters = meter.counters()?;
+    let mut summary = summary_lines(&counters, &cache.stats(), output.flows);
+    summary.push(("drains", meter.drains().to_string()));
+    for (attachment, start) in meter.attachments().iter().zip(rx_at_start) {
+        if let Ok(now) = interface_rx_packets(&attachment.interface) {
+            summary.push((
+                "interface rx packets",
+                format!(
+                    "{} {} ({})",
+                    attachment.interface,
+                    now - start,
+                    attachment.mode
+                ),
+            ));
+        }
+    }
+    print_summary(&summary);
+    // Dropping the meter closes its bpf_links: nothing stays attached.
+    drop(meter);
+    Ok(())
+}
+
+fn drain_once(
+    meter: &mut XdpMeter,
+    cache: &mut FlowCache,
+    output: &mut FlowOutput<impl Write>,
+) -> anyhow::Result<()> {
+    let drain = meter.drain()?;
+    let mut completed = Vec::new();
+    for flow in &drain.flows {
+        cache.add(&flow.key, drain.delta(flow), &mut completed);
+    }
+    cache.advance(drain.at, &mut completed);
+    output.write(&completed)?;
+    output.writer.flush()?;
+    tracing::debug!(
+        entries = drain.flows.len(),
+        took_us = drain.took.as_micros() as u64,
+        "drained"
+    );
+    Ok(())
+}
+
+fn summary_lines(
+    counters: &MeterCounters,
+    cache: &FlowCacheStats,
+    flows: u64,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("packets", counters.packets.to_string()),
+        (
+            "bytes",
+            format!(
+                "{} (frames), {} (IP)",
+                counters.bytes,
+                counters.ipv4_bytes + counters.ipv6_bytes
+            ),
+        ),
+        ("ipv4 packets", counters.ipv4_packets.to_string()),
+        ("ipv6 packets", counters.ipv6_packets.to_string()),
+        ("flows", flows.to_string()),
+        ("non-ip", counters.non_ip.to_string()),
+        ("vlan", counters.vlan.to_string()),
+        ("mpls", counters.mpls.to_string()),
+        ("pppoe", counters.pppoe.to_string()),
+        ("fragments", counters.fragments.to_string()),
+        ("malformed", counters.malformed.to_string()),
+        (
+            "insert failures",
+            format!(
+                "{} packets, {} bytes",
+                counters.insert_failed_packets, counters.insert_failed_bytes
+            ),
+        ),
+        ("peak active flows", cache.peak_active.to_string()),
+    ]
+}
+
+fn print_summary(lines: &[(&str, String)]) {
+    let mut err = io::stderr().lock();
+    for (name, value) in lines {
+        let _ = writeln!(err, "# {name:<21} {value}");
+    }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
+}

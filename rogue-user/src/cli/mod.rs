@@ -1,0 +1,91 @@
+//! The command line: argument parsing, logging set-up and the commands.
+//! Errors go to stderr with their context; exit codes are 0 (success),
+//! 1 (the command failed) and 2 (bad usage, from clap).
+
+use std::{process::ExitCode, time::Duration};
+
+use clap::{ArgAction, Parser, Subcommand};
+
+pub mod flows;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rogue",
+    version,
+    about = "Find rogue mail servers from network traffic",
+    long_about = "Find rogue mail servers from network traffic.\n\n\
+        rogue meters every flow on a gateway with an XDP program (or reads capture \
+        files), profiles each internal host and applies the US-CERT/NetSA rogue \
+        email server method."
+)]
+pub struct Cli {
+    /// More log output on stderr (-v: info, -vv: debug, -vvv: trace)
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors on stderr
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print completed flow records from interfaces (XDP) or capture files
+    Flows(flows::FlowsArgs),
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    init_logging(cli.verbose, cli.quiet);
+    match cli.command {
+        Command::Flows(args) => flows::run(args),
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ROGUE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// A duration on the command line: `5s`, `500ms`, `1m30s`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let parsed: jiff::SignedDuration = text.parse().map_err(|_| {
+        format!("{text:?} is not a duration (try 5s, 500ms, 2m or a number of seconds)")
+    })?;
+    Duration::try_from(parsed).map_err(|_| format!("{text:?} is negative"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_units_and_bare_seconds() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("60"), Ok(Duration::from_secs(60)));
+        assert!(
+            parse_duration("soon")
+                .unwrap_err()
+                .contains("\"soon\" is not a duration")
+        );
+        assert!(parse_duration("-5s").is_err());
+    }
+}

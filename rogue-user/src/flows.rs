@@ -1,0 +1,303 @@
+//! The flow cache every source feeds (live XDP drains, capture files) and the
+//! completed flow record it produces: unidirectional flows keyed by the
+//! 5-tuple and interface, ended by idle and active timeouts.
+//!
+//! Timeouts run on data time (packet timestamps), never the wall clock, so a
+//! capture from last month is cut exactly as it would have been live. Like
+//! every production flow meter (nfpcapd, softflowd, YAF) the cache checks
+//! timeouts in periodic sweeps rather than per packet, and it uses nfdump's
+//! nfpcapd schedule to the second, so that rogue's flows from a capture equal
+//! nfdump's flow for flow and analysts can check one tool against the other:
+//! - time is counted in whole seconds;
+//! - after a packet is added, if its second is more than 1 past the last
+//!   check, a check runs; a check more than [`SWEEP_INTERVAL_SECS`] after the
+//!   last sweep sweeps;
+//! - a sweep completes every flow whose last packet's second is more than
+//!   the idle timeout before it, or whose first packet's second is more than
+//!   the active timeout before it.
+//!
+//! A second either way on a 60 s timeout changes nothing for the method.
+//! Live, each drain advances data time to the drain's wall-clock time, so idle
+//! flows complete even when no packet arrives.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
+};
+
+use rogue_common::FlowKey;
+
+pub mod format;
+
+/// Nanoseconds since the Unix epoch, UTC.
+pub type Nanos = i64;
+pub const NANOS_PER_SEC: Nanos = 1_000_000_000;
+
+/// How often (in seconds of data time) the cache looks for flows to complete.
+pub const SWEEP_INTERVAL_SECS: i64 = 10;
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
+pub const DEFAULT_ACTIVE_TIMEOUT_SECS: u64 = 300;
+
+/// A completed unidirectional flow: what every later stage consumes.
+/// Field names follow the `rogue flows` output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowRecord {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub packets: u64,
+    /// IP-layer octets.
+    pub bytes: u64,
+    pub start: Nanos,
+    pub end: Nanos,
+    /// OR of the TCP flags of all packets.
+    pub tcp_flags: u8,
+    /// Interface name, where the source knows it.
+    pub interface: Option<Arc<str>>,
+}
+
+/// Packets of one flow seen together: one packet from a capture, or one
+/// flow's counts from a drain of the kernel maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowDelta {
+    pub packets: u64,
+    pub bytes: u64,
+    pub first: Nanos,
+    pub last: Nanos,
+    pub tcp_flags: u8,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct ActiveFlow {
+    packets: u64,
+    bytes: u64,
+    first: Nanos,
+    last: Nanos,
+    tcp_flags: u8,
+}
+
+/// Counts that show what the cache did, for `--stats` and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowCacheStats {
+    pub flows_completed: u64,
+    pub idle_expired: u64,
+    pub active_expired: u64,
+    pub flushed: u64,
+    /// Largest number of flows held at once.
+    pub peak_active: u64,
+}
+
+/// Flow keys come from the network, so the hash is seeded per process
+/// (foldhash): fast, and an attacker cannot aim packets at one bucket.
+type FastHasher = foldhash::fast::RandomState;
+
+/// Idle and active timeouts, in whole seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub idle: i64,
+    pub active: i64,
+}
+
+impl Timeouts {
+    pub fn from_secs(idle: u64, active: u64) -> Timeouts {
+        Timeouts {
+            idle: idle.min(i64::MAX as u64) as i64,
+            active: active.min(i64::MAX as u64) as i64,
+        }
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts::from_secs(DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_ACTIVE_TIMEOUT_SECS)
+    }
+}
+
+pub struct FlowCache {
+    active: HashMap<FlowKey, ActiveFlow, FastHasher>,
+    timeouts: Timeouts,
+    interfaces: HashMap<u32, Arc<str>>,
+    /// Latest data time seen; `None` before the first packet.
+    now: Option<Nanos>,
+    /// The second of data time of the last check, and of the last sweep
+    /// (`None` until the first check).
+    last_check: i64,
+    last_sweep: Option<i64>,
+    stats: FlowCacheStats,
+}
+
+impl FlowCache {
+    pub fn new(timeouts: Timeouts) -> FlowCache {
+        FlowCache {
+            active: HashMap::default(),
+            timeouts,
+            interfaces: HashMap::new(),
+            now: None,
+            last_check: 0,
+            last_sweep: None,
+            stats: FlowCacheStats::default(),
+        }
+    }
+
+    /// Names the interface `ifindex` in the records of its flows.
+    pub fn name_interface(&mut self, ifindex: u32, name: &str) {
+        self.interfaces.insert(ifindex, Arc::from(name));
+    }
+
+    pub fn stats(&self) -> FlowCacheStats {
+        self.stats
+    }
+
+    /// Flows currently held (not yet completed).
+    pub fn len(&self) -> usize {
+        self.active.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.active.is_empty()
+    }
+
+    /// Adds packets of one flow, then sweeps if data time has moved on enough.
+    /// Completed flows are appended to `out`.
+    pub fn add(&mut self, key: &FlowKey, delta: FlowDelta, out: &mut Vec<FlowRecord>) {
+        match self.active.get_mut(key) {
+            Some(flow) => {
+                flow.packets += delta.packets;
+                flow.bytes += delta.bytes;
+                flow.first = flow.first.min(delta.first);
+                flow.last = flow.last.max(delta.last);
+                flow.tcp_flags |= delta.tcp_flags;
+            }
+            None => {
+                let flow = ActiveFlow {
+                    packets: delta.packets,
+                    bytes: delta.bytes,
+                    first: delta.first,
+                    last: delta.last,
+                    tcp_flags: delta.tcp_flags,
+                };
+                self.active.insert(*key, flow);
+                self.stats.peak_active = self.stats.peak_active.max(self.active.len() as u64);
+            }
+        }
+        self.advance(delta.last, out);
+    }
+
+    /// Moves data time to `now` (if later) and sweeps when a sweep is due.
+    /// Live sources call it after each drain with the drain's time, so idle
+    /// flows complete even when no packet arrives.
+    pub fn advance(&mut self, now: Nanos, out: &mut Vec<FlowRecord>) {
+        let now = self.now.map_or(now, |previous| previous.max(now));
+        self.now = Some(now);
+        let second = second(now);
+        if second - self.last_check <= 1 {
+            return;
+        }
+        self.last_check = second;
+        match self.last_sweep {
+            None => self.last_sweep = Some(second),
+            Some(last) if second - last > SWEEP_INTERVAL_SECS => self.sweep(now, out),
+            Some(_) => {}
+        }
+    }
+
+    /// Completes every flow whose timeout has passed at `now`.
+    pub fn sweep(&mut self, now: Nanos, out: &mut Vec<FlowRecord>) {
+        let now = second(now);
+        self.last_sweep = Some(now);
+        let Timeouts { idle, active } = self.timeouts;
+        let mut idle_expired = 0;
+        let mut active_expired = 0;
+        let interfaces = &self.interfaces;
+        let from = out.len();
+        self.active.retain(|key, flow| {
+            let is_idle = now - second(flow.last) > idle;
+            let is_long = now - second(flow.first) > active;
+            if !(is_idle || is_long) {
+                return true;
+            }
+            if is_idle {
+                idle_expired += 1;
+            } else {
+                active_expired += 1;
+            }
+            out.push(record(key, flow, interfaces));
+            false
+        });
+        sort_by_start(&mut out[from..]);
+        self.stats.idle_expired += idle_expired;
+        self.stats.active_expired += active_expired;
+        self.stats.flows_completed += idle_expired + active_expired;
+    }
+
+    /// Completes every flow (end of input, or shutdown).
+    pub fn flush(&mut self, out: &mut Vec<FlowRecord>) {
+        let flushed = self.active.len() as u64;
+        let from = out.len();
+        out.extend(
+            self.active
+                .iter()
+                .map(|(key, flow)| record(key, flow, &self.interfaces)),
+        );
+        sort_by_start(&mut out[from..]);
+        self.active.clear();
+        self.stats.flushed += flushed;
+        self.stats.flows_completed += flushed;
+    }
+}
+
+fn second(time: Nanos) -> i64 {
+    time.div_euclid(NANOS_PER_SEC)
+}
+
+/// Hash order is random; completed flows come out in start order instead.
+fn sort_by_start(flows: &mut [FlowRecord]) {
+    flows.sort_unstable_by(|a, b| {
+        (a.start, a.src, a.dst, a.sport, a.dport, a.proto)
+            .cmp(&(b.start, b.src, b.dst, b.sport, b.dport, b.proto))
+    });
+}
+
+fn record(key: &FlowKey, flow: &ActiveFlow, interfaces: &HashMap<u32, Arc<str>>) -> FlowRecord {
+    FlowRecord {
+        src: address(&key.src_addr),
+        dst: address(&key.dst_addr),
+        sport: key.src_port,
+        dport: key.dst_port,
+        proto: key.proto,
+        packets: flow.packets,
+        bytes: flow.bytes,
+        start: flow.first,
+        end: flow.last,
+        tcp_flags: flow.tcp_flags,
+        interface: interfaces.get(&key.ifindex).cloned(),
+    }
+}
+
+/// The address a flow key holds: IPv4-mapped addresses are IPv4.
+pub fn address(bytes: &[u8; 16]) -> IpAddr {
+    let v6 = Ipv6Addr::from(*bytes);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
+/// The bytes a flow key holds for `addr` (IPv4 as IPv4-mapped).
+pub fn key_address(addr: IpAddr) -> [u8; 16] {
+    match addr {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// An IPv4 address as a flow key holds it.
+pub fn key_ipv4(addr: Ipv4Addr) -> [u8; 16] {
+    key_address(IpAddr::V4(addr))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,239 @@
+//! Helpers shared by rogue's integration tests: the vendored real captures
+//! and their oracles, tshark as an independent dissector, and metering a
+//! capture through rogue's own library.
+#![allow(dead_code)]
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use rogue::{
+    capture::FileMeter,
+    flows::{FlowCache, FlowRecord, Timeouts, format::rfc3339_millis},
+};
+use rogue_common::MeterCounters;
+
+/// The real captures (see tests/captures/PROVENANCE.md).
+pub fn captures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/captures")
+}
+
+/// Every capture file, sorted by name.
+pub fn captures() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(captures_dir())
+        .expect("tests/captures exists")
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("pcap" | "pcapng")
+            )
+        })
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 30,
+        "expected the 31 vendored captures, found {}",
+        files.len()
+    );
+    files
+}
+
+pub fn stem(path: &Path) -> String {
+    path.file_stem().unwrap().to_string_lossy().into_owned()
+}
+
+/// Flows and counters of a capture metered by rogue's library.
+pub fn meter_capture(path: &Path, timeouts: Timeouts) -> (Vec<FlowRecord>, MeterCounters) {
+    let mut meter = FileMeter::new(FlowCache::new(timeouts));
+    let mut flows = Vec::new();
+    meter
+        .file(path, |completed| flows.append(completed))
+        .unwrap_or_else(|e| panic!("{e}"));
+    meter.cache.flush(&mut flows);
+    (flows, meter.counters)
+}
+
+/// A flow as nfdump prints it (`%ts|%te|%pr|%sa|%sp|%da|%dp|%flg|%pkt|%byt`),
+/// so rogue's flows and the oracles compare as text rows.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Row {
+    pub start: String,
+    pub end: String,
+    pub proto: u8,
+    pub src: String,
+    pub sport: u16,
+    pub dst: String,
+    /// For ICMP, `type.code` as nfdump prints it.
+    pub dport: String,
+    pub flags: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl Row {
+    pub fn of(flow: &FlowRecord) -> Row {
+        let nfdump_time = |t| {
+            rfc3339_millis(t)
+                .replace('T', " ")
+                .trim_end_matches('Z')
+                .to_string()
+        };
+        Row {
+            start: nfdump_time(flow.start),
+            end: nfdump_time(flow.end),
+            proto: flow.proto,
+            src: flow.src.to_string(),
+            sport: flow.sport,
+            dst: flow.dst.to_string(),
+            dport: if is_icmp(flow.proto) {
+                format!("{}.{}", flow.dport >> 8, flow.dport & 0xff)
+            } else {
+                flow.dport.to_string()
+            },
+            flags: rogue::flows::format::tcp_flags_letters(flow.tcp_flags),
+            packets: flow.packets,
+            bytes: flow.bytes,
+        }
+    }
+
+    /// (src, dst, proto, sport, dport): which flow, ignoring counts and times.
+    pub fn key(&self) -> (String, String, u8, u16, String) {
+        (
+            self.src.clone(),
+            self.dst.clone(),
+            self.proto,
+            self.sport,
+            self.dport.clone(),
+        )
+    }
+}
+
+impl std::fmt::Display for Row {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
+            self.start,
+            self.end,
+            self.proto,
+            self.src,
+            self.sport,
+            self.dst,
+            self.dport,
+            self.flags,
+            self.packets,
+            self.bytes
+        )
+    }
+}
+
+pub fn is_icmp(proto: u8) -> bool {
+    proto == 1 || proto == 58
+}
+
+/// Section 1 of an oracle file: nfpcapd's flows with default timeouts.
+pub struct NfdumpOracle {
+    pub flows: Vec<Row>,
+    /// Flows printed after a tunnel line: nfpcapd keyed them on the inner header.
+    pub tunnelled: Vec<Row>,
+}
+
+pub fn nfdump_oracle(capture: &Path) -> NfdumpOracle {
+    let path = captures_dir().join(format!("{}.oracle.txt", stem(capture)));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut section = 0;
+    let mut oracle = NfdumpOracle {
+        flows: Vec::new(),
+        tunnelled: Vec::new(),
+    };
+    let mut after_tunnel_line = false;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# ===== SECTION ") {
+            section = rest.split(':').next().unwrap().trim().parse().unwrap();
+            continue;
+        }
+        if section != 1 || line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split('|').collect();
+        assert_eq!(f.len(), 11, "{}: unexpected line {line:?}", path.display());
+        let row = Row {
+            start: f[0].into(),
+            end: f[1].into(),
+            proto: f[2].parse().unwrap(),
+            src: f[3].into(),
+            sport: f[4].parse().unwrap(),
+            dst: f[5].into(),
+            dport: f[6].into(),
+            flags: f[7].into(),
+            packets: f[8].parse().unwrap(),
+            bytes: f[9].parse().unwrap(),
+        };
+        if row.packets == 0 {
+            // nfdump's print of a tunnel's outer addresses, not a flow.
+            after_tunnel_line = true;
+            continue;
+        }
+        if after_tunnel_line {
+            oracle.tunnelled.push(row);
+        } else {
+            oracle.flows.push(row);
+        }
+        after_tunnel_line = false;
+    }
+    oracle
+}
+
+/// Multiset difference: rows of `a` not matched in `b`.
+pub fn missing_from(a: &[Row], b: &[Row]) -> Vec<Row> {
+    let mut counts: BTreeMap<&Row, i64> = BTreeMap::new();
+    for row in b {
+        *counts.entry(row).or_default() += 1;
+    }
+    let mut missing = Vec::new();
+    for row in a {
+        let count = counts.entry(row).or_default();
+        if *count > 0 {
+            *count -= 1;
+        } else {
+            missing.push(row.clone());
+        }
+    }
+    missing
+}
+
+/// Panics with both differences when the multisets differ.
+pub fn assert_same_rows(what: &str, rogue: &[Row], expected: &[Row]) {
+    let missing = missing_from(expected, rogue);
+    let extra = missing_from(rogue, expected);
+    if missing.is_empty() && extra.is_empty() {
+        return;
+    }
+    let mut message = format!("{what}: rogue's flows differ from the expected ones\n");
+    for row in &missing {
+        message += &format!("  expected, not in rogue: {row}\n");
+    }
+    for row in &extra {
+        message += &format!("  in rogue, not expected: {row}\n");
+    }
+    panic!("{message}");
+}
+
+/// Runs a program the tests need, failing with how to get it.
+pub fn require(program: &str) -> Command {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .output()
+        .unwrap();
+    assert!(
+        found.status.success(),
+        "{program} is not installed; `cargo xtask setup` installs the test tools (apt-get install {program})"
+    );
+    Command::new(program)
+}
+
+pub mod tshark;

@@ -71,20 +71,31 @@ impl MeterCounters {
 
     /// Adds `other` field by field (summing per-CPU copies, or interfaces).
     pub fn add(&mut self, other: &MeterCounters) {
-        self.packets += other.packets;
-        self.bytes += other.bytes;
-        self.ipv4_packets += other.ipv4_packets;
-        self.ipv4_bytes += other.ipv4_bytes;
-        self.ipv6_packets += other.ipv6_packets;
-        self.ipv6_bytes += other.ipv6_bytes;
-        self.non_ip += other.non_ip;
-        self.vlan += other.vlan;
-        self.mpls += other.mpls;
-        self.pppoe += other.pppoe;
-        self.fragments += other.fragments;
-        self.malformed += other.malformed;
-        self.insert_failed_packets += other.insert_failed_packets;
-        self.insert_failed_bytes += other.insert_failed_bytes;
+        *self = self.combine(other, u64::wrapping_add);
+    }
+
+    /// What was counted since `earlier` (an earlier reading of the same counters).
+    pub fn since(&self, earlier: &MeterCounters) -> MeterCounters {
+        self.combine(earlier, u64::wrapping_sub)
+    }
+
+    fn combine(&self, other: &MeterCounters, f: fn(u64, u64) -> u64) -> MeterCounters {
+        MeterCounters {
+            packets: f(self.packets, other.packets),
+            bytes: f(self.bytes, other.bytes),
+            ipv4_packets: f(self.ipv4_packets, other.ipv4_packets),
+            ipv4_bytes: f(self.ipv4_bytes, other.ipv4_bytes),
+            ipv6_packets: f(self.ipv6_packets, other.ipv6_packets),
+            ipv6_bytes: f(self.ipv6_bytes, other.ipv6_bytes),
+            non_ip: f(self.non_ip, other.non_ip),
+            vlan: f(self.vlan, other.vlan),
+            mpls: f(self.mpls, other.mpls),
+            pppoe: f(self.pppoe, other.pppoe),
+            fragments: f(self.fragments, other.fragments),
+            malformed: f(self.malformed, other.malformed),
+            insert_failed_packets: f(self.insert_failed_packets, other.insert_failed_packets),
+            insert_failed_bytes: f(self.insert_failed_bytes, other.insert_failed_bytes),
+        }
     }
 }
 

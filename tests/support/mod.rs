@@ -236,4 +236,5 @@ pub fn require(program: &str) -> Command {
     Command::new(program)
 }
 
+pub mod packets;
 pub mod tshark;

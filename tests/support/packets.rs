@@ -1,0 +1,628 @@
+//! Crafted frames with the outcome each must have, written out byte by byte
+//! so the test reads as the packet does. One table serves the userspace
+//! parser test and the XDP program test, so both are held to the same cases.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+pub const SERVER_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 25);
+pub const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 0x10);
+pub const SERVER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 0x25);
+
+pub const TCP: u8 = 6;
+pub const UDP: u8 = 17;
+pub const ICMP: u8 = 1;
+pub const ICMPV6: u8 = 58;
+pub const SYN: u8 = 0x02;
+pub const PSH_ACK: u8 = 0x18;
+
+/// The flow a frame must join.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpectedFlow {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: u8,
+    pub sport: u16,
+    pub dport: u16,
+    pub bytes: u64,
+    pub tcp_flags: u8,
+}
+
+/// What the meter's counters must have gained from the frame, besides
+/// packets and bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExpectedCounts {
+    pub ipv4: u64,
+    pub ipv6: u64,
+    pub non_ip: u64,
+    pub vlan: u64,
+    pub mpls: u64,
+    pub pppoe: u64,
+    pub fragments: u64,
+    pub malformed: u64,
+}
+
+impl ExpectedCounts {
+    /// The whole counters one frame of `frame_len` bytes must leave behind.
+    pub fn counters(
+        &self,
+        frame_len: usize,
+        flow: &Option<ExpectedFlow>,
+    ) -> rogue_common::MeterCounters {
+        let ip_bytes = flow.as_ref().map_or(0, |f| f.bytes);
+        rogue_common::MeterCounters {
+            packets: 1,
+            bytes: frame_len as u64,
+            ipv4_packets: self.ipv4,
+            ipv4_bytes: self.ipv4 * ip_bytes,
+            ipv6_packets: self.ipv6,
+            ipv6_bytes: self.ipv6 * ip_bytes,
+            non_ip: self.non_ip,
+            vlan: self.vlan,
+            mpls: self.mpls,
+            pppoe: self.pppoe,
+            fragments: self.fragments,
+            malformed: self.malformed,
+            insert_failed_packets: 0,
+            insert_failed_bytes: 0,
+        }
+    }
+}
+
+impl ExpectedFlow {
+    pub fn of(flow: &rogue::flows::FlowRecord) -> ExpectedFlow {
+        ExpectedFlow {
+            src: flow.src,
+            dst: flow.dst,
+            proto: flow.proto,
+            sport: flow.sport,
+            dport: flow.dport,
+            bytes: flow.bytes,
+            tcp_flags: flow.tcp_flags,
+        }
+    }
+}
+
+pub struct Case {
+    pub name: &'static str,
+    pub frame: Vec<u8>,
+    pub flow: Option<ExpectedFlow>,
+    pub counts: ExpectedCounts,
+}
+
+// ---- building blocks --------------------------------------------------
+
+pub fn ethernet(ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0x02, 0, 0, 0, 0, 0xbb, 0x02, 0, 0, 0, 0, 0xaa];
+    frame.extend(ethertype.to_be_bytes());
+    frame.extend(payload);
+    frame
+}
+
+/// Inserts tags (TPID, VLAN id) after the MAC addresses, outermost first.
+pub fn with_vlans(frame: &[u8], tags: &[(u16, u16)]) -> Vec<u8> {
+    let mut out = frame[..12].to_vec();
+    for &(tpid, vid) in tags {
+        out.extend(tpid.to_be_bytes());
+        out.extend(vid.to_be_bytes());
+    }
+    out.extend(&frame[12..]);
+    out
+}
+
+pub fn ipv4(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    options: &[u8],
+    fragment: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    assert_eq!(options.len() % 4, 0);
+    let header_len = 20 + options.len();
+    let total = (header_len + payload.len()) as u16;
+    let mut packet = vec![0x40 | (header_len / 4) as u8, 0];
+    packet.extend(total.to_be_bytes());
+    packet.extend([0x12, 0x34]); // identification
+    packet.extend(fragment.to_be_bytes());
+    packet.extend([64, proto, 0, 0]); // TTL, protocol, checksum (unchecked)
+    packet.extend(src.octets());
+    packet.extend(dst.octets());
+    packet.extend(options);
+    packet.extend(payload);
+    packet
+}
+
+/// IPv6 with extension headers given as (header type, next-header-less body):
+/// each body is completed with its next-header byte.
+pub fn ipv6(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    extensions: &[(u8, Vec<u8>)],
+    proto: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut chain = Vec::new();
+    for (i, (_, body)) in extensions.iter().enumerate() {
+        let next = extensions.get(i + 1).map_or(proto, |(kind, _)| *kind);
+        chain.push(next);
+        chain.extend(body);
+    }
+    chain.extend(payload);
+    let first = extensions.first().map_or(proto, |(kind, _)| *kind);
+    let mut packet = vec![0x60, 0, 0, 0];
+    packet.extend((chain.len() as u16).to_be_bytes());
+    packet.extend([first, 64]);
+    packet.extend(src.octets());
+    packet.extend(dst.octets());
+    packet.extend(chain);
+    packet
+}
+
+/// An 8-byte option-style extension header body (length field 0).
+pub fn ext8() -> Vec<u8> {
+    vec![0, 1, 4, 0, 0, 0, 0]
+}
+
+pub fn tcp(sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut segment = Vec::new();
+    segment.extend(sport.to_be_bytes());
+    segment.extend(dport.to_be_bytes());
+    segment.extend([0, 0, 0, 1, 0, 0, 0, 0]); // seq, ack
+    segment.extend([0x50, flags, 0xff, 0xff, 0, 0, 0, 0]); // offset, flags, window, csum, urg
+    segment.extend(payload);
+    segment
+}
+
+pub fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut datagram = Vec::new();
+    datagram.extend(sport.to_be_bytes());
+    datagram.extend(dport.to_be_bytes());
+    datagram.extend(((8 + payload.len()) as u16).to_be_bytes());
+    datagram.extend([0, 0]);
+    datagram.extend(payload);
+    datagram
+}
+
+pub fn icmp(kind: u8, code: u8) -> Vec<u8> {
+    vec![kind, code, 0, 0, 0, 1, 0, 1]
+}
+
+fn v4(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    sport: u16,
+    dport: u16,
+    bytes: usize,
+    tcp_flags: u8,
+) -> Option<ExpectedFlow> {
+    Some(ExpectedFlow {
+        src: src.into(),
+        dst: dst.into(),
+        proto,
+        sport,
+        dport,
+        bytes: bytes as u64,
+        tcp_flags,
+    })
+}
+
+fn v6(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    proto: u8,
+    sport: u16,
+    dport: u16,
+    bytes: usize,
+    tcp_flags: u8,
+) -> Option<ExpectedFlow> {
+    Some(ExpectedFlow {
+        src: src.into(),
+        dst: dst.into(),
+        proto,
+        sport,
+        dport,
+        bytes: bytes as u64,
+        tcp_flags,
+    })
+}
+
+const V4: ExpectedCounts = ExpectedCounts { ipv4: 1, ..ZERO };
+const V6: ExpectedCounts = ExpectedCounts { ipv6: 1, ..ZERO };
+const ZERO: ExpectedCounts = ExpectedCounts {
+    ipv4: 0,
+    ipv6: 0,
+    non_ip: 0,
+    vlan: 0,
+    mpls: 0,
+    pppoe: 0,
+    fragments: 0,
+    malformed: 0,
+};
+
+// ---- the cases --------------------------------------------------------
+
+/// Frames the kernel can be given (BPF_PROG_TEST_RUN needs a whole Ethernet
+/// header, as every frame on an interface has).
+pub fn cases() -> Vec<Case> {
+    let smtp_syn = tcp(40000, 25, SYN, &[]);
+    let smtp_data = tcp(40000, 25, PSH_ACK, b"EHLO client.example\r\n");
+    let dns = udp(5353, 53, &[0xab; 30]);
+    let smtp_v4 = ipv4(CLIENT_V4, SERVER_V4, TCP, &[], 0, &smtp_syn);
+    let dns_v4 = ipv4(CLIENT_V4, SERVER_V4, UDP, &[], 0, &dns);
+    let smtp_v6 = ipv6(CLIENT_V6, SERVER_V6, &[], TCP, &smtp_data);
+    let router_alert = [0x94, 0x04, 0, 0];
+    let timestamp_option = [0x44, 12, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+
+    vec![
+        Case {
+            name: "IPv4 TCP SYN to port 25",
+            frame: ethernet(0x0800, &smtp_v4),
+            flow: v4(CLIENT_V4, SERVER_V4, TCP, 40000, 25, 40, SYN),
+            counts: V4,
+        },
+        Case {
+            name: "IPv4 with 16 bytes of options (IHL 9)",
+            frame: ethernet(
+                0x0800,
+                &ipv4(
+                    CLIENT_V4,
+                    SERVER_V4,
+                    UDP,
+                    &[&router_alert[..], &timestamp_option].concat(),
+                    0,
+                    &dns,
+                ),
+            ),
+            flow: v4(CLIENT_V4, SERVER_V4, UDP, 5353, 53, 20 + 16 + 38, 0),
+            counts: V4,
+        },
+        Case {
+            name: "802.1Q VLAN 100",
+            frame: with_vlans(&ethernet(0x0800, &dns_v4), &[(0x8100, 100)]),
+            flow: v4(CLIENT_V4, SERVER_V4, UDP, 5353, 53, 58, 0),
+            counts: ExpectedCounts { vlan: 1, ..V4 },
+        },
+        Case {
+            name: "QinQ: 802.1ad outer tag, 802.1Q inner tag",
+            frame: with_vlans(&ethernet(0x0800, &smtp_v4), &[(0x88a8, 1525), (0x8100, 30)]),
+            flow: v4(CLIENT_V4, SERVER_V4, TCP, 40000, 25, 40, SYN),
+            counts: ExpectedCounts { vlan: 1, ..V4 },
+        },
+        Case {
+            name: "three VLAN tags: deeper than rogue follows",
+            frame: with_vlans(
+                &ethernet(0x0800, &smtp_v4),
+                &[(0x88a8, 1), (0x8100, 2), (0x8100, 3)],
+            ),
+            flow: None,
+            counts: ExpectedCounts {
+                vlan: 1,
+                non_ip: 1,
+                ..ZERO
+            },
+        },
+        Case {
+            name: "IPv6 TCP with payload",
+            frame: ethernet(0x86dd, &smtp_v6),
+            flow: v6(CLIENT_V6, SERVER_V6, TCP, 40000, 25, 40 + 20 + 21, PSH_ACK),
+            counts: V6,
+        },
+        Case {
+            name: "IPv6 with hop-by-hop, routing and destination options headers",
+            frame: ethernet(
+                0x86dd,
+                &ipv6(
+                    CLIENT_V6,
+                    SERVER_V6,
+                    &[(0, ext8()), (43, ext8()), (60, ext8())],
+                    TCP,
+                    &smtp_data,
+                ),
+            ),
+            flow: v6(
+                CLIENT_V6,
+                SERVER_V6,
+                TCP,
+                40000,
+                25,
+                40 + 24 + 20 + 21,
+                PSH_ACK,
+            ),
+            counts: V6,
+        },
+        Case {
+            name: "IPv6 with an authentication header (length in 4-byte units)",
+            frame: ethernet(
+                0x86dd,
+                &ipv6(
+                    CLIENT_V6,
+                    SERVER_V6,
+                    &[(
+                        51,
+                        vec![
+                            4, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                        ],
+                    )],
+                    UDP,
+                    &dns,
+                ),
+            ),
+            flow: v6(CLIENT_V6, SERVER_V6, UDP, 5353, 53, 40 + 24 + 38, 0),
+            counts: V6,
+        },
+        Case {
+            name: "IPv6 with seven extension headers: the seventh is the protocol",
+            frame: ethernet(
+                0x86dd,
+                &ipv6(
+                    CLIENT_V6,
+                    SERVER_V6,
+                    &vec![(60, ext8()); 7],
+                    TCP,
+                    &smtp_data,
+                ),
+            ),
+            flow: v6(CLIENT_V6, SERVER_V6, 60, 0, 0, 40 + 56 + 41, 0),
+            counts: V6,
+        },
+        Case {
+            name: "IPv6 first fragment keeps its ports",
+            frame: ethernet(
+                0x86dd,
+                &ipv6(
+                    CLIENT_V6,
+                    SERVER_V6,
+                    &[(44, vec![0, 0, 1, 0, 0, 0, 7])],
+                    UDP,
+                    &dns,
+                ),
+            ),
+            flow: v6(CLIENT_V6, SERVER_V6, UDP, 5353, 53, 40 + 8 + 38, 0),
+            counts: ExpectedCounts { fragments: 1, ..V6 },
+        },
+        Case {
+            name: "IPv6 later fragment: ports 0",
+            frame: ethernet(
+                0x86dd,
+                &ipv6(
+                    CLIENT_V6,
+                    SERVER_V6,
+                    &[(44, vec![0, 0, 0xb8, 0, 0, 0, 7])],
+                    UDP,
+                    &[0xcd; 40],
+                ),
+            ),
+            flow: v6(CLIENT_V6, SERVER_V6, UDP, 0, 0, 40 + 8 + 40, 0),
+            counts: ExpectedCounts { fragments: 1, ..V6 },
+        },
+        Case {
+            name: "IPv4 first fragment (MF) keeps its ports",
+            frame: ethernet(0x0800, &ipv4(CLIENT_V4, SERVER_V4, UDP, &[], 0x2000, &dns)),
+            flow: v4(CLIENT_V4, SERVER_V4, UDP, 5353, 53, 58, 0),
+            counts: ExpectedCounts { fragments: 1, ..V4 },
+        },
+        Case {
+            name: "IPv4 later fragment: ports 0",
+            frame: ethernet(
+                0x0800,
+                &ipv4(CLIENT_V4, SERVER_V4, UDP, &[], 185, &[0xcd; 250]),
+            ),
+            flow: v4(CLIENT_V4, SERVER_V4, UDP, 0, 0, 270, 0),
+            counts: ExpectedCounts { fragments: 1, ..V4 },
+        },
+        Case {
+            name: "ICMP echo request: type and code as the destination port",
+            frame: ethernet(
+                0x0800,
+                &ipv4(CLIENT_V4, SERVER_V4, ICMP, &[], 0, &icmp(8, 0)),
+            ),
+            flow: v4(CLIENT_V4, SERVER_V4, ICMP, 0, 0x0800, 28, 0),
+            counts: V4,
+        },
+        Case {
+            name: "ICMPv6 destination unreachable, code 4",
+            frame: ethernet(
+                0x86dd,
+                &ipv6(SERVER_V6, CLIENT_V6, &[], ICMPV6, &icmp(1, 4)),
+            ),
+            flow: v6(SERVER_V6, CLIENT_V6, ICMPV6, 0, 0x0104, 48, 0),
+            counts: V6,
+        },
+        Case {
+            name: "ARP is not IP",
+            frame: ethernet(
+                0x0806,
+                &[
+                    0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 0xaa, 192, 0, 2, 1, 0, 0, 0, 0, 0, 0,
+                    192, 0, 2, 2,
+                ],
+            ),
+            flow: None,
+            counts: ExpectedCounts { non_ip: 1, ..ZERO },
+        },
+        Case {
+            name: "802.3 frame with LLC (spanning tree) is not IP",
+            frame: ethernet(38, &[0x42, 0x42, 0x03, 0, 0, 0, 0, 0]),
+            flow: None,
+            counts: ExpectedCounts { non_ip: 1, ..ZERO },
+        },
+        Case {
+            name: "MPLS label stack of two over IPv4",
+            frame: ethernet(
+                0x8847,
+                &[&[0, 0x01, 0xd0, 64, 0, 0x02, 0x01, 64][..], &smtp_v4].concat(),
+            ),
+            flow: v4(CLIENT_V4, SERVER_V4, TCP, 40000, 25, 40, SYN),
+            counts: ExpectedCounts { mpls: 1, ..V4 },
+        },
+        Case {
+            name: "MPLS over IPv6",
+            frame: ethernet(0x8847, &[&[0, 0x01, 0xd1, 64][..], &smtp_v6].concat()),
+            flow: v6(CLIENT_V6, SERVER_V6, TCP, 40000, 25, 81, PSH_ACK),
+            counts: ExpectedCounts { mpls: 1, ..V6 },
+        },
+        Case {
+            name: "PPPoE session carrying IPv4",
+            frame: ethernet(
+                0x8864,
+                &[&[0x11, 0, 0, 7, 0, 60, 0x00, 0x21][..], &dns_v4].concat(),
+            ),
+            flow: v4(CLIENT_V4, SERVER_V4, UDP, 5353, 53, 58, 0),
+            counts: ExpectedCounts { pppoe: 1, ..V4 },
+        },
+        Case {
+            name: "PPPoE session in a VLAN carrying IPv6",
+            frame: with_vlans(
+                &ethernet(
+                    0x8864,
+                    &[&[0x11, 0, 0, 7, 0, 60, 0x00, 0x57][..], &smtp_v6].concat(),
+                ),
+                &[(0x8100, 7)],
+            ),
+            flow: v6(CLIENT_V6, SERVER_V6, TCP, 40000, 25, 81, PSH_ACK),
+            counts: ExpectedCounts {
+                pppoe: 1,
+                vlan: 1,
+                ..V6
+            },
+        },
+        Case {
+            name: "truncated: VLAN tag cut",
+            frame: ethernet(0x8100, &[0x00]),
+            flow: None,
+            counts: ExpectedCounts {
+                vlan: 1,
+                malformed: 1,
+                ..ZERO
+            },
+        },
+        Case {
+            name: "truncated: MPLS label cut",
+            frame: ethernet(0x8847, &[0, 1]),
+            flow: None,
+            counts: ExpectedCounts {
+                mpls: 1,
+                malformed: 1,
+                ..ZERO
+            },
+        },
+        Case {
+            name: "truncated: PPPoE header cut",
+            frame: ethernet(0x8864, &[0x11, 0, 0, 7]),
+            flow: None,
+            counts: ExpectedCounts {
+                pppoe: 1,
+                malformed: 1,
+                ..ZERO
+            },
+        },
+        Case {
+            name: "truncated: IPv4 header cut after 19 bytes",
+            frame: ethernet(0x0800, &smtp_v4[..19]),
+            flow: None,
+            counts: ExpectedCounts {
+                malformed: 1,
+                ..ZERO
+            },
+        },
+        Case {
+            name: "truncated: IPv6 header cut after 39 bytes",
+            frame: ethernet(0x86dd, &smtp_v6[..39]),
+            flow: None,
+            counts: ExpectedCounts {
+                malformed: 1,
+                ..ZERO
+            },
+        },
+        Case {
+            name: "truncated: IPv4 options cut: ports unknown",
+            frame: ethernet(
+                0x0800,
+                &ipv4(CLIENT_V4, SERVER_V4, TCP, &[1; 40], 0, &smtp_syn)[..30],
+            ),
+            flow: v4(CLIENT_V4, SERVER_V4, TCP, 0, 0, 80, 0),
+            counts: ExpectedCounts { malformed: 1, ..V4 },
+        },
+        Case {
+            name: "truncated: TCP cut after 3 bytes: ports unknown",
+            frame: ethernet(0x0800, &smtp_v4[..23]),
+            flow: v4(CLIENT_V4, SERVER_V4, TCP, 0, 0, 40, 0),
+            counts: ExpectedCounts { malformed: 1, ..V4 },
+        },
+        Case {
+            name: "truncated: TCP cut after 13 bytes: ports known, flags not",
+            frame: ethernet(0x0800, &smtp_v4[..33]),
+            flow: v4(CLIENT_V4, SERVER_V4, TCP, 40000, 25, 40, 0),
+            counts: ExpectedCounts { malformed: 1, ..V4 },
+        },
+        Case {
+            name: "TCP options cut (as a small snaplen leaves it) is not malformed",
+            frame: ethernet(
+                0x0800,
+                &ipv4(
+                    CLIENT_V4,
+                    SERVER_V4,
+                    TCP,
+                    &[],
+                    0,
+                    &tcp(40000, 25, SYN, &[2, 4, 5, 0xb4, 1, 1]),
+                )[..20 + 14],
+            ),
+            flow: v4(CLIENT_V4, SERVER_V4, TCP, 40000, 25, 46, SYN),
+            counts: V4,
+        },
+        Case {
+            name: "truncated: UDP header cut",
+            frame: ethernet(0x0800, &dns_v4[..22]),
+            flow: v4(CLIENT_V4, SERVER_V4, UDP, 0, 0, 58, 0),
+            counts: ExpectedCounts { malformed: 1, ..V4 },
+        },
+        Case {
+            name: "truncated: ICMP header missing",
+            frame: ethernet(
+                0x0800,
+                &ipv4(CLIENT_V4, SERVER_V4, ICMP, &[], 0, &icmp(8, 0))[..20],
+            ),
+            flow: v4(CLIENT_V4, SERVER_V4, ICMP, 0, 0, 28, 0),
+            counts: ExpectedCounts { malformed: 1, ..V4 },
+        },
+        Case {
+            name: "truncated: IPv6 extension header cut",
+            frame: ethernet(
+                0x86dd,
+                &ipv6(CLIENT_V6, SERVER_V6, &[(0, ext8())], TCP, &smtp_data)[..41],
+            ),
+            flow: v6(CLIENT_V6, SERVER_V6, 0, 0, 0, 40 + 8 + 41, 0),
+            counts: ExpectedCounts { malformed: 1, ..V6 },
+        },
+        Case {
+            name: "invalid: IPv4 header length below 20",
+            frame: ethernet(0x0800, &[&[0x44][..], &smtp_v4[1..]].concat()),
+            flow: None,
+            counts: ExpectedCounts {
+                malformed: 1,
+                ..ZERO
+            },
+        },
+        Case {
+            name: "invalid: IPv4 total length below the header length",
+            frame: ethernet(0x0800, &[&smtp_v4[..2], &[0, 19], &smtp_v4[4..]].concat()),
+            flow: None,
+            counts: ExpectedCounts {
+                malformed: 1,
+                ..ZERO
+            },
+        },
+        Case {
+            name: "invalid: IPv6 ethertype with a version-4 header",
+            frame: ethernet(0x86dd, &[&smtp_v4[..], &[0; 20]].concat()),
+            flow: None,
+            counts: ExpectedCounts {
+                malformed: 1,
+                ..ZERO
+            },
+        },
+    ]
+}

@@ -10,14 +10,8 @@ fn main() -> anyhow::Result<()> {
         .join("rogue-ebpf");
     let root = root.to_str().context("rogue-ebpf path is not UTF-8")?;
     aya_build::build_ebpf(
-        [aya_build::Package {
-            name: "rogue-ebpf",
-            root_dir: root,
-            ..Default::default()
-        }],
+        [aya_build::Package { name: "rogue-ebpf", root_dir: root, ..Default::default() }],
         aya_build::Toolchain::default(),
     )
-    .context(
-        "building the XDP programs (run `cargo xtask setup` if bpf-linker or rust-src is missing)",
-    )
+    .context("building the XDP programs (run `cargo xtask setup` if bpf-linker or rust-src is missing)")
 }

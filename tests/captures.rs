@@ -7,9 +7,7 @@ mod support;
 use std::collections::{BTreeMap, HashSet};
 
 use rogue::flows::Timeouts;
-use support::{
-    Row, assert_same_rows, captures, is_icmp, meter_capture, nfdump_oracle, stem, tshark,
-};
+use support::{Row, assert_same_rows, captures, is_icmp, meter_capture, nfdump_oracle, stem, tshark};
 
 /// nfpcapd 1.7 exports every ICMP packet, and every UDP packet to or from
 /// port 53, as a flow of its own; rogue aggregates them like other flows.
@@ -37,11 +35,7 @@ fn every_capture_gives_the_flows_and_counters_of_tshark_dissection() {
         let mut expected_counters = tshark::counters(&frames);
         // tshark has no notion of these two; none of these captures has a
         // header too cut or invalid to form a flow, nor a full map.
-        assert_eq!(
-            (counters.malformed, counters.insert_failed_packets),
-            (0, 0),
-            "{name}"
-        );
+        assert_eq!((counters.malformed, counters.insert_failed_packets), (0, 0), "{name}");
         expected_counters.malformed = 0;
         assert_eq!(counters, expected_counters, "{name}: counters");
     }
@@ -60,11 +54,7 @@ fn every_capture_gives_nfdumps_flows_outside_documented_differences() {
         if oracle.flows.is_empty() && oracle.tunnelled.is_empty() {
             // nfpcapd rejects 802.1ad (0x88a8) and LINKTYPE_IPV4 (228).
             assert!(
-                [
-                    "arkime-icmp-dot1ad-88a8",
-                    "suricata-crafted-ipv4-options-rawip"
-                ]
-                .contains(&name.as_str()),
+                ["arkime-icmp-dot1ad-88a8", "suricata-crafted-ipv4-options-rawip"].contains(&name.as_str()),
                 "{name}: the oracle has no flows"
             );
             continue;
@@ -74,15 +64,7 @@ fn every_capture_gives_nfdumps_flows_outside_documented_differences() {
             .iter()
             .filter(|f| f.fragment || f.tunnel || f.ipv6_extensions || f.tcp_header_cut)
             .filter_map(|f| f.packet)
-            .map(|(key, _, _)| {
-                (
-                    key.src_addr,
-                    key.dst_addr,
-                    key.proto,
-                    key.src_port,
-                    key.dst_port,
-                )
-            })
+            .map(|(key, _, _)| (key.src_addr, key.dst_addr, key.proto, key.src_port, key.dst_port))
             .collect();
         let (flows, _) = meter_capture(&capture, Timeouts::default());
         let is_documented_difference = |flow: &rogue::flows::FlowRecord| {
@@ -95,11 +77,8 @@ fn every_capture_gives_nfdumps_flows_outside_documented_differences() {
             );
             differs.contains(&key)
         };
-        let keys_that_differ: HashSet<_> = flows
-            .iter()
-            .filter(|f| is_documented_difference(f))
-            .map(|f| Row::of(f).key())
-            .collect();
+        let keys_that_differ: HashSet<_> =
+            flows.iter().filter(|f| is_documented_difference(f)).map(|f| Row::of(f).key()).collect();
 
         let ours: Vec<Row> = flows
             .iter()
@@ -121,9 +100,9 @@ fn every_capture_gives_nfdumps_flows_outside_documented_differences() {
         // per flow key must still add up to the same.
         let per_key_totals = |rows: Vec<Row>| {
             let mut totals: BTreeMap<_, (u64, u64)> = BTreeMap::new();
-            for row in rows.into_iter().filter(|r| {
-                one_flow_per_packet_in_nfdump(r) && !keys_that_differ.contains(&r.key())
-            }) {
+            for row in
+                rows.into_iter().filter(|r| one_flow_per_packet_in_nfdump(r) && !keys_that_differ.contains(&r.key()))
+            {
                 let total = totals.entry(row.key()).or_default();
                 total.0 += row.packets;
                 total.1 += row.bytes;

@@ -21,13 +21,7 @@ fn meter(frame: &[u8]) -> (Option<ExpectedFlow>, MeterCounters) {
     }
     let mut cache = FlowCache::new(Timeouts::default());
     let mut flows = Vec::new();
-    let delta = FlowDelta {
-        packets: 1,
-        bytes: packet.ip_bytes as u64,
-        first: 0,
-        last: 0,
-        tcp_flags: packet.tcp_flags,
-    };
+    let delta = FlowDelta { packets: 1, bytes: packet.ip_bytes as u64, first: 0, last: 0, tcp_flags: packet.tcp_flags };
     cache.add(&packet.key, delta, &mut flows);
     cache.flush(&mut flows);
     assert_eq!(flows.len(), 1);
@@ -39,12 +33,7 @@ fn every_crafted_frame_gives_its_flow_and_counters() {
     for case in cases() {
         let (flow, counters) = meter(&case.frame);
         assert_eq!(flow, case.flow, "{}: flow", case.name);
-        assert_eq!(
-            counters,
-            case.counts.counters(case.frame.len(), &case.flow),
-            "{}: counters",
-            case.name
-        );
+        assert_eq!(counters, case.counts.counters(case.frame.len(), &case.flow), "{}: counters", case.name);
     }
 }
 
@@ -60,18 +49,8 @@ fn frames_shorter_than_an_ethernet_header_are_malformed() {
 fn cooked_raw_and_loopback_link_layers_reach_the_same_ip_packet() {
     let ip = ipv4(CLIENT_V4, SERVER_V4, 6, &[], 0, &tcp(40000, 25, 0x02, &[]));
     let ethernet = parse_ethernet(&support::packets::ethernet(0x0800, &ip)[..]);
-    let sll = [
-        &[0, 0, 0, 1, 0, 6, 2, 0, 0, 0, 0, 0xaa, 0, 0, 0x08, 0x00][..],
-        &ip,
-    ]
-    .concat();
-    let sll2 = [
-        &[
-            0x08, 0x00, 0, 0, 0, 0, 0, 3, 0, 1, 0, 6, 2, 0, 0, 0, 0, 0xaa, 0, 0,
-        ][..],
-        &ip,
-    ]
-    .concat();
+    let sll = [&[0, 0, 0, 1, 0, 6, 2, 0, 0, 0, 0, 0xaa, 0, 0, 0x08, 0x00][..], &ip].concat();
+    let sll2 = [&[0x08, 0x00, 0, 0, 0, 0, 0, 3, 0, 1, 0, 6, 2, 0, 0, 0, 0, 0xaa, 0, 0][..], &ip].concat();
     let null_little_endian = [&[2, 0, 0, 0][..], &ip].concat();
     let loop_network_order = [&[0, 0, 0, 2][..], &ip].concat();
     for (link, frame) in [

@@ -25,15 +25,9 @@ fn run(meter: &mut XdpMeter, frame: &[u8]) {
     let result = meter
         .program()
         .unwrap()
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            ..Default::default()
-        })
+        .test_run(TestRunOptions { data_in: Some(frame), ..Default::default() })
         .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN with a {}-byte frame: {e}", frame.len()));
-    assert_eq!(
-        result.return_value, XDP_PASS,
-        "the meter must pass every frame"
-    );
+    assert_eq!(result.return_value, XDP_PASS, "the meter must pass every frame");
 }
 
 #[test]
@@ -62,27 +56,13 @@ fn every_crafted_frame_gives_its_flow_and_counters_in_the_kernel() {
                 tcp_flags: f.stats.tcp_flags,
             })
             .collect();
-        assert_eq!(
-            flows,
-            case.flow.clone().into_iter().collect::<Vec<_>>(),
-            "{}: flow",
-            case.name
-        );
+        assert_eq!(flows, case.flow.clone().into_iter().collect::<Vec<_>>(), "{}: flow", case.name);
         if let Some(flow) = drain.flows.first() {
             assert_eq!(flow.stats.packets, 1, "{}", case.name);
-            assert!(
-                flow.stats.first_ns > 0 && flow.stats.first_ns == flow.stats.last_ns,
-                "{}",
-                case.name
-            );
+            assert!(flow.stats.first_ns > 0 && flow.stats.first_ns == flow.stats.last_ns, "{}", case.name);
         }
         let delta = meter.counters().unwrap().since(&before);
-        assert_eq!(
-            delta,
-            case.counts.counters(case.frame.len(), &case.flow),
-            "{}: counters",
-            case.name
-        );
+        assert_eq!(delta, case.counts.counters(case.frame.len(), &case.flow), "{}: counters", case.name);
     }
 }
 
@@ -102,11 +82,7 @@ impl FrameSink for EthernetFrames {
             // Raw IP captures: give the packet the Ethernet header an
             // interface would have carried it in.
             LinkType::RawIp => {
-                let ethertype: u16 = if frame.data.first().is_some_and(|b| b >> 4 == 6) {
-                    0x86dd
-                } else {
-                    0x0800
-                };
+                let ethertype: u16 = if frame.data.first().is_some_and(|b| b >> 4 == 6) { 0x86dd } else { 0x0800 };
                 support::packets::ethernet(ethertype, frame.data)
             }
             other => panic!("no capture here has link type {other:?}"),
@@ -135,10 +111,7 @@ fn every_capture_gives_the_same_flows_and_counters_in_kernel_and_userspace() {
             userspace_counters.count(&packet, frame.len() as u64);
             if packet.has_flow() {
                 // test_run delivers frames as if from the loopback device.
-                let key = FlowKey {
-                    ifindex: 1,
-                    ..packet.key
-                };
+                let key = FlowKey { ifindex: 1, ..packet.key };
                 let entry = userspace.entry(key).or_default();
                 entry.0 += 1;
                 entry.1 += packet.ip_bytes as u64;
@@ -155,11 +128,7 @@ fn every_capture_gives_the_same_flows_and_counters_in_kernel_and_userspace() {
             .collect();
         let name = support::stem(&capture);
         assert_eq!(kernel, userspace, "{name}: flows");
-        assert_eq!(
-            meter.counters().unwrap().since(&before),
-            userspace_counters,
-            "{name}: counters"
-        );
+        assert_eq!(meter.counters().unwrap().since(&before), userspace_counters, "{name}: counters");
         frames_compared += sink.0.len();
     }
     assert!(frames_compared > 7000, "compared {frames_compared} frames");

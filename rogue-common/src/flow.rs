@@ -21,22 +21,13 @@ pub struct FlowKey {
 }
 
 impl FlowKey {
-    pub const ZERO: FlowKey = FlowKey {
-        src_addr: [0; 16],
-        dst_addr: [0; 16],
-        ifindex: 0,
-        src_port: 0,
-        dst_port: 0,
-        proto: 0,
-        _pad: [0; 3],
-    };
+    pub const ZERO: FlowKey =
+        FlowKey { src_addr: [0; 16], dst_addr: [0; 16], ifindex: 0, src_port: 0, dst_port: 0, proto: 0, _pad: [0; 3] };
 
     /// Writes `addr` as an IPv4-mapped IPv6 address.
     #[inline(always)]
     pub fn map_ipv4(out: &mut [u8; 16], addr: [u8; 4]) {
-        *out = [
-            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, addr[0], addr[1], addr[2], addr[3],
-        ];
+        *out = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, addr[0], addr[1], addr[2], addr[3]];
     }
 }
 

@@ -111,13 +111,7 @@ pub struct Packet {
 
 impl Packet {
     const fn empty() -> Packet {
-        Packet {
-            key: FlowKey::ZERO,
-            ip_bytes: 0,
-            tcp_flags: 0,
-            class: Class::NonIp,
-            marks: 0,
-        }
+        Packet { key: FlowKey::ZERO, ip_bytes: 0, tcp_flags: 0, class: Class::NonIp, marks: 0 }
     }
 
     /// Whether the packet belongs to a flow (it has IP addresses).
@@ -195,12 +189,7 @@ fn ethernet<F: Frame + ?Sized>(frame: &F, packet: &mut Packet) {
 
 /// Reads the ethertype at `type_offset` and parses what follows from `payload`.
 #[inline(always)]
-fn ethertype_at<F: Frame + ?Sized>(
-    frame: &F,
-    type_offset: usize,
-    payload: usize,
-    packet: &mut Packet,
-) {
+fn ethertype_at<F: Frame + ?Sized>(frame: &F, type_offset: usize, payload: usize, packet: &mut Packet) {
     let Some(ethertype) = frame.bytes::<2>(type_offset) else {
         packet.class = Class::Malformed;
         return;
@@ -216,11 +205,7 @@ fn null_family<F: Frame + ?Sized>(frame: &F, link: LinkType, packet: &mut Packet
     };
     // The family is written by the capturing host; only the low byte matters
     // for the values below, so look for it at either end.
-    let family = if link == LinkType::Loop || (family[0] == 0 && family[1] == 0) {
-        family[3]
-    } else {
-        family[0]
-    };
+    let family = if link == LinkType::Loop || (family[0] == 0 && family[1] == 0) { family[3] } else { family[0] };
     match family {
         2 => ipv4(frame, 4, packet),
         // AF_INET6 is 10 on Linux, 24, 28 or 30 on the BSDs and macOS.
@@ -319,14 +304,8 @@ fn ipv4<F: Frame + ?Sized>(frame: &F, offset: usize, packet: &mut Packet) {
     }
     packet.class = Class::Ipv4;
     packet.ip_bytes = total_len as u32;
-    FlowKey::map_ipv4(
-        &mut packet.key.src_addr,
-        [header[12], header[13], header[14], header[15]],
-    );
-    FlowKey::map_ipv4(
-        &mut packet.key.dst_addr,
-        [header[16], header[17], header[18], header[19]],
-    );
+    FlowKey::map_ipv4(&mut packet.key.src_addr, [header[12], header[13], header[14], header[15]]);
+    FlowKey::map_ipv4(&mut packet.key.dst_addr, [header[16], header[17], header[18], header[19]]);
     let proto = header[9];
     packet.key.proto = proto;
 
@@ -364,8 +343,7 @@ fn ipv6<F: Frame + ?Sized>(frame: &F, offset: usize, packet: &mut Packet) {
     let mut offset = offset + 40;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         let header_len = match next {
-            IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_MOBILITY | IPV6_HIP
-            | IPV6_SHIM6 => 8,
+            IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_MOBILITY | IPV6_HIP | IPV6_SHIM6 => 8,
             IPV6_AUTH => 4,
             IPV6_FRAGMENT => 0,
             _ => break,

@@ -38,10 +38,7 @@ pub fn rogue_meter(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn meter(ctx: &XdpContext) {
-    let frame = XdpFrame {
-        start: ctx.data(),
-        end: ctx.data_end(),
-    };
+    let frame = XdpFrame { start: ctx.data(), end: ctx.data_end() };
     let packet = parse_ethernet(&frame);
     let Some(counters) = COUNTERS.get_ptr_mut(0) else {
         return;

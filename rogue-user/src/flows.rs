@@ -103,10 +103,7 @@ pub struct Timeouts {
 
 impl Timeouts {
     pub fn from_secs(idle: u64, active: u64) -> Timeouts {
-        Timeouts {
-            idle: idle.min(i64::MAX as u64) as i64,
-            active: active.min(i64::MAX as u64) as i64,
-        }
+        Timeouts { idle: idle.min(i64::MAX as u64) as i64, active: active.min(i64::MAX as u64) as i64 }
     }
 }
 
@@ -237,11 +234,7 @@ impl FlowCache {
     pub fn flush(&mut self, out: &mut Vec<FlowRecord>) {
         let flushed = self.active.len() as u64;
         let from = out.len();
-        out.extend(
-            self.active
-                .iter()
-                .map(|(key, flow)| record(key, flow, &self.interfaces)),
-        );
+        out.extend(self.active.iter().map(|(key, flow)| record(key, flow, &self.interfaces)));
         sort_by_start(&mut out[from..]);
         self.active.clear();
         self.stats.flushed += flushed;
@@ -256,8 +249,7 @@ fn second(time: Nanos) -> i64 {
 /// Hash order is random; completed flows come out in start order instead.
 fn sort_by_start(flows: &mut [FlowRecord]) {
     flows.sort_unstable_by(|a, b| {
-        (a.start, a.src, a.dst, a.sport, a.dport, a.proto)
-            .cmp(&(b.start, b.src, b.dst, b.sport, b.dport, b.proto))
+        (a.start, a.src, a.dst, a.sport, a.dport, a.proto).cmp(&(b.start, b.src, b.dst, b.sport, b.dport, b.proto))
     });
 }
 

@@ -25,19 +25,10 @@ pub fn captures() -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(captures_dir())
         .expect("tests/captures exists")
         .map(|entry| entry.unwrap().path())
-        .filter(|path| {
-            matches!(
-                path.extension().and_then(|e| e.to_str()),
-                Some("pcap" | "pcapng")
-            )
-        })
+        .filter(|path| matches!(path.extension().and_then(|e| e.to_str()), Some("pcap" | "pcapng")))
         .collect();
     files.sort();
-    assert!(
-        files.len() >= 30,
-        "expected the 31 vendored captures, found {}",
-        files.len()
-    );
+    assert!(files.len() >= 30, "expected the 31 vendored captures, found {}", files.len());
     files
 }
 
@@ -49,9 +40,7 @@ pub fn stem(path: &Path) -> String {
 pub fn meter_capture(path: &Path, timeouts: Timeouts) -> (Vec<FlowRecord>, MeterCounters) {
     let mut meter = FileMeter::new(FlowCache::new(timeouts));
     let mut flows = Vec::new();
-    meter
-        .file(path, |completed| flows.append(completed))
-        .unwrap_or_else(|e| panic!("{e}"));
+    meter.file(path, |completed| flows.append(completed)).unwrap_or_else(|e| panic!("{e}"));
     meter.cache.flush(&mut flows);
     (flows, meter.counters)
 }
@@ -75,12 +64,7 @@ pub struct Row {
 
 impl Row {
     pub fn of(flow: &FlowRecord) -> Row {
-        let nfdump_time = |t| {
-            rfc3339_millis(t)
-                .replace('T', " ")
-                .trim_end_matches('Z')
-                .to_string()
-        };
+        let nfdump_time = |t| rfc3339_millis(t).replace('T', " ").trim_end_matches('Z').to_string();
         Row {
             start: nfdump_time(flow.start),
             end: nfdump_time(flow.end),
@@ -101,13 +85,7 @@ impl Row {
 
     /// (src, dst, proto, sport, dport): which flow, ignoring counts and times.
     pub fn key(&self) -> (String, String, u8, u16, String) {
-        (
-            self.src.clone(),
-            self.dst.clone(),
-            self.proto,
-            self.sport,
-            self.dport.clone(),
-        )
+        (self.src.clone(), self.dst.clone(), self.proto, self.sport, self.dport.clone())
     }
 }
 
@@ -145,10 +123,7 @@ pub fn nfdump_oracle(capture: &Path) -> NfdumpOracle {
     let path = captures_dir().join(format!("{}.oracle.txt", stem(capture)));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut section = 0;
-    let mut oracle = NfdumpOracle {
-        flows: Vec::new(),
-        tunnelled: Vec::new(),
-    };
+    let mut oracle = NfdumpOracle { flows: Vec::new(), tunnelled: Vec::new() };
     let mut after_tunnel_line = false;
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# ===== SECTION ") {
@@ -224,11 +199,7 @@ pub fn assert_same_rows(what: &str, rogue: &[Row], expected: &[Row]) {
 
 /// Runs a program the tests need, failing with how to get it.
 pub fn require(program: &str) -> Command {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {program}"))
-        .output()
-        .unwrap();
+    let found = Command::new("sh").arg("-c").arg(format!("command -v {program}")).output().unwrap();
     assert!(
         found.status.success(),
         "{program} is not installed; `cargo xtask setup` installs the test tools (apt-get install {program})"
@@ -236,5 +207,7 @@ pub fn require(program: &str) -> Command {
     Command::new(program)
 }
 
+pub mod netns;
 pub mod packets;
+pub mod process;
 pub mod tshark;

@@ -44,11 +44,7 @@ pub struct ExpectedCounts {
 
 impl ExpectedCounts {
     /// The whole counters one frame of `frame_len` bytes must leave behind.
-    pub fn counters(
-        &self,
-        frame_len: usize,
-        flow: &Option<ExpectedFlow>,
-    ) -> rogue_common::MeterCounters {
+    pub fn counters(&self, frame_len: usize, flow: &Option<ExpectedFlow>) -> rogue_common::MeterCounters {
         let ip_bytes = flow.as_ref().map_or(0, |f| f.bytes);
         rogue_common::MeterCounters {
             packets: 1,
@@ -110,14 +106,7 @@ pub fn with_vlans(frame: &[u8], tags: &[(u16, u16)]) -> Vec<u8> {
     out
 }
 
-pub fn ipv4(
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    proto: u8,
-    options: &[u8],
-    fragment: u16,
-    payload: &[u8],
-) -> Vec<u8> {
+pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, options: &[u8], fragment: u16, payload: &[u8]) -> Vec<u8> {
     assert_eq!(options.len() % 4, 0);
     let header_len = 20 + options.len();
     let total = (header_len + payload.len()) as u16;
@@ -135,13 +124,7 @@ pub fn ipv4(
 
 /// IPv6 with extension headers given as (header type, next-header-less body):
 /// each body is completed with its next-header byte.
-pub fn ipv6(
-    src: Ipv6Addr,
-    dst: Ipv6Addr,
-    extensions: &[(u8, Vec<u8>)],
-    proto: u8,
-    payload: &[u8],
-) -> Vec<u8> {
+pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, extensions: &[(u8, Vec<u8>)], proto: u8, payload: &[u8]) -> Vec<u8> {
     let mut chain = Vec::new();
     for (i, (_, body)) in extensions.iter().enumerate() {
         let next = extensions.get(i + 1).map_or(proto, |(kind, _)| *kind);
@@ -197,15 +180,7 @@ fn v4(
     bytes: usize,
     tcp_flags: u8,
 ) -> Option<ExpectedFlow> {
-    Some(ExpectedFlow {
-        src: src.into(),
-        dst: dst.into(),
-        proto,
-        sport,
-        dport,
-        bytes: bytes as u64,
-        tcp_flags,
-    })
+    Some(ExpectedFlow { src: src.into(), dst: dst.into(), proto, sport, dport, bytes: bytes as u64, tcp_flags })
 }
 
 fn v6(
@@ -217,29 +192,13 @@ fn v6(
     bytes: usize,
     tcp_flags: u8,
 ) -> Option<ExpectedFlow> {
-    Some(ExpectedFlow {
-        src: src.into(),
-        dst: dst.into(),
-        proto,
-        sport,
-        dport,
-        bytes: bytes as u64,
-        tcp_flags,
-    })
+    Some(ExpectedFlow { src: src.into(), dst: dst.into(), proto, sport, dport, bytes: bytes as u64, tcp_flags })
 }
 
 const V4: ExpectedCounts = ExpectedCounts { ipv4: 1, ..ZERO };
 const V6: ExpectedCounts = ExpectedCounts { ipv6: 1, ..ZERO };
-const ZERO: ExpectedCounts = ExpectedCounts {
-    ipv4: 0,
-    ipv6: 0,
-    non_ip: 0,
-    vlan: 0,
-    mpls: 0,
-    pppoe: 0,
-    fragments: 0,
-    malformed: 0,
-};
+const ZERO: ExpectedCounts =
+    ExpectedCounts { ipv4: 0, ipv6: 0, non_ip: 0, vlan: 0, mpls: 0, pppoe: 0, fragments: 0, malformed: 0 };
 
 // ---- the cases --------------------------------------------------------
 
@@ -266,14 +225,7 @@ pub fn cases() -> Vec<Case> {
             name: "IPv4 with 16 bytes of options (IHL 9)",
             frame: ethernet(
                 0x0800,
-                &ipv4(
-                    CLIENT_V4,
-                    SERVER_V4,
-                    UDP,
-                    &[&router_alert[..], &timestamp_option].concat(),
-                    0,
-                    &dns,
-                ),
+                &ipv4(CLIENT_V4, SERVER_V4, UDP, &[&router_alert[..], &timestamp_option].concat(), 0, &dns),
             ),
             flow: v4(CLIENT_V4, SERVER_V4, UDP, 5353, 53, 20 + 16 + 38, 0),
             counts: V4,
@@ -292,16 +244,9 @@ pub fn cases() -> Vec<Case> {
         },
         Case {
             name: "three VLAN tags: deeper than rogue follows",
-            frame: with_vlans(
-                &ethernet(0x0800, &smtp_v4),
-                &[(0x88a8, 1), (0x8100, 2), (0x8100, 3)],
-            ),
+            frame: with_vlans(&ethernet(0x0800, &smtp_v4), &[(0x88a8, 1), (0x8100, 2), (0x8100, 3)]),
             flow: None,
-            counts: ExpectedCounts {
-                vlan: 1,
-                non_ip: 1,
-                ..ZERO
-            },
+            counts: ExpectedCounts { vlan: 1, non_ip: 1, ..ZERO },
         },
         Case {
             name: "IPv6 TCP with payload",
@@ -313,23 +258,9 @@ pub fn cases() -> Vec<Case> {
             name: "IPv6 with hop-by-hop, routing and destination options headers",
             frame: ethernet(
                 0x86dd,
-                &ipv6(
-                    CLIENT_V6,
-                    SERVER_V6,
-                    &[(0, ext8()), (43, ext8()), (60, ext8())],
-                    TCP,
-                    &smtp_data,
-                ),
+                &ipv6(CLIENT_V6, SERVER_V6, &[(0, ext8()), (43, ext8()), (60, ext8())], TCP, &smtp_data),
             ),
-            flow: v6(
-                CLIENT_V6,
-                SERVER_V6,
-                TCP,
-                40000,
-                25,
-                40 + 24 + 20 + 21,
-                PSH_ACK,
-            ),
+            flow: v6(CLIENT_V6, SERVER_V6, TCP, 40000, 25, 40 + 24 + 20 + 21, PSH_ACK),
             counts: V6,
         },
         Case {
@@ -339,12 +270,7 @@ pub fn cases() -> Vec<Case> {
                 &ipv6(
                     CLIENT_V6,
                     SERVER_V6,
-                    &[(
-                        51,
-                        vec![
-                            4, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                        ],
-                    )],
+                    &[(51, vec![4, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])],
                     UDP,
                     &dns,
                 ),
@@ -354,31 +280,13 @@ pub fn cases() -> Vec<Case> {
         },
         Case {
             name: "IPv6 with seven extension headers: the seventh is the protocol",
-            frame: ethernet(
-                0x86dd,
-                &ipv6(
-                    CLIENT_V6,
-                    SERVER_V6,
-                    &vec![(60, ext8()); 7],
-                    TCP,
-                    &smtp_data,
-                ),
-            ),
+            frame: ethernet(0x86dd, &ipv6(CLIENT_V6, SERVER_V6, &vec![(60, ext8()); 7], TCP, &smtp_data)),
             flow: v6(CLIENT_V6, SERVER_V6, 60, 0, 0, 40 + 56 + 41, 0),
             counts: V6,
         },
         Case {
             name: "IPv6 first fragment keeps its ports",
-            frame: ethernet(
-                0x86dd,
-                &ipv6(
-                    CLIENT_V6,
-                    SERVER_V6,
-                    &[(44, vec![0, 0, 1, 0, 0, 0, 7])],
-                    UDP,
-                    &dns,
-                ),
-            ),
+            frame: ethernet(0x86dd, &ipv6(CLIENT_V6, SERVER_V6, &[(44, vec![0, 0, 1, 0, 0, 0, 7])], UDP, &dns)),
             flow: v6(CLIENT_V6, SERVER_V6, UDP, 5353, 53, 40 + 8 + 38, 0),
             counts: ExpectedCounts { fragments: 1, ..V6 },
         },
@@ -386,13 +294,7 @@ pub fn cases() -> Vec<Case> {
             name: "IPv6 later fragment: ports 0",
             frame: ethernet(
                 0x86dd,
-                &ipv6(
-                    CLIENT_V6,
-                    SERVER_V6,
-                    &[(44, vec![0, 0, 0xb8, 0, 0, 0, 7])],
-                    UDP,
-                    &[0xcd; 40],
-                ),
+                &ipv6(CLIENT_V6, SERVER_V6, &[(44, vec![0, 0, 0xb8, 0, 0, 0, 7])], UDP, &[0xcd; 40]),
             ),
             flow: v6(CLIENT_V6, SERVER_V6, UDP, 0, 0, 40 + 8 + 40, 0),
             counts: ExpectedCounts { fragments: 1, ..V6 },
@@ -405,28 +307,19 @@ pub fn cases() -> Vec<Case> {
         },
         Case {
             name: "IPv4 later fragment: ports 0",
-            frame: ethernet(
-                0x0800,
-                &ipv4(CLIENT_V4, SERVER_V4, UDP, &[], 185, &[0xcd; 250]),
-            ),
+            frame: ethernet(0x0800, &ipv4(CLIENT_V4, SERVER_V4, UDP, &[], 185, &[0xcd; 250])),
             flow: v4(CLIENT_V4, SERVER_V4, UDP, 0, 0, 270, 0),
             counts: ExpectedCounts { fragments: 1, ..V4 },
         },
         Case {
             name: "ICMP echo request: type and code as the destination port",
-            frame: ethernet(
-                0x0800,
-                &ipv4(CLIENT_V4, SERVER_V4, ICMP, &[], 0, &icmp(8, 0)),
-            ),
+            frame: ethernet(0x0800, &ipv4(CLIENT_V4, SERVER_V4, ICMP, &[], 0, &icmp(8, 0))),
             flow: v4(CLIENT_V4, SERVER_V4, ICMP, 0, 0x0800, 28, 0),
             counts: V4,
         },
         Case {
             name: "ICMPv6 destination unreachable, code 4",
-            frame: ethernet(
-                0x86dd,
-                &ipv6(SERVER_V6, CLIENT_V6, &[], ICMPV6, &icmp(1, 4)),
-            ),
+            frame: ethernet(0x86dd, &ipv6(SERVER_V6, CLIENT_V6, &[], ICMPV6, &icmp(1, 4))),
             flow: v6(SERVER_V6, CLIENT_V6, ICMPV6, 0, 0x0104, 48, 0),
             counts: V6,
         },
@@ -434,10 +327,7 @@ pub fn cases() -> Vec<Case> {
             name: "ARP is not IP",
             frame: ethernet(
                 0x0806,
-                &[
-                    0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 0xaa, 192, 0, 2, 1, 0, 0, 0, 0, 0, 0,
-                    192, 0, 2, 2,
-                ],
+                &[0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 0xaa, 192, 0, 2, 1, 0, 0, 0, 0, 0, 0, 192, 0, 2, 2],
             ),
             flow: None,
             counts: ExpectedCounts { non_ip: 1, ..ZERO },
@@ -450,10 +340,7 @@ pub fn cases() -> Vec<Case> {
         },
         Case {
             name: "MPLS label stack of two over IPv4",
-            frame: ethernet(
-                0x8847,
-                &[&[0, 0x01, 0xd0, 64, 0, 0x02, 0x01, 64][..], &smtp_v4].concat(),
-            ),
+            frame: ethernet(0x8847, &[&[0, 0x01, 0xd0, 64, 0, 0x02, 0x01, 64][..], &smtp_v4].concat()),
             flow: v4(CLIENT_V4, SERVER_V4, TCP, 40000, 25, 40, SYN),
             counts: ExpectedCounts { mpls: 1, ..V4 },
         },
@@ -465,83 +352,52 @@ pub fn cases() -> Vec<Case> {
         },
         Case {
             name: "PPPoE session carrying IPv4",
-            frame: ethernet(
-                0x8864,
-                &[&[0x11, 0, 0, 7, 0, 60, 0x00, 0x21][..], &dns_v4].concat(),
-            ),
+            frame: ethernet(0x8864, &[&[0x11, 0, 0, 7, 0, 60, 0x00, 0x21][..], &dns_v4].concat()),
             flow: v4(CLIENT_V4, SERVER_V4, UDP, 5353, 53, 58, 0),
             counts: ExpectedCounts { pppoe: 1, ..V4 },
         },
         Case {
             name: "PPPoE session in a VLAN carrying IPv6",
             frame: with_vlans(
-                &ethernet(
-                    0x8864,
-                    &[&[0x11, 0, 0, 7, 0, 60, 0x00, 0x57][..], &smtp_v6].concat(),
-                ),
+                &ethernet(0x8864, &[&[0x11, 0, 0, 7, 0, 60, 0x00, 0x57][..], &smtp_v6].concat()),
                 &[(0x8100, 7)],
             ),
             flow: v6(CLIENT_V6, SERVER_V6, TCP, 40000, 25, 81, PSH_ACK),
-            counts: ExpectedCounts {
-                pppoe: 1,
-                vlan: 1,
-                ..V6
-            },
+            counts: ExpectedCounts { pppoe: 1, vlan: 1, ..V6 },
         },
         Case {
             name: "truncated: VLAN tag cut",
             frame: ethernet(0x8100, &[0x00]),
             flow: None,
-            counts: ExpectedCounts {
-                vlan: 1,
-                malformed: 1,
-                ..ZERO
-            },
+            counts: ExpectedCounts { vlan: 1, malformed: 1, ..ZERO },
         },
         Case {
             name: "truncated: MPLS label cut",
             frame: ethernet(0x8847, &[0, 1]),
             flow: None,
-            counts: ExpectedCounts {
-                mpls: 1,
-                malformed: 1,
-                ..ZERO
-            },
+            counts: ExpectedCounts { mpls: 1, malformed: 1, ..ZERO },
         },
         Case {
             name: "truncated: PPPoE header cut",
             frame: ethernet(0x8864, &[0x11, 0, 0, 7]),
             flow: None,
-            counts: ExpectedCounts {
-                pppoe: 1,
-                malformed: 1,
-                ..ZERO
-            },
+            counts: ExpectedCounts { pppoe: 1, malformed: 1, ..ZERO },
         },
         Case {
             name: "truncated: IPv4 header cut after 19 bytes",
             frame: ethernet(0x0800, &smtp_v4[..19]),
             flow: None,
-            counts: ExpectedCounts {
-                malformed: 1,
-                ..ZERO
-            },
+            counts: ExpectedCounts { malformed: 1, ..ZERO },
         },
         Case {
             name: "truncated: IPv6 header cut after 39 bytes",
             frame: ethernet(0x86dd, &smtp_v6[..39]),
             flow: None,
-            counts: ExpectedCounts {
-                malformed: 1,
-                ..ZERO
-            },
+            counts: ExpectedCounts { malformed: 1, ..ZERO },
         },
         Case {
             name: "truncated: IPv4 options cut: ports unknown",
-            frame: ethernet(
-                0x0800,
-                &ipv4(CLIENT_V4, SERVER_V4, TCP, &[1; 40], 0, &smtp_syn)[..30],
-            ),
+            frame: ethernet(0x0800, &ipv4(CLIENT_V4, SERVER_V4, TCP, &[1; 40], 0, &smtp_syn)[..30]),
             flow: v4(CLIENT_V4, SERVER_V4, TCP, 0, 0, 80, 0),
             counts: ExpectedCounts { malformed: 1, ..V4 },
         },
@@ -561,14 +417,7 @@ pub fn cases() -> Vec<Case> {
             name: "TCP options cut (as a small snaplen leaves it) is not malformed",
             frame: ethernet(
                 0x0800,
-                &ipv4(
-                    CLIENT_V4,
-                    SERVER_V4,
-                    TCP,
-                    &[],
-                    0,
-                    &tcp(40000, 25, SYN, &[2, 4, 5, 0xb4, 1, 1]),
-                )[..20 + 14],
+                &ipv4(CLIENT_V4, SERVER_V4, TCP, &[], 0, &tcp(40000, 25, SYN, &[2, 4, 5, 0xb4, 1, 1]))[..20 + 14],
             ),
             flow: v4(CLIENT_V4, SERVER_V4, TCP, 40000, 25, 46, SYN),
             counts: V4,
@@ -581,19 +430,13 @@ pub fn cases() -> Vec<Case> {
         },
         Case {
             name: "truncated: ICMP header missing",
-            frame: ethernet(
-                0x0800,
-                &ipv4(CLIENT_V4, SERVER_V4, ICMP, &[], 0, &icmp(8, 0))[..20],
-            ),
+            frame: ethernet(0x0800, &ipv4(CLIENT_V4, SERVER_V4, ICMP, &[], 0, &icmp(8, 0))[..20]),
             flow: v4(CLIENT_V4, SERVER_V4, ICMP, 0, 0, 28, 0),
             counts: ExpectedCounts { malformed: 1, ..V4 },
         },
         Case {
             name: "truncated: IPv6 extension header cut",
-            frame: ethernet(
-                0x86dd,
-                &ipv6(CLIENT_V6, SERVER_V6, &[(0, ext8())], TCP, &smtp_data)[..41],
-            ),
+            frame: ethernet(0x86dd, &ipv6(CLIENT_V6, SERVER_V6, &[(0, ext8())], TCP, &smtp_data)[..41]),
             flow: v6(CLIENT_V6, SERVER_V6, 0, 0, 0, 40 + 8 + 41, 0),
             counts: ExpectedCounts { malformed: 1, ..V6 },
         },
@@ -601,28 +444,19 @@ pub fn cases() -> Vec<Case> {
             name: "invalid: IPv4 header length below 20",
             frame: ethernet(0x0800, &[&[0x44][..], &smtp_v4[1..]].concat()),
             flow: None,
-            counts: ExpectedCounts {
-                malformed: 1,
-                ..ZERO
-            },
+            counts: ExpectedCounts { malformed: 1, ..ZERO },
         },
         Case {
             name: "invalid: IPv4 total length below the header length",
             frame: ethernet(0x0800, &[&smtp_v4[..2], &[0, 19], &smtp_v4[4..]].concat()),
             flow: None,
-            counts: ExpectedCounts {
-                malformed: 1,
-                ..ZERO
-            },
+            counts: ExpectedCounts { malformed: 1, ..ZERO },
         },
         Case {
             name: "invalid: IPv6 ethertype with a version-4 header",
             frame: ethernet(0x86dd, &[&smtp_v4[..], &[0; 20]].concat()),
             flow: None,
-            counts: ExpectedCounts {
-                malformed: 1,
-                ..ZERO
-            },
+            counts: ExpectedCounts { malformed: 1, ..ZERO },
         },
     ]
 }

@@ -94,11 +94,7 @@ pub fn frames(capture: &Path) -> Vec<Frame> {
         capture.display(),
         String::from_utf8_lossy(&output.stderr)
     );
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(frame)
-        .collect()
+    String::from_utf8(output.stdout).unwrap().lines().map(frame).collect()
 }
 
 fn frame(line: &str) -> Frame {
@@ -111,8 +107,7 @@ fn frame(line: &str) -> Frame {
         } else if let Some(hex) = text.strip_prefix("0x") {
             u64::from_str_radix(hex, 16).unwrap()
         } else {
-            text.parse()
-                .unwrap_or_else(|_| panic!("field {} = {text:?}", FIELDS[i]))
+            text.parse().unwrap_or_else(|_| panic!("field {} = {text:?}", FIELDS[i]))
         }
     };
     let layers: Vec<String> = f[3].split(':').map(str::to_owned).collect();
@@ -151,9 +146,7 @@ fn frame(line: &str) -> Frame {
             frame.ipv6_extensions = true;
             at += 1;
         }
-        frame.fragment = frame.layers[ip_at + 1..at]
-            .iter()
-            .any(|l| l == "ipv6.fraghdr");
+        frame.fragment = frame.layers[ip_at + 1..at].iter().any(|l| l == "ipv6.fraghdr");
         later_fragment = frame.fragment && number(15) != 0;
         proto = if frame.fragment {
             number(14) as u8
@@ -162,9 +155,7 @@ fn frame(line: &str) -> Frame {
                 "tcp" => 6,
                 "udp" => 17,
                 "icmpv6" => 58,
-                other => panic!(
-                    "test does not know the number of protocol {other:?} after IPv6 extension headers"
-                ),
+                other => panic!("test does not know the number of protocol {other:?} after IPv6 extension headers"),
             }
         } else {
             number(13) as u8
@@ -177,8 +168,8 @@ fn frame(line: &str) -> Frame {
     if !later_fragment {
         match proto {
             6 if next_layer(upper_at) == "tcp" => {
-                frame.tcp_header_cut = frame.layers[..ip_at] == ["eth", "ethertype"]
-                    && number(25) < 14 + number(26) + number(27);
+                frame.tcp_header_cut =
+                    frame.layers[..ip_at] == ["eth", "ethertype"] && number(25) < 14 + number(26) + number(27);
                 key.src_port = number(16) as u16;
                 key.dst_port = number(17) as u16;
                 tcp_flags = number(18) as u8;
@@ -210,13 +201,7 @@ pub fn flows(frames: &[Frame], timeouts: Timeouts) -> Vec<FlowRecord> {
     let mut out = Vec::new();
     for frame in frames {
         if let Some((key, bytes, tcp_flags)) = frame.packet {
-            let delta = FlowDelta {
-                packets: 1,
-                bytes,
-                first: frame.time,
-                last: frame.time,
-                tcp_flags,
-            };
+            let delta = FlowDelta { packets: 1, bytes, first: frame.time, last: frame.time, tcp_flags };
             cache.add(&key, delta, &mut out);
         }
     }
@@ -232,9 +217,7 @@ pub fn counters(frames: &[Frame]) -> MeterCounters {
         counters.bytes += frame.wire_len;
         match frame.packet {
             None => counters.non_ip += 1,
-            Some((key, bytes, _))
-                if key.src_addr[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] =>
-            {
+            Some((key, bytes, _)) if key.src_addr[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] => {
                 counters.ipv4_packets += 1;
                 counters.ipv4_bytes += bytes;
             }

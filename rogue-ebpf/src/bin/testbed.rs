@@ -2,8 +2,9 @@
 //! - `testbed_pass`: returns XDP_PASS and nothing else (the cost baseline);
 //! - `testbed_floor`: one per-CPU hash update on a fixed flow-sized key, the
 //!   least any flow meter must do per packet;
-//! - `testbed_generate`: for BPF_PROG_TEST_RUN live frames, gives every frame
-//!   a flow of its own out of `GENERATOR[0]` flows and transmits it (XDP_TX).
+//! - `testbed_generate`: for BPF_PROG_TEST_RUN live frames, puts each frame
+//!   in the next of `GENERATOR[0]` flows, round robin, and transmits it
+//!   (XDP_TX). Only ports change, so addresses stay the test's own.
 #![no_std]
 #![no_main]
 
@@ -23,10 +24,12 @@ static GENERATOR: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 static GENERATED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// Where the generator writes the flow number: the UDP source port and the
-/// last two bytes of the IPv4 source address of an untagged Ethernet frame.
+/// Where the generator writes the flow number in an untagged Ethernet frame
+/// with a 20-byte IPv4 header: the low 16 bits as the UDP source port, the
+/// rest added to the UDP destination port 9000.
 const UDP_SRC_PORT: usize = 14 + 20;
-const IPV4_SRC_LOW: usize = 14 + 14;
+const UDP_DST_PORT: usize = 14 + 22;
+const FIRST_DST_PORT: u64 = 9000;
 
 #[xdp]
 pub fn testbed_pass(_ctx: XdpContext) -> u32 {
@@ -40,10 +43,7 @@ pub fn testbed_floor(_ctx: XdpContext) -> u32 {
         // SAFETY: per-CPU value of a live entry.
         Some(stats) => unsafe { (*stats).packets += 1 },
         None => {
-            let first = FlowStats {
-                packets: 1,
-                ..FlowStats::default()
-            };
+            let first = FlowStats { packets: 1, ..FlowStats::default() };
             let _ = FLOOR.insert(&key, &first, 0);
         }
     }
@@ -52,10 +52,7 @@ pub fn testbed_floor(_ctx: XdpContext) -> u32 {
 
 #[xdp]
 pub fn testbed_generate(ctx: XdpContext) -> u32 {
-    let flows = match GENERATOR.get(0) {
-        Some(&n) if n > 0 => n as u64,
-        _ => 1,
-    };
+    let flows = GENERATOR.get(0).map_or(1, |&n| n as u64);
     let Some(seq) = GENERATED.get_ptr_mut(0) else {
         return xdp_action::XDP_ABORTED;
     };
@@ -63,22 +60,18 @@ pub fn testbed_generate(ctx: XdpContext) -> u32 {
     let flow = unsafe {
         let n = *seq;
         *seq = n + 1;
-        n % flows
+        // No `%`: its divide-by-zero panic path is code the verifier rejects.
+        n.checked_rem(flows).unwrap_or(0)
     };
     let start = ctx.data();
-    if start + UDP_SRC_PORT + 2 > ctx.data_end() {
+    if start + UDP_DST_PORT + 2 > ctx.data_end() {
         return xdp_action::XDP_ABORTED;
     }
+    let dst_port = (FIRST_DST_PORT + (flow >> 16)) as u16;
     // SAFETY: both writes are inside the frame, checked above.
     unsafe {
-        core::ptr::write_unaligned(
-            (start + UDP_SRC_PORT) as *mut [u8; 2],
-            (flow as u16).to_be_bytes(),
-        );
-        core::ptr::write_unaligned(
-            (start + IPV4_SRC_LOW) as *mut [u8; 2],
-            ((flow >> 16) as u16).to_be_bytes(),
-        );
+        core::ptr::write_unaligned((start + UDP_SRC_PORT) as *mut [u8; 2], (flow as u16).to_be_bytes());
+        core::ptr::write_unaligned((start + UDP_DST_PORT) as *mut [u8; 2], dst_port.to_be_bytes());
     }
     xdp_action::XDP_TX
 }

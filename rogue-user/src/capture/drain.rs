@@ -42,11 +42,7 @@ pub struct BatchDrainer {
 
 impl BatchDrainer {
     pub fn new(cpus: usize) -> BatchDrainer {
-        let mut drainer = BatchDrainer {
-            cpus,
-            keys: Vec::new(),
-            values: Vec::new(),
-        };
+        let mut drainer = BatchDrainer { cpus, keys: Vec::new(), values: Vec::new() };
         drainer.resize(INITIAL_BATCH);
         drainer
     }
@@ -55,8 +51,7 @@ impl BatchDrainer {
         self.keys.resize(entries, FlowKey::ZERO);
         // A per-CPU map returns one value per possible CPU, each rounded up to
         // 8 bytes; FlowStats is already a multiple of 8.
-        self.values
-            .resize(entries * self.cpus, FlowStats::default());
+        self.values.resize(entries * self.cpus, FlowStats::default());
     }
 
     /// Moves every entry of the map `fd` into `out`, leaving the map empty.
@@ -67,11 +62,7 @@ impl BatchDrainer {
         let mut first = true;
         loop {
             let mut attr = BatchAttr {
-                in_batch: if first {
-                    0
-                } else {
-                    &token as *const u32 as u64
-                },
+                in_batch: if first { 0 } else { &token as *const u32 as u64 },
                 out_batch: &mut token as *mut u32 as u64,
                 keys: self.keys.as_mut_ptr() as u64,
                 values: self.values.as_mut_ptr() as u64,
@@ -107,10 +98,7 @@ impl BatchDrainer {
     fn collect(&self, count: usize, out: &mut Vec<DrainedFlow>) {
         for (i, key) in self.keys[..count].iter().enumerate() {
             let per_cpu = &self.values[i * self.cpus..(i + 1) * self.cpus];
-            out.push(DrainedFlow {
-                key: *key,
-                stats: sum_cpus(per_cpu),
-            });
+            out.push(DrainedFlow { key: *key, stats: sum_cpus(per_cpu) });
         }
     }
 }
@@ -118,10 +106,7 @@ impl BatchDrainer {
 /// One flow's per-CPU values as one: counts add up, flags OR, the first and
 /// last times are the earliest and latest of the CPUs that saw packets.
 pub fn sum_cpus(per_cpu: &[FlowStats]) -> FlowStats {
-    let mut total = FlowStats {
-        first_ns: u64::MAX,
-        ..FlowStats::default()
-    };
+    let mut total = FlowStats { first_ns: u64::MAX, ..FlowStats::default() };
     for stats in per_cpu.iter().filter(|s| s.packets > 0) {
         total.packets += stats.packets;
         total.bytes += stats.bytes;
@@ -149,11 +134,7 @@ mod tests {
             tcp_flags,
             _pad: [0; 7],
         };
-        let summed = sum_cpus(&[
-            cpu(2, 120, 50, 90, 0x02),
-            cpu(0, 0, 0, 0, 0),
-            cpu(1, 40, 10, 20, 0x10),
-        ]);
+        let summed = sum_cpus(&[cpu(2, 120, 50, 90, 0x02), cpu(0, 0, 0, 0, 0), cpu(1, 40, 10, 20, 0x10)]);
         assert_eq!(summed, cpu(3, 160, 10, 90, 0x12));
         assert_eq!(sum_cpus(&[cpu(0, 0, 0, 0, 0)]), FlowStats::default());
     }

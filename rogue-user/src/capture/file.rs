@@ -41,26 +41,11 @@ pub enum CaptureError {
         "{path}: interface {interface} has link type {linktype}, which rogue cannot read \
          (it reads Ethernet, Linux cooked captures SLL and SLL2, raw IP, and BSD loopback)"
     )]
-    LinkType {
-        path: PathBuf,
-        interface: u32,
-        linktype: i32,
-    },
-    #[error(
-        "{path}: packet {packet} refers to interface {interface}, which the file never described"
-    )]
-    UnknownInterface {
-        path: PathBuf,
-        packet: u64,
-        interface: u32,
-    },
+    LinkType { path: PathBuf, interface: u32, linktype: i32 },
+    #[error("{path}: packet {packet} refers to interface {interface}, which the file never described")]
+    UnknownInterface { path: PathBuf, packet: u64, interface: u32 },
     #[error("{path}: corrupt record after {packets} packets, at byte {offset}: {detail}")]
-    Corrupt {
-        path: PathBuf,
-        packets: u64,
-        offset: u64,
-        detail: String,
-    },
+    Corrupt { path: PathBuf, packets: u64, offset: u64, detail: String },
 }
 
 /// What reading one file found besides its frames.
@@ -91,10 +76,7 @@ pub fn read_frames(path: &Path, sink: &mut impl FrameSink) -> Result<FileSummary
     let input: Box<dyn Read + Send> = if path == Path::new("-") {
         Box::new(io::stdin())
     } else {
-        let file = File::open(path).map_err(|source| CaptureError::Open {
-            path: path.into(),
-            source,
-        })?;
+        let file = File::open(path).map_err(|source| CaptureError::Open { path: path.into(), source })?;
         Box::new(file)
     };
     let mut reader = create_reader(READ_BUFFER_BYTES, input).map_err(|e| CaptureError::Format {
@@ -114,23 +96,14 @@ pub fn read_frames(path: &Path, sink: &mut impl FrameSink) -> Result<FileSummary
             Ok((offset, block)) => {
                 match block {
                     PcapBlockOwned::LegacyHeader(header) => {
-                        let resolution = if header.is_nanosecond_precision() {
-                            NANOS_PER_SEC as u64
-                        } else {
-                            1_000_000
-                        };
-                        legacy = Some(Interface {
-                            link: link_type(path, 0, header.network.0)?,
-                            resolution,
-                            offset_secs: 0,
-                        });
+                        let resolution =
+                            if header.is_nanosecond_precision() { NANOS_PER_SEC as u64 } else { 1_000_000 };
+                        legacy =
+                            Some(Interface { link: link_type(path, 0, header.network.0)?, resolution, offset_secs: 0 });
                     }
                     PcapBlockOwned::Legacy(block) => {
-                        let Some(interface) = &legacy else {
-                            unreachable!("pcap-parser yields the header first")
-                        };
-                        let subsec =
-                            block.ts_usec as i64 * (NANOS_PER_SEC / interface.resolution as i64);
+                        let Some(interface) = &legacy else { unreachable!("pcap-parser yields the header first") };
+                        let subsec = block.ts_usec as i64 * (NANOS_PER_SEC / interface.resolution as i64);
                         summary.frames += 1;
                         sink.frame(CapturedFrame {
                             data: block.data,
@@ -163,19 +136,16 @@ pub fn read_frames(path: &Path, sink: &mut impl FrameSink) -> Result<FileSummary
                     }
                     PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
                         summary.frames += 1;
-                        let interface = interfaces.get(&epb.if_id).ok_or_else(|| {
-                            CaptureError::UnknownInterface {
-                                path: path.into(),
-                                packet: summary.frames,
-                                interface: epb.if_id,
-                            }
+                        let interface = interfaces.get(&epb.if_id).ok_or_else(|| CaptureError::UnknownInterface {
+                            path: path.into(),
+                            packet: summary.frames,
+                            interface: epb.if_id,
                         })?;
                         let units = ((epb.ts_high as u64) << 32) | epb.ts_low as u64;
                         sink.frame(CapturedFrame {
                             data: &epb.data[..(epb.caplen as usize).min(epb.data.len())],
                             wire_len: epb.origlen,
-                            time: units_to_nanos(units, interface.resolution)
-                                + interface.offset_secs * NANOS_PER_SEC,
+                            time: units_to_nanos(units, interface.resolution) + interface.offset_secs * NANOS_PER_SEC,
                             link: interface.link,
                             interface: epb.if_id,
                         });
@@ -183,14 +153,11 @@ pub fn read_frames(path: &Path, sink: &mut impl FrameSink) -> Result<FileSummary
                     PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
                         // No timestamp, and always interface 0.
                         summary.frames += 1;
-                        let interface =
-                            interfaces
-                                .get(&0)
-                                .ok_or_else(|| CaptureError::UnknownInterface {
-                                    path: path.into(),
-                                    packet: summary.frames,
-                                    interface: 0,
-                                })?;
+                        let interface = interfaces.get(&0).ok_or_else(|| CaptureError::UnknownInterface {
+                            path: path.into(),
+                            packet: summary.frames,
+                            interface: 0,
+                        })?;
                         sink.frame(CapturedFrame {
                             data: spb.data,
                             wire_len: spb.origlen,
@@ -206,9 +173,7 @@ pub fn read_frames(path: &Path, sink: &mut impl FrameSink) -> Result<FileSummary
             Err(PcapError::Eof) => break,
             Err(PcapError::Incomplete(_)) => {
                 let consumed = reader.consumed();
-                reader
-                    .refill()
-                    .map_err(|e| corrupt(path, &summary, consumed, e.to_string()))?;
+                reader.refill().map_err(|e| corrupt(path, &summary, consumed, e.to_string()))?;
             }
             Err(PcapError::UnexpectedEof) => {
                 summary.truncated = true;
@@ -224,31 +189,22 @@ pub fn read_frames(path: &Path, sink: &mut impl FrameSink) -> Result<FileSummary
 }
 
 fn corrupt(path: &Path, summary: &FileSummary, offset: usize, detail: String) -> CaptureError {
-    CaptureError::Corrupt {
-        path: path.into(),
-        packets: summary.frames,
-        offset: offset as u64,
-        detail,
-    }
+    CaptureError::Corrupt { path: path.into(), packets: summary.frames, offset: offset as u64, detail }
 }
 
 fn link_type(path: &Path, interface: u32, linktype: i32) -> Result<LinkType, CaptureError> {
-    u32::try_from(linktype)
-        .ok()
-        .and_then(LinkType::from_linktype)
-        .ok_or_else(|| CaptureError::LinkType {
-            path: path.into(),
-            interface,
-            linktype,
-        })
+    u32::try_from(linktype).ok().and_then(LinkType::from_linktype).ok_or_else(|| CaptureError::LinkType {
+        path: path.into(),
+        interface,
+        linktype,
+    })
 }
 
 fn units_to_nanos(units: u64, resolution: u64) -> Nanos {
     let per_sec = resolution.max(1);
     let secs = units / per_sec;
     let rest = units % per_sec;
-    (secs as i64) * NANOS_PER_SEC
-        + ((rest as u128 * NANOS_PER_SEC as u128) / per_sec as u128) as i64
+    (secs as i64) * NANOS_PER_SEC + ((rest as u128 * NANOS_PER_SEC as u128) / per_sec as u128) as i64
 }
 
 /// The userspace twin of the XDP meter: parses captured frames and feeds a
@@ -261,11 +217,7 @@ pub struct FileMeter {
 
 impl FileMeter {
     pub fn new(cache: FlowCache) -> FileMeter {
-        FileMeter {
-            cache,
-            counters: MeterCounters::default(),
-            files_truncated: 0,
-        }
+        FileMeter { cache, counters: MeterCounters::default(), files_truncated: 0 }
     }
 
     /// Meters one frame; completed flows are appended to `out`.
@@ -295,11 +247,7 @@ impl FileMeter {
         path: &Path,
         on_flows: impl FnMut(&mut Vec<FlowRecord>),
     ) -> Result<FileSummary, CaptureError> {
-        let mut sink = MeterSink {
-            meter: self,
-            out: Vec::new(),
-            on_flows,
-        };
+        let mut sink = MeterSink { meter: self, out: Vec::new(), on_flows };
         let summary = read_frames(path, &mut sink)?;
         if summary.truncated {
             self.files_truncated += 1;

@@ -32,8 +32,7 @@ use crate::flows::{FlowDelta, Nanos};
 /// The flow meter's object file, built by build.rs from rogue-ebpf.
 pub static METER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rogue"));
 /// Reference programs and the traffic generator (benchmarks and tests).
-pub static TESTBED_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rogue-testbed"));
+pub static TESTBED_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rogue-testbed"));
 
 /// How the program is attached to an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -59,19 +58,11 @@ pub enum MeterError {
     #[error("no network interface named {0:?}")]
     NoInterface(String),
     #[error("attaching to {interface} in {mode} mode failed: {source}{hint}")]
-    Attach {
-        interface: String,
-        mode: &'static str,
-        source: ProgramError,
-        hint: &'static str,
-    },
+    Attach { interface: String, mode: &'static str, source: ProgramError, hint: &'static str },
     #[error("the BPF map {name} is missing or has the wrong type: {detail}")]
     Map { name: &'static str, detail: String },
     #[error("draining the flow map {name}: {source}")]
-    Drain {
-        name: &'static str,
-        source: io::Error,
-    },
+    Drain { name: &'static str, source: io::Error },
     #[error("waiting for in-flight XDP programs (membarrier): {0}")]
     Barrier(io::Error),
 }
@@ -126,20 +117,12 @@ impl XdpMeter {
             loader.map_max_entries(name, flow_map_entries);
         }
         let mut ebpf = loader.load(METER_OBJECT).map_err(MeterError::Load)?;
-        meter_program(&mut ebpf)?
-            .load()
-            .map_err(MeterError::Program)?;
+        meter_program(&mut ebpf)?.load().map_err(MeterError::Program)?;
         let cpus = aya::util::nr_cpus().map_err(|(path, e)| MeterError::Map {
             name: "FLOWS",
             detail: format!("cannot count possible CPUs from {path}: {e}"),
         })?;
-        Ok(XdpMeter {
-            ebpf,
-            writing: 0,
-            drainer: BatchDrainer::new(cpus),
-            attachments: Vec::new(),
-            drains: 0,
-        })
+        Ok(XdpMeter { ebpf, writing: 0, drainer: BatchDrainer::new(cpus), attachments: Vec::new(), drains: 0 })
     }
 
     /// The loaded program, for BPF_PROG_TEST_RUN.
@@ -160,8 +143,7 @@ impl XdpMeter {
     /// it goes away when the meter is dropped or the process dies, so rogue
     /// never leaves a program attached behind it.
     pub fn attach(&mut self, interface: &str, mode: XdpMode) -> Result<&Attachment, MeterError> {
-        let ifindex =
-            if_index(interface).ok_or_else(|| MeterError::NoInterface(interface.to_string()))?;
+        let ifindex = if_index(interface).ok_or_else(|| MeterError::NoInterface(interface.to_string()))?;
         let program = meter_program(&mut self.ebpf)?;
         let attached = match mode {
             XdpMode::Native => attach_in(program, interface, ifindex, AyaXdpMode::Driver)?,
@@ -174,17 +156,8 @@ impl XdpMeter {
                 }
             },
         };
-        info!(
-            interface,
-            ifindex,
-            mode = attached,
-            "XDP flow meter attached"
-        );
-        self.attachments.push(Attachment {
-            interface: interface.to_string(),
-            ifindex,
-            mode: attached,
-        });
+        info!(interface, ifindex, mode = attached, "XDP flow meter attached");
+        self.attachments.push(Attachment { interface: interface.to_string(), ifindex, mode: attached });
         Ok(self.attachments.last().expect("just pushed"))
     }
 
@@ -195,44 +168,25 @@ impl XdpMeter {
         let next = 1 - draining;
         self.index_map()?
             .set(0, next as u32, 0)
-            .map_err(|e| MeterError::Map {
-                name: FLOW_MAP_INDEX,
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| MeterError::Map { name: FLOW_MAP_INDEX, detail: e.to_string() })?;
         self.writing = next;
         wait_for_running_programs()?;
 
         let name = FLOW_MAPS[draining];
         let fd = flow_map_fd(&self.ebpf, name)?;
         let mut flows = Vec::new();
-        self.drainer
-            .drain(fd, &mut flows)
-            .map_err(|source| MeterError::Drain { name, source })?;
+        self.drainer.drain(fd, &mut flows).map_err(|source| MeterError::Drain { name, source })?;
         let (wall_offset, at) = wall_clock_offset();
         self.drains += 1;
-        Ok(Drain {
-            flows,
-            wall_offset,
-            at,
-            took: started.elapsed(),
-        })
+        Ok(Drain { flows, wall_offset, at, took: started.elapsed() })
     }
 
     /// The counters summed over CPUs (cumulative since load).
     pub fn counters(&self) -> Result<MeterCounters, MeterError> {
-        let map = self.ebpf.map(COUNTERS).ok_or(MeterError::Map {
-            name: COUNTERS,
-            detail: "missing".into(),
-        })?;
-        let counters =
-            PerCpuArray::<_, MeterCounters>::try_from(map).map_err(|e| MeterError::Map {
-                name: COUNTERS,
-                detail: e.to_string(),
-            })?;
-        let per_cpu = counters.get(&0, 0).map_err(|e| MeterError::Map {
-            name: COUNTERS,
-            detail: e.to_string(),
-        })?;
+        let map = self.ebpf.map(COUNTERS).ok_or(MeterError::Map { name: COUNTERS, detail: "missing".into() })?;
+        let counters = PerCpuArray::<_, MeterCounters>::try_from(map)
+            .map_err(|e| MeterError::Map { name: COUNTERS, detail: e.to_string() })?;
+        let per_cpu = counters.get(&0, 0).map_err(|e| MeterError::Map { name: COUNTERS, detail: e.to_string() })?;
         let mut total = MeterCounters::default();
         for cpu in per_cpu.iter() {
             total.add(cpu);
@@ -241,60 +195,39 @@ impl XdpMeter {
     }
 
     fn index_map(&mut self) -> Result<Array<&mut MapData, u32>, MeterError> {
-        let map = self.ebpf.map_mut(FLOW_MAP_INDEX).ok_or(MeterError::Map {
-            name: FLOW_MAP_INDEX,
-            detail: "missing".into(),
-        })?;
-        Array::try_from(map).map_err(|e| MeterError::Map {
-            name: FLOW_MAP_INDEX,
-            detail: e.to_string(),
-        })
+        let map = self
+            .ebpf
+            .map_mut(FLOW_MAP_INDEX)
+            .ok_or(MeterError::Map { name: FLOW_MAP_INDEX, detail: "missing".into() })?;
+        Array::try_from(map).map_err(|e| MeterError::Map { name: FLOW_MAP_INDEX, detail: e.to_string() })
     }
 }
 
 fn meter_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, MeterError> {
-    let program = ebpf.program_mut(METER_PROGRAM).ok_or(MeterError::Map {
-        name: METER_PROGRAM,
-        detail: "program missing from the object".into(),
-    })?;
+    let program = ebpf
+        .program_mut(METER_PROGRAM)
+        .ok_or(MeterError::Map { name: METER_PROGRAM, detail: "program missing from the object".into() })?;
     program.try_into().map_err(MeterError::Program)
 }
 
-fn attach_in(
-    program: &mut Xdp,
-    interface: &str,
-    ifindex: u32,
-    mode: AyaXdpMode,
-) -> Result<&'static str, MeterError> {
+fn attach_in(program: &mut Xdp, interface: &str, ifindex: u32, mode: AyaXdpMode) -> Result<&'static str, MeterError> {
     let (name, hint) = match mode {
         AyaXdpMode::Skb => ("generic", ""),
-        _ => (
-            "native",
-            " (the driver may not support native XDP: try --xdp-mode generic or auto)",
-        ),
+        _ => ("native", " (the driver may not support native XDP: try --xdp-mode generic or auto)"),
     };
-    program
-        .attach_to_if_index(ifindex, mode)
-        .map(|_| name)
-        .map_err(|source| MeterError::Attach {
-            interface: interface.to_string(),
-            mode: name,
-            source,
-            hint,
-        })
+    program.attach_to_if_index(ifindex, mode).map(|_| name).map_err(|source| MeterError::Attach {
+        interface: interface.to_string(),
+        mode: name,
+        source,
+        hint,
+    })
 }
 
 fn flow_map_fd(ebpf: &Ebpf, name: &'static str) -> Result<RawFd, MeterError> {
     match ebpf.map(name) {
         Some(Map::PerCpuHashMap(data)) => Ok(data.fd().as_fd().as_raw_fd()),
-        Some(_) => Err(MeterError::Map {
-            name,
-            detail: "not a per-CPU hash map".into(),
-        }),
-        None => Err(MeterError::Map {
-            name,
-            detail: "missing".into(),
-        }),
+        Some(_) => Err(MeterError::Map { name, detail: "not a per-CPU hash map".into() }),
+        None => Err(MeterError::Map { name, detail: "missing".into() }),
     }
 }
 
@@ -314,10 +247,7 @@ fn wait_for_running_programs() -> Result<(), MeterError> {
 /// turns the program's bpf_ktime_get_ns() stamps into wall-clock time.
 pub fn wall_clock_offset() -> (Nanos, Nanos) {
     let read = |clock| {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         // SAFETY: ts is a valid timespec.
         unsafe { libc::clock_gettime(clock, &mut ts) };
         ts.tv_sec * 1_000_000_000 + ts.tv_nsec
@@ -338,16 +268,10 @@ pub fn if_index(interface: &str) -> Option<u32> {
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it so large
 /// flow maps load there too. Harmless where memory cgroups account instead.
 fn raise_memlock_limit() {
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: a valid rlimit struct.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
-        warn!(
-            "could not raise RLIMIT_MEMLOCK: {}",
-            io::Error::last_os_error()
-        );
+        warn!("could not raise RLIMIT_MEMLOCK: {}", io::Error::last_os_error());
     }
 }
 
@@ -363,10 +287,8 @@ pub fn interface_rx_packets(interface: &str) -> io::Result<u64> {
             Some((name.trim(), rest.split_whitespace().nth(1)?.parse().ok()?))
         })
         .collect();
-    stats.get(interface).copied().ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("{interface} is not in /proc/net/dev"),
-        )
-    })
+    stats
+        .get(interface)
+        .copied()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{interface} is not in /proc/net/dev")))
 }

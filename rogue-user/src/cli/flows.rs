@@ -60,11 +60,7 @@ pub struct FlowsArgs {
 }
 
 pub fn run(args: FlowsArgs) -> anyhow::Result<ExitCode> {
-    let format = args.format.unwrap_or(if io::stdout().is_terminal() {
-        Format::Table
-    } else {
-        Format::Json
-    });
+    let format = args.format.unwrap_or(if io::stdout().is_terminal() { Format::Table } else { Format::Json });
     let timeouts = Timeouts::from_secs(args.idle_timeout.as_secs(), args.active_timeout.as_secs());
     let writer = FlowWriter::new(format, BufWriter::new(io::stdout().lock()))?;
     let mut output = FlowOutput { writer, flows: 0 };
@@ -95,11 +91,7 @@ impl<W: Write> FlowOutput<W> {
     }
 }
 
-fn files(
-    paths: &[PathBuf],
-    cache: FlowCache,
-    output: &mut FlowOutput<impl Write>,
-) -> anyhow::Result<()> {
+fn files(paths: &[PathBuf], cache: FlowCache, output: &mut FlowOutput<impl Write>) -> anyhow::Result<()> {
     let mut meter = FileMeter::new(cache);
     let mut write_error = None;
     for path in paths {
@@ -132,11 +124,7 @@ fn files(
     Ok(())
 }
 
-fn live(
-    args: &FlowsArgs,
-    mut cache: FlowCache,
-    output: &mut FlowOutput<impl Write>,
-) -> anyhow::Result<()> {
+fn live(args: &FlowsArgs, mut cache: FlowCache, output: &mut FlowOutput<impl Write>) -> anyhow::Result<()> {
     let mut meter = XdpMeter::load(args.flow_map_entries)?;
     let mut rx_at_start = Vec::new();
     for interface in &args.iface {
@@ -146,9 +134,7 @@ fn live(
     }
     info!("metering {}; Ctrl-C to stop", args.iface.join(", "));
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let mut ticks = tokio::time::interval(args.interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -190,12 +176,7 @@ fn live(
         if let Ok(now) = interface_rx_packets(&attachment.interface) {
             summary.push((
                 "interface rx packets",
-                format!(
-                    "{} {} ({})",
-                    attachment.interface,
-                    now - start,
-                    attachment.mode
-                ),
+                format!("{} {} ({})", attachment.interface, now - start, attachment.mode),
             ));
         }
     }
@@ -205,11 +186,7 @@ fn live(
     Ok(())
 }
 
-fn drain_once(
-    meter: &mut XdpMeter,
-    cache: &mut FlowCache,
-    output: &mut FlowOutput<impl Write>,
-) -> anyhow::Result<()> {
+fn drain_once(meter: &mut XdpMeter, cache: &mut FlowCache, output: &mut FlowOutput<impl Write>) -> anyhow::Result<()> {
     let drain = meter.drain()?;
     let mut completed = Vec::new();
     for flow in &drain.flows {
@@ -218,29 +195,14 @@ fn drain_once(
     cache.advance(drain.at, &mut completed);
     output.write(&completed)?;
     output.writer.flush()?;
-    tracing::debug!(
-        entries = drain.flows.len(),
-        took_us = drain.took.as_micros() as u64,
-        "drained"
-    );
+    tracing::debug!(entries = drain.flows.len(), took_us = drain.took.as_micros() as u64, "drained");
     Ok(())
 }
 
-fn summary_lines(
-    counters: &MeterCounters,
-    cache: &FlowCacheStats,
-    flows: u64,
-) -> Vec<(&'static str, String)> {
+fn summary_lines(counters: &MeterCounters, cache: &FlowCacheStats, flows: u64) -> Vec<(&'static str, String)> {
     vec![
         ("packets", counters.packets.to_string()),
-        (
-            "bytes",
-            format!(
-                "{} (frames), {} (IP)",
-                counters.bytes,
-                counters.ipv4_bytes + counters.ipv6_bytes
-            ),
-        ),
+        ("bytes", format!("{} (frames), {} (IP)", counters.bytes, counters.ipv4_bytes + counters.ipv6_bytes)),
         ("ipv4 packets", counters.ipv4_packets.to_string()),
         ("ipv6 packets", counters.ipv6_packets.to_string()),
         ("flows", flows.to_string()),
@@ -252,10 +214,7 @@ fn summary_lines(
         ("malformed", counters.malformed.to_string()),
         (
             "insert failures",
-            format!(
-                "{} packets, {} bytes",
-                counters.insert_failed_packets, counters.insert_failed_bytes
-            ),
+            format!("{} packets, {} bytes", counters.insert_failed_packets, counters.insert_failed_bytes),
         ),
         ("peak active flows", cache.peak_active.to_string()),
     ]
@@ -269,9 +228,5 @@ fn print_summary(lines: &[(&str, String)]) {
 }
 
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        cause
-            .downcast_ref::<io::Error>()
-            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
-    })
+    error.chain().any(|cause| cause.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe))
 }

@@ -53,10 +53,7 @@ fn init_logging(verbose: u8, quiet: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ROGUE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 /// A duration on the command line: `5s`, `500ms`, `1m30s`, or plain seconds.
@@ -65,9 +62,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if let Ok(secs) = text.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    let parsed: jiff::SignedDuration = text.parse().map_err(|_| {
-        format!("{text:?} is not a duration (try 5s, 500ms, 2m or a number of seconds)")
-    })?;
+    let parsed: jiff::SignedDuration =
+        text.parse().map_err(|_| format!("{text:?} is not a duration (try 5s, 500ms, 2m or a number of seconds)"))?;
     Duration::try_from(parsed).map_err(|_| format!("{text:?} is negative"))
 }
 
@@ -81,11 +77,7 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("60"), Ok(Duration::from_secs(60)));
-        assert!(
-            parse_duration("soon")
-                .unwrap_err()
-                .contains("\"soon\" is not a duration")
-        );
+        assert!(parse_duration("soon").unwrap_err().contains("\"soon\" is not a duration"));
         assert!(parse_duration("-5s").is_err());
     }
 }

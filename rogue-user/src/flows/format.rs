@@ -14,19 +14,8 @@ pub enum Format {
     Csv,
 }
 
-pub const FIELDS: [&str; 11] = [
-    "src",
-    "dst",
-    "sport",
-    "dport",
-    "proto",
-    "packets",
-    "bytes",
-    "start",
-    "end",
-    "tcp_flags",
-    "interface",
-];
+pub const FIELDS: [&str; 11] =
+    ["src", "dst", "sport", "dport", "proto", "packets", "bytes", "start", "end", "tcp_flags", "interface"];
 
 /// Writes flow records in one format; the header (table, csv) comes first.
 pub enum FlowWriter<W: Write> {
@@ -47,14 +36,7 @@ impl<W: Write> FlowWriter<W> {
                 writeln!(
                     out,
                     "{:<23} {:>10} {:<5} {:>41} {:>41} {:<8} {:>9} {:>12} interface",
-                    "start",
-                    "duration",
-                    "proto",
-                    "src:sport",
-                    "dst:dport",
-                    "flags",
-                    "packets",
-                    "bytes"
+                    "start", "duration", "proto", "src:sport", "dst:dport", "flags", "packets", "bytes"
                 )?;
                 FlowWriter::Table(out)
             }
@@ -87,9 +69,7 @@ impl<W: Write> FlowWriter<W> {
             FlowWriter::Table(out) => writeln!(
                 out,
                 "{:<23} {:>10.3} {:<5} {:>41} {:>41} {:<8} {:>9} {:>12} {}",
-                rfc3339_millis(flow.start)
-                    .trim_end_matches('Z')
-                    .replace('T', " "),
+                rfc3339_millis(flow.start).trim_end_matches('Z').replace('T', " "),
                 (flow.end - flow.start) as f64 / NANOS_PER_SEC as f64,
                 proto_name(flow.proto),
                 endpoint(flow.src, flow.sport),
@@ -145,17 +125,7 @@ pub fn rfc3339_millis(time: Nanos) -> String {
 /// TCP flags as nfdump prints them: `CEUAPRSF`, `.` where unset.
 pub fn tcp_flags_letters(flags: u8) -> String {
     const LETTERS: [char; 8] = ['C', 'E', 'U', 'A', 'P', 'R', 'S', 'F'];
-    LETTERS
-        .iter()
-        .enumerate()
-        .map(|(i, &letter)| {
-            if flags & (0x80 >> i) != 0 {
-                letter
-            } else {
-                '.'
-            }
-        })
-        .collect()
+    LETTERS.iter().enumerate().map(|(i, &letter)| if flags & (0x80 >> i) != 0 { letter } else { '.' }).collect()
 }
 
 pub fn proto_name(proto: u8) -> String {

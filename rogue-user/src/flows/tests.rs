@@ -14,50 +14,21 @@ fn key(src_port: u16) -> FlowKey {
 }
 
 fn packet(at: Nanos, bytes: u64) -> FlowDelta {
-    FlowDelta {
-        packets: 1,
-        bytes,
-        first: at,
-        last: at,
-        tcp_flags: 0x10,
-    }
+    FlowDelta { packets: 1, bytes, first: at, last: at, tcp_flags: 0x10 }
 }
 
 #[test]
 fn packets_of_one_flow_add_up_until_flushed() {
     let mut cache = FlowCache::new(Timeouts::default());
     let mut out = Vec::new();
-    cache.add(
-        &key(1000),
-        FlowDelta {
-            tcp_flags: 0x02,
-            ..packet(SEC, 60)
-        },
-        &mut out,
-    );
+    cache.add(&key(1000), FlowDelta { tcp_flags: 0x02, ..packet(SEC, 60) }, &mut out);
     cache.add(&key(1000), packet(2 * SEC, 52), &mut out);
-    cache.add(
-        &key(1000),
-        FlowDelta {
-            tcp_flags: 0x01,
-            ..packet(3 * SEC, 52)
-        },
-        &mut out,
-    );
+    cache.add(&key(1000), FlowDelta { tcp_flags: 0x01, ..packet(3 * SEC, 52) }, &mut out);
     assert!(out.is_empty());
     cache.flush(&mut out);
     assert_eq!(out.len(), 1);
     let flow = &out[0];
-    assert_eq!(
-        (
-            flow.packets,
-            flow.bytes,
-            flow.start,
-            flow.end,
-            flow.tcp_flags
-        ),
-        (3, 164, SEC, 3 * SEC, 0x13)
-    );
+    assert_eq!((flow.packets, flow.bytes, flow.start, flow.end, flow.tcp_flags), (3, 164, SEC, 3 * SEC, 0x13));
     assert_eq!(flow.src.to_string(), "192.0.2.1");
     assert_eq!((flow.sport, flow.dport, flow.proto), (1000, 25, 6));
     assert_eq!(cache.stats().flushed, 1);
@@ -73,10 +44,7 @@ fn an_idle_flow_completes_at_the_first_sweep_after_its_timeout() {
     for t in (5..=60).step_by(5) {
         cache.add(&key(2), packet(t * SEC, 100), &mut out);
     }
-    assert!(
-        out.is_empty(),
-        "60 s of silence is not more than the idle timeout"
-    );
+    assert!(out.is_empty(), "60 s of silence is not more than the idle timeout");
     cache.add(&key(2), packet(61 * SEC, 100), &mut out);
     cache.add(&key(2), packet(72 * SEC, 100), &mut out);
     assert_eq!(out.len(), 1, "a sweep after 61 s completes key 1 only");
@@ -95,10 +63,7 @@ fn a_packet_after_the_idle_timeout_starts_a_new_flow() {
     // A second packet of another flow later proves the split point.
     cache.add(&key(9), packet(161 * SEC + 1, 40), &mut out);
     assert_eq!(out.len(), 1);
-    assert_eq!(
-        (out[0].packets, out[0].start, out[0].end),
-        (2, 0, 100 * SEC)
-    );
+    assert_eq!((out[0].packets, out[0].start, out[0].end), (2, 0, 100 * SEC));
 }
 
 #[test]
@@ -112,11 +77,7 @@ fn a_long_flow_is_cut_by_the_active_timeout() {
     assert_eq!(out.len(), 2);
     assert!(out[0].end - out[0].start > 300 * SEC && out[0].end - out[0].start <= 311 * SEC);
     assert_eq!(out[0].packets + out[1].packets, 41);
-    assert_eq!(
-        out[0].end + 10 * SEC,
-        out[1].start,
-        "no packet lost between the pieces"
-    );
+    assert_eq!(out[0].end + 10 * SEC, out[1].start, "no packet lost between the pieces");
     assert_eq!(cache.stats().active_expired, 1);
 }
 
@@ -124,31 +85,14 @@ fn a_long_flow_is_cut_by_the_active_timeout() {
 fn drained_deltas_merge_and_idle_flows_complete_on_advance_alone() {
     let mut cache = FlowCache::new(Timeouts::from_secs(60, 300));
     let mut out = Vec::new();
-    let drained = FlowDelta {
-        packets: 10,
-        bytes: 1000,
-        first: SEC,
-        last: 4 * SEC,
-        tcp_flags: 0x18,
-    };
+    let drained = FlowDelta { packets: 10, bytes: 1000, first: SEC, last: 4 * SEC, tcp_flags: 0x18 };
     cache.add(&key(7), drained, &mut out);
-    cache.add(
-        &key(7),
-        FlowDelta {
-            first: 5 * SEC,
-            last: 9 * SEC,
-            ..drained
-        },
-        &mut out,
-    );
+    cache.add(&key(7), FlowDelta { first: 5 * SEC, last: 9 * SEC, ..drained }, &mut out);
     cache.advance(30 * SEC, &mut out);
     assert!(out.is_empty());
     cache.advance(70 * SEC, &mut out);
     assert_eq!(out.len(), 1);
-    assert_eq!(
-        (out[0].packets, out[0].bytes, out[0].start, out[0].end),
-        (20, 2000, SEC, 9 * SEC)
-    );
+    assert_eq!((out[0].packets, out[0].bytes, out[0].start, out[0].end), (20, 2000, SEC, 9 * SEC));
 }
 
 #[test]
@@ -156,37 +100,17 @@ fn interfaces_are_named_in_records() {
     let mut cache = FlowCache::new(Timeouts::default());
     cache.name_interface(3, "eth1");
     let mut out = Vec::new();
-    cache.add(
-        &FlowKey {
-            ifindex: 3,
-            ..key(1)
-        },
-        packet(0, 1),
-        &mut out,
-    );
-    cache.add(
-        &FlowKey {
-            ifindex: 4,
-            ..key(1)
-        },
-        packet(0, 1),
-        &mut out,
-    );
+    cache.add(&FlowKey { ifindex: 3, ..key(1) }, packet(0, 1), &mut out);
+    cache.add(&FlowKey { ifindex: 4, ..key(1) }, packet(0, 1), &mut out);
     cache.flush(&mut out);
-    let mut names: Vec<_> = out
-        .iter()
-        .map(|f| f.interface.as_deref().map(str::to_owned))
-        .collect();
+    let mut names: Vec<_> = out.iter().map(|f| f.interface.as_deref().map(str::to_owned)).collect();
     names.sort();
     assert_eq!(names, vec![None, Some("eth1".to_owned())]);
 }
 
 #[test]
 fn ipv4_mapped_keys_print_as_ipv4_and_others_as_ipv6() {
-    assert_eq!(
-        address(&key_ipv4([203, 0, 113, 5].into())).to_string(),
-        "203.0.113.5"
-    );
+    assert_eq!(address(&key_ipv4([203, 0, 113, 5].into())).to_string(), "203.0.113.5");
     let v6: std::net::Ipv6Addr = "2001:db8::1".parse().unwrap();
     assert_eq!(address(&v6.octets()).to_string(), "2001:db8::1");
 }

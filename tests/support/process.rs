@@ -1,0 +1,103 @@
+//! The `rogue` binary run as a user would run it, with its output collected.
+
+use std::{
+    io::{BufRead, BufReader, Read},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::mpsc,
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+pub const ROGUE: &str = env!("CARGO_BIN_EXE_rogue");
+
+pub struct Running {
+    child: Child,
+    stderr_lines: mpsc::Receiver<String>,
+    stderr_seen: Vec<String>,
+    stdout: Option<JoinHandle<String>>,
+}
+
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Running {
+    pub fn spawn(mut command: Command) -> Running {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+        let mut stdout = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut text = String::new();
+            stdout.read_to_string(&mut text).unwrap();
+            text
+        });
+        let stderr = child.stderr.take().unwrap();
+        let (sender, stderr_lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running { child, stderr_lines, stderr_seen: Vec::new(), stdout: Some(stdout) }
+    }
+
+    /// Waits until `count` stderr lines contain `text`.
+    pub fn wait_for_stderr(&mut self, text: &str, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.stderr_seen.iter().filter(|l| l.contains(text)).count() < count {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr_lines.recv_timeout(left) {
+                Ok(line) => self.stderr_seen.push(line),
+                Err(_) => panic!(
+                    "rogue did not print {text:?} {count} times; stderr so far:\n{}",
+                    self.stderr_seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Sends SIGINT (Ctrl-C) and waits for the process to finish.
+    pub fn interrupt(self) -> Finished {
+        // SAFETY: kill(2) with a pid we own.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.finish()
+    }
+
+    pub fn finish(mut self) -> Finished {
+        let status = self.child.wait().unwrap();
+        let stdout = self.stdout.take().unwrap().join().unwrap();
+        self.stderr_seen.extend(self.stderr_lines.iter());
+        Finished { status, stdout, stderr: self.stderr_seen.join("\n") }
+    }
+}
+
+impl Finished {
+    /// A `# name value` line of the summary rogue prints on stderr.
+    pub fn summary(&self, name: &str) -> String {
+        let prefix = format!("# {name} ");
+        self.stderr
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .next_back()
+            .unwrap_or_else(|| panic!("no {name:?} in rogue's summary:\n{}", self.stderr))
+            .trim()
+            .to_string()
+    }
+
+    pub fn summary_number(&self, name: &str) -> u64 {
+        let text = self.summary(name);
+        text.split_whitespace().next().unwrap().parse().unwrap_or_else(|_| panic!("{name}: {text:?}"))
+    }
+
+    /// stdout as JSON lines.
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}"))).collect()
+    }
+}

@@ -52,6 +52,7 @@ fn a_tcp_session_through_a_gateway_is_metered_on_both_of_its_interfaces() {
     let mut rogue = Running::spawn(command);
     rogue.wait_for_stderr("XDP flow meter attached", 2);
     let (in_before, out_before) = (net.gateway.rx("gw-in"), net.gateway.rx("gw-out"));
+    let session_start = jiff::Timestamp::now();
 
     // A real TCP session: the client sends 200 kB to port 25, the server
     // sends it back, both close.
@@ -74,6 +75,7 @@ fn a_tcp_session_through_a_gateway_is_metered_on_both_of_its_interfaces() {
     assert_eq!((client.join().unwrap(), server.join().unwrap()), (200_000, 200_000));
     std::thread::sleep(Duration::from_millis(500));
     let (in_after, out_after) = (net.gateway.rx("gw-in"), net.gateway.rx("gw-out"));
+    let session_end = jiff::Timestamp::now();
     let finished = rogue.interrupt();
     assert!(finished.status.success(), "rogue failed:\n{}", finished.stderr);
 
@@ -85,6 +87,10 @@ fn a_tcp_session_through_a_gateway_is_metered_on_both_of_its_interfaces() {
             ["bytes", "dport", "dst", "end", "interface", "packets", "proto", "sport", "src", "start", "tcp_flags"]
         );
         assert_eq!(flow["proto"], 6, "only the session's packets are on the wire: {flow}");
+        // Kernel timestamps come out as wall-clock time of the session.
+        let time = |field: &str| flow[field].as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
+        let window = session_start - jiff::SignedDuration::from_millis(1)..=session_end;
+        assert!(window.contains(&time("start")) && window.contains(&time("end")), "{flow} outside {window:?}");
     }
     // Every frame the kernel delivered on each interface is in a flow, by
     // the interfaces' own counters (veth counts rx bytes from the IP header).

@@ -66,6 +66,38 @@ fn every_crafted_frame_gives_its_flow_and_counters_in_the_kernel() {
     }
 }
 
+#[test]
+fn a_full_flow_map_counts_the_packets_and_bytes_that_found_no_slot() {
+    let mut meter = XdpMeter::load(16).unwrap();
+    let frame = |port: u16| {
+        support::packets::ethernet(
+            0x0800,
+            &support::packets::ipv4(
+                support::packets::CLIENT_V4,
+                support::packets::SERVER_V4,
+                17,
+                &[],
+                0,
+                &support::packets::udp(port, 53, &[0; 12]),
+            ),
+        )
+    };
+    for port in 1000..1020 {
+        run(&mut meter, &frame(port));
+    }
+    // A packet of a flow already in the full map still finds its slot.
+    run(&mut meter, &frame(1000));
+    let drained = meter.drain().unwrap();
+    assert_eq!(drained.flows.len(), 16);
+    assert_eq!(drained.flows.iter().map(|f| f.stats.packets).sum::<u64>(), 17);
+    let counters = meter.counters().unwrap();
+    assert_eq!((counters.insert_failed_packets, counters.insert_failed_bytes), (4, 4 * 40));
+    assert_eq!(counters.packets, 21, "every packet is still counted");
+    // Drained, the map has room again.
+    run(&mut meter, &frame(1019));
+    assert_eq!(meter.drain().unwrap().flows.len(), 1);
+}
+
 /// Per flow key: packets, IP bytes, TCP flags.
 type FlowTable = BTreeMap<FlowKey, (u64, u64, u8)>;
 

@@ -65,9 +65,13 @@ impl Running {
 
     /// Sends SIGINT (Ctrl-C) and waits for the process to finish.
     pub fn interrupt(self) -> Finished {
-        // SAFETY: kill(2) with a pid we own.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.signal(libc::SIGINT);
         self.finish()
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) with a pid we own.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
     }
 
     pub fn finish(mut self) -> Finished {

@@ -1,1 +1,199 @@
-fn main() {}
+//! `cargo xtask`: everything a newcomer runs, so that a fresh machine needs
+//! nothing beyond the README's two commands.
+//!
+//! - `setup`: installs what is missing, idempotently, saying what it does:
+//!   rust-src for the nightly toolchain and bpf-linker 0.10.4 (to build the
+//!   XDP program), and the Debian packages the tests use (tshark, iproute2).
+//! - `build`, `run`, `test`, `bench`: call `setup` first.
+
+use std::{
+    env,
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+/// bpf-linker releases after 0.10 need LLVM 23, which the nightly here lacks.
+const BPF_LINKER_VERSION: &str = "0.10.4";
+/// Debian packages the test suite runs, with a program that shows each is there.
+const TEST_PACKAGES: &[(&str, &str)] = &[("tshark", "tshark"), ("ip", "iproute2")];
+/// Prefix of the network namespaces tests create (tests/support/netns.rs).
+const TEST_NETNS_PREFIX: &str = "rogue-t-";
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Set up, build, run, test and benchmark rogue")]
+struct Xtask {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need (idempotent)
+    Setup,
+    /// Build rogue in release mode (target/release/rogue)
+    Build,
+    /// Build and run rogue with these arguments, e.g. `cargo xtask run -- flows --pcap FILE`
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Run every test, the kernel ones included (needs root)
+    Test {
+        /// Extra arguments for `cargo test`, e.g. a test name
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Run the benchmarks and write BENCHMARKS.md (needs root)
+    Bench,
+}
+
+fn main() -> ExitCode {
+    match run(Xtask::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(task: Task) -> anyhow::Result<()> {
+    let root = workspace_root();
+    env::set_current_dir(&root)?;
+    match task {
+        Task::Setup => setup(),
+        Task::Build => {
+            setup()?;
+            cargo(&["build", "--release", "--bin", "rogue"])
+        }
+        Task::Run { args } => {
+            setup()?;
+            let mut command = Command::new(env!("CARGO"));
+            command.args(["run", "--quiet", "--release", "--bin", "rogue", "--"]).args(args);
+            status(&mut command)
+        }
+        Task::Test { args } => {
+            setup()?;
+            require_root("the kernel tests (XDP, veth, network namespaces)")?;
+            remove_stale_test_namespaces()?;
+            let mut command = Command::new(env!("CARGO"));
+            command.arg("test").args(args);
+            status(&mut command)
+        }
+        Task::Bench => {
+            setup()?;
+            require_root("the kernel benchmarks")?;
+            cargo(&["bench", "--bench", "kernel"])
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+fn setup() -> anyhow::Result<()> {
+    step("nightly toolchain", has_nightly, || {
+        bail!("the nightly toolchain is missing and cannot be fetched here; install it with rustup")
+    })?;
+    step("rust-src for nightly (to build core for the BPF target)", has_nightly_rust_src, || {
+        status(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+    })?;
+    step(&format!("bpf-linker {BPF_LINKER_VERSION}"), has_bpf_linker, || {
+        status(Command::new(env!("CARGO")).args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked"]))
+    })?;
+    let missing: Vec<&str> =
+        TEST_PACKAGES.iter().filter(|(program, _)| !on_path(program)).map(|(_, package)| *package).collect();
+    step(
+        &format!("test tools ({})", TEST_PACKAGES.iter().map(|p| p.1).collect::<Vec<_>>().join(", ")),
+        || missing.is_empty(),
+        || apt_install(&missing),
+    )
+}
+
+/// Runs `install` unless `present` says the piece is already there.
+fn step(what: &str, present: impl Fn() -> bool, install: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
+    if present() {
+        eprintln!("xtask: ok: {what}");
+        return Ok(());
+    }
+    eprintln!("xtask: installing: {what}");
+    install().with_context(|| format!("installing {what}"))?;
+    if !present() {
+        bail!("{what} is still missing after installing it");
+    }
+    Ok(())
+}
+
+fn has_nightly() -> bool {
+    output(Command::new("rustup").args(["toolchain", "list"])).is_some_and(|list| list.contains("nightly"))
+}
+
+fn has_nightly_rust_src() -> bool {
+    output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", "nightly"]))
+        .is_some_and(|list| list.lines().any(|l| l.starts_with("rust-src")))
+}
+
+fn has_bpf_linker() -> bool {
+    output(Command::new("bpf-linker").arg("--version")).is_some_and(|v| v.contains(BPF_LINKER_VERSION))
+}
+
+fn on_path(program: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("command -v {program}")]).output().is_ok_and(|o| o.status.success())
+}
+
+fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!("run as root, or install them yourself: sudo apt-get install {}", packages.join(" "));
+    }
+    status(Command::new("apt-get").args(["update", "-qq"]))?;
+    status(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn require_root(what: &str) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!("{what} need root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN): run `sudo -E cargo xtask ...`");
+    }
+    Ok(())
+}
+
+/// Namespaces left by a test run that was killed before its guards ran.
+fn remove_stale_test_namespaces() -> anyhow::Result<()> {
+    let list = output(Command::new("ip").args(["netns", "list"])).unwrap_or_default();
+    for name in list.lines().filter_map(|l| l.split_whitespace().next()).filter(|n| n.starts_with(TEST_NETNS_PREFIX)) {
+        eprintln!("xtask: removing stale test namespace {name}");
+        status(Command::new("ip").args(["netns", "del", name]))?;
+    }
+    Ok(())
+}
+
+fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    status(Command::new(env!("CARGO")).args(args))
+}
+
+fn status(command: &mut Command) -> anyhow::Result<()> {
+    let status = command.status().with_context(|| format!("running {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed ({status})");
+    }
+    Ok(())
+}
+
+fn output(command: &mut Command) -> Option<String> {
+    let output = command.output().ok()?;
+    output.status.success().then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}

@@ -33,7 +33,7 @@ pub struct CapturedFrame<'a> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
-    #[error("{path}: {source}")]
+    #[error("cannot read {path}")]
     Open { path: PathBuf, source: io::Error },
     #[error("{path}: not a pcap or pcapng file ({detail})")]
     Format { path: PathBuf, detail: String },

@@ -49,22 +49,22 @@ pub enum XdpMode {
 #[derive(Debug, thiserror::Error)]
 pub enum MeterError {
     #[error(
-        "loading the XDP flow meter failed: {0}\n\
-         (rogue needs root, or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, to load and attach it)"
+        "loading the XDP flow meter failed (rogue needs root, or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, \
+         to load and attach it)"
     )]
     Load(#[source] aya::EbpfError),
-    #[error("the XDP program was rejected: {0}")]
+    #[error("the kernel rejected the XDP program")]
     Program(#[source] ProgramError),
     #[error("no network interface named {0:?}")]
     NoInterface(String),
-    #[error("attaching to {interface} in {mode} mode failed: {source}{hint}")]
+    #[error("attaching to {interface} in {mode} mode failed{hint}")]
     Attach { interface: String, mode: &'static str, source: ProgramError, hint: &'static str },
     #[error("the BPF map {name} is missing or has the wrong type: {detail}")]
     Map { name: &'static str, detail: String },
-    #[error("draining the flow map {name}: {source}")]
+    #[error("draining the flow map {name}")]
     Drain { name: &'static str, source: io::Error },
-    #[error("waiting for in-flight XDP programs (membarrier): {0}")]
-    Barrier(io::Error),
+    #[error("waiting for in-flight XDP programs (membarrier)")]
+    Barrier(#[source] io::Error),
 }
 
 /// An interface the meter is attached to.
@@ -151,7 +151,7 @@ impl XdpMeter {
             XdpMode::Auto => match attach_in(program, interface, ifindex, AyaXdpMode::Driver) {
                 Ok(attached) => attached,
                 Err(e) => {
-                    warn!("{e}; falling back to generic XDP on {interface}, which is slower");
+                    warn!("{}; falling back to generic XDP on {interface}, which is slower", with_causes(&e));
                     attach_in(program, interface, ifindex, AyaXdpMode::Skb)?
                 }
             },
@@ -213,7 +213,7 @@ fn meter_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, MeterError> {
 fn attach_in(program: &mut Xdp, interface: &str, ifindex: u32, mode: AyaXdpMode) -> Result<&'static str, MeterError> {
     let (name, hint) = match mode {
         AyaXdpMode::Skb => ("generic", ""),
-        _ => ("native", " (the driver may not support native XDP: try --xdp-mode generic or auto)"),
+        _ => ("native", " (the driver may not support native XDP; --xdp-mode generic or auto works everywhere)"),
     };
     program.attach_to_if_index(ifindex, mode).map(|_| name).map_err(|source| MeterError::Attach {
         interface: interface.to_string(),
@@ -221,6 +221,17 @@ fn attach_in(program: &mut Xdp, interface: &str, ifindex: u32, mode: AyaXdpMode)
         source,
         hint,
     })
+}
+
+/// An error and its chain of causes on one line, as the CLI prints errors.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text += &format!(": {inner}");
+        cause = inner.source();
+    }
+    text
 }
 
 fn flow_map_fd(ebpf: &Ebpf, name: &'static str) -> Result<RawFd, MeterError> {
@@ -266,8 +277,11 @@ pub fn if_index(interface: &str) -> Option<u32> {
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it so large
-/// flow maps load there too. Harmless where memory cgroups account instead.
+/// flow maps load there too. Later kernels account them to memory cgroups.
 fn raise_memlock_limit() {
+    if aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 11, 0)) {
+        return;
+    }
     let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: a valid rlimit struct.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {

@@ -11,7 +11,7 @@ use clap::{ArgGroup, Args};
 use rogue_common::{MeterCounters, maps::DEFAULT_FLOW_MAP_ENTRIES};
 use tracing::{info, warn};
 
-use super::parse_duration;
+use super::{parse_duration, parse_timeout};
 use crate::{
     capture::{FileMeter, XdpMeter, XdpMode, xdp::interface_rx_packets},
     flows::{
@@ -46,10 +46,10 @@ pub struct FlowsArgs {
     #[arg(long)]
     pub stats: bool,
     /// A flow with no packet for longer than this is complete (whole seconds)
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
     pub idle_timeout: Duration,
     /// A flow that has lasted longer than this is complete and a new one starts (whole seconds)
-    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse_timeout)]
     pub active_timeout: Duration,
     /// How to attach the XDP program
     #[arg(long, value_enum, default_value = "native")]
@@ -59,11 +59,12 @@ pub struct FlowsArgs {
     pub flow_map_entries: u32,
 }
 
-pub fn run(args: FlowsArgs) -> anyhow::Result<ExitCode> {
+/// Runs `rogue flows`; `quiet` leaves out the counters on stderr.
+pub fn run(args: FlowsArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let format = args.format.unwrap_or(if io::stdout().is_terminal() { Format::Table } else { Format::Json });
     let timeouts = Timeouts::from_secs(args.idle_timeout.as_secs(), args.active_timeout.as_secs());
     let writer = FlowWriter::new(format, BufWriter::new(io::stdout().lock()))?;
-    let mut output = FlowOutput { writer, flows: 0 };
+    let mut output = FlowOutput { writer, flows: 0, quiet };
     let result = if args.pcap.is_empty() {
         live(&args, FlowCache::new(timeouts), &mut output)
     } else {
@@ -75,10 +76,11 @@ pub fn run(args: FlowsArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Where completed flows go, counted.
+/// Where completed flows go, counted, and whether to print the summary.
 struct FlowOutput<W: Write> {
     writer: FlowWriter<W>,
     flows: u64,
+    quiet: bool,
 }
 
 impl<W: Write> FlowOutput<W> {
@@ -88,6 +90,17 @@ impl<W: Write> FlowOutput<W> {
         }
         self.flows += flows.len() as u64;
         Ok(())
+    }
+
+    /// The counters as `# name value` lines on stderr, after the flows.
+    fn summary(&self, lines: &[(&str, String)]) {
+        if self.quiet {
+            return;
+        }
+        let mut err = io::stderr().lock();
+        for (name, value) in lines {
+            let _ = writeln!(err, "# {name:<21} {value}");
+        }
     }
 }
 
@@ -120,7 +133,7 @@ fn files(paths: &[PathBuf], cache: FlowCache, output: &mut FlowOutput<impl Write
     if meter.files_truncated > 0 {
         summary.push(("truncated files", meter.files_truncated.to_string()));
     }
-    print_summary(&summary);
+    output.summary(&summary);
     Ok(())
 }
 
@@ -152,7 +165,7 @@ fn live(args: &FlowsArgs, mut cache: FlowCache, output: &mut FlowOutput<impl Wri
                 _ = ticks.tick() => {
                     drain_once(&mut meter, &mut cache, output)?;
                     if args.stats {
-                        print_summary(&summary_lines(&meter.counters()?, &cache.stats(), output.flows));
+                        output.summary(&summary_lines(&meter.counters()?, &cache.stats(), output.flows));
                     }
                 }
                 _ = tokio::signal::ctrl_c() => break,
@@ -180,7 +193,7 @@ fn live(args: &FlowsArgs, mut cache: FlowCache, output: &mut FlowOutput<impl Wri
             ));
         }
     }
-    print_summary(&summary);
+    output.summary(&summary);
     // Dropping the meter closes its bpf_links: nothing stays attached.
     drop(meter);
     Ok(())
@@ -218,13 +231,6 @@ fn summary_lines(counters: &MeterCounters, cache: &FlowCacheStats, flows: u64) -
         ),
         ("peak active flows", cache.peak_active.to_string()),
     ]
-}
-
-fn print_summary(lines: &[(&str, String)]) {
-    let mut err = io::stderr().lock();
-    for (name, value) in lines {
-        let _ = writeln!(err, "# {name:<21} {value}");
-    }
 }
 
 fn is_broken_pipe(error: &anyhow::Error) -> bool {

@@ -39,7 +39,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     init_logging(cli.verbose, cli.quiet);
     match cli.command {
-        Command::Flows(args) => flows::run(args),
+        Command::Flows(args) => flows::run(args, cli.quiet),
     }
 }
 
@@ -53,7 +53,11 @@ fn init_logging(verbose: u8, quiet: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ROGUE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }
 
 /// A duration on the command line: `5s`, `500ms`, `1m30s`, or plain seconds.
@@ -65,6 +69,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let parsed: jiff::SignedDuration =
         text.parse().map_err(|_| format!("{text:?} is not a duration (try 5s, 500ms, 2m or a number of seconds)"))?;
     Duration::try_from(parsed).map_err(|_| format!("{text:?} is negative"))
+}
+
+/// A timeout on the command line: a duration of whole seconds, at least 1 s
+/// (flow timeouts are counted in whole seconds, as nfdump counts them).
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.as_secs() == 0 || duration.subsec_nanos() != 0 {
+        return Err(format!("{text:?} is not a whole number of seconds, at least 1 (try 60s or 5m)"));
+    }
+    Ok(duration)
 }
 
 #[cfg(test)]
@@ -79,5 +93,13 @@ mod tests {
         assert_eq!(parse_duration("60"), Ok(Duration::from_secs(60)));
         assert!(parse_duration("soon").unwrap_err().contains("\"soon\" is not a duration"));
         assert!(parse_duration("-5s").is_err());
+    }
+
+    #[test]
+    fn timeouts_are_whole_seconds() {
+        assert_eq!(parse_timeout("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_timeout("500ms").unwrap_err().contains("whole number of seconds"));
+        assert!(parse_timeout("1.5s").is_err());
+        assert!(parse_timeout("0").is_err());
     }
 }

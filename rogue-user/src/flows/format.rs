@@ -47,7 +47,7 @@ impl<W: Write> FlowWriter<W> {
     pub fn write(&mut self, flow: &FlowRecord) -> io::Result<()> {
         match self {
             FlowWriter::Json(out) => {
-                serde_json::to_writer(&mut *out, &json(flow))?;
+                serde_json::to_writer(&mut *out, &JsonFlow::of(flow))?;
                 out.write_all(b"\n")
             }
             FlowWriter::Csv(csv) => {
@@ -90,20 +90,38 @@ impl<W: Write> FlowWriter<W> {
     }
 }
 
-fn json(flow: &FlowRecord) -> serde_json::Value {
-    serde_json::json!({
-        "src": flow.src,
-        "dst": flow.dst,
-        "sport": flow.sport,
-        "dport": flow.dport,
-        "proto": flow.proto,
-        "packets": flow.packets,
-        "bytes": flow.bytes,
-        "start": rfc3339_millis(flow.start),
-        "end": rfc3339_millis(flow.end),
-        "tcp_flags": flow.tcp_flags,
-        "interface": flow.interface.as_deref(),
-    })
+/// A flow as one JSON object, fields in record order.
+#[derive(serde::Serialize)]
+struct JsonFlow<'a> {
+    src: std::net::IpAddr,
+    dst: std::net::IpAddr,
+    sport: u16,
+    dport: u16,
+    proto: u8,
+    packets: u64,
+    bytes: u64,
+    start: String,
+    end: String,
+    tcp_flags: u8,
+    interface: Option<&'a str>,
+}
+
+impl<'a> JsonFlow<'a> {
+    fn of(flow: &'a FlowRecord) -> JsonFlow<'a> {
+        JsonFlow {
+            src: flow.src,
+            dst: flow.dst,
+            sport: flow.sport,
+            dport: flow.dport,
+            proto: flow.proto,
+            packets: flow.packets,
+            bytes: flow.bytes,
+            start: rfc3339_millis(flow.start),
+            end: rfc3339_millis(flow.end),
+            tcp_flags: flow.tcp_flags,
+            interface: flow.interface.as_deref(),
+        }
+    }
 }
 
 fn endpoint(addr: std::net::IpAddr, port: u16) -> String {

@@ -1,0 +1,360 @@
+//! `rogue flows` as a user runs it: output formats, errors that name what is
+//! at fault, exit codes, several files as one stream, stdin; and live: no
+//! program left attached however rogue ends, and the XDP attach modes.
+
+mod support;
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use support::{
+    captures_dir,
+    netns::{Netns, veth},
+    process::{Finished, ROGUE, Running},
+};
+
+const SMTP: &str = "zeek-smtp-two-sessions.pcap";
+
+fn capture(name: &str) -> PathBuf {
+    captures_dir().join(name)
+}
+
+fn rogue(args: &[&str]) -> Finished {
+    let output = Command::new(ROGUE).args(args).output().unwrap();
+    Finished {
+        status: output.status,
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    }
+}
+
+fn flows_of(path: &Path, format: &str) -> Finished {
+    let finished = rogue(&["flows", "--pcap", path.to_str().unwrap(), "--format", format]);
+    assert!(finished.status.success(), "{}", finished.stderr);
+    finished
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rogue-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The records of a classic pcap file: (header, [record bytes]).
+fn pcap_records(path: &Path) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..4], &[0xd4, 0xc3, 0xb2, 0xa1], "a little-endian microsecond pcap");
+    let mut records = Vec::new();
+    let mut at = 24;
+    while at < bytes.len() {
+        let len = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        records.push(bytes[at..at + 16 + len].to_vec());
+        at += 16 + len;
+    }
+    (bytes[..24].to_vec(), records)
+}
+
+#[test]
+fn json_lines_have_exactly_the_record_fields_in_order_with_utc_millisecond_times() {
+    let finished = flows_of(&capture(SMTP), "json");
+    let lines: Vec<&str> = finished.stdout.lines().collect();
+    assert_eq!(lines.len(), 16);
+    for line in &lines {
+        let keys: Vec<String> =
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(line).unwrap().keys().cloned().collect();
+        assert_eq!(keys.len(), 11, "{line}");
+        // Field order as documented, read from the text itself.
+        let positions: Vec<usize> = rogue::flows::format::FIELDS
+            .iter()
+            .map(|f| line.find(&format!("\"{f}\":")).unwrap_or_else(|| panic!("{f} missing in {line}")))
+            .collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{line}");
+    }
+    // The Exim session of the Wireshark sample, client to server, as nfdump
+    // reports it in the oracle.
+    let session: serde_json::Value =
+        serde_json::from_str(lines.iter().find(|l| l.contains("\"dport\":25")).unwrap()).unwrap();
+    assert_eq!(session["src"], "10.10.1.4");
+    assert_eq!(session["dst"], "74.53.140.153");
+    assert_eq!(session["start"], "2009-10-05T06:06:07.529Z");
+    assert_eq!(session["end"], "2009-10-05T06:06:15.106Z");
+    assert_eq!((session["packets"].as_u64(), session["bytes"].as_u64()), (Some(28), Some(21673)));
+    assert_eq!(session["interface"], serde_json::Value::Null);
+}
+
+#[test]
+fn csv_has_a_header_of_the_field_names_and_one_row_per_flow() {
+    let csv = flows_of(&capture(SMTP), "csv").stdout;
+    let json = flows_of(&capture(SMTP), "json").stdout;
+    let mut rows = csv.lines();
+    assert_eq!(rows.next().unwrap(), "src,dst,sport,dport,proto,packets,bytes,start,end,tcp_flags,interface");
+    let rows: Vec<&str> = rows.collect();
+    assert_eq!(rows.len(), json.lines().count());
+    for (row, line) in rows.iter().zip(json.lines()) {
+        let flow: serde_json::Value = serde_json::from_str(line).unwrap();
+        let expected = format!(
+            "{},{},{},{},{},{},{},{},{},{},",
+            flow["src"].as_str().unwrap(),
+            flow["dst"].as_str().unwrap(),
+            flow["sport"],
+            flow["dport"],
+            flow["proto"],
+            flow["packets"],
+            flow["bytes"],
+            flow["start"].as_str().unwrap(),
+            flow["end"].as_str().unwrap(),
+            flow["tcp_flags"],
+        );
+        assert_eq!(*row, expected);
+    }
+}
+
+#[test]
+fn the_table_has_a_header_and_one_line_per_flow_with_nfdump_flag_letters() {
+    let table = flows_of(&capture("zeek-smtp-multi-addr-cern.pcap"), "table").stdout;
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("start") && lines[0].contains("src:sport") && lines[0].contains("flags"));
+    assert_eq!(lines.len(), 4);
+    assert!(lines[1].contains("188.184.129.157:35119") && lines[1].contains("...AP.S.") && lines[1].contains(" 1277 "));
+}
+
+#[test]
+fn the_counters_follow_the_flows_on_stderr() {
+    let finished = flows_of(&capture("zeek-wikipedia-dns-http-ipv6.pcap"), "json");
+    assert_eq!(finished.summary_number("packets"), 136);
+    assert_eq!(finished.summary_number("non-ip"), 10, "6 ARP and 4 STP frames");
+    assert_eq!(finished.summary_number("flows"), finished.stdout.lines().count() as u64);
+    for name in ["fragments", "malformed", "insert failures", "vlan", "mpls", "pppoe", "ipv6 packets"] {
+        finished.summary(name);
+    }
+    let quiet = rogue(&["-q", "flows", "--pcap", capture(SMTP).to_str().unwrap(), "--format", "json"]);
+    assert!(quiet.status.success() && quiet.stderr.is_empty(), "{}", quiet.stderr);
+}
+
+#[test]
+fn files_given_together_are_one_stream() {
+    let (header, records) = pcap_records(&capture(SMTP));
+    let dir = scratch_dir("split");
+    let (first, second) = (dir.join("first.pcap"), dir.join("second.pcap"));
+    let half = records.len() / 2;
+    std::fs::write(&first, [header.clone(), records[..half].concat()].concat()).unwrap();
+    std::fs::write(&second, [header, records[half..].concat()].concat()).unwrap();
+    let whole = flows_of(&capture(SMTP), "json").stdout;
+    let split = rogue(&["flows", "--pcap", first.to_str().unwrap(), second.to_str().unwrap(), "--format", "json"]);
+    assert!(split.status.success(), "{}", split.stderr);
+    assert_eq!(split.stdout, whole);
+}
+
+#[test]
+fn a_capture_on_stdin_gives_the_same_flows() {
+    let mut child = Command::new(ROGUE)
+        .args(["flows", "--pcap", "-", "--format", "json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&std::fs::read(capture(SMTP)).unwrap()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    assert_eq!(String::from_utf8(output.stdout).unwrap(), flows_of(&capture(SMTP), "json").stdout);
+}
+
+#[test]
+fn a_capture_cut_inside_a_record_is_read_up_to_the_cut_with_a_warning() {
+    let bytes = std::fs::read(capture(SMTP)).unwrap();
+    let (_, records) = pcap_records(&capture(SMTP));
+    let dir = scratch_dir("cut");
+    let cut = dir.join("cut.pcap");
+    // Cut in the middle of the last record.
+    std::fs::write(&cut, &bytes[..bytes.len() - records.last().unwrap().len() / 2]).unwrap();
+    let finished = rogue(&["flows", "--pcap", cut.to_str().unwrap(), "--format", "json"]);
+    assert!(finished.status.success(), "{}", finished.stderr);
+    assert!(finished.stderr.contains("cut.pcap: the file ends inside a packet record"), "{}", finished.stderr);
+    assert_eq!(finished.summary_number("packets"), 124, "all records before the cut");
+    assert_eq!(finished.summary_number("truncated files"), 1);
+}
+
+#[test]
+fn errors_name_the_file_and_what_is_wrong_with_it() {
+    let missing = rogue(&["flows", "--pcap", "/nonexistent/capture.pcap"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(
+        missing.stderr.trim(),
+        "rogue: error: cannot read /nonexistent/capture.pcap: No such file or directory (os error 2)"
+    );
+
+    let dir = scratch_dir("errors");
+    let text = dir.join("notes.txt");
+    std::fs::write(&text, "these are notes, not packets\n".repeat(10)).unwrap();
+    let not_capture = rogue(&["flows", "--pcap", text.to_str().unwrap()]);
+    assert_eq!(not_capture.status.code(), Some(1));
+    assert!(not_capture.stderr.contains("notes.txt: not a pcap or pcapng file"), "{}", not_capture.stderr);
+
+    // A pcap of 802.11 frames (LINKTYPE_IEEE802_11, 105).
+    let (mut header, records) = pcap_records(&capture(SMTP));
+    header[20..24].copy_from_slice(&105u32.to_le_bytes());
+    let wifi = dir.join("wifi.pcap");
+    std::fs::write(&wifi, [header, records[0].clone()].concat()).unwrap();
+    let unsupported = rogue(&["flows", "--pcap", wifi.to_str().unwrap()]);
+    assert_eq!(unsupported.status.code(), Some(1));
+    assert!(
+        unsupported.stderr.contains("wifi.pcap: interface 0 has link type 105, which rogue cannot read"),
+        "{}",
+        unsupported.stderr
+    );
+}
+
+#[test]
+fn bad_usage_exits_2_with_a_hint() {
+    for args in [
+        &["flows"][..],
+        &["flows", "--iface", "eth0", "--pcap", "x.pcap"],
+        &["flows", "--pcap", "x.pcap", "--idle-timeout", "0.5s"],
+        &["flows", "--pcap", "x.pcap", "--format", "xml"],
+        &["flows", "--iface", "eth0", "--xdp-mode", "turbo"],
+    ] {
+        let finished = rogue(args);
+        assert_eq!(finished.status.code(), Some(2), "{args:?}: {}", finished.stderr);
+        assert!(finished.stderr.contains("--help"), "{args:?}: {}", finished.stderr);
+    }
+}
+
+fn xdp_attached(ns: &Netns, interface: &str) -> bool {
+    let output = ns.command("ip").args(["-j", "link", "show", "dev", interface]).output().unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    !json[0]["xdp"].is_null()
+}
+
+#[test]
+fn no_program_stays_attached_however_rogue_ends() {
+    let ns = Netns::new("detach");
+    veth(&ns, "mon0", &ns, "peer0");
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGKILL] {
+        let mut command = ns.command(ROGUE);
+        command.args(["flows", "--iface", "mon0", "--format", "json", "-v"]);
+        let mut running = Running::spawn(command);
+        running.wait_for_stderr("XDP flow meter attached", 1);
+        assert!(xdp_attached(&ns, "mon0"), "attached while running");
+        running.signal(signal);
+        let finished = running.finish();
+        if signal != libc::SIGKILL {
+            assert!(finished.status.success(), "signal {signal}: {}", finished.stderr);
+            finished.summary("drains");
+        }
+        // The kernel releases a bpf_link when its last fd closes.
+        let released = (0..50).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            !xdp_attached(&ns, "mon0")
+        });
+        assert!(released, "a program is still attached after signal {signal}");
+    }
+}
+
+#[test]
+fn auto_mode_falls_back_to_generic_xdp_where_the_driver_has_no_native_xdp() {
+    let ns = Netns::new("modes");
+    // A bridge has no native XDP.
+    ns.ip(&["link", "add", "br0", "type", "bridge"]);
+    ns.ip(&["link", "set", "br0", "up"]);
+
+    let native = ns.command(ROGUE).args(["flows", "--iface", "br0", "--duration", "1s"]).output().unwrap();
+    assert_eq!(native.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&native.stderr);
+    assert!(stderr.contains("attaching to br0 in native mode failed"), "{stderr}");
+    assert!(stderr.contains("--xdp-mode generic or auto"), "{stderr}");
+
+    let auto = ns
+        .command(ROGUE)
+        .args(["flows", "--iface", "br0", "--xdp-mode", "auto", "--duration", "1s", "--format", "json", "-v"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&auto.stderr);
+    assert!(auto.status.success(), "{stderr}");
+    assert!(stderr.contains("falling back to generic XDP on br0"), "{stderr}");
+    assert!(stderr.contains("mode=\"generic\""), "{stderr}");
+
+    let missing = ns.command(ROGUE).args(["flows", "--iface", "nosuch0", "--duration", "1s"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no network interface named \"nosuch0\""));
+}
+
+#[test]
+fn generic_mode_meters_what_the_interface_receives() {
+    let ns = Netns::new("generic");
+    veth(&ns, "send0", &ns, "mon0");
+    let mut command = ns.command(ROGUE);
+    command.args([
+        "flows",
+        "--iface",
+        "mon0",
+        "--xdp-mode",
+        "generic",
+        "--interval",
+        "100ms",
+        "--format",
+        "json",
+        "-v",
+    ]);
+    let mut running = Running::spawn(command);
+    running.wait_for_stderr("XDP flow meter attached", 1);
+    let before = ns.rx("mon0");
+    // Raw frames out of send0 (a packet socket), 50 of one UDP flow.
+    let frame = support::packets::ethernet(
+        0x0800,
+        &support::packets::ipv4(
+            [192, 0, 2, 1].into(),
+            [192, 0, 2, 2].into(),
+            17,
+            &[],
+            0,
+            &support::packets::udp(4000, 25, &[1; 100]),
+        ),
+    );
+    support::netns::in_netns(&ns, move || {
+        let ifindex = rogue::capture::xdp::if_index("send0").unwrap();
+        send_raw(ifindex, &frame, 50);
+    })
+    .join()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let after = ns.rx("mon0");
+    let finished = running.interrupt();
+    assert!(finished.status.success(), "{}", finished.stderr);
+    let flows = finished.json_lines();
+    assert_eq!(flows.len(), 1, "{flows:?}");
+    assert_eq!(flows[0]["packets"], 50);
+    assert_eq!(flows[0]["bytes"], 50 * 128);
+    assert_eq!(after.0 - before.0, 50);
+    assert_eq!(finished.summary_number("packets"), 50);
+}
+
+/// Sends `frame` `count` times out of interface `ifindex` on an AF_PACKET socket.
+fn send_raw(ifindex: u32, frame: &[u8], count: usize) {
+    // SAFETY: plain socket calls with valid, initialised arguments.
+    unsafe {
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+        assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = ifindex as i32;
+        addr.sll_halen = 6;
+        for _ in 0..count {
+            let sent = libc::sendto(
+                fd,
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                size_of::<libc::sockaddr_ll>() as u32,
+            );
+            assert_eq!(sent, frame.len() as isize, "{}", std::io::Error::last_os_error());
+        }
+        libc::close(fd);
+    }
+}

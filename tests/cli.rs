@@ -299,6 +299,7 @@ fn generic_mode_meters_what_the_interface_receives() {
         "100ms",
         "--format",
         "json",
+        "--stats",
         "-v",
     ]);
     let mut running = Running::spawn(command);
@@ -332,6 +333,8 @@ fn generic_mode_meters_what_the_interface_receives() {
     assert_eq!(flows[0]["bytes"], 50 * 128);
     assert_eq!(after.0 - before.0, 50);
     assert_eq!(finished.summary_number("packets"), 50);
+    let reports = finished.stderr.lines().filter(|l| l.starts_with("# packets ")).count();
+    assert!(reports > 2, "--stats prints the counters after every drain, not only at the end: {reports}");
 }
 
 /// Sends `frame` `count` times out of interface `ifindex` on an AF_PACKET socket.

@@ -3,8 +3,9 @@
 //!
 //! - `setup`: installs what is missing, idempotently, saying what it does:
 //!   rust-src for the nightly toolchain and bpf-linker 0.10.4 (to build the
-//!   XDP program), and the Debian packages the tests use (tshark, iproute2).
-//! - `build`, `run`, `test`, `bench`: call `setup` first.
+//!   XDP program), and the Debian packages the tests use.
+//! - `build`, `run`, `bench` install the toolchain pieces first; `test` all of
+//!   `setup`.
 
 use std::{
     env,
@@ -19,7 +20,7 @@ use clap::{Parser, Subcommand};
 /// bpf-linker releases after 0.10 need LLVM 23, which the nightly here lacks.
 const BPF_LINKER_VERSION: &str = "0.10.4";
 /// Debian packages the test suite runs, with a program that shows each is there.
-const TEST_PACKAGES: &[(&str, &str)] = &[("tshark", "tshark"), ("ip", "iproute2")];
+const TEST_PACKAGES: &[(&str, &str)] = &[("tshark", "tshark"), ("ip", "iproute2"), ("sysctl", "procps")];
 /// Prefix of the network namespaces tests create (tests/support/netns.rs).
 const TEST_NETNS_PREFIX: &str = "rogue-t-";
 
@@ -67,11 +68,11 @@ fn run(task: Task) -> anyhow::Result<()> {
     match task {
         Task::Setup => setup(),
         Task::Build => {
-            setup()?;
+            setup_toolchain()?;
             cargo(&["build", "--release", "--bin", "rogue"])
         }
         Task::Run { args } => {
-            setup()?;
+            setup_toolchain()?;
             let mut command = Command::new(env!("CARGO"));
             command.args(["run", "--quiet", "--release", "--bin", "rogue", "--"]).args(args);
             status(&mut command)
@@ -85,7 +86,7 @@ fn run(task: Task) -> anyhow::Result<()> {
             status(&mut command)
         }
         Task::Bench => {
-            setup()?;
+            setup_toolchain()?;
             require_root("the kernel benchmarks")?;
             cargo(&["bench", "--bench", "kernel"])
         }
@@ -96,7 +97,18 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
+/// Everything building and testing need.
 fn setup() -> anyhow::Result<()> {
+    setup_toolchain()?;
+    let missing = || -> Vec<&str> {
+        TEST_PACKAGES.iter().filter(|(program, _)| !on_path(program)).map(|(_, package)| *package).collect()
+    };
+    let names = TEST_PACKAGES.iter().map(|(_, package)| *package).collect::<Vec<_>>().join(", ");
+    step(&format!("test tools ({names})"), || missing().is_empty(), || apt_install(&missing()))
+}
+
+/// What building the XDP program needs.
+fn setup_toolchain() -> anyhow::Result<()> {
     step("nightly toolchain", has_nightly, || {
         bail!("the nightly toolchain is missing and cannot be fetched here; install it with rustup")
     })?;
@@ -105,14 +117,7 @@ fn setup() -> anyhow::Result<()> {
     })?;
     step(&format!("bpf-linker {BPF_LINKER_VERSION}"), has_bpf_linker, || {
         status(Command::new(env!("CARGO")).args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked"]))
-    })?;
-    let missing: Vec<&str> =
-        TEST_PACKAGES.iter().filter(|(program, _)| !on_path(program)).map(|(_, package)| *package).collect();
-    step(
-        &format!("test tools ({})", TEST_PACKAGES.iter().map(|p| p.1).collect::<Vec<_>>().join(", ")),
-        || missing.is_empty(),
-        || apt_install(&missing),
-    )
+    })
 }
 
 /// Runs `install` unless `present` says the piece is already there.

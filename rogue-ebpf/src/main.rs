@@ -104,12 +104,6 @@ fn update(stats: *mut FlowStats, packet: &Packet, now: u64) {
     stats.tcp_flags |= packet.tcp_flags;
 }
 
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -15,6 +15,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use rogue_common::{FlowKey, FlowStats};
+// The panic handler.
+use rogue_ebpf as _;
 
 #[map]
 static FLOOR: PerCpuHashMap<FlowKey, FlowStats> = PerCpuHashMap::with_max_entries(1, 0);
@@ -74,12 +76,6 @@ pub fn testbed_generate(ctx: XdpContext) -> u32 {
         core::ptr::write_unaligned((start + UDP_DST_PORT) as *mut [u8; 2], dst_port.to_be_bytes());
     }
     xdp_action::XDP_TX
-}
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
 }
 
 #[unsafe(link_section = "license")]

@@ -3,4 +3,7 @@
 
 pub mod capture;
 pub mod cli;
+pub mod config;
 pub mod flows;
+pub mod profile;
+pub mod store;

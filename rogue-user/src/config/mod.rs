@@ -1,0 +1,348 @@
+//! Configuration: the YAML file (see config/rogue.yaml), its defaults and its
+//! checks. Every YAML file rogue reads goes through [`read_yaml`], so errors
+//! always name the file, the key and the line. Unknown keys are errors: a
+//! misspelt threshold must not silently fall back to its default.
+
+use std::{
+    fmt,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer, de::DeserializeOwned};
+
+use crate::capture::XdpMode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// serde_yaml's message names the key path and the line.
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// Parses the YAML file at `path` into `T`.
+pub fn read_yaml<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    parse_yaml(path, &text)
+}
+
+/// Parses YAML `text` read from `path` (named in errors).
+pub fn parse_yaml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
+    serde_yaml::from_str(text).map_err(|e| ConfigError::Invalid { path: path.into(), message: e.to_string() })
+}
+
+/// Writes `value` as YAML text (for entries appended to a file).
+pub fn to_yaml<T: serde::Serialize>(value: &T) -> String {
+    serde_yaml::to_string(value).expect("plain data serialises")
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The networks whose hosts rogue profiles; everything else is external.
+    pub internal_networks: Vec<IpNet>,
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// The hand-verified whitelist (relative to the configuration file).
+    #[serde(default = "default_whitelist")]
+    pub whitelist: PathBuf,
+    #[serde(default)]
+    pub detection: DetectionConfig,
+    #[serde(default)]
+    pub services: ServicesConfig,
+    #[serde(default)]
+    pub capture: CaptureConfig,
+    /// The directory of the configuration file; relative paths start here.
+    #[serde(skip)]
+    pub dir: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+    /// Time bins and flows older than this (in data time) are pruned.
+    pub retention_days: Positive,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { path: "rogue.db".into(), retention_days: Positive(90) }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectionConfig {
+    /// Width of a time bin for port usage (and the existence plot).
+    pub bin_seconds: Positive,
+    /// How far back characteristics (server days, mail share) look.
+    pub history_days: Positive,
+    /// Days as a server, in the look-back, from which a host that also has
+    /// the mail share of a mail server is suggested for the whitelist.
+    pub suggest_min_server_days: Positive,
+    pub fanout: FanoutConfig,
+    pub volume_spike: VolumeSpikeConfig,
+}
+
+impl Default for DetectionConfig {
+    fn default() -> Self {
+        DetectionConfig {
+            bin_seconds: Positive(600),
+            history_days: Positive(14),
+            suggest_min_server_days: Positive(3),
+            fanout: FanoutConfig::default(),
+            volume_spike: VolumeSpikeConfig::default(),
+        }
+    }
+}
+
+/// `fanout_burst`: qualifying flows to at least `peers` distinct external
+/// servers within `window_seconds`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FanoutConfig {
+    pub peers: Positive,
+    pub window_seconds: Positive,
+}
+
+impl Default for FanoutConfig {
+    fn default() -> Self {
+        FanoutConfig { peers: Positive(20), window_seconds: Positive(60) }
+    }
+}
+
+/// `volume_spike`: a day's qualifying flows (or bytes) above `factor` times
+/// the median of the host's previous days, and above the minimum.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VolumeSpikeConfig {
+    pub factor: Share,
+    pub min_flows: Positive,
+    pub min_bytes: Positive,
+}
+
+impl Default for VolumeSpikeConfig {
+    fn default() -> Self {
+        VolumeSpikeConfig { factor: Share(10.0), min_flows: Positive(1000), min_bytes: Positive(10_000_000) }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServicesConfig {
+    pub smtp: ServiceConfig,
+}
+
+impl Default for ServicesConfig {
+    fn default() -> Self {
+        ServicesConfig { smtp: ServiceConfig::default() }
+    }
+}
+
+impl ServicesConfig {
+    /// Every configured service with its name.
+    pub fn all(&self) -> Vec<Service> {
+        vec![Service::new("smtp", &self.smtp)]
+    }
+}
+
+/// A service the method watches. SMTP is the one rogue ships; the engine
+/// takes any service described this way.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// The service's ports: a flow from or to one of them may be a service flow.
+    pub ports: Vec<u16>,
+    /// A service flow has at least this many packets and bytes (IP-layer),
+    /// counted in its one direction.
+    pub min_packets: Positive,
+    pub min_bytes: Positive,
+    /// Ports whose traffic counts towards the service share (mail share).
+    pub mail_ports: Vec<u16>,
+    /// Share of a host's bytes on `mail_ports` at which it behaves like a
+    /// server of the service (the method's 85%).
+    pub mail_share_threshold: Share,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            ports: vec![25],
+            min_packets: Positive(3),
+            min_bytes: Positive(120),
+            mail_ports: vec![25, 465, 587, 110, 995, 143, 993],
+            mail_share_threshold: Share(0.85),
+        }
+    }
+}
+
+/// A service with its name, as the engine uses it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Service {
+    pub name: String,
+    pub ports: Vec<u16>,
+    pub min_packets: u64,
+    pub min_bytes: u64,
+    pub share_ports: Vec<u16>,
+    pub share_threshold: f64,
+}
+
+impl Service {
+    pub fn new(name: &str, config: &ServiceConfig) -> Service {
+        Service {
+            name: name.to_string(),
+            ports: config.ports.clone(),
+            min_packets: config.min_packets.0,
+            min_bytes: config.min_bytes.0,
+            share_ports: config.mail_ports.clone(),
+            share_threshold: config.mail_share_threshold.0,
+        }
+    }
+
+    pub fn is_service_port(&self, port: u16) -> bool {
+        self.ports.contains(&port)
+    }
+
+    pub fn is_share_port(&self, port: u16) -> bool {
+        self.share_ports.contains(&port)
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureConfig {
+    pub idle_timeout_seconds: Positive,
+    pub active_timeout_seconds: Positive,
+    pub flow_map_entries: Positive,
+    pub drain_seconds: Positive,
+    pub xdp_mode: XdpMode,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            idle_timeout_seconds: Positive(crate::flows::DEFAULT_IDLE_TIMEOUT_SECS),
+            active_timeout_seconds: Positive(crate::flows::DEFAULT_ACTIVE_TIMEOUT_SECS),
+            flow_map_entries: Positive(rogue_common::maps::DEFAULT_FLOW_MAP_ENTRIES as u64),
+            drain_seconds: Positive(5),
+            xdp_mode: XdpMode::Native,
+        }
+    }
+}
+
+fn default_whitelist() -> PathBuf {
+    "whitelist.yaml".into()
+}
+
+/// A whole number of at least 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Positive(pub u64);
+
+/// A positive number: a share (0 to 1 for thresholds) or a factor.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Share(pub f64);
+
+// Both check their value inside the visitor, while serde_yaml still knows
+// which key it is reading, so the error names the key and its line.
+impl<'de> Deserialize<'de> for Positive {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Positive;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a whole number of at least 1")
+            }
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Positive, E> {
+                if value == 0 { Err(E::custom("must be at least 1")) } else { Ok(Positive(value)) }
+            }
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Positive, E> {
+                u64::try_from(value).map_err(|_| E::custom("must be at least 1")).and_then(|v| self.visit_u64(v))
+            }
+        }
+        deserializer.deserialize_u64(Visitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Share {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Share;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number above 0")
+            }
+            fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<Share, E> {
+                if value.is_finite() && value > 0.0 {
+                    Ok(Share(value))
+                } else {
+                    Err(E::custom(format!("{value} must be a number above 0")))
+                }
+            }
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Share, E> {
+                self.visit_f64(value as f64)
+            }
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Share, E> {
+                self.visit_f64(value as f64)
+            }
+        }
+        deserializer.deserialize_f64(Visitor)
+    }
+}
+
+impl fmt::Display for Share {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl Config {
+    /// Reads and checks the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = read_yaml(path)?;
+        config.dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        config.check(path)?;
+        Ok(config)
+    }
+
+    fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid { path: path.into(), message });
+        if self.internal_networks.is_empty() {
+            return invalid("internal_networks: list at least one network (rogue profiles the hosts in them)".into());
+        }
+        let smtp = &self.services.smtp;
+        if smtp.mail_share_threshold.0 > 1.0 {
+            return invalid(format!(
+                "services.smtp.mail_share_threshold: {} is a share, at most 1 (0.85 is 85%)",
+                smtp.mail_share_threshold
+            ));
+        }
+        if smtp.ports.is_empty() {
+            return invalid("services.smtp.ports: list at least one port".into());
+        }
+        Ok(())
+    }
+
+    /// A path from the configuration, relative to its file.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() { path.to_path_buf() } else { self.dir.join(path) }
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.resolve(&self.store.path)
+    }
+
+    pub fn whitelist_path(&self) -> PathBuf {
+        self.resolve(&self.whitelist)
+    }
+
+    pub fn is_internal(&self, addr: IpAddr) -> bool {
+        self.internal_networks.iter().any(|net| net.contains(&addr))
+    }
+}
+
+#[cfg(test)]
+mod tests;

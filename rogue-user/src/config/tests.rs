@@ -1,0 +1,74 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Config, String> {
+    let path = Path::new("/etc/rogue/rogue.yaml");
+    let mut config: Config = parse_yaml(path, text).map_err(|e| e.to_string())?;
+    config.dir = "/etc/rogue".into();
+    config.check(path).map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+#[test]
+fn the_example_in_the_repository_is_valid_and_states_the_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rogue.yaml");
+    let example = Config::load(&path).unwrap();
+    let minimal = parse("internal_networks: [192.0.2.0/24, 2001:db8::/32]").unwrap();
+    assert_eq!(example.internal_networks, minimal.internal_networks);
+    assert_eq!(example.services.all(), minimal.services.all());
+    assert_eq!(example.store.retention_days, minimal.store.retention_days);
+    assert_eq!(example.detection.bin_seconds, minimal.detection.bin_seconds);
+    assert_eq!(example.detection.history_days, minimal.detection.history_days);
+    assert_eq!(example.detection.volume_spike.min_bytes, minimal.detection.volume_spike.min_bytes);
+    assert_eq!(example.capture.idle_timeout_seconds, minimal.capture.idle_timeout_seconds);
+    assert_eq!(example.whitelist_path(), path.parent().unwrap().join("whitelist.yaml"));
+}
+
+#[test]
+fn defaults_follow_the_method() {
+    let config = parse("internal_networks: [192.0.2.0/24]").unwrap();
+    let smtp = &config.services.all()[0];
+    assert_eq!(
+        (smtp.name.as_str(), smtp.ports.as_slice(), smtp.min_packets, smtp.min_bytes),
+        ("smtp", &[25][..], 3, 120)
+    );
+    assert_eq!(smtp.share_ports, [25, 465, 587, 110, 995, 143, 993]);
+    assert_eq!(smtp.share_threshold, 0.85);
+    assert_eq!((config.detection.bin_seconds.0, config.detection.history_days.0), (600, 14));
+    assert_eq!((config.detection.fanout.peers.0, config.detection.fanout.window_seconds.0), (20, 60));
+    assert_eq!(config.store_path(), Path::new("/etc/rogue/rogue.db"));
+    assert_eq!(config.whitelist_path(), Path::new("/etc/rogue/whitelist.yaml"));
+}
+
+#[test]
+fn errors_name_the_file_the_key_and_the_line() {
+    let unknown = parse("internal_networks: [192.0.2.0/24]\nservices:\n  smtp:\n    min_pakets: 3\n").unwrap_err();
+    assert!(unknown.starts_with("/etc/rogue/rogue.yaml: services.smtp: unknown field `min_pakets`"), "{unknown}");
+    assert!(unknown.contains("line 4"), "{unknown}");
+
+    let bad = parse("internal_networks: [192.0.2.0/24]\ndetection:\n  bin_seconds: ten\n").unwrap_err();
+    assert!(bad.contains("detection.bin_seconds: invalid type: string \"ten\"") && bad.contains("line 3"), "{bad}");
+
+    let zero = parse("internal_networks: [192.0.2.0/24]\ndetection:\n  history_days: 0\n").unwrap_err();
+    assert!(zero.contains("detection.history_days: must be at least 1") && zero.contains("line 3"), "{zero}");
+
+    let prefix = parse("internal_networks: [192.0.2.0/33]").unwrap_err();
+    assert!(prefix.contains("internal_networks[0]") && prefix.contains("line 1"), "{prefix}");
+
+    let share = parse("internal_networks: [192.0.2.0/24]\nservices: {smtp: {mail_share_threshold: 85}}").unwrap_err();
+    assert!(share.contains("services.smtp.mail_share_threshold: 85 is a share, at most 1"), "{share}");
+
+    let missing = parse("store: {path: x.db}").unwrap_err();
+    assert!(missing.contains("missing field `internal_networks`"), "{missing}");
+
+    let mode = parse("internal_networks: [192.0.2.0/24]\ncapture: {xdp_mode: turbo}").unwrap_err();
+    assert!(mode.contains("capture.xdp_mode: unknown variant `turbo`"), "{mode}");
+}
+
+#[test]
+fn hosts_are_internal_by_prefix_for_both_families() {
+    let config = parse("internal_networks: [192.0.2.0/24, 2001:db8:10::/48]").unwrap();
+    assert!(config.is_internal("192.0.2.200".parse().unwrap()));
+    assert!(!config.is_internal("198.51.100.1".parse().unwrap()));
+    assert!(config.is_internal("2001:db8:10::25".parse().unwrap()));
+    assert!(!config.is_internal("2001:db8:11::25".parse().unwrap()));
+}

@@ -1,0 +1,114 @@
+//! The schema, as an ordered list of migrations: migration N takes the store
+//! from `user_version` N to N + 1. Append; never edit a released one.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    "
+    CREATE TABLE sources (
+        id          INTEGER PRIMARY KEY,
+        kind        TEXT NOT NULL,              -- capture | live
+        name        TEXT NOT NULL,              -- file path, or interfaces
+        sha256      TEXT UNIQUE,                -- content hash of a capture
+        first_ms    INTEGER,                    -- data time covered
+        last_ms     INTEGER,
+        packets     INTEGER NOT NULL DEFAULT 0,
+        flows       INTEGER NOT NULL DEFAULT 0,
+        ingested_ms INTEGER NOT NULL            -- wall clock of the ingest
+    );
+
+    -- Per internal host and time bin: destination ports of inbound flows
+    -- (direction 0) and source ports of outbound flows (direction 1).
+    CREATE TABLE port_usage (
+        host      TEXT NOT NULL,
+        bin       INTEGER NOT NULL,             -- bin start, seconds
+        direction INTEGER NOT NULL,
+        proto     INTEGER NOT NULL,
+        port      INTEGER NOT NULL,
+        flows     INTEGER NOT NULL,
+        packets   INTEGER NOT NULL,
+        bytes     INTEGER NOT NULL,
+        PRIMARY KEY (host, bin, direction, proto, port)
+    ) WITHOUT ROWID;
+    CREATE INDEX port_usage_bin ON port_usage (bin);
+
+    -- All of a host's traffic per bin, both directions.
+    CREATE TABLE host_bins (
+        host    TEXT NOT NULL,
+        bin     INTEGER NOT NULL,
+        flows   INTEGER NOT NULL,
+        packets INTEGER NOT NULL,
+        bytes   INTEGER NOT NULL,
+        PRIMARY KEY (host, bin)
+    ) WITHOUT ROWID;
+    CREATE INDEX host_bins_bin ON host_bins (bin);
+
+    -- A host's traffic per bin on a service's share ports (mail ports).
+    CREATE TABLE share_bins (
+        service TEXT NOT NULL,
+        host    TEXT NOT NULL,
+        bin     INTEGER NOT NULL,
+        flows   INTEGER NOT NULL,
+        packets INTEGER NOT NULL,
+        bytes   INTEGER NOT NULL,
+        PRIMARY KEY (service, host, bin)
+    ) WITHOUT ROWID;
+    CREATE INDEX share_bins_bin ON share_bins (bin);
+
+    -- Qualifying service flows (SMTP flows), seen from an internal host.
+    CREATE TABLE service_flows (
+        id            INTEGER PRIMARY KEY,
+        source_id     INTEGER NOT NULL REFERENCES sources (id),
+        service       TEXT NOT NULL,
+        host          TEXT NOT NULL,
+        role          TEXT NOT NULL CHECK (role IN ('server', 'client')),
+        peer          TEXT NOT NULL,
+        peer_internal INTEGER NOT NULL,
+        host_port     INTEGER NOT NULL,
+        peer_port     INTEGER NOT NULL,
+        outbound      INTEGER NOT NULL,         -- the host sent the flow
+        start_ms      INTEGER NOT NULL,
+        end_ms        INTEGER NOT NULL,
+        packets       INTEGER NOT NULL,
+        bytes         INTEGER NOT NULL,
+        tcp_flags     INTEGER NOT NULL
+    );
+    CREATE INDEX service_flows_host ON service_flows (service, host, start_ms);
+    CREATE INDEX service_flows_start ON service_flows (start_ms);
+
+    -- External and internal peers per host, with the host's role.
+    CREATE VIEW service_peers AS
+        SELECT service, host, peer, peer_internal, role, count(*) AS flows, sum(packets) AS packets,
+               sum(bytes) AS bytes, min(start_ms) AS first_ms, max(end_ms) AS last_ms
+        FROM service_flows GROUP BY service, host, peer, role;
+
+    -- Per-day server activity.
+    CREATE VIEW server_days AS
+        SELECT service, host, start_ms / 86400000 AS day, count(*) AS flows, sum(bytes) AS bytes
+        FROM service_flows WHERE role = 'server' GROUP BY service, host, day;
+
+    CREATE TABLE findings (
+        id         INTEGER PRIMARY KEY,
+        type       TEXT NOT NULL,
+        service    TEXT NOT NULL,
+        host       TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        state      TEXT NOT NULL CHECK (state IN ('open', 'acknowledged', 'whitelisted', 'confirmed_rogue')),
+        time_ms    INTEGER NOT NULL,            -- data time of the activity
+        details    TEXT NOT NULL,               -- JSON
+        created_ms INTEGER NOT NULL,            -- wall clock
+        updated_ms INTEGER NOT NULL,
+        UNIQUE (type, service, host, key)
+    );
+
+    -- What administrators decided about a host (rogue whitelist reject).
+    CREATE TABLE verdicts (
+        service TEXT NOT NULL,
+        host    TEXT NOT NULL,
+        verdict TEXT NOT NULL CHECK (verdict IN ('rogue')),
+        by      TEXT NOT NULL,
+        reason  TEXT NOT NULL,
+        at_ms   INTEGER NOT NULL,
+        PRIMARY KEY (service, host)
+    );
+    ",
+];

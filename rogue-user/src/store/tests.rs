@@ -1,0 +1,166 @@
+use super::*;
+use crate::{
+    config::{Service, ServiceConfig},
+    flows::FlowRecord,
+    profile::Profiler,
+};
+
+const SEC: Nanos = NANOS_PER_SEC;
+const DAY: Nanos = 86_400 * SEC;
+
+fn temp_store(name: &str) -> (Store, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("rogue-store-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join("sub/rogue.db");
+    (Store::open(&path).unwrap(), path)
+}
+
+fn smtp() -> Vec<Service> {
+    vec![Service::new("smtp", &ServiceConfig::default())]
+}
+
+fn flow(src: &str, sport: u16, dst: &str, dport: u16, start: Nanos, bytes: u64) -> FlowRecord {
+    FlowRecord {
+        src: src.parse().unwrap(),
+        dst: dst.parse().unwrap(),
+        sport,
+        dport,
+        proto: 6,
+        packets: 5,
+        bytes,
+        start,
+        end: start + SEC,
+        tcp_flags: 0x1b,
+        interface: None,
+    }
+}
+
+fn ingest(store: &mut Store, flows: &[FlowRecord]) -> i64 {
+    let mut profiler = Profiler::new(vec!["192.0.2.0/24".parse().unwrap()], smtp(), 600);
+    for flow in flows {
+        profiler.add(flow);
+    }
+    let ingest = store.ingest().unwrap();
+    let source = ingest.add_source("capture", "test.pcap", None, 0).unwrap();
+    ingest.write(source, &smtp(), &profiler.take()).unwrap();
+    let first = flows.iter().map(|f| f.start).min().unwrap();
+    let last = flows.iter().map(|f| f.end).max().unwrap();
+    ingest.extend_source(source, first, last, 0, flows.len() as u64).unwrap();
+    ingest.commit().unwrap();
+    source
+}
+
+#[test]
+fn a_new_store_is_created_with_its_directory_and_migrated_once() {
+    let (store, path) = temp_store("new");
+    assert_eq!(store.schema_version().unwrap(), schema::MIGRATIONS.len() as i64);
+    drop(store);
+    let again = Store::open(&path).unwrap();
+    assert_eq!(again.schema_version().unwrap(), schema::MIGRATIONS.len() as i64);
+    let journal: String = again.conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+    assert_eq!(journal, "wal");
+}
+
+#[test]
+fn a_store_from_a_newer_rogue_is_refused() {
+    let (store, path) = temp_store("newer");
+    store.conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(store);
+    let error = Store::open(&path).err().unwrap().to_string();
+    assert!(error.contains("schema version 99 is newer than this rogue knows (1)"), "{error}");
+}
+
+#[test]
+fn an_uncommitted_ingest_leaves_nothing() {
+    let (mut store, _) = temp_store("rollback");
+    {
+        let ingest = store.ingest().unwrap();
+        ingest.add_source("capture", "x.pcap", Some("abc"), 0).unwrap();
+    }
+    assert_eq!(store.count("sources").unwrap(), 0);
+    assert!(store.source_by_hash("abc").unwrap().is_none());
+}
+
+#[test]
+fn ingests_add_up_and_queries_see_hosts_roles_days_and_shares() {
+    let (mut store, _) = temp_store("queries");
+    let server = "192.0.2.5";
+    let base = 20_000 * DAY;
+    ingest(
+        &mut store,
+        &[
+            flow("198.51.100.7", 40000, server, 25, base, 1000),
+            flow(server, 25, "198.51.100.7", 40000, base + SEC, 800),
+            flow("198.51.100.8", 40001, server, 25, base + DAY, 600),
+            flow(server, 51000, "203.0.113.25", 25, base + DAY + 10 * SEC, 500),
+            flow(server, 52000, "198.51.100.80", 443, base + DAY, 900),
+        ],
+    );
+    // A second ingest of the same bin adds to it.
+    ingest(&mut store, &[flow(server, 52001, "198.51.100.80", 443, base + DAY, 100)]);
+
+    let host: IpAddr = server.parse().unwrap();
+    let (from, to) = (millis(base - DAY), millis(base + 2 * DAY));
+    let hosts = store.service_hosts("smtp", from, to).unwrap();
+    assert_eq!(hosts.len(), 1);
+    let activity = &hosts[0];
+    assert_eq!(activity.host, host);
+    assert_eq!(activity.roles, [Role::Server, Role::Client].into_iter().collect());
+    assert_eq!((activity.flows, activity.bytes), (4, 2900));
+    assert_eq!((activity.external_clients, activity.external_servers), (2, 1));
+    assert_eq!(store.server_days("smtp", host, from, to).unwrap(), 2);
+    assert_eq!(store.share_bytes("smtp", host, from, to).unwrap(), (2900, 3900));
+    assert_eq!(store.daily_volumes("smtp", host, from, to).unwrap().len(), 2);
+    assert_eq!(
+        store.opened_to_external_servers("smtp", host, from, to).unwrap(),
+        vec![(millis(base + DAY + 10 * SEC), "203.0.113.25".parse().unwrap())]
+    );
+    let peers = store.peers("smtp", host, from, to).unwrap();
+    assert_eq!(peers[0].peer.to_string(), "198.51.100.7");
+    assert_eq!((peers[0].role, peers[0].flows, peers[0].bytes), (Role::Server, 2, 1800));
+    assert_eq!(store.covered_days().unwrap(), [20_000, 20_001].into_iter().collect());
+    let https = store.port_usage(host, from, to).unwrap().into_iter().filter(|u| u.3 == 52000 || u.3 == 52001).count();
+    assert_eq!(https, 2);
+}
+
+#[test]
+fn findings_are_kept_once_per_type_host_and_key_with_their_state() {
+    let (mut store, _) = temp_store("findings");
+    let host: IpAddr = "192.0.2.5".parse().unwrap();
+    let details = serde_json::json!({"flows": 3});
+    let (id, first) = store.upsert_finding("rogue_server", "smtp", host, "", 1000, &details, None, 1).unwrap();
+    assert_eq!(first, Upsert::New);
+    assert_eq!(
+        store.upsert_finding("rogue_server", "smtp", host, "", 1000, &details, None, 2).unwrap(),
+        (id, Upsert::Unchanged)
+    );
+    store.set_finding_state(id, "acknowledged", 3).unwrap();
+    let more = serde_json::json!({"flows": 9});
+    assert_eq!(
+        store.upsert_finding("rogue_server", "smtp", host, "", 2000, &more, None, 4).unwrap(),
+        (id, Upsert::Changed)
+    );
+    let stored = store.finding(id).unwrap().unwrap();
+    assert_eq!(
+        (stored.state.as_str(), stored.time_ms, stored.details["flows"].as_u64()),
+        ("acknowledged", 2000, Some(9))
+    );
+    assert_eq!(store.findings(Some(1500), Some("acknowledged")).unwrap().len(), 1);
+    assert_eq!(store.findings(Some(2500), None).unwrap().len(), 0);
+    assert_eq!(store.set_host_findings_state("smtp", host, "whitelisted", 5).unwrap(), 1);
+    assert_eq!(store.finding(id).unwrap().unwrap().state, "whitelisted");
+}
+
+#[test]
+fn retention_prunes_bins_and_flows_older_than_the_newest_data() {
+    let (mut store, _) = temp_store("prune");
+    let base = 20_000 * DAY;
+    ingest(&mut store, &[flow("198.51.100.7", 40000, "192.0.2.5", 25, base, 1000)]);
+    ingest(&mut store, &[flow("198.51.100.7", 40000, "192.0.2.5", 25, base + 100 * DAY, 1000)]);
+    assert_eq!(store.count("service_flows").unwrap(), 2);
+    let removed = store.prune(90).unwrap();
+    assert!(removed >= 3, "{removed}");
+    assert_eq!(store.count("service_flows").unwrap(), 1);
+    assert_eq!(store.count("host_bins").unwrap(), 1);
+    assert_eq!(store.count("sources").unwrap(), 2, "sources stay, so a capture is never ingested twice");
+}

@@ -4,6 +4,7 @@
 pub mod capture;
 pub mod cli;
 pub mod config;
+pub mod detect;
 pub mod flows;
 pub mod profile;
 pub mod store;

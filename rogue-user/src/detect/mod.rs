@@ -1,0 +1,462 @@
+//! Detection: the method's rules over what the store knows. For each service
+//! and each internal host with qualifying flows, the characteristics (days as
+//! a server in the look-back, share of bytes on mail ports; DNS ones are
+//! filled in by the dns stage), the whitelist and the administrators'
+//! verdicts give a host report; from those come the findings:
+//! - `rogue_server`: a host with qualifying flows that is not whitelisted;
+//! - `fanout_burst`: a host opening qualifying flows to many external
+//!   servers within a short window (the method's misconfiguration case);
+//! - `volume_spike`: the first day a host's qualifying flows or bytes jump
+//!   far above the median of its previous days (the new-servers case).
+//!
+//! Whitelisted hosts get no findings: a mail relay fanning out is its job.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::IpAddr,
+};
+
+use serde_json::{Map, Value, json};
+
+use crate::{
+    config::{Config, Service},
+    flows::format::rfc3339_millis,
+    profile::Role,
+    store::{HostActivity, MILLIS_PER_DAY, Result, Store, StoredFinding, Upsert, Verdict},
+};
+
+pub mod whitelist;
+
+use whitelist::{Whitelist, WhitelistEntry};
+
+/// The look-back over which characteristics are measured, in data time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub from_ms: i64,
+    pub to_ms: i64,
+}
+
+/// What the method looks at for a host.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Characteristics {
+    /// Days in the look-back on which the host acted as a server.
+    pub server_days: u64,
+    /// Days in the look-back for which rogue had data.
+    pub days_with_data: u64,
+    /// Share of the host's bytes on mail ports; `None` without traffic.
+    pub mail_share: Option<f64>,
+    pub ptr: Option<String>,
+    pub name_match: Option<bool>,
+    pub fcrdns: Option<bool>,
+    pub mx: Option<bool>,
+}
+
+impl Characteristics {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "server_days": self.server_days,
+            "mail_share": self.mail_share.map(|s| (s * 1e4).round() / 1e4),
+            "ptr": self.ptr,
+            "name_match": self.name_match,
+            "fcrdns": self.fcrdns,
+            "mx": self.mx,
+        })
+    }
+}
+
+/// One host's standing for one service.
+#[derive(Clone, Debug)]
+pub struct HostReport {
+    pub service: String,
+    pub activity: HostActivity,
+    pub characteristics: Characteristics,
+    pub whitelisted: Option<WhitelistEntry>,
+    pub rejected: Option<Verdict>,
+    /// Characteristics consistent with a server of the service.
+    pub suggest_whitelist: bool,
+    /// One readable sentence on why.
+    pub evidence: String,
+}
+
+impl HostReport {
+    pub fn host(&self) -> IpAddr {
+        self.activity.host
+    }
+
+    pub fn verdict(&self) -> &'static str {
+        if self.whitelisted.is_some() {
+            "whitelisted"
+        } else if self.rejected.is_some() {
+            "confirmed rogue"
+        } else if self.suggest_whitelist {
+            "rogue (suggested for the whitelist)"
+        } else {
+            "rogue"
+        }
+    }
+
+    pub fn roles(&self) -> Vec<&'static str> {
+        self.activity.roles.iter().map(|r| r.as_str()).collect()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FindingKind {
+    RogueServer,
+    FanoutBurst,
+    VolumeSpike,
+}
+
+impl FindingKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingKind::RogueServer => "rogue_server",
+            FindingKind::FanoutBurst => "fanout_burst",
+            FindingKind::VolumeSpike => "volume_spike",
+        }
+    }
+}
+
+/// A finding before it is stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finding {
+    pub kind: FindingKind,
+    pub service: String,
+    pub host: IpAddr,
+    /// Tells findings of one kind and host apart.
+    pub key: String,
+    pub time_ms: i64,
+    /// The fields particular to the kind.
+    pub details: Value,
+    /// Set when an administrator's verdict decides the state.
+    pub state: Option<&'static str>,
+}
+
+/// A stored finding as one JSON object: the common fields, then its own.
+pub fn finding_json(finding: &StoredFinding) -> Value {
+    let mut object = Map::new();
+    object.insert("id".into(), json!(finding.id));
+    object.insert("type".into(), json!(finding.kind));
+    object.insert("service".into(), json!(finding.service));
+    object.insert("host".into(), json!(finding.host));
+    object.insert("time".into(), json!(rfc3339_millis(finding.time_ms * 1_000_000)));
+    object.insert("state".into(), json!(finding.state));
+    if let Value::Object(details) = &finding.details {
+        object.extend(details.clone());
+    }
+    Value::Object(object)
+}
+
+pub struct Detector<'a> {
+    pub config: &'a Config,
+    pub whitelist: &'a Whitelist,
+}
+
+impl Detector<'_> {
+    pub fn services(&self) -> Vec<Service> {
+        self.config.services.all()
+    }
+
+    /// The look-back window ending at `end_ms`.
+    pub fn window(&self, end_ms: i64) -> Window {
+        Window { from_ms: end_ms - self.config.detection.history_days.0 as i64 * MILLIS_PER_DAY, to_ms: end_ms }
+    }
+
+    /// Every host with qualifying flows of `service` in the window.
+    pub fn hosts(&self, store: &Store, service: &Service, window: Window) -> Result<Vec<HostReport>> {
+        self.hosts_with(store, service, window, &store.covered_days()?)
+    }
+
+    /// [`hosts`](Self::hosts), given the days with data.
+    fn hosts_with(
+        &self,
+        store: &Store,
+        service: &Service,
+        window: Window,
+        covered: &BTreeSet<i64>,
+    ) -> Result<Vec<HostReport>> {
+        let days_with_data = covered
+            .range(window.from_ms.div_euclid(MILLIS_PER_DAY)..=window.to_ms.div_euclid(MILLIS_PER_DAY))
+            .count() as u64;
+        let mut reports = Vec::new();
+        for activity in store.service_hosts(&service.name, window.from_ms, window.to_ms)? {
+            let host = activity.host;
+            let (share, total) = store.share_bytes(&service.name, host, window.from_ms, window.to_ms)?;
+            let characteristics = Characteristics {
+                server_days: store.server_days(&service.name, host, window.from_ms, window.to_ms)?,
+                days_with_data,
+                mail_share: (total > 0).then(|| share as f64 / total as f64),
+                ..Characteristics::default()
+            };
+            let whitelisted = self.whitelist.matching(host, &service.name).cloned();
+            let rejected = store.verdict(&service.name, host)?.filter(|v| v.verdict == "rogue");
+            let mut report = HostReport {
+                service: service.name.clone(),
+                activity,
+                characteristics,
+                whitelisted,
+                rejected,
+                suggest_whitelist: false,
+                evidence: String::new(),
+            };
+            report.suggest_whitelist = report.whitelisted.is_none()
+                && report.rejected.is_none()
+                && self.behaves_like_a_server(service, &report.characteristics);
+            report.evidence = self.evidence(service, &report);
+            reports.push(report);
+        }
+        Ok(reports)
+    }
+
+    /// The method's behavioural test: a server on several days, with most of
+    /// its traffic on mail ports.
+    fn behaves_like_a_server(&self, service: &Service, c: &Characteristics) -> bool {
+        c.server_days >= self.config.detection.suggest_min_server_days.0
+            && c.mail_share.is_some_and(|share| share >= service.share_threshold)
+    }
+
+    fn evidence(&self, service: &Service, report: &HostReport) -> String {
+        let a = &report.activity;
+        let c = &report.characteristics;
+        let name = service.name.to_uppercase();
+        let mut parts = Vec::new();
+        if a.roles.contains(&Role::Server) {
+            parts.push(format!(
+                "acted as an {name} server on {} of the {} days with data, talking to {} external clients",
+                c.server_days, c.days_with_data, a.external_clients
+            ));
+        }
+        if a.roles.contains(&Role::Client) {
+            parts.push(format!("sent {name} to {} external servers", a.external_servers));
+        }
+        let mut sentence = format!("{} {} in {} qualifying flows", a.host, parts.join(" and "), a.flows);
+        match c.mail_share {
+            Some(share) => {
+                sentence += &format!(
+                    "; {:.0}% of its bytes were on mail ports (threshold {:.0}%)",
+                    share * 100.0,
+                    service.share_threshold * 100.0
+                )
+            }
+            None => sentence += "; its total traffic is unknown",
+        }
+        sentence += &match (&report.whitelisted, &report.rejected) {
+            (Some(entry), _) => format!(
+                "; whitelisted as {} ({})",
+                entry.address,
+                entry.name.as_deref().or(entry.reason.as_deref()).unwrap_or("no name")
+            ),
+            (None, Some(verdict)) => format!("; confirmed rogue by {}: {}", verdict.by, verdict.reason),
+            (None, None) if report.suggest_whitelist => {
+                "; it behaves like a mail server but is not on the whitelist: verify it, then accept or reject it"
+                    .to_string()
+            }
+            (None, None) => "; it is not on the whitelist and does not behave like a mail server".to_string(),
+        };
+        sentence + "."
+    }
+
+    /// The findings about activity in `period` (all of the window if none),
+    /// with characteristics measured over the window.
+    pub fn evaluate(&self, store: &Store, window: Window, period: Option<Window>) -> Result<Vec<Finding>> {
+        let period = period.unwrap_or(window);
+        let covered = store.covered_days()?;
+        let mut findings = Vec::new();
+        for service in self.services() {
+            let active_in_period: Vec<IpAddr> =
+                store.service_hosts(&service.name, period.from_ms, period.to_ms)?.iter().map(|a| a.host).collect();
+            for report in self.hosts_with(store, &service, window, &covered)? {
+                if report.whitelisted.is_some() || !active_in_period.contains(&report.host()) {
+                    continue;
+                }
+                let state = report.rejected.is_some().then_some("confirmed_rogue");
+                findings.push(rogue_server(&report, state));
+                for mut finding in self
+                    .fanout_bursts(store, &service, report.host(), period)?
+                    .into_iter()
+                    .chain(self.volume_spikes(store, &service, report.host(), period, &covered)?)
+                {
+                    finding.state = state;
+                    findings.push(finding);
+                }
+            }
+        }
+        Ok(findings)
+    }
+
+    /// Windows of `window_seconds` in which the host opened qualifying flows
+    /// to at least `peers` distinct external servers; one finding per burst.
+    fn fanout_bursts(&self, store: &Store, service: &Service, host: IpAddr, period: Window) -> Result<Vec<Finding>> {
+        let config = &self.config.detection.fanout;
+        let width_ms = config.window_seconds.0 as i64 * 1000;
+        let opened = store.opened_to_external_servers(&service.name, host, period.from_ms, period.to_ms)?;
+        let mut findings = Vec::new();
+        let mut first = 0;
+        while first < opened.len() {
+            let start = opened[first].0;
+            let in_window: Vec<IpAddr> =
+                opened[first..].iter().take_while(|(t, _)| t - start <= width_ms).map(|(_, peer)| *peer).collect();
+            let distinct = distinct_count(&in_window);
+            if distinct >= config.peers.0 as usize {
+                findings.push(Finding {
+                    kind: FindingKind::FanoutBurst,
+                    service: service.name.clone(),
+                    host,
+                    key: start.to_string(),
+                    time_ms: start,
+                    details: json!({
+                        "peers": distinct,
+                        "window_seconds": config.window_seconds.0,
+                        "at": rfc3339_millis(start * 1_000_000),
+                    }),
+                    state: None,
+                });
+                first += in_window.len();
+            } else {
+                first += 1;
+            }
+        }
+        Ok(findings)
+    }
+
+    /// Days whose qualifying flows (or bytes) exceed `factor` times the
+    /// median of the host's previous days with data and the minimum, where
+    /// the day before did not: the onset of a new level, once.
+    fn volume_spikes(
+        &self,
+        store: &Store,
+        service: &Service,
+        host: IpAddr,
+        period: Window,
+        covered: &BTreeSet<i64>,
+    ) -> Result<Vec<Finding>> {
+        let config = &self.config.detection.volume_spike;
+        let history = self.config.detection.history_days.0 as i64;
+        let from_ms = period.from_ms - history * MILLIS_PER_DAY;
+        let volumes: HashMap<i64, (u64, u64)> = store
+            .daily_volumes(&service.name, host, from_ms, period.to_ms)?
+            .into_iter()
+            .map(|(day, flows, bytes)| (day, (flows, bytes)))
+            .collect();
+        let is_spike = |day: i64| -> Option<(u64, u64)> {
+            let &(flows, bytes) = volumes.get(&day)?;
+            let baseline: Vec<(u64, u64)> =
+                covered.range(day - history..day).map(|d| volumes.get(d).copied().unwrap_or((0, 0))).collect();
+            if baseline.is_empty() {
+                return None;
+            }
+            let (median_flows, median_bytes) =
+                (median(baseline.iter().map(|b| b.0)), median(baseline.iter().map(|b| b.1)));
+            let flows_jump = flows >= config.min_flows.0 && flows as f64 > config.factor.0 * median_flows;
+            let bytes_jump = bytes >= config.min_bytes.0 && bytes as f64 > config.factor.0 * median_bytes;
+            (flows_jump || bytes_jump).then_some((median_flows as u64, median_bytes as u64))
+        };
+        let mut findings = Vec::new();
+        let period_days = period.from_ms.div_euclid(MILLIS_PER_DAY)..=period.to_ms.div_euclid(MILLIS_PER_DAY);
+        for day in period_days {
+            let Some((baseline, baseline_bytes)) = is_spike(day) else { continue };
+            if is_spike(day - 1).is_some() {
+                continue;
+            }
+            let (flows, bytes) = volumes[&day];
+            let date = jiff::Timestamp::from_millisecond(day * MILLIS_PER_DAY)
+                .map(|t| t.to_zoned_datetime(jiff::tz::TimeZone::UTC).date().to_string())
+                .unwrap_or_default();
+            findings.push(Finding {
+                kind: FindingKind::VolumeSpike,
+                service: service.name.clone(),
+                host,
+                key: date.clone(),
+                time_ms: day * MILLIS_PER_DAY,
+                details: json!({
+                    "day": date,
+                    "flows": flows,
+                    "bytes": bytes,
+                    "baseline": baseline,
+                    "baseline_bytes": baseline_bytes,
+                    "factor": config.factor.0,
+                }),
+                state: None,
+            });
+        }
+        Ok(findings)
+    }
+
+    /// Stores findings (see [`Store::upsert_finding`]); hosts now on the
+    /// whitelist get their earlier findings marked `whitelisted`.
+    pub fn record(
+        &self,
+        store: &mut Store,
+        window: Window,
+        findings: &[Finding],
+        now_ms: i64,
+    ) -> Result<Vec<(StoredFinding, Upsert)>> {
+        for service in self.services() {
+            for report in self.hosts(store, &service, window)? {
+                if report.whitelisted.is_some() {
+                    store.set_host_findings_state(&service.name, report.host(), "whitelisted", now_ms)?;
+                }
+            }
+        }
+        let mut stored = Vec::new();
+        for finding in findings {
+            let (id, change) = store.upsert_finding(
+                finding.kind.as_str(),
+                &finding.service,
+                finding.host,
+                &finding.key,
+                finding.time_ms,
+                &finding.details,
+                finding.state,
+                now_ms,
+            )?;
+            stored.push((store.finding(id)?.expect("just stored"), change));
+        }
+        Ok(stored)
+    }
+}
+
+fn rogue_server(report: &HostReport, state: Option<&'static str>) -> Finding {
+    let a = &report.activity;
+    Finding {
+        kind: FindingKind::RogueServer,
+        service: report.service.clone(),
+        host: a.host,
+        key: String::new(),
+        time_ms: a.last_ms,
+        details: json!({
+            "roles": report.roles(),
+            "first_seen": rfc3339_millis(a.first_ms * 1_000_000),
+            "last_seen": rfc3339_millis(a.last_ms * 1_000_000),
+            "flows": a.flows,
+            "packets": a.packets,
+            "bytes": a.bytes,
+            "external_clients": a.external_clients,
+            "external_servers": a.external_servers,
+            "characteristics": report.characteristics.to_json(),
+            "suggest_whitelist": report.suggest_whitelist,
+            "evidence": report.evidence,
+        }),
+        state,
+    }
+}
+
+fn distinct_count(addrs: &[IpAddr]) -> usize {
+    let mut sorted = addrs.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    sorted.len()
+}
+
+fn median(values: impl Iterator<Item = u64>) -> f64 {
+    let mut values: Vec<u64> = values.collect();
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_unstable();
+    let middle = values.len() / 2;
+    if values.len() % 2 == 1 { values[middle] as f64 } else { (values[middle - 1] + values[middle]) as f64 / 2.0 }
+}
+
+#[cfg(test)]
+mod tests;

@@ -52,10 +52,24 @@ pub enum CaptureError {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FileSummary {
     pub frames: u64,
+    /// Earliest and latest frame time (data time the file covers).
+    pub first: Option<Nanos>,
+    pub last: Option<Nanos>,
     /// The file ends inside a record (an interrupted capture); what came
     /// before was read.
     pub truncated: bool,
 }
+
+impl FileSummary {
+    fn saw(&mut self, time: Nanos) {
+        self.frames += 1;
+        self.first = Some(self.first.map_or(time, |t| t.min(time)));
+        self.last = Some(self.last.map_or(time, |t| t.max(time)));
+    }
+}
+
+/// Frames between progress reports.
+const PROGRESS_EVERY: u64 = 16_384;
 
 struct Interface {
     link: LinkType,
@@ -69,6 +83,8 @@ pub trait FrameSink {
     /// A pcapng interface description with an `if_name`.
     fn interface(&mut self, id: u32, name: &str);
     fn frame(&mut self, frame: CapturedFrame<'_>);
+    /// Bytes of the file read so far, now and then.
+    fn progress(&mut self, _bytes: u64) {}
 }
 
 /// Reads the capture at `path` (`-` is stdin) into `sink`.
@@ -104,11 +120,12 @@ pub fn read_frames(path: &Path, sink: &mut impl FrameSink) -> Result<FileSummary
                     PcapBlockOwned::Legacy(block) => {
                         let Some(interface) = &legacy else { unreachable!("pcap-parser yields the header first") };
                         let subsec = block.ts_usec as i64 * (NANOS_PER_SEC / interface.resolution as i64);
-                        summary.frames += 1;
+                        let time = block.ts_sec as i64 * NANOS_PER_SEC + subsec;
+                        summary.saw(time);
                         sink.frame(CapturedFrame {
                             data: block.data,
                             wire_len: block.origlen,
-                            time: block.ts_sec as i64 * NANOS_PER_SEC + subsec,
+                            time,
                             link: interface.link,
                             interface: 0,
                         });
@@ -135,29 +152,30 @@ pub fn read_frames(path: &Path, sink: &mut impl FrameSink) -> Result<FileSummary
                         );
                     }
                     PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
-                        summary.frames += 1;
                         let interface = interfaces.get(&epb.if_id).ok_or_else(|| CaptureError::UnknownInterface {
                             path: path.into(),
-                            packet: summary.frames,
+                            packet: summary.frames + 1,
                             interface: epb.if_id,
                         })?;
                         let units = ((epb.ts_high as u64) << 32) | epb.ts_low as u64;
+                        let time = units_to_nanos(units, interface.resolution) + interface.offset_secs * NANOS_PER_SEC;
+                        summary.saw(time);
                         sink.frame(CapturedFrame {
                             data: &epb.data[..(epb.caplen as usize).min(epb.data.len())],
                             wire_len: epb.origlen,
-                            time: units_to_nanos(units, interface.resolution) + interface.offset_secs * NANOS_PER_SEC,
+                            time,
                             link: interface.link,
                             interface: epb.if_id,
                         });
                     }
                     PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
                         // No timestamp, and always interface 0.
-                        summary.frames += 1;
                         let interface = interfaces.get(&0).ok_or_else(|| CaptureError::UnknownInterface {
                             path: path.into(),
-                            packet: summary.frames,
+                            packet: summary.frames + 1,
                             interface: 0,
                         })?;
+                        summary.saw(0);
                         sink.frame(CapturedFrame {
                             data: spb.data,
                             wire_len: spb.origlen,
@@ -169,6 +187,9 @@ pub fn read_frames(path: &Path, sink: &mut impl FrameSink) -> Result<FileSummary
                     PcapBlockOwned::NG(_) => {}
                 }
                 reader.consume(offset);
+                if summary.frames % PROGRESS_EVERY == 0 {
+                    sink.progress(reader.consumed() as u64);
+                }
             }
             Err(PcapError::Eof) => break,
             Err(PcapError::Incomplete(_)) => {
@@ -247,7 +268,17 @@ impl FileMeter {
         path: &Path,
         on_flows: impl FnMut(&mut Vec<FlowRecord>),
     ) -> Result<FileSummary, CaptureError> {
-        let mut sink = MeterSink { meter: self, out: Vec::new(), on_flows };
+        self.file_with_progress(path, on_flows, |_| {})
+    }
+
+    /// [`file`](Self::file), telling `on_progress` the bytes read now and then.
+    pub fn file_with_progress(
+        &mut self,
+        path: &Path,
+        on_flows: impl FnMut(&mut Vec<FlowRecord>),
+        on_progress: impl FnMut(u64),
+    ) -> Result<FileSummary, CaptureError> {
+        let mut sink = MeterSink { meter: self, out: Vec::new(), on_flows, on_progress };
         let summary = read_frames(path, &mut sink)?;
         if summary.truncated {
             self.files_truncated += 1;
@@ -256,13 +287,18 @@ impl FileMeter {
     }
 }
 
-struct MeterSink<'m, F> {
+struct MeterSink<'m, F, P> {
     meter: &'m mut FileMeter,
     out: Vec<FlowRecord>,
     on_flows: F,
+    on_progress: P,
 }
 
-impl<F: FnMut(&mut Vec<FlowRecord>)> FrameSink for MeterSink<'_, F> {
+impl<F: FnMut(&mut Vec<FlowRecord>), P: FnMut(u64)> FrameSink for MeterSink<'_, F, P> {
+    fn progress(&mut self, bytes: u64) {
+        (self.on_progress)(bytes);
+    }
+
     fn interface(&mut self, id: u32, name: &str) {
         self.meter.cache.name_interface(id, name);
     }

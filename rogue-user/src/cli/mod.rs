@@ -6,7 +6,12 @@ use std::{process::ExitCode, time::Duration};
 
 use clap::{ArgAction, Parser, Subcommand};
 
+pub mod analyze;
+pub mod context;
+pub mod findings;
 pub mod flows;
+pub mod hosts;
+pub mod whitelist;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,6 +38,14 @@ pub struct Cli {
 pub enum Command {
     /// Print completed flow records from interfaces (XDP) or capture files
     Flows(flows::FlowsArgs),
+    /// Ingest capture files and print the findings about them
+    Analyze(analyze::AnalyzeArgs),
+    /// Every host with SMTP activity, its characteristics and verdict
+    Hosts(hosts::HostsArgs),
+    /// The stored findings; `findings ack ID` acknowledges one
+    Findings(findings::FindingsArgs),
+    /// The hand-verified whitelist: list, add, remove, suggest, accept, reject, calibrate
+    Whitelist(whitelist::WhitelistArgs),
 }
 
 /// Runs the parsed command line.
@@ -40,6 +53,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     init_logging(cli.verbose, cli.quiet);
     match cli.command {
         Command::Flows(args) => flows::run(args, cli.quiet),
+        Command::Analyze(args) => analyze::run(args, cli.quiet),
+        Command::Hosts(args) => hosts::run(args),
+        Command::Findings(args) => findings::run(args),
+        Command::Whitelist(args) => whitelist::run(args),
     }
 }
 

@@ -175,37 +175,47 @@ impl Detector<'_> {
         window: Window,
         covered: &BTreeSet<i64>,
     ) -> Result<Vec<HostReport>> {
-        let days_with_data = covered
-            .range(window.from_ms.div_euclid(MILLIS_PER_DAY)..=window.to_ms.div_euclid(MILLIS_PER_DAY))
-            .count() as u64;
-        let mut reports = Vec::new();
-        for activity in store.service_hosts(&service.name, window.from_ms, window.to_ms)? {
-            let host = activity.host;
-            let (share, total) = store.share_bytes(&service.name, host, window.from_ms, window.to_ms)?;
-            let characteristics = Characteristics {
-                server_days: store.server_days(&service.name, host, window.from_ms, window.to_ms)?,
-                days_with_data,
-                mail_share: (total > 0).then(|| share as f64 / total as f64),
-                ..Characteristics::default()
-            };
-            let whitelisted = self.whitelist.matching(host, &service.name).cloned();
-            let rejected = store.verdict(&service.name, host)?.filter(|v| v.verdict == "rogue");
-            let mut report = HostReport {
-                service: service.name.clone(),
-                activity,
-                characteristics,
-                whitelisted,
-                rejected,
-                suggest_whitelist: false,
-                evidence: String::new(),
-            };
-            report.suggest_whitelist = report.whitelisted.is_none()
-                && report.rejected.is_none()
-                && self.behaves_like_a_server(service, &report.characteristics);
-            report.evidence = self.evidence(service, &report);
-            reports.push(report);
-        }
-        Ok(reports)
+        store
+            .service_hosts(&service.name, window.from_ms, window.to_ms)?
+            .into_iter()
+            .map(|activity| self.report(store, service, activity, window, covered))
+            .collect()
+    }
+
+    /// The report on one host's `activity` in the window.
+    fn report(
+        &self,
+        store: &Store,
+        service: &Service,
+        activity: HostActivity,
+        window: Window,
+        covered: &BTreeSet<i64>,
+    ) -> Result<HostReport> {
+        let host = activity.host;
+        let days = window.from_ms.div_euclid(MILLIS_PER_DAY)..=window.to_ms.div_euclid(MILLIS_PER_DAY);
+        let (share, total) = store.share_bytes(&service.name, host, window.from_ms, window.to_ms)?;
+        let characteristics = Characteristics {
+            server_days: store.server_days(&service.name, host, window.from_ms, window.to_ms)?,
+            days_with_data: covered.range(days).count() as u64,
+            mail_share: (total > 0).then(|| share as f64 / total as f64),
+            ..Characteristics::default()
+        };
+        let whitelisted = self.whitelist.matching(host, &service.name).cloned();
+        let rejected = store.verdict(&service.name, host)?.filter(|v| v.verdict == "rogue");
+        let mut report = HostReport {
+            service: service.name.clone(),
+            activity,
+            characteristics,
+            whitelisted,
+            rejected,
+            suggest_whitelist: false,
+            evidence: String::new(),
+        };
+        report.suggest_whitelist = report.whitelisted.is_none()
+            && report.rejected.is_none()
+            && self.behaves_like_a_server(service, &report.characteristics);
+        report.evidence = self.evidence(service, &report);
+        Ok(report)
     }
 
     /// The method's behavioural test: a server on several days, with most of
@@ -256,25 +266,27 @@ impl Detector<'_> {
         sentence + "."
     }
 
-    /// The findings about activity in `period` (all of the window if none),
-    /// with characteristics measured over the window.
-    pub fn evaluate(&self, store: &Store, window: Window, period: Option<Window>) -> Result<Vec<Finding>> {
-        let period = period.unwrap_or(window);
+    /// The findings about activity in `period`. Each host is measured over
+    /// the look-back ending at its last activity in the period, so a capture
+    /// spanning months is judged host by host as it would have been live.
+    pub fn evaluate(&self, store: &Store, period: Window) -> Result<Vec<Finding>> {
         let covered = store.covered_days()?;
         let mut findings = Vec::new();
         for service in self.services() {
-            let active_in_period: Vec<IpAddr> =
-                store.service_hosts(&service.name, period.from_ms, period.to_ms)?.iter().map(|a| a.host).collect();
-            for report in self.hosts_with(store, &service, window, &covered)? {
-                if report.whitelisted.is_some() || !active_in_period.contains(&report.host()) {
+            for active in store.service_hosts(&service.name, period.from_ms, period.to_ms)? {
+                let host = active.host;
+                if self.whitelist.matching(host, &service.name).is_some() {
                     continue;
                 }
+                let window = self.window(active.last_ms);
+                let activity = store.service_host(&service.name, host, window.from_ms, window.to_ms)?.unwrap_or(active);
+                let report = self.report(store, &service, activity, window, &covered)?;
                 let state = report.rejected.is_some().then_some("confirmed_rogue");
                 findings.push(rogue_server(&report, state));
                 for mut finding in self
-                    .fanout_bursts(store, &service, report.host(), period)?
+                    .fanout_bursts(store, &service, host, period)?
                     .into_iter()
-                    .chain(self.volume_spikes(store, &service, report.host(), period, &covered)?)
+                    .chain(self.volume_spikes(store, &service, host, period, &covered)?)
                 {
                     finding.state = state;
                     findings.push(finding);
@@ -384,18 +396,10 @@ impl Detector<'_> {
 
     /// Stores findings (see [`Store::upsert_finding`]); hosts now on the
     /// whitelist get their earlier findings marked `whitelisted`.
-    pub fn record(
-        &self,
-        store: &mut Store,
-        window: Window,
-        findings: &[Finding],
-        now_ms: i64,
-    ) -> Result<Vec<(StoredFinding, Upsert)>> {
-        for service in self.services() {
-            for report in self.hosts(store, &service, window)? {
-                if report.whitelisted.is_some() {
-                    store.set_host_findings_state(&service.name, report.host(), "whitelisted", now_ms)?;
-                }
+    pub fn record(&self, store: &mut Store, findings: &[Finding], now_ms: i64) -> Result<Vec<(StoredFinding, Upsert)>> {
+        for (service, host) in store.finding_hosts_not_in("whitelisted")? {
+            if self.whitelist.matching(host, &service).is_some() {
+                store.set_host_findings_state(&service, host, "whitelisted", now_ms)?;
             }
         }
         let mut stored = Vec::new();

@@ -53,7 +53,7 @@ impl Fixture {
     fn findings(&self) -> Vec<Finding> {
         let end = self.store.newest_ms().unwrap().unwrap();
         let detector = self.detector();
-        detector.evaluate(&self.store, detector.window(end), None).unwrap()
+        detector.evaluate(&self.store, detector.window(end)).unwrap()
     }
 
     fn reports(&self) -> Vec<HostReport> {
@@ -270,20 +270,18 @@ fn verdicts_and_the_whitelist_set_the_state_of_stored_findings() {
     f.store.set_verdict("smtp", "192.0.2.78".parse().unwrap(), &verdict).unwrap();
     let window = f.detector().window(f.store.newest_ms().unwrap().unwrap());
     let findings = f.findings();
-    let stored =
-        Detector { config: &f.config, whitelist: &f.whitelist }.record(&mut f.store, window, &findings, 1).unwrap();
+    let stored = Detector { config: &f.config, whitelist: &f.whitelist }.record(&mut f.store, &findings, 1).unwrap();
     let states: Vec<(String, String)> = stored.iter().map(|(s, _)| (s.host.to_string(), s.state.clone())).collect();
     assert_eq!(states, vec![("192.0.2.77".into(), "open".into()), ("192.0.2.78".into(), "confirmed_rogue".into())]);
     // Recording the same findings again changes nothing.
-    let again =
-        Detector { config: &f.config, whitelist: &f.whitelist }.record(&mut f.store, window, &findings, 2).unwrap();
+    let again = Detector { config: &f.config, whitelist: &f.whitelist }.record(&mut f.store, &findings, 2).unwrap();
     assert!(again.iter().all(|(_, change)| *change == Upsert::Unchanged));
     // Whitelisting 192.0.2.77 closes its finding and stops new ones.
     std::fs::write(f.config.whitelist_path(), "- address: 192.0.2.77\n").unwrap();
     let whitelist = Whitelist::load(&f.config.whitelist_path()).unwrap();
     let detector = Detector { config: &f.config, whitelist: &whitelist };
-    let findings = detector.evaluate(&f.store, window, None).unwrap();
+    let findings = detector.evaluate(&f.store, window).unwrap();
     assert_eq!(kinds(&findings), vec![(FindingKind::RogueServer, "192.0.2.78".into())]);
-    detector.record(&mut f.store, window, &findings, 3).unwrap();
+    detector.record(&mut f.store, &findings, 3).unwrap();
     assert_eq!(f.store.findings(None, Some("whitelisted")).unwrap()[0].host.to_string(), "192.0.2.77");
 }

@@ -26,7 +26,10 @@ use crate::{
     flows::{FlowRecord, NANOS_PER_SEC, Nanos},
 };
 
+pub mod ingest;
+
 const TCP: u8 = 6;
+const NANOS_PER_DAY: Nanos = 86_400 * NANOS_PER_SEC;
 const FIRST_EPHEMERAL_PORT: u16 = 1024;
 
 /// Relative to the internal host.
@@ -116,6 +119,8 @@ pub struct ProfileBatch {
     /// (service, host, bin): the host's traffic on the service's share ports.
     pub share_bins: HashMap<(usize, IpAddr, i64), Counts>,
     pub service_flows: Vec<ServiceFlow>,
+    /// Flows per day (since the epoch, by start): the days with data.
+    pub days: HashMap<i64, u64>,
     pub flows: u64,
 }
 
@@ -163,6 +168,7 @@ impl Profiler {
             return;
         }
         self.batch.flows += 1;
+        *self.batch.days.entry(flow.start.div_euclid(NANOS_PER_DAY)).or_default() += 1;
         let bin = (flow.start.div_euclid(NANOS_PER_SEC)).div_euclid(self.bin_seconds) * self.bin_seconds;
         if src_internal {
             self.add_side(flow, bin, flow.src, Direction::Outbound, dst_internal);

@@ -182,27 +182,39 @@ impl Store {
         Ok(self.conn.query_row("SELECT max(last_ms) FROM sources", [], |row| row.get(0))?)
     }
 
-    /// Days (since the epoch) for which some source had data.
+    /// Days (since the epoch) on which the store saw traffic.
     pub fn covered_days(&self) -> Result<BTreeSet<i64>> {
-        let mut statement = self.conn.prepare("SELECT first_ms, last_ms FROM sources WHERE first_ms IS NOT NULL")?;
-        let mut days = BTreeSet::new();
-        for span in statement.query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)))? {
-            let (first, last) = span?;
-            days.extend(first.div_euclid(MILLIS_PER_DAY)..=last.div_euclid(MILLIS_PER_DAY));
-        }
-        Ok(days)
+        let mut statement = self.conn.prepare_cached("SELECT day FROM data_days")?;
+        let days = statement.query_map([], |row| row.get(0))?;
+        Ok(days.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// One host's activity for `service` in the window, if it had any.
+    pub fn service_host(&self, service: &str, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Option<HostActivity>> {
+        Ok(self.service_hosts_where(service, Some(host), from_ms, to_ms)?.pop())
     }
 
     /// Every host with qualifying flows of `service` starting in the window.
     pub fn service_hosts(&self, service: &str, from_ms: i64, to_ms: i64) -> Result<Vec<HostActivity>> {
+        self.service_hosts_where(service, None, from_ms, to_ms)
+    }
+
+    fn service_hosts_where(
+        &self,
+        service: &str,
+        host: Option<IpAddr>,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<HostActivity>> {
         let mut statement = self.conn.prepare_cached(
             "SELECT host, group_concat(DISTINCT role), count(*), sum(packets), sum(bytes), min(start_ms), max(end_ms),
                     count(DISTINCT CASE WHEN role = 'server' AND NOT peer_internal THEN peer END),
                     count(DISTINCT CASE WHEN role = 'client' AND NOT peer_internal THEN peer END)
-             FROM service_flows WHERE service = ? AND start_ms BETWEEN ? AND ?
+             FROM service_flows WHERE service = ?1 AND (?4 IS NULL OR host = ?4) AND start_ms BETWEEN ?2 AND ?3
              GROUP BY host ORDER BY host",
         )?;
-        let rows = statement.query_map(params![service, from_ms, to_ms], |row| {
+        let host = host.map(|h| h.to_string());
+        let rows = statement.query_map(params![service, from_ms, to_ms, host], |row| {
             let roles: String = row.get(1)?;
             Ok(HostActivity {
                 host: addr(row, 0)?,
@@ -384,6 +396,13 @@ impl Store {
         Ok(changed > 0)
     }
 
+    /// (service, host) of every finding not in `state`.
+    pub fn finding_hosts_not_in(&self, state: &str) -> Result<Vec<(String, IpAddr)>> {
+        let mut statement = self.conn.prepare("SELECT DISTINCT service, host FROM findings WHERE state != ?")?;
+        let rows = statement.query_map([state], |row| Ok((row.get(0)?, addr(row, 1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Sets the state of every finding for `host` and `service`.
     pub fn set_host_findings_state(&mut self, service: &str, host: IpAddr, state: &str, now_ms: i64) -> Result<usize> {
         Ok(self.conn.execute(
@@ -411,6 +430,20 @@ impl Store {
             params![service, host.to_string(), verdict.verdict, verdict.by, verdict.reason, verdict.at_ms],
         )?;
         Ok(())
+    }
+
+    pub fn clear_verdict(&mut self, service: &str, host: IpAddr) -> Result<()> {
+        self.conn.execute("DELETE FROM verdicts WHERE service = ? AND host = ?", params![service, host.to_string()])?;
+        Ok(())
+    }
+
+    /// Every internal host with traffic in the window.
+    pub fn active_hosts(&self, from_ms: i64, to_ms: i64) -> Result<Vec<IpAddr>> {
+        let mut statement =
+            self.conn.prepare("SELECT DISTINCT host FROM host_bins WHERE bin BETWEEN ? AND ? ORDER BY host")?;
+        let rows =
+            statement.query_map(params![from_ms.div_euclid(1000), to_ms.div_euclid(1000)], |row| addr(row, 0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Deletes bins and flows older than `retention_days` before the newest
@@ -516,6 +549,12 @@ impl Ingest<'_> {
                 counts.packets,
                 counts.bytes
             ])?;
+        }
+        let mut days = self.tx.prepare_cached(
+            "INSERT INTO data_days (day, flows) VALUES (?, ?) ON CONFLICT (day) DO UPDATE SET flows = flows + excluded.flows",
+        )?;
+        for (day, flows) in &batch.days {
+            days.execute(params![day, flows])?;
         }
         let mut flows = self.tx.prepare_cached(
             "INSERT INTO service_flows (source_id, service, host, role, peer, peer_internal, host_port, peer_port,

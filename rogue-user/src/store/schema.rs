@@ -75,6 +75,13 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX service_flows_host ON service_flows (service, host, start_ms);
     CREATE INDEX service_flows_start ON service_flows (start_ms);
 
+    -- Days (since the epoch) on which some internal host had traffic: the
+    -- days the store has data for, against which baselines are measured.
+    CREATE TABLE data_days (
+        day   INTEGER PRIMARY KEY,
+        flows INTEGER NOT NULL
+    );
+
     -- External and internal peers per host, with the host's role.
     CREATE VIEW service_peers AS
         SELECT service, host, peer, peer_internal, role, count(*) AS flows, sum(packets) AS packets,

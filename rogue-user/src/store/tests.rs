@@ -119,6 +119,9 @@ fn ingests_add_up_and_queries_see_hosts_roles_days_and_shares() {
     assert_eq!(peers[0].peer.to_string(), "198.51.100.7");
     assert_eq!((peers[0].role, peers[0].flows, peers[0].bytes), (Role::Server, 2, 1800));
     assert_eq!(store.covered_days().unwrap(), [20_000, 20_001].into_iter().collect());
+    let only = store.service_host("smtp", host, from, to).unwrap().unwrap();
+    assert_eq!(&only, activity);
+    assert!(store.service_host("smtp", "192.0.2.6".parse().unwrap(), from, to).unwrap().is_none());
     let https = store.port_usage(host, from, to).unwrap().into_iter().filter(|u| u.3 == 52000 || u.3 == 52001).count();
     assert_eq!(https, 2);
 }

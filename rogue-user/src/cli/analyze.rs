@@ -1,0 +1,97 @@
+//! `rogue analyze`: captures into the store, then the findings about them.
+
+use std::{
+    io::{self, IsTerminal},
+    path::PathBuf,
+    process::ExitCode,
+};
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::context::{ConfigArgs, OutputFormat, print_findings};
+use crate::{
+    detect::Window,
+    profile::ingest::ingest_captures,
+    store::{Upsert, millis},
+};
+
+#[derive(Debug, Args)]
+#[command(after_help = "Example:\n  rogue analyze --config config/rogue.yaml --pcap monday.pcap tuesday.pcap\n\n\
+    Findings go to stdout, a one-line summary to stderr. The exit status is 0 whatever was found.")]
+pub struct AnalyzeArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Capture files (pcap or pcapng), read in order as one stream
+    #[arg(long, value_name = "FILE", num_args = 1.., required = true)]
+    pub pcap: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: OutputFormat,
+}
+
+pub fn run(args: AnalyzeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let mut context = args.config.open()?;
+    let total_bytes: u64 = args.pcap.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    let progress = progress_bar(total_bytes, quiet);
+    let summary =
+        ingest_captures(&context.config, &mut context.store, &args.pcap, |bytes| progress.set_position(bytes))?;
+    progress.finish_and_clear();
+
+    let (Some(first), Some(last)) = (summary.first, summary.last) else {
+        eprintln!("rogue: the captures hold no packets; nothing to analyze");
+        return Ok(ExitCode::SUCCESS);
+    };
+    // Disjoint borrows: the detector reads config and whitelist, the store is written.
+    let detector = crate::detect::Detector { config: &context.config, whitelist: &context.whitelist };
+    let period = Window { from_ms: millis(first), to_ms: millis(last) };
+    let findings = detector.evaluate(&context.store, period)?;
+    let stored = detector.record(&mut context.store, &findings, jiff::Timestamp::now().as_millisecond())?;
+    // Retention counts back from the newest data, so analyze first: findings
+    // cover all of the captures even where the store keeps less of them.
+    context.store.prune(context.config.store.retention_days.0)?;
+    let new = stored.iter().filter(|(_, change)| *change == Upsert::New).count();
+    let findings: Vec<_> = stored.into_iter().map(|(finding, _)| finding).collect();
+    print_findings(&findings, args.format)?;
+
+    if !quiet {
+        let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
+        for finding in &findings {
+            *kinds.entry(finding.kind.as_str()).or_default() += 1;
+        }
+        let by_kind: Vec<String> = kinds.iter().map(|(kind, n)| format!("{n} {kind}")).collect();
+        eprintln!(
+            "rogue: analyzed {} file{}: {} packets, {} flows, {} to {}; {} finding{} ({} new){}{}",
+            summary.files,
+            if summary.files == 1 { "" } else { "s" },
+            summary.counters.packets,
+            summary.flows,
+            super::context::table_time(period.from_ms),
+            super::context::table_time(period.to_ms),
+            findings.len(),
+            if findings.len() == 1 { "" } else { "s" },
+            new,
+            if by_kind.is_empty() { String::new() } else { format!(": {}", by_kind.join(", ")) },
+            if summary.truncated_files > 0 {
+                format!("; {} file(s) cut short", summary.truncated_files)
+            } else {
+                String::new()
+            },
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A byte progress bar on a terminal's stderr, hidden otherwise.
+fn progress_bar(total: u64, quiet: bool) -> ProgressBar {
+    if quiet || !io::stderr().is_terminal() || total < 16 << 20 {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} reading {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left) {wide_bar}",
+        )
+        .expect("valid template"),
+    );
+    bar
+}

@@ -1,0 +1,137 @@
+//! `rogue hosts`: every host with service activity, its characteristics and
+//! verdict, optionally with its peers.
+
+use std::{
+    io::{self, Write},
+    process::ExitCode,
+};
+
+use clap::Args;
+use serde_json::json;
+
+use super::context::{ConfigArgs, Context, OutputFormat, table_time};
+use crate::{
+    detect::{HostReport, Window},
+    flows::format::rfc3339_millis,
+    store::Peer,
+};
+
+#[derive(Debug, Args)]
+pub struct HostsArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// List each host's peers too (external clients and servers)
+    #[arg(long)]
+    pub peers: bool,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: OutputFormat,
+}
+
+pub fn run(args: HostsArgs) -> anyhow::Result<ExitCode> {
+    let context = args.config.open()?;
+    let Some(window) = context.latest_window()? else {
+        eprintln!("rogue: the store is empty; run `rogue analyze` or `rogue agent` first");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    if args.format == OutputFormat::Table {
+        writeln!(
+            out,
+            "{:<7} {:<40} {:<13} {:>8} {:>12} {:>7} {:>7} {:>6} {:>6}  verdict",
+            "service", "host", "roles", "flows", "bytes", "clients", "servers", "days", "mail"
+        )?;
+    }
+    let detector = context.detector();
+    for service in detector.services() {
+        for report in detector.hosts(&context.store, &service, window)? {
+            let peers = if args.peers { Some(peers(&context, &report, window)?) } else { None };
+            match args.format {
+                OutputFormat::Json => {
+                    serde_json::to_writer(&mut out, &host_json(&report, peers.as_deref()))?;
+                    writeln!(out)?;
+                }
+                OutputFormat::Table => {
+                    write_row(&mut out, &report)?;
+                    for peer in peers.iter().flatten() {
+                        writeln!(
+                            out,
+                            "    {} {:<40} {:>8} flows {:>12} bytes  {} to {}{}",
+                            if peer.role == crate::profile::Role::Server { "client" } else { "server" },
+                            peer.peer,
+                            peer.flows,
+                            peer.bytes,
+                            table_time(peer.first_ms),
+                            table_time(peer.last_ms),
+                            if peer.internal { "  (internal)" } else { "" }
+                        )?;
+                    }
+                }
+            }
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn peers(context: &Context, report: &HostReport, window: Window) -> anyhow::Result<Vec<Peer>> {
+    Ok(context.store.peers(&report.service, report.host(), window.from_ms, window.to_ms)?)
+}
+
+fn write_row(out: &mut impl Write, report: &HostReport) -> io::Result<()> {
+    let a = &report.activity;
+    let c = &report.characteristics;
+    writeln!(
+        out,
+        "{:<7} {:<40} {:<13} {:>8} {:>12} {:>7} {:>7} {:>6} {:>6}  {}",
+        report.service,
+        a.host,
+        report.roles().join("+"),
+        a.flows,
+        a.bytes,
+        a.external_clients,
+        a.external_servers,
+        c.server_days,
+        c.mail_share.map_or("-".into(), |s| format!("{:.0}%", s * 100.0)),
+        report.verdict()
+    )
+}
+
+pub fn host_json(report: &HostReport, peers: Option<&[Peer]>) -> serde_json::Value {
+    let a = &report.activity;
+    let mut object = json!({
+        "service": report.service,
+        "host": a.host,
+        "roles": report.roles(),
+        "verdict": report.verdict(),
+        "whitelisted": report.whitelisted.as_ref().map(|e| json!({"address": e.address.to_string(), "name": e.name, "reason": e.reason, "verified_by": e.verified_by, "verified_on": e.verified_on})),
+        "rejected": report.rejected.as_ref().map(|v| json!({"by": v.by, "reason": v.reason, "at": rfc3339_millis(v.at_ms * 1_000_000)})),
+        "suggest_whitelist": report.suggest_whitelist,
+        "first_seen": rfc3339_millis(a.first_ms * 1_000_000),
+        "last_seen": rfc3339_millis(a.last_ms * 1_000_000),
+        "flows": a.flows,
+        "packets": a.packets,
+        "bytes": a.bytes,
+        "external_clients": a.external_clients,
+        "external_servers": a.external_servers,
+        "characteristics": report.characteristics.to_json(),
+        "evidence": report.evidence,
+    });
+    if let Some(peers) = peers {
+        object["peers"] = peers
+            .iter()
+            .map(|p| {
+                json!({
+                    "peer": p.peer,
+                    "kind": if p.role == crate::profile::Role::Server { "client" } else { "server" },
+                    "internal": p.internal,
+                    "flows": p.flows,
+                    "packets": p.packets,
+                    "bytes": p.bytes,
+                    "first_seen": rfc3339_millis(p.first_ms * 1_000_000),
+                    "last_seen": rfc3339_millis(p.last_ms * 1_000_000),
+                })
+            })
+            .collect();
+    }
+    object
+}

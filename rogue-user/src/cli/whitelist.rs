@@ -1,0 +1,295 @@
+//! `rogue whitelist`: the hand-verified whitelist and the feedback loop:
+//! list, add and remove entries; suggest hosts that behave like servers;
+//! accept a suggestion (it joins the whitelist) or reject it (the host is a
+//! confirmed rogue and is no longer suggested); calibrate the mail-share
+//! threshold on the whitelisted servers.
+
+use std::{
+    io::{self, Write},
+    net::IpAddr,
+    process::ExitCode,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::{
+    context::{ConfigArgs, Context, OutputFormat},
+    hosts::host_json,
+};
+use crate::{
+    detect::{
+        HostReport,
+        whitelist::{Prefix, WhitelistEntry},
+    },
+    store::Verdict,
+};
+
+#[derive(Debug, Args)]
+pub struct WhitelistArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    #[command(subcommand)]
+    pub action: WhitelistAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WhitelistAction {
+    /// Print the entries
+    List {
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
+    },
+    /// Add an entry you verified
+    Add {
+        /// An address or prefix (192.0.2.25, 192.0.2.16/28, 2001:db8::25)
+        address: Prefix,
+        /// Who verified it
+        #[arg(long, value_name = "NAME")]
+        by: String,
+        #[arg(long, default_value = "smtp")]
+        service: String,
+        /// The server's name
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        /// When it was verified [default: today]
+        #[arg(long, value_name = "DATE")]
+        on: Option<jiff::civil::Date>,
+    },
+    /// Remove the entries for an address or prefix
+    Remove {
+        address: Prefix,
+        /// Only the entry for this service
+        #[arg(long)]
+        service: Option<String>,
+    },
+    /// Hosts not on the whitelist whose characteristics are a server's, with evidence
+    Suggest {
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
+    },
+    /// Whitelist a host you verified as a server (usually a suggestion)
+    Accept {
+        host: IpAddr,
+        /// Who verified it
+        #[arg(long, value_name = "NAME")]
+        by: String,
+        /// Why [default: rogue's evidence]
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long, default_value = "smtp")]
+        service: String,
+    },
+    /// Record a host as a confirmed rogue: it stays reported and is no longer suggested
+    Reject {
+        host: IpAddr,
+        /// Who decided
+        #[arg(long, value_name = "NAME")]
+        by: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long, default_value = "smtp")]
+        service: String,
+    },
+    /// The mail share of the whitelisted servers, to choose the threshold
+    Calibrate {
+        #[arg(long, default_value = "smtp")]
+        service: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
+    },
+}
+
+pub fn run(args: WhitelistArgs) -> anyhow::Result<ExitCode> {
+    let mut context = args.config.open()?;
+    let today = jiff::ZonedDateTime::now().date();
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    match args.action {
+        WhitelistAction::List { format } => list(&context, format)?,
+        WhitelistAction::Add { address, by, service, name, reason, on } => {
+            let entry = WhitelistEntry {
+                address,
+                service,
+                name,
+                reason,
+                verified_by: Some(by),
+                verified_on: Some(on.unwrap_or(today)),
+            };
+            context.whitelist.add(entry)?;
+            eprintln!("rogue: {address} added to {}", context.whitelist.path().display());
+        }
+        WhitelistAction::Remove { address, service } => {
+            let removed = context.whitelist.remove(address, service.as_deref())?;
+            if removed == 0 {
+                bail!("{address} is not in {}", context.whitelist.path().display());
+            }
+            eprintln!("rogue: removed {removed} entr{} for {address}", if removed == 1 { "y" } else { "ies" });
+        }
+        WhitelistAction::Suggest { format } => {
+            let suggestions: Vec<HostReport> =
+                reports(&context, None)?.into_iter().filter(|r| r.suggest_whitelist).collect();
+            print_reports(&suggestions, format)?;
+        }
+        WhitelistAction::Accept { host, by, reason, service } => {
+            let report = reports(&context, Some(&service))?.into_iter().find(|r| r.host() == host);
+            let reason = reason
+                .or_else(|| report.as_ref().map(|r| r.evidence.clone()))
+                .with_context(|| format!("{host} has no {service} activity in the store; give --reason"))?;
+            let name = report.as_ref().and_then(|r| r.characteristics.ptr.clone());
+            let entry = WhitelistEntry {
+                address: Prefix(host.into()),
+                service: service.clone(),
+                name,
+                reason: Some(reason),
+                verified_by: Some(by),
+                verified_on: Some(today),
+            };
+            context.whitelist.add(entry)?;
+            context.store.clear_verdict(&service, host)?;
+            let closed = context.store.set_host_findings_state(&service, host, "whitelisted", now_ms)?;
+            eprintln!("rogue: {host} whitelisted for {service}; {closed} finding(s) marked whitelisted");
+        }
+        WhitelistAction::Reject { host, by, reason, service } => {
+            if let Some(entry) = context.whitelist.matching(host, &service) {
+                bail!(
+                    "{host} is on the whitelist as {} ({}); remove that entry first (`rogue whitelist remove {}`)",
+                    entry.address,
+                    context.whitelist.path().display(),
+                    entry.address
+                );
+            }
+            let verdict = Verdict { verdict: "rogue".into(), by, reason, at_ms: now_ms };
+            context.store.set_verdict(&service, host, &verdict)?;
+            let marked = context.store.set_host_findings_state(&service, host, "confirmed_rogue", now_ms)?;
+            eprintln!("rogue: {host} recorded as a confirmed rogue {service} server; {marked} finding(s) marked");
+        }
+        WhitelistAction::Calibrate { service, format } => calibrate(&context, &service, format)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list(context: &Context, format: OutputFormat) -> io::Result<()> {
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    if format == OutputFormat::Table {
+        writeln!(out, "{:<24} {:<7} {:<28} {:<12} {:<10}  reason", "address", "service", "name", "verified_by", "on")?;
+    }
+    for entry in context.whitelist.entries() {
+        match format {
+            OutputFormat::Json => {
+                serde_json::to_writer(&mut out, entry)?;
+                writeln!(out)?;
+            }
+            OutputFormat::Table => writeln!(
+                out,
+                "{:<24} {:<7} {:<28} {:<12} {:<10}  {}",
+                entry.address.to_string(),
+                entry.service,
+                entry.name.as_deref().unwrap_or("-"),
+                entry.verified_by.as_deref().unwrap_or("-"),
+                entry.verified_on.map(|d| d.to_string()).unwrap_or("-".into()),
+                entry.reason.as_deref().unwrap_or("-"),
+            )?,
+        }
+    }
+    out.flush()
+}
+
+/// Host reports of every service (or one) over the latest window.
+fn reports(context: &Context, service: Option<&str>) -> anyhow::Result<Vec<HostReport>> {
+    let Some(window) = context.latest_window()? else { return Ok(Vec::new()) };
+    let detector = context.detector();
+    let mut reports = Vec::new();
+    for s in detector.services().iter().filter(|s| service.is_none_or(|name| s.name == name)) {
+        reports.extend(detector.hosts(&context.store, s, window)?);
+    }
+    Ok(reports)
+}
+
+fn print_reports(reports: &[HostReport], format: OutputFormat) -> io::Result<()> {
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    for report in reports {
+        match format {
+            OutputFormat::Json => {
+                serde_json::to_writer(&mut out, &host_json(report, None))?;
+                writeln!(out)?;
+            }
+            OutputFormat::Table => writeln!(out, "{} ({}): {}", report.host(), report.service, report.evidence)?,
+        }
+    }
+    out.flush()
+}
+
+/// Mail share of every host with traffic that the whitelist covers.
+fn calibrate(context: &Context, service: &str, format: OutputFormat) -> anyhow::Result<()> {
+    let Some(service) = context.config.services.all().into_iter().find(|s| s.name == service) else {
+        bail!("no service {service:?} in {}", context.config.dir.display());
+    };
+    let Some(window) = context.latest_window()? else { bail!("the store is empty; analyze some traffic first") };
+    let mut shares = Vec::new();
+    for host in context.store.active_hosts(window.from_ms, window.to_ms)? {
+        if context.whitelist.matching(host, &service.name).is_none() {
+            continue;
+        }
+        let (share, total) = context.store.share_bytes(&service.name, host, window.from_ms, window.to_ms)?;
+        if total > 0 {
+            shares.push((host, share as f64 / total as f64));
+        }
+    }
+    if shares.is_empty() {
+        bail!(
+            "no whitelisted {} host has traffic in the last {} days",
+            service.name,
+            context.config.detection.history_days.0
+        );
+    }
+    let mut values: Vec<f64> = shares.iter().map(|(_, s)| *s).collect();
+    values.sort_by(f64::total_cmp);
+    let (min, max) = (values[0], values[values.len() - 1]);
+    let kept = values.iter().filter(|&&s| s >= service.share_threshold).count();
+    // The highest two-decimal threshold that keeps them all.
+    let keeps_all = (min * 100.0).floor() / 100.0;
+    match format {
+        OutputFormat::Json => println!(
+            "{}",
+            json!({
+                "service": service.name, "hosts": values.len(), "min": min, "q1": quantile(&values, 0.25),
+                "median": quantile(&values, 0.5), "q3": quantile(&values, 0.75), "max": max,
+                "threshold_keeping_all": keeps_all, "configured_threshold": service.share_threshold,
+                "kept_by_configured": kept,
+                "hosts_shares": shares.iter().map(|(h, s)| json!({"host": h, "mail_share": s})).collect::<Vec<_>>(),
+            })
+        ),
+        OutputFormat::Table => {
+            println!(
+                "mail share of the {} whitelisted {} hosts with traffic in the last {} days:",
+                values.len(),
+                service.name,
+                context.config.detection.history_days.0
+            );
+            println!(
+                "  min {:.3}  1st quartile {:.3}  median {:.3}  3rd quartile {:.3}  max {:.3}",
+                min,
+                quantile(&values, 0.25),
+                quantile(&values, 0.5),
+                quantile(&values, 0.75),
+                max
+            );
+            println!(
+                "a threshold of {keeps_all:.2} or lower keeps all of them; the configured {:.2} keeps {kept} of {}",
+                service.share_threshold,
+                values.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Linear interpolation between closest ranks (as R's default and numpy).
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let position = q * (sorted.len() - 1) as f64;
+    let (low, high) = (position.floor() as usize, position.ceil() as usize);
+    sorted[low] + (sorted[high] - sorted[low]) * (position - low as f64)
+}

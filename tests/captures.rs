@@ -118,3 +118,89 @@ fn every_capture_gives_nfdumps_flows_outside_documented_differences() {
     }
     assert_eq!(compared, 29, "every capture nfpcapd reads was compared");
 }
+
+/// The organisation's side of each capture with SMTP, as an analyst would
+/// configure it (the private ranges are internal everywhere).
+const INTERNAL: &[(&str, &[&str])] = &[
+    ("arkime-smtp-port25-and-2525", &["45.0.0.0/16"]),
+    ("ndpi-smtp-starttls-ipv4-ipv6-vlan", &["2003:de:2016::/48"]),
+    ("zeek-smtp-bdat-pipeline-exim", &["217.146.107.0/24"]),
+    ("zeek-smtp-ipv6-gmail", &["2001:470:e5bf::/48"]),
+    ("zeek-smtp-multi-addr-cern", &["188.184.0.0/16"]),
+    ("zeek-smtp-one-side-only", &["192.150.186.0/23"]),
+    ("zeek-smtp-truncated-tcp-header", &["128.3.0.0/16"]),
+];
+const PRIVATE: &[&str] = &["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8"];
+
+/// Every SMTP host of every capture is found, with its roles and peers as
+/// the method's rules give them from nfdump's TCP port 25 flows (oracle
+/// section 3), worked out here independently of rogue's code.
+#[test]
+fn every_smtp_host_of_the_real_captures_is_found_with_its_roles_and_peers() {
+    use std::collections::BTreeMap;
+
+    let mut hosts_found = 0;
+    for capture in captures() {
+        let name = stem(&capture);
+        let oracle = support::nfdump_section(&capture, 3);
+        let networks: Vec<ipnet::IpNet> = PRIVATE
+            .iter()
+            .chain(INTERNAL.iter().filter(|(n, _)| *n == name).flat_map(|(_, nets)| nets.iter()))
+            .map(|n| n.parse().unwrap())
+            .collect();
+        let internal = |addr: &str| networks.iter().any(|n| n.contains(&addr.parse::<std::net::IpAddr>().unwrap()));
+        // (host, role, peer) -> flows, by the method: TCP, port 25 facing an
+        // ephemeral or port 25, >= 3 packets and >= 120 bytes.
+        let mut expected: BTreeMap<(String, &str, String), u64> = BTreeMap::new();
+        for row in oracle.flows.iter().filter(|r| r.proto == 6 && r.packets >= 3 && r.bytes >= 120) {
+            let dport: u16 = row.dport.parse().unwrap();
+            let smtp_side = |port: u16, other: u16| port == 25 && (other >= 1024 || other == 25);
+            let mut role = |host: &str, role: &'static str, peer: &str| {
+                *expected.entry((host.to_string(), role, peer.to_string())).or_default() += 1;
+            };
+            if internal(&row.src) {
+                if smtp_side(row.sport, dport) {
+                    role(&row.src, "server", &row.dst);
+                } else if smtp_side(dport, row.sport) && !internal(&row.dst) {
+                    role(&row.src, "client", &row.dst);
+                }
+            }
+            if internal(&row.dst) {
+                if smtp_side(dport, row.sport) {
+                    role(&row.dst, "server", &row.src);
+                } else if smtp_side(row.sport, dport) && !internal(&row.src) {
+                    role(&row.dst, "client", &row.src);
+                }
+            }
+        }
+
+        let config = format!(
+            "internal_networks: [{}]\nstore: {{retention_days: 100000}}\n",
+            networks.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ")
+        );
+        let workspace = support::analysis::Workspace::new(&format!("real-{name}"), &config, "");
+        let findings = workspace.analyze(&[&capture]);
+        let mut found: BTreeMap<(String, &str, String), u64> = BTreeMap::new();
+        for host in workspace.json(&["hosts", "--peers", "--format", "json"]) {
+            for peer in host["peers"].as_array().unwrap() {
+                // A peer that is a client means the host served it.
+                let role = if peer["kind"] == "client" { "server" } else { "client" };
+                let key =
+                    (host["host"].as_str().unwrap().to_string(), role, peer["peer"].as_str().unwrap().to_string());
+                found.insert(key, peer["flows"].as_u64().unwrap());
+            }
+        }
+        assert_eq!(found, expected, "{name}: (host, role, peer) -> flows");
+        let hosts: std::collections::BTreeSet<&String> = expected.keys().map(|(host, _, _)| host).collect();
+        let reported: std::collections::BTreeSet<&str> =
+            findings.iter().filter(|f| f["type"] == "rogue_server").map(|f| f["host"].as_str().unwrap()).collect();
+        assert_eq!(
+            reported,
+            hosts.iter().map(|h| h.as_str()).collect(),
+            "{name}: every SMTP host is a rogue_server finding"
+        );
+        hosts_found += hosts.len();
+    }
+    eprintln!("{hosts_found} SMTP hosts found with their roles and peers");
+    assert!(hosts_found >= 15, "{hosts_found} SMTP hosts across the captures");
+}

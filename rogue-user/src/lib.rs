@@ -7,4 +7,5 @@ pub mod config;
 pub mod detect;
 pub mod flows;
 pub mod profile;
+pub mod scenario;
 pub mod store;

@@ -120,6 +120,11 @@ pub struct NfdumpOracle {
 }
 
 pub fn nfdump_oracle(capture: &Path) -> NfdumpOracle {
+    nfdump_section(capture, 1)
+}
+
+/// Section `wanted` (1: flows, 3: the TCP port 25 flows) of an oracle file.
+pub fn nfdump_section(capture: &Path, wanted: u32) -> NfdumpOracle {
     let path = captures_dir().join(format!("{}.oracle.txt", stem(capture)));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut section = 0;
@@ -130,7 +135,7 @@ pub fn nfdump_oracle(capture: &Path) -> NfdumpOracle {
             section = rest.split(':').next().unwrap().trim().parse().unwrap();
             continue;
         }
-        if section != 1 || line.starts_with('#') || line.trim().is_empty() {
+        if section != wanted || line.starts_with('#') || line.trim().is_empty() {
             continue;
         }
         let f: Vec<&str> = line.split('|').collect();
@@ -207,6 +212,7 @@ pub fn require(program: &str) -> Command {
     Command::new(program)
 }
 
+pub mod analysis;
 pub mod netns;
 pub mod packets;
 pub mod process;

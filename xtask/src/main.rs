@@ -37,7 +37,8 @@ enum Task {
     Setup,
     /// Build rogue in release mode (target/release/rogue)
     Build,
-    /// Build and run rogue with these arguments, e.g. `cargo xtask run -- flows --pcap FILE`
+    /// Build and run rogue with these arguments (`cargo xtask run -- flows --pcap FILE`);
+    /// without arguments, the demo: the method's scenarios generated and analysed
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
@@ -71,11 +72,13 @@ fn run(task: Task) -> anyhow::Result<()> {
             setup_toolchain()?;
             cargo(&["build", "--release", "--bin", "rogue"])
         }
+        Task::Run { args } if args.is_empty() => {
+            setup_toolchain()?;
+            demo()
+        }
         Task::Run { args } => {
             setup_toolchain()?;
-            let mut command = Command::new(env!("CARGO"));
-            command.args(["run", "--quiet", "--release", "--bin", "rogue", "--"]).args(args);
-            status(&mut command)
+            status(rogue().args(args))
         }
         Task::Test { args } => {
             setup()?;
@@ -91,6 +94,38 @@ fn run(task: Task) -> anyhow::Result<()> {
             cargo(&["bench", "--bench", "kernel"])
         }
     }
+}
+
+/// `rogue` from a release build.
+fn rogue() -> Command {
+    let mut command = Command::new(env!("CARGO"));
+    command.args(["run", "--quiet", "--release", "--bin", "rogue", "--"]);
+    command
+}
+
+/// The method's three cases, generated and analysed into a fresh store.
+fn demo() -> anyhow::Result<()> {
+    let dir = workspace_root().join("target/demo");
+    std::fs::create_dir_all(&dir)?;
+    let capture = dir.join("scenario.pcap");
+    let store = dir.join("rogue.db");
+    for stale in ["rogue.db", "rogue.db-wal", "rogue.db-shm"] {
+        let _ = std::fs::remove_file(dir.join(stale));
+    }
+    eprintln!("xtask: demo: generating the method's scenarios into {}", capture.display());
+    status(rogue().args(["generate", "--scenario", "all", "--out"]).arg(&capture))?;
+    eprintln!(
+        "xtask: demo: rogue analyze --config config/rogue.yaml --db {} --pcap {}",
+        store.display(),
+        capture.display()
+    );
+    status(rogue().args(["analyze", "--config", "config/rogue.yaml", "--db"]).arg(&store).arg("--pcap").arg(&capture))?;
+    eprintln!(
+        "xtask: demo: explore with `target/release/rogue hosts --peers --config config/rogue.yaml --db {}` \
+         (or findings, whitelist suggest)",
+        store.display()
+    );
+    Ok(())
 }
 
 fn workspace_root() -> PathBuf {

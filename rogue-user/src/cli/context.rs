@@ -19,10 +19,10 @@ use crate::{
 #[derive(Debug, Args)]
 pub struct ConfigArgs {
     /// Configuration file (see config/rogue.yaml)
-    #[arg(short, long, value_name = "FILE", env = "ROGUE_CONFIG", default_value = "rogue.yaml")]
+    #[arg(short, long, value_name = "FILE", env = "ROGUE_CONFIG", default_value = "rogue.yaml", global = true)]
     pub config: PathBuf,
     /// Use this store instead of the configuration's store.path
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     pub db: Option<PathBuf>,
 }
 

@@ -10,11 +10,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::context::{ConfigArgs, Context, OutputFormat, table_time};
-use crate::{
-    detect::{HostReport, Window},
-    flows::format::rfc3339_millis,
-    store::Peer,
-};
+use crate::{detect::HostReport, flows::format::rfc3339_millis, store::Peer};
 
 #[derive(Debug, Args)]
 pub struct HostsArgs {
@@ -29,10 +25,6 @@ pub struct HostsArgs {
 
 pub fn run(args: HostsArgs) -> anyhow::Result<ExitCode> {
     let context = args.config.open()?;
-    let Some(window) = context.latest_window()? else {
-        eprintln!("rogue: the store is empty; run `rogue analyze` or `rogue agent` first");
-        return Ok(ExitCode::SUCCESS);
-    };
     let mut out = io::BufWriter::new(io::stdout().lock());
     if args.format == OutputFormat::Table {
         writeln!(
@@ -43,8 +35,8 @@ pub fn run(args: HostsArgs) -> anyhow::Result<ExitCode> {
     }
     let detector = context.detector();
     for service in detector.services() {
-        for report in detector.hosts(&context.store, &service, window)? {
-            let peers = if args.peers { Some(peers(&context, &report, window)?) } else { None };
+        for report in detector.hosts(&context.store, &service)? {
+            let peers = if args.peers { Some(peers(&context, &report)?) } else { None };
             match args.format {
                 OutputFormat::Json => {
                     serde_json::to_writer(&mut out, &host_json(&report, peers.as_deref()))?;
@@ -73,7 +65,9 @@ pub fn run(args: HostsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn peers(context: &Context, report: &HostReport, window: Window) -> anyhow::Result<Vec<Peer>> {
+/// The peers in the look-back the report measured.
+fn peers(context: &Context, report: &HostReport) -> anyhow::Result<Vec<Peer>> {
+    let window = context.detector().window(report.activity.last_ms);
     Ok(context.store.peers(&report.service, report.host(), window.from_ms, window.to_ms)?)
 }
 

@@ -10,6 +10,7 @@ pub mod analyze;
 pub mod context;
 pub mod findings;
 pub mod flows;
+pub mod generate;
 pub mod hosts;
 pub mod whitelist;
 
@@ -46,6 +47,8 @@ pub enum Command {
     Findings(findings::FindingsArgs),
     /// The hand-verified whitelist: list, add, remove, suggest, accept, reject, calibrate
     Whitelist(whitelist::WhitelistArgs),
+    /// Write a deterministic capture of the method's scenarios
+    Generate(generate::GenerateArgs),
 }
 
 /// Runs the parsed command line.
@@ -57,6 +60,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Hosts(args) => hosts::run(args),
         Command::Findings(args) => findings::run(args),
         Command::Whitelist(args) => whitelist::run(args),
+        Command::Generate(args) => generate::run(args, cli.quiet),
     }
 }
 

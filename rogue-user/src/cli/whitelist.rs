@@ -197,13 +197,12 @@ fn list(context: &Context, format: OutputFormat) -> io::Result<()> {
     out.flush()
 }
 
-/// Host reports of every service (or one) over the latest window.
+/// Host reports of every service (or one).
 fn reports(context: &Context, service: Option<&str>) -> anyhow::Result<Vec<HostReport>> {
-    let Some(window) = context.latest_window()? else { return Ok(Vec::new()) };
     let detector = context.detector();
     let mut reports = Vec::new();
     for s in detector.services().iter().filter(|s| service.is_none_or(|name| s.name == name)) {
-        reports.extend(detector.hosts(&context.store, s, window)?);
+        reports.extend(detector.hosts(&context.store, s)?);
     }
     Ok(reports)
 }

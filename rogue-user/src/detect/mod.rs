@@ -162,24 +162,28 @@ impl Detector<'_> {
         Window { from_ms: end_ms - self.config.detection.history_days.0 as i64 * MILLIS_PER_DAY, to_ms: end_ms }
     }
 
-    /// Every host with qualifying flows of `service` in the window.
-    pub fn hosts(&self, store: &Store, service: &Service, window: Window) -> Result<Vec<HostReport>> {
-        self.hosts_with(store, service, window, &store.covered_days()?)
+    /// Every host with qualifying flows of `service` in the store, each
+    /// measured over the look-back ending at its last activity.
+    pub fn hosts(&self, store: &Store, service: &Service) -> Result<Vec<HostReport>> {
+        let covered = store.covered_days()?;
+        store
+            .service_hosts(&service.name, i64::MIN, i64::MAX)?
+            .into_iter()
+            .map(|active| self.latest_report(store, service, active, &covered))
+            .collect()
     }
 
-    /// [`hosts`](Self::hosts), given the days with data.
-    fn hosts_with(
+    /// The report on a host over the look-back ending at `active.last_ms`.
+    fn latest_report(
         &self,
         store: &Store,
         service: &Service,
-        window: Window,
+        active: HostActivity,
         covered: &BTreeSet<i64>,
-    ) -> Result<Vec<HostReport>> {
-        store
-            .service_hosts(&service.name, window.from_ms, window.to_ms)?
-            .into_iter()
-            .map(|activity| self.report(store, service, activity, window, covered))
-            .collect()
+    ) -> Result<HostReport> {
+        let window = self.window(active.last_ms);
+        let activity = store.service_host(&service.name, active.host, window.from_ms, window.to_ms)?.unwrap_or(active);
+        self.report(store, service, activity, window, covered)
     }
 
     /// The report on one host's `activity` in the window.
@@ -278,9 +282,7 @@ impl Detector<'_> {
                 if self.whitelist.matching(host, &service.name).is_some() {
                     continue;
                 }
-                let window = self.window(active.last_ms);
-                let activity = store.service_host(&service.name, host, window.from_ms, window.to_ms)?.unwrap_or(active);
-                let report = self.report(store, &service, activity, window, &covered)?;
+                let report = self.latest_report(store, &service, active, &covered)?;
                 let state = report.rejected.is_some().then_some("confirmed_rogue");
                 findings.push(rogue_server(&report, state));
                 for mut finding in self

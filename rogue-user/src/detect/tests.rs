@@ -58,8 +58,7 @@ impl Fixture {
 
     fn reports(&self) -> Vec<HostReport> {
         let detector = self.detector();
-        let window = detector.window(self.store.newest_ms().unwrap().unwrap());
-        detector.hosts(&self.store, &detector.services()[0], window).unwrap()
+        detector.hosts(&self.store, &detector.services()[0]).unwrap()
     }
 }
 

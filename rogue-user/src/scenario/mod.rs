@@ -1,0 +1,330 @@
+//! Scenarios: deterministic synthetic captures of the method's three cases
+//! and of the ordinary traffic around them, for tests, benchmarks and demos.
+//! The same seed gives the same bytes.
+//!
+//! The network is the documentation ranges: internal 192.0.2.0/24 and
+//! 2001:db8:10::/48 (as config/rogue.yaml), external 198.51.100.0/24,
+//! 203.0.113.0/24 and 2001:db8:ff::/48. The time line is the method's:
+//! 2008-02-01 to 2008-03-10.
+//!
+//! - background, every day: the whitelisted MX (192.0.2.25 and
+//!   2001:db8:10::25) receiving and delivering mail and serving IMAP and
+//!   submission to workstations; workstations on the web and DNS; a scanner
+//!   probing port 25 (one packet each way, under the thresholds); a client
+//!   whose ephemeral port happens to be 25 towards a web server; a
+//!   workstation refused by an external port 25.
+//! - `vpn-failure`: 192.0.2.77, not a known mail server, answers mail on
+//!   port 25 and other low mail ports from 2008-02-07 to 2008-02-20.
+//! - `new-mail-servers`: 192.0.2.40 and 192.0.2.41 carry 6 SMTP flows a day,
+//!   then 14,000 a day from 2008-02-23.
+//! - `misconfiguration`: 192.0.2.60 opens SMTP to 75 external mail servers
+//!   within a minute on 2008-03-10, after a burst to 12 on 2008-02-08.
+
+use std::{
+    io::{self, Write},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::flows::{NANOS_PER_SEC, Nanos};
+
+pub mod packets;
+
+use packets::{Frame, From, PcapWriter, TcpConversation, refused, udp_exchange};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Case {
+    /// Ordinary traffic only: no finding is right
+    Background,
+    VpnFailure,
+    NewMailServers,
+    Misconfiguration,
+    /// The three cases over the background
+    All,
+}
+
+impl Case {
+    fn has(self, case: Case) -> bool {
+        self == case || (self == Case::All && case != Case::Background)
+    }
+}
+
+pub const FIRST_DAY: (i16, i8, i8) = (2008, 2, 1);
+pub const DAYS: i64 = 39;
+
+pub const MX: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 25);
+pub const MX_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x10, 0, 0, 0, 0, 0x25);
+pub const RESOLVER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 53);
+pub const VPN_HOST: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 77);
+pub const NEW_SERVERS: [Ipv4Addr; 2] = [Ipv4Addr::new(192, 0, 2, 40), Ipv4Addr::new(192, 0, 2, 41)];
+pub const MISCONFIGURED: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 60);
+pub const PORT_25_CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 120);
+pub const REFUSED_CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 130);
+pub const SCANNER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 66);
+pub const WEB_SERVER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 80);
+
+/// The day (0 = 2008-02-01) the VPN failure starts, and how long it lasts.
+pub const VPN_DAYS: std::ops::Range<i64> = 6..20;
+/// Days of low traffic on the new servers, then the day they take off.
+pub const NEW_SERVERS_QUIET: std::ops::Range<i64> = 14..22;
+pub const NEW_SERVERS_BUSY: std::ops::Range<i64> = 22..24;
+/// 14,000 flows a day: 7,000 conversations of two flows.
+pub const BUSY_CONVERSATIONS: usize = 7_000;
+pub const MISCONFIGURATION_DAY: i64 = 38;
+pub const MISCONFIGURATION_PEERS: u8 = 75;
+pub const EARLIER_BURST_DAY: i64 = 7;
+pub const EARLIER_BURST_PEERS: u8 = 12;
+
+const DAY: Nanos = 86_400 * NANOS_PER_SEC;
+
+/// What a generated capture holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Generated {
+    pub frames: u64,
+}
+
+/// Midnight UTC of day `day` of the time line, in ns.
+pub fn day_start(day: i64) -> Nanos {
+    let (y, m, d) = FIRST_DAY;
+    let first = jiff::civil::date(y, m, d)
+        .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+        .expect("a valid date")
+        .timestamp()
+        .as_nanosecond() as Nanos;
+    first + day * DAY
+}
+
+/// Writes the scenario `case` as a pcap to `out`. `scale` multiplies the
+/// background (more workstations, more of everything) for benchmarks.
+pub fn generate(case: Case, seed: u64, scale: u32, out: impl Write) -> io::Result<Generated> {
+    let mut writer = PcapWriter::new(io::BufWriter::with_capacity(1 << 20, out))?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut frames = Vec::new();
+    for day in 0..DAYS {
+        frames.clear();
+        let mut today = Day { start: day_start(day), rng: &mut rng, frames: &mut frames, next_port: 32_768 };
+        today.background(scale.max(1));
+        if case.has(Case::VpnFailure) && VPN_DAYS.contains(&day) {
+            today.vpn_failure();
+        }
+        if case.has(Case::NewMailServers) {
+            today.new_mail_servers(day);
+        }
+        if case.has(Case::Misconfiguration) {
+            today.misconfiguration(day);
+        }
+        frames.sort_by_key(|f| f.time);
+        for frame in &frames {
+            writer.write(frame)?;
+        }
+    }
+    let frames = writer.frames;
+    writer.finish()?;
+    Ok(Generated { frames })
+}
+
+/// One day of traffic being built.
+struct Day<'a> {
+    start: Nanos,
+    rng: &'a mut ChaCha8Rng,
+    frames: &'a mut Vec<Frame>,
+    next_port: u16,
+}
+
+fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+}
+
+impl Day<'_> {
+    /// A moment of the day, uniformly.
+    fn any_time(&mut self) -> Nanos {
+        self.start + self.rng.random_range(0..DAY - 60 * NANOS_PER_SEC)
+    }
+
+    fn ephemeral_port(&mut self) -> u16 {
+        self.next_port = if self.next_port >= 60_999 { 32_768 } else { self.next_port + 1 };
+        self.next_port
+    }
+
+    fn conversation(
+        &mut self,
+        client: IpAddr,
+        server: IpAddr,
+        server_port: u16,
+        start: Nanos,
+        exchanges: Vec<(From, usize)>,
+    ) {
+        let client_port = self.ephemeral_port();
+        TcpConversation { client, client_port, server, server_port, start, exchanges }.frames(self.frames);
+    }
+
+    /// An SMTP delivery: banner, EHLO, pipelined envelope, message, QUIT.
+    fn smtp(&mut self, client: IpAddr, server: IpAddr, start: Nanos, message: usize) {
+        let exchanges = vec![
+            (From::Server, 70),
+            (From::Client, 25),
+            (From::Server, 120),
+            (From::Client, 90),
+            (From::Server, 40),
+            (From::Client, message),
+            (From::Server, 30),
+        ];
+        self.conversation(client, server, 25, start, exchanges);
+    }
+
+    fn request(&mut self, client: IpAddr, server: IpAddr, port: u16, start: Nanos, sizes: (usize, usize)) {
+        self.conversation(client, server, port, start, vec![(From::Client, sizes.0), (From::Server, sizes.1)]);
+    }
+
+    fn workstation(&mut self, scale: u32) -> IpAddr {
+        let count = 50 * scale;
+        let n = self.rng.random_range(0..count);
+        if count <= 100 {
+            v4(192, 0, 2, 140 + (n as u8 % 100))
+        } else {
+            v4(10, (n >> 16) as u8, (n >> 8) as u8, n as u8)
+        }
+    }
+
+    fn external_mta(&mut self) -> IpAddr {
+        v4(203, 0, 113, self.rng.random_range(1..=200))
+    }
+
+    fn background(&mut self, scale: u32) {
+        for _ in 0..60 * scale {
+            let (from, at, size) = (self.external_mta(), self.any_time(), self.rng.random_range(300..6_000));
+            self.smtp(from, MX.into(), at, size);
+        }
+        for _ in 0..40 * scale {
+            let (to, at, size) = (self.external_mta(), self.any_time(), self.rng.random_range(300..6_000));
+            self.smtp(MX.into(), to, at, size);
+        }
+        for _ in 0..10 * scale {
+            let from = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xff, 0, 0, 0, 0, self.rng.random_range(1..50)));
+            let (at, size) = (self.any_time(), self.rng.random_range(300..6_000));
+            self.smtp(from, MX_V6.into(), at, size);
+        }
+        for _ in 0..30 * scale {
+            let (client, at) = (self.workstation(scale), self.any_time());
+            self.request(client, MX.into(), 993, at, (300, 6_000));
+        }
+        for _ in 0..20 * scale {
+            let (client, at, size) = (self.workstation(scale), self.any_time(), self.rng.random_range(500..5_000));
+            self.conversation(
+                client,
+                MX.into(),
+                587,
+                at,
+                vec![(From::Server, 70), (From::Client, size), (From::Server, 30)],
+            );
+        }
+        for _ in 0..100 * scale {
+            let (client, at) = (self.workstation(scale), self.any_time());
+            self.request(client, WEB_SERVER.into(), 443, at, (400, 4_000));
+        }
+        for _ in 0..100 * scale {
+            let (client, at) = (self.workstation(scale), self.any_time());
+            let port = self.ephemeral_port();
+            udp_exchange(client, port, RESOLVER.into(), 53, at, (40, 120), self.frames);
+        }
+        for _ in 0..10 {
+            let (target, at) = (v4(192, 0, 2, self.rng.random_range(1..=254)), self.any_time());
+            let port = self.ephemeral_port();
+            refused(SCANNER.into(), port, target, 25, at, self.frames);
+        }
+        // Port 25 as an ephemeral port towards a web server, twice a day.
+        for _ in 0..2 {
+            let at = self.any_time();
+            TcpConversation {
+                client: PORT_25_CLIENT.into(),
+                client_port: 25,
+                server: WEB_SERVER.into(),
+                server_port: 443,
+                start: at,
+                exchanges: vec![(From::Client, 500), (From::Server, 4_000)],
+            }
+            .frames(self.frames);
+        }
+        let (at, port) = (self.any_time(), self.ephemeral_port());
+        refused(REFUSED_CLIENT.into(), port, v4(203, 0, 113, 200), 25, at, self.frames);
+    }
+
+    fn vpn_failure(&mut self) {
+        for (port, count) in [(25, 30), (110, 5), (143, 5), (993, 5), (995, 3), (465, 2), (587, 2)] {
+            for _ in 0..count {
+                let (site, at) = (v4(198, 51, 100, self.rng.random_range(10..40)), self.any_time());
+                if port == 25 {
+                    let size = self.rng.random_range(1_000..8_000);
+                    self.smtp(site, VPN_HOST.into(), at, size);
+                } else {
+                    self.request(site, VPN_HOST.into(), port, at, (200, 4_000));
+                }
+            }
+        }
+    }
+
+    fn new_mail_servers(&mut self, day: i64) {
+        let conversations = if NEW_SERVERS_QUIET.contains(&day) {
+            3
+        } else if NEW_SERVERS_BUSY.contains(&day) {
+            BUSY_CONVERSATIONS
+        } else {
+            return;
+        };
+        for server in NEW_SERVERS {
+            for i in 0..conversations {
+                let (peer, at) = (self.external_mta(), self.any_time());
+                // Half received, half delivered: the server role both ways.
+                if i % 2 == 0 {
+                    self.smtp(peer, server.into(), at, 300)
+                } else {
+                    self.smtp(server.into(), peer, at, 300)
+                }
+            }
+        }
+    }
+
+    fn misconfiguration(&mut self, day: i64) {
+        let (peers, first) = match day {
+            MISCONFIGURATION_DAY => (MISCONFIGURATION_PEERS, 101),
+            EARLIER_BURST_DAY => (EARLIER_BURST_PEERS, 180),
+            _ => return,
+        };
+        let burst = burst_start(day);
+        for i in 0..peers {
+            let at = burst + i as Nanos * 50 * NANOS_PER_SEC / MISCONFIGURATION_PEERS as Nanos;
+            self.smtp(MISCONFIGURED.into(), v4(203, 0, 113, first + i), at, 2_000);
+        }
+    }
+}
+
+/// When the misconfigured host's burst starts on `day`.
+pub fn burst_start(day: i64) -> Nanos {
+    day_start(day) + (14 * 3_600 + 30 * 60) * NANOS_PER_SEC
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_gives_the_same_capture_and_another_seed_another() {
+        let make = |seed| {
+            let mut bytes = Vec::new();
+            generate(Case::Background, seed, 1, &mut bytes).unwrap();
+            bytes
+        };
+        let first = make(7);
+        assert_eq!(first, make(7));
+        assert_ne!(first, make(8));
+        assert!(first.len() > 1_000_000);
+    }
+
+    #[test]
+    fn the_time_line_starts_on_the_first_of_february_2008() {
+        assert_eq!(crate::flows::format::rfc3339_millis(day_start(0)), "2008-02-01T00:00:00.000Z");
+        assert_eq!(crate::flows::format::rfc3339_millis(burst_start(MISCONFIGURATION_DAY)), "2008-03-10T14:30:00.000Z");
+    }
+}

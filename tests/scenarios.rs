@@ -1,0 +1,259 @@
+//! The method's three cases, generated deterministically by `rogue
+//! generate` over a background of ordinary traffic and its traps, through
+//! `rogue analyze`: each case gives exactly its findings, the background
+//! none, and the whitelist feedback loop works end to end.
+
+mod support;
+
+use std::{path::PathBuf, process::Command, sync::OnceLock};
+
+use serde_json::Value;
+use support::{
+    analysis::{Workspace, example_whitelist},
+    process::ROGUE,
+};
+
+const CONFIG: &str = "internal_networks: [192.0.2.0/24, 2001:db8:10::/48]\n";
+
+/// Generates each scenario once per build of `rogue`: the captures are kept
+/// under cargo's target directory, in a folder named after the binary's
+/// build time; folders of older builds are removed.
+fn capture(scenario: &str, seed: u64) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let built = std::fs::metadata(ROGUE).and_then(|m| m.modified()).unwrap();
+        let stamp = built.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("scenarios");
+        for old in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            if old.file_name() != *stamp.to_string() {
+                let _ = std::fs::remove_dir_all(old.path());
+            }
+        }
+        let dir = root.join(stamp.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    });
+    let path = dir.join(format!("{scenario}-{seed}.pcap"));
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = LOCK.lock().unwrap();
+    if !path.exists() {
+        let partial = path.with_extension("partial");
+        let status = Command::new(ROGUE)
+            .args(["-q", "generate", "--scenario", scenario, "--seed", &seed.to_string(), "--out"])
+            .arg(&partial)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::rename(&partial, &path).unwrap();
+    }
+    path
+}
+
+/// (type, host) of each finding, sorted.
+fn kinds(findings: &[Value]) -> Vec<(String, String)> {
+    let mut kinds: Vec<(String, String)> =
+        findings.iter().map(|f| (f["type"].as_str().unwrap().into(), f["host"].as_str().unwrap().into())).collect();
+    kinds.sort();
+    kinds
+}
+
+fn find<'a>(findings: &'a [Value], kind: &str, host: &str) -> &'a Value {
+    findings.iter().find(|f| f["type"] == kind && f["host"] == host).unwrap_or_else(|| panic!("no {kind} for {host}"))
+}
+
+fn analyze(name: &str, scenario: &str) -> (Workspace, Vec<Value>) {
+    let workspace = Workspace::new(name, CONFIG, &example_whitelist());
+    let findings = workspace.analyze(&[&capture(scenario, 1)]);
+    (workspace, findings)
+}
+
+#[test]
+fn ordinary_traffic_with_its_traps_gives_no_finding() {
+    // Whitelisted MX, port-25 scans under the thresholds, a client whose
+    // ephemeral port is 25, a refused SMTP client, mail submission to the
+    // relay, IPv6 mail.
+    let (workspace, findings) = analyze("background", "background");
+    assert_eq!(kinds(&findings), Vec::<(String, String)>::new(), "{findings:#?}");
+    // The MX were seen and are whitelisted, not missed.
+    let hosts = workspace.json(&["hosts", "--format", "json"]);
+    let verdicts: Vec<(&str, &str)> =
+        hosts.iter().map(|h| (h["host"].as_str().unwrap(), h["verdict"].as_str().unwrap())).collect();
+    assert_eq!(verdicts, [("192.0.2.25", "whitelisted"), ("2001:db8:10::25", "whitelisted")]);
+}
+
+#[test]
+fn the_vpn_failure_host_is_a_rogue_server_that_behaves_like_a_mail_server() {
+    let (_workspace, findings) = analyze("vpn", "vpn-failure");
+    assert_eq!(kinds(&findings), [("rogue_server".into(), "192.0.2.77".into())]);
+    let finding = &findings[0];
+    assert_eq!(finding["roles"], serde_json::json!(["server"]));
+    assert_eq!(finding["first_seen"].as_str().unwrap()[..10], *"2008-02-07");
+    assert_eq!(finding["last_seen"].as_str().unwrap()[..10], *"2008-02-20");
+    assert_eq!(finding["characteristics"]["server_days"], 14, "a server every day of the two weeks");
+    assert!(finding["characteristics"]["mail_share"].as_f64().unwrap() >= 0.85);
+    assert_eq!(finding["suggest_whitelist"], true);
+    assert_eq!(finding["external_servers"], 0);
+    let clients = finding["external_clients"].as_u64().unwrap();
+    assert!((20..=30).contains(&clients), "the agency's remote sites: {clients}");
+    // SMTP flows: the 30 conversations a day on port 25, two flows each (the
+    // other mail ports count towards the mail share, not as SMTP).
+    assert_eq!(finding["flows"], 14 * 30 * 2, "{finding}");
+    assert!(finding["evidence"].as_str().unwrap().contains("behaves like a mail server but is not on the whitelist"));
+}
+
+#[test]
+fn the_new_mail_servers_jump_from_6_to_14000_flows_a_day() {
+    let (_workspace, findings) = analyze("new", "new-mail-servers");
+    assert_eq!(
+        kinds(&findings),
+        [
+            ("rogue_server".into(), "192.0.2.40".into()),
+            ("rogue_server".into(), "192.0.2.41".into()),
+            ("volume_spike".into(), "192.0.2.40".into()),
+            ("volume_spike".into(), "192.0.2.41".into()),
+        ]
+    );
+    for host in ["192.0.2.40", "192.0.2.41"] {
+        let spike = find(&findings, "volume_spike", host);
+        assert_eq!(
+            (spike["day"].as_str(), spike["flows"].as_u64(), spike["baseline"].as_u64()),
+            (Some("2008-02-23"), Some(14_000), Some(6))
+        );
+        let server = find(&findings, "rogue_server", host);
+        assert_eq!(server["roles"], serde_json::json!(["server", "client"]));
+        assert_eq!(server["flows"], 8 * 6 + 2 * 14_000);
+        assert_eq!(server["characteristics"]["server_days"], 10);
+    }
+}
+
+#[test]
+fn the_misconfigured_host_opens_smtp_to_75_servers_within_a_minute() {
+    let (_workspace, findings) = analyze("misconfiguration", "misconfiguration");
+    assert_eq!(
+        kinds(&findings),
+        [("fanout_burst".into(), "192.0.2.60".into()), ("rogue_server".into(), "192.0.2.60".into())]
+    );
+    let burst = find(&findings, "fanout_burst", "192.0.2.60");
+    assert_eq!(burst["peers"], 75);
+    assert_eq!(burst["window_seconds"], 60);
+    assert_eq!(burst["at"], "2008-03-10T14:30:00.000Z");
+    let rogue = find(&findings, "rogue_server", "192.0.2.60");
+    assert_eq!(rogue["roles"], serde_json::json!(["client"]));
+    assert_eq!((rogue["external_servers"].as_u64(), rogue["external_clients"].as_u64()), (Some(75), Some(0)));
+    assert_eq!(rogue["suggest_whitelist"], false);
+    assert_eq!(rogue["characteristics"]["server_days"], 0);
+}
+
+#[test]
+fn all_three_cases_together_give_exactly_their_findings() {
+    let (_workspace, findings) = analyze("all", "all");
+    let expected: Vec<(String, String)> = [
+        ("fanout_burst", "192.0.2.60"),
+        ("rogue_server", "192.0.2.40"),
+        ("rogue_server", "192.0.2.41"),
+        ("rogue_server", "192.0.2.60"),
+        ("rogue_server", "192.0.2.77"),
+        ("volume_spike", "192.0.2.40"),
+        ("volume_spike", "192.0.2.41"),
+    ]
+    .iter()
+    .map(|(k, h)| (k.to_string(), h.to_string()))
+    .collect();
+    assert_eq!(kinds(&findings), expected);
+}
+
+#[test]
+fn analysing_the_same_capture_twice_is_refused() {
+    let (workspace, _) = analyze("twice", "misconfiguration");
+    let again = workspace.rogue(&["analyze", "--pcap", capture("misconfiguration", 1).to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        again.stderr.contains("is already in the store") && again.stderr.contains("would count its traffic twice"),
+        "{}",
+        again.stderr
+    );
+    // Nothing was counted twice: the finding is as it was.
+    let findings = workspace.json(&["findings", "--format", "json"]);
+    assert_eq!(find(&findings, "rogue_server", "192.0.2.60")["external_servers"], 75);
+}
+
+#[test]
+fn a_suggestion_accepted_joins_the_whitelist_and_its_host_is_no_longer_a_finding() {
+    let (workspace, findings) = analyze("accept", "vpn-failure");
+    let id = find(&findings, "rogue_server", "192.0.2.77")["id"].as_u64().unwrap();
+    let suggestions = workspace.json(&["whitelist", "suggest", "--format", "json"]);
+    assert_eq!(suggestions.len(), 1);
+    assert_eq!(suggestions[0]["host"], "192.0.2.77");
+    assert!(suggestions[0]["evidence"].as_str().unwrap().contains("acted as an SMTP server on 14 of the"));
+
+    let accepted = workspace.rogue(&["whitelist", "accept", "192.0.2.77", "--by", "alice"]);
+    assert!(accepted.status.success(), "{}", accepted.stderr);
+    let whitelist = std::fs::read_to_string(workspace.dir.join("whitelist.yaml")).unwrap();
+    assert!(whitelist.starts_with(&example_whitelist()), "the file's comments and entries survive:\n{whitelist}");
+    assert!(
+        whitelist.contains("- address: 192.0.2.77\n  service: smtp\n") && whitelist.contains("verified_by: alice"),
+        "{whitelist}"
+    );
+
+    let stored = workspace.json(&["findings", "--format", "json"]);
+    assert_eq!(stored.iter().find(|f| f["id"] == id).unwrap()["state"], "whitelisted");
+    assert!(workspace.json(&["whitelist", "suggest", "--format", "json"]).is_empty());
+    // New traffic from the host is no longer a finding.
+    let later = workspace.analyze(&[&capture("vpn-failure", 2)]);
+    assert_eq!(kinds(&later), Vec::<(String, String)>::new(), "{later:#?}");
+    let hosts = workspace.json(&["hosts", "--format", "json"]);
+    assert_eq!(hosts.iter().find(|h| h["host"] == "192.0.2.77").unwrap()["verdict"], "whitelisted");
+}
+
+#[test]
+fn a_suggestion_rejected_stays_reported_as_a_confirmed_rogue_and_is_not_suggested_again() {
+    let (workspace, _) = analyze("reject", "vpn-failure");
+    let rejected = workspace.rogue(&["whitelist", "reject", "192.0.2.77", "--by", "bob", "--reason", "no VPN excuse"]);
+    assert!(rejected.status.success(), "{}", rejected.stderr);
+    assert!(workspace.json(&["whitelist", "suggest", "--format", "json"]).is_empty());
+    let later = workspace.analyze(&[&capture("vpn-failure", 2)]);
+    assert_eq!(kinds(&later), [("rogue_server".into(), "192.0.2.77".into())]);
+    assert_eq!(later[0]["state"], "confirmed_rogue");
+    assert_eq!(later[0]["suggest_whitelist"], false);
+    assert!(later[0]["evidence"].as_str().unwrap().contains("confirmed rogue by bob: no VPN excuse"));
+    // A whitelisted host cannot be rejected without removing its entry.
+    let mx = workspace.rogue(&["whitelist", "reject", "192.0.2.25", "--by", "bob", "--reason", "x"]);
+    assert_eq!(mx.status.code(), Some(1));
+    assert!(mx.stderr.contains("is on the whitelist as 192.0.2.25"), "{}", mx.stderr);
+}
+
+#[test]
+fn calibration_reports_the_mail_share_of_the_whitelisted_servers() {
+    let (workspace, _) = analyze("calibrate", "background");
+    let calibration = &workspace.json(&["whitelist", "calibrate", "--format", "json"])[0];
+    assert_eq!(calibration["hosts"], 2);
+    // Independently: the MX's share of bytes on mail ports, from the flows.
+    let flows = Command::new(ROGUE)
+        .args(["-q", "flows", "--format", "json", "--pcap"])
+        .arg(capture("background", 1))
+        .output()
+        .unwrap();
+    let mail_ports = [25, 465, 587, 110, 995, 143, 993];
+    let (mut mail, mut all) = (0u64, 0u64);
+    for line in String::from_utf8(flows.stdout).unwrap().lines() {
+        let flow: Value = serde_json::from_str(line).unwrap();
+        if flow["src"] == "192.0.2.25" || flow["dst"] == "192.0.2.25" {
+            let bytes = flow["bytes"].as_u64().unwrap();
+            all += bytes;
+            if mail_ports.contains(&flow["sport"].as_u64().unwrap())
+                || mail_ports.contains(&flow["dport"].as_u64().unwrap())
+            {
+                mail += bytes;
+            }
+        }
+    }
+    let mx = calibration["hosts_shares"].as_array().unwrap().iter().find(|h| h["host"] == "192.0.2.25").unwrap();
+    // The store measures the last 14 days; the flows cover the whole capture.
+    assert!((mx["mail_share"].as_f64().unwrap() - mail as f64 / all as f64).abs() < 0.01, "{mx} vs {mail}/{all}");
+    let min = calibration["min"].as_f64().unwrap();
+    assert!(
+        min <= calibration["median"].as_f64().unwrap() && calibration["median"].as_f64() <= calibration["max"].as_f64()
+    );
+    assert_eq!(calibration["threshold_keeping_all"].as_f64().unwrap(), (min * 100.0).floor() / 100.0);
+    assert_eq!(calibration["kept_by_configured"], 2);
+}

@@ -257,3 +257,65 @@ fn calibration_reports_the_mail_share_of_the_whitelisted_servers() {
     assert_eq!(calibration["threshold_keeping_all"].as_f64().unwrap(), (min * 100.0).floor() / 100.0);
     assert_eq!(calibration["kept_by_configured"], 2);
 }
+
+#[test]
+fn findings_are_filtered_by_time_and_state_and_acknowledged_by_id() {
+    let (workspace, findings) = analyze("ack", "all");
+    assert_eq!(findings.len(), 7);
+    let burst = find(&findings, "fanout_burst", "192.0.2.60")["id"].as_u64().unwrap().to_string();
+    let acked = workspace.rogue(&["findings", "ack", &burst]);
+    assert!(acked.status.success(), "{}", acked.stderr);
+    let acknowledged = workspace.json(&["findings", "--state", "acknowledged", "--format", "json"]);
+    assert_eq!(kinds(&acknowledged), [("fanout_burst".into(), "192.0.2.60".into())]);
+    assert_eq!(workspace.json(&["findings", "--state", "open", "--format", "json"]).len(), 6);
+    // Since 2008-03-01: only the misconfiguration's two findings.
+    let since = workspace.json(&["findings", "--since", "2008-03-01", "--format", "json"]);
+    assert_eq!(
+        kinds(&since),
+        [("fanout_burst".into(), "192.0.2.60".into()), ("rogue_server".into(), "192.0.2.60".into())]
+    );
+    let missing = workspace.rogue(&["findings", "ack", "999"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(missing.stderr.contains("there is no finding 999"), "{}", missing.stderr);
+    let bad_time = workspace.rogue(&["findings", "--since", "yesterday-ish"]);
+    assert_eq!(bad_time.status.code(), Some(2));
+}
+
+#[test]
+fn whitelist_entries_are_added_listed_and_removed_by_address() {
+    let workspace = Workspace::new("entries", CONFIG, &example_whitelist());
+    let added = workspace.rogue(&[
+        "whitelist",
+        "add",
+        "198.51.100.0/28",
+        "--by",
+        "carol",
+        "--name",
+        "partner relays",
+        "--reason",
+        "contract 12",
+        "--on",
+        "2026-11-20",
+    ]);
+    assert!(added.status.success(), "{}", added.stderr);
+    let listed = workspace.json(&["whitelist", "list", "--format", "json"]);
+    assert_eq!(listed.len(), 3);
+    assert_eq!(listed[2]["address"], "198.51.100.0/28");
+    assert_eq!(
+        (listed[2]["verified_by"].as_str(), listed[2]["verified_on"].as_str()),
+        (Some("carol"), Some("2026-11-20"))
+    );
+    let again = workspace.rogue(&["whitelist", "add", "198.51.100.0/28", "--by", "carol"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(again.stderr.contains("198.51.100.0/28 is already whitelisted for smtp"), "{}", again.stderr);
+    let bad = workspace.rogue(&["whitelist", "add", "198.51.100.1/28", "--by", "carol"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(bad.stderr.contains("has host bits set; did you mean 198.51.100.0/28?"), "{}", bad.stderr);
+
+    let removed = workspace.rogue(&["whitelist", "remove", "198.51.100.0/28"]);
+    assert!(removed.status.success(), "{}", removed.stderr);
+    let text = std::fs::read_to_string(workspace.dir.join("whitelist.yaml")).unwrap();
+    assert_eq!(text, example_whitelist(), "back to the file as it was, comments and all");
+    let absent = workspace.rogue(&["whitelist", "remove", "198.51.100.0/28"]);
+    assert_eq!(absent.status.code(), Some(1));
+}

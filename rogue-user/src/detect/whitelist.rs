@@ -182,6 +182,10 @@ impl Whitelist {
                 lines.remove(start);
             }
         }
+        // Nor blank lines at the end where the last entry was.
+        while lines.last().is_some_and(|l| l.trim().is_empty()) {
+            lines.pop();
+        }
         let mut text = lines.join("\n");
         if !text.is_empty() {
             text.push('\n');

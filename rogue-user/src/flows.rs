@@ -291,5 +291,31 @@ pub fn key_ipv4(addr: Ipv4Addr) -> [u8; 16] {
     key_address(IpAddr::V4(addr))
 }
 
+/// A TCP flow record for unit tests.
+#[cfg(test)]
+pub(crate) fn tcp_flow(
+    src: &str,
+    sport: u16,
+    dst: &str,
+    dport: u16,
+    start: Nanos,
+    packets: u64,
+    bytes: u64,
+) -> FlowRecord {
+    FlowRecord {
+        src: src.parse().unwrap(),
+        dst: dst.parse().unwrap(),
+        sport,
+        dport,
+        proto: 6,
+        packets,
+        bytes,
+        start,
+        end: start + NANOS_PER_SEC,
+        tcp_flags: 0x1b,
+        interface: None,
+    }
+}
+
 #[cfg(test)]
 mod tests;

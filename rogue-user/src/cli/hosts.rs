@@ -91,25 +91,14 @@ fn write_row(out: &mut impl Write, report: &HostReport) -> io::Result<()> {
 }
 
 pub fn host_json(report: &HostReport, peers: Option<&[Peer]>) -> serde_json::Value {
-    let a = &report.activity;
     let mut object = json!({
         "service": report.service,
-        "host": a.host,
-        "roles": report.roles(),
+        "host": report.host(),
         "verdict": report.verdict(),
         "whitelisted": report.whitelisted.as_ref().map(|e| json!({"address": e.address.to_string(), "name": e.name, "reason": e.reason, "verified_by": e.verified_by, "verified_on": e.verified_on})),
         "rejected": report.rejected.as_ref().map(|v| json!({"by": v.by, "reason": v.reason, "at": rfc3339_millis(v.at_ms * 1_000_000)})),
-        "suggest_whitelist": report.suggest_whitelist,
-        "first_seen": rfc3339_millis(a.first_ms * 1_000_000),
-        "last_seen": rfc3339_millis(a.last_ms * 1_000_000),
-        "flows": a.flows,
-        "packets": a.packets,
-        "bytes": a.bytes,
-        "external_clients": a.external_clients,
-        "external_servers": a.external_servers,
-        "characteristics": report.characteristics.to_json(),
-        "evidence": report.evidence,
     });
+    object.as_object_mut().expect("an object").extend(report.activity_json());
     if let Some(peers) = peers {
         object["peers"] = peers
             .iter()

@@ -98,6 +98,28 @@ impl HostReport {
     pub fn roles(&self) -> Vec<&'static str> {
         self.activity.roles.iter().map(|r| r.as_str()).collect()
     }
+
+    /// The host's activity and characteristics as JSON fields, as both
+    /// `rogue_server` findings and `rogue hosts` print them.
+    pub fn activity_json(&self) -> Map<String, Value> {
+        let a = &self.activity;
+        let Value::Object(fields) = json!({
+            "roles": self.roles(),
+            "first_seen": rfc3339_millis(a.first_ms * 1_000_000),
+            "last_seen": rfc3339_millis(a.last_ms * 1_000_000),
+            "flows": a.flows,
+            "packets": a.packets,
+            "bytes": a.bytes,
+            "external_clients": a.external_clients,
+            "external_servers": a.external_servers,
+            "characteristics": self.characteristics.to_json(),
+            "suggest_whitelist": self.suggest_whitelist,
+            "evidence": self.evidence,
+        }) else {
+            unreachable!("json! of an object")
+        };
+        fields
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -423,26 +445,13 @@ impl Detector<'_> {
 }
 
 fn rogue_server(report: &HostReport, state: Option<&'static str>) -> Finding {
-    let a = &report.activity;
     Finding {
         kind: FindingKind::RogueServer,
         service: report.service.clone(),
-        host: a.host,
+        host: report.host(),
         key: String::new(),
-        time_ms: a.last_ms,
-        details: json!({
-            "roles": report.roles(),
-            "first_seen": rfc3339_millis(a.first_ms * 1_000_000),
-            "last_seen": rfc3339_millis(a.last_ms * 1_000_000),
-            "flows": a.flows,
-            "packets": a.packets,
-            "bytes": a.bytes,
-            "external_clients": a.external_clients,
-            "external_servers": a.external_servers,
-            "characteristics": report.characteristics.to_json(),
-            "suggest_whitelist": report.suggest_whitelist,
-            "evidence": report.evidence,
-        }),
+        time_ms: report.activity.last_ms,
+        details: Value::Object(report.activity_json()),
         state,
     }
 }

@@ -69,19 +69,7 @@ impl Drop for Fixture {
 }
 
 fn flow(src: &str, sport: u16, dst: &str, dport: u16, start: Nanos, bytes: u64) -> FlowRecord {
-    FlowRecord {
-        src: src.parse().unwrap(),
-        dst: dst.parse().unwrap(),
-        sport,
-        dport,
-        proto: 6,
-        packets: 6,
-        bytes,
-        start,
-        end: start + SEC,
-        tcp_flags: 0x1b,
-        interface: None,
-    }
+    crate::flows::tcp_flow(src, sport, dst, dport, start, 6, bytes)
 }
 
 /// Both halves of an SMTP conversation from `client` to `server`:25.

@@ -8,19 +8,7 @@ fn smtp() -> Service {
 }
 
 fn flow(src: &str, sport: u16, dst: &str, dport: u16, packets: u64, bytes: u64) -> FlowRecord {
-    FlowRecord {
-        src: src.parse().unwrap(),
-        dst: dst.parse().unwrap(),
-        sport,
-        dport,
-        proto: 6,
-        packets,
-        bytes,
-        start: 1_000 * SEC,
-        end: 1_001 * SEC,
-        tcp_flags: 0x1b,
-        interface: None,
-    }
+    crate::flows::tcp_flow(src, sport, dst, dport, 1_000 * SEC, packets, bytes)
 }
 
 fn profiler() -> Profiler {

@@ -20,19 +20,7 @@ fn smtp() -> Vec<Service> {
 }
 
 fn flow(src: &str, sport: u16, dst: &str, dport: u16, start: Nanos, bytes: u64) -> FlowRecord {
-    FlowRecord {
-        src: src.parse().unwrap(),
-        dst: dst.parse().unwrap(),
-        sport,
-        dport,
-        proto: 6,
-        packets: 5,
-        bytes,
-        start,
-        end: start + SEC,
-        tcp_flags: 0x1b,
-        interface: None,
-    }
+    crate::flows::tcp_flow(src, sport, dst, dport, start, 5, bytes)
 }
 
 fn ingest(store: &mut Store, flows: &[FlowRecord]) -> i64 {

@@ -5,49 +5,15 @@
 
 mod support;
 
-use std::{path::PathBuf, process::Command, sync::OnceLock};
+use std::process::Command;
 
 use serde_json::Value;
 use support::{
-    analysis::{Workspace, example_whitelist},
+    analysis::{Workspace, example_whitelist, scenario_capture},
     process::ROGUE,
 };
 
 const CONFIG: &str = "internal_networks: [192.0.2.0/24, 2001:db8:10::/48]\n";
-
-/// Generates each scenario once per build of `rogue`: the captures are kept
-/// under cargo's target directory, in a folder named after the binary's
-/// build time; folders of older builds are removed.
-fn capture(scenario: &str, seed: u64) -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        let built = std::fs::metadata(ROGUE).and_then(|m| m.modified()).unwrap();
-        let stamp = built.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("scenarios");
-        for old in std::fs::read_dir(&root).into_iter().flatten().flatten() {
-            if old.file_name() != *stamp.to_string() {
-                let _ = std::fs::remove_dir_all(old.path());
-            }
-        }
-        let dir = root.join(stamp.to_string());
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    });
-    let path = dir.join(format!("{scenario}-{seed}.pcap"));
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one_at_a_time = LOCK.lock().unwrap();
-    if !path.exists() {
-        let partial = path.with_extension("partial");
-        let status = Command::new(ROGUE)
-            .args(["-q", "generate", "--scenario", scenario, "--seed", &seed.to_string(), "--out"])
-            .arg(&partial)
-            .status()
-            .unwrap();
-        assert!(status.success());
-        std::fs::rename(&partial, &path).unwrap();
-    }
-    path
-}
 
 /// (type, host) of each finding, sorted.
 fn kinds(findings: &[Value]) -> Vec<(String, String)> {
@@ -63,7 +29,7 @@ fn find<'a>(findings: &'a [Value], kind: &str, host: &str) -> &'a Value {
 
 fn analyze(name: &str, scenario: &str) -> (Workspace, Vec<Value>) {
     let workspace = Workspace::new(name, CONFIG, &example_whitelist());
-    let findings = workspace.analyze(&[&capture(scenario, 1)]);
+    let findings = workspace.analyze(&[&scenario_capture(scenario, 1)]);
     (workspace, findings)
 }
 
@@ -165,7 +131,7 @@ fn all_three_cases_together_give_exactly_their_findings() {
 #[test]
 fn analysing_the_same_capture_twice_is_refused() {
     let (workspace, _) = analyze("twice", "misconfiguration");
-    let again = workspace.rogue(&["analyze", "--pcap", capture("misconfiguration", 1).to_str().unwrap()]);
+    let again = workspace.rogue(&["analyze", "--pcap", scenario_capture("misconfiguration", 1).to_str().unwrap()]);
     assert_eq!(again.status.code(), Some(1));
     assert!(
         again.stderr.contains("is already in the store") && again.stderr.contains("would count its traffic twice"),
@@ -199,7 +165,7 @@ fn a_suggestion_accepted_joins_the_whitelist_and_its_host_is_no_longer_a_finding
     assert_eq!(stored.iter().find(|f| f["id"] == id).unwrap()["state"], "whitelisted");
     assert!(workspace.json(&["whitelist", "suggest", "--format", "json"]).is_empty());
     // New traffic from the host is no longer a finding.
-    let later = workspace.analyze(&[&capture("vpn-failure", 2)]);
+    let later = workspace.analyze(&[&scenario_capture("vpn-failure", 2)]);
     assert_eq!(kinds(&later), Vec::<(String, String)>::new(), "{later:#?}");
     let hosts = workspace.json(&["hosts", "--format", "json"]);
     assert_eq!(hosts.iter().find(|h| h["host"] == "192.0.2.77").unwrap()["verdict"], "whitelisted");
@@ -211,7 +177,7 @@ fn a_suggestion_rejected_stays_reported_as_a_confirmed_rogue_and_is_not_suggeste
     let rejected = workspace.rogue(&["whitelist", "reject", "192.0.2.77", "--by", "bob", "--reason", "no VPN excuse"]);
     assert!(rejected.status.success(), "{}", rejected.stderr);
     assert!(workspace.json(&["whitelist", "suggest", "--format", "json"]).is_empty());
-    let later = workspace.analyze(&[&capture("vpn-failure", 2)]);
+    let later = workspace.analyze(&[&scenario_capture("vpn-failure", 2)]);
     assert_eq!(kinds(&later), [("rogue_server".into(), "192.0.2.77".into())]);
     assert_eq!(later[0]["state"], "confirmed_rogue");
     assert_eq!(later[0]["suggest_whitelist"], false);
@@ -230,7 +196,7 @@ fn calibration_reports_the_mail_share_of_the_whitelisted_servers() {
     // Independently: the MX's share of bytes on mail ports, from the flows.
     let flows = Command::new(ROGUE)
         .args(["-q", "flows", "--format", "json", "--pcap"])
-        .arg(capture("background", 1))
+        .arg(scenario_capture("background", 1))
         .output()
         .unwrap();
     let mail_ports = [25, 465, 587, 110, 995, 143, 993];

@@ -5,6 +5,7 @@ pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod detect;
+pub mod dns;
 pub mod flows;
 pub mod profile;
 pub mod scenario;

@@ -4,12 +4,16 @@
 use std::{
     path::{Path, PathBuf},
     process::Command,
+    sync::OnceLock,
 };
 
 use super::process::{Finished, ROGUE};
 
 pub struct Workspace {
     pub dir: PathBuf,
+    /// Ask DNS (the configuration names a test server); otherwise `--no-dns`,
+    /// so no test depends on the machine's resolver.
+    pub dns: bool,
 }
 
 /// The whitelist of config/whitelist.yaml: the scenario's two MX.
@@ -25,7 +29,14 @@ impl Workspace {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("rogue.yaml"), config).unwrap();
         std::fs::write(dir.join("whitelist.yaml"), whitelist).unwrap();
-        Workspace { dir }
+        Workspace { dir, dns: false }
+    }
+
+    /// A workspace whose configuration names the DNS server to ask.
+    pub fn with_dns(name: &str, config: &str, whitelist: &str) -> Workspace {
+        let mut workspace = Workspace::new(name, config, whitelist);
+        workspace.dns = true;
+        workspace
     }
 
     pub fn config(&self) -> PathBuf {
@@ -34,7 +45,12 @@ impl Workspace {
 
     /// Runs `rogue ARGS --config rogue.yaml`.
     pub fn rogue(&self, args: &[&str]) -> Finished {
-        let output = Command::new(ROGUE).args(args).arg("--config").arg(self.config()).output().unwrap();
+        let mut command = Command::new(ROGUE);
+        command.args(args).arg("--config").arg(self.config());
+        if !self.dns {
+            command.arg("--no-dns");
+        }
+        let output = command.output().unwrap();
         Finished {
             status: output.status,
             stdout: String::from_utf8(output.stdout).unwrap(),
@@ -63,4 +79,38 @@ impl Drop for Workspace {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Generates each scenario once per build of `rogue`: the captures are kept
+/// under cargo's target directory, in a folder named after the binary's
+/// build time; folders of older builds are removed.
+pub fn scenario_capture(scenario: &str, seed: u64) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let built = std::fs::metadata(ROGUE).and_then(|m| m.modified()).unwrap();
+        let stamp = built.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("scenarios");
+        for old in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            if old.file_name() != *stamp.to_string() {
+                let _ = std::fs::remove_dir_all(old.path());
+            }
+        }
+        let dir = root.join(stamp.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    });
+    let path = dir.join(format!("{scenario}-{seed}.pcap"));
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = LOCK.lock().unwrap();
+    if !path.exists() {
+        let partial = path.with_extension("partial");
+        let status = Command::new(ROGUE)
+            .args(["-q", "generate", "--scenario", scenario, "--seed", &seed.to_string(), "--out"])
+            .arg(&partial)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::rename(&partial, &path).unwrap();
+    }
+    path
 }

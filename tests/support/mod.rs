@@ -213,6 +213,7 @@ pub fn require(program: &str) -> Command {
 }
 
 pub mod analysis;
+pub mod dns;
 pub mod netns;
 pub mod packets;
 pub mod process;

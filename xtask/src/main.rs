@@ -20,7 +20,8 @@ use clap::{Parser, Subcommand};
 /// bpf-linker releases after 0.10 need LLVM 23, which the nightly here lacks.
 const BPF_LINKER_VERSION: &str = "0.10.4";
 /// Debian packages the test suite runs, with a program that shows each is there.
-const TEST_PACKAGES: &[(&str, &str)] = &[("tshark", "tshark"), ("ip", "iproute2"), ("sysctl", "procps")];
+const TEST_PACKAGES: &[(&str, &str)] =
+    &[("tshark", "tshark"), ("ip", "iproute2"), ("sysctl", "procps"), ("nsd", "nsd")];
 /// Prefix of the network namespaces tests create (tests/support/netns.rs).
 const TEST_NETNS_PREFIX: &str = "rogue-t-";
 

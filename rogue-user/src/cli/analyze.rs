@@ -41,9 +41,11 @@ pub fn run(args: AnalyzeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         eprintln!("rogue: the captures hold no packets; nothing to analyze");
         return Ok(ExitCode::SUCCESS);
     };
-    // Disjoint borrows: the detector reads config and whitelist, the store is written.
-    let detector = crate::detect::Detector { config: &context.config, whitelist: &context.whitelist };
     let period = Window { from_ms: millis(first), to_ms: millis(last) };
+    context.resolve_hosts(period.from_ms, period.to_ms)?;
+    // Disjoint borrows: the detector reads config, whitelist and DNS; the store is written.
+    let detector =
+        crate::detect::Detector { config: &context.config, whitelist: &context.whitelist, dns: &context.dns };
     let findings = detector.evaluate(&context.store, period)?;
     let stored = detector.record(&mut context.store, &findings, jiff::Timestamp::now().as_millisecond())?;
     // Retention counts back from the newest data, so analyze first: findings

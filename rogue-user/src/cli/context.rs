@@ -6,12 +6,15 @@ use std::{
     path::PathBuf,
 };
 
+use std::{collections::BTreeMap, net::IpAddr};
+
 use anyhow::Context as _;
 use clap::Args;
 
 use crate::{
     config::Config,
     detect::{Detector, Window, finding_json, whitelist::Whitelist},
+    dns::{DnsFacts, Resolver},
     flows::format::rfc3339_millis,
     store::{Store, StoredFinding},
 };
@@ -24,6 +27,9 @@ pub struct ConfigArgs {
     /// Use this store instead of the configuration's store.path
     #[arg(long, value_name = "PATH", global = true)]
     pub db: Option<PathBuf>,
+    /// Do not ask DNS (the DNS characteristics are then null, and findings say why)
+    #[arg(long, global = true)]
+    pub no_dns: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -32,11 +38,13 @@ pub enum OutputFormat {
     Json,
 }
 
-/// The opened configuration, store and whitelist.
+/// The opened configuration, store and whitelist, and what DNS said.
 pub struct Context {
     pub config: Config,
     pub store: Store,
     pub whitelist: Whitelist,
+    pub dns: DnsFacts,
+    no_dns: bool,
 }
 
 impl ConfigArgs {
@@ -45,13 +53,40 @@ impl ConfigArgs {
         let store_path = self.db.clone().unwrap_or_else(|| config.store_path());
         let store = Store::open(&store_path)?;
         let whitelist = Whitelist::load(&config.whitelist_path())?;
-        Ok(Context { config, store, whitelist })
+        let dns = if self.no_dns { DnsFacts::disabled() } else { DnsFacts { enabled: true, ..DnsFacts::default() } };
+        Ok(Context { config, store, whitelist, dns, no_dns: self.no_dns })
     }
 }
 
 impl Context {
     pub fn detector(&self) -> Detector<'_> {
-        Detector { config: &self.config, whitelist: &self.whitelist }
+        Detector { config: &self.config, whitelist: &self.whitelist, dns: &self.dns }
+    }
+
+    /// Looks up the DNS characteristics of the hosts with activity of each
+    /// service between `from_ms` and `to_ms` (unless `--no-dns`).
+    pub fn resolve_hosts(&mut self, from_ms: i64, to_ms: i64) -> anyhow::Result<()> {
+        if self.no_dns {
+            return Ok(());
+        }
+        let mut hosts = Vec::new();
+        for service in self.config.services.all() {
+            for activity in self.store.service_hosts(&service.name, from_ms, to_ms)? {
+                hosts.push((service.clone(), activity.host));
+            }
+        }
+        let resolver = Resolver::new(&self.config.dns).context("setting up the DNS resolver")?;
+        self.dns = runtime()?.block_on(resolver.resolve(&hosts));
+        Ok(())
+    }
+
+    /// PTR names of `addrs`; empty with `--no-dns`.
+    pub fn peer_names(&self, addrs: &[IpAddr]) -> anyhow::Result<BTreeMap<IpAddr, String>> {
+        if self.no_dns {
+            return Ok(BTreeMap::new());
+        }
+        let resolver = Resolver::new(&self.config.dns).context("setting up the DNS resolver")?;
+        Ok(runtime()?.block_on(resolver.peer_names(addrs)))
     }
 
     /// The look-back window ending at the newest data in the store.
@@ -59,6 +94,11 @@ impl Context {
         let newest = self.store.newest_ms().context("reading the store")?;
         Ok(newest.map(|end| self.detector().window(end)))
     }
+}
+
+/// A runtime for DNS lookups from the synchronous commands.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
 /// `2008-02-20 13:05:11` (UTC, seconds) for tables.

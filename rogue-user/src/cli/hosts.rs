@@ -24,7 +24,8 @@ pub struct HostsArgs {
 }
 
 pub fn run(args: HostsArgs) -> anyhow::Result<ExitCode> {
-    let context = args.config.open()?;
+    let mut context = args.config.open()?;
+    context.resolve_hosts(i64::MIN, i64::MAX)?;
     let mut out = io::BufWriter::new(io::stdout().lock());
     if args.format == OutputFormat::Table {
         writeln!(
@@ -37,9 +38,13 @@ pub fn run(args: HostsArgs) -> anyhow::Result<ExitCode> {
     for service in detector.services() {
         for report in detector.hosts(&context.store, &service)? {
             let peers = if args.peers { Some(peers(&context, &report)?) } else { None };
+            let names = match &peers {
+                Some(peers) => context.peer_names(&peers.iter().map(|p| p.peer).collect::<Vec<_>>())?,
+                None => Default::default(),
+            };
             match args.format {
                 OutputFormat::Json => {
-                    serde_json::to_writer(&mut out, &host_json(&report, peers.as_deref()))?;
+                    serde_json::to_writer(&mut out, &host_json(&report, peers.as_deref(), &names))?;
                     writeln!(out)?;
                 }
                 OutputFormat::Table => {
@@ -47,14 +52,15 @@ pub fn run(args: HostsArgs) -> anyhow::Result<ExitCode> {
                     for peer in peers.iter().flatten() {
                         writeln!(
                             out,
-                            "    {} {:<40} {:>8} flows {:>12} bytes  {} to {}{}",
+                            "    {} {:<40} {:>8} flows {:>12} bytes  {} to {}{}  {}",
                             if peer.role == crate::profile::Role::Server { "client" } else { "server" },
                             peer.peer,
                             peer.flows,
                             peer.bytes,
                             table_time(peer.first_ms),
                             table_time(peer.last_ms),
-                            if peer.internal { "  (internal)" } else { "" }
+                            if peer.internal { "  (internal)" } else { "" },
+                            names.get(&peer.peer).map(String::as_str).unwrap_or("")
                         )?;
                     }
                 }
@@ -90,7 +96,11 @@ fn write_row(out: &mut impl Write, report: &HostReport) -> io::Result<()> {
     )
 }
 
-pub fn host_json(report: &HostReport, peers: Option<&[Peer]>) -> serde_json::Value {
+pub fn host_json(
+    report: &HostReport,
+    peers: Option<&[Peer]>,
+    names: &std::collections::BTreeMap<std::net::IpAddr, String>,
+) -> serde_json::Value {
     let mut object = json!({
         "service": report.service,
         "host": report.host(),
@@ -105,6 +115,7 @@ pub fn host_json(report: &HostReport, peers: Option<&[Peer]>) -> serde_json::Val
             .map(|p| {
                 json!({
                     "peer": p.peer,
+                    "ptr": names.get(&p.peer),
                     "kind": if p.role == crate::profile::Role::Server { "client" } else { "server" },
                     "internal": p.internal,
                     "flows": p.flows,

@@ -105,6 +105,9 @@ pub enum WhitelistAction {
 
 pub fn run(args: WhitelistArgs) -> anyhow::Result<ExitCode> {
     let mut context = args.config.open()?;
+    if matches!(args.action, WhitelistAction::Suggest { .. } | WhitelistAction::Accept { .. }) {
+        context.resolve_hosts(i64::MIN, i64::MAX)?;
+    }
     let today = jiff::ZonedDateTime::now().date();
     let now_ms = jiff::Timestamp::now().as_millisecond();
     match args.action {
@@ -212,7 +215,7 @@ fn print_reports(reports: &[HostReport], format: OutputFormat) -> io::Result<()>
     for report in reports {
         match format {
             OutputFormat::Json => {
-                serde_json::to_writer(&mut out, &host_json(report, None))?;
+                serde_json::to_writer(&mut out, &host_json(report, None, &Default::default()))?;
                 writeln!(out)?;
             }
             OutputFormat::Table => writeln!(out, "{} ({}): {}", report.host(), report.service, report.evidence)?,

@@ -55,6 +55,8 @@ pub struct Config {
     pub services: ServicesConfig,
     #[serde(default)]
     pub capture: CaptureConfig,
+    #[serde(default)]
+    pub dns: DnsConfig,
     /// The directory of the configuration file; relative paths start here.
     #[serde(skip)]
     pub dir: PathBuf,
@@ -166,6 +168,10 @@ pub struct ServiceConfig {
     /// Share of a host's bytes on `mail_ports` at which it behaves like a
     /// server of the service (the method's 85%).
     pub mail_share_threshold: Share,
+    /// The naming convention: a regular expression (case-insensitive)
+    /// matched against a PTR name's host label and each of its parts split
+    /// at `-`.
+    pub name_pattern: NamePattern,
 }
 
 impl Default for ServiceConfig {
@@ -176,6 +182,80 @@ impl Default for ServiceConfig {
             min_bytes: Positive(120),
             mail_ports: vec![25, 465, 587, 110, 995, 143, 993],
             mail_share_threshold: Share(0.85),
+            name_pattern: NamePattern::new(DEFAULT_NAME_PATTERN).expect("a valid pattern"),
+        }
+    }
+}
+
+/// Host labels of mail servers: smtp, mail, relay, mx, mta, with optional digits.
+pub const DEFAULT_NAME_PATTERN: &str = "^(smtp|mail|relay|mx|mta)[0-9]*$";
+
+/// A naming-convention pattern, compiled when the configuration is read.
+#[derive(Clone, Debug)]
+pub struct NamePattern(pub regex::Regex);
+
+impl NamePattern {
+    pub fn new(pattern: &str) -> Result<NamePattern, regex::Error> {
+        regex::RegexBuilder::new(pattern).case_insensitive(true).size_limit(1 << 20).build().map(NamePattern)
+    }
+
+    pub fn is_match(&self, text: &str) -> bool {
+        self.0.is_match(text)
+    }
+}
+
+impl PartialEq for NamePattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl<'de> Deserialize<'de> for NamePattern {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = NamePattern;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a regular expression")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<NamePattern, E> {
+                NamePattern::new(text).map_err(|e| E::custom(format!("not a valid regular expression: {e}")))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+/// Where and how rogue asks DNS for the administrative characteristics.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Servers to ask (`127.0.0.1:5353`, or an address for port 53); empty:
+    /// the system's resolv.conf.
+    pub servers: Vec<crate::dns::DnsServer>,
+    /// How long one query may take before it counts as unanswered.
+    pub timeout_ms: Positive,
+    /// The organisation's domains: their MX targets are mail servers.
+    pub mx_domains: Vec<String>,
+    /// Lookups in flight at once.
+    pub concurrency: Positive,
+    /// Bounds on how long answers are cached, whatever their TTL says.
+    pub min_ttl_seconds: Positive,
+    pub max_ttl_seconds: Positive,
+    /// How long "no such record" is cached at most.
+    pub negative_ttl_seconds: Positive,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            servers: Vec::new(),
+            timeout_ms: Positive(2_000),
+            mx_domains: Vec::new(),
+            concurrency: Positive(32),
+            min_ttl_seconds: Positive(60),
+            max_ttl_seconds: Positive(86_400),
+            negative_ttl_seconds: Positive(300),
         }
     }
 }
@@ -189,6 +269,7 @@ pub struct Service {
     pub min_bytes: u64,
     pub share_ports: Vec<u16>,
     pub share_threshold: f64,
+    pub name_pattern: NamePattern,
 }
 
 impl Service {
@@ -200,6 +281,7 @@ impl Service {
             min_bytes: config.min_bytes.0,
             share_ports: config.mail_ports.clone(),
             share_threshold: config.mail_share_threshold.0,
+            name_pattern: config.name_pattern.clone(),
         }
     }
 

@@ -20,6 +20,7 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     config::{Config, Service},
+    dns::DnsFacts,
     flows::format::rfc3339_millis,
     profile::Role,
     store::{HostActivity, MILLIS_PER_DAY, Result, Store, StoredFinding, Upsert, Verdict},
@@ -172,6 +173,8 @@ pub fn finding_json(finding: &StoredFinding) -> Value {
 pub struct Detector<'a> {
     pub config: &'a Config,
     pub whitelist: &'a Whitelist,
+    /// What DNS said about the hosts being evaluated.
+    pub dns: &'a DnsFacts,
 }
 
 impl Detector<'_> {
@@ -220,11 +223,15 @@ impl Detector<'_> {
         let host = activity.host;
         let days = window.from_ms.div_euclid(MILLIS_PER_DAY)..=window.to_ms.div_euclid(MILLIS_PER_DAY);
         let (share, total) = store.share_bytes(&service.name, host, window.from_ms, window.to_ms)?;
+        let names = self.dns.get(&service.name, host).filter(|_| self.dns.enabled).cloned().unwrap_or_default();
         let characteristics = Characteristics {
             server_days: store.server_days(&service.name, host, window.from_ms, window.to_ms)?,
             days_with_data: covered.range(days).count() as u64,
             mail_share: (total > 0).then(|| share as f64 / total as f64),
-            ..Characteristics::default()
+            ptr: names.ptr.clone(),
+            name_match: names.name_match,
+            fcrdns: names.fcrdns,
+            mx: names.mx,
         };
         let whitelisted = self.whitelist.matching(host, &service.name).cloned();
         let rejected = store.verdict(&service.name, host)?.filter(|v| v.verdict == "rogue");
@@ -239,8 +246,9 @@ impl Detector<'_> {
         };
         report.suggest_whitelist = report.whitelisted.is_none()
             && report.rejected.is_none()
-            && self.behaves_like_a_server(service, &report.characteristics);
-        report.evidence = self.evidence(service, &report);
+            && (self.behaves_like_a_server(service, &report.characteristics)
+                || looks_like_a_server(&report.characteristics));
+        report.evidence = self.evidence(service, &report, &names);
         Ok(report)
     }
 
@@ -251,7 +259,7 @@ impl Detector<'_> {
             && c.mail_share.is_some_and(|share| share >= service.share_threshold)
     }
 
-    fn evidence(&self, service: &Service, report: &HostReport) -> String {
+    fn evidence(&self, service: &Service, report: &HostReport, names: &crate::dns::HostNames) -> String {
         let a = &report.activity;
         let c = &report.characteristics;
         let name = service.name.to_uppercase();
@@ -276,6 +284,7 @@ impl Detector<'_> {
             }
             None => sentence += "; its total traffic is unknown",
         }
+        sentence += &self.dns_evidence(names);
         sentence += &match (&report.whitelisted, &report.rejected) {
             (Some(entry), _) => format!(
                 "; whitelisted as {} ({})",
@@ -284,12 +293,53 @@ impl Detector<'_> {
             ),
             (None, Some(verdict)) => format!("; confirmed rogue by {}: {}", verdict.by, verdict.reason),
             (None, None) if report.suggest_whitelist => {
-                "; it behaves like a mail server but is not on the whitelist: verify it, then accept or reject it"
-                    .to_string()
+                let mut held = Vec::new();
+                if self.behaves_like_a_server(service, c) {
+                    held.push("behaves like a mail server");
+                }
+                if c.mx == Some(true) {
+                    held.push("is an MX target");
+                }
+                if c.name_match == Some(true) {
+                    held.push("has a forward-confirmed mail name");
+                }
+                format!("; it {} but is not on the whitelist: verify it, then accept or reject it", held.join(" and "))
             }
             (None, None) => "; it is not on the whitelist and does not behave like a mail server".to_string(),
         };
         sentence + "."
+    }
+
+    /// What DNS said, as a clause of the evidence sentence.
+    fn dns_evidence(&self, names: &crate::dns::HostNames) -> String {
+        if !self.dns.enabled {
+            return "; DNS lookups were off (--no-dns)".into();
+        }
+        let mut clauses = Vec::new();
+        match (&names.ptr, names.fcrdns) {
+            (Some(ptr), Some(true)) if names.name_match == Some(true) => {
+                clauses.push(format!("its name {ptr} is forward-confirmed and follows the mail naming convention"))
+            }
+            (Some(ptr), Some(true)) => clauses.push(format!("its name {ptr} is forward-confirmed")),
+            (Some(ptr), Some(false)) => clauses.push(format!("its name {ptr} does not resolve back to it")),
+            (Some(ptr), None) => clauses.push(format!("its name {ptr} could not be confirmed (DNS did not answer)")),
+            (None, Some(false)) => clauses.push("it has no PTR name".into()),
+            (None, _) => clauses.push("DNS did not answer for its name (looked up again next time)".into()),
+        }
+        match names.mx {
+            Some(true) => {
+                let targets: Vec<String> = names
+                    .mx_targets
+                    .iter()
+                    .map(|t| format!("{} (MX {} {})", t.domain, t.preference, t.target))
+                    .collect();
+                clauses.push(format!("it is an MX target of {}", targets.join(", ")))
+            }
+            Some(false) => {}
+            None if names.mx_unconfigured => {}
+            None => clauses.push("whether it is an MX target is unknown (DNS did not answer)".into()),
+        }
+        format!("; {}", clauses.join("; "))
     }
 
     /// The findings about activity in `period`. Each host is measured over
@@ -454,6 +504,12 @@ fn rogue_server(report: &HostReport, state: Option<&'static str>) -> Finding {
         details: Value::Object(report.activity_json()),
         state,
     }
+}
+
+/// The method's administrative test, for a host acting as a server: an MX
+/// target of the organisation, or a forward-confirmed mail name.
+fn looks_like_a_server(c: &Characteristics) -> bool {
+    c.server_days > 0 && (c.mx == Some(true) || c.name_match == Some(true))
 }
 
 fn distinct_count(addrs: &[IpAddr]) -> usize {

@@ -16,6 +16,7 @@ struct Fixture {
     store: Store,
     config: Config,
     whitelist: Whitelist,
+    dns: crate::dns::DnsFacts,
 }
 
 fn fixture(name: &str, whitelist: &str) -> Fixture {
@@ -27,7 +28,7 @@ fn fixture(name: &str, whitelist: &str) -> Fixture {
     let config = Config::load(&dir.join("rogue.yaml")).unwrap();
     let whitelist = Whitelist::load(&config.whitelist_path()).unwrap();
     let store = Store::open(&config.store_path()).unwrap();
-    Fixture { dir, store, config, whitelist }
+    Fixture { dir, store, config, whitelist, dns: crate::dns::DnsFacts::disabled() }
 }
 
 impl Fixture {
@@ -47,7 +48,7 @@ impl Fixture {
     }
 
     fn detector(&self) -> Detector<'_> {
-        Detector { config: &self.config, whitelist: &self.whitelist }
+        Detector { config: &self.config, whitelist: &self.whitelist, dns: &self.dns }
     }
 
     fn findings(&self) -> Vec<Finding> {
@@ -257,16 +258,20 @@ fn verdicts_and_the_whitelist_set_the_state_of_stored_findings() {
     f.store.set_verdict("smtp", "192.0.2.78".parse().unwrap(), &verdict).unwrap();
     let window = f.detector().window(f.store.newest_ms().unwrap().unwrap());
     let findings = f.findings();
-    let stored = Detector { config: &f.config, whitelist: &f.whitelist }.record(&mut f.store, &findings, 1).unwrap();
+    let stored = Detector { config: &f.config, whitelist: &f.whitelist, dns: &f.dns }
+        .record(&mut f.store, &findings, 1)
+        .unwrap();
     let states: Vec<(String, String)> = stored.iter().map(|(s, _)| (s.host.to_string(), s.state.clone())).collect();
     assert_eq!(states, vec![("192.0.2.77".into(), "open".into()), ("192.0.2.78".into(), "confirmed_rogue".into())]);
     // Recording the same findings again changes nothing.
-    let again = Detector { config: &f.config, whitelist: &f.whitelist }.record(&mut f.store, &findings, 2).unwrap();
+    let again = Detector { config: &f.config, whitelist: &f.whitelist, dns: &f.dns }
+        .record(&mut f.store, &findings, 2)
+        .unwrap();
     assert!(again.iter().all(|(_, change)| *change == Upsert::Unchanged));
     // Whitelisting 192.0.2.77 closes its finding and stops new ones.
     std::fs::write(f.config.whitelist_path(), "- address: 192.0.2.77\n").unwrap();
     let whitelist = Whitelist::load(&f.config.whitelist_path()).unwrap();
-    let detector = Detector { config: &f.config, whitelist: &whitelist };
+    let detector = Detector { config: &f.config, whitelist: &whitelist, dns: &f.dns };
     let findings = detector.evaluate(&f.store, window).unwrap();
     assert_eq!(kinds(&findings), vec![(FindingKind::RogueServer, "192.0.2.78".into())]);
     detector.record(&mut f.store, &findings, 3).unwrap();

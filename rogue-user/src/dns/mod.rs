@@ -1,0 +1,348 @@
+//! The method's administrative characteristics, from DNS: a host's PTR name,
+//! whether that name resolves back to the host (forward-confirmed reverse
+//! DNS: an attacker controls its own PTR records, not the forward zone of
+//! the name it claims), whether the name follows the service's naming
+//! convention, and whether the host is an MX target of the organisation's
+//! domains.
+//!
+//! Lookups go through hickory-resolver with a per-query timeout, bounded
+//! concurrency and its cache (TTLs honoured between a floor and a ceiling,
+//! negative answers cached too). A lookup that fails (timeout, SERVFAIL,
+//! refused) leaves the characteristic unknown (`None`), to be retried on the
+//! next evaluation; only an answer that there is no such record makes it
+//! false.
+//!
+//! PTR names come from whoever controls the reverse zone, so they are
+//! hostile input: rogue checks their length, never interprets them, and
+//! keeps them in an escaped form ([`display_name`]) that is safe to print in
+//! a terminal, JSON, HTML or SVG.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
+
+use futures::future::join_all;
+use hickory_resolver::{
+    TokioResolver,
+    config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts},
+    net::{NetError, runtime::TokioRuntimeProvider},
+    proto::rr::{Name, RData, RecordType},
+};
+use tokio::sync::Semaphore;
+
+use crate::config::{DnsConfig, Service};
+
+/// A lookup that did not get an answer; the characteristic stays unknown.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unanswered(pub String);
+
+type Answer<T> = Result<T, Unanswered>;
+
+/// One MX record pointing at an address.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MxTarget {
+    pub domain: String,
+    pub target: String,
+    pub preference: u16,
+}
+
+/// The addresses of the MX targets of the configured domains.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MxSet {
+    pub targets: HashMap<IpAddr, Vec<MxTarget>>,
+    /// Domains whose MX lookup got no answer: `mx` is unknown, not false.
+    pub unanswered: Vec<String>,
+    /// No domains are configured: `mx` is unknown for every host.
+    pub unconfigured: bool,
+}
+
+/// What DNS says about one host.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostNames {
+    /// The PTR name (escaped, see [`display_name`]); `None` when there is
+    /// none or the lookup failed.
+    pub ptr: Option<String>,
+    pub fcrdns: Option<bool>,
+    pub name_match: Option<bool>,
+    pub mx: Option<bool>,
+    pub mx_targets: Vec<MxTarget>,
+    /// No `dns.mx_domains` configured, hence `mx` unknown.
+    pub mx_unconfigured: bool,
+}
+
+/// DNS results for the hosts an evaluation looks at.
+#[derive(Clone, Debug, Default)]
+pub struct DnsFacts {
+    /// False with `--no-dns`: every DNS characteristic is then null.
+    pub enabled: bool,
+    pub hosts: HashMap<(String, IpAddr), HostNames>,
+}
+
+impl DnsFacts {
+    pub fn disabled() -> DnsFacts {
+        DnsFacts { enabled: false, hosts: HashMap::new() }
+    }
+
+    pub fn get(&self, service: &str, host: IpAddr) -> Option<&HostNames> {
+        self.hosts.get(&(service.to_string(), host))
+    }
+}
+
+/// Longest name DNS allows in presentation form, and per label.
+const MAX_NAME_OCTETS: usize = 255;
+const MAX_LABEL_OCTETS: usize = 63;
+
+pub struct Resolver {
+    inner: TokioResolver,
+    /// Bounds lookups in flight, so thousands of hosts do not flood the server.
+    slots: Arc<Semaphore>,
+    mx_domains: Vec<String>,
+}
+
+impl Resolver {
+    /// A resolver for the configured servers (or the system's, when none).
+    pub fn new(config: &DnsConfig) -> Result<Resolver, NetError> {
+        let mut builder = if config.servers.is_empty() {
+            TokioResolver::builder_tokio()?
+        } else {
+            let servers = config
+                .servers
+                .iter()
+                .map(|server| {
+                    let mut connections = vec![ConnectionConfig::udp(), ConnectionConfig::tcp()];
+                    for connection in &mut connections {
+                        connection.port = server.0.port();
+                    }
+                    let mut name_server = NameServerConfig::udp_and_tcp(server.0.ip());
+                    name_server.connections = connections;
+                    name_server
+                })
+                .collect();
+            TokioResolver::builder_with_config(
+                ResolverConfig::from_name_servers(servers),
+                TokioRuntimeProvider::default(),
+            )
+        };
+        let mut options = ResolverOpts::default();
+        options.timeout = Duration::from_millis(config.timeout_ms.0);
+        options.attempts = 1;
+        options.cache_size = 16_384;
+        options.positive_min_ttl = Some(Duration::from_secs(config.min_ttl_seconds.0));
+        options.positive_max_ttl = Some(Duration::from_secs(config.max_ttl_seconds.0));
+        options.negative_min_ttl = Some(Duration::from_secs(config.min_ttl_seconds.0));
+        options.negative_max_ttl = Some(Duration::from_secs(config.negative_ttl_seconds.0));
+        // Names are absolute: no search domains appended.
+        options.ndots = 0;
+        *builder.options_mut() = options;
+        Ok(Resolver {
+            inner: builder.build()?,
+            slots: Arc::new(Semaphore::new(config.concurrency.0 as usize)),
+            mx_domains: config.mx_domains.clone(),
+        })
+    }
+
+    /// The PTR names of `addr`; empty when it has none.
+    pub async fn ptr(&self, addr: IpAddr) -> Answer<Vec<Name>> {
+        let _slot = self.slots.acquire().await.expect("never closed");
+        match self.inner.reverse_lookup(Name::from(addr)).await {
+            Ok(lookup) => Ok(lookup
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::PTR(ptr) => Some(ptr.0.clone()),
+                    _ => None,
+                })
+                .collect()),
+            Err(e) => no_records_or(e),
+        }
+    }
+
+    /// The A and AAAA addresses of `name`.
+    pub async fn addresses(&self, name: &Name) -> Answer<Vec<IpAddr>> {
+        let (v4, v6) = tokio::join!(self.lookup(name, RecordType::A), self.lookup(name, RecordType::AAAA));
+        let mut addrs = Vec::new();
+        for data in v4?.into_iter().chain(v6?) {
+            match data {
+                RData::A(a) => addrs.push(IpAddr::V4(a.0)),
+                RData::AAAA(aaaa) => addrs.push(IpAddr::V6(aaaa.0)),
+                _ => {}
+            }
+        }
+        Ok(addrs)
+    }
+
+    async fn lookup(&self, name: &Name, record_type: RecordType) -> Answer<Vec<RData>> {
+        let _slot = self.slots.acquire().await.expect("never closed");
+        match self.inner.lookup(name.clone(), record_type).await {
+            Ok(lookup) => Ok(lookup.answers().iter().map(|r| r.data.clone()).collect()),
+            Err(e) => no_records_or(e),
+        }
+    }
+
+    /// The addresses of every MX target of the configured domains, with the
+    /// records that point at them.
+    pub async fn mx_set(&self) -> MxSet {
+        let mut set = MxSet { unconfigured: self.mx_domains.is_empty(), ..MxSet::default() };
+        for domain in &self.mx_domains {
+            let Ok(name) = Name::from_ascii(format!("{}.", domain.trim_end_matches('.'))) else {
+                set.unanswered.push(domain.clone());
+                continue;
+            };
+            let records = match self.lookup(&name, RecordType::MX).await {
+                Ok(records) => records,
+                Err(_) => {
+                    set.unanswered.push(domain.clone());
+                    continue;
+                }
+            };
+            for record in records {
+                let RData::MX(mx) = record else { continue };
+                let target =
+                    MxTarget { domain: domain.clone(), target: display_name(&mx.exchange), preference: mx.preference };
+                match self.addresses(&mx.exchange).await {
+                    Ok(addrs) => {
+                        for addr in addrs {
+                            set.targets.entry(addr).or_default().push(target.clone());
+                        }
+                    }
+                    Err(_) => set.unanswered.push(domain.clone()),
+                }
+            }
+        }
+        set
+    }
+
+    /// The PTR name, forward confirmation, naming convention and MX status
+    /// of `addr` for `service`.
+    pub async fn host_names(&self, addr: IpAddr, service: &Service, mx: &MxSet) -> HostNames {
+        let mut names = HostNames {
+            mx: match mx.targets.get(&addr) {
+                Some(_) => Some(true),
+                None if mx.unanswered.is_empty() && !mx.unconfigured => Some(false),
+                None => None,
+            },
+            mx_targets: mx.targets.get(&addr).cloned().unwrap_or_default(),
+            mx_unconfigured: mx.unconfigured,
+            ..HostNames::default()
+        };
+        let ptrs = match self.ptr(addr).await {
+            Ok(ptrs) => ptrs,
+            Err(_) => return names,
+        };
+        let ptrs: Vec<Name> = ptrs.into_iter().filter(fits_dns_limits).collect();
+        if ptrs.is_empty() {
+            names.fcrdns = Some(false);
+            names.name_match = Some(false);
+            return names;
+        }
+        // The first name that resolves back to the host, else the first.
+        let mut any_unanswered = false;
+        let mut confirmed = None;
+        for ptr in &ptrs {
+            match self.addresses(ptr).await {
+                Ok(addrs) if addrs.contains(&addr) => {
+                    confirmed = Some(ptr.clone());
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => any_unanswered = true,
+            }
+        }
+        let (name, fcrdns) = match confirmed {
+            Some(name) => (name, Some(true)),
+            None => (ptrs[0].clone(), if any_unanswered { None } else { Some(false) }),
+        };
+        names.ptr = Some(display_name(&name));
+        names.fcrdns = fcrdns;
+        // A name matches only when it is confirmed: the claim is the owner's.
+        names.name_match = fcrdns.map(|confirmed| confirmed && matches_convention(&name, service));
+        names
+    }
+
+    /// [`host_names`](Self::host_names) for many hosts at once.
+    pub async fn resolve(&self, hosts: &[(Service, IpAddr)]) -> DnsFacts {
+        let mx = self.mx_set().await;
+        let lookups = hosts.iter().map(|(service, addr)| {
+            let mx = &mx;
+            async move { ((service.name.clone(), *addr), self.host_names(*addr, service, mx).await) }
+        });
+        let hosts = join_all(lookups).await.into_iter().collect();
+        DnsFacts { enabled: true, hosts }
+    }
+
+    /// PTR names of peers (for lists of external clients and servers).
+    pub async fn peer_names(&self, addrs: &[IpAddr]) -> BTreeMap<IpAddr, String> {
+        let lookups = addrs.iter().map(|&addr| async move {
+            let ptr = self.ptr(addr).await.ok()?.into_iter().find(fits_dns_limits)?;
+            Some((addr, display_name(&ptr)))
+        });
+        join_all(lookups).await.into_iter().flatten().collect()
+    }
+}
+
+/// A definitive "no such record" is an empty answer; anything else is none.
+fn no_records_or<T: Default>(error: NetError) -> Answer<T> {
+    if error.is_no_records_found() { Ok(T::default()) } else { Err(Unanswered(error.to_string())) }
+}
+
+fn fits_dns_limits(name: &Name) -> bool {
+    name.len() <= MAX_NAME_OCTETS && name.iter().all(|label| label.len() <= MAX_LABEL_OCTETS)
+}
+
+/// Whether the host label of `name` follows the service's naming
+/// convention: the pattern is matched against the label and against each
+/// part of it split at `-` (`smtp2`, `mx-out`, `relay-1`).
+pub fn matches_convention(name: &Name, service: &Service) -> bool {
+    let Some(first) = name.iter().next() else { return false };
+    let Ok(label) = std::str::from_utf8(first) else { return false };
+    std::iter::once(label).chain(label.split('-')).any(|part| service.name_pattern.is_match(part))
+}
+
+/// A name as text that is safe anywhere: letters, digits, `-` and `_` as
+/// they are, every other byte of a label as `\DDD` (RFC 1035 escapes), so a
+/// hostile PTR can carry no markup, control character or terminal escape.
+pub fn display_name(name: &Name) -> String {
+    let mut text = String::new();
+    for label in name.iter() {
+        for &byte in label {
+            if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' {
+                text.push(byte as char);
+            } else {
+                text += &format!("\\{byte:03}");
+            }
+        }
+        text.push('.');
+    }
+    if text.len() > 1 {
+        text.pop();
+    }
+    text
+}
+
+/// A configured DNS server: `127.0.0.1:5353`, or an address for port 53.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsServer(pub SocketAddr);
+
+impl std::str::FromStr for DnsServer {
+    type Err = String;
+    fn from_str(text: &str) -> Result<DnsServer, String> {
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Ok(DnsServer(addr));
+        }
+        text.parse::<IpAddr>()
+            .map(|ip| DnsServer(SocketAddr::new(ip, 53)))
+            .map_err(|_| format!("{text:?} is not an address or address:port"))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DnsServer {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests;

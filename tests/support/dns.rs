@@ -1,0 +1,144 @@
+//! A real DNS server for tests: NSD (Debian's nsd) on a free loopback port,
+//! serving zones the test writes, stopped and removed on drop; and a "DNS
+//! server" that never answers, for timeouts.
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use super::require;
+
+pub struct Nsd {
+    pub addr: SocketAddr,
+    dir: PathBuf,
+    child: Child,
+}
+
+impl Nsd {
+    /// Serves `zones` (origin, zone file text) on 127.0.0.1.
+    pub fn start(name: &str, zones: &[(&str, String)]) -> Nsd {
+        require("nsd");
+        let dir = std::env::temp_dir().join(format!("rogue-nsd-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut conf = format!(
+            "server:\n  ip-address: 127.0.0.1@{port}\n  port: {port}\n  username: \"\"\n  chroot: \"\"\n  \
+             zonesdir: \"{d}\"\n  pidfile: \"{d}/nsd.pid\"\n  xfrdfile: \"{d}/xfrd.state\"\n  \
+             zonelistfile: \"{d}/zone.list\"\n  database: \"{d}/nsd.db\"\n  logfile: \"{d}/nsd.log\"\n  server-count: 1\n  verbosity: 1\n\
+             remote-control:\n  control-enable: no\n",
+            d = dir.display()
+        );
+        for (i, (origin, text)) in zones.iter().enumerate() {
+            std::fs::write(dir.join(format!("zone{i}")), text).unwrap();
+            conf += &format!("zone:\n  name: {origin}\n  zonefile: zone{i}\n");
+        }
+        std::fs::write(dir.join("nsd.conf"), conf).unwrap();
+        let child = Command::new("nsd")
+            .args(["-d", "-c"])
+            .arg(dir.join("nsd.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let nsd = Nsd { addr: SocketAddr::from(([127, 0, 0, 1], port)), dir, child };
+        nsd.wait_until_it_answers(zones[0].0);
+        let log = std::fs::read_to_string(nsd.dir.join("nsd.log")).unwrap_or_default();
+        assert!(!log.contains("error"), "nsd did not load every zone:\n{log}");
+        nsd
+    }
+
+    fn wait_until_it_answers(&self, origin: &str) {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let query = soa_query(origin);
+        let mut reply = [0u8; 512];
+        while Instant::now() < deadline {
+            socket.send_to(&query, self.addr).unwrap();
+            if socket.recv(&mut reply).is_ok() {
+                return;
+            }
+        }
+        panic!("nsd did not answer on {}", self.addr);
+    }
+}
+
+impl Drop for Nsd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A DNS query for the SOA of `origin`, by hand (the readiness probe).
+fn soa_query(origin: &str) -> Vec<u8> {
+    let mut query = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in origin.trim_end_matches('.').split('.') {
+        query.push(label.len() as u8);
+        query.extend(label.as_bytes());
+    }
+    query.extend([0, 0, 6, 0, 1]);
+    query
+}
+
+/// A UDP socket that receives queries and never replies.
+pub struct Silent {
+    pub addr: SocketAddr,
+    _socket: UdpSocket,
+}
+
+impl Silent {
+    pub fn new() -> Silent {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        Silent { addr: socket.local_addr().unwrap(), _socket: socket }
+    }
+}
+
+const SOA: &str = "@ IN SOA ns.example.org. hostmaster.example.org. 1 3600 600 86400 60\n@ IN NS ns.example.org.\n";
+
+/// The zones of the test network (the scenario's hosts, see the scenario
+/// module): the MX of example.org (mx1 on IPv4, mx2 on IPv6) and of
+/// example.net (relay1 = 192.0.2.40); forward-confirmed mail names for .25,
+/// .40 and .77; no PTR for .41; a spoofed PTR for .60 (mail.example.org,
+/// whose A record is .25); and hostile PTR names for two external servers.
+pub fn scenario_zones() -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "example.org",
+            format!(
+                "$ORIGIN example.org.\n$TTL 300\n{SOA}@ IN MX 10 mx1\n@ IN MX 20 mx2\nns IN A 127.0.0.1\n\
+                 mx1 IN A 192.0.2.25\nmx2 IN AAAA 2001:db8:10::25\nmail IN A 192.0.2.25\n\
+                 relay1 IN A 192.0.2.40\nsmtp-gw IN A 192.0.2.77\n"
+            ),
+        ),
+        ("example.net", format!("$ORIGIN example.net.\n$TTL 300\n{SOA}@ IN MX 30 relay1.example.org.\n")),
+        (
+            "2.0.192.in-addr.arpa",
+            format!(
+                "$ORIGIN 2.0.192.in-addr.arpa.\n$TTL 300\n{SOA}25 IN PTR mx1.example.org.\n\
+                 40 IN PTR relay1.example.org.\n60 IN PTR mail.example.org.\n77 IN PTR smtp-gw.example.org.\n"
+            ),
+        ),
+        (
+            "113.0.203.in-addr.arpa",
+            format!(
+                "$ORIGIN 113.0.203.in-addr.arpa.\n$TTL 300\n{SOA}\
+                 101 IN PTR bad\\007bell\\000nul\\060script\\062alert\\0401\\041\\060/script\\062.example.com.\n\
+                 102 IN PTR {}.example.com.\n",
+                "x".repeat(63)
+            ),
+        ),
+        (
+            "0.1.0.0.8.b.d.0.1.0.0.2.ip6.arpa",
+            format!(
+                "$ORIGIN 0.1.0.0.8.b.d.0.1.0.0.2.ip6.arpa.\n$TTL 300\n{SOA}\
+                 5.2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0 IN PTR mx2.example.org.\n"
+            ),
+        ),
+    ]
+}

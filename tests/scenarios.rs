@@ -234,6 +234,15 @@ fn findings_are_filtered_by_time_and_state_and_acknowledged_by_id() {
     let acknowledged = workspace.json(&["findings", "--state", "acknowledged", "--format", "json"]);
     assert_eq!(kinds(&acknowledged), [("fanout_burst".into(), "192.0.2.60".into())]);
     assert_eq!(workspace.json(&["findings", "--state", "open", "--format", "json"]).len(), 6);
+    // The global options may also come before the command, as on a daemon's command line.
+    let options_first = Command::new(ROGUE)
+        .arg("--config")
+        .arg(workspace.config())
+        .args(["--no-dns", "findings", "--state", "open", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(options_first.status.success(), "{}", String::from_utf8_lossy(&options_first.stderr));
+    assert_eq!(String::from_utf8(options_first.stdout).unwrap().lines().count(), 6);
     // Since 2008-03-01: only the misconfiguration's two findings.
     let since = workspace.json(&["findings", "--since", "2008-03-01", "--format", "json"]);
     assert_eq!(

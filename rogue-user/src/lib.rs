@@ -8,5 +8,6 @@ pub mod detect;
 pub mod dns;
 pub mod flows;
 pub mod profile;
+pub mod report;
 pub mod scenario;
 pub mod store;

@@ -21,7 +21,9 @@ use clap::{Parser, Subcommand};
 const BPF_LINKER_VERSION: &str = "0.10.4";
 /// Debian packages the test suite runs, with a program that shows each is there.
 const TEST_PACKAGES: &[(&str, &str)] =
-    &[("tshark", "tshark"), ("ip", "iproute2"), ("sysctl", "procps"), ("nsd", "nsd")];
+    &[("tshark", "tshark"), ("ip", "iproute2"), ("sysctl", "procps"), ("nsd", "nsd"), ("chromium", "chromium")];
+/// The Node.js package that drives Chromium in the report tests.
+const BROWSER_TESTS: &str = "tests/browser";
 /// Prefix of the network namespaces tests create (tests/support/netns.rs).
 const TEST_NETNS_PREFIX: &str = "rogue-t-";
 
@@ -140,7 +142,13 @@ fn setup() -> anyhow::Result<()> {
         TEST_PACKAGES.iter().filter(|(program, _)| !on_path(program)).map(|(_, package)| *package).collect()
     };
     let names = TEST_PACKAGES.iter().map(|(_, package)| *package).collect::<Vec<_>>().join(", ");
-    step(&format!("test tools ({names})"), || missing().is_empty(), || apt_install(&missing()))
+    step(&format!("test tools ({names})"), || missing().is_empty(), || apt_install(&missing()))?;
+    let browser = workspace_root().join(BROWSER_TESTS);
+    step(
+        "playwright-core for the browser tests (npm ci)",
+        || browser.join("node_modules").exists(),
+        || status(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&browser)),
+    )
 }
 
 /// What building the XDP program needs.

@@ -20,8 +20,6 @@ use crate::{
 #[command(after_help = "Example:\n  rogue analyze --config config/rogue.yaml --pcap monday.pcap tuesday.pcap\n\n\
     Findings go to stdout, a one-line summary to stderr. The exit status is 0 whatever was found.")]
 pub struct AnalyzeArgs {
-    #[command(flatten)]
-    pub config: ConfigArgs,
     /// Capture files (pcap or pcapng), read in order as one stream
     #[arg(long, value_name = "FILE", num_args = 1.., required = true)]
     pub pcap: Vec<PathBuf>,
@@ -29,8 +27,8 @@ pub struct AnalyzeArgs {
     pub format: OutputFormat,
 }
 
-pub fn run(args: AnalyzeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
-    let mut context = args.config.open()?;
+pub fn run(config: &ConfigArgs, args: AnalyzeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let mut context = config.open()?;
     let total_bytes: u64 = args.pcap.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
     let progress = progress_bar(total_bytes, quiet);
     let summary =

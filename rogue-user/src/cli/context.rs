@@ -6,14 +6,14 @@ use std::{
     path::PathBuf,
 };
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{cell::OnceCell, collections::BTreeMap, net::IpAddr};
 
 use anyhow::Context as _;
 use clap::Args;
 
 use crate::{
     config::Config,
-    detect::{Detector, Window, finding_json, whitelist::Whitelist},
+    detect::{Detector, Window, finding_json, finding_summary, whitelist::Whitelist},
     dns::{DnsFacts, Resolver},
     flows::format::rfc3339_millis,
     store::{Store, StoredFinding},
@@ -45,6 +45,8 @@ pub struct Context {
     pub whitelist: Whitelist,
     pub dns: DnsFacts,
     no_dns: bool,
+    /// One resolver for the whole command, so its cache serves every host.
+    resolver: OnceCell<(tokio::runtime::Runtime, Resolver)>,
 }
 
 impl ConfigArgs {
@@ -54,7 +56,7 @@ impl ConfigArgs {
         let store = Store::open(&store_path)?;
         let whitelist = Whitelist::load(&config.whitelist_path())?;
         let dns = if self.no_dns { DnsFacts::disabled() } else { DnsFacts { enabled: true, ..DnsFacts::default() } };
-        Ok(Context { config, store, whitelist, dns, no_dns: self.no_dns })
+        Ok(Context { config, store, whitelist, dns, no_dns: self.no_dns, resolver: OnceCell::new() })
     }
 }
 
@@ -75,9 +77,21 @@ impl Context {
                 hosts.push((service.clone(), activity.host));
             }
         }
-        let resolver = Resolver::new(&self.config.dns).context("setting up the DNS resolver")?;
-        self.dns = runtime()?.block_on(resolver.resolve(&hosts));
+        let (runtime, resolver) = self.resolver()?;
+        self.dns = runtime.block_on(resolver.resolve(&hosts));
         Ok(())
+    }
+
+    fn resolver(&self) -> anyhow::Result<&(tokio::runtime::Runtime, Resolver)> {
+        if let Some(resolver) = self.resolver.get() {
+            return Ok(resolver);
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let resolver = {
+            let _entered = runtime.enter();
+            Resolver::new(&self.config.dns).context("setting up the DNS resolver")?
+        };
+        Ok(self.resolver.get_or_init(|| (runtime, resolver)))
     }
 
     /// PTR names of `addrs`; empty with `--no-dns`.
@@ -85,8 +99,8 @@ impl Context {
         if self.no_dns {
             return Ok(BTreeMap::new());
         }
-        let resolver = Resolver::new(&self.config.dns).context("setting up the DNS resolver")?;
-        Ok(runtime()?.block_on(resolver.peer_names(addrs)))
+        let (runtime, resolver) = self.resolver()?;
+        Ok(runtime.block_on(resolver.peer_names(addrs)))
     }
 
     /// The look-back window ending at the newest data in the store.
@@ -94,11 +108,6 @@ impl Context {
         let newest = self.store.newest_ms().context("reading the store")?;
         Ok(newest.map(|end| self.detector().window(end)))
     }
-}
-
-/// A runtime for DNS lookups from the synchronous commands.
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
 /// `2008-02-20 13:05:11` (UTC, seconds) for tables.
@@ -133,42 +142,10 @@ pub fn print_findings(findings: &[StoredFinding], format: OutputFormat) -> io::R
                     f.host,
                     table_time(f.time_ms),
                     f.state,
-                    summary(f)
+                    finding_summary(f)
                 )?;
             }
         }
     }
     out.flush()
-}
-
-/// The essentials of a finding in a few words, for the table.
-fn summary(finding: &StoredFinding) -> String {
-    let d = &finding.details;
-    let number = |key: &str| d[key].as_u64().unwrap_or(0);
-    match finding.kind.as_str() {
-        "rogue_server" => {
-            let roles: Vec<&str> = d["roles"].as_array().into_iter().flatten().filter_map(|r| r.as_str()).collect();
-            let share =
-                d["characteristics"]["mail_share"].as_f64().map_or("-".to_string(), |s| format!("{:.0}%", s * 100.0));
-            format!(
-                "{}; {} flows; {} clients, {} servers; {} server days; mail share {share}{}",
-                roles.join("+"),
-                number("flows"),
-                number("external_clients"),
-                number("external_servers"),
-                d["characteristics"]["server_days"].as_u64().unwrap_or(0),
-                if d["suggest_whitelist"] == true { "; suggest whitelisting" } else { "" }
-            )
-        }
-        "fanout_burst" => format!("{} external servers within {} s", number("peers"), number("window_seconds")),
-        "volume_spike" => format!(
-            "{}: {} flows, {} bytes; baseline {} flows, {} bytes",
-            d["day"].as_str().unwrap_or("?"),
-            number("flows"),
-            number("bytes"),
-            number("baseline"),
-            number("baseline_bytes")
-        ),
-        _ => d.to_string(),
-    }
 }

@@ -9,8 +9,6 @@ use super::context::{ConfigArgs, OutputFormat, print_findings};
 
 #[derive(Debug, Args)]
 pub struct FindingsArgs {
-    #[command(flatten)]
-    pub config: ConfigArgs,
     #[command(subcommand)]
     pub action: Option<FindingsAction>,
     /// Only findings at or after this time (2008-02-20 or 2008-02-20T13:00:00Z)
@@ -52,8 +50,8 @@ impl State {
     }
 }
 
-pub fn run(args: FindingsArgs) -> anyhow::Result<ExitCode> {
-    let mut context = args.config.open()?;
+pub fn run(config: &ConfigArgs, args: FindingsArgs) -> anyhow::Result<ExitCode> {
+    let mut context = config.open()?;
     match args.action {
         Some(FindingsAction::Ack { id }) => {
             if !context.store.set_finding_state(id, "acknowledged", jiff::Timestamp::now().as_millisecond())? {

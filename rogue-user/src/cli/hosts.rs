@@ -14,8 +14,6 @@ use crate::{detect::HostReport, flows::format::rfc3339_millis, store::Peer};
 
 #[derive(Debug, Args)]
 pub struct HostsArgs {
-    #[command(flatten)]
-    pub config: ConfigArgs,
     /// List each host's peers too (external clients and servers)
     #[arg(long)]
     pub peers: bool,
@@ -23,8 +21,8 @@ pub struct HostsArgs {
     pub format: OutputFormat,
 }
 
-pub fn run(args: HostsArgs) -> anyhow::Result<ExitCode> {
-    let mut context = args.config.open()?;
+pub fn run(config: &ConfigArgs, args: HostsArgs) -> anyhow::Result<ExitCode> {
+    let mut context = config.open()?;
     context.resolve_hosts(i64::MIN, i64::MAX)?;
     let mut out = io::BufWriter::new(io::stdout().lock());
     if args.format == OutputFormat::Table {

@@ -12,6 +12,7 @@ pub mod findings;
 pub mod flows;
 pub mod generate;
 pub mod hosts;
+pub mod report;
 pub mod whitelist;
 
 #[derive(Debug, Parser)]
@@ -31,6 +32,8 @@ pub struct Cli {
     /// Only errors on stderr
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    #[command(flatten)]
+    pub config: context::ConfigArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -47,6 +50,8 @@ pub enum Command {
     Findings(findings::FindingsArgs),
     /// The hand-verified whitelist: list, add, remove, suggest, accept, reject, calibrate
     Whitelist(whitelist::WhitelistArgs),
+    /// Write a host's report (existence plots, activity, peers) as HTML, PNG and SVG
+    Report(report::ReportArgs),
     /// Write a deterministic capture of the method's scenarios
     Generate(generate::GenerateArgs),
 }
@@ -56,10 +61,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     init_logging(cli.verbose, cli.quiet);
     match cli.command {
         Command::Flows(args) => flows::run(args, cli.quiet),
-        Command::Analyze(args) => analyze::run(args, cli.quiet),
-        Command::Hosts(args) => hosts::run(args),
-        Command::Findings(args) => findings::run(args),
-        Command::Whitelist(args) => whitelist::run(args),
+        Command::Analyze(args) => analyze::run(&cli.config, args, cli.quiet),
+        Command::Hosts(args) => hosts::run(&cli.config, args),
+        Command::Findings(args) => findings::run(&cli.config, args),
+        Command::Whitelist(args) => whitelist::run(&cli.config, args),
+        Command::Report(args) => report::run(&cli.config, args, cli.quiet),
         Command::Generate(args) => generate::run(args, cli.quiet),
     }
 }

@@ -28,8 +28,6 @@ use crate::{
 
 #[derive(Debug, Args)]
 pub struct WhitelistArgs {
-    #[command(flatten)]
-    pub config: ConfigArgs,
     #[command(subcommand)]
     pub action: WhitelistAction,
 }
@@ -103,8 +101,8 @@ pub enum WhitelistAction {
     },
 }
 
-pub fn run(args: WhitelistArgs) -> anyhow::Result<ExitCode> {
-    let mut context = args.config.open()?;
+pub fn run(config: &ConfigArgs, args: WhitelistArgs) -> anyhow::Result<ExitCode> {
+    let mut context = config.open()?;
     if matches!(args.action, WhitelistAction::Suggest { .. } | WhitelistAction::Accept { .. }) {
         context.resolve_hosts(i64::MIN, i64::MAX)?;
     }

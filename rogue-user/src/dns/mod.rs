@@ -20,8 +20,8 @@
 use std::{
     collections::{BTreeMap, HashMap},
     net::{IpAddr, SocketAddr},
-    sync::Arc,
-    time::Duration,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use futures::future::join_all;
@@ -100,6 +100,10 @@ pub struct Resolver {
     /// Bounds lookups in flight, so thousands of hosts do not flood the server.
     slots: Arc<Semaphore>,
     mx_domains: Vec<String>,
+    /// Queries that got no answer, and when: not asked again before
+    /// `retry_after` (the cache keeps answers, this keeps failures).
+    unanswered: Mutex<HashMap<(Name, RecordType), Instant>>,
+    retry_after: Duration,
 }
 
 impl Resolver {
@@ -141,23 +145,21 @@ impl Resolver {
             inner: builder.build()?,
             slots: Arc::new(Semaphore::new(config.concurrency.0 as usize)),
             mx_domains: config.mx_domains.clone(),
+            unanswered: Mutex::new(HashMap::new()),
+            retry_after: Duration::from_secs(config.min_ttl_seconds.0),
         })
     }
 
     /// The PTR names of `addr`; empty when it has none.
     pub async fn ptr(&self, addr: IpAddr) -> Answer<Vec<Name>> {
-        let _slot = self.slots.acquire().await.expect("never closed");
-        match self.inner.reverse_lookup(Name::from(addr)).await {
-            Ok(lookup) => Ok(lookup
-                .answers()
-                .iter()
-                .filter_map(|r| match &r.data {
-                    RData::PTR(ptr) => Some(ptr.0.clone()),
-                    _ => None,
-                })
-                .collect()),
-            Err(e) => no_records_or(e),
-        }
+        let records = self.lookup(&Name::from(addr), RecordType::PTR).await?;
+        Ok(records
+            .into_iter()
+            .filter_map(|data| match data {
+                RData::PTR(ptr) => Some(ptr.0),
+                _ => None,
+            })
+            .collect())
     }
 
     /// The A and AAAA addresses of `name`.
@@ -175,11 +177,23 @@ impl Resolver {
     }
 
     async fn lookup(&self, name: &Name, record_type: RecordType) -> Answer<Vec<RData>> {
+        let key = (name.clone(), record_type);
+        if let Some(failed) = self.unanswered.lock().expect("not poisoned").get(&key)
+            && failed.elapsed() < self.retry_after
+        {
+            return Err(Unanswered(format!("{name} {record_type} got no answer {:?} ago", failed.elapsed())));
+        }
         let _slot = self.slots.acquire().await.expect("never closed");
-        match self.inner.lookup(name.clone(), record_type).await {
+        let answer = match self.inner.lookup(name.clone(), record_type).await {
             Ok(lookup) => Ok(lookup.answers().iter().map(|r| r.data.clone()).collect()),
             Err(e) => no_records_or(e),
-        }
+        };
+        let mut unanswered = self.unanswered.lock().expect("not poisoned");
+        match &answer {
+            Ok(_) => unanswered.remove(&key),
+            Err(_) => unanswered.insert(key, Instant::now()),
+        };
+        answer
     }
 
     /// The addresses of every MX target of the configured domains, with the

@@ -437,6 +437,38 @@ impl Store {
         Ok(())
     }
 
+    /// The first and last bin (seconds) with traffic of `host`.
+    pub fn host_span(&self, host: IpAddr) -> Result<Option<(i64, i64)>> {
+        Ok(self.conn.query_row(
+            "SELECT min(bin), max(bin) FROM host_bins WHERE host = ?",
+            [host.to_string()],
+            |row| Ok(row.get::<_, Option<i64>>(0)?.zip(row.get::<_, Option<i64>>(1)?)),
+        )?)
+    }
+
+    /// Per day (since the epoch): all of `host`'s flows and bytes.
+    pub fn host_daily(&self, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Vec<(i64, u64, u64)>> {
+        let mut statement = self.conn.prepare(
+            "SELECT bin / 86400 AS day, sum(flows), sum(bytes) FROM host_bins
+             WHERE host = ? AND bin BETWEEN ? AND ? GROUP BY day ORDER BY day",
+        )?;
+        let rows = statement
+            .query_map(params![host.to_string(), from_ms.div_euclid(1000), to_ms.div_euclid(1000)], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Every finding about `host`, oldest first.
+    pub fn findings_for_host(&self, host: IpAddr) -> Result<Vec<StoredFinding>> {
+        let mut statement = self.conn.prepare(
+            "SELECT id, type, service, host, key, state, time_ms, details, created_ms, updated_ms FROM findings
+             WHERE host = ? ORDER BY time_ms, id",
+        )?;
+        let rows = statement.query_map([host.to_string()], finding_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Every internal host with traffic in the window.
     pub fn active_hosts(&self, from_ms: i64, to_ms: i64) -> Result<Vec<IpAddr>> {
         let mut statement =

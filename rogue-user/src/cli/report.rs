@@ -1,0 +1,106 @@
+//! `rogue report`: the page an analyst hands to the network owner.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    path::PathBuf,
+    process::ExitCode,
+    time::Instant,
+};
+
+use clap::{ArgGroup, Args};
+
+use super::{
+    context::{ConfigArgs, Context},
+    findings::parse_time,
+};
+use crate::report::{self, HostPage, IndexEntry, Request};
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("which").required(true).args(["host", "all"])))]
+#[command(after_help = "Examples:\n  rogue report --config rogue.yaml --host 192.0.2.77 --out report-77\n  \
+    rogue report --config rogue.yaml --all --out reports\n\n\
+    Open DIR/index.html in a browser; it needs no network.")]
+pub struct ReportArgs {
+    /// The host to report on
+    #[arg(long)]
+    pub host: Option<IpAddr>,
+    /// Every host with findings, with an index page
+    #[arg(long)]
+    pub all: bool,
+    /// Start of the period [default: the host's first traffic in the store]
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub from: Option<i64>,
+    /// End of the period [default: the host's last traffic]
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub to: Option<i64>,
+    /// Time bin of the plots, in seconds (a multiple of the store's bins;
+    /// widened for long periods)
+    #[arg(long, value_name = "SECONDS", default_value_t = 600, value_parser = clap::value_parser!(i64).range(1..))]
+    pub bin: i64,
+    /// Directory to write index.html and the figures into
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+pub fn run(config: &ConfigArgs, args: ReportArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let mut context = config.open()?;
+    context.resolve_hosts(i64::MIN, i64::MAX)?;
+    let generated = jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC").to_string();
+    let request = |host| Request { host, from_ms: args.from, to_ms: args.to, bin_seconds: args.bin };
+    let written = match args.host {
+        Some(host) => {
+            let page = page(&context, request(host))?;
+            report::write_host(&page, &args.out, &generated)?
+        }
+        None => {
+            let hosts: BTreeSet<IpAddr> = context.store.findings(None, None)?.into_iter().map(|f| f.host).collect();
+            let mut files = Vec::new();
+            let mut entries = Vec::new();
+            for host in hosts {
+                let page = page(&context, request(host))?;
+                let dir = report::host_dir(host);
+                files.extend(report::write_host(&page, &args.out.join(&dir), &generated)?);
+                entries.push(index_entry(&page, dir));
+            }
+            files.push(report::write_index(&entries, &args.out, &generated)?);
+            files
+        }
+    };
+    if !quiet {
+        eprintln!(
+            "rogue: wrote {} files to {} in {:.2} s; open {}",
+            written.len(),
+            args.out.display(),
+            started.elapsed().as_secs_f64(),
+            args.out.join("index.html").display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A host's page, with its peers' PTR names.
+fn page(context: &Context, request: Request) -> anyhow::Result<HostPage> {
+    let detector = context.detector();
+    let smtp = &detector.services()[0];
+    let mut page = report::gather(&context.store, &detector, smtp, request)?;
+    let peers: Vec<IpAddr> = page.clients.iter().chain(&page.servers).map(|p| p.peer).collect();
+    page.peer_names = context.peer_names(&peers)?;
+    Ok(page)
+}
+
+fn index_entry(page: &HostPage, dir: String) -> IndexEntry {
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    for finding in &page.findings {
+        *kinds.entry(finding.kind.as_str()).or_default() += 1;
+    }
+    IndexEntry {
+        host: page.host,
+        ptr: page.ptr.clone(),
+        verdict: page.report.as_ref().map_or("no SMTP activity".into(), |r| r.verdict().to_string()),
+        findings: kinds.iter().map(|(kind, n)| format!("{n} {kind}")).collect::<Vec<_>>().join(", "),
+        last_ms: page.findings.iter().map(|f| f.time_ms).max().unwrap_or(0),
+        dir,
+    }
+}

@@ -1,0 +1,240 @@
+//! The report pages: plain HTML with inline CSS and no script, opening from
+//! disk without a network. Every value is written through [`escape`].
+
+use std::fmt::Write as _;
+
+use super::{HostPage, IndexEntry};
+use crate::{
+    detect::finding_summary,
+    flows::format::rfc3339_millis,
+    store::{MILLIS_PER_DAY, Peer},
+};
+
+const STYLE: &str = "body{font-family:DejaVu Sans,Verdana,sans-serif;margin:2em;color:#222;max-width:1250px}\
+h1{margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}\
+.muted{color:#666}table{border-collapse:collapse;margin:.6em 0}th,td{border:1px solid #ccc;padding:.25em .6em;\
+text-align:left;font-size:.9em}td.n{text-align:right;font-variant-numeric:tabular-nums}\
+figure{margin:1em 0}img{max-width:100%;border:1px solid #ddd}.verdict{font-size:1.2em;font-weight:bold}\
+.state-open{color:#b00}.state-confirmed_rogue{color:#b00;font-weight:bold}.state-whitelisted{color:#070}";
+
+/// Text safe inside HTML elements and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if c.is_control() => {
+                let _ = write!(out, "&#{};", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn day(ms: i64) -> String {
+    rfc3339_millis(ms * 1_000_000)[..10].to_string()
+}
+
+fn time(ms: i64) -> String {
+    rfc3339_millis(ms * 1_000_000)[..19].replace('T', " ")
+}
+
+fn head(out: &mut String, title: &str) {
+    let _ = write!(
+        out,
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body>\n",
+        escape(title)
+    );
+}
+
+/// The page of one host.
+pub fn host_page(page: &HostPage, generated: &str) -> String {
+    let mut out = String::new();
+    let host = page.host.to_string();
+    let name = page.ptr.as_deref().map(|p| format!(" ({p})")).unwrap_or_default();
+    head(&mut out, &format!("rogue report: {host}{name}"));
+    let _ = write!(
+        out,
+        "<header><h1>{}{}</h1><p class=\"muted\">{} to {} (UTC) &middot; {} s bins &middot; generated {} by rogue {}</p></header>\n",
+        escape(&host),
+        escape(&name),
+        time(page.from * 1000),
+        time(page.to * 1000),
+        page.inbound.bin_seconds,
+        escape(generated),
+        env!("CARGO_PKG_VERSION"),
+    );
+    verdict(&mut out, page);
+    let _ = write!(out, "<section id=\"ports\"><h2>Port usage</h2>\n");
+    for (file, what) in
+        [("existence-inbound", "Destination ports inbound"), ("existence-outbound", "Source ports outbound")]
+    {
+        let _ = write!(
+            out,
+            "<figure><img src=\"{file}.png\" alt=\"{what} of {h}\"><figcaption>{what}: a mark for each port used in a \
+             bin, coloured by byte volume. <a href=\"{file}.svg\">SVG</a> &middot; <a href=\"{file}.json\">data</a>\
+             </figcaption></figure>\n",
+            h = escape(&host),
+        );
+    }
+    out.push_str("</section>\n");
+    activity(&mut out, page);
+    let clients: Vec<&Peer> = page.clients.iter().collect();
+    let servers: Vec<&Peer> = page.servers.iter().collect();
+    peers(&mut out, page, "clients", &format!("{} clients connecting inbound", clients.len()), &clients);
+    peers(&mut out, page, "servers", &format!("{} servers connecting outbound", servers.len()), &servers);
+    out.push_str("</body></html>\n");
+    out
+}
+
+fn verdict(out: &mut String, page: &HostPage) {
+    out.push_str("<section id=\"verdict\">");
+    let Some(report) = &page.report else {
+        out.push_str("<h2>Verdict</h2><p>No SMTP activity in the store for this host.</p></section>\n");
+        return;
+    };
+    let c = &report.characteristics;
+    let _ = write!(
+        out,
+        "<h2>Verdict</h2><p class=\"verdict\">{}</p><p>{}</p><table>",
+        escape(report.verdict()),
+        escape(&report.evidence)
+    );
+    let yes_no = |v: Option<bool>| v.map_or("unknown", |b| if b { "yes" } else { "no" });
+    let rows = [
+        ("roles", report.roles().join(", ")),
+        ("server days", format!("{} of {} days with data", c.server_days, c.days_with_data)),
+        ("mail share", c.mail_share.map_or("unknown".into(), |s| format!("{:.1}%", s * 100.0))),
+        ("PTR name", c.ptr.clone().unwrap_or_else(|| "none or unknown".into())),
+        ("forward-confirmed", yes_no(c.fcrdns).into()),
+        ("naming convention", yes_no(c.name_match).into()),
+        ("MX target", yes_no(c.mx).into()),
+        (
+            "whitelist",
+            report.whitelisted.as_ref().map_or("not whitelisted".into(), |e| {
+                format!(
+                    "{} ({}), verified by {} on {}",
+                    e.address,
+                    e.name.as_deref().unwrap_or("-"),
+                    e.verified_by.as_deref().unwrap_or("-"),
+                    e.verified_on.map(|d| d.to_string()).unwrap_or("-".into())
+                )
+            }),
+        ),
+    ];
+    for (name, value) in rows {
+        let _ = write!(out, "<tr><th>{}</th><td>{}</td></tr>", escape(name), escape(&value));
+    }
+    out.push_str("</table>");
+    let _ = write!(out, "<h3>Findings ({})</h3>", page.findings.len());
+    if !page.findings.is_empty() {
+        out.push_str("<table><tr><th>id</th><th>type</th><th>time</th><th>state</th><th>details</th></tr>");
+        for f in &page.findings {
+            let _ = write!(
+                out,
+                "<tr><td class=\"n\">{}</td><td>{}</td><td>{}</td><td class=\"state-{}\">{}</td><td>{}</td></tr>",
+                f.id,
+                escape(&f.kind),
+                time(f.time_ms),
+                escape(&f.state),
+                escape(&f.state),
+                escape(&finding_summary(f))
+            );
+        }
+        out.push_str("</table>");
+    }
+    out.push_str("</section>\n");
+}
+
+fn activity(out: &mut String, page: &HostPage) {
+    out.push_str(
+        "<section id=\"activity\"><h2>Activity history</h2><figure><img src=\"activity.png\" alt=\"flows and bytes \
+         per day\"><figcaption>Flows and bytes per day, SMTP and all traffic. <a href=\"activity.svg\">SVG</a> \
+         &middot; <a href=\"activity.json\">data</a></figcaption></figure>\n<table><tr><th>day</th><th>SMTP flows\
+         </th><th>SMTP bytes</th><th>all flows</th><th>all bytes</th></tr>",
+    );
+    for d in &page.days {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            day(d.day * MILLIS_PER_DAY),
+            d.smtp_flows,
+            d.smtp_bytes,
+            d.all_flows,
+            d.all_bytes
+        );
+    }
+    out.push_str("</table></section>\n");
+}
+
+fn peers(out: &mut String, page: &HostPage, id: &str, heading: &str, peers: &[&Peer]) {
+    let _ = write!(out, "<section id=\"{id}\"><h2>{}</h2>", escape(heading));
+    if !peers.is_empty() {
+        out.push_str(
+            "<table><tr><th>address</th><th>PTR name</th><th>flows</th><th>packets</th><th>bytes</th>\
+             <th>first seen</th><th>last seen</th></tr>",
+        );
+        for p in peers {
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&p.peer.to_string()),
+                escape(page.peer_names.get(&p.peer).map(String::as_str).unwrap_or("")),
+                p.flows,
+                p.packets,
+                p.bytes,
+                time(p.first_ms),
+                time(p.last_ms)
+            );
+        }
+        out.push_str("</table>");
+    }
+    out.push_str("</section>\n");
+}
+
+/// The page listing every host with findings.
+pub fn index_page(entries: &[IndexEntry], generated: &str) -> String {
+    let mut out = String::new();
+    head(&mut out, "rogue: hosts with findings");
+    let _ = write!(
+        out,
+        "<header><h1>Hosts with findings</h1><p class=\"muted\">{} hosts &middot; generated {} by rogue {}</p></header>\n\
+         <table><tr><th>host</th><th>PTR name</th><th>verdict</th><th>findings</th><th>last activity</th></tr>",
+        entries.len(),
+        escape(generated),
+        env!("CARGO_PKG_VERSION")
+    );
+    for e in entries {
+        let _ = write!(
+            out,
+            "<tr><td><a href=\"{}/index.html\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&e.dir),
+            escape(&e.host.to_string()),
+            escape(e.ptr.as_deref().unwrap_or("")),
+            escape(&e.verdict),
+            escape(&e.findings),
+            time(e.last_ms)
+        );
+    }
+    out.push_str("</table></body></html>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn markup_quotes_and_control_characters_are_escaped() {
+        assert_eq!(
+            escape("<script>alert('x')</script> & \"y\""),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;y&quot;"
+        );
+        assert_eq!(escape("a\u{7}b\u{0}"), "a&#7;b&#0;");
+    }
+}

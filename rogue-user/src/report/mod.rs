@@ -1,0 +1,195 @@
+//! Reports: what an analyst hands to the network owner. For one host: the
+//! verdict and characteristics with the findings, the method's existence
+//! plots (destination ports inbound, source ports outbound), the activity
+//! history (flows and bytes per day, SMTP and all traffic) and the external
+//! clients and servers; as DIR/index.html with the figures as PNG and SVG
+//! and their data as JSON. `--all` writes one such directory per host with
+//! findings and an index page linking them.
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use crate::{
+    config::Service,
+    detect::{Detector, HostReport},
+    flows::{NANOS_PER_SEC, format::rfc3339_millis},
+    profile::{Direction, Role},
+    store::{Peer, Store, StoredFinding},
+};
+
+pub mod data;
+mod html;
+mod plot;
+
+pub use html::escape;
+
+use data::{DayActivity, ExistencePlot};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("the store has no traffic of {0} (only hosts of internal_networks are profiled)")]
+    NoData(IpAddr),
+    #[error(
+        "the period is empty: it must start before it ends; the store has traffic of {host} from {first} to {last}"
+    )]
+    EmptyPeriod { host: IpAddr, first: String, last: String },
+    #[error("cannot write {path}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("drawing {path}: {message}")]
+    Draw { path: PathBuf, message: String },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+pub type Result<T> = std::result::Result<T, ReportError>;
+
+/// What to report on.
+#[derive(Clone, Copy, Debug)]
+pub struct Request {
+    pub host: IpAddr,
+    /// The period in ms; by default all of the host's traffic in the store.
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    /// Width of the plots' time bins, in seconds (widened if needed).
+    pub bin_seconds: i64,
+}
+
+/// Everything one host's page shows.
+pub struct HostPage {
+    pub host: IpAddr,
+    pub ptr: Option<String>,
+    pub report: Option<HostReport>,
+    pub findings: Vec<StoredFinding>,
+    pub inbound: ExistencePlot,
+    pub outbound: ExistencePlot,
+    pub days: Vec<DayActivity>,
+    /// External peers, by bytes: clients that connected to the host, and
+    /// servers it connected to.
+    pub clients: Vec<Peer>,
+    pub servers: Vec<Peer>,
+    /// PTR names of the peers (escaped), filled in by the caller.
+    pub peer_names: BTreeMap<IpAddr, String>,
+    /// The period shown, seconds: [from, to).
+    pub from: i64,
+    pub to: i64,
+}
+
+/// One line of the `--all` index.
+pub struct IndexEntry {
+    pub host: IpAddr,
+    pub ptr: Option<String>,
+    pub verdict: String,
+    pub findings: String,
+    pub last_ms: i64,
+    /// The host's directory, relative to the index.
+    pub dir: String,
+}
+
+/// Gathers the page of `request.host` for `service` from the store.
+pub fn gather(store: &Store, detector: &Detector<'_>, service: &Service, request: Request) -> Result<HostPage> {
+    let host = request.host;
+    let (first, last) = store.host_span(host)?.ok_or(ReportError::NoData(host))?;
+    let stored_bin = detector.config.detection.bin_seconds.0 as i64;
+    let from = request.from_ms.map_or(first, |ms| ms.div_euclid(1000));
+    let to = request.to_ms.map_or(last + stored_bin, |ms| ms.div_euclid(1000));
+    if from >= to {
+        let time = |seconds: i64| rfc3339_millis(seconds * NANOS_PER_SEC);
+        return Err(ReportError::EmptyPeriod { host, first: time(first), last: time(last + stored_bin) });
+    }
+    let bin = data::bin_width(request.bin_seconds, stored_bin, from, to);
+    let (from, to) = (from.div_euclid(bin) * bin, to.div_euclid(bin) * bin + if to % bin == 0 { 0 } else { bin });
+    let (from_ms, to_ms) = (from * 1000, to * 1000 - 1);
+
+    let usage = store.port_usage(host, from_ms, to_ms)?;
+    let inbound = data::existence(&usage, Direction::Inbound, bin, from, to);
+    let outbound = data::existence(&usage, Direction::Outbound, bin, from, to);
+
+    let smtp: BTreeMap<i64, (u64, u64)> =
+        store.daily_volumes(&service.name, host, from_ms, to_ms)?.into_iter().map(|(d, f, b)| (d, (f, b))).collect();
+    let days = store
+        .host_daily(host, from_ms, to_ms)?
+        .into_iter()
+        .map(|(day, flows, bytes)| {
+            let (smtp_flows, smtp_bytes) = smtp.get(&day).copied().unwrap_or_default();
+            DayActivity { day, smtp_flows, smtp_bytes, all_flows: flows, all_bytes: bytes }
+        })
+        .collect();
+
+    let (clients, servers): (Vec<Peer>, Vec<Peer>) = store
+        .peers(&service.name, host, from_ms, to_ms)?
+        .into_iter()
+        .filter(|p| !p.internal)
+        .partition(|p| p.role == Role::Server);
+    let report = detector.hosts(store, service)?.into_iter().find(|r| r.host() == host);
+    let findings = store.findings_for_host(host)?;
+    Ok(HostPage {
+        host,
+        ptr: report.as_ref().and_then(|r| r.characteristics.ptr.clone()),
+        report,
+        findings,
+        inbound,
+        outbound,
+        days,
+        clients,
+        servers,
+        peer_names: BTreeMap::new(),
+        from,
+        to,
+    })
+}
+
+/// Writes the page of one host into `dir`; returns the files written.
+pub fn write_host(page: &HostPage, dir: &Path, generated: &str) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(|source| ReportError::Write { path: dir.into(), source })?;
+    let mut files = Vec::new();
+    let host = match &page.ptr {
+        Some(ptr) => format!("{} ({ptr})", page.host),
+        None => page.host.to_string(),
+    };
+    let period = format!(
+        "{} to {}",
+        &rfc3339_millis(page.from * NANOS_PER_SEC)[..10],
+        &rfc3339_millis((page.to - 1) * NANOS_PER_SEC)[..10]
+    );
+    for (plot, what) in [(&page.inbound, "Destination ports inbound"), (&page.outbound, "Source ports outbound")] {
+        let name = format!("existence-{}", plot.direction);
+        let figure = plot::Existence { plot, title: format!("{what}: {host}, {period}, {} s bins", plot.bin_seconds) };
+        files.extend(draw(&figure, &dir.join(&name), plot::EXISTENCE_SIZE)?);
+        files.push(write_json(&dir.join(format!("{name}.json")), plot)?);
+    }
+    let figure = plot::Activity { days: &page.days, title: format!("Activity of {host}, {period}") };
+    files.extend(draw(&figure, &dir.join("activity"), plot::ACTIVITY_SIZE)?);
+    files.push(write_json(&dir.join("activity.json"), &page.days)?);
+    files.push(write_text(&dir.join("index.html"), &html::host_page(page, generated))?);
+    Ok(files)
+}
+
+/// Writes the index of every host's report; returns its path.
+pub fn write_index(entries: &[IndexEntry], dir: &Path, generated: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|source| ReportError::Write { path: dir.into(), source })?;
+    write_text(&dir.join("index.html"), &html::index_page(entries, generated))
+}
+
+/// A directory name for a host's report (no `:` from IPv6).
+pub fn host_dir(host: IpAddr) -> String {
+    host.to_string().replace(':', "_")
+}
+
+fn draw(figure: &impl plot::Figure, stem: &Path, size: (u32, u32)) -> Result<[PathBuf; 2]> {
+    plot::png_and_svg(figure, stem, size)
+        .map_err(|e| ReportError::Draw { path: stem.into(), message: e.to_string() })?;
+    Ok([stem.with_extension("png"), stem.with_extension("svg")])
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<PathBuf> {
+    let text = serde_json::to_string_pretty(value).expect("plot data serialises");
+    write_text(path, &text)
+}
+
+fn write_text(path: &Path, text: &str) -> Result<PathBuf> {
+    std::fs::write(path, text).map_err(|source| ReportError::Write { path: path.into(), source })?;
+    Ok(path.into())
+}

@@ -12,13 +12,8 @@ use std::{
     time::Duration,
 };
 
-use aya::{
-    Ebpf,
-    maps::Array,
-    programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp},
-};
-use rogue::capture::{TESTBED_OBJECT, xdp::if_index};
 use support::{
+    generator::Generator,
     netns::{CLIENT_ADDR, Gateway, Netns, SERVER_ADDR, in_netns, veth},
     packets::{ethernet, ipv4, udp},
     process::{Finished, ROGUE, Running},
@@ -111,36 +106,13 @@ fn a_tcp_session_through_a_gateway_is_metered_on_both_of_its_interfaces() {
     assert_eq!(finished.summary_number("malformed"), 0);
 }
 
-/// Drives `frames` copies of `frame` out of `interface` with the live-frames
-/// generator, cycling through `flows` UDP flows; the peer must have an XDP
-/// program attached. Runs in the caller's network namespace, on CPU 0 so the
-/// generator's per-CPU sequence counter is a single one.
+/// Drives `frames` copies of `frame` out of `interface` in `chunks`, over
+/// `flows` UDP flows, pausing between chunks so drains interleave.
 fn generate(interface: &str, frame: &[u8], frames: u32, flows: u32, chunks: u32) {
-    let mut cpu_zero: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: a zeroed cpu_set_t with CPU 0 set, for this thread.
-    unsafe {
-        libc::CPU_SET(0, &mut cpu_zero);
-        assert_eq!(libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &cpu_zero), 0);
-    }
-    let mut ebpf = Ebpf::load(TESTBED_OBJECT).unwrap();
-    Array::<_, u32>::try_from(ebpf.map_mut("GENERATOR").unwrap()).unwrap().set(0, flows, 0).unwrap();
-    let program: &mut Xdp = ebpf.program_mut("testbed_generate").unwrap().try_into().unwrap();
-    program.load().unwrap();
-    let ifindex = if_index(interface).unwrap();
-    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex
-    let context: Vec<u8> =
-        [0, frame.len() as u32, 0, ifindex, 0, 0].iter().flat_map(|field| field.to_ne_bytes()).collect();
     assert_eq!(frames % chunks, 0);
+    let mut generator = Generator::new(interface, frame, flows);
     for _ in 0..chunks {
-        program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                ctx_in: Some(&context),
-                repeat: frames / chunks,
-                attrs: TestRunAttrs::new().xdp_live_frames(64),
-                ..Default::default()
-            })
-            .expect("live frames test run");
+        generator.send(frames / chunks);
         std::thread::sleep(Duration::from_millis(20));
     }
 }

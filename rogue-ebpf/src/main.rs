@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use rogue_common::{
     FlowKey, FlowStats, MeterCounters,
-    maps::DEFAULT_FLOW_MAP_ENTRIES,
+    maps::{COUNTER_SLOTS, DEFAULT_FLOW_MAP_ENTRIES, counter_slot},
     parse::{Packet, parse_ethernet},
 };
 use rogue_ebpf::XdpFrame;
@@ -28,7 +28,7 @@ static FLOWS_1: FlowMap = FlowMap::with_max_entries(DEFAULT_FLOW_MAP_ENTRIES, 0)
 #[map]
 static FLOW_MAP_INDEX: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
-static COUNTERS: PerCpuArray<MeterCounters> = PerCpuArray::with_max_entries(1, 0);
+static COUNTERS: PerCpuArray<MeterCounters> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
 #[xdp]
 pub fn rogue_meter(ctx: XdpContext) -> u32 {
@@ -40,7 +40,8 @@ pub fn rogue_meter(ctx: XdpContext) -> u32 {
 fn meter(ctx: &XdpContext) {
     let frame = XdpFrame { start: ctx.data(), end: ctx.data_end() };
     let packet = parse_ethernet(&frame);
-    let Some(counters) = COUNTERS.get_ptr_mut(0) else {
+    let ifindex = ctx.ingress_ifindex() as u32;
+    let Some(counters) = COUNTERS.get_ptr_mut(counter_slot(ifindex)) else {
         return;
     };
     // SAFETY: a per-CPU slot; XDP programs do not nest on one CPU.
@@ -50,7 +51,7 @@ fn meter(ctx: &XdpContext) {
         return;
     }
     let mut key = packet.key;
-    key.ifindex = ctx.ingress_ifindex() as u32;
+    key.ifindex = ifindex;
     let recorded = match FLOW_MAP_INDEX.get(0) {
         Some(1) => record(&FLOWS_1, &key, &packet),
         _ => record(&FLOWS_0, &key, &packet),

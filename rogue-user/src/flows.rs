@@ -86,6 +86,8 @@ pub struct FlowCacheStats {
     pub idle_expired: u64,
     pub active_expired: u64,
     pub flushed: u64,
+    /// Completed before their timeouts because the cache was full.
+    pub early_exported: u64,
     /// Largest number of flows held at once.
     pub peak_active: u64,
 }
@@ -116,6 +118,8 @@ impl Default for Timeouts {
 pub struct FlowCache {
     active: HashMap<FlowKey, ActiveFlow, FastHasher>,
     timeouts: Timeouts,
+    /// Flows held at most (see [`FlowCache::with_limit`]).
+    limit: usize,
     interfaces: HashMap<u32, Arc<str>>,
     /// Latest data time seen; `None` before the first packet.
     now: Option<Nanos>,
@@ -128,9 +132,17 @@ pub struct FlowCache {
 
 impl FlowCache {
     pub fn new(timeouts: Timeouts) -> FlowCache {
+        FlowCache::with_limit(timeouts, usize::MAX)
+    }
+
+    /// A cache holding at most `limit` flows: a new flow arriving when it is
+    /// full first completes the eighth of its flows idle longest, counted as
+    /// early exports (as nfpcapd and softflowd do when their caches fill).
+    pub fn with_limit(timeouts: Timeouts, limit: usize) -> FlowCache {
         FlowCache {
             active: HashMap::default(),
             timeouts,
+            limit: limit.max(1),
             interfaces: HashMap::new(),
             now: None,
             last_check: 0,
@@ -169,6 +181,9 @@ impl FlowCache {
                 flow.tcp_flags |= delta.tcp_flags;
             }
             None => {
+                if self.active.len() >= self.limit {
+                    self.export_idlest(out);
+                }
                 let flow = ActiveFlow {
                     packets: delta.packets,
                     bytes: delta.bytes,
@@ -228,6 +243,27 @@ impl FlowCache {
         self.stats.idle_expired += idle_expired;
         self.stats.active_expired += active_expired;
         self.stats.flows_completed += idle_expired + active_expired;
+    }
+
+    /// Completes the eighth of the flows (at least one) idle longest.
+    fn export_idlest(&mut self, out: &mut Vec<FlowRecord>) {
+        let count = (self.active.len() / 8).max(1);
+        let mut lasts: Vec<Nanos> = self.active.values().map(|f| f.last).collect();
+        let (_, &mut cutoff, _) = lasts.select_nth_unstable(count - 1);
+        let mut left = count;
+        let interfaces = &self.interfaces;
+        let from = out.len();
+        self.active.retain(|key, flow| {
+            if left == 0 || flow.last > cutoff {
+                return true;
+            }
+            left -= 1;
+            out.push(record(key, flow, interfaces));
+            false
+        });
+        sort_by_start(&mut out[from..]);
+        self.stats.early_exported += count as u64;
+        self.stats.flows_completed += count as u64;
     }
 
     /// Completes every flow (end of input, or shutdown).

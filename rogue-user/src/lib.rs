@@ -1,6 +1,7 @@
 //! rogue finds rogue mail servers from network traffic. The library holds
 //! every stage of the data flow, one module each; `main.rs` is only the CLI.
 
+pub mod agent;
 pub mod capture;
 pub mod cli;
 pub mod config;

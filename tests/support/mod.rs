@@ -214,6 +214,8 @@ pub fn require(program: &str) -> Command {
 
 pub mod analysis;
 pub mod dns;
+pub mod generator;
+pub mod mailnet;
 pub mod netns;
 pub mod packets;
 pub mod process;

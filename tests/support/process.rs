@@ -63,6 +63,10 @@ impl Running {
         }
     }
 
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGINT (Ctrl-C) and waits for the process to finish.
     pub fn interrupt(self) -> Finished {
         self.signal(libc::SIGINT);

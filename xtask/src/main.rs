@@ -20,8 +20,16 @@ use clap::{Parser, Subcommand};
 /// bpf-linker releases after 0.10 need LLVM 23, which the nightly here lacks.
 const BPF_LINKER_VERSION: &str = "0.10.4";
 /// Debian packages the test suite runs, with a program that shows each is there.
-const TEST_PACKAGES: &[(&str, &str)] =
-    &[("tshark", "tshark"), ("ip", "iproute2"), ("sysctl", "procps"), ("nsd", "nsd"), ("chromium", "chromium")];
+const TEST_PACKAGES: &[(&str, &str)] = &[
+    ("tshark", "tshark"),
+    ("ip", "iproute2"),
+    ("sysctl", "procps"),
+    ("setpriv", "util-linux"),
+    ("nsd", "nsd"),
+    ("chromium", "chromium"),
+    ("swaks", "swaks"),
+    ("aiosmtpd", "python3-aiosmtpd"),
+];
 /// The Node.js package that drives Chromium in the report tests.
 const BROWSER_TESTS: &str = "tests/browser";
 /// Prefix of the network namespaces tests create (tests/support/netns.rs).
@@ -41,11 +49,14 @@ enum Task {
     /// Build rogue in release mode (target/release/rogue)
     Build,
     /// Build and run rogue with these arguments (`cargo xtask run -- flows --pcap FILE`);
-    /// without arguments, the demo: the method's scenarios generated and analysed
+    /// without arguments, the offline demo: the method's scenarios generated and analysed
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// The live demo: a gateway in network namespaces with real mail servers,
+    /// the agent finding the rogue one, a report (needs root)
+    Demo,
     /// Run every test, the kernel ones included (needs root)
     Test {
         /// Extra arguments for `cargo test`, e.g. a test name
@@ -82,6 +93,12 @@ fn run(task: Task) -> anyhow::Result<()> {
         Task::Run { args } => {
             setup_toolchain()?;
             status(rogue().args(args))
+        }
+        Task::Demo => {
+            setup()?;
+            require_root("the demo's network namespaces and XDP")?;
+            remove_stale_test_namespaces()?;
+            cargo(&["test", "--quiet", "--release", "-p", "rogue-user", "--test", "demo"])
         }
         Task::Test { args } => {
             setup()?;

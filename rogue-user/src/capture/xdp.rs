@@ -22,7 +22,7 @@ use aya::{
 };
 use rogue_common::{
     MeterCounters,
-    maps::{COUNTERS, FLOW_MAP_INDEX, FLOW_MAPS, METER_PROGRAM},
+    maps::{COUNTER_SLOTS, COUNTERS, FLOW_MAP_INDEX, FLOW_MAPS, METER_PROGRAM, counter_slot},
 };
 use tracing::{info, warn};
 
@@ -53,7 +53,7 @@ pub enum MeterError {
          to load and attach it)"
     )]
     Load(#[source] aya::EbpfError),
-    #[error("the kernel rejected the XDP program")]
+    #[error("the kernel rejected the XDP program{}", privilege_hint())]
     Program(#[source] ProgramError),
     #[error("no network interface named {0:?}")]
     NoInterface(String),
@@ -157,6 +157,12 @@ impl XdpMeter {
             },
         };
         info!(interface, ifindex, mode = attached, "XDP flow meter attached");
+        if counter_slot(ifindex) == 0 {
+            warn!(
+                "{interface} has ifindex {ifindex}, past the meter's {COUNTER_SLOTS} counter slots: \
+                 its counters are reported together with other such interfaces as `other`"
+            );
+        }
         self.attachments.push(Attachment { interface: interface.to_string(), ifindex, mode: attached });
         Ok(self.attachments.last().expect("just pushed"))
     }
@@ -181,12 +187,38 @@ impl XdpMeter {
         Ok(Drain { flows, wall_offset, at, took: started.elapsed() })
     }
 
-    /// The counters summed over CPUs (cumulative since load).
+    /// The counters summed over CPUs and interfaces (cumulative since load).
     pub fn counters(&self) -> Result<MeterCounters, MeterError> {
+        let mut total = MeterCounters::default();
+        for slot in 0..COUNTER_SLOTS {
+            total.add(&self.slot_counters(slot)?);
+        }
+        Ok(total)
+    }
+
+    /// The counters of each attached interface (cumulative since load).
+    /// Interfaces whose ifindex has no slot of its own share one, reported
+    /// under the name `other`, so every count shows somewhere.
+    pub fn interface_counters(&self) -> Result<Vec<(String, MeterCounters)>, MeterError> {
+        let mut counters = Vec::new();
+        for attachment in &self.attachments {
+            let slot = counter_slot(attachment.ifindex);
+            if slot != 0 {
+                counters.push((attachment.interface.clone(), self.slot_counters(slot)?));
+            }
+        }
+        let shared = self.slot_counters(0)?;
+        if shared.packets > 0 {
+            counters.push(("other".to_string(), shared));
+        }
+        Ok(counters)
+    }
+
+    fn slot_counters(&self, slot: u32) -> Result<MeterCounters, MeterError> {
         let map = self.ebpf.map(COUNTERS).ok_or(MeterError::Map { name: COUNTERS, detail: "missing".into() })?;
         let counters = PerCpuArray::<_, MeterCounters>::try_from(map)
             .map_err(|e| MeterError::Map { name: COUNTERS, detail: e.to_string() })?;
-        let per_cpu = counters.get(&0, 0).map_err(|e| MeterError::Map { name: COUNTERS, detail: e.to_string() })?;
+        let per_cpu = counters.get(&slot, 0).map_err(|e| MeterError::Map { name: COUNTERS, detail: e.to_string() })?;
         let mut total = MeterCounters::default();
         for cpu in per_cpu.iter() {
             total.add(cpu);
@@ -221,6 +253,19 @@ fn attach_in(program: &mut Xdp, interface: &str, ifindex: u32, mode: AyaXdpMode)
         source,
         hint,
     })
+}
+
+/// Without root, a refusal is most likely a missing capability: say which
+/// the meter needs (loading an XDP program takes CAP_BPF and CAP_NET_ADMIN,
+/// and its packet-pointer arithmetic passes the verifier only with
+/// CAP_PERFMON).
+fn privilege_hint() -> &'static str {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        ""
+    } else {
+        " (without root rogue needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)"
+    }
 }
 
 /// An error and its chain of causes on one line, as the CLI prints errors.

@@ -71,12 +71,7 @@ impl Context {
         if self.no_dns {
             return Ok(());
         }
-        let mut hosts = Vec::new();
-        for service in self.config.services.all() {
-            for activity in self.store.service_hosts(&service.name, from_ms, to_ms)? {
-                hosts.push((service.clone(), activity.host));
-            }
-        }
+        let hosts = self.detector().hosts_to_resolve(&self.store, Window { from_ms, to_ms })?;
         let (runtime, resolver) = self.resolver()?;
         self.dns = runtime.block_on(resolver.resolve(&hosts));
         Ok(())

@@ -6,6 +6,7 @@ use std::{process::ExitCode, time::Duration};
 
 use clap::{ArgAction, Parser, Subcommand};
 
+pub mod agent;
 pub mod analyze;
 pub mod context;
 pub mod findings;
@@ -54,6 +55,8 @@ pub enum Command {
     Report(report::ReportArgs),
     /// Write a deterministic capture of the method's scenarios
     Generate(generate::GenerateArgs),
+    /// Run the live gateway monitor: meter, store, evaluate and emit findings continuously
+    Agent(agent::AgentArgs),
 }
 
 /// Runs the parsed command line.
@@ -67,6 +70,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Whitelist(args) => whitelist::run(&cli.config, args),
         Command::Report(args) => report::run(&cli.config, args, cli.quiet),
         Command::Generate(args) => generate::run(args, cli.quiet),
+        Command::Agent(args) => agent::run(&cli.config, args),
     }
 }
 

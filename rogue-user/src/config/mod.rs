@@ -57,6 +57,14 @@ pub struct Config {
     pub capture: CaptureConfig,
     #[serde(default)]
     pub dns: DnsConfig,
+    /// Interfaces `rogue agent` meters (a gateway's internal and external
+    /// sides); `--iface` overrides them.
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    #[serde(default)]
+    pub output: OutputConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// The directory of the configuration file; relative paths start here.
     #[serde(skip)]
     pub dir: PathBuf,
@@ -88,6 +96,8 @@ pub struct DetectionConfig {
     pub suggest_min_server_days: Positive,
     pub fanout: FanoutConfig,
     pub volume_spike: VolumeSpikeConfig,
+    /// How often the agent applies the method to what it has stored.
+    pub evaluate_seconds: Positive,
 }
 
 impl Default for DetectionConfig {
@@ -98,6 +108,7 @@ impl Default for DetectionConfig {
             suggest_min_server_days: Positive(3),
             fanout: FanoutConfig::default(),
             volume_spike: VolumeSpikeConfig::default(),
+            evaluate_seconds: Positive(60),
         }
     }
 }
@@ -302,6 +313,9 @@ pub struct CaptureConfig {
     pub flow_map_entries: Positive,
     pub drain_seconds: Positive,
     pub xdp_mode: XdpMode,
+    /// Flows the agent's flow cache holds at most; past it, the flows idle
+    /// longest are completed early (counted), so memory stays bounded.
+    pub flow_cache_entries: Positive,
 }
 
 impl Default for CaptureConfig {
@@ -312,7 +326,70 @@ impl Default for CaptureConfig {
             flow_map_entries: Positive(rogue_common::maps::DEFAULT_FLOW_MAP_ENTRIES as u64),
             drain_seconds: Positive(5),
             xdp_mode: XdpMode::Native,
+            flow_cache_entries: Positive(1_000_000),
         }
+    }
+}
+
+/// Where the agent sends findings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    pub findings: Vec<FindingSink>,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig { findings: vec![FindingSink::Stdout] }
+    }
+}
+
+/// One place findings go: `stdout`, `syslog` (the local socket /dev/log),
+/// `syslog://HOST:PORT` (UDP), or anything else as a file path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FindingSink {
+    Stdout,
+    LocalSyslog,
+    RemoteSyslog(String),
+    File(PathBuf),
+}
+
+impl<'de> Deserialize<'de> for FindingSink {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Ok(match text.as_str() {
+            "stdout" => FindingSink::Stdout,
+            "syslog" => FindingSink::LocalSyslog,
+            _ => match text.strip_prefix("syslog://") {
+                Some(server) => {
+                    check_host_port(server).map_err(serde::de::Error::custom)?;
+                    FindingSink::RemoteSyslog(server.to_string())
+                }
+                None if text.is_empty() => return Err(serde::de::Error::custom("an empty path")),
+                None => FindingSink::File(text.into()),
+            },
+        })
+    }
+}
+
+/// `HOST:PORT` with a port, checked without resolving the host.
+fn check_host_port(server: &str) -> Result<(), String> {
+    match server.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(format!("syslog://{server}: give the server as syslog://HOST:PORT (e.g. syslog://192.0.2.5:514)")),
+    }
+}
+
+/// The agent's Prometheus endpoint; `listen: null` turns it off.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { listen: Some(([127, 0, 0, 1], 9925).into()) }
     }
 }
 

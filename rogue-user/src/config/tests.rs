@@ -21,6 +21,40 @@ fn the_example_in_the_repository_is_valid_and_states_the_defaults() {
     assert_eq!(example.detection.volume_spike.min_bytes, minimal.detection.volume_spike.min_bytes);
     assert_eq!(example.capture.idle_timeout_seconds, minimal.capture.idle_timeout_seconds);
     assert_eq!(example.whitelist_path(), path.parent().unwrap().join("whitelist.yaml"));
+    assert_eq!(example.detection.evaluate_seconds, minimal.detection.evaluate_seconds);
+    assert_eq!(example.capture.flow_cache_entries, minimal.capture.flow_cache_entries);
+    assert_eq!(example.output.findings, minimal.output.findings);
+    assert_eq!(example.metrics.listen, minimal.metrics.listen);
+    assert_eq!(example.interfaces, minimal.interfaces);
+}
+
+#[test]
+fn finding_sinks_are_stdout_syslog_a_syslog_server_or_a_file() {
+    let config = parse(
+        "internal_networks: [192.0.2.0/24]\noutput: {findings: [stdout, syslog, \"syslog://192.0.2.5:514\", \
+         findings.jsonl]}\nmetrics: {listen: null}",
+    )
+    .unwrap();
+    assert_eq!(
+        config.output.findings,
+        [
+            FindingSink::Stdout,
+            FindingSink::LocalSyslog,
+            FindingSink::RemoteSyslog("192.0.2.5:514".into()),
+            FindingSink::File("findings.jsonl".into())
+        ]
+    );
+    assert_eq!(config.metrics.listen, None);
+    let defaults = parse("internal_networks: [192.0.2.0/24]").unwrap();
+    assert_eq!(defaults.output.findings, [FindingSink::Stdout]);
+    assert_eq!(defaults.metrics.listen, Some("127.0.0.1:9925".parse().unwrap()));
+    assert_eq!(defaults.detection.evaluate_seconds.0, 60);
+    let no_port = parse("internal_networks: [192.0.2.0/24]\noutput: {findings: [\"syslog://192.0.2.5\"]}").unwrap_err();
+    assert!(
+        no_port.contains("output.findings: syslog://192.0.2.5: give the server as syslog://HOST:PORT")
+            && no_port.contains("line 2"),
+        "{no_port}"
+    );
 }
 
 #[test]

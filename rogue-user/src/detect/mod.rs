@@ -170,6 +170,29 @@ pub fn finding_json(finding: &StoredFinding) -> Value {
     Value::Object(object)
 }
 
+/// What of a finding is news to whoever reads the agent's sinks: its state
+/// and, for `rogue_server`, the roles, the DNS characteristics and the
+/// whitelist suggestion. Counts that grow while a host keeps serving, and
+/// its server days, are not: a finding is emitted when it opens and again
+/// only when this changes.
+pub fn material_evidence(finding: &StoredFinding) -> String {
+    let d = &finding.details;
+    let c = &d["characteristics"];
+    let evidence = match finding.kind.as_str() {
+        "rogue_server" => json!({
+            "state": finding.state,
+            "roles": d["roles"],
+            "ptr": c["ptr"],
+            "name_match": c["name_match"],
+            "fcrdns": c["fcrdns"],
+            "mx": c["mx"],
+            "suggest_whitelist": d["suggest_whitelist"],
+        }),
+        _ => json!({ "state": finding.state }),
+    };
+    evidence.to_string()
+}
+
 /// The essentials of a finding in a few words, for tables and reports.
 pub fn finding_summary(finding: &StoredFinding) -> String {
     let d = &finding.details;
@@ -372,6 +395,18 @@ impl Detector<'_> {
             None => clauses.push("whether it is an MX target is unknown (DNS did not answer)".into()),
         }
         format!("; {}", clauses.join("; "))
+    }
+
+    /// The hosts with activity of each service in `period`: those whose DNS
+    /// characteristics an evaluation of `period` needs.
+    pub fn hosts_to_resolve(&self, store: &Store, period: Window) -> Result<Vec<(Service, IpAddr)>> {
+        let mut hosts = Vec::new();
+        for service in self.services() {
+            for activity in store.service_hosts(&service.name, period.from_ms, period.to_ms)? {
+                hosts.push((service.clone(), activity.host));
+            }
+        }
+        Ok(hosts)
     }
 
     /// The findings about activity in `period`. Each host is measured over

@@ -277,3 +277,31 @@ fn verdicts_and_the_whitelist_set_the_state_of_stored_findings() {
     detector.record(&mut f.store, &findings, 3).unwrap();
     assert_eq!(f.store.findings(None, Some("whitelisted")).unwrap()[0].host.to_string(), "192.0.2.77");
 }
+
+#[test]
+fn growing_counts_are_not_news_but_a_new_state_role_or_name_is() {
+    let finding = |state: &str, flows: u64, roles: Value, ptr: Value| StoredFinding {
+        id: 1,
+        kind: "rogue_server".into(),
+        service: "smtp".into(),
+        host: "192.0.2.77".parse().unwrap(),
+        key: String::new(),
+        state: state.into(),
+        time_ms: flows as i64,
+        details: json!({
+            "roles": roles, "flows": flows, "suggest_whitelist": false,
+            "characteristics": {"server_days": flows, "ptr": ptr, "name_match": null, "fcrdns": null, "mx": null},
+        }),
+        created_ms: 0,
+        updated_ms: 0,
+    };
+    let first = material_evidence(&finding("open", 1, json!(["server"]), Value::Null));
+    assert_eq!(first, material_evidence(&finding("open", 900, json!(["server"]), Value::Null)));
+    for changed in [
+        finding("whitelisted", 1, json!(["server"]), Value::Null),
+        finding("open", 1, json!(["client", "server"]), Value::Null),
+        finding("open", 1, json!(["server"]), json!("mail.example.org")),
+    ] {
+        assert_ne!(first, material_evidence(&changed), "{changed:?}");
+    }
+}

@@ -20,7 +20,10 @@
 use std::{
     collections::{BTreeMap, HashMap},
     net::{IpAddr, SocketAddr},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -104,7 +107,26 @@ pub struct Resolver {
     /// `retry_after` (the cache keeps answers, this keeps failures).
     unanswered: Mutex<HashMap<(Name, RecordType), Instant>>,
     retry_after: Duration,
+    /// Until when each answer is cached (its TTL), to count cache hits.
+    fresh_until: Mutex<HashMap<(Name, RecordType), Instant>>,
+    stats: DnsStats,
 }
+
+/// What the resolver did, for the agent's metrics.
+#[derive(Debug, Default)]
+pub struct DnsStats {
+    /// Every lookup asked for.
+    pub lookups: AtomicU64,
+    /// Lookups answered from the cache (the answer's TTL had not run out).
+    pub cache_hits: AtomicU64,
+    /// Lookups that got no answer (timeout, SERVFAIL, refused), including
+    /// those not asked again yet after one.
+    pub unanswered: AtomicU64,
+}
+
+/// Answers remembered for counting cache hits; the cache itself is bounded
+/// by hickory (`cache_size`), this only by being cleared when full.
+const FRESHNESS_ENTRIES: usize = 65_536;
 
 impl Resolver {
     /// A resolver for the configured servers (or the system's, when none).
@@ -147,6 +169,8 @@ impl Resolver {
             mx_domains: config.mx_domains.clone(),
             unanswered: Mutex::new(HashMap::new()),
             retry_after: Duration::from_secs(config.min_ttl_seconds.0),
+            fresh_until: Mutex::new(HashMap::new()),
+            stats: DnsStats::default(),
         })
     }
 
@@ -176,18 +200,37 @@ impl Resolver {
         Ok(addrs)
     }
 
+    pub fn stats(&self) -> &DnsStats {
+        &self.stats
+    }
+
     async fn lookup(&self, name: &Name, record_type: RecordType) -> Answer<Vec<RData>> {
         let key = (name.clone(), record_type);
+        self.stats.lookups.fetch_add(1, Ordering::Relaxed);
         if let Some(failed) = self.unanswered.lock().expect("not poisoned").get(&key)
             && failed.elapsed() < self.retry_after
         {
+            self.stats.unanswered.fetch_add(1, Ordering::Relaxed);
             return Err(Unanswered(format!("{name} {record_type} got no answer {:?} ago", failed.elapsed())));
         }
+        if self.fresh_until.lock().expect("not poisoned").get(&key).is_some_and(|until| *until > Instant::now()) {
+            self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+        }
         let _slot = self.slots.acquire().await.expect("never closed");
-        let answer = match self.inner.lookup(name.clone(), record_type).await {
-            Ok(lookup) => Ok(lookup.answers().iter().map(|r| r.data.clone()).collect()),
-            Err(e) => no_records_or(e),
+        let (answer, valid_until) = match self.inner.lookup(name.clone(), record_type).await {
+            Ok(lookup) => (Ok(lookup.answers().iter().map(|r| r.data.clone()).collect()), Some(lookup.valid_until())),
+            Err(e) => (no_records_or(e), None),
         };
+        if answer.is_err() {
+            self.stats.unanswered.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(until) = valid_until {
+            let mut fresh = self.fresh_until.lock().expect("not poisoned");
+            if fresh.len() >= FRESHNESS_ENTRIES {
+                fresh.clear();
+            }
+            fresh.insert(key.clone(), until);
+        }
         let mut unanswered = self.unanswered.lock().expect("not poisoned");
         match &answer {
             Ok(_) => unanswered.remove(&key),

@@ -114,3 +114,23 @@ fn ipv4_mapped_keys_print_as_ipv4_and_others_as_ipv6() {
     let v6: std::net::Ipv6Addr = "2001:db8::1".parse().unwrap();
     assert_eq!(address(&v6.octets()).to_string(), "2001:db8::1");
 }
+
+#[test]
+fn a_full_cache_completes_its_idlest_flows_early_and_counts_them() {
+    let mut cache = FlowCache::with_limit(Timeouts::default(), 16);
+    let mut out = Vec::new();
+    // 16 flows, flow n last seen at n ms; flow 3 refreshed last of all.
+    for port in 0..16u16 {
+        cache.add(&key(port), packet(port as Nanos * 1_000_000, 100), &mut out);
+    }
+    cache.add(&key(3), packet(20_000_000, 100), &mut out);
+    assert!(out.is_empty());
+    cache.add(&key(100), packet(21_000_000, 100), &mut out);
+    let exported: Vec<u16> = out.iter().map(|f| f.sport).collect();
+    assert_eq!(exported, [0, 1], "an eighth of 16, idlest first; flow 3 was refreshed");
+    assert_eq!((cache.len(), cache.stats().early_exported), (15, 2));
+    let mut rest = Vec::new();
+    cache.flush(&mut rest);
+    let total: u64 = out.iter().chain(&rest).map(|f| f.packets).sum();
+    assert_eq!(total, 18, "no packet lost to an early export");
+}

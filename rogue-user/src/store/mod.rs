@@ -8,7 +8,7 @@
 //! epoch, in data time.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, HashMap},
     net::IpAddr,
     path::{Path, PathBuf},
 };
@@ -126,6 +126,12 @@ impl Store {
                 ))
             })?;
         }
+        create_private(path).map_err(|e| {
+            open_error(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some(format!("cannot create {}: {e}", path.display())),
+            ))
+        })?;
         let conn = Connection::open(path).map_err(open_error)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(open_error)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_error)?;
@@ -365,6 +371,18 @@ impl Store {
                 Ok((id, Upsert::Changed))
             }
         }
+    }
+
+    /// What was last emitted of each finding emitted so far, by id.
+    pub fn emitted(&self) -> Result<HashMap<i64, String>> {
+        let mut statement = self.conn.prepare("SELECT id, emitted FROM findings WHERE emitted IS NOT NULL")?;
+        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn set_emitted(&mut self, id: i64, evidence: &str) -> Result<()> {
+        self.conn.execute("UPDATE findings SET emitted = ? WHERE id = ?", params![evidence, id])?;
+        Ok(())
     }
 
     /// Stored findings, oldest first: those whose time is at or after
@@ -616,6 +634,17 @@ impl Ingest<'_> {
 
     pub fn commit(self) -> Result<()> {
         Ok(self.tx.commit()?)
+    }
+}
+
+/// Creates the store's file readable by its owner only (it records who
+/// talked to whom); SQLite gives its WAL and shared-memory files the same
+/// permissions. An existing file keeps its permissions.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
     }
 }
 

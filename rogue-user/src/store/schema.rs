@@ -118,4 +118,7 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (service, host)
     );
     ",
+    // 2: what the agent last emitted of each finding, so a restart re-emits
+    // nothing (see detect::material_evidence).
+    "ALTER TABLE findings ADD COLUMN emitted TEXT;",
 ];

@@ -47,6 +47,8 @@ fn a_new_store_is_created_with_its_directory_and_migrated_once() {
     assert_eq!(again.schema_version().unwrap(), schema::MIGRATIONS.len() as i64);
     let journal: String = again.conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
     assert_eq!(journal, "wal");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600, "readable by its owner only");
 }
 
 #[test]
@@ -55,7 +57,8 @@ fn a_store_from_a_newer_rogue_is_refused() {
     store.conn.pragma_update(None, "user_version", 99).unwrap();
     drop(store);
     let error = Store::open(&path).err().unwrap().to_string();
-    assert!(error.contains("schema version 99 is newer than this rogue knows (1)"), "{error}");
+    let known = schema::MIGRATIONS.len();
+    assert!(error.contains(&format!("schema version 99 is newer than this rogue knows ({known})")), "{error}");
 }
 
 #[test]

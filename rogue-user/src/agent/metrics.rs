@@ -1,0 +1,259 @@
+//! The agent's Prometheus endpoint (`metrics.listen`, GET /metrics, in the
+//! OpenMetrics text format): what the kernel counted per interface, what the
+//! interfaces themselves received (so silent loss shows as coverage below
+//! 1), the drains, the flow cache, the store, DNS and the findings.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
+use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::{Registry, Unit},
+};
+use rogue_common::MeterCounters;
+
+use crate::{dns::DnsStats, flows::FlowCacheStats};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InterfaceLabel {
+    pub interface: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FindingLabels {
+    pub r#type: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabel {
+    pub sink: String,
+}
+
+type Ratio = Gauge<f64, AtomicU64>;
+
+/// Every metric the agent exports. Cumulative counts read from elsewhere
+/// (the kernel's counters, the interface's, the cache's) are stored as they
+/// are read, so a counter is never ahead of or behind its source.
+pub struct Metrics {
+    registry: Registry,
+    kernel_packets: Family<InterfaceLabel, Counter>,
+    kernel_bytes: Family<InterfaceLabel, Counter>,
+    kernel_malformed: Family<InterfaceLabel, Counter>,
+    kernel_non_ip: Family<InterfaceLabel, Counter>,
+    kernel_insert_failed: Family<InterfaceLabel, Counter>,
+    interface_rx_packets: Family<InterfaceLabel, Counter>,
+    coverage: Family<InterfaceLabel, Ratio>,
+    drains: Counter,
+    drained_entries: Counter,
+    drain_seconds: Histogram,
+    flow_cache_flows: Gauge,
+    flows_completed: Counter,
+    flow_cache_early_exports: Counter,
+    store_write_seconds: Histogram,
+    store_write_errors: Counter,
+    dns_lookups: Counter,
+    dns_cache_hits: Counter,
+    dns_unanswered: Counter,
+    findings: Family<FindingLabels, Gauge>,
+    findings_emitted: Counter,
+    sink_errors: Family<SinkLabel, Counter>,
+    evaluations: Counter,
+}
+
+/// Seconds from 100 µs to about 26 s.
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(0.0001, 4.0, 10)
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut m = Metrics {
+            registry: Registry::default(),
+            kernel_packets: Family::default(),
+            kernel_bytes: Family::default(),
+            kernel_malformed: Family::default(),
+            kernel_non_ip: Family::default(),
+            kernel_insert_failed: Family::default(),
+            interface_rx_packets: Family::default(),
+            coverage: Family::default(),
+            drains: Counter::default(),
+            drained_entries: Counter::default(),
+            drain_seconds: Histogram::new(latency_buckets()),
+            flow_cache_flows: Gauge::default(),
+            flows_completed: Counter::default(),
+            flow_cache_early_exports: Counter::default(),
+            store_write_seconds: Histogram::new(latency_buckets()),
+            store_write_errors: Counter::default(),
+            dns_lookups: Counter::default(),
+            dns_cache_hits: Counter::default(),
+            dns_unanswered: Counter::default(),
+            findings: Family::default(),
+            findings_emitted: Counter::default(),
+            sink_errors: Family::default(),
+            evaluations: Counter::default(),
+        };
+        let r = &mut m.registry;
+        let rogue = r.sub_registry_with_prefix("rogue");
+        rogue.register("kernel_packets", "Frames the XDP program counted", m.kernel_packets.clone());
+        rogue.register_with_unit("kernel", "Frame bytes the XDP program counted", Unit::Bytes, m.kernel_bytes.clone());
+        rogue.register("kernel_malformed", "Frames with a cut or invalid header", m.kernel_malformed.clone());
+        rogue.register("kernel_non_ip", "Frames carrying no IPv4 or IPv6 packet", m.kernel_non_ip.clone());
+        rogue.register(
+            "kernel_insert_failed_packets",
+            "Packets that found no slot in a full flow map (raise capture.flow_map_entries)",
+            m.kernel_insert_failed.clone(),
+        );
+        rogue.register(
+            "interface_rx_packets",
+            "Packets the interface received since rogue attached (its own counter)",
+            m.interface_rx_packets.clone(),
+        );
+        rogue.register(
+            "coverage_ratio",
+            "Frames the XDP program counted over frames the interface received since attach",
+            m.coverage.clone(),
+        );
+        rogue.register("drains", "Drains of the kernel flow maps", m.drains.clone());
+        rogue.register("drained_entries", "Flow map entries drained", m.drained_entries.clone());
+        rogue.register_with_unit("drain", "Time one drain took", Unit::Seconds, m.drain_seconds.clone());
+        rogue.register("flow_cache_flows", "Flows held in the flow cache", m.flow_cache_flows.clone());
+        rogue.register("flows_completed", "Flows completed and profiled", m.flows_completed.clone());
+        rogue.register(
+            "flow_cache_early_exports",
+            "Flows completed before their timeouts because the cache was full (capture.flow_cache_entries)",
+            m.flow_cache_early_exports.clone(),
+        );
+        rogue.register_with_unit(
+            "store_write",
+            "Time one store transaction took",
+            Unit::Seconds,
+            m.store_write_seconds.clone(),
+        );
+        rogue.register("store_write_errors", "Store writes that failed (retried)", m.store_write_errors.clone());
+        rogue.register("dns_lookups", "DNS lookups asked for", m.dns_lookups.clone());
+        rogue.register("dns_cache_hits", "DNS lookups answered from the cache", m.dns_cache_hits.clone());
+        rogue.register("dns_unanswered", "DNS lookups that got no answer", m.dns_unanswered.clone());
+        rogue.register("findings", "Stored findings by type and state", m.findings.clone());
+        rogue.register("findings_emitted", "Findings sent to the sinks", m.findings_emitted.clone());
+        rogue.register("sink_errors", "Findings a sink failed to take (retried)", m.sink_errors.clone());
+        rogue.register("evaluations", "Evaluations of the method", m.evaluations.clone());
+        m
+    }
+
+    /// The kernel's counters of one interface (cumulative since load).
+    pub fn set_kernel(&self, interface: &str, counters: &MeterCounters) {
+        let label = InterfaceLabel { interface: interface.to_string() };
+        set(&self.kernel_packets.get_or_create(&label), counters.packets);
+        set(&self.kernel_bytes.get_or_create(&label), counters.bytes);
+        set(&self.kernel_malformed.get_or_create(&label), counters.malformed);
+        set(&self.kernel_non_ip.get_or_create(&label), counters.non_ip);
+        set(&self.kernel_insert_failed.get_or_create(&label), counters.insert_failed_packets);
+    }
+
+    /// What the interface received since attach, against what XDP counted.
+    pub fn set_coverage(&self, interface: &str, rx_packets: u64, counted: u64) {
+        let label = InterfaceLabel { interface: interface.to_string() };
+        set(&self.interface_rx_packets.get_or_create(&label), rx_packets);
+        let ratio = if rx_packets == 0 { 1.0 } else { counted as f64 / rx_packets as f64 };
+        self.coverage.get_or_create(&label).set(ratio);
+    }
+
+    pub fn drained(&self, entries: usize, seconds: f64) {
+        self.drains.inc();
+        self.drained_entries.inc_by(entries as u64);
+        self.drain_seconds.observe(seconds);
+    }
+
+    pub fn set_flow_cache(&self, flows: usize, stats: &FlowCacheStats) {
+        self.flow_cache_flows.set(flows as i64);
+        set(&self.flows_completed, stats.flows_completed);
+        set(&self.flow_cache_early_exports, stats.early_exported);
+    }
+
+    pub fn store_written(&self, seconds: f64) {
+        self.store_write_seconds.observe(seconds);
+    }
+
+    pub fn store_write_failed(&self) {
+        self.store_write_errors.inc();
+    }
+
+    pub fn set_dns(&self, stats: &DnsStats) {
+        set(&self.dns_lookups, stats.lookups.load(Ordering::Relaxed));
+        set(&self.dns_cache_hits, stats.cache_hits.load(Ordering::Relaxed));
+        set(&self.dns_unanswered, stats.unanswered.load(Ordering::Relaxed));
+    }
+
+    /// The number of stored findings of each type and state.
+    pub fn set_findings(&self, counts: impl IntoIterator<Item = ((String, String), i64)>) {
+        self.findings.clear();
+        for ((kind, state), count) in counts {
+            self.findings.get_or_create(&FindingLabels { r#type: kind, state }).set(count);
+        }
+    }
+
+    pub fn emitted(&self) {
+        self.findings_emitted.inc();
+    }
+
+    pub fn sink_failed(&self, sink: &str) {
+        self.sink_errors.get_or_create(&SinkLabel { sink: sink.to_string() }).inc();
+    }
+
+    pub fn evaluated(&self) {
+        self.evaluations.inc();
+    }
+
+    /// The exposition text.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}
+
+fn set(counter: &Counter, value: u64) {
+    counter.inner().store(value, Ordering::Relaxed);
+}
+
+/// Serves GET /metrics on `listener` until the runtime stops.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) -> std::io::Result<()> {
+    let app = Router::new().route("/metrics", get(scrape)).with_state(metrics);
+    axum::serve(listener, app).await
+}
+
+async fn scrape(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.encode())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_carry_their_source_values_and_coverage_is_a_ratio() {
+        let metrics = Metrics::new();
+        let counters = MeterCounters { packets: 1_000, bytes: 64_000, malformed: 3, ..MeterCounters::default() };
+        metrics.set_kernel("gw-in", &counters);
+        metrics.set_coverage("gw-in", 1_000, 1_000);
+        metrics.set_coverage("gw-out", 400, 300);
+        metrics.set_findings([(("rogue_server".into(), "open".into()), 2)]);
+        let text = metrics.encode();
+        for line in [
+            "rogue_kernel_packets_total{interface=\"gw-in\"} 1000",
+            "rogue_kernel_bytes_total{interface=\"gw-in\"} 64000",
+            "rogue_kernel_malformed_total{interface=\"gw-in\"} 3",
+            "rogue_coverage_ratio{interface=\"gw-in\"} 1.0",
+            "rogue_coverage_ratio{interface=\"gw-out\"} 0.75",
+            "rogue_findings{type=\"rogue_server\",state=\"open\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

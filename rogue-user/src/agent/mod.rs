@@ -1,0 +1,442 @@
+//! The live gateway monitor (`rogue agent`): the XDP flow meter drained on
+//! an interval into the flow cache, completed flows profiled into the store,
+//! the method applied every `detection.evaluate_seconds`, findings emitted
+//! to the sinks when they open or change materially, metrics served.
+//!
+//! One task owns the meter, cache, profiler and store, so nothing is shared
+//! but the metrics; DNS runs beside it and hands its answers back, so a slow
+//! resolver never delays a drain. A finding is emitted at least once: the
+//! store remembers what was last emitted of each (see
+//! [`material_evidence`]), so a restart re-emits nothing, and a finding that
+//! a sink failed to take is offered again at the next evaluation.
+
+pub mod metrics;
+pub mod sinks;
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+    time::{Interval, MissedTickBehavior},
+};
+use tracing::{debug, error, info, warn};
+
+use crate::{
+    capture::{XdpMeter, xdp::interface_rx_packets},
+    config::Config,
+    detect::{Detector, Window, material_evidence, whitelist::Whitelist},
+    dns::{DnsFacts, Resolver},
+    flows::{FlowCache, FlowRecord, Timeouts},
+    profile::Profiler,
+    store::{MILLIS_PER_DAY, Store},
+};
+use metrics::Metrics;
+use sinks::{Event, Sinks};
+
+/// What the command line decides.
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    pub config: PathBuf,
+    pub db: Option<PathBuf>,
+    /// Overrides the configuration's `interfaces` when not empty.
+    pub interfaces: Vec<String>,
+    pub no_dns: bool,
+}
+
+/// Runs the agent until SIGINT or SIGTERM.
+pub fn run(options: AgentOptions) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async {
+        let mut agent = Agent::start(options).await?;
+        agent.run().await
+    })
+}
+
+struct Agent {
+    options: AgentOptions,
+    config: Config,
+    whitelist: Whitelist,
+    store: Store,
+    meter: XdpMeter,
+    cache: FlowCache,
+    profiler: Profiler,
+    /// This run's row in the store's sources.
+    source: i64,
+    /// Completed flows profiled but not yet in the store (a write failed).
+    unwritten: UnwrittenFlows,
+    sinks: Sinks,
+    metrics: Arc<Metrics>,
+    dns: DnsFacts,
+    resolver: Option<Arc<Resolver>>,
+    /// Each interface's receive counter when rogue attached.
+    rx_at_attach: BTreeMap<String, u64>,
+    started: Instant,
+    emitted: u64,
+}
+
+/// Counts of the flows in the profiler's pending batch, for the source row.
+#[derive(Default)]
+struct UnwrittenFlows {
+    flows: u64,
+    packets: u64,
+    first: Option<i64>,
+    last: Option<i64>,
+}
+
+impl UnwrittenFlows {
+    fn add(&mut self, flow: &FlowRecord) {
+        self.flows += 1;
+        self.packets += flow.packets;
+        self.first = Some(self.first.map_or(flow.start, |t| t.min(flow.start)));
+        self.last = Some(self.last.map_or(flow.end, |t| t.max(flow.end)));
+    }
+}
+
+impl Agent {
+    async fn start(options: AgentOptions) -> anyhow::Result<Agent> {
+        let config = Config::load(&options.config)?;
+        let interfaces =
+            if options.interfaces.is_empty() { config.interfaces.clone() } else { options.interfaces.clone() };
+        if interfaces.is_empty() {
+            bail!(
+                "no interfaces to meter: list them under `interfaces` in {} or pass --iface (a gateway needs both \
+                 its internal and its external side)",
+                options.config.display()
+            );
+        }
+        let store_path = options.db.clone().unwrap_or_else(|| config.store_path());
+        let mut store = Store::open(&store_path)?;
+        let whitelist = Whitelist::load(&config.whitelist_path())?;
+        let sinks = Sinks::open(&config)?;
+        let metrics = Arc::new(Metrics::new());
+        if let Some(listen) = config.metrics.listen {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("metrics.listen: cannot listen on {listen}"))?;
+            let served = metrics.clone();
+            tokio::spawn(async move {
+                if let Err(e) = metrics::serve(listener, served).await {
+                    error!("the metrics endpoint stopped: {e}");
+                }
+            });
+            info!("metrics on http://{listen}/metrics");
+        }
+        let resolver = if options.no_dns {
+            None
+        } else {
+            Some(Arc::new(Resolver::new(&config.dns).context("setting up the DNS resolver")?))
+        };
+
+        let capture = &config.capture;
+        let entries = u32::try_from(capture.flow_map_entries.0).context("capture.flow_map_entries is too large")?;
+        let mut meter = XdpMeter::load(entries)?;
+        let timeouts = Timeouts::from_secs(capture.idle_timeout_seconds.0, capture.active_timeout_seconds.0);
+        let mut cache = FlowCache::with_limit(timeouts, capture.flow_cache_entries.0 as usize);
+        let mut rx_at_attach = BTreeMap::new();
+        for interface in &interfaces {
+            let attached = meter.attach(interface, capture.xdp_mode)?.clone();
+            cache.name_interface(attached.ifindex, &attached.interface);
+            rx_at_attach.insert(interface.clone(), interface_rx_packets(interface).unwrap_or(0));
+        }
+        let ingest = store.ingest()?;
+        let source = ingest.add_source("live", &interfaces.join(","), None, jiff::Timestamp::now().as_millisecond())?;
+        ingest.commit()?;
+        let profiler =
+            Profiler::new(config.internal_networks.clone(), config.services.all(), config.detection.bin_seconds.0);
+
+        let modes: Vec<String> = meter.attachments().iter().map(|a| format!("{} ({})", a.interface, a.mode)).collect();
+        info!(
+            "agent running: metering {}; draining every {} s, evaluating every {} s; findings to {}; store {}",
+            modes.join(", "),
+            capture.drain_seconds.0,
+            config.detection.evaluate_seconds.0,
+            sinks.names().join(", "),
+            store_path.display()
+        );
+        Ok(Agent {
+            dns: if options.no_dns { DnsFacts::disabled() } else { DnsFacts { enabled: true, ..DnsFacts::default() } },
+            options,
+            config,
+            whitelist,
+            store,
+            meter,
+            cache,
+            profiler,
+            source,
+            unwritten: UnwrittenFlows::default(),
+            sinks,
+            metrics,
+            resolver,
+            rx_at_attach,
+            started: Instant::now(),
+            emitted: 0,
+        })
+    }
+
+    async fn run(&mut self) -> anyhow::Result<()> {
+        let mut drain_tick = ticker(self.config.capture.drain_seconds.0);
+        let mut evaluate_tick = ticker(self.config.detection.evaluate_seconds.0);
+        let mut hangup = signal(SignalKind::hangup())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let (answers, mut answered) = mpsc::channel::<DnsFacts>(1);
+        let mut resolving = false;
+        loop {
+            tokio::select! {
+                _ = drain_tick.tick() => self.drain()?,
+                _ = evaluate_tick.tick() => match &self.resolver {
+                    // Evaluate once DNS has answered for the hosts seen so far.
+                    Some(resolver) if !resolving => {
+                        resolving = true;
+                        let hosts = self.detector().hosts_to_resolve(&self.store, self.period())?;
+                        let (resolver, answers) = (resolver.clone(), answers.clone());
+                        tokio::spawn(async move {
+                            let _ = answers.send(resolver.resolve(&hosts).await).await;
+                        });
+                    }
+                    _ => self.evaluate()?,
+                },
+                Some(facts) = answered.recv() => {
+                    resolving = false;
+                    self.dns = facts;
+                    self.evaluate()?;
+                }
+                _ = hangup.recv() => {
+                    if self.reload() {
+                        evaluate_tick = ticker(self.config.detection.evaluate_seconds.0);
+                        self.evaluate()?;
+                    }
+                }
+                _ = terminate.recv() => break,
+                _ = interrupt.recv() => break,
+            }
+        }
+        self.stop()
+    }
+
+    fn detector(&self) -> Detector<'_> {
+        Detector { config: &self.config, whitelist: &self.whitelist, dns: &self.dns }
+    }
+
+    /// What an evaluation looks at: from the start of yesterday (UTC) to now.
+    /// A fixed start for a whole day keeps a burst's key the same from one
+    /// evaluation to the next.
+    fn period(&self) -> Window {
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+        Window { from_ms: (now_ms.div_euclid(MILLIS_PER_DAY) - 1) * MILLIS_PER_DAY, to_ms: now_ms }
+    }
+
+    /// One drain: kernel maps into the flow cache, completed flows into the
+    /// store, metrics updated.
+    fn drain(&mut self) -> anyhow::Result<()> {
+        let drain = self.meter.drain()?;
+        let mut completed = Vec::new();
+        for flow in &drain.flows {
+            self.cache.add(&flow.key, drain.delta(flow), &mut completed);
+        }
+        // Sweep at every drain rather than on nfpcapd's 10 s schedule (kept
+        // for parity on captures): flows complete within a drain of their
+        // timeout, so findings come out that much sooner.
+        self.cache.sweep(drain.at, &mut completed);
+        self.metrics.drained(drain.flows.len(), drain.took.as_secs_f64());
+        debug!(
+            entries = drain.flows.len(),
+            completed = completed.len(),
+            took_us = drain.took.as_micros() as u64,
+            "drained"
+        );
+        self.profile(&completed);
+        self.write_store();
+        self.update_meter_metrics()
+    }
+
+    fn profile(&mut self, flows: &[FlowRecord]) {
+        for flow in flows {
+            self.profiler.add(flow);
+            self.unwritten.add(flow);
+        }
+    }
+
+    /// Writes the pending profiles in one transaction. On failure they stay
+    /// pending and the next drain tries again; the error is logged and counted.
+    fn write_store(&mut self) {
+        if self.unwritten.flows == 0 {
+            return;
+        }
+        let started = Instant::now();
+        let services = self.profiler.services().to_vec();
+        let result = (|| -> Result<(), crate::store::StoreError> {
+            let ingest = self.store.ingest()?;
+            ingest.write(self.source, &services, self.profiler.batch())?;
+            if let (Some(first), Some(last)) = (self.unwritten.first, self.unwritten.last) {
+                ingest.extend_source(self.source, first, last, self.unwritten.packets, self.unwritten.flows)?;
+            }
+            ingest.commit()
+        })();
+        match result {
+            Ok(()) => {
+                self.profiler.take();
+                self.unwritten = UnwrittenFlows::default();
+                self.metrics.store_written(started.elapsed().as_secs_f64());
+            }
+            Err(e) => {
+                self.metrics.store_write_failed();
+                error!("writing {} flows to the store failed (kept, retried next drain): {e}", self.unwritten.flows);
+            }
+        }
+    }
+
+    fn update_meter_metrics(&self) -> anyhow::Result<()> {
+        for (interface, counters) in self.meter.interface_counters()? {
+            self.metrics.set_kernel(&interface, &counters);
+            if let (Some(at_attach), Ok(now)) = (self.rx_at_attach.get(&interface), interface_rx_packets(&interface)) {
+                self.metrics.set_coverage(&interface, now.saturating_sub(*at_attach), counters.packets);
+            }
+        }
+        self.metrics.set_flow_cache(self.cache.len(), &self.cache.stats());
+        if let Some(resolver) = &self.resolver {
+            self.metrics.set_dns(resolver.stats());
+        }
+        Ok(())
+    }
+
+    /// Applies the method to the period, stores the findings and emits what
+    /// is new or changed.
+    fn evaluate(&mut self) -> anyhow::Result<()> {
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+        let detector = Detector { config: &self.config, whitelist: &self.whitelist, dns: &self.dns };
+        let findings = detector.evaluate(&self.store, self.period())?;
+        detector.record(&mut self.store, &findings, now_ms)?;
+        self.store.prune(self.config.store.retention_days.0)?;
+        self.emit_changes()?;
+        self.metrics.evaluated();
+        Ok(())
+    }
+
+    /// Emits every stored finding whose material evidence differs from what
+    /// was last emitted of it (whatever changed it: an evaluation, a
+    /// whitelist reload, `rogue findings ack` from a shell).
+    fn emit_changes(&mut self) -> anyhow::Result<()> {
+        let emitted = self.store.emitted()?;
+        let findings = self.store.findings(None, None)?;
+        let mut counts: BTreeMap<(String, String), i64> = BTreeMap::new();
+        for finding in &findings {
+            *counts.entry((finding.kind.clone(), finding.state.clone())).or_default() += 1;
+            let evidence = material_evidence(finding);
+            let event = match emitted.get(&finding.id) {
+                Some(last) if *last == evidence => continue,
+                Some(_) => Event::Changed,
+                None => Event::Opened,
+            };
+            let failed = self.sinks.emit(event, finding);
+            for (sink, e) in &failed {
+                self.metrics.sink_failed(sink);
+                warn!("{sink}: could not take finding {} (offered again next evaluation): {e}", finding.id);
+            }
+            if failed.is_empty() {
+                self.store.set_emitted(finding.id, &evidence)?;
+                self.metrics.emitted();
+                self.emitted += 1;
+                info!(
+                    "finding {} {}: {} {} ({})",
+                    finding.id,
+                    event.as_str(),
+                    finding.kind,
+                    finding.host,
+                    finding.state
+                );
+            }
+        }
+        self.metrics.set_findings(counts);
+        Ok(())
+    }
+
+    /// Re-reads the configuration, the whitelist and the sinks (SIGHUP).
+    /// Counts and flows in progress are kept; on an error the running
+    /// configuration stays. Returns whether the new one was taken.
+    fn reload(&mut self) -> bool {
+        let path = self.options.config.clone();
+        let loaded = (|| -> anyhow::Result<(Config, Whitelist, Sinks)> {
+            let config = Config::load(&path)?;
+            let whitelist = Whitelist::load(&config.whitelist_path())?;
+            let sinks = Sinks::open(&config)?;
+            Ok((config, whitelist, sinks))
+        })();
+        let (config, whitelist, sinks) = match loaded {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                error!("reload of {} failed, the running configuration stays: {e:#}", path.display());
+                return false;
+            }
+        };
+        for (key, changed) in [
+            ("interfaces", config.interfaces != self.config.interfaces && self.options.interfaces.is_empty()),
+            ("capture", format!("{:?}", config.capture) != format!("{:?}", self.config.capture)),
+            ("store", format!("{:?}", config.store) != format!("{:?}", self.config.store)),
+            ("metrics", config.metrics.listen != self.config.metrics.listen),
+        ] {
+            if changed {
+                warn!("{}: `{key}` changed; it takes effect when the agent restarts", path.display());
+            }
+        }
+        if self.resolver.is_some() && format!("{:?}", config.dns) != format!("{:?}", self.config.dns) {
+            match Resolver::new(&config.dns) {
+                Ok(resolver) => self.resolver = Some(Arc::new(resolver)),
+                Err(e) => warn!("the new dns settings do not work, the running resolver stays: {e}"),
+            }
+        }
+        // Profiles pending a store write were made with the old settings;
+        // write them out first (write_store keeps them on failure).
+        self.write_store();
+        self.profiler =
+            Profiler::new(config.internal_networks.clone(), config.services.all(), config.detection.bin_seconds.0);
+        info!(
+            "reloaded {}: {} whitelist entries; findings to {}",
+            path.display(),
+            whitelist.entries().len(),
+            sinks.names().join(", ")
+        );
+        self.config = config;
+        self.whitelist = whitelist;
+        self.sinks = sinks;
+        true
+    }
+
+    /// SIGINT or SIGTERM: the last drain, every flow in progress completed
+    /// and stored, a last evaluation, then the meter detaches (dropping it
+    /// closes its bpf_links).
+    fn stop(&mut self) -> anyhow::Result<()> {
+        self.drain()?;
+        let mut rest = Vec::new();
+        self.cache.flush(&mut rest);
+        self.profile(&rest);
+        self.write_store();
+        if self.unwritten.flows > 0 {
+            bail!("{} flows could not be written to the store", self.unwritten.flows);
+        }
+        self.evaluate()?;
+        let counters = self.meter.counters()?;
+        info!(
+            "agent stopped after {:.0} s: {} packets metered, {} flows, {} findings emitted",
+            self.started.elapsed().as_secs_f64(),
+            counters.packets,
+            self.cache.stats().flows_completed,
+            self.emitted
+        );
+        Ok(())
+    }
+}
+
+fn ticker(seconds: u64) -> Interval {
+    let period = Duration::from_secs(seconds);
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    interval
+}

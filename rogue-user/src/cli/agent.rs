@@ -1,0 +1,30 @@
+//! `rogue agent`: the live gateway monitor.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::context::ConfigArgs;
+use crate::agent::{self, AgentOptions};
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    rogue agent --config /etc/rogue/rogue.yaml\n  \
+    rogue agent --config rogue.yaml --iface eth0 --iface eth1\n\n\
+    Runs until SIGINT or SIGTERM (which store everything and detach); SIGHUP reloads the configuration, \
+    the whitelist and the sinks. Needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (see packaging/rogue-agent.service).")]
+pub struct AgentArgs {
+    /// Meter this interface (repeat for more) instead of the configuration's `interfaces`
+    #[arg(long, value_name = "IF")]
+    pub iface: Vec<String>,
+}
+
+pub fn run(config: &ConfigArgs, args: AgentArgs) -> anyhow::Result<ExitCode> {
+    agent::run(AgentOptions {
+        config: config.config.clone(),
+        db: config.db.clone(),
+        interfaces: args.iface,
+        no_dns: config.no_dns,
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

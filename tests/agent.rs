@@ -1,0 +1,432 @@
+//! `rogue agent` live, on a gateway namespace between an internal network
+//! with real mail servers (aiosmtpd) and an external one, with real SMTP
+//! sessions (swaks): findings in time in every sink, nothing re-emitted
+//! across a restart, a whitelist reload without restart, metrics that
+//! account for every packet, least privilege, and a million packets a
+//! second while it keeps finding.
+
+mod support;
+
+use std::{
+    collections::BTreeMap,
+    io::{Read, Write},
+    net::{TcpListener, TcpStream, UdpSocket},
+    path::Path,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use support::{
+    analysis::{Workspace, example_whitelist},
+    generator::Generator,
+    mailnet::{MISCONFIGURED, MX, MailNet, ROGUE_SERVER, SENDER, Side, external_servers},
+    netns::{Netns, in_netns, veth},
+    packets::{ethernet, ipv4, udp},
+    process::{Finished, ROGUE, Running},
+};
+
+const DRAIN_SECONDS: u64 = 1;
+const IDLE_SECONDS: u64 = 2;
+const EVALUATE_SECONDS: u64 = 3;
+/// From the end of a session to its finding: the idle timeout and a second
+/// of rounding, a drain, then at most two evaluation intervals.
+const FINDING_BUDGET: Duration = Duration::from_secs(IDLE_SECONDS + 1 + DRAIN_SECONDS + 2 * EVALUATE_SECONDS);
+
+/// Where a test's agent sends its findings and metrics.
+struct Outputs {
+    syslog: SyslogListener,
+    metrics_port: u16,
+}
+
+fn config(outputs: &Outputs, interfaces: &[&str]) -> String {
+    format!(
+        "internal_networks: [192.0.2.0/24]\n\
+         interfaces: [{}]\n\
+         detection: {{evaluate_seconds: {EVALUATE_SECONDS}}}\n\
+         capture: {{drain_seconds: {DRAIN_SECONDS}, idle_timeout_seconds: {IDLE_SECONDS}, xdp_mode: native}}\n\
+         output: {{findings: [stdout, findings.jsonl, \"syslog://127.0.0.1:{}\"]}}\n\
+         metrics: {{listen: \"127.0.0.1:{}\"}}\n",
+        interfaces.join(", "),
+        outputs.syslog.port,
+        outputs.metrics_port
+    )
+}
+
+impl Outputs {
+    /// A syslog listener and a free metrics port on the gateway's loopback.
+    fn on(gateway: &Netns) -> Outputs {
+        let syslog = SyslogListener::bind_in(gateway);
+        let metrics_port = in_netns(gateway, || TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port())
+            .join()
+            .unwrap();
+        Outputs { syslog, metrics_port }
+    }
+}
+
+/// Starts `rogue agent` in `netns` against the workspace's configuration.
+fn start_agent(netns: &Netns, workspace: &Workspace) -> Running {
+    let mut command = netns.command(ROGUE);
+    command.args(["agent", "--no-dns", "-v", "--config"]).arg(workspace.config());
+    let mut agent = Running::spawn(command);
+    agent.wait_for_stderr("agent running", 1);
+    agent
+}
+
+fn stop(agent: Running) -> Finished {
+    agent.signal(libc::SIGTERM);
+    let finished = agent.finish();
+    assert!(finished.status.success(), "the agent failed:\n{}", finished.stderr);
+    finished
+}
+
+/// The events in the file sink.
+fn file_events(workspace: &Workspace) -> Vec<Value> {
+    let text = std::fs::read_to_string(workspace.dir.join("findings.jsonl")).unwrap_or_default();
+    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+}
+
+fn is(event: &Value, kind: &str, host: &str) -> bool {
+    event["type"] == kind && event["host"] == host
+}
+
+/// Waits until the file sink holds an event `accept`s; returns the events.
+fn wait_for_event(workspace: &Workspace, within: Duration, accept: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + within;
+    loop {
+        let events = file_events(workspace);
+        if events.iter().any(&accept) {
+            return events;
+        }
+        assert!(Instant::now() < deadline, "no such finding within {within:?}; the file sink holds:\n{events:#?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Syslog over UDP on the gateway's loopback, as a collector would receive it.
+struct SyslogListener {
+    port: u16,
+    messages: Arc<Mutex<Vec<String>>>,
+}
+
+impl SyslogListener {
+    fn bind_in(netns: &Netns) -> SyslogListener {
+        let socket = in_netns(netns, || UdpSocket::bind("127.0.0.1:0").unwrap()).join().unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let received = messages.clone();
+        std::thread::spawn(move || {
+            let mut buffer = vec![0u8; 65_536];
+            while let Ok(n) = socket.recv(&mut buffer) {
+                received.lock().unwrap().push(String::from_utf8_lossy(&buffer[..n]).into_owned());
+            }
+        });
+        SyslogListener { port, messages }
+    }
+
+    fn messages(&self) -> Vec<String> {
+        self.messages.lock().unwrap().clone()
+    }
+}
+
+/// GET /metrics from inside `netns`: each sample line as name{labels} -> value.
+fn scrape(netns: &Netns, port: u16) -> BTreeMap<String, f64> {
+    let response = in_netns(netns, move || {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    })
+    .join()
+    .unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-type: application/openmetrics-text"), "{head}");
+    assert!(body.trim_end().ends_with("# EOF"), "an OpenMetrics exposition ends with # EOF");
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').unwrap();
+            (name.to_string(), value.parse().unwrap_or_else(|_| panic!("{l}")))
+        })
+        .collect()
+}
+
+fn metric(metrics: &BTreeMap<String, f64>, name: &str) -> f64 {
+    *metrics.get(name).unwrap_or_else(|| panic!("no {name} in {metrics:#?}"))
+}
+
+fn xdp_attached(netns: &Netns, interface: &str) -> bool {
+    let output = netns.command("ip").args(["-j", "link", "show", "dev", interface]).output().unwrap();
+    let link: Value = serde_json::from_slice(&output.stdout).unwrap();
+    link[0].get("xdp").is_some()
+}
+
+#[test]
+fn real_smtp_sessions_through_the_gateway_become_findings_in_every_sink_in_time() {
+    let net = MailNet::new();
+    let outputs = Outputs::on(&net.gateway);
+    let workspace = Workspace::new("agent-e2e", &config(&outputs, &["gw-in", "gw-out"]), &example_whitelist());
+    let agent = start_agent(&net.gateway, &workspace);
+    let rx_at_start = (net.gateway.rx("gw-in").0, net.gateway.rx("gw-out").0);
+
+    net.send_mail(Side::External, SENDER, ROGUE_SERVER);
+    net.send_mail(Side::External, SENDER, MX);
+    net.send_mail(Side::Internal, MX, "203.0.113.1");
+    let rogue_sent = Instant::now();
+    net.send_mail_to_all(Side::Internal, MISCONFIGURED, &external_servers());
+    let burst_sent = Instant::now();
+
+    wait_for_event(&workspace, FINDING_BUDGET, |e| is(e, "rogue_server", ROGUE_SERVER));
+    let rogue_after = rogue_sent.elapsed();
+    let events = wait_for_event(&workspace, FINDING_BUDGET, |e| is(e, "fanout_burst", MISCONFIGURED));
+    let burst_after = burst_sent.elapsed();
+    eprintln!("findings after the sessions: rogue_server in {rogue_after:?}, fanout_burst in {burst_after:?}");
+
+    let burst = events.iter().find(|e| is(e, "fanout_burst", MISCONFIGURED)).unwrap();
+    assert_eq!(burst["peers"], 75, "{burst}");
+    assert_eq!(burst["event"], "opened");
+    let rogue = events.iter().find(|e| is(e, "rogue_server", ROGUE_SERVER)).unwrap();
+    assert_eq!(rogue["roles"], serde_json::json!(["server"]), "{rogue}");
+    assert_eq!(rogue["state"], "open");
+    assert!(!events.iter().any(|e| e["host"] == MX), "the whitelisted MX has no finding: {events:#?}");
+
+    // Two more evaluations change nothing: each finding was emitted once.
+    std::thread::sleep(Duration::from_secs(2 * EVALUATE_SECONDS + 1));
+    let events = file_events(&workspace);
+    let mut per_finding: BTreeMap<u64, usize> = BTreeMap::new();
+    for event in &events {
+        *per_finding.entry(event["id"].as_u64().unwrap()).or_default() += 1;
+    }
+    assert!(per_finding.values().all(|&n| n == 1), "a finding emitted more than once: {events:#?}");
+    let hosts: Vec<(&str, &str)> =
+        events.iter().map(|e| (e["type"].as_str().unwrap(), e["host"].as_str().unwrap())).collect();
+    assert_eq!(hosts.len(), 3, "{hosts:?}");
+    assert!(hosts.contains(&("rogue_server", MISCONFIGURED)), "a client sending mail out is rogue too: {hosts:?}");
+
+    // Syslog got the same findings, as RFC 5424 messages.
+    let messages = outputs.syslog.messages();
+    assert_eq!(messages.len(), 3, "{messages:#?}");
+    let rogue_message = messages
+        .iter()
+        .find(|m| m.contains(&format!("type=\"rogue_server\" host=\"{ROGUE_SERVER}\"")))
+        .unwrap_or_else(|| panic!("{messages:#?}"));
+    assert!(rogue_message.starts_with("<28>1 "), "daemon.warning, version 1: {rogue_message}");
+    assert!(rogue_message.contains(" rogue ") && rogue_message.contains(" finding [rogue@32473 event=\"opened\""));
+
+    // The kernel counted exactly what the interfaces received.
+    std::thread::sleep(Duration::from_secs(DRAIN_SECONDS + 1));
+    let rx_now = (net.gateway.rx("gw-in").0, net.gateway.rx("gw-out").0);
+    let metrics = scrape(&net.gateway, outputs.metrics_port);
+    for (interface, received) in [("gw-in", rx_now.0 - rx_at_start.0), ("gw-out", rx_now.1 - rx_at_start.1)] {
+        let label = format!("{{interface=\"{interface}\"}}");
+        let counted = metric(&metrics, &format!("rogue_kernel_packets_total{label}"));
+        assert_eq!(counted, metric(&metrics, &format!("rogue_interface_rx_packets_total{label}")), "{interface}");
+        assert_eq!(counted as u64, received, "{interface}: the test's own reading of the interface");
+        assert_eq!(metric(&metrics, &format!("rogue_coverage_ratio{label}")), 1.0, "{interface}");
+        assert_eq!(metric(&metrics, &format!("rogue_kernel_insert_failed_packets_total{label}")), 0.0);
+    }
+    // 78 sessions of at least 10 packets each way through the gateway.
+    assert!(metric(&metrics, "rogue_kernel_packets_total{interface=\"gw-in\"}") > 780.0);
+    assert_eq!(metric(&metrics, "rogue_findings_emitted_total"), 3.0);
+    assert_eq!(metric(&metrics, "rogue_findings{type=\"fanout_burst\",state=\"open\"}"), 1.0);
+    assert_eq!(metric(&metrics, "rogue_findings{type=\"rogue_server\",state=\"open\"}"), 2.0);
+    assert!(metric(&metrics, "rogue_flows_completed_total") >= 156.0, "two flows per session");
+    assert!(metric(&metrics, "rogue_evaluations_total") >= 3.0);
+
+    let finished = stop(agent);
+    assert!(finished.stdout.lines().count() == 3, "stdout sink: {}", finished.stdout);
+    for interface in ["gw-in", "gw-out"] {
+        assert!(!xdp_attached(&net.gateway, interface), "{interface} still has an XDP program");
+    }
+}
+
+#[test]
+fn a_restart_continues_the_history_and_a_reloaded_whitelist_takes_the_host_out_of_the_findings() {
+    let net = MailNet::new();
+    let outputs = Outputs::on(&net.gateway);
+    let workspace = Workspace::new("agent-restart", &config(&outputs, &["gw-in", "gw-out"]), &example_whitelist());
+    let agent = start_agent(&net.gateway, &workspace);
+    net.send_mail(Side::External, SENDER, ROGUE_SERVER);
+    wait_for_event(&workspace, FINDING_BUDGET, |e| is(e, "rogue_server", ROGUE_SERVER));
+    stop(agent);
+    let host = |workspace: &Workspace| -> Value {
+        let hosts = workspace.json(&["hosts", "--format", "json"]);
+        hosts.into_iter().find(|h| h["host"] == ROGUE_SERVER).expect("the rogue server in `rogue hosts`")
+    };
+    let before = host(&workspace);
+
+    // A restart: the store carries on, nothing is emitted again.
+    let agent = start_agent(&net.gateway, &workspace);
+    net.send_mail(Side::External, SENDER, ROGUE_SERVER);
+    let deadline = Instant::now() + FINDING_BUDGET;
+    while host(&workspace)["flows"] == before["flows"] {
+        assert!(Instant::now() < deadline, "the second session never reached the store");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(EVALUATE_SECONDS + 1));
+    let after = host(&workspace);
+    assert_eq!(after["flows"].as_u64(), before["flows"].as_u64().map(|f| f * 2), "both runs' flows");
+    assert_eq!(after["first_seen"], before["first_seen"]);
+    assert_eq!(after["characteristics"]["server_days"], 1, "{after}");
+    assert_eq!(before["characteristics"]["server_days"], 1);
+    let events = file_events(&workspace);
+    assert_eq!(events.len(), 1, "nothing re-emitted after the restart: {events:#?}");
+    let packets_before_reload =
+        metric(&scrape(&net.gateway, outputs.metrics_port), "rogue_kernel_packets_total{interface=\"gw-in\"}");
+
+    // The administrators verify the host; SIGHUP, no restart.
+    let added = workspace.rogue(&["whitelist", "add", ROGUE_SERVER, "--by", "test", "--reason", "verified relay"]);
+    assert!(added.status.success(), "{}", added.stderr);
+    agent.signal(libc::SIGHUP);
+    let events = wait_for_event(&workspace, Duration::from_secs(5), |e| {
+        is(e, "rogue_server", ROGUE_SERVER) && e["event"] == "changed"
+    });
+    let changed = events.iter().find(|e| e["event"] == "changed").unwrap();
+    assert_eq!(changed["state"], "whitelisted", "{changed}");
+    let open = workspace.json(&["findings", "--state", "open", "--format", "json"]);
+    assert!(!open.iter().any(|f| f["host"] == ROGUE_SERVER), "{open:#?}");
+    let metrics = scrape(&net.gateway, outputs.metrics_port);
+    assert!(
+        metric(&metrics, "rogue_kernel_packets_total{interface=\"gw-in\"}") >= packets_before_reload,
+        "counts survive the reload"
+    );
+    let finished = stop(agent);
+    assert!(finished.stderr.contains("reloaded"), "{}", finished.stderr);
+}
+
+/// The capabilities the systemd unit grants, as setpriv(1) names them.
+fn unit_capabilities() -> Vec<String> {
+    let unit = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/rogue-agent.service"))
+        .unwrap();
+    let line = unit.lines().find_map(|l| l.strip_prefix("AmbientCapabilities=")).expect("AmbientCapabilities=");
+    let bounding = unit.lines().find_map(|l| l.strip_prefix("CapabilityBoundingSet=")).expect("CapabilityBoundingSet=");
+    assert_eq!(line, bounding, "the unit grants exactly what it bounds");
+    line.split_whitespace().map(|c| c.strip_prefix("CAP_").unwrap().to_ascii_lowercase()).collect()
+}
+
+/// `rogue agent` as the user nobody holding only `capabilities`.
+fn start_unprivileged(netns: &Netns, workspace: &Workspace, capabilities: &[String]) -> Running {
+    let caps = format!("-all{}", capabilities.iter().map(|c| format!(",+{c}")).collect::<String>());
+    let mut command = netns.command("setpriv");
+    command
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(format!("--inh-caps={caps}"))
+        .arg(format!("--ambient-caps={caps}"))
+        .arg(format!("--bounding-set={caps}"))
+        .args(["--", ROGUE, "agent", "--no-dns", "-v", "--config"])
+        .arg(workspace.config());
+    Running::spawn(command)
+}
+
+#[test]
+fn the_agent_runs_as_nobody_with_only_the_units_capabilities_and_keeps_its_files_private() {
+    let capabilities = unit_capabilities();
+    assert_eq!(capabilities, ["bpf", "net_admin", "perfmon"]);
+    let net = MailNet::new();
+    let outputs = Outputs::on(&net.gateway);
+    let workspace = Workspace::new("agent-caps", &config(&outputs, &["gw-in", "gw-out"]), &example_whitelist());
+    // nobody may write the workspace, as a StateDirectory= would let it.
+    std::fs::set_permissions(&workspace.dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+
+    // Each of them is needed: without any one the agent stops, saying what it needs.
+    for missing in &capabilities {
+        let fewer: Vec<String> = capabilities.iter().filter(|c| *c != missing).cloned().collect();
+        let refused = start_unprivileged(&net.gateway, &workspace, &fewer).finish();
+        assert_eq!(refused.status.code(), Some(1), "without {missing}: {}", refused.stderr);
+        assert!(
+            refused.stderr.contains("CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON"),
+            "without {missing}: {}",
+            refused.stderr
+        );
+    }
+
+    let mut agent = start_unprivileged(&net.gateway, &workspace, &capabilities);
+    agent.wait_for_stderr("agent running", 1);
+    net.send_mail(Side::External, SENDER, ROGUE_SERVER);
+    wait_for_event(&workspace, FINDING_BUDGET, |e| is(e, "rogue_server", ROGUE_SERVER));
+    stop(agent);
+    for file in ["rogue.db", "findings.jsonl"] {
+        let metadata = std::fs::metadata(workspace.dir.join(file)).unwrap();
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        assert_eq!(metadata.permissions().mode() & 0o777, 0o600, "{file} is private");
+        assert_eq!(metadata.uid(), 65534, "{file} belongs to the agent's user");
+    }
+}
+
+/// Peak resident memory and CPU seconds (user + system) of a process.
+fn usage(pid: u32) -> (u64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hwm_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (hwm_kib * 1024, ticks / per_second)
+}
+
+#[test]
+fn a_million_packets_a_second_for_30_seconds_are_all_counted_while_findings_still_come_out() {
+    const FLOWS: u32 = 10_240;
+    const LOAD: Duration = Duration::from_secs(30);
+    let net = MailNet::new();
+    veth(&net.gateway, "gen0", &net.gateway, "mon0");
+    let outputs = Outputs::on(&net.gateway);
+    let workspace = Workspace::new("agent-load", &config(&outputs, &["gw-in", "gw-out", "mon0"]), &example_whitelist());
+    let agent = start_agent(&net.gateway, &workspace);
+    let pid = agent.id();
+    let rx_before = net.gateway.rx("mon0").0;
+
+    // An internal host's UDP flows to an external one, to a MAC nobody has:
+    // the stack drops them once the meter has passed them on.
+    let payload = udp(0, 9000, &[0x5a; 18]);
+    let packet = ipv4([192, 0, 2, 200].into(), [198, 51, 100, 9].into(), 17, &[], 0, &payload);
+    let packet_len = packet.len() as u64;
+    let mut frame = ethernet(0x0800, &packet);
+    frame[..6].copy_from_slice(&[0x02, 0, 0, 0, 0x0d, 0x0d]);
+    let generator = in_netns(&net.gateway, move || {
+        let mut generator = Generator::new("gen0", &frame, FLOWS);
+        let took = generator.send_for(LOAD, 1_000_000, Duration::from_millis(5));
+        (generator.sent, took)
+    });
+    let (_, cpu_before) = usage(pid);
+    std::thread::sleep(Duration::from_secs(10));
+    net.send_mail(Side::External, SENDER, ROGUE_SERVER);
+    let sent = Instant::now();
+    wait_for_event(&workspace, FINDING_BUDGET, |e| is(e, "rogue_server", ROGUE_SERVER));
+    let found_after = sent.elapsed();
+    let (generated, took) = generator.join().unwrap();
+    let (peak_memory, cpu_after) = usage(pid);
+    std::thread::sleep(Duration::from_secs(DRAIN_SECONDS + 1));
+    let received = net.gateway.rx("mon0").0 - rx_before;
+    let metrics = scrape(&net.gateway, outputs.metrics_port);
+    let rate = generated as f64 / took.as_secs_f64();
+    let cpu = (cpu_after - cpu_before) / took.as_secs_f64();
+    eprintln!(
+        "load: {generated} frames in {took:?} ({:.2} Mpps) over {FLOWS} flows; finding in {found_after:?} under load; \
+         agent peak RSS {:.1} MiB, CPU {:.1}% of one core",
+        rate / 1e6,
+        peak_memory as f64 / (1 << 20) as f64,
+        cpu * 100.0
+    );
+    assert!(rate >= 1e6, "the generator made only {:.2} Mpps", rate / 1e6);
+    assert_eq!(received, generated, "the veth delivered every frame");
+    assert_eq!(metric(&metrics, "rogue_kernel_packets_total{interface=\"mon0\"}") as u64, generated);
+    assert_eq!(metric(&metrics, "rogue_kernel_insert_failed_packets_total{interface=\"mon0\"}"), 0.0);
+    assert_eq!(metric(&metrics, "rogue_coverage_ratio{interface=\"mon0\"}"), 1.0);
+    assert!(metric(&metrics, "rogue_flow_cache_flows") >= FLOWS as f64, "the load's flows are in progress");
+    assert!(peak_memory < 128 << 20, "the agent's peak RSS was {peak_memory} bytes");
+    let finished = stop(agent);
+    assert!(finished.stderr.contains("agent stopped"), "{}", finished.stderr);
+    // At the stop every flow in progress was stored: all of the load's bytes.
+    let store = rogue::store::Store::open(&workspace.dir.join("rogue.db")).unwrap();
+    let stored: u64 =
+        store.host_daily("192.0.2.200".parse().unwrap(), 0, i64::MAX).unwrap().iter().map(|(_, _, bytes)| bytes).sum();
+    assert_eq!(stored, generated * packet_len, "the load's IP bytes in the store");
+}

@@ -19,6 +19,7 @@ use std::{
 use serde_json::Value;
 use support::{
     analysis::{Workspace, example_whitelist},
+    dns::{Nsd, scenario_zones},
     generator::Generator,
     mailnet::{MISCONFIGURED, MX, MailNet, ROGUE_SERVER, SENDER, Side, external_servers},
     netns::{Netns, in_netns, veth},
@@ -64,10 +65,14 @@ impl Outputs {
     }
 }
 
-/// Starts `rogue agent` in `netns` against the workspace's configuration.
+/// Starts `rogue agent --no-dns` in `netns` against the workspace's configuration.
 fn start_agent(netns: &Netns, workspace: &Workspace) -> Running {
+    start_agent_with(netns, workspace, &["--no-dns"])
+}
+
+fn start_agent_with(netns: &Netns, workspace: &Workspace, options: &[&str]) -> Running {
     let mut command = netns.command(ROGUE);
-    command.args(["agent", "--no-dns", "-v", "--config"]).arg(workspace.config());
+    command.arg("agent").args(options).args(["-v", "--config"]).arg(workspace.config());
     let mut agent = Running::spawn(command);
     agent.wait_for_stderr("agent running", 1);
     agent
@@ -250,7 +255,13 @@ fn a_restart_continues_the_history_and_a_reloaded_whitelist_takes_the_host_out_o
     let agent = start_agent(&net.gateway, &workspace);
     net.send_mail(Side::External, SENDER, ROGUE_SERVER);
     wait_for_event(&workspace, FINDING_BUDGET, |e| is(e, "rogue_server", ROGUE_SERVER));
-    stop(agent);
+    // A crash: SIGKILL leaves the agent no time to clean up, yet the
+    // kernel detaches its program with its last bpf_link.
+    agent.signal(libc::SIGKILL);
+    agent.finish();
+    for interface in ["gw-in", "gw-out"] {
+        assert!(!xdp_attached(&net.gateway, interface), "{interface} kept an XDP program after the crash");
+    }
     let host = |workspace: &Workspace| -> Value {
         let hosts = workspace.json(&["hosts", "--format", "json"]);
         hosts.into_iter().find(|h| h["host"] == ROGUE_SERVER).expect("the rogue server in `rogue hosts`")
@@ -294,6 +305,38 @@ fn a_restart_continues_the_history_and_a_reloaded_whitelist_takes_the_host_out_o
     );
     let finished = stop(agent);
     assert!(finished.stderr.contains("reloaded"), "{}", finished.stderr);
+}
+
+#[test]
+fn dns_answers_arrive_in_the_background_and_fill_in_the_characteristics() {
+    let net = MailNet::new();
+    let nsd = Nsd::start_in(&net.gateway, "agent-dns", &scenario_zones());
+    let outputs = Outputs::on(&net.gateway);
+    let config = format!(
+        "{}dns: {{servers: [\"{}\"], mx_domains: [example.org]}}\n",
+        config(&outputs, &["gw-in", "gw-out"]),
+        nsd.addr
+    );
+    let workspace = Workspace::new("agent-dns", &config, &example_whitelist());
+    let agent = start_agent_with(&net.gateway, &workspace, &[]);
+    net.send_mail(Side::External, SENDER, ROGUE_SERVER);
+    let events = wait_for_event(&workspace, FINDING_BUDGET, |e| is(e, "rogue_server", ROGUE_SERVER));
+    let rogue = events.iter().find(|e| is(e, "rogue_server", ROGUE_SERVER)).unwrap();
+    let c = &rogue["characteristics"];
+    assert_eq!(
+        (&c["ptr"], &c["fcrdns"], &c["name_match"], &c["mx"]),
+        (&"smtp-gw.example.org".into(), &true.into(), &true.into(), &false.into()),
+        "{rogue}"
+    );
+    assert_eq!(rogue["suggest_whitelist"], true, "a server with a confirmed mail name: {rogue}");
+    // Later evaluations ask again and the cache answers.
+    std::thread::sleep(Duration::from_secs(2 * EVALUATE_SECONDS + 1));
+    let metrics = scrape(&net.gateway, outputs.metrics_port);
+    assert!(metric(&metrics, "rogue_dns_lookups_total") >= 8.0, "{metrics:#?}");
+    assert!(metric(&metrics, "rogue_dns_cache_hits_total") >= 4.0, "{metrics:#?}");
+    assert_eq!(metric(&metrics, "rogue_dns_unanswered_total"), 0.0);
+    assert_eq!(file_events(&workspace).len(), 1, "the same answers are not news");
+    stop(agent);
 }
 
 /// The capabilities the systemd unit grants, as setpriv(1) names them.

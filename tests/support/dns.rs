@@ -9,7 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::require;
+use super::{
+    netns::{Netns, in_netns},
+    require,
+};
 
 pub struct Nsd {
     pub addr: SocketAddr,
@@ -20,11 +23,24 @@ pub struct Nsd {
 impl Nsd {
     /// Serves `zones` (origin, zone file text) on 127.0.0.1.
     pub fn start(name: &str, zones: &[(&str, String)]) -> Nsd {
+        Nsd::launch(name, zones, None)
+    }
+
+    /// Serves `zones` on the loopback of `netns` (for a program running there).
+    pub fn start_in(netns: &Netns, name: &str, zones: &[(&str, String)]) -> Nsd {
+        Nsd::launch(name, zones, Some(netns))
+    }
+
+    fn launch(name: &str, zones: &[(&str, String)], netns: Option<&Netns>) -> Nsd {
         require("nsd");
         let dir = std::env::temp_dir().join(format!("rogue-nsd-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let free_port = || UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = match netns {
+            Some(netns) => in_netns(netns, free_port).join().unwrap(),
+            None => free_port(),
+        };
         let mut conf = format!(
             "server:\n  ip-address: 127.0.0.1@{port}\n  port: {port}\n  username: \"\"\n  chroot: \"\"\n  \
              zonesdir: \"{d}\"\n  pidfile: \"{d}/nsd.pid\"\n  xfrdfile: \"{d}/xfrd.state\"\n  \
@@ -37,34 +53,45 @@ impl Nsd {
             conf += &format!("zone:\n  name: {origin}\n  zonefile: zone{i}\n");
         }
         std::fs::write(dir.join("nsd.conf"), conf).unwrap();
-        let child = Command::new("nsd")
+        let mut command = match netns {
+            Some(netns) => netns.command("nsd"),
+            None => Command::new("nsd"),
+        };
+        let child = command
             .args(["-d", "-c"])
             .arg(dir.join("nsd.conf"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let nsd = Nsd { addr: SocketAddr::from(([127, 0, 0, 1], port)), dir, child };
-        nsd.wait_until_it_answers(zones[0].0);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let nsd = Nsd { addr, dir, child };
+        let origin = zones[0].0.to_string();
+        let answered = match netns {
+            Some(netns) => in_netns(netns, move || answers(addr, &origin)).join().unwrap(),
+            None => answers(addr, &origin),
+        };
+        assert!(answered, "nsd did not answer on {addr}");
         let log = std::fs::read_to_string(nsd.dir.join("nsd.log")).unwrap_or_default();
         assert!(!log.contains("error"), "nsd did not load every zone:\n{log}");
         nsd
     }
+}
 
-    fn wait_until_it_answers(&self, origin: &str) {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let query = soa_query(origin);
-        let mut reply = [0u8; 512];
-        while Instant::now() < deadline {
-            socket.send_to(&query, self.addr).unwrap();
-            if socket.recv(&mut reply).is_ok() {
-                return;
-            }
+/// Whether a DNS server at `addr` answers an SOA query within 10 s.
+fn answers(addr: SocketAddr, origin: &str) -> bool {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let query = soa_query(origin);
+    let mut reply = [0u8; 512];
+    while Instant::now() < deadline {
+        socket.send_to(&query, addr).unwrap();
+        if socket.recv(&mut reply).is_ok() {
+            return true;
         }
-        panic!("nsd did not answer on {}", self.addr);
     }
+    false
 }
 
 impl Drop for Nsd {

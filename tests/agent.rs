@@ -189,9 +189,21 @@ fn real_smtp_sessions_through_the_gateway_become_findings_in_every_sink_in_time(
     let burst_after = burst_sent.elapsed();
     eprintln!("findings after the sessions: rogue_server in {rogue_after:?}, fanout_burst in {burst_after:?}");
 
+    // Emitted as soon as 20 of the sessions had completed; the stored
+    // finding goes on to count all 75 (growing counts are not re-emitted).
     let burst = events.iter().find(|e| is(e, "fanout_burst", MISCONFIGURED)).unwrap();
-    assert_eq!(burst["peers"], 75, "{burst}");
+    assert!(burst["peers"].as_u64() >= Some(20), "{burst}");
     assert_eq!(burst["event"], "opened");
+    let deadline = Instant::now() + FINDING_BUDGET;
+    loop {
+        let stored = workspace.json(&["findings", "--format", "json"]);
+        let burst = stored.iter().find(|f| is(f, "fanout_burst", MISCONFIGURED)).expect("the burst in the store");
+        if burst["peers"] == 75 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the stored burst never counted all 75 servers: {burst}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let rogue = events.iter().find(|e| is(e, "rogue_server", ROGUE_SERVER)).unwrap();
     assert_eq!(rogue["roles"], serde_json::json!(["server"]), "{rogue}");
     assert_eq!(rogue["state"], "open");
@@ -320,8 +332,12 @@ fn dns_answers_arrive_in_the_background_and_fill_in_the_characteristics() {
     let workspace = Workspace::new("agent-dns", &config, &example_whitelist());
     let agent = start_agent_with(&net.gateway, &workspace, &[]);
     net.send_mail(Side::External, SENDER, ROGUE_SERVER);
-    let events = wait_for_event(&workspace, FINDING_BUDGET, |e| is(e, "rogue_server", ROGUE_SERVER));
-    let rogue = events.iter().find(|e| is(e, "rogue_server", ROGUE_SERVER)).unwrap();
+    // The evaluation waits for the lookups, so the finding opens with its
+    // names (a lookup that timed out would open it with nulls and change it
+    // when answered; this waits for the answered one either way).
+    let named = |e: &Value| is(e, "rogue_server", ROGUE_SERVER) && !e["characteristics"]["ptr"].is_null();
+    let events = wait_for_event(&workspace, FINDING_BUDGET, named);
+    let rogue = events.iter().find(|e| named(e)).unwrap();
     let c = &rogue["characteristics"];
     assert_eq!(
         (&c["ptr"], &c["fcrdns"], &c["name_match"], &c["mx"]),
@@ -335,7 +351,7 @@ fn dns_answers_arrive_in_the_background_and_fill_in_the_characteristics() {
     assert!(metric(&metrics, "rogue_dns_lookups_total") >= 8.0, "{metrics:#?}");
     assert!(metric(&metrics, "rogue_dns_cache_hits_total") >= 4.0, "{metrics:#?}");
     assert_eq!(metric(&metrics, "rogue_dns_unanswered_total"), 0.0);
-    assert_eq!(file_events(&workspace).len(), 1, "the same answers are not news");
+    assert_eq!(file_events(&workspace).len(), events.len(), "the same answers are not news");
     stop(agent);
 }
 

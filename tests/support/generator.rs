@@ -25,11 +25,16 @@ impl Generator {
     /// flows. Acts in the calling thread's network namespace, and pins the
     /// thread to CPU 0 so the generator's per-CPU flow counter is one.
     pub fn new(interface: &str, frame: &[u8], flows: u32) -> Generator {
-        let mut cpu_zero: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        // SAFETY: a zeroed cpu_set_t with CPU 0 set, for this thread.
+        Generator::pinned(0, interface, frame, flows)
+    }
+
+    /// As [`Generator::new`], on CPU `cpu` (one generator per CPU).
+    pub fn pinned(cpu: usize, interface: &str, frame: &[u8], flows: u32) -> Generator {
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: a zeroed cpu_set_t with one CPU set, for this thread.
         unsafe {
-            libc::CPU_SET(0, &mut cpu_zero);
-            assert_eq!(libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &cpu_zero), 0);
+            libc::CPU_SET(cpu, &mut set);
+            assert_eq!(libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set), 0);
         }
         let mut ebpf = Ebpf::load(TESTBED_OBJECT).unwrap();
         Array::<_, u32>::try_from(ebpf.map_mut("GENERATOR").unwrap()).unwrap().set(0, flows, 0).unwrap();
@@ -53,6 +58,23 @@ impl Generator {
             })
             .expect("live frames test run");
         self.sent += frames as u64;
+    }
+
+    /// Sends `rate` frames a second (as near as one CPU can) for `duration`,
+    /// in slices of 10 ms; returns the time it took.
+    pub fn send_at(&mut self, rate: u64, duration: Duration) -> Duration {
+        let slice = Duration::from_millis(10);
+        let per_slice = (rate / 100).max(1) as u32;
+        let started = Instant::now();
+        let mut next = started;
+        while started.elapsed() < duration {
+            self.send(per_slice);
+            next += slice;
+            if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        started.elapsed()
     }
 
     /// Sends in chunks of `chunk` frames, pausing `pause` between them, for

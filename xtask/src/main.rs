@@ -30,6 +30,9 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("swaks", "swaks"),
     ("aiosmtpd", "python3-aiosmtpd"),
 ];
+/// The flow tools the offline benchmark compares rogue with.
+const BENCH_PACKAGES: &[(&str, &str)] =
+    &[("tshark", "tshark"), ("nfpcapd", "nfdump"), ("argus", "argus-server"), ("softflowd", "softflowd")];
 /// The Node.js package that drives Chromium in the report tests.
 const BROWSER_TESTS: &str = "tests/browser";
 /// Prefix of the network namespaces tests create (tests/support/netns.rs).
@@ -63,8 +66,9 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
-    /// Run the benchmarks and write BENCHMARKS.md (needs root)
-    Bench,
+    /// Run the benchmarks and write BENCHMARKS.md (needs root); with section
+    /// names (kernel veth drain offline scaling agent), only those, printed
+    Bench { sections: Vec<String> },
 }
 
 fn main() -> ExitCode {
@@ -108,10 +112,14 @@ fn run(task: Task) -> anyhow::Result<()> {
             command.arg("test").args(args);
             status(&mut command)
         }
-        Task::Bench => {
-            setup_toolchain()?;
-            require_root("the kernel benchmarks")?;
-            cargo(&["bench", "--bench", "kernel"])
+        Task::Bench { sections } => {
+            setup()?;
+            install_packages("the flow tools rogue is compared with", BENCH_PACKAGES)?;
+            require_root("the benchmarks (BPF, network namespaces)")?;
+            remove_stale_test_namespaces()?;
+            let mut args = vec!["bench", "-p", "rogue-user", "--bench", "rogue", "--"];
+            args.extend(sections.iter().map(String::as_str));
+            cargo(&args)
         }
     }
 }
@@ -155,17 +163,22 @@ fn workspace_root() -> PathBuf {
 /// Everything building and testing need.
 fn setup() -> anyhow::Result<()> {
     setup_toolchain()?;
-    let missing = || -> Vec<&str> {
-        TEST_PACKAGES.iter().filter(|(program, _)| !on_path(program)).map(|(_, package)| *package).collect()
-    };
-    let names = TEST_PACKAGES.iter().map(|(_, package)| *package).collect::<Vec<_>>().join(", ");
-    step(&format!("test tools ({names})"), || missing().is_empty(), || apt_install(&missing()))?;
+    install_packages("test tools", TEST_PACKAGES)?;
     let browser = workspace_root().join(BROWSER_TESTS);
     step(
         "playwright-core for the browser tests (npm ci)",
         || browser.join("node_modules").exists(),
         || status(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&browser)),
     )
+}
+
+/// Installs the Debian packages of `packages` whose program is missing.
+fn install_packages(what: &str, packages: &[(&str, &str)]) -> anyhow::Result<()> {
+    let missing = || -> Vec<&str> {
+        packages.iter().filter(|(program, _)| !on_path(program)).map(|(_, package)| *package).collect()
+    };
+    let names = packages.iter().map(|(_, package)| *package).collect::<Vec<_>>().join(", ");
+    step(&format!("{what} ({names})"), || missing().is_empty(), || apt_install(&missing()))
 }
 
 /// What building the XDP program needs.

@@ -15,6 +15,7 @@ pub mod sinks;
 
 use std::{
     collections::BTreeMap,
+    net::IpAddr,
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
@@ -30,7 +31,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::{
     capture::{XdpMeter, xdp::interface_rx_packets},
-    config::Config,
+    config::{Config, Service},
     detect::{Detector, Window, material_evidence, whitelist::Whitelist},
     dns::{DnsFacts, Resolver},
     flows::{FlowCache, FlowRecord, Timeouts},
@@ -187,26 +188,36 @@ impl Agent {
         let mut terminate = signal(SignalKind::terminate())?;
         let mut interrupt = signal(SignalKind::interrupt())?;
         let (answers, mut answered) = mpsc::channel::<DnsFacts>(1);
+        // With DNS, an evaluation runs when the lookups for its hosts are
+        // answered; hosts first seen while they ran are looked up once more
+        // before it, so no finding comes out with DNS not yet asked.
         let mut resolving = false;
+        let mut asked_again = false;
         loop {
             tokio::select! {
                 _ = drain_tick.tick() => self.drain()?,
                 _ = evaluate_tick.tick() => match &self.resolver {
-                    // Evaluate once DNS has answered for the hosts seen so far.
-                    Some(resolver) if !resolving => {
-                        resolving = true;
+                    Some(_) if resolving => debug!("the previous lookups are still running; evaluating when they end"),
+                    Some(resolver) => {
                         let hosts = self.detector().hosts_to_resolve(&self.store, self.period())?;
-                        let (resolver, answers) = (resolver.clone(), answers.clone());
-                        tokio::spawn(async move {
-                            let _ = answers.send(resolver.resolve(&hosts).await).await;
-                        });
+                        resolving = spawn_lookups(resolver, hosts, &answers);
                     }
-                    _ => self.evaluate()?,
+                    None => self.evaluate()?,
                 },
                 Some(facts) = answered.recv() => {
-                    resolving = false;
-                    self.dns = facts;
-                    self.evaluate()?;
+                    self.dns.hosts.extend(facts.hosts);
+                    let hosts = self.detector().hosts_to_resolve(&self.store, self.period())?;
+                    let unasked: Vec<_> =
+                        hosts.into_iter().filter(|(s, h)| self.dns.get(&s.name, *h).is_none()).collect();
+                    match &self.resolver {
+                        Some(resolver) if !unasked.is_empty() && !asked_again => {
+                            asked_again = spawn_lookups(resolver, unasked, &answers);
+                        }
+                        _ => {
+                            (resolving, asked_again) = (false, false);
+                            self.evaluate()?;
+                        }
+                    }
                 }
                 _ = hangup.recv() => {
                     if self.reload() {
@@ -432,6 +443,16 @@ impl Agent {
         );
         Ok(())
     }
+}
+
+/// Looks `hosts` up beside the agent's task; the answers come back on
+/// `answers`. Returns true (lookups are running).
+fn spawn_lookups(resolver: &Arc<Resolver>, hosts: Vec<(Service, IpAddr)>, answers: &mpsc::Sender<DnsFacts>) -> bool {
+    let (resolver, answers) = (resolver.clone(), answers.clone());
+    tokio::spawn(async move {
+        let _ = answers.send(resolver.resolve(&hosts).await).await;
+    });
+    true
 }
 
 fn ticker(seconds: u64) -> Interval {

@@ -6,7 +6,7 @@ use std::{fs::File, path::PathBuf, process::ExitCode};
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::scenario::{Case, generate};
+use crate::scenario::{Case, Size, generate};
 
 #[derive(Debug, Args)]
 #[command(after_help = "Example:\n  rogue generate --scenario all --out scenario.pcap\n  \
@@ -24,12 +24,19 @@ pub struct GenerateArgs {
     /// Multiply the background traffic (and workstations) by this
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub scale: u32,
+    /// Workstations in the background [default: 50 per unit of --scale; past 100 they are in 10.0.0.0/8]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub workstations: Option<u32>,
 }
 
 pub fn run(args: GenerateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let mut size = Size::scaled(args.scale);
+    if let Some(workstations) = args.workstations {
+        size.workstations = workstations;
+    }
     let file = File::create(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    let generated = generate(args.scenario, args.seed, args.scale, file)
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    let generated =
+        generate(args.scenario, args.seed, size, file).with_context(|| format!("writing {}", args.out.display()))?;
     if !quiet {
         eprintln!("rogue: wrote {} frames to {}", generated.frames, args.out.display());
     }

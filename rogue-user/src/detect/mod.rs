@@ -443,6 +443,14 @@ impl Detector<'_> {
         let config = &self.config.detection.fanout;
         let width_ms = config.window_seconds.0 as i64 * 1000;
         let opened = store.opened_to_external_servers(&service.name, host, period.from_ms, period.to_ms)?;
+        // A burst already found keeps its key when flows of it that completed
+        // later move its first flow earlier (live, flows complete out of order).
+        let known: Vec<i64> = store
+            .findings_for_host(host)?
+            .iter()
+            .filter(|f| f.kind == FindingKind::FanoutBurst.as_str() && f.service == service.name)
+            .filter_map(|f| f.key.parse().ok())
+            .collect();
         let mut findings = Vec::new();
         let mut first = 0;
         while first < opened.len() {
@@ -451,12 +459,13 @@ impl Detector<'_> {
                 opened[first..].iter().take_while(|(t, _)| t - start <= width_ms).map(|(_, peer)| *peer).collect();
             let distinct = distinct_count(&in_window);
             if distinct >= config.peers.0 as usize {
+                let key = known.iter().copied().find(|k| (k - start).abs() <= width_ms).unwrap_or(start);
                 findings.push(Finding {
                     kind: FindingKind::FanoutBurst,
                     service: service.name.clone(),
                     host,
-                    key: start.to_string(),
-                    time_ms: start,
+                    key: key.to_string(),
+                    time_ms: key,
                     details: json!({
                         "peers": distinct,
                         "window_seconds": config.window_seconds.0,

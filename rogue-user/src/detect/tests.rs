@@ -57,6 +57,12 @@ impl Fixture {
         detector.evaluate(&self.store, detector.window(end)).unwrap()
     }
 
+    fn record(&mut self, findings: &[Finding], now_ms: i64) -> Vec<(StoredFinding, Upsert)> {
+        Detector { config: &self.config, whitelist: &self.whitelist, dns: &self.dns }
+            .record(&mut self.store, findings, now_ms)
+            .unwrap()
+    }
+
     fn reports(&self) -> Vec<HostReport> {
         let detector = self.detector();
         detector.hosts(&self.store, &detector.services()[0]).unwrap()
@@ -258,15 +264,11 @@ fn verdicts_and_the_whitelist_set_the_state_of_stored_findings() {
     f.store.set_verdict("smtp", "192.0.2.78".parse().unwrap(), &verdict).unwrap();
     let window = f.detector().window(f.store.newest_ms().unwrap().unwrap());
     let findings = f.findings();
-    let stored = Detector { config: &f.config, whitelist: &f.whitelist, dns: &f.dns }
-        .record(&mut f.store, &findings, 1)
-        .unwrap();
+    let stored = f.record(&findings, 1);
     let states: Vec<(String, String)> = stored.iter().map(|(s, _)| (s.host.to_string(), s.state.clone())).collect();
     assert_eq!(states, vec![("192.0.2.77".into(), "open".into()), ("192.0.2.78".into(), "confirmed_rogue".into())]);
     // Recording the same findings again changes nothing.
-    let again = Detector { config: &f.config, whitelist: &f.whitelist, dns: &f.dns }
-        .record(&mut f.store, &findings, 2)
-        .unwrap();
+    let again = f.record(&findings, 2);
     assert!(again.iter().all(|(_, change)| *change == Upsert::Unchanged));
     // Whitelisting 192.0.2.77 closes its finding and stops new ones.
     std::fs::write(f.config.whitelist_path(), "- address: 192.0.2.77\n").unwrap();
@@ -304,4 +306,29 @@ fn growing_counts_are_not_news_but_a_new_state_role_or_name_is() {
     ] {
         assert_ne!(first, material_evidence(&changed), "{changed:?}");
     }
+}
+
+#[test]
+fn a_burst_keeps_its_key_when_an_earlier_flow_of_it_completes_later() {
+    let mut f = fixture("fanout-late", "");
+    // Live, 25 flows of a burst complete first; one that began 5 s before
+    // them completes later.
+    f.ingest(&fanout("192.0.2.60", 25, 20 * SEC, BASE + 5 * SEC));
+    let first = f.findings();
+    let stored = f.record(&first, 0);
+    f.ingest(&smtp("192.0.2.60", "203.0.113.200", BASE, 61000));
+    let again = f.findings();
+    let stored_again = f.record(&again, 1);
+    let bursts = |stored: &[(StoredFinding, Upsert)]| -> Vec<(i64, String, u64)> {
+        stored
+            .iter()
+            .filter(|(f, _)| f.kind == "fanout_burst")
+            .map(|(f, _)| (f.id, f.key.clone(), f.details["peers"].as_u64().unwrap()))
+            .collect()
+    };
+    let (before, after) = (bursts(&stored), bursts(&stored_again));
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert_eq!(after.len(), 1, "one burst, not two: {after:?}");
+    assert_eq!((after[0].0, &after[0].1), (before[0].0, &before[0].1), "same finding, same key");
+    assert_eq!((before[0].2, after[0].2), (25, 26));
 }

@@ -96,16 +96,39 @@ pub fn day_start(day: i64) -> Nanos {
     first + day * DAY
 }
 
-/// Writes the scenario `case` as a pcap to `out`. `scale` multiplies the
-/// background (more workstations, more of everything) for benchmarks.
-pub fn generate(case: Case, seed: u64, scale: u32, out: impl Write) -> io::Result<Generated> {
+/// How much background traffic, for benchmarks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Size {
+    /// Multiplies every kind of background conversation.
+    pub scale: u32,
+    /// Workstations the background's clients are drawn from: up to 100 in
+    /// 192.0.2.140-239, more in 10.0.0.0/8.
+    pub workstations: u32,
+}
+
+impl Size {
+    /// `scale` times the background, with 50 workstations per unit of scale.
+    pub fn scaled(scale: u32) -> Size {
+        let scale = scale.max(1);
+        Size { scale, workstations: 50 * scale }
+    }
+}
+
+/// Writes the scenario `case` as a pcap to `out`.
+pub fn generate(case: Case, seed: u64, size: Size, out: impl Write) -> io::Result<Generated> {
     let mut writer = PcapWriter::new(io::BufWriter::with_capacity(1 << 20, out))?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut frames = Vec::new();
     for day in 0..DAYS {
         frames.clear();
-        let mut today = Day { start: day_start(day), rng: &mut rng, frames: &mut frames, next_port: 32_768 };
-        today.background(scale.max(1));
+        let mut today = Day {
+            start: day_start(day),
+            rng: &mut rng,
+            frames: &mut frames,
+            next_port: 32_768,
+            workstations: size.workstations.max(1),
+        };
+        today.background(size.scale.max(1));
         if case.has(Case::VpnFailure) && VPN_DAYS.contains(&day) {
             today.vpn_failure();
         }
@@ -131,6 +154,7 @@ struct Day<'a> {
     rng: &'a mut ChaCha8Rng,
     frames: &'a mut Vec<Frame>,
     next_port: u16,
+    workstations: u32,
 }
 
 fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
@@ -178,8 +202,8 @@ impl Day<'_> {
         self.conversation(client, server, port, start, vec![(From::Client, sizes.0), (From::Server, sizes.1)]);
     }
 
-    fn workstation(&mut self, scale: u32) -> IpAddr {
-        let count = 50 * scale;
+    fn workstation(&mut self) -> IpAddr {
+        let count = self.workstations;
         let n = self.rng.random_range(0..count);
         if count <= 100 {
             v4(192, 0, 2, 140 + (n as u8 % 100))
@@ -207,11 +231,11 @@ impl Day<'_> {
             self.smtp(from, MX_V6.into(), at, size);
         }
         for _ in 0..30 * scale {
-            let (client, at) = (self.workstation(scale), self.any_time());
+            let (client, at) = (self.workstation(), self.any_time());
             self.request(client, MX.into(), 993, at, (300, 6_000));
         }
         for _ in 0..20 * scale {
-            let (client, at, size) = (self.workstation(scale), self.any_time(), self.rng.random_range(500..5_000));
+            let (client, at, size) = (self.workstation(), self.any_time(), self.rng.random_range(500..5_000));
             self.conversation(
                 client,
                 MX.into(),
@@ -221,11 +245,11 @@ impl Day<'_> {
             );
         }
         for _ in 0..100 * scale {
-            let (client, at) = (self.workstation(scale), self.any_time());
+            let (client, at) = (self.workstation(), self.any_time());
             self.request(client, WEB_SERVER.into(), 443, at, (400, 4_000));
         }
         for _ in 0..100 * scale {
-            let (client, at) = (self.workstation(scale), self.any_time());
+            let (client, at) = (self.workstation(), self.any_time());
             let port = self.ephemeral_port();
             udp_exchange(client, port, RESOLVER.into(), 53, at, (40, 120), self.frames);
         }
@@ -313,7 +337,7 @@ mod tests {
     fn the_same_seed_gives_the_same_capture_and_another_seed_another() {
         let make = |seed| {
             let mut bytes = Vec::new();
-            generate(Case::Background, seed, 1, &mut bytes).unwrap();
+            generate(Case::Background, seed, Size::scaled(1), &mut bytes).unwrap();
             bytes
         };
         let first = make(7);

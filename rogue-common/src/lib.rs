@@ -11,4 +11,4 @@ pub mod maps;
 pub mod parse;
 
 pub use counters::MeterCounters;
-pub use flow::{FlowKey, FlowStats};
+pub use flow::{Address, FlowKey, FlowStats, address_bytes, address_from_bytes};

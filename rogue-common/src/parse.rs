@@ -22,12 +22,28 @@
 //!   [`Class::NonIp`]. Tunnels (IP-in-IP, 6in4, GRE, Teredo) are not opened:
 //!   the outer header is the flow, which is what crosses the gateway.
 
-use crate::flow::FlowKey;
+use crate::flow::{Address, FlowKey};
 
 /// Bounds-checked read access to one frame's bytes.
 pub trait Frame {
     /// The `N` bytes at `offset`, or `None` when the frame ends before them.
     fn bytes<const N: usize>(&self, offset: usize) -> Option<[u8; N]>;
+
+    /// The four bytes at `offset` as one word in memory order.
+    #[inline(always)]
+    fn word(&self, offset: usize) -> Option<u32> {
+        self.bytes::<4>(offset).map(u32::from_ne_bytes)
+    }
+
+    /// The sixteen bytes at `offset` as an address; zeros where the frame
+    /// ends before them (callers check the header is whole first). No
+    /// `Option` here: in BPF, a `None` would carry an undefined payload, whose
+    /// registers the verifier refuses to read.
+    #[inline(always)]
+    fn address(&self, offset: usize) -> Address {
+        let word = |at: usize| self.word(at).unwrap_or(0);
+        [word(offset), word(offset + 4), word(offset + 8), word(offset + 12)]
+    }
 }
 
 impl Frame for [u8] {
@@ -304,8 +320,9 @@ fn ipv4<F: Frame + ?Sized>(frame: &F, offset: usize, packet: &mut Packet) {
     }
     packet.class = Class::Ipv4;
     packet.ip_bytes = total_len as u32;
-    FlowKey::map_ipv4(&mut packet.key.src_addr, [header[12], header[13], header[14], header[15]]);
-    FlowKey::map_ipv4(&mut packet.key.dst_addr, [header[16], header[17], header[18], header[19]]);
+    let word = |at: usize| u32::from_ne_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+    FlowKey::map_ipv4(&mut packet.key.src_addr, word(12));
+    FlowKey::map_ipv4(&mut packet.key.dst_addr, word(16));
     let proto = header[9];
     packet.key.proto = proto;
 
@@ -322,7 +339,7 @@ fn ipv4<F: Frame + ?Sized>(frame: &F, offset: usize, packet: &mut Packet) {
 
 #[inline(always)]
 fn ipv6<F: Frame + ?Sized>(frame: &F, offset: usize, packet: &mut Packet) {
-    let Some(header) = frame.bytes::<40>(offset) else {
+    let (Some(header), Some(_)) = (frame.bytes::<8>(offset), frame.bytes::<1>(offset + 39)) else {
         packet.class = Class::Malformed;
         return;
     };
@@ -332,12 +349,8 @@ fn ipv6<F: Frame + ?Sized>(frame: &F, offset: usize, packet: &mut Packet) {
     }
     packet.class = Class::Ipv6;
     packet.ip_bytes = 40 + u16::from_be_bytes([header[4], header[5]]) as u32;
-    let mut src = [0u8; 16];
-    let mut dst = [0u8; 16];
-    src.copy_from_slice(&header[8..24]);
-    dst.copy_from_slice(&header[24..40]);
-    packet.key.src_addr = src;
-    packet.key.dst_addr = dst;
+    packet.key.src_addr = frame.address(offset + 8);
+    packet.key.dst_addr = frame.address(offset + 24);
 
     let mut next = header[6];
     let mut offset = offset + 40;

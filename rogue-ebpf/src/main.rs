@@ -6,7 +6,7 @@
 
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, xdp_action},
-    helpers::bpf_ktime_get_ns,
+    helpers::bpf_ktime_get_coarse_ns,
     macros::{map, xdp},
     maps::{Array, PerCpuArray, PerCpuHashMap},
     programs::XdpContext,
@@ -65,7 +65,7 @@ fn meter(ctx: &XdpContext) {
 #[inline(always)]
 fn record(flows: &FlowMap, key: &FlowKey, packet: &Packet) -> bool {
     // SAFETY: the helper has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     if let Some(stats) = flows.get_ptr_mut(key) {
         update(stats, packet, now);
         return true;

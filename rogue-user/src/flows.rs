@@ -26,7 +26,7 @@ use std::{
     sync::Arc,
 };
 
-use rogue_common::FlowKey;
+use rogue_common::{Address, FlowKey, address_bytes, address_from_bytes};
 
 pub mod format;
 
@@ -306,24 +306,24 @@ fn record(key: &FlowKey, flow: &ActiveFlow, interfaces: &HashMap<u32, Arc<str>>)
 }
 
 /// The address a flow key holds: IPv4-mapped addresses are IPv4.
-pub fn address(bytes: &[u8; 16]) -> IpAddr {
-    let v6 = Ipv6Addr::from(*bytes);
+pub fn address(address: &Address) -> IpAddr {
+    let v6 = Ipv6Addr::from(address_bytes(address));
     match v6.to_ipv4_mapped() {
         Some(v4) => IpAddr::V4(v4),
         None => IpAddr::V6(v6),
     }
 }
 
-/// The bytes a flow key holds for `addr` (IPv4 as IPv4-mapped).
-pub fn key_address(addr: IpAddr) -> [u8; 16] {
+/// The address a flow key holds for `addr` (IPv4 as IPv4-mapped).
+pub fn key_address(addr: IpAddr) -> Address {
     match addr {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        IpAddr::V6(v6) => v6.octets(),
+        IpAddr::V4(v4) => address_from_bytes(v4.to_ipv6_mapped().octets()),
+        IpAddr::V6(v6) => address_from_bytes(v6.octets()),
     }
 }
 
 /// An IPv4 address as a flow key holds it.
-pub fn key_ipv4(addr: Ipv4Addr) -> [u8; 16] {
+pub fn key_ipv4(addr: Ipv4Addr) -> Address {
     key_address(IpAddr::V4(addr))
 }
 

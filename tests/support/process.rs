@@ -86,6 +86,15 @@ impl Running {
     }
 }
 
+/// A test that fails before it stops its program must not leave it running
+/// (an agent would keep its XDP program attached).
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Finished {
     /// A `# name value` line of the summary rogue prints on stderr.
     pub fn summary(&self, name: &str) -> String {

@@ -217,7 +217,9 @@ pub fn counters(frames: &[Frame]) -> MeterCounters {
         counters.bytes += frame.wire_len;
         match frame.packet {
             None => counters.non_ip += 1,
-            Some((key, bytes, _)) if key.src_addr[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] => {
+            Some((key, bytes, _))
+                if rogue_common::address_bytes(&key.src_addr)[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] =>
+            {
                 counters.ipv4_packets += 1;
                 counters.ipv4_bytes += bytes;
             }

@@ -300,7 +300,8 @@ fn wait_for_running_programs() -> Result<(), MeterError> {
 }
 
 /// (CLOCK_REALTIME - CLOCK_MONOTONIC, CLOCK_REALTIME) now, in ns: the first
-/// turns the program's bpf_ktime_get_ns() stamps into wall-clock time.
+/// turns the program's bpf_ktime_get_coarse_ns() stamps (the same clock, read at the
+/// last tick) into wall-clock time.
 pub fn wall_clock_offset() -> (Nanos, Nanos) {
     let read = |clock| {
         let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };

@@ -112,7 +112,7 @@ fn interfaces_are_named_in_records() {
 fn ipv4_mapped_keys_print_as_ipv4_and_others_as_ipv6() {
     assert_eq!(address(&key_ipv4([203, 0, 113, 5].into())).to_string(), "203.0.113.5");
     let v6: std::net::Ipv6Addr = "2001:db8::1".parse().unwrap();
-    assert_eq!(address(&v6.octets()).to_string(), "2001:db8::1");
+    assert_eq!(address(&address_from_bytes(v6.octets())).to_string(), "2001:db8::1");
 }
 
 #[test]

@@ -298,7 +298,7 @@ fn months_of_traffic_on_thousands_of_ports_make_one_readable_plot() {
         });
     }
     let ingest = store.ingest().unwrap();
-    let source = ingest.add_source("capture", "synthetic", None, 0).unwrap();
+    let source = ingest.add_source("capture", "synthetic", 0).unwrap();
     ingest.write(source, &config.services.all(), &profiler.take()).unwrap();
     ingest.extend_source(source, start, start + 180 * 86_400 * NANOS_PER_SEC, 0, 200_000).unwrap();
     ingest.commit().unwrap();

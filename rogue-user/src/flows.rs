@@ -96,6 +96,9 @@ pub struct FlowCacheStats {
 /// (foldhash): fast, and an attacker cannot aim packets at one bucket.
 type FastHasher = foldhash::fast::RandomState;
 
+/// A map keyed by what the network sends (addresses, ports): see [`FastHasher`].
+pub type FastMap<K, V> = HashMap<K, V, FastHasher>;
+
 /// Idle and active timeouts, in whole seconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {

@@ -147,7 +147,7 @@ impl Agent {
             rx_at_attach.insert(interface.clone(), interface_rx_packets(interface).unwrap_or(0));
         }
         let ingest = store.ingest()?;
-        let source = ingest.add_source("live", &interfaces.join(","), None, jiff::Timestamp::now().as_millisecond())?;
+        let source = ingest.add_source("live", &interfaces.join(","), jiff::Timestamp::now().as_millisecond())?;
         ingest.commit()?;
         let profiler =
             Profiler::new(config.internal_networks.clone(), config.services.all(), config.detection.bin_seconds.0);

@@ -4,10 +4,12 @@ use std::{
     io::{self, IsTerminal},
     path::PathBuf,
     process::ExitCode,
+    time::Instant,
 };
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use tracing::info;
 
 use super::context::{ConfigArgs, OutputFormat, print_findings};
 use crate::{
@@ -31,16 +33,26 @@ pub fn run(config: &ConfigArgs, args: AnalyzeArgs, quiet: bool) -> anyhow::Resul
     let mut context = config.open()?;
     let total_bytes: u64 = args.pcap.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
     let progress = progress_bar(total_bytes, quiet);
+    let started = Instant::now();
     let summary =
         ingest_captures(&context.config, &mut context.store, &args.pcap, |bytes| progress.set_position(bytes))?;
     progress.finish_and_clear();
+    info!(
+        "ingested {} packets, {} flows in {:.2} s",
+        summary.counters.packets,
+        summary.flows,
+        started.elapsed().as_secs_f64()
+    );
 
     let (Some(first), Some(last)) = (summary.first, summary.last) else {
         eprintln!("rogue: the captures hold no packets; nothing to analyze");
         return Ok(ExitCode::SUCCESS);
     };
     let period = Window { from_ms: millis(first), to_ms: millis(last) };
+    let started = Instant::now();
     context.resolve_hosts(period.from_ms, period.to_ms)?;
+    info!("resolved the hosts' DNS characteristics in {:.2} s", started.elapsed().as_secs_f64());
+    let started = Instant::now();
     // Disjoint borrows: the detector reads config, whitelist and DNS; the store is written.
     let detector =
         crate::detect::Detector { config: &context.config, whitelist: &context.whitelist, dns: &context.dns };
@@ -48,7 +60,10 @@ pub fn run(config: &ConfigArgs, args: AnalyzeArgs, quiet: bool) -> anyhow::Resul
     let stored = detector.record(&mut context.store, &findings, jiff::Timestamp::now().as_millisecond())?;
     // Retention counts back from the newest data, so analyze first: findings
     // cover all of the captures even where the store keeps less of them.
+    info!("evaluated and stored {} findings in {:.2} s", stored.len(), started.elapsed().as_secs_f64());
+    let started = Instant::now();
     context.store.prune(context.config.store.retention_days.0)?;
+    info!("pruned the store to its retention in {:.2} s", started.elapsed().as_secs_f64());
     let new = stored.iter().filter(|(_, change)| *change == Upsert::New).count();
     let findings: Vec<_> = stored.into_iter().map(|(finding, _)| finding).collect();
     print_findings(&findings, args.format)?;

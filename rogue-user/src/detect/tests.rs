@@ -39,7 +39,7 @@ impl Fixture {
             profiler.add(flow);
         }
         let ingest = self.store.ingest().unwrap();
-        let source = ingest.add_source("capture", "test", None, 0).unwrap();
+        let source = ingest.add_source("capture", "test", 0).unwrap();
         ingest.write(source, &services, &profiler.take()).unwrap();
         let first = flows.iter().map(|f| f.start).min().unwrap();
         let last = flows.iter().map(|f| f.end).max().unwrap();

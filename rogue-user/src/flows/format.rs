@@ -135,7 +135,8 @@ fn endpoint(addr: std::net::IpAddr, port: u16) -> String {
 pub fn rfc3339_millis(time: Nanos) -> String {
     let millis = time.div_euclid(1_000_000);
     match jiff::Timestamp::from_millisecond(millis) {
-        Ok(ts) => ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        // jiff's RFC 3339 printer (a third the cost of strftime's interpreter).
+        Ok(ts) => format!("{ts:.3}"),
         Err(_) => format!("@{time}ns"),
     }
 }

@@ -7,15 +7,16 @@
 use std::{
     io::Read,
     path::{Path, PathBuf},
+    sync::mpsc,
 };
 
 use rogue_common::MeterCounters;
 use sha2::{Digest, Sha256};
 
-use super::Profiler;
+use super::{ProfileBatch, Profiler};
 use crate::{
     capture::{CaptureError, FileMeter},
-    config::Config,
+    config::{Config, Service},
     flows::{FlowCache, FlowRecord, Nanos, Timeouts},
     store::{Store, StoreError},
 };
@@ -57,81 +58,178 @@ pub struct IngestSummary {
 /// Reads `paths` as one stream of packets into `store`. `on_progress` hears
 /// the bytes read so far across all files. The caller prunes old data
 /// ([`Store::prune`]) once it has evaluated what came in.
+///
+/// Three things run at once: this thread reads, meters and profiles; a
+/// second writes the profiles to the store as they come (at most two
+/// batches wait between them, so memory stays bounded); and one thread per
+/// file hashes it. A file found already in the store is refused before the
+/// transaction commits, so nothing of it stays.
 pub fn ingest_captures(
     config: &Config,
     store: &mut Store,
     paths: &[PathBuf],
     mut on_progress: impl FnMut(u64),
 ) -> Result<IngestSummary, IngestError> {
-    let mut hashes = Vec::new();
-    for path in paths {
-        if path == Path::new("-") {
-            return Err(IngestError::Stdin);
-        }
-        let hash = sha256_of(path)?;
-        if let Some(source) = store.source_by_hash(&hash)? {
-            let when = crate::flows::format::rfc3339_millis(source.ingested_ms * 1_000_000);
-            return Err(IngestError::AlreadyIngested { path: path.clone(), name: source.name, when });
-        }
-        hashes.push(hash);
+    if paths.iter().any(|path| path == Path::new("-")) {
+        return Err(IngestError::Stdin);
     }
+    let hashing: Vec<_> = paths
+        .iter()
+        .map(|path| {
+            let path = path.clone();
+            std::thread::spawn(move || sha256_of(&path))
+        })
+        .collect();
+    let services = config.services.all();
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    std::thread::scope(|scope| {
+        let (to_store, messages) = mpsc::sync_channel(2);
+        let (source_ids, sources) = mpsc::channel();
+        let writer = scope.spawn(|| write_to_store(store, &names, &services, source_ids, messages));
+        let Ok(sources) = sources.recv() else {
+            return Err(writer.join().expect("the store writer does not panic").unwrap_err());
+        };
+        let read = read_captures(config, paths, &sources, &to_store, &mut on_progress);
+        let finished = read.and_then(|summary| {
+            let hashes = paths
+                .iter()
+                .zip(hashing)
+                .map(|(path, hashed)| Ok((path.clone(), hashed.join().expect("hashing does not panic")?)))
+                .collect::<Result<Vec<_>, IngestError>>()?;
+            Ok((summary, hashes))
+        });
+        match finished {
+            Ok((summary, hashes)) => {
+                // A writer that stopped early keeps the error it stopped with.
+                let _ = to_store.send(ToStore::Finish { hashes });
+                drop(to_store);
+                writer.join().expect("the store writer does not panic")?;
+                Ok(summary)
+            }
+            Err(e) => {
+                drop(to_store);
+                // The writer rolls back; its own error, if it had one first, explains more.
+                writer.join().expect("the store writer does not panic")?;
+                Err(e)
+            }
+        }
+    })
+}
 
+/// What the reading thread hands the store writer.
+enum ToStore {
+    Profiles {
+        source: i64,
+        batch: ProfileBatch,
+    },
+    Extend {
+        source: i64,
+        first: Nanos,
+        last: Nanos,
+        packets: u64,
+        flows: u64,
+    },
+    /// Everything was read: check the hashes, then commit.
+    Finish {
+        hashes: Vec<(PathBuf, String)>,
+    },
+}
+
+/// Reads, meters and profiles every file, sending profiles to the writer.
+fn read_captures(
+    config: &Config,
+    paths: &[PathBuf],
+    sources: &[i64],
+    to_store: &mpsc::SyncSender<ToStore>,
+    on_progress: &mut impl FnMut(u64),
+) -> Result<IngestSummary, IngestError> {
     let timeouts = Timeouts::from_secs(config.capture.idle_timeout_seconds.0, config.capture.active_timeout_seconds.0);
     let mut meter = FileMeter::new(FlowCache::new(timeouts));
-    let services = config.services.all();
     let mut profiler =
-        Profiler::new(config.internal_networks.clone(), services.clone(), config.detection.bin_seconds.0);
-    let now_ms = jiff::Timestamp::now().as_millisecond();
-    let ingest = store.ingest()?;
+        Profiler::new(config.internal_networks.clone(), config.services.all(), config.detection.bin_seconds.0);
     let mut summary = IngestSummary { files: paths.len(), ..IngestSummary::default() };
     let mut read_before = 0;
-    let mut write_error = None;
-    let mut write = |profiler: &mut Profiler, source: i64, flows: &[FlowRecord]| {
-        for flow in flows {
-            profiler.add(flow);
-        }
-        if profiler.batch().size() >= BATCH_ENTRIES && write_error.is_none() {
-            write_error = ingest.write(source, &services, &profiler.take()).err();
-        }
-    };
-    let mut last_source = None;
-    for (path, hash) in paths.iter().zip(&hashes) {
-        let source = ingest.add_source("capture", &path.display().to_string(), Some(hash), now_ms)?;
+    // A send fails only when the writer stopped; its error is the one to report.
+    let mut writer_stopped = false;
+    let mut send = |message: ToStore| writer_stopped |= to_store.send(message).is_err();
+    for (path, &source) in paths.iter().zip(sources) {
         let before = meter.counters;
         let mut flows_read = 0;
         let file = meter.file_with_progress(
             path,
             |flows| {
                 flows_read += flows.len() as u64;
-                write(&mut profiler, source, flows);
+                profile(&mut profiler, source, flows, &mut send);
             },
             |bytes| on_progress(read_before + bytes),
         )?;
         read_before += std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         on_progress(read_before);
         if let (Some(first), Some(last)) = (file.first, file.last) {
-            ingest.extend_source(source, first, last, meter.counters.since(&before).packets, flows_read)?;
+            let packets = meter.counters.since(&before).packets;
+            send(ToStore::Extend { source, first, last, packets, flows: flows_read });
             summary.first = Some(summary.first.map_or(first, |t| t.min(first)));
             summary.last = Some(summary.last.map_or(last, |t| t.max(last)));
         }
         summary.flows += flows_read;
-        last_source = Some(source);
     }
     // The flows still open at the end belong to the last file.
-    if let Some(source) = last_source {
+    if let Some(&source) = sources.last() {
         let mut rest = Vec::new();
         meter.cache.flush(&mut rest);
         summary.flows += rest.len() as u64;
-        write(&mut profiler, source, &rest);
-        if let Some(e) = write_error {
-            return Err(e.into());
-        }
-        ingest.write(source, &services, &profiler.take())?;
+        profile(&mut profiler, source, &rest, &mut send);
+        send(ToStore::Profiles { source, batch: profiler.take() });
     }
-    ingest.commit()?;
     summary.counters = meter.counters;
     summary.truncated_files = meter.files_truncated;
     Ok(summary)
+}
+
+/// Profiles `flows`, handing the batch to the writer once it is big enough.
+fn profile(profiler: &mut Profiler, source: i64, flows: &[FlowRecord], send: &mut dyn FnMut(ToStore)) {
+    for flow in flows {
+        profiler.add(flow);
+    }
+    if profiler.batch().size() >= BATCH_ENTRIES {
+        send(ToStore::Profiles { source, batch: profiler.take() });
+    }
+}
+
+/// The store writer: registers the sources (their ids go back on
+/// `source_ids`), writes what arrives, and commits only on `Finish` with no
+/// file already in the store. Any other end rolls everything back.
+fn write_to_store(
+    store: &mut Store,
+    names: &[String],
+    services: &[Service],
+    source_ids: mpsc::Sender<Vec<i64>>,
+    messages: mpsc::Receiver<ToStore>,
+) -> Result<(), IngestError> {
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    let ingest = store.ingest()?;
+    let sources: Vec<i64> =
+        names.iter().map(|name| ingest.add_source("capture", name, now_ms)).collect::<Result<_, _>>()?;
+    let _ = source_ids.send(sources.clone());
+    for message in messages {
+        match message {
+            ToStore::Profiles { source, batch } => ingest.write(source, services, &batch)?,
+            ToStore::Extend { source, first, last, packets, flows } => {
+                ingest.extend_source(source, first, last, packets, flows)?
+            }
+            ToStore::Finish { hashes } => {
+                for ((path, hash), &source) in hashes.into_iter().zip(&sources) {
+                    if let Some(earlier) = ingest.source_by_hash(&hash)? {
+                        let when = crate::flows::format::rfc3339_millis(earlier.ingested_ms * 1_000_000);
+                        return Err(IngestError::AlreadyIngested { path, name: earlier.name, when });
+                    }
+                    ingest.set_source_hash(source, &hash)?;
+                }
+                return Ok(ingest.commit()?);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn sha256_of(path: &Path) -> Result<String, IngestError> {

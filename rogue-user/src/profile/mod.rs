@@ -17,13 +17,13 @@
 //! of the same conversation). A host sending to an internal service port is
 //! submitting mail to its own relay, which gives it no role.
 
-use std::{collections::HashMap, net::IpAddr};
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 
 use crate::{
     config::Service,
-    flows::{FlowRecord, NANOS_PER_SEC, Nanos},
+    flows::{FastMap, FlowRecord, NANOS_PER_SEC, Nanos},
 };
 
 pub mod ingest;
@@ -80,7 +80,7 @@ impl Counts {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PortUsageKey {
     pub host: IpAddr,
     /// Start of the time bin, in seconds since the epoch.
@@ -113,14 +113,14 @@ pub struct ServiceFlow {
 /// Profiles gathered since the store last took them.
 #[derive(Debug, Default)]
 pub struct ProfileBatch {
-    pub port_usage: HashMap<PortUsageKey, Counts>,
+    pub port_usage: FastMap<PortUsageKey, Counts>,
     /// (host, bin): all the host's traffic.
-    pub host_bins: HashMap<(IpAddr, i64), Counts>,
+    pub host_bins: FastMap<(IpAddr, i64), Counts>,
     /// (service, host, bin): the host's traffic on the service's share ports.
-    pub share_bins: HashMap<(usize, IpAddr, i64), Counts>,
+    pub share_bins: FastMap<(usize, IpAddr, i64), Counts>,
     pub service_flows: Vec<ServiceFlow>,
     /// Flows per day (since the epoch, by start): the days with data.
-    pub days: HashMap<i64, u64>,
+    pub days: FastMap<i64, u64>,
     pub flows: u64,
 }
 

@@ -137,6 +137,9 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_error)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(open_error)?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(open_error)?;
+        // A page cache of 128 MiB (SQLite's default is 2 MiB): an ingest's B-tree
+        // pages stay in memory rather than spilling to the WAL and being read back.
+        conn.pragma_update(None, "cache_size", -131_072).map_err(open_error)?;
         let mut store = Store { conn, path: path.into() };
         store.migrate()?;
         Ok(store)
@@ -164,17 +167,6 @@ impl Store {
     /// The schema version after migrations.
     pub fn schema_version(&self) -> Result<i64> {
         Ok(self.conn.pragma_query_value(None, "user_version", |row| row.get(0))?)
-    }
-
-    pub fn source_by_hash(&self, sha256: &str) -> Result<Option<Source>> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT id, kind, name, sha256, first_ms, last_ms, ingested_ms FROM sources WHERE sha256 = ?",
-                [sha256],
-                source_row,
-            )
-            .optional()?)
     }
 
     /// Starts writing flows from a new source; nothing is visible to readers
@@ -539,12 +531,20 @@ pub struct Ingest<'s> {
 
 impl Ingest<'_> {
     /// Registers a source and returns its id.
-    pub fn add_source(&self, kind: &str, name: &str, sha256: Option<&str>, now_ms: i64) -> Result<i64> {
-        self.tx.execute(
-            "INSERT INTO sources (kind, name, sha256, ingested_ms) VALUES (?, ?, ?, ?)",
-            params![kind, name, sha256, now_ms],
-        )?;
+    pub fn add_source(&self, kind: &str, name: &str, now_ms: i64) -> Result<i64> {
+        self.tx
+            .execute("INSERT INTO sources (kind, name, ingested_ms) VALUES (?, ?, ?)", params![kind, name, now_ms])?;
         Ok(self.tx.last_insert_rowid())
+    }
+
+    /// The source whose content has hash `sha256`, as this transaction sees it.
+    pub fn source_by_hash(&self, sha256: &str) -> Result<Option<Source>> {
+        Ok(self.tx.query_row(SOURCE_BY_HASH, [sha256], source_row).optional()?)
+    }
+
+    pub fn set_source_hash(&self, source: i64, sha256: &str) -> Result<()> {
+        self.tx.execute("UPDATE sources SET sha256 = ? WHERE id = ?", params![sha256, source])?;
+        Ok(())
     }
 
     /// Widens the data time a source covers and adds to its counts.
@@ -560,14 +560,18 @@ impl Ingest<'_> {
     /// Adds a batch of profiles from `source`; `services` names the batch's
     /// service indexes.
     pub fn write(&self, source: i64, services: &[Service], batch: &ProfileBatch) -> Result<()> {
+        let mut text = AddressText::default();
         let mut usage = self.tx.prepare_cached(
             "INSERT INTO port_usage (host, bin, direction, proto, port, flows, packets, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (host, bin, direction, proto, port) DO UPDATE SET flows = flows + excluded.flows,
                  packets = packets + excluded.packets, bytes = bytes + excluded.bytes",
         )?;
-        for (key, counts) in &batch.port_usage {
+        // In key order, so the B-tree is walked forward rather than at random.
+        let mut port_usage: Vec<_> = batch.port_usage.iter().collect();
+        port_usage.sort_unstable_by_key(|(key, _)| **key);
+        for (key, counts) in port_usage {
             usage.execute(params![
-                key.host.to_string(),
+                text.of(key.host),
                 key.bin,
                 key.direction as u8,
                 key.proto,
@@ -582,8 +586,10 @@ impl Ingest<'_> {
              ON CONFLICT (host, bin) DO UPDATE SET flows = flows + excluded.flows,
                  packets = packets + excluded.packets, bytes = bytes + excluded.bytes",
         )?;
-        for ((host, bin), counts) in &batch.host_bins {
-            host_bins.execute(params![host.to_string(), bin, counts.flows, counts.packets, counts.bytes])?;
+        let mut bins: Vec<_> = batch.host_bins.iter().collect();
+        bins.sort_unstable_by_key(|(key, _)| **key);
+        for ((host, bin), counts) in bins {
+            host_bins.execute(params![text.of(*host), bin, counts.flows, counts.packets, counts.bytes])?;
         }
         let mut share_bins = self.tx.prepare_cached(
             "INSERT INTO share_bins (service, host, bin, flows, packets, bytes) VALUES (?, ?, ?, ?, ?, ?)
@@ -593,7 +599,7 @@ impl Ingest<'_> {
         for ((service, host, bin), counts) in &batch.share_bins {
             share_bins.execute(params![
                 services[*service].name,
-                host.to_string(),
+                text.of(*host),
                 bin,
                 counts.flows,
                 counts.packets,
@@ -615,9 +621,9 @@ impl Ingest<'_> {
             flows.execute(params![
                 source,
                 services[flow.service].name,
-                flow.host.to_string(),
+                text.of(flow.host),
                 flow.role.as_str(),
-                flow.peer.to_string(),
+                text.of(flow.peer),
                 flow.peer_internal,
                 flow.host_port,
                 flow.peer_port,
@@ -647,6 +653,19 @@ fn create_private(path: &Path) -> std::io::Result<()> {
         _ => Ok(()),
     }
 }
+
+/// Addresses as the store writes them (text), each formatted once a batch.
+#[derive(Default)]
+struct AddressText(crate::flows::FastMap<IpAddr, std::rc::Rc<str>>);
+
+impl AddressText {
+    fn of(&mut self, addr: IpAddr) -> std::rc::Rc<str> {
+        self.0.entry(addr).or_insert_with(|| addr.to_string().into()).clone()
+    }
+}
+
+const SOURCE_BY_HASH: &str =
+    "SELECT id, kind, name, sha256, first_ms, last_ms, ingested_ms FROM sources WHERE sha256 = ?";
 
 pub fn millis(time: Nanos) -> i64 {
     time.div_euclid(NANOS_PER_SEC / 1000)

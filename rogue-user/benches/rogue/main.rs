@@ -34,13 +34,19 @@ fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
     let dir = root.join("target/bench");
     std::fs::create_dir_all(&dir).unwrap();
+    if let [name] = chosen.as_slice()
+        && std::env::var_os(CHILD).is_some()
+    {
+        print!("{}", section(name, &dir));
+        return;
+    }
     let mut document = format!("# rogue benchmarks\n\n{}\n", machine());
     for (name, title) in SECTIONS {
         if !chosen.is_empty() && !chosen.iter().any(|c| c == name) {
             continue;
         }
         eprintln!("bench: {title} ...");
-        let text = section(name, &dir);
+        let text = in_child(name);
         println!("## {title}\n\n{text}");
         document += &format!("\n## {title}\n\n{text}");
     }
@@ -49,6 +55,24 @@ fn main() {
         std::fs::write(&path, document).unwrap();
         eprintln!("bench: wrote {}", path.display());
     }
+}
+
+/// Set in the environment of the process that runs one section.
+const CHILD: &str = "ROGUE_BENCH_SECTION";
+
+/// Runs one section in a fresh process of this benchmark: what one section
+/// leaves behind (memory, maps, namespaces) cannot weigh on the next, and
+/// the peak memory wait4(2) reports for a tool it starts is the tool's (a
+/// child's peak starts at its parent's size when it forks).
+fn in_child(name: &str) -> String {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .arg(name)
+        .env(CHILD, "1")
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "the {name} section failed");
+    String::from_utf8(output.stdout).unwrap()
 }
 
 fn section(name: &str, dir: &Path) -> String {

@@ -120,8 +120,10 @@ pub fn run(dir: &Path) -> String {
     }
     format!(
         "{}\n{} s at each rate over {FLOWS} flows per generator, one generator per CPU ({cpus}), each into its own \
-         metered veth; the agent drains every second and evaluates every 5 s. Where the sent rate falls short of the \
-         target, the machine's CPUs could not generate more while also receiving.\n",
+         metered veth; the agent drains every second and evaluates every 5 s. The per-packet work is the XDP program's, in the \
+         kernel on the CPU that receives (here the generator's); the agent's own CPU is drains, profiles and \
+         evaluations. Where the sent rate falls short of the target, the CPUs could not generate more while also \
+         receiving.\n",
         table.into_string(),
         LOAD.as_secs()
     )

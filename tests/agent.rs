@@ -21,6 +21,7 @@ use support::{
     analysis::{Workspace, example_whitelist},
     dns::{Nsd, scenario_zones},
     generator::Generator,
+    ipfix::walk,
     mailnet::{MISCONFIGURED, MX, MailNet, ROGUE_SERVER, SENDER, Side, external_servers},
     netns::{Netns, in_netns, veth},
     packets::{ethernet, ipv4, udp},
@@ -47,7 +48,8 @@ fn config(outputs: &Outputs, interfaces: &[&str]) -> String {
          detection: {{evaluate_seconds: {EVALUATE_SECONDS}}}\n\
          capture: {{drain_seconds: {DRAIN_SECONDS}, idle_timeout_seconds: {IDLE_SECONDS}, xdp_mode: native}}\n\
          output: {{findings: [stdout, findings.jsonl, \"syslog://127.0.0.1:{}\"]}}\n\
-         metrics: {{listen: \"127.0.0.1:{}\"}}\n",
+         metrics: {{listen: \"127.0.0.1:{}\"}}\n\
+         export: {{ipfix: [\"file:flows.ipfix\"], observation_domain: 7}}\n",
         interfaces.join(", "),
         outputs.syslog.port,
         outputs.metrics_port
@@ -254,6 +256,17 @@ fn real_smtp_sessions_through_the_gateway_become_findings_in_every_sink_in_time(
 
     let finished = stop(agent);
     assert!(finished.stdout.lines().count() == 3, "stdout sink: {}", finished.stdout);
+    // Every completed flow also went out as IPFIX (here to a file).
+    let completed: usize = finished
+        .stderr
+        .lines()
+        .find_map(|l| l.split_once(" packets metered, ")?.1.split_once(" flows")?.0.parse().ok())
+        .unwrap_or_else(|| panic!("no flow count in the agent's last words:\n{}", finished.stderr));
+    let ipfix = std::fs::read(workspace.dir.join("flows.ipfix")).unwrap();
+    let (templates, records, sequence_ok) = walk(&ipfix);
+    assert_eq!(&ipfix[12..16], &7u32.to_be_bytes(), "the configured observation domain");
+    assert_eq!((templates, sequence_ok), (vec![256, 257], true));
+    assert_eq!(records.iter().map(|(_, n)| n).sum::<usize>(), completed);
     for interface in ["gw-in", "gw-out"] {
         assert!(!xdp_attached(&net.gateway, interface), "{interface} still has an XDP program");
     }

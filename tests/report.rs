@@ -294,6 +294,7 @@ fn months_of_traffic_on_thousands_of_ports_make_one_readable_plot() {
             start: start + i * 78 * NANOS_PER_SEC, // 180 days
             end: start + i * 78 * NANOS_PER_SEC,
             tcp_flags: 0x1b,
+            ifindex: 0,
             interface: None,
         });
     }

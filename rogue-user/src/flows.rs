@@ -55,6 +55,8 @@ pub struct FlowRecord {
     pub end: Nanos,
     /// OR of the TCP flags of all packets.
     pub tcp_flags: u8,
+    /// Interface index (live) or the capture's interface id (files).
+    pub ifindex: u32,
     /// Interface name, where the source knows it.
     pub interface: Option<Arc<str>>,
 }
@@ -304,6 +306,7 @@ fn record(key: &FlowKey, flow: &ActiveFlow, interfaces: &HashMap<u32, Arc<str>>)
         start: flow.first,
         end: flow.last,
         tcp_flags: flow.tcp_flags,
+        ifindex: key.ifindex,
         interface: interfaces.get(&key.ifindex).cloned(),
     }
 }
@@ -352,6 +355,7 @@ pub(crate) fn tcp_flow(
         start,
         end: start + NANOS_PER_SEC,
         tcp_flags: 0x1b,
+        ifindex: 0,
         interface: None,
     }
 }

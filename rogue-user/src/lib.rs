@@ -8,6 +8,7 @@ pub mod config;
 pub mod detect;
 pub mod dns;
 pub mod flows;
+pub mod ipfix;
 pub mod profile;
 pub mod report;
 pub mod scenario;

@@ -83,6 +83,27 @@ impl Row {
         }
     }
 
+    /// A line of nfdump's `-o 'fmt:%ts|%te|%pr|%sa|%sp|%da|%dp|%flg|%pkt|%byt|%fl'`
+    /// with the padding around `|` removed.
+    pub fn parse(line: &str) -> Option<Row> {
+        let f: Vec<&str> = line.split('|').map(str::trim).collect();
+        if f.len() != 11 {
+            return None;
+        }
+        Some(Row {
+            start: f[0].into(),
+            end: f[1].into(),
+            proto: f[2].parse().ok()?,
+            src: f[3].into(),
+            sport: f[4].parse().ok()?,
+            dst: f[5].into(),
+            dport: f[6].into(),
+            flags: f[7].into(),
+            packets: f[8].parse().ok()?,
+            bytes: f[9].parse().ok()?,
+        })
+    }
+
     /// (src, dst, proto, sport, dport): which flow, ignoring counts and times.
     pub fn key(&self) -> (String, String, u8, u16, String) {
         (self.src.clone(), self.dst.clone(), self.proto, self.sport, self.dport.clone())
@@ -138,20 +159,7 @@ pub fn nfdump_section(capture: &Path, wanted: u32) -> NfdumpOracle {
         if section != wanted || line.starts_with('#') || line.trim().is_empty() {
             continue;
         }
-        let f: Vec<&str> = line.split('|').collect();
-        assert_eq!(f.len(), 11, "{}: unexpected line {line:?}", path.display());
-        let row = Row {
-            start: f[0].into(),
-            end: f[1].into(),
-            proto: f[2].parse().unwrap(),
-            src: f[3].into(),
-            sport: f[4].parse().unwrap(),
-            dst: f[5].into(),
-            dport: f[6].into(),
-            flags: f[7].into(),
-            packets: f[8].parse().unwrap(),
-            bytes: f[9].parse().unwrap(),
-        };
+        let row = Row::parse(line).unwrap_or_else(|| panic!("{}: unexpected line {line:?}", path.display()));
         if row.packets == 0 {
             // nfdump's print of a tunnel's outer addresses, not a flow.
             after_tunnel_line = true;
@@ -215,6 +223,7 @@ pub fn require(program: &str) -> Command {
 pub mod analysis;
 pub mod dns;
 pub mod generator;
+pub mod ipfix;
 pub mod mailnet;
 pub mod netns;
 pub mod packets;

@@ -26,6 +26,7 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("sysctl", "procps"),
     ("setpriv", "util-linux"),
     ("nsd", "nsd"),
+    ("nfcapd", "nfdump"),
     ("chromium", "chromium"),
     ("swaks", "swaks"),
     ("aiosmtpd", "python3-aiosmtpd"),

@@ -62,6 +62,7 @@ pub struct Metrics {
     findings: Family<FindingLabels, Gauge>,
     findings_emitted: Counter,
     sink_errors: Family<SinkLabel, Counter>,
+    export_errors: Family<SinkLabel, Counter>,
     evaluations: Counter,
 }
 
@@ -95,6 +96,7 @@ impl Metrics {
             findings: Family::default(),
             findings_emitted: Counter::default(),
             sink_errors: Family::default(),
+            export_errors: Family::default(),
             evaluations: Counter::default(),
         };
         let r = &mut m.registry;
@@ -141,6 +143,7 @@ impl Metrics {
         rogue.register("findings", "Stored findings by type and state", m.findings.clone());
         rogue.register("findings_emitted", "Findings sent to the sinks", m.findings_emitted.clone());
         rogue.register("sink_errors", "Findings a sink failed to take (retried)", m.sink_errors.clone());
+        rogue.register("export_errors", "IPFIX exports that failed, by destination", m.export_errors.clone());
         rogue.register("evaluations", "Evaluations of the method", m.evaluations.clone());
         m
     }
@@ -203,6 +206,10 @@ impl Metrics {
 
     pub fn sink_failed(&self, sink: &str) {
         self.sink_errors.get_or_create(&SinkLabel { sink: sink.to_string() }).inc();
+    }
+
+    pub fn export_failed(&self, destination: &str) {
+        self.export_errors.get_or_create(&SinkLabel { sink: destination.to_string() }).inc();
     }
 
     pub fn evaluated(&self) {

@@ -30,11 +30,15 @@ use tokio::{
 use tracing::{debug, error, info, warn};
 
 use crate::{
-    capture::{XdpMeter, xdp::interface_rx_packets},
-    config::{Config, Service},
+    capture::{
+        XdpMeter,
+        xdp::{interface_rx_packets, with_causes},
+    },
+    config::{Config, IpfixDestination, Service},
     detect::{Detector, Window, material_evidence, whitelist::Whitelist},
     dns::{DnsFacts, Resolver},
     flows::{FlowCache, FlowRecord, Timeouts},
+    ipfix::export::{Destination, Exporter},
     profile::Profiler,
     store::{MILLIS_PER_DAY, Store},
 };
@@ -73,6 +77,8 @@ struct Agent {
     /// Completed flows profiled but not yet in the store (a write failed).
     unwritten: UnwrittenFlows,
     sinks: Sinks,
+    /// IPFIX collectors the completed flows go to (`export.ipfix`).
+    exporters: Vec<Exporter>,
     metrics: Arc<Metrics>,
     dns: DnsFacts,
     resolver: Option<Arc<Resolver>>,
@@ -116,6 +122,7 @@ impl Agent {
         let mut store = Store::open(&store_path)?;
         let whitelist = Whitelist::load(&config.whitelist_path())?;
         let sinks = Sinks::open(&config)?;
+        let exporters = open_exporters(&config)?;
         let metrics = Arc::new(Metrics::new());
         if let Some(listen) = config.metrics.listen {
             let listener = tokio::net::TcpListener::bind(listen)
@@ -173,6 +180,7 @@ impl Agent {
             source,
             unwritten: UnwrittenFlows::default(),
             sinks,
+            exporters,
             metrics,
             resolver,
             rx_at_attach,
@@ -272,6 +280,12 @@ impl Agent {
         for flow in flows {
             self.profiler.add(flow);
             self.unwritten.add(flow);
+        }
+        for exporter in &mut self.exporters {
+            if let Err(e) = exporter.export(flows).and_then(|()| exporter.flush()) {
+                self.metrics.export_failed(&exporter.destination().to_string());
+                warn!("{} (the flows are in the store; the collector misses them)", with_causes(&e));
+            }
         }
     }
 
@@ -392,6 +406,7 @@ impl Agent {
             ("capture", format!("{:?}", config.capture) != format!("{:?}", self.config.capture)),
             ("store", format!("{:?}", config.store) != format!("{:?}", self.config.store)),
             ("metrics", config.metrics.listen != self.config.metrics.listen),
+            ("export", format!("{:?}", config.export) != format!("{:?}", self.config.export)),
         ] {
             if changed {
                 warn!("{}: `{key}` changed; it takes effect when the agent restarts", path.display());
@@ -443,6 +458,18 @@ impl Agent {
         );
         Ok(())
     }
+}
+
+/// The IPFIX exporters of `export.ipfix`.
+fn open_exporters(config: &Config) -> anyhow::Result<Vec<Exporter>> {
+    let exporters = config.export.ipfix.iter().map(|IpfixDestination(destination)| {
+        let destination = match destination {
+            Destination::File(path) => Destination::File(config.resolve(path)),
+            other => other.clone(),
+        };
+        Exporter::open(&destination, config.export.observation_domain)
+    });
+    Ok(exporters.collect::<Result<_, _>>()?)
 }
 
 /// Looks `hosts` up beside the agent's task; the answers come back on

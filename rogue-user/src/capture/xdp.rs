@@ -269,7 +269,7 @@ fn privilege_hint() -> &'static str {
 }
 
 /// An error and its chain of causes on one line, as the CLI prints errors.
-fn with_causes(error: &dyn std::error::Error) -> String {
+pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut cause = error.source();
     while let Some(inner) = cause {

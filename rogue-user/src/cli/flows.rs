@@ -13,11 +13,15 @@ use tracing::{info, warn};
 
 use super::{parse_duration, parse_timeout};
 use crate::{
-    capture::{FileMeter, XdpMeter, XdpMode, xdp::interface_rx_packets},
+    capture::{
+        FileMeter, XdpMeter, XdpMode,
+        xdp::{interface_rx_packets, with_causes},
+    },
     flows::{
         FlowCache, FlowCacheStats, FlowRecord, Timeouts,
         format::{FlowWriter, Format},
     },
+    ipfix::export::{Destination, Exporter},
 };
 
 #[derive(Debug, Args)]
@@ -57,6 +61,15 @@ pub struct FlowsArgs {
     /// Entries in each of the two kernel flow maps
     #[arg(long, value_name = "N", default_value_t = DEFAULT_FLOW_MAP_ENTRIES)]
     pub flow_map_entries: u32,
+    /// Also export the flows as IPFIX to udp://HOST:PORT or tcp://HOST:PORT (repeat for more)
+    #[arg(long, value_name = "DEST")]
+    pub ipfix: Vec<Destination>,
+    /// Also write the flows to an IPFIX file (RFC 5655)
+    #[arg(long, value_name = "FILE")]
+    pub write: Option<PathBuf>,
+    /// IPFIX observation domain id of the exported flows
+    #[arg(long, value_name = "ID", default_value_t = 1)]
+    pub observation_domain: u32,
 }
 
 /// Runs `rogue flows`; `quiet` leaves out the counters on stderr.
@@ -64,7 +77,9 @@ pub fn run(args: FlowsArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let format = args.format.unwrap_or(if io::stdout().is_terminal() { Format::Table } else { Format::Json });
     let timeouts = Timeouts::from_secs(args.idle_timeout.as_secs(), args.active_timeout.as_secs());
     let writer = FlowWriter::new(format, BufWriter::new(io::stdout().lock()))?;
-    let mut output = FlowOutput { writer, flows: 0, quiet };
+    let destinations = args.ipfix.iter().cloned().chain(args.write.iter().map(|p| Destination::File(p.clone())));
+    let exporters = destinations.map(|d| Exporter::open(&d, args.observation_domain)).collect::<Result<Vec<_>, _>>()?;
+    let mut output = FlowOutput { writer, flows: 0, quiet, exporters, export_errors: 0 };
     let result = if args.pcap.is_empty() {
         live(&args, FlowCache::new(timeouts), &mut output)
     } else {
@@ -81,6 +96,9 @@ struct FlowOutput<W: Write> {
     writer: FlowWriter<W>,
     flows: u64,
     quiet: bool,
+    exporters: Vec<Exporter>,
+    /// Exports that failed (logged; a collector may come back).
+    export_errors: u64,
 }
 
 impl<W: Write> FlowOutput<W> {
@@ -89,7 +107,34 @@ impl<W: Write> FlowOutput<W> {
             self.writer.write(flow)?;
         }
         self.flows += flows.len() as u64;
+        for exporter in &mut self.exporters {
+            if let Err(e) = exporter.export(flows) {
+                self.export_errors += 1;
+                warn!("{}", with_causes(&e));
+            }
+        }
         Ok(())
+    }
+
+    /// Flushes stdout and the exporters.
+    fn flush(&mut self) -> io::Result<()> {
+        for exporter in &mut self.exporters {
+            if let Err(e) = exporter.flush() {
+                self.export_errors += 1;
+                warn!("{}", with_causes(&e));
+            }
+        }
+        self.writer.flush()
+    }
+
+    /// What was exported where, for the summary.
+    fn export_lines(&self) -> Vec<(&'static str, String)> {
+        let mut lines: Vec<(&'static str, String)> =
+            self.exporters.iter().map(|e| ("ipfix export", e.destination().to_string())).collect();
+        if !self.exporters.is_empty() {
+            lines.push(("ipfix export errors", self.export_errors.to_string()));
+        }
+        lines
     }
 
     /// The counters as `# name value` lines on stderr, after the flows.
@@ -128,8 +173,9 @@ fn files(paths: &[PathBuf], cache: FlowCache, output: &mut FlowOutput<impl Write
     let mut rest = Vec::new();
     meter.cache.flush(&mut rest);
     output.write(&rest)?;
-    output.writer.flush()?;
+    output.flush()?;
     let mut summary = summary_lines(&meter.counters, &meter.cache.stats(), output.flows);
+    summary.extend(output.export_lines());
     if meter.files_truncated > 0 {
         summary.push(("truncated files", meter.files_truncated.to_string()));
     }
@@ -180,10 +226,11 @@ fn live(args: &FlowsArgs, mut cache: FlowCache, output: &mut FlowOutput<impl Wri
     let mut rest = Vec::new();
     cache.flush(&mut rest);
     output.write(&rest)?;
-    output.writer.flush()?;
+    output.flush()?;
 
     let counters = meter.counters()?;
     let mut summary = summary_lines(&counters, &cache.stats(), output.flows);
+    summary.extend(output.export_lines());
     summary.push(("drains", meter.drains().to_string()));
     for (attachment, start) in meter.attachments().iter().zip(rx_at_start) {
         if let Ok(now) = interface_rx_packets(&attachment.interface) {
@@ -207,7 +254,7 @@ fn drain_once(meter: &mut XdpMeter, cache: &mut FlowCache, output: &mut FlowOutp
     }
     cache.advance(drain.at, &mut completed);
     output.write(&completed)?;
-    output.writer.flush()?;
+    output.flush()?;
     tracing::debug!(entries = drain.flows.len(), took_us = drain.took.as_micros() as u64, "drained");
     Ok(())
 }

@@ -65,6 +65,8 @@ pub struct Config {
     pub output: OutputConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub export: ExportConfig,
     /// The directory of the configuration file; relative paths start here.
     #[serde(skip)]
     pub dir: PathBuf,
@@ -377,6 +379,26 @@ fn check_host_port(server: &str) -> Result<(), String> {
     match server.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
         _ => Err(format!("syslog://{server}: give the server as syslog://HOST:PORT (e.g. syslog://192.0.2.5:514)")),
+    }
+}
+
+/// Where the agent exports its completed flows as IPFIX.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportConfig {
+    /// `udp://HOST:PORT`, `tcp://HOST:PORT` or `file:PATH` (relative to this file).
+    pub ipfix: Vec<IpfixDestination>,
+    pub observation_domain: u32,
+}
+
+/// An IPFIX destination, checked when the configuration is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IpfixDestination(pub crate::ipfix::export::Destination);
+
+impl<'de> Deserialize<'de> for IpfixDestination {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map(IpfixDestination).map_err(serde::de::Error::custom)
     }
 }
 

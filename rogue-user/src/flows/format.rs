@@ -12,6 +12,8 @@ pub enum Format {
     Table,
     Json,
     Csv,
+    /// Nothing on stdout (when the flows are exported).
+    None,
 }
 
 pub const FIELDS: [&str; 11] =
@@ -22,6 +24,7 @@ pub enum FlowWriter<W: Write> {
     Table(W),
     Json(W),
     Csv(csv::Writer<W>),
+    None,
 }
 
 impl<W: Write> FlowWriter<W> {
@@ -41,6 +44,7 @@ impl<W: Write> FlowWriter<W> {
                 FlowWriter::Table(out)
             }
             Format::Json => FlowWriter::Json(out),
+            Format::None => FlowWriter::None,
         })
     }
 
@@ -79,6 +83,7 @@ impl<W: Write> FlowWriter<W> {
                 flow.bytes,
                 flow.interface.as_deref().unwrap_or("-"),
             ),
+            FlowWriter::None => Ok(()),
         }
     }
 
@@ -86,6 +91,7 @@ impl<W: Write> FlowWriter<W> {
         match self {
             FlowWriter::Csv(csv) => csv.flush(),
             FlowWriter::Table(out) | FlowWriter::Json(out) => out.flush(),
+            FlowWriter::None => Ok(()),
         }
     }
 }

@@ -1,0 +1,328 @@
+//! Completed flows out as IPFIX messages: to collectors over UDP (templates
+//! sent again every [`TEMPLATE_REFRESH`], as RFC 7011 section 8.4 asks of
+//! unreliable transports) or TCP (templates once per connection), and into
+//! IPFIX files (RFC 5655: the messages one after another).
+
+use std::{
+    fmt,
+    fs::File,
+    io::{self, BufWriter, Write},
+    net::{IpAddr, TcpStream, ToSocketAddrs, UdpSocket},
+    path::PathBuf,
+    str::FromStr,
+    time::{Duration, Instant},
+};
+
+use super::{IPV4_TEMPLATE, IPV6_TEMPLATE, MESSAGE_HEADER, SET_HEADER, TEMPLATE_SET, VERSION};
+use crate::flows::{FlowRecord, NANOS_PER_SEC};
+
+/// How often templates are sent again over UDP.
+pub const TEMPLATE_REFRESH: Duration = Duration::from_secs(60);
+/// Largest message over UDP: fits a 1500-byte path with room for tunnels.
+pub const UDP_MESSAGE_BYTES: usize = 1400;
+/// Largest message over TCP and in files.
+pub const STREAM_MESSAGE_BYTES: usize = 65_000;
+
+/// Builds IPFIX messages for one observation domain, numbering them as
+/// RFC 7011 asks: each header carries the count of data records sent in the
+/// domain before it.
+#[derive(Debug)]
+pub struct Encoder {
+    domain: u32,
+    sequence: u32,
+    max_message: usize,
+}
+
+impl Encoder {
+    pub fn new(domain: u32, max_message: usize) -> Encoder {
+        Encoder { domain, sequence: 0, max_message }
+    }
+
+    /// A message holding both templates.
+    pub fn templates(&self, export_time: u32) -> Vec<u8> {
+        let mut message = self.header(export_time);
+        let set_start = message.len();
+        message.extend_from_slice(&TEMPLATE_SET.to_be_bytes());
+        message.extend_from_slice(&[0, 0]);
+        for template in [IPV4_TEMPLATE, IPV6_TEMPLATE] {
+            message.extend_from_slice(&template.id.to_be_bytes());
+            message.extend_from_slice(&(template.elements.len() as u16).to_be_bytes());
+            for element in template.elements {
+                message.extend_from_slice(&element.id.to_be_bytes());
+                message.extend_from_slice(&element.length.to_be_bytes());
+            }
+        }
+        finish_set(&mut message, set_start);
+        finish_message(&mut message);
+        message
+    }
+
+    /// `flows` as data messages, each at most the encoder's message size.
+    pub fn data(&mut self, flows: &[FlowRecord], export_time: u32) -> Vec<Vec<u8>> {
+        let mut messages = Vec::new();
+        for (template, family) in [(IPV4_TEMPLATE, true), (IPV6_TEMPLATE, false)] {
+            let records = flows.iter().filter(|f| f.src.is_ipv4() == family && f.dst.is_ipv4() == family);
+            let per_message = (self.max_message - MESSAGE_HEADER - SET_HEADER) / template.record_length();
+            let records: Vec<&FlowRecord> = records.collect();
+            for chunk in records.chunks(per_message.max(1)) {
+                let mut message = self.header(export_time);
+                let set_start = message.len();
+                message.extend_from_slice(&template.id.to_be_bytes());
+                message.extend_from_slice(&[0, 0]);
+                for flow in chunk {
+                    write_record(&mut message, flow);
+                }
+                finish_set(&mut message, set_start);
+                finish_message(&mut message);
+                self.sequence = self.sequence.wrapping_add(chunk.len() as u32);
+                messages.push(message);
+            }
+        }
+        messages
+    }
+
+    fn header(&self, export_time: u32) -> Vec<u8> {
+        let mut message = Vec::with_capacity(self.max_message);
+        message.extend_from_slice(&VERSION.to_be_bytes());
+        message.extend_from_slice(&[0, 0]);
+        message.extend_from_slice(&export_time.to_be_bytes());
+        message.extend_from_slice(&self.sequence.to_be_bytes());
+        message.extend_from_slice(&self.domain.to_be_bytes());
+        message
+    }
+}
+
+/// One data record, its fields in the order both templates list them.
+fn write_record(out: &mut Vec<u8>, flow: &FlowRecord) {
+    for address in [flow.src, flow.dst] {
+        match address {
+            IpAddr::V4(v4) => out.extend_from_slice(&v4.octets()),
+            IpAddr::V6(v6) => out.extend_from_slice(&v6.octets()),
+        }
+    }
+    out.extend_from_slice(&flow.sport.to_be_bytes());
+    out.extend_from_slice(&flow.dport.to_be_bytes());
+    out.push(flow.proto);
+    out.extend_from_slice(&(flow.tcp_flags as u16).to_be_bytes());
+    out.extend_from_slice(&flow.packets.to_be_bytes());
+    out.extend_from_slice(&flow.bytes.to_be_bytes());
+    let millis = |time: i64| (time.div_euclid(NANOS_PER_SEC / 1000)) as u64;
+    out.extend_from_slice(&millis(flow.start).to_be_bytes());
+    out.extend_from_slice(&millis(flow.end).to_be_bytes());
+    out.extend_from_slice(&flow.ifindex.to_be_bytes());
+}
+
+fn finish_set(message: &mut [u8], set_start: usize) {
+    let length = (message.len() - set_start) as u16;
+    message[set_start + 2..set_start + 4].copy_from_slice(&length.to_be_bytes());
+}
+
+fn finish_message(message: &mut [u8]) {
+    let length = message.len() as u16;
+    message[2..4].copy_from_slice(&length.to_be_bytes());
+}
+
+/// Where flows are exported: `udp://HOST:PORT`, `tcp://HOST:PORT`, or an
+/// IPFIX file (`file:PATH`, or `rogue flows --write PATH`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    Udp(String),
+    Tcp(String),
+    File(PathBuf),
+}
+
+impl FromStr for Destination {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Destination, String> {
+        let host_port = |rest: &str| -> Result<String, String> {
+            match rest.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(rest.to_string()),
+                _ => Err(format!("{text}: give the collector as udp://HOST:PORT or tcp://HOST:PORT")),
+            }
+        };
+        if let Some(rest) = text.strip_prefix("udp://") {
+            host_port(rest).map(Destination::Udp)
+        } else if let Some(rest) = text.strip_prefix("tcp://") {
+            host_port(rest).map(Destination::Tcp)
+        } else if let Some(path) = text.strip_prefix("file:").filter(|p| !p.is_empty()) {
+            Ok(Destination::File(path.into()))
+        } else {
+            Err(format!("{text}: an IPFIX destination is udp://HOST:PORT, tcp://HOST:PORT or file:PATH"))
+        }
+    }
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Destination::Udp(server) => write!(f, "udp://{server}"),
+            Destination::Tcp(server) => write!(f, "tcp://{server}"),
+            Destination::File(path) => write!(f, "file:{}", path.display()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("IPFIX export to {destination}")]
+    Io { destination: String, source: io::Error },
+}
+
+enum Transport {
+    Udp(UdpSocket),
+    /// Connected lazily, and again after an error.
+    Tcp(String, Option<TcpStream>),
+    File(BufWriter<File>),
+}
+
+/// One destination's exporter.
+pub struct Exporter {
+    destination: Destination,
+    transport: Transport,
+    encoder: Encoder,
+    /// When templates were last sent (UDP), or whether they were (TCP, file).
+    templates_sent: Option<Instant>,
+}
+
+impl Exporter {
+    pub fn open(destination: &Destination, domain: u32) -> Result<Exporter, ExportError> {
+        let error = |source| ExportError::Io { destination: destination.to_string(), source };
+        let (transport, max_message) = match destination {
+            Destination::Udp(server) => {
+                let addr = resolve(server).map_err(error)?;
+                let local: std::net::SocketAddr =
+                    if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+                let socket = UdpSocket::bind(local).map_err(error)?;
+                socket.connect(addr).map_err(error)?;
+                (Transport::Udp(socket), UDP_MESSAGE_BYTES)
+            }
+            Destination::Tcp(server) => (Transport::Tcp(server.clone(), None), STREAM_MESSAGE_BYTES),
+            Destination::File(path) => {
+                let file = File::create(path).map_err(error)?;
+                (Transport::File(BufWriter::new(file)), STREAM_MESSAGE_BYTES)
+            }
+        };
+        Ok(Exporter {
+            destination: destination.clone(),
+            transport,
+            encoder: Encoder::new(domain, max_message),
+            templates_sent: None,
+        })
+    }
+
+    pub fn destination(&self) -> &Destination {
+        &self.destination
+    }
+
+    /// Sends `flows` (and the templates when they are due).
+    pub fn export(&mut self, flows: &[FlowRecord]) -> Result<(), ExportError> {
+        if flows.is_empty() {
+            return Ok(());
+        }
+        let export_time = jiff::Timestamp::now().as_second() as u32;
+        let due = match (&self.transport, self.templates_sent) {
+            (_, None) => true,
+            (Transport::Udp(_), Some(sent)) => sent.elapsed() >= TEMPLATE_REFRESH,
+            _ => false,
+        };
+        let mut messages = Vec::new();
+        if due {
+            messages.push(self.encoder.templates(export_time));
+        }
+        messages.extend(self.encoder.data(flows, export_time));
+        let result = self.send(&messages);
+        match result {
+            Ok(()) if due => self.templates_sent = Some(Instant::now()),
+            Ok(()) => {}
+            // A new TCP connection needs the templates again.
+            Err(_) => self.templates_sent = None,
+        }
+        result.map_err(|source| ExportError::Io { destination: self.destination.to_string(), source })
+    }
+
+    fn send(&mut self, messages: &[Vec<u8>]) -> io::Result<()> {
+        match &mut self.transport {
+            Transport::Udp(socket) => messages.iter().try_for_each(|m| socket.send(m).map(drop)),
+            Transport::File(file) => messages.iter().try_for_each(|m| file.write_all(m)),
+            Transport::Tcp(server, stream) => {
+                if stream.is_none() {
+                    *stream = Some(TcpStream::connect(resolve(server)?)?);
+                }
+                let connected = stream.as_mut().expect("just connected");
+                let sent = messages.iter().try_for_each(|m| connected.write_all(m));
+                if sent.is_err() {
+                    *stream = None;
+                }
+                sent
+            }
+        }
+    }
+
+    /// Flushes a file; streams and datagrams are already out.
+    pub fn flush(&mut self) -> Result<(), ExportError> {
+        let result = match &mut self.transport {
+            Transport::File(file) => file.flush(),
+            Transport::Tcp(_, Some(stream)) => stream.flush(),
+            _ => Ok(()),
+        };
+        result.map_err(|source| ExportError::Io { destination: self.destination.to_string(), source })
+    }
+}
+
+fn resolve(server: &str) -> io::Result<std::net::SocketAddr> {
+    server
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{server} has no address")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flow(src: &str, dst: &str) -> FlowRecord {
+        FlowRecord { ifindex: 3, ..crate::flows::tcp_flow(src, 40_000, dst, 25, 1_700_000_000_123_000_000, 12, 1_500) }
+    }
+
+    #[test]
+    fn templates_describe_both_families_with_the_standard_elements() {
+        let message = Encoder::new(7, UDP_MESSAGE_BYTES).templates(1_700_000_000);
+        assert_eq!(&message[0..2], &[0, 10], "version 10");
+        assert_eq!(u16::from_be_bytes([message[2], message[3]]) as usize, message.len());
+        assert_eq!(&message[12..16], &7u32.to_be_bytes(), "observation domain");
+        assert_eq!(&message[16..18], &[0, 2], "a template set");
+        // Template 256 with 11 fields, the first sourceIPv4Address (8) of 4 bytes.
+        assert_eq!(&message[20..28], &[1, 0, 0, 11, 0, 8, 0, 4]);
+        assert_eq!(message.len(), 16 + 4 + 2 * (4 + 11 * 4));
+    }
+
+    #[test]
+    fn data_records_are_split_by_family_and_size_and_numbered() {
+        let mut encoder = Encoder::new(1, UDP_MESSAGE_BYTES);
+        let mut flows: Vec<FlowRecord> = (0..30).map(|_| flow("192.0.2.10", "198.51.100.25")).collect();
+        flows.push(flow("2001:db8::10", "2001:db8::25"));
+        let messages = encoder.data(&flows, 0);
+        // 27 IPv4 records fit 1400 bytes, then 3, then the IPv6 one.
+        let records: Vec<usize> = messages.iter().map(|m| (m.len() - 20) / if m[17] == 0 { 51 } else { 75 }).collect();
+        assert_eq!(records, [27, 3, 1]);
+        let sequences: Vec<u32> = messages.iter().map(|m| u32::from_be_bytes([m[8], m[9], m[10], m[11]])).collect();
+        assert_eq!(sequences, [0, 27, 30]);
+        assert!(messages.iter().all(|m| m.len() <= UDP_MESSAGE_BYTES));
+        let record = &messages[0][20..71];
+        assert_eq!(&record[..8], &[192, 0, 2, 10, 198, 51, 100, 25]);
+        assert_eq!(&record[8..13], &[0x9c, 0x40, 0, 25, 6]);
+        assert_eq!(u64::from_be_bytes(record[15..23].try_into().unwrap()), 12);
+        assert_eq!(u64::from_be_bytes(record[31..39].try_into().unwrap()), 1_700_000_000_123, "start in ms");
+        assert_eq!(&record[47..51], &3u32.to_be_bytes(), "ingressInterface");
+    }
+
+    #[test]
+    fn destinations_name_their_transport() {
+        assert_eq!("udp://127.0.0.1:4739".parse(), Ok(Destination::Udp("127.0.0.1:4739".into())));
+        assert_eq!("tcp://collector:4739".parse(), Ok(Destination::Tcp("collector:4739".into())));
+        assert_eq!("file:out.ipfix".parse(), Ok(Destination::File("out.ipfix".into())));
+        assert!("udp://127.0.0.1".parse::<Destination>().unwrap_err().contains("udp://HOST:PORT"));
+        assert!("collector:4739".parse::<Destination>().is_err());
+    }
+}

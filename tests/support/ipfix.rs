@@ -1,0 +1,113 @@
+//! IPFIX in tests: nfdump's collector (nfcapd) as a real peer, and a walk
+//! over IPFIX messages that checks their framing independently of rogue's
+//! own parser.
+
+use std::{
+    net::UdpSocket,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use super::{Row, require};
+
+/// nfdump's collector on a free loopback port, writing into its own directory.
+pub struct Nfcapd {
+    child: Child,
+    dir: PathBuf,
+    pub port: u16,
+}
+
+impl Nfcapd {
+    pub fn start(name: &str) -> Nfcapd {
+        require("nfcapd");
+        let dir = std::env::temp_dir().join(format!("rogue-nfcapd-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("nfcapd")
+            .args(["-b", "127.0.0.1", "-p", &port.to_string(), "-w"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let nfcapd = Nfcapd { child, dir, port };
+        // nfcapd opens its current file once it listens.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !nfcapd.has_current_file() {
+            assert!(Instant::now() < deadline, "nfcapd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        nfcapd
+    }
+
+    fn has_current_file(&self) -> bool {
+        std::fs::read_dir(&self.dir).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains("current"))
+    }
+
+    /// Stops nfcapd (which closes its file) and reads every flow back with nfdump.
+    pub fn stop_and_read(mut self) -> Vec<Row> {
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: kill(2) on our child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().unwrap();
+        let output = Command::new("nfdump")
+            .env("TZ", "UTC")
+            .arg("-R")
+            .arg(&self.dir)
+            .args(["-6", "-q", "-N", "-o", "fmt:%ts|%te|%pr|%sa|%sp|%da|%dp|%flg|%pkt|%byt|%fl"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "nfdump: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| Row::parse(l).unwrap_or_else(|| panic!("nfdump printed {l:?}")))
+            .collect()
+    }
+}
+
+impl Drop for Nfcapd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Walks IPFIX messages: (template ids defined, data records per template,
+/// whether each header's sequence number counted the records before it).
+pub fn walk(stream: &[u8]) -> (Vec<u16>, Vec<(u16, usize)>, bool) {
+    let (mut templates, mut records, mut sequence_ok) = (Vec::new(), Vec::new(), true);
+    let mut sent = 0u32;
+    let mut at = 0;
+    while at < stream.len() {
+        let message = &stream[at..];
+        assert_eq!(&message[..2], &[0, 10], "an IPFIX message at byte {at}");
+        let length = u16::from_be_bytes([message[2], message[3]]) as usize;
+        sequence_ok &= u32::from_be_bytes(message[8..12].try_into().unwrap()) == sent;
+        let mut set = 16;
+        while set < length {
+            let id = u16::from_be_bytes([message[set], message[set + 1]]);
+            let set_length = u16::from_be_bytes([message[set + 2], message[set + 3]]) as usize;
+            if id == 2 {
+                let mut record = set + 4;
+                while record < set + set_length {
+                    templates.push(u16::from_be_bytes([message[record], message[record + 1]]));
+                    let fields = u16::from_be_bytes([message[record + 2], message[record + 3]]) as usize;
+                    record += 4 + 4 * fields;
+                }
+            } else {
+                let count = (set_length - 4) / if id == 256 { 51 } else { 75 };
+                records.push((id, count));
+                sent += count as u32;
+            }
+            set += set_length;
+        }
+        assert_eq!(set, length, "sets fill the message");
+        at += length;
+    }
+    (templates, records, sequence_ok)
+}

@@ -7,6 +7,7 @@
 //! in destinationTransportPort (`type << 8 | code`) as NetFlow has always
 //! carried them and as nfdump reads them.
 
+pub mod decode;
 pub mod export;
 
 /// An information element of rogue's templates: IANA id and length in bytes.

@@ -20,18 +20,23 @@ pub struct Nfcapd {
 
 impl Nfcapd {
     pub fn start(name: &str) -> Nfcapd {
+        Nfcapd::start_repeating(name, None)
+    }
+
+    /// An nfcapd that also repeats every datagram it receives to `repeat_to`
+    /// (its `-R`), so two collectors see the very same messages.
+    pub fn start_repeating(name: &str, repeat_to: Option<u16>) -> Nfcapd {
         require("nfcapd");
         let dir = std::env::temp_dir().join(format!("rogue-nfcapd-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("nfcapd")
-            .args(["-b", "127.0.0.1", "-p", &port.to_string(), "-w"])
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut command = Command::new("nfcapd");
+        command.args(["-b", "127.0.0.1", "-p", &port.to_string(), "-w"]).arg(&dir);
+        if let Some(repeat_to) = repeat_to {
+            command.args(["-R", &format!("127.0.0.1/{repeat_to}")]);
+        }
+        let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         let nfcapd = Nfcapd { child, dir, port };
         // nfcapd opens its current file once it listens.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -110,4 +115,27 @@ pub fn walk(stream: &[u8]) -> (Vec<u16>, Vec<(u16, usize)>, bool) {
         at += length;
     }
     (templates, records, sequence_ok)
+}
+
+impl Row {
+    /// A flow as `rogue flows --format json` prints it, as nfdump would.
+    pub fn from_json(flow: &serde_json::Value) -> Row {
+        let time = |field: &str| {
+            let text = flow[field].as_str().unwrap();
+            text.trim_end_matches('Z').replace('T', " ")
+        };
+        let (proto, dport) = (flow["proto"].as_u64().unwrap() as u8, flow["dport"].as_u64().unwrap() as u16);
+        Row {
+            start: time("start"),
+            end: time("end"),
+            proto,
+            src: flow["src"].as_str().unwrap().into(),
+            sport: flow["sport"].as_u64().unwrap() as u16,
+            dst: flow["dst"].as_str().unwrap().into(),
+            dport: if super::is_icmp(proto) { format!("{}.{}", dport >> 8, dport & 0xff) } else { dport.to_string() },
+            flags: rogue::flows::format::tcp_flags_letters(flow["tcp_flags"].as_u64().unwrap() as u8),
+            packets: flow["packets"].as_u64().unwrap(),
+            bytes: flow["bytes"].as_u64().unwrap(),
+        }
+    }
 }

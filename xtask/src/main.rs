@@ -27,6 +27,7 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("setpriv", "util-linux"),
     ("nsd", "nsd"),
     ("nfcapd", "nfdump"),
+    ("softflowd", "softflowd"),
     ("chromium", "chromium"),
     ("swaks", "swaks"),
     ("aiosmtpd", "python3-aiosmtpd"),

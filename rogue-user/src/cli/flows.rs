@@ -4,9 +4,11 @@ use std::{
     io::{self, BufWriter, IsTerminal, Write},
     path::PathBuf,
     process::ExitCode,
+    sync::Arc,
     time::Duration,
 };
 
+use anyhow::Context as _;
 use clap::{ArgGroup, Args};
 use rogue_common::{MeterCounters, maps::DEFAULT_FLOW_MAP_ENTRIES};
 use tracing::{info, warn};
@@ -21,11 +23,14 @@ use crate::{
         FlowCache, FlowCacheStats, FlowRecord, Timeouts,
         format::{FlowWriter, Format},
     },
-    ipfix::export::{Destination, Exporter},
+    ipfix::{
+        collect::{self, CollectorStats},
+        export::{Destination, Exporter},
+    },
 };
 
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("source").required(true).args(["iface", "pcap"])))]
+#[command(group(ArgGroup::new("source").required(true).args(["iface", "pcap", "listen"])))]
 #[command(after_help = "Examples:\n  \
     rogue flows --pcap capture.pcap --format csv\n  \
     rogue flows --iface eth0 --iface eth1 --interval 5s --duration 1m\n\n\
@@ -37,6 +42,9 @@ pub struct FlowsArgs {
     /// Read these capture files (pcap or pcapng; `-` is stdin), in order
     #[arg(long, value_name = "FILE", num_args = 1.., conflicts_with = "iface")]
     pub pcap: Vec<PathBuf>,
+    /// Collect IPFIX and NetFlow v5/v9 from exporters on this address (UDP, and IPFIX over TCP)
+    #[arg(long, value_name = "ADDR:PORT", conflicts_with_all = ["iface", "pcap"])]
+    pub listen: Option<std::net::SocketAddr>,
     /// How often to drain the kernel's flow maps (live)
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub interval: Duration,
@@ -80,7 +88,9 @@ pub fn run(args: FlowsArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let destinations = args.ipfix.iter().cloned().chain(args.write.iter().map(|p| Destination::File(p.clone())));
     let exporters = destinations.map(|d| Exporter::open(&d, args.observation_domain)).collect::<Result<Vec<_>, _>>()?;
     let mut output = FlowOutput { writer, flows: 0, quiet, exporters, export_errors: 0 };
-    let result = if args.pcap.is_empty() {
+    let result = if let Some(listen) = args.listen {
+        collect(listen, args.duration, &mut output)
+    } else if args.pcap.is_empty() {
         live(&args, FlowCache::new(timeouts), &mut output)
     } else {
         files(&args.pcap, FlowCache::new(timeouts), &mut output)
@@ -199,12 +209,7 @@ fn live(args: &FlowsArgs, mut cache: FlowCache, output: &mut FlowOutput<impl Wri
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.tick().await;
         let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let stop_after = async {
-            match args.duration {
-                Some(duration) => tokio::time::sleep(duration).await,
-                None => std::future::pending().await,
-            }
-        };
+        let stop_after = until(args.duration);
         tokio::pin!(stop_after);
         loop {
             tokio::select! {
@@ -244,6 +249,57 @@ fn live(args: &FlowsArgs, mut cache: FlowCache, output: &mut FlowOutput<impl Wri
     // Dropping the meter closes its bpf_links: nothing stays attached.
     drop(meter);
     Ok(())
+}
+
+/// Flows from exporters: they arrive complete (the exporter timed them out).
+fn collect(
+    listen: std::net::SocketAddr,
+    duration: Option<Duration>,
+    output: &mut FlowOutput<impl Write>,
+) -> anyhow::Result<()> {
+    let stats = Arc::new(CollectorStats::default());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let (flows, mut received) = tokio::sync::mpsc::channel(64);
+        let mut collector = tokio::spawn(collect::serve(listen, flows, stats.clone()));
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let stop_after = until(duration);
+        tokio::pin!(stop_after);
+        loop {
+            tokio::select! {
+                Some(batch) = received.recv() => {
+                    output.write(&batch)?;
+                    output.flush()?;
+                }
+                ended = &mut collector => {
+                    ended?.with_context(|| format!("collecting on {listen}"))?;
+                    break;
+                }
+                _ = tokio::signal::ctrl_c() => break,
+                _ = terminate.recv() => break,
+                _ = &mut stop_after => break,
+            }
+        }
+        // What already arrived is printed too.
+        while let Ok(batch) = received.try_recv() {
+            output.write(&batch)?;
+        }
+        anyhow::Ok(())
+    })?;
+    output.flush()?;
+    let mut summary = stats.lines();
+    summary.push(("flows", output.flows.to_string()));
+    summary.extend(output.export_lines());
+    output.summary(&summary);
+    Ok(())
+}
+
+/// Resolves after `duration`, or never.
+async fn until(duration: Option<Duration>) {
+    match duration {
+        Some(duration) => tokio::time::sleep(duration).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn drain_once(meter: &mut XdpMeter, cache: &mut FlowCache, output: &mut FlowOutput<impl Write>) -> anyhow::Result<()> {

@@ -58,7 +58,17 @@ const VARIABLE: u16 = 65_535;
 /// Templates per (exporter, domain, template id), and the decoding.
 #[derive(Debug, Default)]
 pub struct Decoder {
-    templates: HashMap<(SocketAddr, u32, u16), Arc<[Field]>>,
+    templates: HashMap<(SocketAddr, u32, u16), Arc<Template>>,
+    /// systemInitTimeMilliseconds per exporter and domain, from options
+    /// records: what IPFIX uptime stamps (flowStartSysUpTime) count from.
+    system_init_ms: HashMap<(SocketAddr, u32), i64>,
+}
+
+#[derive(Debug)]
+struct Template {
+    fields: Vec<Field>,
+    /// An options template: its records describe the exporter, not flows.
+    options: bool,
 }
 
 /// Most templates remembered; a flood of template ids cannot grow memory
@@ -90,13 +100,14 @@ impl Decoder {
         }
         let domain = u32::from_be_bytes([header[12], header[13], header[14], header[15]]);
         let export_secs = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as i64;
-        let clock = Clock { export_ms: export_secs * 1000, uptime_ms: None };
         let mut decoded = Decoded { domain, ..Decoded::default() };
         for (id, body) in sets(&message[16..length])? {
+            // Options records met earlier in the message date the flows after them.
+            let init_ms = self.system_init_ms.get(&(exporter, domain)).copied();
+            let clock = Clock { export_ms: export_secs * 1000, uptime: init_ms.map(Uptime::SinceInit) };
             match id {
-                2 => decoded.templates += self.learn(exporter, domain, body, false)?,
-                // Options templates describe metadata records, not flows.
-                3 => {}
+                2 => decoded.templates += self.learn(exporter, domain, body, Format::Ipfix)?,
+                3 => decoded.templates += self.learn(exporter, domain, body, Format::IpfixOptions)?,
                 256.. => self.data(exporter, domain, id, body, &clock, true, &mut decoded),
                 _ => {}
             }
@@ -109,13 +120,13 @@ impl Decoder {
         let uptime_ms = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as i64;
         let export_secs = u32::from_be_bytes([header[8], header[9], header[10], header[11]]) as i64;
         let domain = u32::from_be_bytes([header[16], header[17], header[18], header[19]]);
-        let clock = Clock { export_ms: export_secs * 1000, uptime_ms: Some(uptime_ms) };
+        let clock = Clock { export_ms: export_secs * 1000, uptime: Some(Uptime::AtExport(uptime_ms)) };
         let mut decoded = Decoded { domain, ..Decoded::default() };
         // v9 has no message length: the flowsets fill the datagram.
         for (id, body) in sets(&message[20..])? {
             match id {
-                0 => decoded.templates += self.learn(exporter, domain, body, true)?,
-                1 => {}
+                0 => decoded.templates += self.learn(exporter, domain, body, Format::V9)?,
+                1 => decoded.templates += self.learn(exporter, domain, body, Format::V9Options)?,
                 256.. => self.data(exporter, domain, id, body, &clock, false, &mut decoded),
                 _ => {}
             }
@@ -123,27 +134,39 @@ impl Decoder {
         Ok(decoded)
     }
 
-    /// Reads a template set; returns how many templates it held.
-    fn learn(&mut self, exporter: SocketAddr, domain: u32, body: &[u8], v9: bool) -> Result<usize, DecodeError> {
+    /// Reads a template or options template set; returns how many
+    /// templates it held.
+    fn learn(&mut self, exporter: SocketAddr, domain: u32, body: &[u8], format: Format) -> Result<usize, DecodeError> {
         let mut at = 0;
         let mut learnt = 0;
-        while at + 4 <= body.len() {
-            let id = u16::from_be_bytes([body[at], body[at + 1]]);
-            let count = u16::from_be_bytes([body[at + 2], body[at + 3]]) as usize;
-            at += 4;
-            if id < 256 || count == 0 {
-                // Padding at the end of a set, or a template withdrawal.
-                if count == 0 && id >= 256 {
-                    self.templates.remove(&(exporter, domain, id));
-                    continue;
-                }
+        while let Some(head) = bytes::<4>(body, at) {
+            let id = u16::from_be_bytes([head[0], head[1]]);
+            let number = u16::from_be_bytes([head[2], head[3]]) as usize;
+            if id < 256 {
+                // Padding at the end of the set.
                 break;
             }
-            let mut fields = Vec::with_capacity(count);
-            for _ in 0..count {
+            let specs = match format {
+                Format::V9 | Format::Ipfix => number,
+                // A field count, then the scope field count.
+                Format::IpfixOptions => number,
+                // Scope and option lengths in bytes, four per field.
+                Format::V9Options => {
+                    let options = u16::from_be_bytes(bytes(body, at + 4).ok_or(DecodeError::Template { id })?) as usize;
+                    (number + options) / 4
+                }
+            };
+            at += if matches!(format, Format::V9 | Format::Ipfix) { 4 } else { 6 };
+            if specs == 0 {
+                // A template withdrawal (RFC 7011 8.1).
+                self.templates.remove(&(exporter, domain, id));
+                continue;
+            }
+            let mut fields = Vec::with_capacity(specs);
+            for _ in 0..specs {
                 let spec: [u8; 4] = bytes(body, at).ok_or(DecodeError::Template { id })?;
                 let raw_id = u16::from_be_bytes([spec[0], spec[1]]);
-                let enterprise = !v9 && raw_id & 0x8000 != 0;
+                let enterprise = format.is_ipfix() && raw_id & 0x8000 != 0;
                 at += if enterprise { 8 } else { 4 };
                 if at > body.len() {
                     return Err(DecodeError::Template { id });
@@ -153,7 +176,8 @@ impl Decoder {
             if self.templates.len() >= MAX_TEMPLATES {
                 self.templates.clear();
             }
-            self.templates.insert((exporter, domain, id), fields.into());
+            let options = matches!(format, Format::V9Options | Format::IpfixOptions);
+            self.templates.insert((exporter, domain, id), Arc::new(Template { fields, options }));
             learnt += 1;
         }
         Ok(learnt)
@@ -161,7 +185,7 @@ impl Decoder {
 
     #[allow(clippy::too_many_arguments)]
     fn data(
-        &self,
+        &mut self,
         exporter: SocketAddr,
         domain: u32,
         id: u16,
@@ -170,11 +194,12 @@ impl Decoder {
         ipfix: bool,
         decoded: &mut Decoded,
     ) {
-        let Some(fields) = self.templates.get(&(exporter, domain, id)) else {
+        let Some(template) = self.templates.get(&(exporter, domain, id)).cloned() else {
             // Without the template the records cannot even be counted exactly.
             decoded.sets_without_template += 1;
             return;
         };
+        let fields = &template.fields;
         let fixed: usize = fields.iter().map(|f| if f.length == VARIABLE { 1 } else { f.length as usize }).sum();
         let mut at = 0;
         while fixed > 0 && at + fixed <= body.len() {
@@ -203,6 +228,12 @@ impl Decoder {
             }
             if !complete {
                 break;
+            }
+            if template.options {
+                if let Some(init_ms) = record.system_init_ms {
+                    self.system_init_ms.insert((exporter, domain), init_ms);
+                }
+                continue;
             }
             match record.flow(clock, exporter) {
                 Some(flow) => decoded.flows.push(flow),
@@ -243,17 +274,47 @@ fn bytes<const N: usize>(data: &[u8], at: usize) -> Option<[u8; N]> {
     data.get(at..at.checked_add(N)?)?.try_into().ok()
 }
 
-/// How a message dates its records: export time, and (v9, v5) the
-/// exporter's uptime at export, against which records give theirs.
+/// Which kind of template set is being read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    V9,
+    V9Options,
+    Ipfix,
+    IpfixOptions,
+}
+
+impl Format {
+    fn is_ipfix(self) -> bool {
+        matches!(self, Format::Ipfix | Format::IpfixOptions)
+    }
+}
+
+/// How a message dates its records: the export time, and what records'
+/// uptime stamps (sysUpTime, flowStartSysUpTime) count from.
 struct Clock {
     export_ms: i64,
-    uptime_ms: Option<i64>,
+    uptime: Option<Uptime>,
+}
+
+enum Uptime {
+    /// The exporter's uptime when it exported (v5, v9 headers).
+    AtExport(i64),
+    /// When the exporter's uptime began (IPFIX systemInitTimeMilliseconds).
+    SinceInit(i64),
 }
 
 impl Clock {
     /// Milliseconds since the epoch of an uptime stamp.
     fn from_uptime(&self, stamp_ms: i64) -> Option<i64> {
-        self.export_ms.checked_sub(self.uptime_ms?.checked_sub(stamp_ms)?)
+        match self.uptime.as_ref()? {
+            // Uptimes are 32-bit milliseconds that wrap every 49.7 days: the
+            // age of a stamp is their difference modulo 2^32.
+            Uptime::AtExport(uptime_ms) => {
+                let age = (*uptime_ms as u32).wrapping_sub(stamp_ms as u32);
+                self.export_ms.checked_sub(age as i64)
+            }
+            Uptime::SinceInit(init_ms) => init_ms.checked_add(stamp_ms),
+        }
     }
 }
 
@@ -276,6 +337,8 @@ struct RecordFields {
     ifindex: u32,
     /// A time field held a value no flow can have.
     out_of_range: bool,
+    /// systemInitTimeMilliseconds (160), in options records.
+    system_init_ms: Option<i64>,
 }
 
 /// An unsigned big-endian number of up to eight bytes (reduced-size encoding).
@@ -303,6 +366,7 @@ impl RecordFields {
             (32 | 139, _) => self.icmp_type_code = Some(number() as u16),
             (150 | 152 | 154, _) => self.start_ms = Some(self.time_ms(id, number())),
             (151 | 153 | 155, _) => self.end_ms = Some(self.time_ms(id, number())),
+            (160, _) => self.system_init_ms = i64::try_from(number()).ok(),
             _ => {}
         }
     }
@@ -381,7 +445,7 @@ fn decode_v5(exporter: SocketAddr, message: &[u8]) -> Result<Decoded, DecodeErro
     let uptime_ms = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as i64;
     let secs = u32::from_be_bytes([header[8], header[9], header[10], header[11]]) as i64;
     let nanos = u32::from_be_bytes([header[12], header[13], header[14], header[15]]) as i64;
-    let clock = Clock { export_ms: secs * 1000 + nanos / 1_000_000, uptime_ms: Some(uptime_ms) };
+    let clock = Clock { export_ms: secs * 1000 + nanos / 1_000_000, uptime: Some(Uptime::AtExport(uptime_ms)) };
     let mut decoded = Decoded { domain: header[20] as u32 * 256 + header[21] as u32, ..Decoded::default() };
     for record in message[24..24 + count * 48].chunks_exact(48) {
         let word = |at: usize| u32::from_be_bytes([record[at], record[at + 1], record[at + 2], record[at + 3]]);

@@ -7,6 +7,7 @@
 //! in destinationTransportPort (`type << 8 | code`) as NetFlow has always
 //! carried them and as nfdump reads them.
 
+pub mod collect;
 pub mod decode;
 pub mod export;
 

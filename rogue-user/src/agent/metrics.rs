@@ -16,7 +16,7 @@ use prometheus_client::{
 };
 use rogue_common::MeterCounters;
 
-use crate::{dns::DnsStats, flows::FlowCacheStats};
+use crate::{dns::DnsStats, flows::FlowCacheStats, ipfix::collect::CollectorStats};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InterfaceLabel {
@@ -64,6 +64,11 @@ pub struct Metrics {
     sink_errors: Family<SinkLabel, Counter>,
     export_errors: Family<SinkLabel, Counter>,
     evaluations: Counter,
+    collector_messages: Counter,
+    collector_flows: Counter,
+    collector_malformed: Counter,
+    collector_sets_without_template: Counter,
+    collector_records_unreadable: Counter,
 }
 
 /// Seconds from 100 µs to about 26 s.
@@ -98,6 +103,11 @@ impl Metrics {
             sink_errors: Family::default(),
             export_errors: Family::default(),
             evaluations: Counter::default(),
+            collector_messages: Counter::default(),
+            collector_flows: Counter::default(),
+            collector_malformed: Counter::default(),
+            collector_sets_without_template: Counter::default(),
+            collector_records_unreadable: Counter::default(),
         };
         let r = &mut m.registry;
         let rogue = r.sub_registry_with_prefix("rogue");
@@ -145,6 +155,19 @@ impl Metrics {
         rogue.register("sink_errors", "Findings a sink failed to take (retried)", m.sink_errors.clone());
         rogue.register("export_errors", "IPFIX exports that failed, by destination", m.export_errors.clone());
         rogue.register("evaluations", "Evaluations of the method", m.evaluations.clone());
+        rogue.register("collector_messages", "IPFIX and NetFlow messages received", m.collector_messages.clone());
+        rogue.register("collector_flows", "Flows received from exporters", m.collector_flows.clone());
+        rogue.register("collector_malformed", "Messages that could not be read", m.collector_malformed.clone());
+        rogue.register(
+            "collector_sets_without_template",
+            "Data sets dropped because their template had not arrived",
+            m.collector_sets_without_template.clone(),
+        );
+        rogue.register(
+            "collector_records_unreadable",
+            "Records without addresses or with impossible times",
+            m.collector_records_unreadable.clone(),
+        );
         m
     }
 
@@ -210,6 +233,14 @@ impl Metrics {
 
     pub fn export_failed(&self, destination: &str) {
         self.export_errors.get_or_create(&SinkLabel { sink: destination.to_string() }).inc();
+    }
+
+    pub fn set_collector(&self, stats: &CollectorStats) {
+        set(&self.collector_messages, stats.messages.load(Ordering::Relaxed));
+        set(&self.collector_flows, stats.flows.load(Ordering::Relaxed));
+        set(&self.collector_malformed, stats.malformed.load(Ordering::Relaxed));
+        set(&self.collector_sets_without_template, stats.sets_without_template.load(Ordering::Relaxed));
+        set(&self.collector_records_unreadable, stats.records_unreadable.load(Ordering::Relaxed));
     }
 
     pub fn evaluated(&self) {

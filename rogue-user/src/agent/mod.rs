@@ -1,7 +1,10 @@
-//! The live gateway monitor (`rogue agent`): the XDP flow meter drained on
-//! an interval into the flow cache, completed flows profiled into the store,
-//! the method applied every `detection.evaluate_seconds`, findings emitted
-//! to the sinks when they open or change materially, metrics served.
+//! The live monitor: `rogue agent` (the XDP flow meter drained on an
+//! interval into the flow cache) and `rogue collect` (flows from exporters'
+//! IPFIX and NetFlow) share it. Completed flows are profiled into the store,
+//! one source row per origin (the interfaces, or each exporter and its
+//! observation domain), the method is applied every
+//! `detection.evaluate_seconds`, findings are emitted to the sinks when they
+//! open or change materially, metrics are served.
 //!
 //! One task owns the meter, cache, profiler and store, so nothing is shared
 //! but the metrics; DNS runs beside it and hands its answers back, so a slow
@@ -15,9 +18,9 @@ pub mod sinks;
 
 use std::{
     collections::BTreeMap,
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     path::PathBuf,
-    sync::Arc,
+    sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
 
@@ -38,7 +41,10 @@ use crate::{
     detect::{Detector, Window, material_evidence, whitelist::Whitelist},
     dns::{DnsFacts, Resolver},
     flows::{FlowCache, FlowRecord, Timeouts},
-    ipfix::export::{Destination, Exporter},
+    ipfix::{
+        collect::{self, Batch, CollectorStats},
+        export::{Destination, Exporter},
+    },
     profile::Profiler,
     store::{MILLIS_PER_DAY, Store},
 };
@@ -52,6 +58,8 @@ pub struct AgentOptions {
     pub db: Option<PathBuf>,
     /// Overrides the configuration's `interfaces` when not empty.
     pub interfaces: Vec<String>,
+    /// Collect from exporters on this address instead of metering interfaces.
+    pub listen: Option<SocketAddr>,
     pub no_dns: bool,
 }
 
@@ -69,23 +77,42 @@ struct Agent {
     config: Config,
     whitelist: Whitelist,
     store: Store,
-    meter: XdpMeter,
-    cache: FlowCache,
-    profiler: Profiler,
-    /// This run's row in the store's sources.
-    source: i64,
-    /// Completed flows profiled but not yet in the store (a write failed).
-    unwritten: UnwrittenFlows,
+    source: FlowSource,
+    /// Where stored flows came from, each with its source row and profiles.
+    origins: BTreeMap<String, Origin>,
+    /// Start of the earliest flow stored since the last evaluation: the next
+    /// one looks at least that far back (a collector may be sent old flows).
+    unevaluated_from_ms: Option<i64>,
     sinks: Sinks,
     /// IPFIX collectors the completed flows go to (`export.ipfix`).
     exporters: Vec<Exporter>,
     metrics: Arc<Metrics>,
     dns: DnsFacts,
     resolver: Option<Arc<Resolver>>,
-    /// Each interface's receive counter when rogue attached.
-    rx_at_attach: BTreeMap<String, u64>,
     started: Instant,
     emitted: u64,
+}
+
+/// Where the flows come from.
+enum FlowSource {
+    /// The XDP meter on interfaces; flows complete in the agent's cache.
+    Meter {
+        meter: XdpMeter,
+        cache: FlowCache,
+        /// Each interface's receive counter when rogue attached.
+        rx_at_attach: BTreeMap<String, u64>,
+        /// The origin all its flows are stored under.
+        origin: String,
+    },
+    /// Exporters; their flows arrive complete, in batches.
+    Collector { stats: Arc<CollectorStats>, batches: Option<mpsc::Receiver<Batch>> },
+}
+
+/// One origin's source row, profiles not yet stored, and their counts.
+struct Origin {
+    source: i64,
+    profiler: Profiler,
+    unwritten: UnwrittenFlows,
 }
 
 /// Counts of the flows in the profiler's pending batch, for the source row.
@@ -109,17 +136,8 @@ impl UnwrittenFlows {
 impl Agent {
     async fn start(options: AgentOptions) -> anyhow::Result<Agent> {
         let config = Config::load(&options.config)?;
-        let interfaces =
-            if options.interfaces.is_empty() { config.interfaces.clone() } else { options.interfaces.clone() };
-        if interfaces.is_empty() {
-            bail!(
-                "no interfaces to meter: list them under `interfaces` in {} or pass --iface (a gateway needs both \
-                 its internal and its external side)",
-                options.config.display()
-            );
-        }
         let store_path = options.db.clone().unwrap_or_else(|| config.store_path());
-        let mut store = Store::open(&store_path)?;
+        let store = Store::open(&store_path)?;
         let whitelist = Whitelist::load(&config.whitelist_path())?;
         let sinks = Sinks::open(&config)?;
         let exporters = open_exporters(&config)?;
@@ -141,29 +159,13 @@ impl Agent {
         } else {
             Some(Arc::new(Resolver::new(&config.dns).context("setting up the DNS resolver")?))
         };
-
-        let capture = &config.capture;
-        let entries = u32::try_from(capture.flow_map_entries.0).context("capture.flow_map_entries is too large")?;
-        let mut meter = XdpMeter::load(entries)?;
-        let timeouts = Timeouts::from_secs(capture.idle_timeout_seconds.0, capture.active_timeout_seconds.0);
-        let mut cache = FlowCache::with_limit(timeouts, capture.flow_cache_entries.0 as usize);
-        let mut rx_at_attach = BTreeMap::new();
-        for interface in &interfaces {
-            let attached = meter.attach(interface, capture.xdp_mode)?.clone();
-            cache.name_interface(attached.ifindex, &attached.interface);
-            rx_at_attach.insert(interface.clone(), interface_rx_packets(interface).unwrap_or(0));
-        }
-        let ingest = store.ingest()?;
-        let source = ingest.add_source("live", &interfaces.join(","), jiff::Timestamp::now().as_millisecond())?;
-        ingest.commit()?;
-        let profiler =
-            Profiler::new(config.internal_networks.clone(), config.services.all(), config.detection.bin_seconds.0);
-
-        let modes: Vec<String> = meter.attachments().iter().map(|a| format!("{} ({})", a.interface, a.mode)).collect();
+        let (source, what) = match options.listen {
+            Some(listen) => collector(listen).await?,
+            None => meter(&options, &config)?,
+        };
         info!(
-            "agent running: metering {}; draining every {} s, evaluating every {} s; findings to {}; store {}",
-            modes.join(", "),
-            capture.drain_seconds.0,
+            "{what}; draining every {} s, evaluating every {} s; findings to {}; store {}",
+            config.capture.drain_seconds.0,
             config.detection.evaluate_seconds.0,
             sinks.names().join(", "),
             store_path.display()
@@ -174,16 +176,13 @@ impl Agent {
             config,
             whitelist,
             store,
-            meter,
-            cache,
-            profiler,
             source,
-            unwritten: UnwrittenFlows::default(),
+            origins: BTreeMap::new(),
+            unevaluated_from_ms: None,
             sinks,
             exporters,
             metrics,
             resolver,
-            rx_at_attach,
             started: Instant::now(),
             emitted: 0,
         })
@@ -201,20 +200,25 @@ impl Agent {
         // before it, so no finding comes out with DNS not yet asked.
         let mut resolving = false;
         let mut asked_again = false;
+        let mut batches = match &mut self.source {
+            FlowSource::Collector { batches, .. } => batches.take(),
+            FlowSource::Meter { .. } => None,
+        };
         loop {
             tokio::select! {
+                Some(batch) = next_batch(&mut batches) => self.profile(&batch.origin, &batch.flows)?,
                 _ = drain_tick.tick() => self.drain()?,
                 _ = evaluate_tick.tick() => match &self.resolver {
                     Some(_) if resolving => debug!("the previous lookups are still running; evaluating when they end"),
                     Some(resolver) => {
-                        let hosts = self.detector().hosts_to_resolve(&self.store, self.period())?;
+                        let hosts = self.detector().hosts_to_resolve(&self.store, self.period()?)?;
                         resolving = spawn_lookups(resolver, hosts, &answers);
                     }
                     None => self.evaluate()?,
                 },
                 Some(facts) = answered.recv() => {
                     self.dns.hosts.extend(facts.hosts);
-                    let hosts = self.detector().hosts_to_resolve(&self.store, self.period())?;
+                    let hosts = self.detector().hosts_to_resolve(&self.store, self.period()?)?;
                     let unasked: Vec<_> =
                         hosts.into_iter().filter(|(s, h)| self.dns.get(&s.name, *h).is_none()).collect();
                     match &self.resolver {
@@ -237,6 +241,13 @@ impl Agent {
                 _ = interrupt.recv() => break,
             }
         }
+        // What the collector already received is stored too.
+        if let Some(batches) = &mut batches {
+            batches.close();
+            while let Ok(batch) = batches.try_recv() {
+                self.profile(&batch.origin, &batch.flows)?;
+            }
+        }
         self.stop()
     }
 
@@ -244,42 +255,59 @@ impl Agent {
         Detector { config: &self.config, whitelist: &self.whitelist, dns: &self.dns }
     }
 
-    /// What an evaluation looks at: from the start of yesterday (UTC) to now.
-    /// A fixed start for a whole day keeps a burst's key the same from one
-    /// evaluation to the next.
-    fn period(&self) -> Window {
-        let now_ms = jiff::Timestamp::now().as_millisecond();
-        Window { from_ms: (now_ms.div_euclid(MILLIS_PER_DAY) - 1) * MILLIS_PER_DAY, to_ms: now_ms }
+    /// What an evaluation looks at: from the start of the day before the
+    /// newest data (UTC), or from the earliest flow stored since the last
+    /// evaluation if that is older, to the newest data. A fixed start for a
+    /// whole day keeps a burst's key the same from one evaluation to the next.
+    fn period(&self) -> anyhow::Result<Window> {
+        let newest_ms = self.store.newest_ms()?.unwrap_or_else(|| jiff::Timestamp::now().as_millisecond());
+        let day_before = (newest_ms.div_euclid(MILLIS_PER_DAY) - 1) * MILLIS_PER_DAY;
+        let from_ms = self.unevaluated_from_ms.map_or(day_before, |from| from.min(day_before));
+        Ok(Window { from_ms, to_ms: newest_ms })
     }
 
-    /// One drain: kernel maps into the flow cache, completed flows into the
-    /// store, metrics updated.
+    /// One drain: kernel maps into the flow cache and completed flows
+    /// profiled (metering), then the profiles into the store, metrics updated.
     fn drain(&mut self) -> anyhow::Result<()> {
-        let drain = self.meter.drain()?;
-        let mut completed = Vec::new();
-        for flow in &drain.flows {
-            self.cache.add(&flow.key, drain.delta(flow), &mut completed);
+        if let FlowSource::Meter { meter, cache, origin, .. } = &mut self.source {
+            let drain = meter.drain()?;
+            let mut completed = Vec::new();
+            for flow in &drain.flows {
+                cache.add(&flow.key, drain.delta(flow), &mut completed);
+            }
+            // Sweep at every drain rather than on nfpcapd's 10 s schedule (kept
+            // for parity on captures): flows complete within a drain of their
+            // timeout, so findings come out that much sooner.
+            cache.sweep(drain.at, &mut completed);
+            self.metrics.drained(drain.flows.len(), drain.took.as_secs_f64());
+            debug!(entries = drain.flows.len(), completed = completed.len(), "drained");
+            let origin = origin.clone();
+            self.profile(&origin, &completed)?;
         }
-        // Sweep at every drain rather than on nfpcapd's 10 s schedule (kept
-        // for parity on captures): flows complete within a drain of their
-        // timeout, so findings come out that much sooner.
-        self.cache.sweep(drain.at, &mut completed);
-        self.metrics.drained(drain.flows.len(), drain.took.as_secs_f64());
-        debug!(
-            entries = drain.flows.len(),
-            completed = completed.len(),
-            took_us = drain.took.as_micros() as u64,
-            "drained"
-        );
-        self.profile(&completed);
         self.write_store();
-        self.update_meter_metrics()
+        self.update_source_metrics()
     }
 
-    fn profile(&mut self, flows: &[FlowRecord]) {
+    /// Profiles completed flows from `origin` and exports them.
+    fn profile(&mut self, origin: &str, flows: &[FlowRecord]) -> anyhow::Result<()> {
+        if flows.is_empty() {
+            return Ok(());
+        }
+        if !self.origins.contains_key(origin) {
+            let kind = match self.source {
+                FlowSource::Meter { .. } => "live",
+                FlowSource::Collector { .. } => "collect",
+            };
+            let ingest = self.store.ingest()?;
+            let source = ingest.add_source(kind, origin, jiff::Timestamp::now().as_millisecond())?;
+            ingest.commit()?;
+            let profiler = self.profiler();
+            self.origins.insert(origin.to_string(), Origin { source, profiler, unwritten: UnwrittenFlows::default() });
+        }
+        let entry = self.origins.get_mut(origin).expect("just made");
         for flow in flows {
-            self.profiler.add(flow);
-            self.unwritten.add(flow);
+            entry.profiler.add(flow);
+            entry.unwritten.add(flow);
         }
         for exporter in &mut self.exporters {
             if let Err(e) = exporter.export(flows).and_then(|()| exporter.flush()) {
@@ -287,45 +315,68 @@ impl Agent {
                 warn!("{} (the flows are in the store; the collector misses them)", with_causes(&e));
             }
         }
+        Ok(())
     }
 
-    /// Writes the pending profiles in one transaction. On failure they stay
-    /// pending and the next drain tries again; the error is logged and counted.
+    fn profiler(&self) -> Profiler {
+        let config = &self.config;
+        Profiler::new(config.internal_networks.clone(), config.services.all(), config.detection.bin_seconds.0)
+    }
+
+    /// Writes every origin's pending profiles in one transaction. On failure
+    /// they stay pending and the next drain tries again; the error is logged
+    /// and counted.
     fn write_store(&mut self) {
-        if self.unwritten.flows == 0 {
+        let pending: u64 = self.origins.values().map(|o| o.unwritten.flows).sum();
+        if pending == 0 {
             return;
         }
         let started = Instant::now();
-        let services = self.profiler.services().to_vec();
+        let services = self.config.services.all();
         let result = (|| -> Result<(), crate::store::StoreError> {
             let ingest = self.store.ingest()?;
-            ingest.write(self.source, &services, self.profiler.batch())?;
-            if let (Some(first), Some(last)) = (self.unwritten.first, self.unwritten.last) {
-                ingest.extend_source(self.source, first, last, self.unwritten.packets, self.unwritten.flows)?;
+            for origin in self.origins.values().filter(|o| o.unwritten.flows > 0) {
+                ingest.write(origin.source, &services, origin.profiler.batch())?;
+                let unwritten = &origin.unwritten;
+                if let (Some(first), Some(last)) = (unwritten.first, unwritten.last) {
+                    ingest.extend_source(origin.source, first, last, unwritten.packets, unwritten.flows)?;
+                }
             }
             ingest.commit()
         })();
         match result {
             Ok(()) => {
-                self.profiler.take();
-                self.unwritten = UnwrittenFlows::default();
+                for origin in self.origins.values_mut() {
+                    if let Some(first) = origin.unwritten.first {
+                        let first_ms = crate::store::millis(first);
+                        self.unevaluated_from_ms = Some(self.unevaluated_from_ms.map_or(first_ms, |t| t.min(first_ms)));
+                    }
+                    origin.profiler.take();
+                    origin.unwritten = UnwrittenFlows::default();
+                }
                 self.metrics.store_written(started.elapsed().as_secs_f64());
             }
             Err(e) => {
                 self.metrics.store_write_failed();
-                error!("writing {} flows to the store failed (kept, retried next drain): {e}", self.unwritten.flows);
+                error!("writing {pending} flows to the store failed (kept, retried next drain): {e}");
             }
         }
     }
 
-    fn update_meter_metrics(&self) -> anyhow::Result<()> {
-        for (interface, counters) in self.meter.interface_counters()? {
-            self.metrics.set_kernel(&interface, &counters);
-            if let (Some(at_attach), Ok(now)) = (self.rx_at_attach.get(&interface), interface_rx_packets(&interface)) {
-                self.metrics.set_coverage(&interface, now.saturating_sub(*at_attach), counters.packets);
+    fn update_source_metrics(&self) -> anyhow::Result<()> {
+        match &self.source {
+            FlowSource::Meter { meter, cache, rx_at_attach, .. } => {
+                for (interface, counters) in meter.interface_counters()? {
+                    self.metrics.set_kernel(&interface, &counters);
+                    if let (Some(at_attach), Ok(now)) = (rx_at_attach.get(&interface), interface_rx_packets(&interface))
+                    {
+                        self.metrics.set_coverage(&interface, now.saturating_sub(*at_attach), counters.packets);
+                    }
+                }
+                self.metrics.set_flow_cache(cache.len(), &cache.stats());
             }
+            FlowSource::Collector { stats, .. } => self.metrics.set_collector(stats),
         }
-        self.metrics.set_flow_cache(self.cache.len(), &self.cache.stats());
         if let Some(resolver) = &self.resolver {
             self.metrics.set_dns(resolver.stats());
         }
@@ -336,9 +387,11 @@ impl Agent {
     /// is new or changed.
     fn evaluate(&mut self) -> anyhow::Result<()> {
         let now_ms = jiff::Timestamp::now().as_millisecond();
+        let period = self.period()?;
         let detector = Detector { config: &self.config, whitelist: &self.whitelist, dns: &self.dns };
-        let findings = detector.evaluate(&self.store, self.period())?;
+        let findings = detector.evaluate(&self.store, period)?;
         detector.record(&mut self.store, &findings, now_ms)?;
+        self.unevaluated_from_ms = None;
         self.store.prune(self.config.store.retention_days.0)?;
         self.emit_changes()?;
         self.metrics.evaluated();
@@ -421,8 +474,7 @@ impl Agent {
         // Profiles pending a store write were made with the old settings;
         // write them out first (write_store keeps them on failure).
         self.write_store();
-        self.profiler =
-            Profiler::new(config.internal_networks.clone(), config.services.all(), config.detection.bin_seconds.0);
+        let stale = self.origins.values().any(|o| o.unwritten.flows > 0);
         info!(
             "reloaded {}: {} whitelist entries; findings to {}",
             path.display(),
@@ -432,6 +484,15 @@ impl Agent {
         self.config = config;
         self.whitelist = whitelist;
         self.sinks = sinks;
+        if !stale {
+            for origin in self.origins.values_mut() {
+                origin.profiler = Profiler::new(
+                    self.config.internal_networks.clone(),
+                    self.config.services.all(),
+                    self.config.detection.bin_seconds.0,
+                );
+            }
+        }
         true
     }
 
@@ -440,23 +501,89 @@ impl Agent {
     /// closes its bpf_links).
     fn stop(&mut self) -> anyhow::Result<()> {
         self.drain()?;
-        let mut rest = Vec::new();
-        self.cache.flush(&mut rest);
-        self.profile(&rest);
+        if let FlowSource::Meter { cache, origin, .. } = &mut self.source {
+            let mut rest = Vec::new();
+            cache.flush(&mut rest);
+            let origin = origin.clone();
+            self.profile(&origin, &rest)?;
+        }
         self.write_store();
-        if self.unwritten.flows > 0 {
-            bail!("{} flows could not be written to the store", self.unwritten.flows);
+        let unwritten: u64 = self.origins.values().map(|o| o.unwritten.flows).sum();
+        if unwritten > 0 {
+            bail!("{unwritten} flows could not be written to the store");
         }
         self.evaluate()?;
-        let counters = self.meter.counters()?;
-        info!(
-            "agent stopped after {:.0} s: {} packets metered, {} flows, {} findings emitted",
-            self.started.elapsed().as_secs_f64(),
-            counters.packets,
-            self.cache.stats().flows_completed,
-            self.emitted
-        );
+        let seconds = self.started.elapsed().as_secs_f64();
+        match &self.source {
+            FlowSource::Meter { meter, cache, .. } => info!(
+                "agent stopped after {seconds:.0} s: {} packets metered, {} flows, {} findings emitted",
+                meter.counters()?.packets,
+                cache.stats().flows_completed,
+                self.emitted
+            ),
+            FlowSource::Collector { stats, .. } => info!(
+                "collector stopped after {seconds:.0} s: {} messages, {} flows from {} origins, {} malformed \
+                 messages, {} findings emitted",
+                stats.messages.load(Ordering::Relaxed),
+                stats.flows.load(Ordering::Relaxed),
+                self.origins.len(),
+                stats.malformed.load(Ordering::Relaxed),
+                self.emitted
+            ),
+        }
         Ok(())
+    }
+}
+
+/// Loads the meter and attaches it to the interfaces (the options', else
+/// the configuration's).
+fn meter(options: &AgentOptions, config: &Config) -> anyhow::Result<(FlowSource, String)> {
+    let interfaces = if options.interfaces.is_empty() { config.interfaces.clone() } else { options.interfaces.clone() };
+    if interfaces.is_empty() {
+        bail!(
+            "no interfaces to meter: list them under `interfaces` in {} or pass --iface (a gateway needs both \
+             its internal and its external side)",
+            options.config.display()
+        );
+    }
+    let capture = &config.capture;
+    let entries = u32::try_from(capture.flow_map_entries.0).context("capture.flow_map_entries is too large")?;
+    let mut meter = XdpMeter::load(entries)?;
+    let timeouts = Timeouts::from_secs(capture.idle_timeout_seconds.0, capture.active_timeout_seconds.0);
+    let mut cache = FlowCache::with_limit(timeouts, capture.flow_cache_entries.0 as usize);
+    let mut rx_at_attach = BTreeMap::new();
+    for interface in &interfaces {
+        let attached = meter.attach(interface, capture.xdp_mode)?.clone();
+        cache.name_interface(attached.ifindex, &attached.interface);
+        rx_at_attach.insert(interface.clone(), interface_rx_packets(interface).unwrap_or(0));
+    }
+    let modes: Vec<String> = meter.attachments().iter().map(|a| format!("{} ({})", a.interface, a.mode)).collect();
+    let what = format!("agent running: metering {}", modes.join(", "));
+    Ok((FlowSource::Meter { meter, cache, rx_at_attach, origin: interfaces.join(",") }, what))
+}
+
+/// Starts collecting on `listen`.
+async fn collector(listen: SocketAddr) -> anyhow::Result<(FlowSource, String)> {
+    let stats = Arc::new(CollectorStats::default());
+    let (flows, batches) = mpsc::channel(1024);
+    // Bind here, so a taken port is an error at start, not later.
+    let udp = tokio::net::UdpSocket::bind(listen).await.with_context(|| format!("cannot listen on udp://{listen}"))?;
+    drop(udp);
+    let served = stats.clone();
+    tokio::spawn(async move {
+        if let Err(e) = collect::serve(listen, flows, served).await {
+            error!("the collector on {listen} stopped: {e}");
+        }
+    });
+    let what = format!("collector running: IPFIX and NetFlow v5/v9 on udp://{listen}, IPFIX on tcp://{listen}");
+    Ok((FlowSource::Collector { stats, batches: Some(batches) }, what))
+}
+
+/// The collector's next batch, or never (metering, or once it has stopped).
+async fn next_batch(batches: &mut Option<mpsc::Receiver<Batch>>) -> Option<Batch> {
+    match batches {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -24,6 +24,29 @@ pub fn run(config: &ConfigArgs, args: AgentArgs) -> anyhow::Result<ExitCode> {
         config: config.config.clone(),
         db: config.db.clone(),
         interfaces: args.iface,
+        listen: None,
+        no_dns: config.no_dns,
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    rogue collect --config /etc/rogue/rogue.yaml --listen 0.0.0.0:4739\n\n\
+    Gateways running `rogue agent` with export.ipfix, or routers exporting NetFlow, send here; this one \
+    instance profiles, stores and evaluates for all of them. Signals as for `rogue agent`.")]
+pub struct CollectArgs {
+    /// Receive IPFIX and NetFlow v5/v9 over UDP, and IPFIX over TCP, on this address
+    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:4739")]
+    pub listen: std::net::SocketAddr,
+}
+
+pub fn collect(config: &ConfigArgs, args: CollectArgs) -> anyhow::Result<ExitCode> {
+    agent::run(AgentOptions {
+        config: config.config.clone(),
+        db: config.db.clone(),
+        interfaces: Vec::new(),
+        listen: Some(args.listen),
         no_dns: config.no_dns,
     })?;
     Ok(ExitCode::SUCCESS)

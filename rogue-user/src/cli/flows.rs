@@ -268,7 +268,7 @@ fn collect(
         loop {
             tokio::select! {
                 Some(batch) = received.recv() => {
-                    output.write(&batch)?;
+                    output.write(&batch.flows)?;
                     output.flush()?;
                 }
                 ended = &mut collector => {
@@ -282,7 +282,7 @@ fn collect(
         }
         // What already arrived is printed too.
         while let Ok(batch) = received.try_recv() {
-            output.write(&batch)?;
+            output.write(&batch.flows)?;
         }
         anyhow::Ok(())
     })?;

@@ -57,6 +57,8 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Run the live gateway monitor: meter, store, evaluate and emit findings continuously
     Agent(agent::AgentArgs),
+    /// Run the engine on flows from exporters (IPFIX, NetFlow): many gateways or routers, one detector
+    Collect(agent::CollectArgs),
 }
 
 /// Runs the parsed command line.
@@ -71,6 +73,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Report(args) => report::run(&cli.config, args, cli.quiet),
         Command::Generate(args) => generate::run(args, cli.quiet),
         Command::Agent(args) => agent::run(&cli.config, args),
+        Command::Collect(args) => agent::collect(&cli.config, args),
     }
 }
 

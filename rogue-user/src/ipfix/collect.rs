@@ -24,6 +24,14 @@ use tracing::{debug, info, warn};
 use super::decode::{DecodeError, Decoded, Decoder};
 use crate::flows::FlowRecord;
 
+/// Flows from one message, with where they came from: the exporter and its
+/// observation domain (IPFIX), source id (v9) or engine (v5).
+#[derive(Debug)]
+pub struct Batch {
+    pub origin: String,
+    pub flows: Vec<FlowRecord>,
+}
+
 /// What the collector received, for summaries and metrics.
 #[derive(Debug, Default)]
 pub struct CollectorStats {
@@ -55,7 +63,7 @@ impl CollectorStats {
 struct Shared {
     decoder: Arc<Mutex<Decoder>>,
     stats: Arc<CollectorStats>,
-    flows: mpsc::Sender<Vec<FlowRecord>>,
+    flows: mpsc::Sender<Batch>,
     /// Exporters already warned about a malformed message.
     warned: Arc<Mutex<HashSet<SocketAddr>>>,
 }
@@ -66,14 +74,14 @@ impl Shared {
         self.stats.messages.fetch_add(1, Ordering::Relaxed);
         let decoded = self.decoder.lock().expect("not poisoned").decode(exporter, message);
         match decoded {
-            Ok(Decoded { flows, sets_without_template, records_unreadable, .. }) => {
+            Ok(Decoded { flows, sets_without_template, records_unreadable, domain, .. }) => {
                 self.stats.sets_without_template.fetch_add(sets_without_template as u64, Ordering::Relaxed);
                 self.stats.records_unreadable.fetch_add(records_unreadable as u64, Ordering::Relaxed);
                 if flows.is_empty() {
                     return true;
                 }
                 self.stats.flows.fetch_add(flows.len() as u64, Ordering::Relaxed);
-                self.flows.send(flows).await.is_ok()
+                self.flows.send(Batch { origin: format!("{exporter} domain {domain}"), flows }).await.is_ok()
             }
             Err(e) => {
                 self.malformed(exporter, &e);
@@ -93,11 +101,7 @@ impl Shared {
 }
 
 /// Listens on `listen` (UDP and TCP) until the receiver of `flows` is gone.
-pub async fn serve(
-    listen: SocketAddr,
-    flows: mpsc::Sender<Vec<FlowRecord>>,
-    stats: Arc<CollectorStats>,
-) -> std::io::Result<()> {
+pub async fn serve(listen: SocketAddr, flows: mpsc::Sender<Batch>, stats: Arc<CollectorStats>) -> std::io::Result<()> {
     let udp = UdpSocket::bind(listen).await?;
     let tcp = TcpListener::bind(listen).await?;
     info!("collecting IPFIX and NetFlow v5/v9 on udp://{listen}, IPFIX on tcp://{listen}");

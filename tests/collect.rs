@@ -1,0 +1,94 @@
+//! `rogue collect`: detection run centrally on flows that sensors export.
+//! Two sensors, each exporting its half of the method's scenarios as IPFIX,
+//! give one collector the findings that analysing the whole capture gives.
+
+mod support;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use serde_json::Value;
+use support::{
+    analysis::{Workspace, example_whitelist, scenario_capture},
+    process::{ROGUE, Running},
+    require,
+};
+
+const CONFIG: &str = "internal_networks: [192.0.2.0/24, 2001:db8:10::/48]\n";
+
+/// `capture` cut at `at` (editcap): the packets before, and from it on.
+fn halves(capture: &Path, at: &str, dir: &Path) -> (PathBuf, PathBuf) {
+    let (first, second) = (dir.join("first-half.pcap"), dir.join("second-half.pcap"));
+    for (options, out) in [(["-B", at], &first), (["-A", at], &second)] {
+        let status = require("editcap").args(options).arg(capture).arg(out).status().unwrap();
+        assert!(status.success(), "editcap {options:?}");
+    }
+    (first, second)
+}
+
+/// Findings as (type, host, key) with the fields that describe them.
+fn by_identity(findings: &[Value]) -> BTreeMap<(String, String, String), Value> {
+    findings
+        .iter()
+        .map(|f| {
+            let identity = (f["type"].as_str().unwrap().into(), f["host"].as_str().unwrap().into(), key(f));
+            let mut details = f.clone();
+            for volatile in ["id", "evidence"] {
+                details.as_object_mut().unwrap().remove(volatile);
+            }
+            (identity, details)
+        })
+        .collect()
+}
+
+/// What tells a finding apart from others of its type and host.
+fn key(finding: &Value) -> String {
+    match finding["type"].as_str().unwrap() {
+        "fanout_burst" => finding["at"].to_string(),
+        "volume_spike" => finding["day"].to_string(),
+        _ => String::new(),
+    }
+}
+
+#[test]
+fn two_sensors_exporting_halves_give_the_collector_the_findings_of_the_whole_capture() {
+    let capture = scenario_capture("all", 1);
+    let whole = Workspace::new("collect-whole", CONFIG, &example_whitelist());
+    let expected = by_identity(&whole.analyze(&[&capture]));
+
+    let central = Workspace::new("collect-central", CONFIG, &example_whitelist());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut collector = Command::new(ROGUE);
+    collector.args(["-v", "collect", "--no-dns", "--listen", &format!("127.0.0.1:{port}"), "--config"]);
+    collector.arg(central.config());
+    let mut collector = Running::spawn(collector);
+    collector.wait_for_stderr("collector running", 1);
+
+    // Two gateways, one before 2008-02-20 and one from then on, exporting
+    // over TCP (reliable, so the comparison is of detection, not of loss).
+    let (first, second) = halves(&capture, "2008-02-20 00:00:00", &central.dir);
+    for (sensor, half) in [(1, &first), (2, &second)] {
+        let exported = Command::new(ROGUE)
+            .args(["-q", "flows", "--format", "none", "--pcap"])
+            .arg(half)
+            .args(["--ipfix", &format!("tcp://127.0.0.1:{port}"), "--observation-domain", &sensor.to_string()])
+            .output()
+            .unwrap();
+        assert!(exported.status.success(), "sensor {sensor}: {}", String::from_utf8_lossy(&exported.stderr));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    collector.signal(libc::SIGTERM);
+    let stopped = collector.finish();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    assert!(stopped.stderr.contains("from 2 origins, 0 malformed"), "{}", stopped.stderr);
+
+    let collected = by_identity(&central.json(&["findings", "--format", "json"]));
+    assert_eq!(collected.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>(), "the same findings");
+    for (identity, details) in &expected {
+        assert_eq!(&collected[identity], details, "{identity:?}");
+    }
+    assert_eq!(expected.len(), 7, "the method's seven findings");
+}

@@ -17,7 +17,7 @@ use support::{
     require,
 };
 
-const CONFIG: &str = "internal_networks: [192.0.2.0/24, 2001:db8:10::/48]\n";
+const CONFIG: &str = "internal_networks: [192.0.2.0/24, 2001:db8:10::/48]\nmetrics: {listen: null}\n";
 
 /// `capture` cut at `at` (editcap): the packets before, and from it on.
 fn halves(capture: &Path, at: &str, dir: &Path) -> (PathBuf, PathBuf) {
@@ -91,4 +91,73 @@ fn two_sensors_exporting_halves_give_the_collector_the_findings_of_the_whole_cap
         assert_eq!(&collected[identity], details, "{identity:?}");
     }
     assert_eq!(expected.len(), 7, "the method's seven findings");
+}
+
+#[test]
+fn an_ipfix_file_of_the_capture_gives_the_findings_of_the_capture() {
+    let capture = scenario_capture("all", 1);
+    let whole = Workspace::new("ipfix-file-whole", CONFIG, &example_whitelist());
+    let expected = by_identity(&whole.analyze(&[&capture]));
+    let flows = Workspace::new("ipfix-file", CONFIG, &example_whitelist());
+    let file = flows.dir.join("scenario.ipfix");
+    let written = Command::new(ROGUE)
+        .args(["-q", "flows", "--format", "none", "--pcap"])
+        .arg(&capture)
+        .arg("--write")
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(written.success());
+    let analyzed = flows.rogue(&["analyze", "--format", "json", "--ipfix", file.to_str().unwrap()]);
+    assert!(analyzed.status.success(), "{}", analyzed.stderr);
+    assert_eq!(by_identity(&analyzed.json_lines()), expected);
+    let again = flows.rogue(&["analyze", "--ipfix", file.to_str().unwrap()]);
+    assert!(again.stderr.contains("is already in the store"), "{}", again.stderr);
+
+    // A file cut inside a message is refused, naming where.
+    let cut = flows.dir.join("cut.ipfix");
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() - 10]).unwrap();
+    let refused = flows.rogue(&["analyze", "--ipfix", cut.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        refused.stderr.contains("cut.ipfix: the IPFIX message at byte") && refused.stderr.contains("is cut short"),
+        "{}",
+        refused.stderr
+    );
+}
+
+/// A router's NetFlow alone: softflowd reads the scenarios' capture and
+/// exports NetFlow v9 over UDP to `rogue collect`, as a router would.
+#[test]
+fn netflow_v9_from_a_router_alone_finds_the_rogue_mail_servers() {
+    let capture = scenario_capture("all", 1);
+    let central = Workspace::new("collect-router", CONFIG, &example_whitelist());
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut collector = Command::new(ROGUE);
+    collector.args(["-v", "collect", "--no-dns", "--listen", &format!("127.0.0.1:{port}"), "--config"]);
+    collector.arg(central.config());
+    let mut collector = Running::spawn(collector);
+    collector.wait_for_stderr("collector running", 1);
+    let exported = require("softflowd")
+        .args(["-d", "-r"])
+        .arg(&capture)
+        .args(["-v", "9", "-A", "milli", "-n", &format!("127.0.0.1:{port}"), "-c", "none", "-p"])
+        .arg(central.dir.join("softflowd.pid"))
+        .output()
+        .unwrap();
+    assert!(exported.status.success(), "softflowd: {}", String::from_utf8_lossy(&exported.stderr));
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    collector.signal(libc::SIGTERM);
+    let stopped = collector.finish();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let findings = central.json(&["findings", "--format", "json"]);
+    let mut rogue_servers: Vec<&str> =
+        findings.iter().filter(|f| f["type"] == "rogue_server").map(|f| f["host"].as_str().unwrap()).collect();
+    rogue_servers.sort();
+    assert_eq!(rogue_servers, ["192.0.2.40", "192.0.2.41", "192.0.2.60", "192.0.2.77"], "{}", stopped.stderr);
+    assert!(
+        findings.iter().any(|f| f["type"] == "fanout_burst" && f["host"] == "192.0.2.60" && f["peers"] == 75),
+        "{findings:#?}"
+    );
 }

@@ -69,6 +69,7 @@ pub struct Metrics {
     collector_malformed: Counter,
     collector_sets_without_template: Counter,
     collector_records_unreadable: Counter,
+    collector_socket_drops: Counter,
 }
 
 /// Seconds from 100 µs to about 26 s.
@@ -108,6 +109,7 @@ impl Metrics {
             collector_malformed: Counter::default(),
             collector_sets_without_template: Counter::default(),
             collector_records_unreadable: Counter::default(),
+            collector_socket_drops: Counter::default(),
         };
         let r = &mut m.registry;
         let rogue = r.sub_registry_with_prefix("rogue");
@@ -167,6 +169,11 @@ impl Metrics {
             "collector_records_unreadable",
             "Records without addresses or with impossible times",
             m.collector_records_unreadable.clone(),
+        );
+        rogue.register(
+            "collector_socket_drops",
+            "Datagrams the kernel dropped because the collector's UDP buffer was full",
+            m.collector_socket_drops.clone(),
         );
         m
     }
@@ -241,6 +248,7 @@ impl Metrics {
         set(&self.collector_malformed, stats.malformed.load(Ordering::Relaxed));
         set(&self.collector_sets_without_template, stats.sets_without_template.load(Ordering::Relaxed));
         set(&self.collector_records_unreadable, stats.records_unreadable.load(Ordering::Relaxed));
+        set(&self.collector_socket_drops, stats.socket_drops.load(Ordering::Relaxed));
     }
 
     pub fn evaluated(&self) {

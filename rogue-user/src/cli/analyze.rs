@@ -14,28 +14,34 @@ use tracing::info;
 use super::context::{ConfigArgs, OutputFormat, print_findings};
 use crate::{
     detect::Window,
-    profile::ingest::ingest_captures,
+    profile::ingest::{FileKind, ingest_captures},
     store::{Upsert, millis},
 };
 
 #[derive(Debug, Args)]
 #[command(after_help = "Example:\n  rogue analyze --config config/rogue.yaml --pcap monday.pcap tuesday.pcap\n\n\
     Findings go to stdout, a one-line summary to stderr. The exit status is 0 whatever was found.")]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["pcap", "ipfix"])))]
 pub struct AnalyzeArgs {
     /// Capture files (pcap or pcapng), read in order as one stream
-    #[arg(long, value_name = "FILE", num_args = 1.., required = true)]
+    #[arg(long, value_name = "FILE", num_args = 1..)]
     pub pcap: Vec<PathBuf>,
+    /// IPFIX files (RFC 5655, as `rogue flows --write` makes them) instead
+    #[arg(long, value_name = "FILE", num_args = 1.., conflicts_with = "pcap")]
+    pub ipfix: Vec<PathBuf>,
     #[arg(long, value_enum, default_value = "table")]
     pub format: OutputFormat,
 }
 
 pub fn run(config: &ConfigArgs, args: AnalyzeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let mut context = config.open()?;
-    let total_bytes: u64 = args.pcap.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    let (files, kind) =
+        if args.ipfix.is_empty() { (&args.pcap, FileKind::Capture) } else { (&args.ipfix, FileKind::Ipfix) };
+    let total_bytes: u64 = files.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
     let progress = progress_bar(total_bytes, quiet);
     let started = Instant::now();
     let summary =
-        ingest_captures(&context.config, &mut context.store, &args.pcap, |bytes| progress.set_position(bytes))?;
+        ingest_captures(&context.config, &mut context.store, files, kind, |bytes| progress.set_position(bytes))?;
     progress.finish_and_clear();
     info!(
         "ingested {} packets, {} flows in {:.2} s",

@@ -28,6 +28,20 @@ pub enum DecodeError {
     Template { id: u16 },
 }
 
+/// The length of the IPFIX message that starts with `head`, as a file
+/// (RFC 5655) or a TCP stream frames them: anything else there means the
+/// reader is out of step, and nothing after it can be trusted.
+pub fn ipfix_message_length(head: [u8; 4]) -> Result<usize, DecodeError> {
+    let (version, length) = (u16::from_be_bytes([head[0], head[1]]), u16::from_be_bytes([head[2], head[3]]) as usize);
+    if version != 10 {
+        return Err(DecodeError::Version(version));
+    }
+    if length < 16 {
+        return Err(DecodeError::Short(length));
+    }
+    Ok(length)
+}
+
 /// What one message gave.
 #[derive(Debug, Default, PartialEq)]
 pub struct Decoded {
@@ -481,6 +495,14 @@ mod tests {
 
     fn exporter() -> SocketAddr {
         EXPORTER.parse().unwrap()
+    }
+
+    #[test]
+    fn a_stream_or_file_is_framed_by_ipfix_headers_only() {
+        assert_eq!(ipfix_message_length([0, 10, 0x05, 0xdc]), Ok(1_500));
+        assert_eq!(ipfix_message_length([0, 10, 0, 16]), Ok(16));
+        assert_eq!(ipfix_message_length([0, 10, 0, 15]), Err(DecodeError::Short(15)));
+        assert_eq!(ipfix_message_length([0, 9, 0x05, 0xdc]), Err(DecodeError::Version(9)));
     }
 
     fn flows() -> Vec<FlowRecord> {

@@ -18,6 +18,7 @@ use crate::{
     capture::{CaptureError, FileMeter},
     config::{Config, Service},
     flows::{FlowCache, FlowRecord, Nanos, Timeouts},
+    ipfix::decode::{Decoder, ipfix_message_length},
     store::{Store, StoreError},
 };
 
@@ -37,10 +38,31 @@ pub enum IngestError {
         "analyze reads capture files (it hashes each to refuse one ingested before); save standard input to a file"
     )]
     Stdin,
+    #[error("{path}: the IPFIX message at byte {offset} {detail}")]
+    Ipfix { path: PathBuf, offset: u64, detail: String },
     #[error(transparent)]
     Capture(#[from] CaptureError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// What the files of an ingest hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    /// Packet captures (pcap, pcapng): metered into flows first.
+    Capture,
+    /// IPFIX files: flows already.
+    Ipfix,
+}
+
+impl FileKind {
+    /// The kind of source the store records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileKind::Capture => "capture",
+            FileKind::Ipfix => "ipfix",
+        }
+    }
 }
 
 /// What an ingest read.
@@ -68,6 +90,7 @@ pub fn ingest_captures(
     config: &Config,
     store: &mut Store,
     paths: &[PathBuf],
+    kind: FileKind,
     mut on_progress: impl FnMut(u64),
 ) -> Result<IngestSummary, IngestError> {
     if paths.iter().any(|path| path == Path::new("-")) {
@@ -85,11 +108,14 @@ pub fn ingest_captures(
     std::thread::scope(|scope| {
         let (to_store, messages) = mpsc::sync_channel(2);
         let (source_ids, sources) = mpsc::channel();
-        let writer = scope.spawn(|| write_to_store(store, &names, &services, source_ids, messages));
+        let writer = scope.spawn(|| write_to_store(store, &names, kind, &services, source_ids, messages));
         let Ok(sources) = sources.recv() else {
             return Err(writer.join().expect("the store writer does not panic").unwrap_err());
         };
-        let read = read_captures(config, paths, &sources, &to_store, &mut on_progress);
+        let read = match kind {
+            FileKind::Capture => read_captures(config, paths, &sources, &to_store, &mut on_progress),
+            FileKind::Ipfix => read_ipfix(config, paths, &sources, &to_store, &mut on_progress),
+        };
         let finished = read.and_then(|summary| {
             let hashes = paths
                 .iter()
@@ -186,6 +212,72 @@ fn read_captures(
     Ok(summary)
 }
 
+/// Reads IPFIX files (RFC 5655: messages one after another, such as
+/// `rogue flows --write` makes): their flows are complete, so they go
+/// straight to the profiles.
+fn read_ipfix(
+    config: &Config,
+    paths: &[PathBuf],
+    sources: &[i64],
+    to_store: &mpsc::SyncSender<ToStore>,
+    on_progress: &mut impl FnMut(u64),
+) -> Result<IngestSummary, IngestError> {
+    let mut profiler =
+        Profiler::new(config.internal_networks.clone(), config.services.all(), config.detection.bin_seconds.0);
+    let mut summary = IngestSummary { files: paths.len(), ..IngestSummary::default() };
+    let mut send = |message: ToStore| {
+        let _ = to_store.send(message);
+    };
+    let mut read_before = 0;
+    for (path, &source) in paths.iter().zip(sources) {
+        let read_error = |source| IngestError::Read { path: path.clone(), source };
+        let mut file = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).map_err(read_error)?);
+        // A file has one exporter; its templates are kept per observation domain.
+        let exporter = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+        let mut decoder = Decoder::new();
+        let (mut first, mut last, mut packets, mut flows_read, mut offset) = (None, None, 0, 0, 0u64);
+        let corrupt = |offset: u64, detail: String| IngestError::Ipfix { path: path.clone(), offset, detail };
+        let mut message = Vec::new();
+        loop {
+            let mut head = [0u8; 4];
+            match file.read(&mut head[..1]).map_err(read_error)? {
+                0 => break,
+                _ => file.read_exact(&mut head[1..]).map_err(|_| corrupt(offset, "is cut short".into()))?,
+            }
+            let length = ipfix_message_length(head).map_err(|e| corrupt(offset, format!("is not IPFIX: {e}")))?;
+            message.clear();
+            message.extend_from_slice(&head);
+            message.resize(length, 0);
+            file.read_exact(&mut message[4..]).map_err(|_| corrupt(offset, "is cut short".into()))?;
+            let decoded = decoder.decode(exporter, &message).map_err(|e| corrupt(offset, e.to_string()))?;
+            if decoded.sets_without_template > 0 || decoded.records_unreadable > 0 {
+                return Err(corrupt(offset, "holds records without a template before them, or unreadable".into()));
+            }
+            for flow in &decoded.flows {
+                first = Some(first.map_or(flow.start, |t: Nanos| t.min(flow.start)));
+                last = Some(last.map_or(flow.end, |t: Nanos| t.max(flow.end)));
+                packets += flow.packets;
+            }
+            flows_read += decoded.flows.len() as u64;
+            profile(&mut profiler, source, &decoded.flows, &mut send);
+            offset += length as u64;
+            on_progress(read_before + offset);
+        }
+        read_before += offset;
+        if let (Some(first), Some(last)) = (first, last) {
+            send(ToStore::Extend { source, first, last, packets, flows: flows_read });
+            summary.first = Some(summary.first.map_or(first, |t| t.min(first)));
+            summary.last = Some(summary.last.map_or(last, |t| t.max(last)));
+        }
+        summary.flows += flows_read;
+        summary.counters.packets += packets;
+    }
+    if let Some(&source) = sources.last() {
+        send(ToStore::Profiles { source, batch: profiler.take() });
+    }
+    Ok(summary)
+}
+
 /// Profiles `flows`, handing the batch to the writer once it is big enough.
 fn profile(profiler: &mut Profiler, source: i64, flows: &[FlowRecord], send: &mut dyn FnMut(ToStore)) {
     for flow in flows {
@@ -202,6 +294,7 @@ fn profile(profiler: &mut Profiler, source: i64, flows: &[FlowRecord], send: &mu
 fn write_to_store(
     store: &mut Store,
     names: &[String],
+    kind: FileKind,
     services: &[Service],
     source_ids: mpsc::Sender<Vec<i64>>,
     messages: mpsc::Receiver<ToStore>,
@@ -209,7 +302,7 @@ fn write_to_store(
     let now_ms = jiff::Timestamp::now().as_millisecond();
     let ingest = store.ingest()?;
     let sources: Vec<i64> =
-        names.iter().map(|name| ingest.add_source("capture", name, now_ms)).collect::<Result<_, _>>()?;
+        names.iter().map(|name| ingest.add_source(kind.as_str(), name, now_ms)).collect::<Result<_, _>>()?;
     let _ = source_ids.send(sources.clone());
     for message in messages {
         match message {

@@ -78,6 +78,8 @@ pub const EARLIER_BURST_DAY: i64 = 7;
 pub const EARLIER_BURST_PEERS: u8 = 12;
 
 const DAY: Nanos = 86_400 * NANOS_PER_SEC;
+/// Linux's default ephemeral port range.
+const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 32_768..=60_999;
 
 /// What a generated capture holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -121,11 +123,15 @@ pub fn generate(case: Case, seed: u64, size: Size, out: impl Write) -> io::Resul
     let mut frames = Vec::new();
     for day in 0..DAYS {
         frames.clear();
+        // Each day's ports start anywhere, as a host's do: a 5-tuple repeated
+        // day after day would make one flow of many days for a flow meter
+        // whose timeouts are expired by wall-clock time (softflowd -r).
+        let next_port = rng.random_range(EPHEMERAL_PORTS);
         let mut today = Day {
             start: day_start(day),
             rng: &mut rng,
             frames: &mut frames,
-            next_port: 32_768,
+            next_port,
             workstations: size.workstations.max(1),
         };
         today.background(size.scale.max(1));
@@ -168,7 +174,8 @@ impl Day<'_> {
     }
 
     fn ephemeral_port(&mut self) -> u16 {
-        self.next_port = if self.next_port >= 60_999 { 32_768 } else { self.next_port + 1 };
+        self.next_port =
+            if self.next_port >= *EPHEMERAL_PORTS.end() { *EPHEMERAL_PORTS.start() } else { self.next_port + 1 };
         self.next_port
     }
 

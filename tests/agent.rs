@@ -9,8 +9,7 @@ mod support;
 
 use std::{
     collections::BTreeMap,
-    io::{Read, Write},
-    net::{TcpListener, TcpStream, UdpSocket},
+    net::{TcpListener, UdpSocket},
     path::Path,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -25,7 +24,7 @@ use support::{
     mailnet::{MISCONFIGURED, MX, MailNet, ROGUE_SERVER, SENDER, Side, external_servers},
     netns::{Netns, in_netns, veth},
     packets::{ethernet, ipv4, udp},
-    process::{Finished, ROGUE, Running},
+    process::{Finished, ROGUE, Running, scrape_metrics},
 };
 
 const DRAIN_SECONDS: u64 = 1;
@@ -136,28 +135,9 @@ impl SyslogListener {
     }
 }
 
-/// GET /metrics from inside `netns`: each sample line as name{labels} -> value.
+/// The agent's metrics, scraped from inside `netns`.
 fn scrape(netns: &Netns, port: u16) -> BTreeMap<String, f64> {
-    let response = in_netns(netns, move || {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        response
-    })
-    .join()
-    .unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("content-type: application/openmetrics-text"), "{head}");
-    assert!(body.trim_end().ends_with("# EOF"), "an OpenMetrics exposition ends with # EOF");
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (name, value) = l.rsplit_once(' ').unwrap();
-            (name.to_string(), value.parse().unwrap_or_else(|_| panic!("{l}")))
-        })
-        .collect()
+    in_netns(netns, move || scrape_metrics(port)).join().unwrap()
 }
 
 fn metric(metrics: &BTreeMap<String, f64>, name: &str) -> f64 {

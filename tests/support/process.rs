@@ -1,7 +1,9 @@
 //! The `rogue` binary run as a user would run it, with its output collected.
 
 use std::{
-    io::{BufRead, BufReader, Read},
+    collections::BTreeMap,
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
     process::{Child, Command, ExitStatus, Stdio},
     sync::mpsc,
     thread::JoinHandle,
@@ -117,4 +119,24 @@ impl Finished {
     pub fn json_lines(&self) -> Vec<serde_json::Value> {
         self.stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}"))).collect()
     }
+}
+
+/// GET /metrics from rogue's endpoint on 127.0.0.1:`port`, checked to be
+/// OpenMetrics: each sample line as name{labels} -> value.
+pub fn scrape_metrics(port: u16) -> BTreeMap<String, f64> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-type: application/openmetrics-text"), "{head}");
+    assert!(body.trim_end().ends_with("# EOF"), "an OpenMetrics exposition ends with # EOF");
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').unwrap();
+            (name.to_string(), value.parse().unwrap_or_else(|_| panic!("{l}")))
+        })
+        .collect()
 }

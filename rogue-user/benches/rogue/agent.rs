@@ -23,7 +23,7 @@ const FLOWS: u32 = 10_240;
 const LOAD: Duration = Duration::from_secs(20);
 
 /// (CPU seconds, current RSS, peak RSS) of a process.
-fn usage(pid: u32) -> (f64, u64, u64) {
+pub fn usage(pid: u32) -> (f64, u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kib = |key: &str| -> u64 {
         status

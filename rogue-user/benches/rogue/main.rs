@@ -9,6 +9,7 @@
 mod support;
 
 mod agent;
+mod collector;
 mod drain;
 mod kernel;
 mod measure;
@@ -17,13 +18,14 @@ mod veth;
 
 use std::path::{Path, PathBuf};
 
-const SECTIONS: [(&str, &str); 6] = [
+const SECTIONS: [(&str, &str); 7] = [
     ("kernel", "Kernel program cost per packet"),
     ("veth", "veth throughput"),
     ("drain", "Draining the flow maps"),
     ("offline", "Offline: one 10-million-packet capture, every tool"),
     ("scaling", "Scaling of rogue analyze"),
     ("agent", "The agent under load"),
+    ("collector", "The collector on loopback"),
 ];
 
 fn main() {
@@ -83,6 +85,7 @@ fn section(name: &str, dir: &Path) -> String {
         "offline" => offline::run(dir),
         "scaling" => offline::scaling(dir),
         "agent" => agent::run(dir),
+        "collector" => collector::run(dir),
         _ => unreachable!("checked in main"),
     }
 }

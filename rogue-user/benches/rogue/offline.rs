@@ -25,13 +25,13 @@ const OFFLINE_SCALE: u32 = 56;
 const SCALES: [u32; 3] = [4, 16, 64];
 const WORKSTATIONS_PER_SCALE: u32 = 50;
 
-struct Capture {
-    path: PathBuf,
-    packets: u64,
+pub struct Capture {
+    pub path: PathBuf,
+    pub packets: u64,
 }
 
 /// `rogue generate` into `dir`; the frame count from its report.
-fn generate(dir: &Path, name: &str, scenario: &str, scale: u32, workstations: u32) -> Capture {
+pub fn generate(dir: &Path, name: &str, scenario: &str, scale: u32, workstations: u32) -> Capture {
     let path = dir.join(format!("{name}.pcap"));
     let output = Command::new(ROGUE)
         .args(["generate", "--scenario", scenario, "--scale", &scale.to_string()])

@@ -4,7 +4,7 @@
 //! 1), the drains, the flow cache, the store, DNS and the findings.
 
 use std::sync::{
-    Arc,
+    Arc, OnceLock,
     atomic::{AtomicU64, Ordering},
 };
 
@@ -70,6 +70,9 @@ pub struct Metrics {
     collector_sets_without_template: Counter,
     collector_records_unreadable: Counter,
     collector_socket_drops: Counter,
+    /// The collector's own counts, read at each scrape: they move with
+    /// every message, not with the drain.
+    collector: OnceLock<Arc<CollectorStats>>,
 }
 
 /// Seconds from 100 µs to about 26 s.
@@ -110,6 +113,7 @@ impl Metrics {
             collector_sets_without_template: Counter::default(),
             collector_records_unreadable: Counter::default(),
             collector_socket_drops: Counter::default(),
+            collector: OnceLock::new(),
         };
         let r = &mut m.registry;
         let rogue = r.sub_registry_with_prefix("rogue");
@@ -242,7 +246,12 @@ impl Metrics {
         self.export_errors.get_or_create(&SinkLabel { sink: destination.to_string() }).inc();
     }
 
-    pub fn set_collector(&self, stats: &CollectorStats) {
+    /// Makes every scrape show `stats` as they are then.
+    pub fn watch_collector(&self, stats: Arc<CollectorStats>) {
+        let _ = self.collector.set(stats);
+    }
+
+    fn set_collector(&self, stats: &CollectorStats) {
         set(&self.collector_messages, stats.messages.load(Ordering::Relaxed));
         set(&self.collector_flows, stats.flows.load(Ordering::Relaxed));
         set(&self.collector_malformed, stats.malformed.load(Ordering::Relaxed));
@@ -257,6 +266,9 @@ impl Metrics {
 
     /// The exposition text.
     pub fn encode(&self) -> String {
+        if let Some(stats) = self.collector.get() {
+            self.set_collector(stats);
+        }
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text

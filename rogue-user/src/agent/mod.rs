@@ -163,6 +163,9 @@ impl Agent {
             Some(listen) => collector(listen).await?,
             None => meter(&options, &config)?,
         };
+        if let FlowSource::Collector { stats, .. } = &source {
+            metrics.watch_collector(stats.clone());
+        }
         info!(
             "{what}; draining every {} s, evaluating every {} s; findings to {}; store {}",
             config.capture.drain_seconds.0,
@@ -375,7 +378,8 @@ impl Agent {
                 }
                 self.metrics.set_flow_cache(cache.len(), &cache.stats());
             }
-            FlowSource::Collector { stats, .. } => self.metrics.set_collector(stats),
+            // Read at each scrape.
+            FlowSource::Collector { .. } => {}
         }
         if let Some(resolver) = &self.resolver {
             self.metrics.set_dns(resolver.stats());
@@ -566,12 +570,12 @@ fn meter(options: &AgentOptions, config: &Config) -> anyhow::Result<(FlowSource,
 async fn collector(listen: SocketAddr) -> anyhow::Result<(FlowSource, String)> {
     let stats = Arc::new(CollectorStats::default());
     let (flows, batches) = mpsc::channel(1024);
-    // Bind here, so a taken port is an error at start, not later.
-    let udp = tokio::net::UdpSocket::bind(listen).await.with_context(|| format!("cannot listen on udp://{listen}"))?;
-    drop(udp);
+    // Bound before "running" is said, so a taken port is an error at start
+    // and an exporter that connects at once finds the collector listening.
+    let listener = collect::bind(listen).await.with_context(|| format!("cannot listen on {listen} (UDP and TCP)"))?;
     let served = stats.clone();
     tokio::spawn(async move {
-        if let Err(e) = collect::serve(listen, flows, served).await {
+        if let Err(e) = collect::serve(listener, flows, served).await {
             error!("the collector on {listen} stopped: {e}");
         }
     });

@@ -261,7 +261,9 @@ fn collect(
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let (flows, mut received) = tokio::sync::mpsc::channel(64);
-        let mut collector = tokio::spawn(collect::serve(listen, flows, stats.clone()));
+        let listener =
+            collect::bind(listen).await.with_context(|| format!("cannot listen on {listen} (UDP and TCP)"))?;
+        let mut collector = tokio::spawn(collect::serve(listener, flows, stats.clone()));
         let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let stop_after = until(duration);
         tokio::pin!(stop_after);

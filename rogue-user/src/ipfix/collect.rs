@@ -104,12 +104,25 @@ impl Shared {
     }
 }
 
-/// Listens on `listen` (UDP and TCP) until the receiver of `flows` is gone.
-pub async fn serve(listen: SocketAddr, flows: mpsc::Sender<Batch>, stats: Arc<CollectorStats>) -> std::io::Result<()> {
+/// The collector's sockets, bound before anyone is told it is running.
+pub struct Listener {
+    udp: UdpSocket,
+    tcp: TcpListener,
+    address: SocketAddr,
+}
+
+/// Binds `listen` for UDP and TCP; an error if either is taken.
+pub async fn bind(listen: SocketAddr) -> std::io::Result<Listener> {
     let udp = UdpSocket::bind(listen).await?;
     enlarge_receive_buffer(&udp);
     let tcp = TcpListener::bind(listen).await?;
-    info!("collecting IPFIX and NetFlow v5/v9 on udp://{listen}, IPFIX on tcp://{listen}");
+    Ok(Listener { udp, tcp, address: listen })
+}
+
+/// Receives on `listener` until the receiver of `flows` is gone.
+pub async fn serve(listener: Listener, flows: mpsc::Sender<Batch>, stats: Arc<CollectorStats>) -> std::io::Result<()> {
+    let Listener { udp, tcp, address } = listener;
+    info!("collecting IPFIX and NetFlow v5/v9 on udp://{address}, IPFIX on tcp://{address}");
     if let Some(inode) = socket_inode(&udp) {
         tokio::spawn(watch_socket_drops(inode, stats.clone()));
     }

@@ -191,13 +191,8 @@ fn read_captures(
         )?;
         read_before += std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         on_progress(read_before);
-        if let (Some(first), Some(last)) = (file.first, file.last) {
-            let packets = meter.counters.since(&before).packets;
-            send(ToStore::Extend { source, first, last, packets, flows: flows_read });
-            summary.first = Some(summary.first.map_or(first, |t| t.min(first)));
-            summary.last = Some(summary.last.map_or(last, |t| t.max(last)));
-        }
-        summary.flows += flows_read;
+        let span = FileSpan { first: file.first, last: file.last, packets: meter.counters.since(&before).packets };
+        summary.add_file(source, span, flows_read, &mut send);
     }
     // The flows still open at the end belong to the last file.
     if let Some(&source) = sources.last() {
@@ -230,52 +225,78 @@ fn read_ipfix(
     };
     let mut read_before = 0;
     for (path, &source) in paths.iter().zip(sources) {
-        let read_error = |source| IngestError::Read { path: path.clone(), source };
-        let mut file = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).map_err(read_error)?);
+        let file = std::fs::File::open(path).map_err(|source| IngestError::Read { path: path.clone(), source })?;
+        let mut file = std::io::BufReader::with_capacity(1 << 20, file);
+        let corrupt = |offset: u64, detail: String| IngestError::Ipfix { path: path.clone(), offset, detail };
         // A file has one exporter; its templates are kept per observation domain.
         let exporter = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
         let mut decoder = Decoder::new();
-        let (mut first, mut last, mut packets, mut flows_read, mut offset) = (None, None, 0, 0, 0u64);
-        let corrupt = |offset: u64, detail: String| IngestError::Ipfix { path: path.clone(), offset, detail };
-        let mut message = Vec::new();
-        loop {
-            let mut head = [0u8; 4];
-            match file.read(&mut head[..1]).map_err(read_error)? {
-                0 => break,
-                _ => file.read_exact(&mut head[1..]).map_err(|_| corrupt(offset, "is cut short".into()))?,
-            }
-            let length = ipfix_message_length(head).map_err(|e| corrupt(offset, format!("is not IPFIX: {e}")))?;
-            message.clear();
-            message.extend_from_slice(&head);
-            message.resize(length, 0);
-            file.read_exact(&mut message[4..]).map_err(|_| corrupt(offset, "is cut short".into()))?;
+        let (mut span, mut flows_read, mut offset, mut message) = (FileSpan::default(), 0, 0u64, Vec::new());
+        while let Some(length) = read_ipfix_message(&mut file, &mut message).map_err(|e| corrupt(offset, e))? {
             let decoded = decoder.decode(exporter, &message).map_err(|e| corrupt(offset, e.to_string()))?;
             if decoded.sets_without_template > 0 || decoded.records_unreadable > 0 {
                 return Err(corrupt(offset, "holds records without a template before them, or unreadable".into()));
             }
-            for flow in &decoded.flows {
-                first = Some(first.map_or(flow.start, |t: Nanos| t.min(flow.start)));
-                last = Some(last.map_or(flow.end, |t: Nanos| t.max(flow.end)));
-                packets += flow.packets;
-            }
+            decoded.flows.iter().for_each(|flow| span.add(flow));
             flows_read += decoded.flows.len() as u64;
             profile(&mut profiler, source, &decoded.flows, &mut send);
             offset += length as u64;
             on_progress(read_before + offset);
         }
         read_before += offset;
-        if let (Some(first), Some(last)) = (first, last) {
-            send(ToStore::Extend { source, first, last, packets, flows: flows_read });
-            summary.first = Some(summary.first.map_or(first, |t| t.min(first)));
-            summary.last = Some(summary.last.map_or(last, |t| t.max(last)));
-        }
-        summary.flows += flows_read;
-        summary.counters.packets += packets;
+        summary.add_file(source, span, flows_read, &mut send);
+        summary.counters.packets += span.packets;
     }
     if let Some(&source) = sources.last() {
         send(ToStore::Profiles { source, batch: profiler.take() });
     }
     Ok(summary)
+}
+
+/// The next message of an IPFIX file into `message`: its length, or None
+/// at the end of the file; what is wrong with it otherwise.
+fn read_ipfix_message(file: &mut impl Read, message: &mut Vec<u8>) -> Result<Option<usize>, String> {
+    let mut head = [0u8; 4];
+    match file.read(&mut head[..1]) {
+        Ok(0) => return Ok(None),
+        Ok(_) => file.read_exact(&mut head[1..]).map_err(|_| "is cut short".to_string())?,
+        Err(e) => return Err(format!("cannot be read: {e}")),
+    }
+    let length = ipfix_message_length(head).map_err(|e| format!("is not IPFIX: {e}"))?;
+    message.clear();
+    message.extend_from_slice(&head);
+    message.resize(length, 0);
+    file.read_exact(&mut message[4..]).map_err(|_| "is cut short".to_string())?;
+    Ok(Some(length))
+}
+
+/// The time span and packets of one file's flows.
+#[derive(Clone, Copy, Debug, Default)]
+struct FileSpan {
+    first: Option<Nanos>,
+    last: Option<Nanos>,
+    packets: u64,
+}
+
+impl FileSpan {
+    fn add(&mut self, flow: &FlowRecord) {
+        self.first = Some(self.first.map_or(flow.start, |t| t.min(flow.start)));
+        self.last = Some(self.last.map_or(flow.end, |t| t.max(flow.end)));
+        self.packets += flow.packets;
+    }
+}
+
+impl IngestSummary {
+    /// Counts a file read: its span goes to its source in the store and
+    /// widens the ingest's.
+    fn add_file(&mut self, source: i64, span: FileSpan, flows: u64, send: &mut dyn FnMut(ToStore)) {
+        if let (Some(first), Some(last)) = (span.first, span.last) {
+            send(ToStore::Extend { source, first, last, packets: span.packets, flows });
+            self.first = Some(self.first.map_or(first, |t| t.min(first)));
+            self.last = Some(self.last.map_or(last, |t| t.max(last)));
+        }
+        self.flows += flows;
+    }
 }
 
 /// Profiles `flows`, handing the batch to the writer once it is big enough.

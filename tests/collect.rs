@@ -29,6 +29,18 @@ fn halves(capture: &Path, at: &str, dir: &Path) -> (PathBuf, PathBuf) {
     (first, second)
 }
 
+/// `rogue collect` on a free loopback port (UDP and TCP), with `workspace`'s
+/// configuration and store, once it says it is running.
+fn start_collector(workspace: &Workspace) -> (Running, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut collector = Command::new(ROGUE);
+    collector.args(["-v", "collect", "--no-dns", "--listen", &format!("127.0.0.1:{port}"), "--config"]);
+    collector.arg(workspace.config());
+    let mut collector = Running::spawn(collector);
+    collector.wait_for_stderr("collector running", 1);
+    (collector, port)
+}
+
 /// Findings as (type, host, key) with the fields that describe them.
 fn by_identity(findings: &[Value]) -> BTreeMap<(String, String, String), Value> {
     findings
@@ -60,12 +72,7 @@ fn two_sensors_exporting_halves_give_the_collector_the_findings_of_the_whole_cap
     let expected = by_identity(&whole.analyze(&[&capture]));
 
     let central = Workspace::new("collect-central", CONFIG, &example_whitelist());
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut collector = Command::new(ROGUE);
-    collector.args(["-v", "collect", "--no-dns", "--listen", &format!("127.0.0.1:{port}"), "--config"]);
-    collector.arg(central.config());
-    let mut collector = Running::spawn(collector);
-    collector.wait_for_stderr("collector running", 1);
+    let (collector, port) = start_collector(&central);
 
     // Two gateways, one before 2008-02-20 and one from then on, exporting
     // over TCP (reliable, so the comparison is of detection, not of loss).
@@ -133,12 +140,7 @@ fn an_ipfix_file_of_the_capture_gives_the_findings_of_the_capture() {
 fn netflow_v9_from_a_router_alone_finds_the_rogue_mail_servers() {
     let capture = scenario_capture("all", 1);
     let central = Workspace::new("collect-router", CONFIG, &example_whitelist());
-    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut collector = Command::new(ROGUE);
-    collector.args(["-v", "collect", "--no-dns", "--listen", &format!("127.0.0.1:{port}"), "--config"]);
-    collector.arg(central.config());
-    let mut collector = Running::spawn(collector);
-    collector.wait_for_stderr("collector running", 1);
+    let (collector, port) = start_collector(&central);
     let exported = require("softflowd")
         .args(["-d", "-r"])
         .arg(&capture)

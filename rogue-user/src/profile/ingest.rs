@@ -171,8 +171,7 @@ fn read_captures(
 ) -> Result<IngestSummary, IngestError> {
     let timeouts = Timeouts::from_secs(config.capture.idle_timeout_seconds.0, config.capture.active_timeout_seconds.0);
     let mut meter = FileMeter::new(FlowCache::new(timeouts));
-    let mut profiler =
-        Profiler::new(config.internal_networks.clone(), config.services.all(), config.detection.bin_seconds.0);
+    let mut profiler = profiler(config);
     let mut summary = IngestSummary { files: paths.len(), ..IngestSummary::default() };
     let mut read_before = 0;
     // A send fails only when the writer stopped; its error is the one to report.
@@ -217,8 +216,7 @@ fn read_ipfix(
     to_store: &mpsc::SyncSender<ToStore>,
     on_progress: &mut impl FnMut(u64),
 ) -> Result<IngestSummary, IngestError> {
-    let mut profiler =
-        Profiler::new(config.internal_networks.clone(), config.services.all(), config.detection.bin_seconds.0);
+    let mut profiler = profiler(config);
     let mut summary = IngestSummary { files: paths.len(), ..IngestSummary::default() };
     let mut send = |message: ToStore| {
         let _ = to_store.send(message);
@@ -297,6 +295,11 @@ impl IngestSummary {
         }
         self.flows += flows;
     }
+}
+
+/// A profiler of the configured networks, services and bins.
+fn profiler(config: &Config) -> Profiler {
+    Profiler::new(config.internal_networks.clone(), config.services.all(), config.detection.bin_seconds.0)
 }
 
 /// Profiles `flows`, handing the batch to the writer once it is big enough.

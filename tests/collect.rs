@@ -41,6 +41,20 @@ fn start_collector(workspace: &Workspace) -> (Running, u16) {
     (collector, port)
 }
 
+/// Where the store's qualifying SMTP flows came from: per source of kind
+/// `collect`, its name and the first start and last end of its flows (ms),
+/// earliest first.
+fn stored_smtp_flows_by_origin(store: &Path) -> Vec<(String, i64, i64)> {
+    let store = rusqlite::Connection::open(store).unwrap();
+    let mut query = store
+        .prepare(
+            "SELECT s.name, min(f.start_ms), max(f.end_ms) FROM service_flows f JOIN sources s ON s.id = f.source_id
+             WHERE s.kind = 'collect' GROUP BY s.id ORDER BY min(f.start_ms)",
+        )
+        .unwrap();
+    query.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?))).unwrap().map(Result::unwrap).collect()
+}
+
 /// Findings as (type, host, key) with the fields that describe them.
 fn by_identity(findings: &[Value]) -> BTreeMap<(String, String, String), Value> {
     findings
@@ -91,6 +105,13 @@ fn two_sensors_exporting_halves_give_the_collector_the_findings_of_the_whole_cap
     let stopped = collector.finish();
     assert!(stopped.status.success(), "{}", stopped.stderr);
     assert!(stopped.stderr.contains("from 2 origins, 0 malformed"), "{}", stopped.stderr);
+    let origins = stored_smtp_flows_by_origin(&central.dir.join("rogue.db"));
+    let names: Vec<&str> = origins.iter().map(|(name, ..)| name.as_str()).collect();
+    assert!(
+        names.len() == 2 && names[0].ends_with(" domain 1") && names[1].ends_with(" domain 2"),
+        "one store source per exporter and observation domain: {origins:?}"
+    );
+    assert!(origins[0].2 <= origins[1].1, "sensor 1's SMTP flows are all before sensor 2's: {origins:?}");
 
     let collected = by_identity(&central.json(&["findings", "--format", "json"]));
     assert_eq!(collected.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>(), "the same findings");

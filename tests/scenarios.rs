@@ -143,6 +143,23 @@ fn analysing_the_same_capture_twice_is_refused() {
     assert_eq!(find(&findings, "rogue_server", "192.0.2.60")["external_servers"], 75);
 }
 
+/// A store from before schema version 4 knows its captures by SHA-256:
+/// such a capture is still refused, so an upgrade counts nothing twice.
+#[test]
+fn a_capture_known_by_its_sha256_from_an_older_store_is_refused() {
+    use sha2::{Digest, Sha256};
+    let (workspace, _) = analyze("sha256", "misconfiguration");
+    let capture = scenario_capture("misconfiguration", 1);
+    let sha256: String = Sha256::digest(std::fs::read(&capture).unwrap()).iter().map(|b| format!("{b:02x}")).collect();
+    let store = rusqlite::Connection::open(workspace.dir.join("rogue.db")).unwrap();
+    let legacy = store.execute("UPDATE sources SET content_hash = ?", [format!("sha256:{sha256}")]).unwrap();
+    assert_eq!(legacy, 1, "one capture stored");
+    drop(store);
+    let again = workspace.rogue(&["analyze", "--pcap", capture.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(1), "{}", again.stderr);
+    assert!(again.stderr.contains("is already in the store"), "{}", again.stderr);
+}
+
 #[test]
 fn a_suggestion_accepted_joins_the_whitelist_and_its_host_is_no_longer_a_finding() {
     let (workspace, findings) = analyze("accept", "vpn-failure");

@@ -246,24 +246,32 @@ impl Detector<'_> {
     /// measured over the look-back ending at its last activity.
     pub fn hosts(&self, store: &Store, service: &Service) -> Result<Vec<HostReport>> {
         let covered = store.covered_days()?;
-        store
-            .service_hosts(&service.name, i64::MIN, i64::MAX)?
-            .into_iter()
-            .map(|active| self.latest_report(store, service, active, &covered))
-            .collect()
+        let mut reports = Vec::new();
+        for active in store.service_hosts(&service.name, i64::MIN, i64::MAX)? {
+            let (host, last_ms) = (active.host, active.last_ms);
+            reports.extend(self.latest_report(store, service, host, last_ms, &covered, || Ok(Some(active)))?);
+        }
+        Ok(reports)
     }
 
-    /// The report on a host over the look-back ending at `active.last_ms`.
+    /// The report on `host` over the look-back ending at `last_ms`, when its
+    /// last flow ended; `in_period` gives its activity to fall back on should
+    /// the look-back hold none of its flows (one flow longer than it).
     fn latest_report(
         &self,
         store: &Store,
         service: &Service,
-        active: HostActivity,
+        host: IpAddr,
+        last_ms: i64,
         covered: &BTreeSet<i64>,
-    ) -> Result<HostReport> {
-        let window = self.window(active.last_ms);
-        let activity = store.service_host(&service.name, active.host, window.from_ms, window.to_ms)?.unwrap_or(active);
-        self.report(store, service, activity, window, covered)
+        in_period: impl FnOnce() -> Result<Option<HostActivity>>,
+    ) -> Result<Option<HostReport>> {
+        let window = self.window(last_ms);
+        let activity = match store.service_host(&service.name, host, window.from_ms, window.to_ms)? {
+            Some(activity) => Some(activity),
+            None => in_period()?,
+        };
+        activity.map(|activity| self.report(store, service, activity, window, covered)).transpose()
     }
 
     /// The report on one host's `activity` in the window.
@@ -402,8 +410,8 @@ impl Detector<'_> {
     pub fn hosts_to_resolve(&self, store: &Store, period: Window) -> Result<Vec<(Service, IpAddr)>> {
         let mut hosts = Vec::new();
         for service in self.services() {
-            for activity in store.service_hosts(&service.name, period.from_ms, period.to_ms)? {
-                hosts.push((service.clone(), activity.host));
+            for host in store.service_host_addresses(&service.name, period.from_ms, period.to_ms)? {
+                hosts.push((service.clone(), host));
             }
         }
         Ok(hosts)
@@ -416,12 +424,19 @@ impl Detector<'_> {
         let covered = store.covered_days()?;
         let mut findings = Vec::new();
         for service in self.services() {
-            for active in store.service_hosts(&service.name, period.from_ms, period.to_ms)? {
-                let host = active.host;
+            for host in store.service_host_addresses(&service.name, period.from_ms, period.to_ms)? {
+                // Whitelisted servers, often the busiest hosts, are not measured at all.
                 if self.whitelist.matching(host, &service.name).is_some() {
                     continue;
                 }
-                let report = self.latest_report(store, &service, active, &covered)?;
+                let Some(last_ms) = store.service_host_last_ms(&service.name, host, period.from_ms, period.to_ms)?
+                else {
+                    continue;
+                };
+                let in_period = || store.service_host(&service.name, host, period.from_ms, period.to_ms);
+                let Some(report) = self.latest_report(store, &service, host, last_ms, &covered, in_period)? else {
+                    continue;
+                };
                 let state = report.rejected.is_some().then_some("confirmed_rogue");
                 findings.push(rogue_server(&report, state));
                 for mut finding in self

@@ -96,11 +96,12 @@ pub fn ingest_captures(
     if paths.iter().any(|path| path == Path::new("-")) {
         return Err(IngestError::Stdin);
     }
+    let also_sha256 = store.has_sha256_hashes()?;
     let hashing: Vec<_> = paths
         .iter()
         .map(|path| {
             let path = path.clone();
-            std::thread::spawn(move || sha256_of(&path))
+            std::thread::spawn(move || content_hashes(&path, also_sha256))
         })
         .collect();
     let services = config.services.all();
@@ -157,7 +158,8 @@ enum ToStore {
     },
     /// Everything was read: check the hashes, then commit.
     Finish {
-        hashes: Vec<(PathBuf, String)>,
+        /// Each file's content hashes, the one to store first.
+        hashes: Vec<(PathBuf, Vec<String>)>,
     },
 }
 
@@ -335,12 +337,14 @@ fn write_to_store(
                 ingest.extend_source(source, first, last, packets, flows)?
             }
             ToStore::Finish { hashes } => {
-                for ((path, hash), &source) in hashes.into_iter().zip(&sources) {
-                    if let Some(earlier) = ingest.source_by_hash(&hash)? {
-                        let when = crate::flows::format::rfc3339_millis(earlier.ingested_ms * 1_000_000);
-                        return Err(IngestError::AlreadyIngested { path, name: earlier.name, when });
+                for ((path, hashes), &source) in hashes.into_iter().zip(&sources) {
+                    for hash in &hashes {
+                        if let Some(earlier) = ingest.source_by_hash(hash)? {
+                            let when = crate::flows::format::rfc3339_millis(earlier.ingested_ms * 1_000_000);
+                            return Err(IngestError::AlreadyIngested { path, name: earlier.name, when });
+                        }
                     }
-                    ingest.set_source_hash(source, &hash)?;
+                    ingest.set_source_hash(source, &hashes[0])?;
                 }
                 return Ok(ingest.commit()?);
             }
@@ -349,17 +353,27 @@ fn write_to_store(
     Ok(())
 }
 
-fn sha256_of(path: &Path) -> Result<String, IngestError> {
+/// The content hash of the file at `path` as `blake3:HEX`, followed by
+/// `sha256:HEX` when `also_sha256` (to compare with captures stored before
+/// migration 4).
+fn content_hashes(path: &Path, also_sha256: bool) -> Result<Vec<String>, IngestError> {
     let read_error = |source| IngestError::Read { path: path.into(), source };
     let mut file = std::fs::File::open(path).map_err(read_error)?;
-    let mut hasher = Sha256::new();
+    let (mut blake3, mut sha256) = (blake3::Hasher::new(), also_sha256.then(Sha256::new));
     let mut buffer = vec![0u8; 1 << 20];
     loop {
         let read = file.read(&mut buffer).map_err(read_error)?;
         if read == 0 {
             break;
         }
-        hasher.update(&buffer[..read]);
+        blake3.update(&buffer[..read]);
+        if let Some(sha256) = &mut sha256 {
+            sha256.update(&buffer[..read]);
+        }
     }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    let mut hashes = vec![format!("blake3:{}", blake3.finalize().to_hex())];
+    if let Some(sha256) = sha256 {
+        hashes.push(format!("sha256:{}", sha256.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>()));
+    }
+    Ok(hashes)
 }

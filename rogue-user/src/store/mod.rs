@@ -43,7 +43,8 @@ pub struct Source {
     pub id: i64,
     pub kind: String,
     pub name: String,
-    pub sha256: Option<String>,
+    /// `blake3:HEX` (or `sha256:HEX` for captures stored before migration 4).
+    pub content_hash: Option<String>,
     pub first_ms: Option<i64>,
     pub last_ms: Option<i64>,
     pub ingested_ms: i64,
@@ -175,6 +176,13 @@ impl Store {
         Ok(Ingest { tx: self.conn.transaction()? })
     }
 
+    /// Whether some capture's hash is SHA-256 (stored before migration 4):
+    /// a new capture must then be hashed that way too to be compared.
+    pub fn has_sha256_hashes(&self) -> Result<bool> {
+        let query = "SELECT EXISTS (SELECT 1 FROM sources WHERE content_hash LIKE 'sha256:%')";
+        Ok(self.conn.query_row(query, [], |row| row.get(0))?)
+    }
+
     /// The newest data time any source reached.
     pub fn newest_ms(&self) -> Result<Option<i64>> {
         Ok(self.conn.query_row("SELECT max(last_ms) FROM sources", [], |row| row.get(0))?)
@@ -187,32 +195,43 @@ impl Store {
         Ok(days.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// The hosts with qualifying flows of `service` starting in the window,
+    /// from the index alone (cheap beside their activity).
+    pub fn service_host_addresses(&self, service: &str, from_ms: i64, to_ms: i64) -> Result<Vec<IpAddr>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT DISTINCT host FROM service_flows WHERE service = ? AND start_ms BETWEEN ? AND ? ORDER BY host",
+        )?;
+        let rows = statement.query_map(params![service, from_ms, to_ms], |row| addr(row, 0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// When the last of `host`'s qualifying flows of `service` starting in
+    /// the window ended, if it had any.
+    pub fn service_host_last_ms(&self, service: &str, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Option<i64>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT max(end_ms) FROM service_flows WHERE service = ? AND host = ? AND start_ms BETWEEN ? AND ?",
+        )?;
+        Ok(statement.query_row(params![service, host.to_string(), from_ms, to_ms], |row| row.get(0))?)
+    }
+
     /// One host's activity for `service` in the window, if it had any.
     pub fn service_host(&self, service: &str, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Option<HostActivity>> {
-        Ok(self.service_hosts_where(service, Some(host), from_ms, to_ms)?.pop())
+        // A statement of its own: one that also served every host could
+        // not use the index on the host.
+        let sql = format!("{HOST_ACTIVITY} AND host = ?4 GROUP BY host");
+        let host = host.to_string();
+        Ok(self.host_activities(&sql, params![service, from_ms, to_ms, host])?.pop())
     }
 
     /// Every host with qualifying flows of `service` starting in the window.
     pub fn service_hosts(&self, service: &str, from_ms: i64, to_ms: i64) -> Result<Vec<HostActivity>> {
-        self.service_hosts_where(service, None, from_ms, to_ms)
+        let sql = format!("{HOST_ACTIVITY} GROUP BY host ORDER BY host");
+        self.host_activities(&sql, params![service, from_ms, to_ms])
     }
 
-    fn service_hosts_where(
-        &self,
-        service: &str,
-        host: Option<IpAddr>,
-        from_ms: i64,
-        to_ms: i64,
-    ) -> Result<Vec<HostActivity>> {
-        let mut statement = self.conn.prepare_cached(
-            "SELECT host, group_concat(DISTINCT role), count(*), sum(packets), sum(bytes), min(start_ms), max(end_ms),
-                    count(DISTINCT CASE WHEN role = 'server' AND NOT peer_internal THEN peer END),
-                    count(DISTINCT CASE WHEN role = 'client' AND NOT peer_internal THEN peer END)
-             FROM service_flows WHERE service = ?1 AND (?4 IS NULL OR host = ?4) AND start_ms BETWEEN ?2 AND ?3
-             GROUP BY host ORDER BY host",
-        )?;
-        let host = host.map(|h| h.to_string());
-        let rows = statement.query_map(params![service, from_ms, to_ms, host], |row| {
+    fn host_activities(&self, sql: &str, parameters: &[&dyn rusqlite::ToSql]) -> Result<Vec<HostActivity>> {
+        let mut statement = self.conn.prepare_cached(sql)?;
+        let rows = statement.query_map(parameters, |row| {
             let roles: String = row.get(1)?;
             Ok(HostActivity {
                 host: addr(row, 0)?,
@@ -495,7 +514,19 @@ impl Store {
         let cutoff_ms = newest - retention_days as i64 * MILLIS_PER_DAY;
         let cutoff_bin = cutoff_ms.div_euclid(1000);
         let tx = self.conn.transaction()?;
-        let mut removed = tx.execute("DELETE FROM port_usage WHERE bin < ?", [cutoff_bin])?;
+        let mut removed = 0;
+        {
+            // port_usage has no index on bin (it would double the cost of
+            // every write); its key starts with the host, so go host by host.
+            let hosts: Vec<String> = tx
+                .prepare("SELECT DISTINCT host FROM host_bins WHERE bin < ?")?
+                .query_map([cutoff_bin], |row| row.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut usage = tx.prepare("DELETE FROM port_usage WHERE host = ? AND bin < ?")?;
+            for host in &hosts {
+                removed += usage.execute(params![host, cutoff_bin])?;
+            }
+        }
         removed += tx.execute("DELETE FROM host_bins WHERE bin < ?", [cutoff_bin])?;
         removed += tx.execute("DELETE FROM share_bins WHERE bin < ?", [cutoff_bin])?;
         removed += tx.execute("DELETE FROM service_flows WHERE start_ms < ?", [cutoff_ms])?;
@@ -537,13 +568,13 @@ impl Ingest<'_> {
         Ok(self.tx.last_insert_rowid())
     }
 
-    /// The source whose content has hash `sha256`, as this transaction sees it.
-    pub fn source_by_hash(&self, sha256: &str) -> Result<Option<Source>> {
-        Ok(self.tx.query_row(SOURCE_BY_HASH, [sha256], source_row).optional()?)
+    /// The source whose content has `hash`, as this transaction sees it.
+    pub fn source_by_hash(&self, hash: &str) -> Result<Option<Source>> {
+        Ok(self.tx.query_row(SOURCE_BY_HASH, [hash], source_row).optional()?)
     }
 
-    pub fn set_source_hash(&self, source: i64, sha256: &str) -> Result<()> {
-        self.tx.execute("UPDATE sources SET sha256 = ? WHERE id = ?", params![sha256, source])?;
+    pub fn set_source_hash(&self, source: i64, hash: &str) -> Result<()> {
+        self.tx.execute("UPDATE sources SET content_hash = ? WHERE id = ?", params![hash, source])?;
         Ok(())
     }
 
@@ -664,8 +695,16 @@ impl AddressText {
     }
 }
 
+/// Hosts' activity from their qualifying flows of service ?1 starting
+/// between ?2 and ?3 (ms), to be grouped by host.
+const HOST_ACTIVITY: &str =
+    "SELECT host, group_concat(DISTINCT role), count(*), sum(packets), sum(bytes), min(start_ms), max(end_ms),
+            count(DISTINCT CASE WHEN role = 'server' AND NOT peer_internal THEN peer END),
+            count(DISTINCT CASE WHEN role = 'client' AND NOT peer_internal THEN peer END)
+     FROM service_flows WHERE service = ?1 AND start_ms BETWEEN ?2 AND ?3";
+
 const SOURCE_BY_HASH: &str =
-    "SELECT id, kind, name, sha256, first_ms, last_ms, ingested_ms FROM sources WHERE sha256 = ?";
+    "SELECT id, kind, name, content_hash, first_ms, last_ms, ingested_ms FROM sources WHERE content_hash = ?";
 
 pub fn millis(time: Nanos) -> i64 {
     time.div_euclid(NANOS_PER_SEC / 1000)
@@ -682,7 +721,7 @@ fn source_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Source> {
         id: row.get(0)?,
         kind: row.get(1)?,
         name: row.get(2)?,
-        sha256: row.get(3)?,
+        content_hash: row.get(3)?,
         first_ms: row.get(4)?,
         last_ms: row.get(5)?,
         ingested_ms: row.get(6)?,

@@ -8,7 +8,7 @@ pub const MIGRATIONS: &[&str] = &[
         id          INTEGER PRIMARY KEY,
         kind        TEXT NOT NULL,              -- capture | live
         name        TEXT NOT NULL,              -- file path, or interfaces
-        sha256      TEXT UNIQUE,                -- content hash of a capture
+        sha256      TEXT UNIQUE,                -- content hash of a capture (see migration 4)
         first_ms    INTEGER,                    -- data time covered
         last_ms     INTEGER,
         packets     INTEGER NOT NULL DEFAULT 0,
@@ -121,4 +121,13 @@ pub const MIGRATIONS: &[&str] = &[
     // 2: what the agent last emitted of each finding, so a restart re-emits
     // nothing (see detect::material_evidence).
     "ALTER TABLE findings ADD COLUMN emitted TEXT;",
+    // 3: port_usage loses its index on bin: maintaining it cost as much as
+    // the table itself on every write, and only pruning used it (now by
+    // host, along the primary key).
+    "DROP INDEX port_usage_bin;",
+    // 4: captures are hashed with BLAKE3 (several times faster than SHA-256
+    // on the same core); hashes say their algorithm, and the SHA-256 ones
+    // stored before stay, so those captures are still refused a second time.
+    "ALTER TABLE sources RENAME COLUMN sha256 TO content_hash;
+     UPDATE sources SET content_hash = 'sha256:' || content_hash WHERE content_hash IS NOT NULL;",
 ];

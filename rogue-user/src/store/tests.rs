@@ -52,6 +52,27 @@ fn a_new_store_is_created_with_its_directory_and_migrated_once() {
 }
 
 #[test]
+fn a_store_of_schema_version_3_keeps_its_capture_hashes_as_sha256() {
+    let dir = std::env::temp_dir().join(format!("rogue-store-{}-v3", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("rogue.db");
+    let old = rusqlite::Connection::open(&path).unwrap();
+    for migration in &schema::MIGRATIONS[..3] {
+        old.execute_batch(migration).unwrap();
+    }
+    old.pragma_update(None, "user_version", 3).unwrap();
+    old.execute("INSERT INTO sources (kind, name, sha256, ingested_ms) VALUES ('capture', 'old.pcap', 'ab12', 7)", [])
+        .unwrap();
+    drop(old);
+    let mut store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), schema::MIGRATIONS.len() as i64);
+    assert!(store.has_sha256_hashes().unwrap());
+    let ingest = store.ingest().unwrap();
+    assert_eq!(ingest.source_by_hash("sha256:ab12").unwrap().map(|s| s.name), Some("old.pcap".to_string()));
+}
+
+#[test]
 fn a_store_from_a_newer_rogue_is_refused() {
     let (store, path) = temp_store("newer");
     store.conn.pragma_update(None, "user_version", 99).unwrap();
@@ -154,9 +175,11 @@ fn retention_prunes_bins_and_flows_older_than_the_newest_data() {
     ingest(&mut store, &[flow("198.51.100.7", 40000, "192.0.2.5", 25, base, 1000)]);
     ingest(&mut store, &[flow("198.51.100.7", 40000, "192.0.2.5", 25, base + 100 * DAY, 1000)]);
     assert_eq!(store.count("service_flows").unwrap(), 2);
+    let usage = store.count("port_usage").unwrap();
     let removed = store.prune(90).unwrap();
     assert!(removed >= 3, "{removed}");
     assert_eq!(store.count("service_flows").unwrap(), 1);
     assert_eq!(store.count("host_bins").unwrap(), 1);
+    assert_eq!(store.count("port_usage").unwrap(), usage / 2, "the old day's ports go, the new day's stay");
     assert_eq!(store.count("sources").unwrap(), 2, "sources stay, so a capture is never ingested twice");
 }

@@ -3,7 +3,10 @@
 //! RFC 3339 UTC with milliseconds (truncated, as nfdump and IPFIX
 //! millisecond fields do), so flows compare directly with other tools.
 
-use std::io::{self, Write};
+use std::{
+    fmt::Write as _,
+    io::{self, Write},
+};
 
 use super::{FlowRecord, NANOS_PER_SEC, Nanos};
 
@@ -23,7 +26,7 @@ pub const FIELDS: [&str; 11] =
 pub enum FlowWriter<W: Write> {
     Table(W),
     Json(W),
-    Csv(csv::Writer<W>),
+    Csv(csv::Writer<W>, CsvFields),
     None,
 }
 
@@ -33,7 +36,7 @@ impl<W: Write> FlowWriter<W> {
             Format::Csv => {
                 let mut csv = csv::Writer::from_writer(out);
                 csv.write_record(FIELDS)?;
-                FlowWriter::Csv(csv)
+                FlowWriter::Csv(csv, CsvFields::default())
             }
             Format::Table => {
                 writeln!(
@@ -54,22 +57,7 @@ impl<W: Write> FlowWriter<W> {
                 serde_json::to_writer(&mut *out, &JsonFlow::of(flow))?;
                 out.write_all(b"\n")
             }
-            FlowWriter::Csv(csv) => {
-                csv.write_record([
-                    flow.src.to_string(),
-                    flow.dst.to_string(),
-                    flow.sport.to_string(),
-                    flow.dport.to_string(),
-                    flow.proto.to_string(),
-                    flow.packets.to_string(),
-                    flow.bytes.to_string(),
-                    rfc3339_millis(flow.start),
-                    rfc3339_millis(flow.end),
-                    flow.tcp_flags.to_string(),
-                    flow.interface.as_deref().unwrap_or("").to_string(),
-                ])?;
-                Ok(())
-            }
+            FlowWriter::Csv(csv, fields) => fields.write(csv, flow),
             FlowWriter::Table(out) => writeln!(
                 out,
                 "{:<23} {:>10.3} {:<5} {:>41} {:>41} {:<8} {:>9} {:>12} {}",
@@ -89,7 +77,7 @@ impl<W: Write> FlowWriter<W> {
 
     pub fn flush(&mut self) -> io::Result<()> {
         match self {
-            FlowWriter::Csv(csv) => csv.flush(),
+            FlowWriter::Csv(csv, _) => csv.flush(),
             FlowWriter::Table(out) | FlowWriter::Json(out) => out.flush(),
             FlowWriter::None => Ok(()),
         }
@@ -137,14 +125,90 @@ fn endpoint(addr: std::net::IpAddr, port: u16) -> String {
     }
 }
 
+/// One field buffer and the date of the last day written, reused from row
+/// to row: flows are written by the million, and a String per field and a
+/// calendar computation per time cost as much as reading the capture.
+#[derive(Default)]
+pub struct CsvFields {
+    field: String,
+    /// The day (since the epoch) and its `YYYY-MM-DDT`.
+    date: Option<(i64, String)>,
+}
+
+impl CsvFields {
+    fn write<W: Write>(&mut self, csv: &mut csv::Writer<W>, flow: &FlowRecord) -> io::Result<()> {
+        self.address(csv, flow.src)?;
+        self.address(csv, flow.dst)?;
+        let mut number = itoa::Buffer::new();
+        for value in [flow.sport.into(), flow.dport.into(), flow.proto.into(), flow.packets, flow.bytes] {
+            csv.write_field(number.format(value))?;
+        }
+        self.time(csv, flow.start)?;
+        self.time(csv, flow.end)?;
+        csv.write_field(number.format(flow.tcp_flags))?;
+        csv.write_field(flow.interface.as_deref().unwrap_or(""))?;
+        Ok(csv.write_record(None::<&[u8]>)?)
+    }
+
+    /// IPv4 by hand (most flows' addresses); IPv6 as the standard library
+    /// prints it, for its zero compression.
+    fn address<W: Write>(&mut self, csv: &mut csv::Writer<W>, address: std::net::IpAddr) -> io::Result<()> {
+        self.field.clear();
+        match address {
+            std::net::IpAddr::V4(v4) => {
+                let mut number = itoa::Buffer::new();
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        self.field.push('.');
+                    }
+                    self.field.push_str(number.format(octet));
+                }
+            }
+            std::net::IpAddr::V6(v6) => {
+                let _ = write!(self.field, "{v6}");
+            }
+        }
+        Ok(csv.write_field(&self.field)?)
+    }
+
+    /// As [`rfc3339_millis`], with the calendar consulted once a day.
+    fn time<W: Write>(&mut self, csv: &mut csv::Writer<W>, time: Nanos) -> io::Result<()> {
+        const MILLIS_PER_DAY: i64 = 86_400_000;
+        let millis = time.div_euclid(1_000_000);
+        let (day, of_day) = (millis.div_euclid(MILLIS_PER_DAY), millis.rem_euclid(MILLIS_PER_DAY));
+        if self.date.as_ref().is_none_or(|(known, _)| *known != day) {
+            // Nanoseconds in an i64 span 1677 to 2262, well inside jiff's calendar.
+            let midnight = rfc3339_of_millis(day * MILLIS_PER_DAY).expect("a date jiff can print");
+            let date = midnight.strip_suffix("00:00:00.000Z").expect("midnight");
+            self.date = Some((day, date.to_string()));
+        }
+        self.field.clear();
+        self.field.push_str(&self.date.as_ref().expect("just set").1);
+        let digits = |field: &mut String, value: i64, width: u32| {
+            for place in (0..width).rev() {
+                field.push(char::from(b'0' + (value / 10i64.pow(place) % 10) as u8));
+            }
+        };
+        digits(&mut self.field, of_day / 3_600_000, 2);
+        self.field.push(':');
+        digits(&mut self.field, of_day / 60_000 % 60, 2);
+        self.field.push(':');
+        digits(&mut self.field, of_day / 1_000 % 60, 2);
+        self.field.push('.');
+        digits(&mut self.field, of_day % 1_000, 3);
+        self.field.push('Z');
+        Ok(csv.write_field(&self.field)?)
+    }
+}
+
 /// `2015-12-08T21:31:02.855Z`: UTC, milliseconds truncated.
 pub fn rfc3339_millis(time: Nanos) -> String {
-    let millis = time.div_euclid(1_000_000);
-    match jiff::Timestamp::from_millisecond(millis) {
-        // jiff's RFC 3339 printer (a third the cost of strftime's interpreter).
-        Ok(ts) => format!("{ts:.3}"),
-        Err(_) => format!("@{time}ns"),
-    }
+    rfc3339_of_millis(time.div_euclid(1_000_000)).unwrap_or_else(|| format!("@{time}ns"))
+}
+
+fn rfc3339_of_millis(millis: i64) -> Option<String> {
+    // jiff's RFC 3339 printer (a third the cost of strftime's interpreter).
+    jiff::Timestamp::from_millisecond(millis).ok().map(|ts| format!("{ts:.3}"))
 }
 
 /// TCP flags as nfdump prints them: `CEUAPRSF`, `.` where unset.
@@ -165,5 +229,40 @@ pub fn proto_name(proto: u8) -> String {
         58 => "icmp6".into(),
         132 => "sctp".into(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn csv_times(times: &[Nanos]) -> Vec<String> {
+        let mut csv = csv::Writer::from_writer(Vec::new());
+        let mut fields = CsvFields::default();
+        for &time in times {
+            fields.time(&mut csv, time).unwrap();
+            csv.write_record(None::<&[u8]>).unwrap();
+        }
+        String::from_utf8(csv.into_inner().unwrap()).unwrap().lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn csv_times_read_as_the_calendar_says_across_days_and_eras() {
+        let day = 86_400 * NANOS_PER_SEC;
+        let times = [
+            1_202_860_800_123_456_789, // 2008-02-13T00:00:00.123Z
+            1_202_947_199_999_999_999, // the last millisecond of that day
+            1_202_947_200_000_000_000, // the next day's first
+            1_202_860_800_000_000_000 + 3 * day + 45_296_007_000_000,
+            0,
+            -1,       // 1969-12-31T23:59:59.999Z
+            i64::MAX, // 2262
+            i64::MIN, // 1677
+        ];
+        let expected: Vec<String> = times.iter().map(|&t| rfc3339_millis(t)).collect();
+        assert_eq!(csv_times(&times), expected);
+        assert_eq!(expected[0], "2008-02-13T00:00:00.123Z");
+        assert_eq!(expected[1], "2008-02-13T23:59:59.999Z");
+        assert_eq!(expected[5], "1969-12-31T23:59:59.999Z");
     }
 }

@@ -45,7 +45,7 @@ use crate::{
         collect::{self, Batch, CollectorStats},
         export::{Destination, Exporter},
     },
-    profile::Profiler,
+    profile::{FlowSpan, Profiler},
     store::{MILLIS_PER_DAY, Store},
 };
 use metrics::Metrics;
@@ -112,25 +112,8 @@ enum FlowSource {
 struct Origin {
     source: i64,
     profiler: Profiler,
-    unwritten: UnwrittenFlows,
-}
-
-/// Counts of the flows in the profiler's pending batch, for the source row.
-#[derive(Default)]
-struct UnwrittenFlows {
-    flows: u64,
-    packets: u64,
-    first: Option<i64>,
-    last: Option<i64>,
-}
-
-impl UnwrittenFlows {
-    fn add(&mut self, flow: &FlowRecord) {
-        self.flows += 1;
-        self.packets += flow.packets;
-        self.first = Some(self.first.map_or(flow.start, |t| t.min(flow.start)));
-        self.last = Some(self.last.map_or(flow.end, |t| t.max(flow.end)));
-    }
+    /// The flows in the profiler's pending batch, for the source row.
+    unwritten: FlowSpan,
 }
 
 impl Agent {
@@ -304,8 +287,8 @@ impl Agent {
             let ingest = self.store.ingest()?;
             let source = ingest.add_source(kind, origin, jiff::Timestamp::now().as_millisecond())?;
             ingest.commit()?;
-            let profiler = self.profiler();
-            self.origins.insert(origin.to_string(), Origin { source, profiler, unwritten: UnwrittenFlows::default() });
+            let profiler = Profiler::for_config(&self.config);
+            self.origins.insert(origin.to_string(), Origin { source, profiler, unwritten: FlowSpan::default() });
         }
         let entry = self.origins.get_mut(origin).expect("just made");
         for flow in flows {
@@ -319,11 +302,6 @@ impl Agent {
             }
         }
         Ok(())
-    }
-
-    fn profiler(&self) -> Profiler {
-        let config = &self.config;
-        Profiler::new(config.internal_networks.clone(), config.services.all(), config.detection.bin_seconds.0)
     }
 
     /// Writes every origin's pending profiles in one transaction. On failure
@@ -340,10 +318,7 @@ impl Agent {
             let ingest = self.store.ingest()?;
             for origin in self.origins.values().filter(|o| o.unwritten.flows > 0) {
                 ingest.write(origin.source, &services, origin.profiler.batch())?;
-                let unwritten = &origin.unwritten;
-                if let (Some(first), Some(last)) = (unwritten.first, unwritten.last) {
-                    ingest.extend_source(origin.source, first, last, unwritten.packets, unwritten.flows)?;
-                }
+                ingest.extend_source_by(origin.source, &origin.unwritten)?;
             }
             ingest.commit()
         })();
@@ -355,7 +330,7 @@ impl Agent {
                         self.unevaluated_from_ms = Some(self.unevaluated_from_ms.map_or(first_ms, |t| t.min(first_ms)));
                     }
                     origin.profiler.take();
-                    origin.unwritten = UnwrittenFlows::default();
+                    origin.unwritten = FlowSpan::default();
                 }
                 self.metrics.store_written(started.elapsed().as_secs_f64());
             }
@@ -490,11 +465,7 @@ impl Agent {
         self.sinks = sinks;
         if !stale {
             for origin in self.origins.values_mut() {
-                origin.profiler = Profiler::new(
-                    self.config.internal_networks.clone(),
-                    self.config.services.all(),
-                    self.config.detection.bin_seconds.0,
-                );
+                origin.profiler = Profiler::for_config(&self.config);
             }
         }
         true

@@ -13,7 +13,7 @@ use std::{
 use rogue_common::MeterCounters;
 use sha2::{Digest, Sha256};
 
-use super::{ProfileBatch, Profiler};
+use super::{FlowSpan, ProfileBatch, Profiler};
 use crate::{
     capture::{CaptureError, FileMeter},
     config::{Config, Service},
@@ -151,10 +151,7 @@ enum ToStore {
     },
     Extend {
         source: i64,
-        first: Nanos,
-        last: Nanos,
-        packets: u64,
-        flows: u64,
+        span: FlowSpan,
     },
     /// Everything was read: check the hashes, then commit.
     Finish {
@@ -173,12 +170,10 @@ fn read_captures(
 ) -> Result<IngestSummary, IngestError> {
     let timeouts = Timeouts::from_secs(config.capture.idle_timeout_seconds.0, config.capture.active_timeout_seconds.0);
     let mut meter = FileMeter::new(FlowCache::new(timeouts));
-    let mut profiler = profiler(config);
+    let mut profiler = Profiler::for_config(config);
     let mut summary = IngestSummary { files: paths.len(), ..IngestSummary::default() };
     let mut read_before = 0;
-    // A send fails only when the writer stopped; its error is the one to report.
-    let mut writer_stopped = false;
-    let mut send = |message: ToStore| writer_stopped |= to_store.send(message).is_err();
+    let mut send = sender(to_store);
     for (path, &source) in paths.iter().zip(sources) {
         let before = meter.counters;
         let mut flows_read = 0;
@@ -192,8 +187,9 @@ fn read_captures(
         )?;
         read_before += std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         on_progress(read_before);
-        let span = FileSpan { first: file.first, last: file.last, packets: meter.counters.since(&before).packets };
-        summary.add_file(source, span, flows_read, &mut send);
+        let packets = meter.counters.since(&before).packets;
+        let span = FlowSpan { flows: flows_read, packets, first: file.first, last: file.last };
+        summary.add_file(source, span, &mut send);
     }
     // The flows still open at the end belong to the last file.
     if let Some(&source) = sources.last() {
@@ -218,11 +214,9 @@ fn read_ipfix(
     to_store: &mpsc::SyncSender<ToStore>,
     on_progress: &mut impl FnMut(u64),
 ) -> Result<IngestSummary, IngestError> {
-    let mut profiler = profiler(config);
+    let mut profiler = Profiler::for_config(config);
     let mut summary = IngestSummary { files: paths.len(), ..IngestSummary::default() };
-    let mut send = |message: ToStore| {
-        let _ = to_store.send(message);
-    };
+    let mut send = sender(to_store);
     let mut read_before = 0;
     for (path, &source) in paths.iter().zip(sources) {
         let file = std::fs::File::open(path).map_err(|source| IngestError::Read { path: path.clone(), source })?;
@@ -231,20 +225,19 @@ fn read_ipfix(
         // A file has one exporter; its templates are kept per observation domain.
         let exporter = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
         let mut decoder = Decoder::new();
-        let (mut span, mut flows_read, mut offset, mut message) = (FileSpan::default(), 0, 0u64, Vec::new());
+        let (mut span, mut offset, mut message) = (FlowSpan::default(), 0u64, Vec::new());
         while let Some(length) = read_ipfix_message(&mut file, &mut message).map_err(|e| corrupt(offset, e))? {
             let decoded = decoder.decode(exporter, &message).map_err(|e| corrupt(offset, e.to_string()))?;
             if decoded.sets_without_template > 0 || decoded.records_unreadable > 0 {
                 return Err(corrupt(offset, "holds records without a template before them, or unreadable".into()));
             }
             decoded.flows.iter().for_each(|flow| span.add(flow));
-            flows_read += decoded.flows.len() as u64;
             profile(&mut profiler, source, &decoded.flows, &mut send);
             offset += length as u64;
             on_progress(read_before + offset);
         }
         read_before += offset;
-        summary.add_file(source, span, flows_read, &mut send);
+        summary.add_file(source, span, &mut send);
         summary.counters.packets += span.packets;
     }
     if let Some(&source) = sources.last() {
@@ -270,38 +263,25 @@ fn read_ipfix_message(file: &mut impl Read, message: &mut Vec<u8>) -> Result<Opt
     Ok(Some(length))
 }
 
-/// The time span and packets of one file's flows.
-#[derive(Clone, Copy, Debug, Default)]
-struct FileSpan {
-    first: Option<Nanos>,
-    last: Option<Nanos>,
-    packets: u64,
-}
-
-impl FileSpan {
-    fn add(&mut self, flow: &FlowRecord) {
-        self.first = Some(self.first.map_or(flow.start, |t| t.min(flow.start)));
-        self.last = Some(self.last.map_or(flow.end, |t| t.max(flow.end)));
-        self.packets += flow.packets;
-    }
-}
-
 impl IngestSummary {
     /// Counts a file read: its span goes to its source in the store and
     /// widens the ingest's.
-    fn add_file(&mut self, source: i64, span: FileSpan, flows: u64, send: &mut dyn FnMut(ToStore)) {
+    fn add_file(&mut self, source: i64, span: FlowSpan, send: &mut dyn FnMut(ToStore)) {
         if let (Some(first), Some(last)) = (span.first, span.last) {
-            send(ToStore::Extend { source, first, last, packets: span.packets, flows });
             self.first = Some(self.first.map_or(first, |t| t.min(first)));
             self.last = Some(self.last.map_or(last, |t| t.max(last)));
         }
-        self.flows += flows;
+        self.flows += span.flows;
+        send(ToStore::Extend { source, span });
     }
 }
 
-/// A profiler of the configured networks, services and bins.
-fn profiler(config: &Config) -> Profiler {
-    Profiler::new(config.internal_networks.clone(), config.services.all(), config.detection.bin_seconds.0)
+/// Hands messages to the store writer. A send fails only once the writer
+/// has stopped, and the error it stopped with is the one reported.
+fn sender(to_store: &mpsc::SyncSender<ToStore>) -> impl FnMut(ToStore) + '_ {
+    |message| {
+        let _ = to_store.send(message);
+    }
 }
 
 /// Profiles `flows`, handing the batch to the writer once it is big enough.
@@ -333,9 +313,7 @@ fn write_to_store(
     for message in messages {
         match message {
             ToStore::Profiles { source, batch } => ingest.write(source, services, &batch)?,
-            ToStore::Extend { source, first, last, packets, flows } => {
-                ingest.extend_source(source, first, last, packets, flows)?
-            }
+            ToStore::Extend { source, span } => ingest.extend_source_by(source, &span)?,
             ToStore::Finish { hashes } => {
                 for ((path, hashes), &source) in hashes.into_iter().zip(&sources) {
                     for hash in &hashes {

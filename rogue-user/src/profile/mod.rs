@@ -22,7 +22,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::{
-    config::Service,
+    config::{Config, Service},
     flows::{FastMap, FlowRecord, NANOS_PER_SEC, Nanos},
 };
 
@@ -131,6 +131,25 @@ impl ProfileBatch {
     }
 }
 
+/// What a source gained from some flows, for its row in the store: how
+/// many flows and packets, and the data time they span.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowSpan {
+    pub flows: u64,
+    pub packets: u64,
+    pub first: Option<Nanos>,
+    pub last: Option<Nanos>,
+}
+
+impl FlowSpan {
+    pub fn add(&mut self, flow: &FlowRecord) {
+        self.flows += 1;
+        self.packets += flow.packets;
+        self.first = Some(self.first.map_or(flow.start, |t| t.min(flow.start)));
+        self.last = Some(self.last.map_or(flow.end, |t| t.max(flow.end)));
+    }
+}
+
 pub struct Profiler {
     internal: Vec<IpNet>,
     services: Vec<Service>,
@@ -141,6 +160,11 @@ pub struct Profiler {
 impl Profiler {
     pub fn new(internal: Vec<IpNet>, services: Vec<Service>, bin_seconds: u64) -> Profiler {
         Profiler { internal, services, bin_seconds: bin_seconds as i64, batch: ProfileBatch::default() }
+    }
+
+    /// A profiler of the configured internal networks, services and bins.
+    pub fn for_config(config: &Config) -> Profiler {
+        Profiler::new(config.internal_networks.clone(), config.services.all(), config.detection.bin_seconds.0)
     }
 
     pub fn services(&self) -> &[Service] {

@@ -18,7 +18,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use crate::{
     config::Service,
     flows::{NANOS_PER_SEC, Nanos},
-    profile::{ProfileBatch, Role},
+    profile::{FlowSpan, ProfileBatch, Role},
 };
 
 mod schema;
@@ -586,6 +586,14 @@ impl Ingest<'_> {
             params![millis(first), millis(last), packets, flows, source],
         )?;
         Ok(())
+    }
+
+    /// [`Ingest::extend_source`] by what `span` holds, if it holds flows.
+    pub fn extend_source_by(&self, source: i64, span: &FlowSpan) -> Result<()> {
+        match (span.first, span.last) {
+            (Some(first), Some(last)) => self.extend_source(source, first, last, span.packets, span.flows),
+            _ => Ok(()),
+        }
     }
 
     /// Adds a batch of profiles from `source`; `services` names the batch's

@@ -24,12 +24,7 @@ fn capture(name: &str) -> PathBuf {
 }
 
 fn rogue(args: &[&str]) -> Finished {
-    let output = Command::new(ROGUE).args(args).output().unwrap();
-    Finished {
-        status: output.status,
-        stdout: String::from_utf8(output.stdout).unwrap(),
-        stderr: String::from_utf8(output.stderr).unwrap(),
-    }
+    Command::new(ROGUE).args(args).output().unwrap().into()
 }
 
 fn flows_of(path: &Path, format: &str) -> Finished {

@@ -13,7 +13,7 @@ use std::{
 use serde_json::Value;
 use support::{
     analysis::{Workspace, example_whitelist, scenario_capture},
-    process::{ROGUE, Running},
+    process::{Finished, ROGUE, Running},
     require,
 };
 
@@ -39,6 +39,16 @@ fn start_collector(workspace: &Workspace) -> (Running, u16) {
     let mut collector = Running::spawn(collector);
     collector.wait_for_stderr("collector running", 1);
     (collector, port)
+}
+
+/// Stops the collector with SIGTERM once what the exporters sent has had
+/// time to arrive (its summary then counts it all), checking it exits well.
+fn stop_collector(collector: Running) -> Finished {
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    collector.signal(libc::SIGTERM);
+    let stopped = collector.finish();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    stopped
 }
 
 /// Where the store's qualifying SMTP flows came from: per source of kind
@@ -100,10 +110,7 @@ fn two_sensors_exporting_halves_give_the_collector_the_findings_of_the_whole_cap
             .unwrap();
         assert!(exported.status.success(), "sensor {sensor}: {}", String::from_utf8_lossy(&exported.stderr));
     }
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    collector.signal(libc::SIGTERM);
-    let stopped = collector.finish();
-    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let stopped = stop_collector(collector);
     assert!(stopped.stderr.contains("from 2 origins, 0 malformed"), "{}", stopped.stderr);
     let origins = stored_smtp_flows_by_origin(&central.dir.join("rogue.db"));
     let names: Vec<&str> = origins.iter().map(|(name, ..)| name.as_str()).collect();
@@ -170,10 +177,7 @@ fn netflow_v9_from_a_router_alone_finds_the_rogue_mail_servers() {
         .output()
         .unwrap();
     assert!(exported.status.success(), "softflowd: {}", String::from_utf8_lossy(&exported.stderr));
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    collector.signal(libc::SIGTERM);
-    let stopped = collector.finish();
-    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let stopped = stop_collector(collector);
     let findings = central.json(&["findings", "--format", "json"]);
     let mut rogue_servers: Vec<&str> =
         findings.iter().filter(|f| f["type"] == "rogue_server").map(|f| f["host"].as_str().unwrap()).collect();

@@ -50,12 +50,7 @@ impl Workspace {
         if !self.dns {
             command.arg("--no-dns");
         }
-        let output = command.output().unwrap();
-        Finished {
-            status: output.status,
-            stdout: String::from_utf8(output.stdout).unwrap(),
-            stderr: String::from_utf8(output.stderr).unwrap(),
-        }
+        command.output().unwrap().into()
     }
 
     /// `rogue analyze --format json` on `captures`: the findings printed.

@@ -97,6 +97,17 @@ impl Drop for Running {
     }
 }
 
+/// A command run to its end with `output()`, its output as text.
+impl From<std::process::Output> for Finished {
+    fn from(output: std::process::Output) -> Finished {
+        Finished {
+            status: output.status,
+            stdout: String::from_utf8(output.stdout).unwrap(),
+            stderr: String::from_utf8(output.stderr).unwrap(),
+        }
+    }
+}
+
 impl Finished {
     /// A `# name value` line of the summary rogue prints on stderr.
     pub fn summary(&self, name: &str) -> String {

@@ -38,15 +38,14 @@ struct Collected {
 pub fn run(dir: &Path) -> String {
     let capture = generate(dir, "collector", "all", SCALE, SCALE * 50);
     let file = dir.join("collector.ipfix");
-    let written = Command::new(ROGUE)
+    let written: Finished = Command::new(ROGUE)
         .args(["flows", "--format", "none", "--pcap"])
         .arg(&capture.path)
         .arg("--write")
         .arg(&file)
         .output()
-        .unwrap();
-    let written =
-        Finished { status: written.status, stdout: String::new(), stderr: String::from_utf8(written.stderr).unwrap() };
+        .unwrap()
+        .into();
     assert!(written.status.success(), "{}", written.stderr);
     let flows = written.summary_number("flows");
 

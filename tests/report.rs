@@ -250,7 +250,7 @@ fn hostile_names_are_escaped_in_the_html_and_the_svg() {
     let config = format!("{CONFIG}dns: {{servers: [\"{}\"], mx_domains: [example.org]}}\n", nsd.addr);
     let workspace = Workspace::with_dns("report-hostile", &config, &example_whitelist());
     workspace.analyze(&[&scenario_capture("misconfiguration", 1)]);
-    let out = report(&workspace, &["--host", "192.0.2.60"]);
+    let out = report(&workspace, &["--host", "192.0.2.60", "--resolve"]);
     let html = std::fs::read_to_string(out.join("index.html")).unwrap();
     let name = "\\060img\\032src\\061x\\062\\034evil.example.org";
     assert!(html.contains(name), "the host's hostile name, escaped");
@@ -278,7 +278,7 @@ fn months_of_traffic_on_thousands_of_ports_make_one_readable_plot() {
     };
     let workspace = Workspace::new("report-long", CONFIG, &example_whitelist());
     let config = Config::load(&workspace.config()).unwrap();
-    let mut store = Store::open(&config.store_path()).unwrap();
+    let mut store = Store::open(&config.store_path(), rogue::store::Access::Create).unwrap();
     let mut profiler = Profiler::new(config.internal_networks.clone(), config.services.all(), 600);
     let start = 1_199_145_600 * NANOS_PER_SEC; // 2008-01-01
     for i in 0..200_000i64 {
@@ -301,7 +301,13 @@ fn months_of_traffic_on_thousands_of_ports_make_one_readable_plot() {
     let ingest = store.ingest().unwrap();
     let source = ingest.add_source("capture", "synthetic", 0).unwrap();
     ingest.write(source, &config.services.all(), &profiler.take()).unwrap();
-    ingest.extend_source(source, start, start + 180 * 86_400 * NANOS_PER_SEC, 0, 200_000).unwrap();
+    let span = rogue::profile::FlowSpan {
+        flows: 200_000,
+        packets: 800_000,
+        first: Some(start),
+        last: Some(start + 180 * 86_400 * NANOS_PER_SEC),
+    };
+    ingest.extend_source(source, &span).unwrap();
     ingest.commit().unwrap();
     drop(store);
 

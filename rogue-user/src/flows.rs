@@ -120,6 +120,70 @@ impl Default for Timeouts {
     }
 }
 
+/// The data times a record may plausibly carry, by the wall clock at
+/// ingest. Records outside are rejected before the profiles, counted and
+/// never stored: a packet stamped 2030 in a capture, or a spoofed IPFIX
+/// datagram dated 2100, must not reach the store (see store::retention).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeBounds {
+    pub not_before: Option<Nanos>,
+    pub not_after: Nanos,
+}
+
+impl TimeBounds {
+    /// For files, whose traffic may be of any age: nothing dated more than
+    /// `max_future_secs` after `now`.
+    pub fn for_files(now: Nanos, max_future_secs: u64) -> TimeBounds {
+        TimeBounds { not_before: None, not_after: now.saturating_add(secs(max_future_secs)) }
+    }
+
+    /// For live sources: also nothing older than the retention, which would
+    /// be removed at once.
+    pub fn for_live(now: Nanos, max_future_secs: u64, retention_days: u64) -> TimeBounds {
+        let not_before = now.saturating_sub(secs(retention_days.saturating_mul(86_400)));
+        TimeBounds { not_before: Some(not_before), ..TimeBounds::for_files(now, max_future_secs) }
+    }
+
+    pub fn admits(&self, time: Nanos) -> bool {
+        time <= self.not_after && self.not_before.is_none_or(|first| time >= first)
+    }
+
+    /// Whether the flow's start and end both are plausible.
+    pub fn admits_flow(&self, flow: &FlowRecord) -> bool {
+        self.admits(flow.start) && self.admits(flow.end)
+    }
+}
+
+fn secs(seconds: u64) -> Nanos {
+    (seconds.min(i64::MAX as u64 / NANOS_PER_SEC as u64) as Nanos) * NANOS_PER_SEC
+}
+
+/// Records rejected by [`TimeBounds`], and the span of their times (for the
+/// message that says so).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rejected {
+    pub records: u64,
+    pub earliest: Option<Nanos>,
+    pub latest: Option<Nanos>,
+}
+
+impl Rejected {
+    pub fn add(&mut self, time: Nanos) {
+        self.records += 1;
+        self.earliest = Some(self.earliest.map_or(time, |t| t.min(time)));
+        self.latest = Some(self.latest.map_or(time, |t| t.max(time)));
+    }
+
+    /// Adds the rejections counted in `other`.
+    pub fn merge(&mut self, other: &Rejected) {
+        for time in [other.earliest, other.latest].into_iter().flatten() {
+            self.earliest = Some(self.earliest.map_or(time, |t| t.min(time)));
+            self.latest = Some(self.latest.map_or(time, |t| t.max(time)));
+        }
+        self.records += other.records;
+    }
+}
+
 pub struct FlowCache {
     active: HashMap<FlowKey, ActiveFlow, FastHasher>,
     timeouts: Timeouts,

@@ -1,14 +1,20 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use rogue::cli::{Cli, run};
+use rogue::cli::{Cli, context::Interrupted, run};
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
-        Err(error) => {
-            eprintln!("rogue: error: {error:#}");
-            ExitCode::FAILURE
-        }
+        Err(error) => match error.downcast_ref::<Interrupted>() {
+            Some(interrupted) => {
+                eprintln!("rogue: {interrupted}");
+                ExitCode::from((128 + interrupted.signal).clamp(0, 255) as u8)
+            }
+            None => {
+                eprintln!("rogue: error: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

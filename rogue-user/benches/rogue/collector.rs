@@ -112,7 +112,7 @@ fn collect(dir: &Path, flows: u64, export: impl FnOnce()) -> Collected {
     std::fs::write(
         &config,
         format!(
-            "internal_networks: [192.0.2.0/24, 10.0.0.0/8]\nstore: {{path: collector.db}}\n\
+            "internal_networks: [192.0.2.0/24, 10.0.0.0/8]\nstore: {{path: collector.db, retention_days: 36500}}\n\
                  metrics: {{listen: \"127.0.0.1:{METRICS_PORT}\"}}\noutput: {{findings: [collector-findings.jsonl]}}\n"
         ),
     )

@@ -34,6 +34,16 @@ pub struct SinkLabel {
     pub sink: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OriginLabel {
+    pub origin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
 type Ratio = Gauge<f64, AtomicU64>;
 
 /// Every metric the agent exports. Cumulative counts read from elsewhere
@@ -48,6 +58,9 @@ pub struct Metrics {
     kernel_insert_failed: Family<InterfaceLabel, Counter>,
     interface_rx_packets: Family<InterfaceLabel, Counter>,
     coverage: Family<InterfaceLabel, Ratio>,
+    interface_attached: Family<InterfaceLabel, Gauge>,
+    interface_detaches: Family<InterfaceLabel, Counter>,
+    interface_reattaches: Family<InterfaceLabel, Counter>,
     drains: Counter,
     drained_entries: Counter,
     drain_seconds: Histogram,
@@ -56,6 +69,10 @@ pub struct Metrics {
     flow_cache_early_exports: Counter,
     store_write_seconds: Histogram,
     store_write_errors: Counter,
+    store_dropped_flows: Counter,
+    records_rejected: Family<OriginLabel, Counter>,
+    origins: Gauge,
+    origins_forgotten: Counter,
     dns_lookups: Counter,
     dns_cache_hits: Counter,
     dns_unanswered: Counter,
@@ -64,12 +81,22 @@ pub struct Metrics {
     sink_errors: Family<SinkLabel, Counter>,
     export_errors: Family<SinkLabel, Counter>,
     evaluations: Counter,
+    evaluation_errors: Counter,
     collector_messages: Counter,
     collector_flows: Counter,
     collector_malformed: Counter,
     collector_sets_without_template: Counter,
     collector_records_unreadable: Counter,
     collector_socket_drops: Counter,
+    collector_refused_exporters: Counter,
+    collector_exporters: Gauge,
+    collector_exporters_forgotten: Family<ReasonLabel, Counter>,
+    collector_tcp_connections: Gauge,
+    collector_tcp_refused: Counter,
+    collector_tcp_accept_errors: Counter,
+    collector_tcp_idle_closed: Counter,
+    collector_tcp_partial_messages: Counter,
+    collector_udp_errors: Counter,
     /// The collector's own counts, read at each scrape: they move with
     /// every message, not with the drain.
     collector: OnceLock<Arc<CollectorStats>>,
@@ -91,6 +118,9 @@ impl Metrics {
             kernel_insert_failed: Family::default(),
             interface_rx_packets: Family::default(),
             coverage: Family::default(),
+            interface_attached: Family::default(),
+            interface_detaches: Family::default(),
+            interface_reattaches: Family::default(),
             drains: Counter::default(),
             drained_entries: Counter::default(),
             drain_seconds: Histogram::new(latency_buckets()),
@@ -99,6 +129,10 @@ impl Metrics {
             flow_cache_early_exports: Counter::default(),
             store_write_seconds: Histogram::new(latency_buckets()),
             store_write_errors: Counter::default(),
+            store_dropped_flows: Counter::default(),
+            records_rejected: Family::default(),
+            origins: Gauge::default(),
+            origins_forgotten: Counter::default(),
             dns_lookups: Counter::default(),
             dns_cache_hits: Counter::default(),
             dns_unanswered: Counter::default(),
@@ -107,12 +141,22 @@ impl Metrics {
             sink_errors: Family::default(),
             export_errors: Family::default(),
             evaluations: Counter::default(),
+            evaluation_errors: Counter::default(),
             collector_messages: Counter::default(),
             collector_flows: Counter::default(),
             collector_malformed: Counter::default(),
             collector_sets_without_template: Counter::default(),
             collector_records_unreadable: Counter::default(),
             collector_socket_drops: Counter::default(),
+            collector_refused_exporters: Counter::default(),
+            collector_exporters: Gauge::default(),
+            collector_exporters_forgotten: Family::default(),
+            collector_tcp_connections: Gauge::default(),
+            collector_tcp_refused: Counter::default(),
+            collector_tcp_accept_errors: Counter::default(),
+            collector_tcp_idle_closed: Counter::default(),
+            collector_tcp_partial_messages: Counter::default(),
+            collector_udp_errors: Counter::default(),
             collector: OnceLock::new(),
         };
         let r = &mut m.registry;
@@ -136,6 +180,21 @@ impl Metrics {
             "Frames the XDP program counted over frames the interface received since attach",
             m.coverage.clone(),
         );
+        rogue.register(
+            "interface_attached",
+            "Whether the flow meter is attached to the interface (0 while it is gone)",
+            m.interface_attached.clone(),
+        );
+        rogue.register(
+            "interface_detaches",
+            "Times the interface went away (deleted or moved) while metered",
+            m.interface_detaches.clone(),
+        );
+        rogue.register(
+            "interface_reattaches",
+            "Times the flow meter attached again to an interface that came back",
+            m.interface_reattaches.clone(),
+        );
         rogue.register("drains", "Drains of the kernel flow maps", m.drains.clone());
         rogue.register("drained_entries", "Flow map entries drained", m.drained_entries.clone());
         rogue.register_with_unit("drain", "Time one drain took", Unit::Seconds, m.drain_seconds.clone());
@@ -153,6 +212,22 @@ impl Metrics {
             m.store_write_seconds.clone(),
         );
         rogue.register("store_write_errors", "Store writes that failed (retried)", m.store_write_errors.clone());
+        rogue.register(
+            "store_dropped_flows",
+            "Flows dropped, oldest first, while the store could not be written (store.max_pending_flows)",
+            m.store_dropped_flows.clone(),
+        );
+        rogue.register(
+            "records_rejected",
+            "Flows dated outside the plausible window (ahead of the clock, or older than the retention), not stored",
+            m.records_rejected.clone(),
+        );
+        rogue.register("origins", "Origins of flows (interfaces, exporters) held in memory", m.origins.clone());
+        rogue.register(
+            "origins_forgotten",
+            "Origins forgotten while silent, to bound memory (their flows are stored)",
+            m.origins_forgotten.clone(),
+        );
         rogue.register("dns_lookups", "DNS lookups asked for", m.dns_lookups.clone());
         rogue.register("dns_cache_hits", "DNS lookups answered from the cache", m.dns_cache_hits.clone());
         rogue.register("dns_unanswered", "DNS lookups that got no answer", m.dns_unanswered.clone());
@@ -161,6 +236,11 @@ impl Metrics {
         rogue.register("sink_errors", "Findings a sink failed to take (retried)", m.sink_errors.clone());
         rogue.register("export_errors", "IPFIX exports that failed, by destination", m.export_errors.clone());
         rogue.register("evaluations", "Evaluations of the method", m.evaluations.clone());
+        rogue.register(
+            "evaluation_errors",
+            "Evaluations that failed (the store could not be read or written; retried)",
+            m.evaluation_errors.clone(),
+        );
         rogue.register("collector_messages", "IPFIX and NetFlow messages received", m.collector_messages.clone());
         rogue.register("collector_flows", "Flows received from exporters", m.collector_flows.clone());
         rogue.register("collector_malformed", "Messages that could not be read", m.collector_malformed.clone());
@@ -179,6 +259,43 @@ impl Metrics {
             "Datagrams the kernel dropped because the collector's UDP buffer was full",
             m.collector_socket_drops.clone(),
         );
+        rogue.register(
+            "collector_refused_exporters",
+            "Datagrams and connections from addresses not in collect.allowed_exporters",
+            m.collector_refused_exporters.clone(),
+        );
+        rogue.register("collector_exporters", "Exporters whose templates are kept", m.collector_exporters.clone());
+        rogue.register(
+            "collector_exporters_forgotten",
+            "Exporters forgotten: to make room (collect.max_exporters) or silent (collect.exporter_idle_seconds)",
+            m.collector_exporters_forgotten.clone(),
+        );
+        rogue.register(
+            "collector_tcp_connections",
+            "IPFIX-over-TCP connections open",
+            m.collector_tcp_connections.clone(),
+        );
+        rogue.register(
+            "collector_tcp_refused",
+            "IPFIX-over-TCP connections refused at the bound (collect.max_tcp_connections, file descriptors)",
+            m.collector_tcp_refused.clone(),
+        );
+        rogue.register(
+            "collector_tcp_accept_errors",
+            "Failed accepts of IPFIX-over-TCP connections (out of file descriptors, say; retried)",
+            m.collector_tcp_accept_errors.clone(),
+        );
+        rogue.register(
+            "collector_tcp_idle_closed",
+            "IPFIX-over-TCP connections closed after collect.tcp_idle_seconds of silence",
+            m.collector_tcp_idle_closed.clone(),
+        );
+        rogue.register(
+            "collector_tcp_partial_messages",
+            "IPFIX-over-TCP connections that ended inside a message",
+            m.collector_tcp_partial_messages.clone(),
+        );
+        rogue.register("collector_udp_errors", "UDP receives that failed", m.collector_udp_errors.clone());
         m
     }
 
@@ -192,12 +309,51 @@ impl Metrics {
         set(&self.kernel_insert_failed.get_or_create(&label), counters.insert_failed_packets);
     }
 
-    /// What the interface received since attach, against what XDP counted.
+    /// What the interface received since attach, against what XDP counted:
+    /// a ratio in [0, 1] (XDP may see a frame the interface does not count).
     pub fn set_coverage(&self, interface: &str, rx_packets: u64, counted: u64) {
         let label = InterfaceLabel { interface: interface.to_string() };
         set(&self.interface_rx_packets.get_or_create(&label), rx_packets);
-        let ratio = if rx_packets == 0 { 1.0 } else { counted as f64 / rx_packets as f64 };
+        let ratio = if rx_packets == 0 { 1.0 } else { (counted as f64 / rx_packets as f64).clamp(0.0, 1.0) };
         self.coverage.get_or_create(&label).set(ratio);
+    }
+
+    /// Whether the meter is attached to `interface`.
+    pub fn set_attached(&self, interface: &str, attached: bool) {
+        self.interface_attached
+            .get_or_create(&InterfaceLabel { interface: interface.to_string() })
+            .set(attached as i64);
+    }
+
+    pub fn interface_detached(&self, interface: &str) {
+        self.interface_detaches.get_or_create(&InterfaceLabel { interface: interface.to_string() }).inc();
+        self.set_attached(interface, false);
+    }
+
+    pub fn interface_reattached(&self, interface: &str) {
+        self.interface_reattaches.get_or_create(&InterfaceLabel { interface: interface.to_string() }).inc();
+        self.set_attached(interface, true);
+    }
+
+    pub fn store_dropped(&self, flows: u64) {
+        self.store_dropped_flows.inc_by(flows);
+    }
+
+    pub fn rejected(&self, origin: &str, records: u64) {
+        self.records_rejected.get_or_create(&OriginLabel { origin: origin.to_string() }).inc_by(records);
+    }
+
+    /// The origins held; `forgotten` were let go (their series go too).
+    pub fn set_origins(&self, held: usize, forgotten: &[String]) {
+        self.origins.set(held as i64);
+        for origin in forgotten {
+            self.origins_forgotten.inc();
+            self.records_rejected.remove(&OriginLabel { origin: origin.clone() });
+        }
+    }
+
+    pub fn evaluation_failed(&self) {
+        self.evaluation_errors.inc();
     }
 
     pub fn drained(&self, entries: usize, seconds: f64) {
@@ -258,6 +414,18 @@ impl Metrics {
         set(&self.collector_sets_without_template, stats.sets_without_template.load(Ordering::Relaxed));
         set(&self.collector_records_unreadable, stats.records_unreadable.load(Ordering::Relaxed));
         set(&self.collector_socket_drops, stats.socket_drops.load(Ordering::Relaxed));
+        set(&self.collector_refused_exporters, stats.refused_exporters.load(Ordering::Relaxed));
+        self.collector_exporters.set(stats.exporters.load(Ordering::Relaxed) as i64);
+        for (reason, count) in [("room", &stats.exporters_evicted), ("silent", &stats.exporters_expired)] {
+            let label = ReasonLabel { reason: reason.into() };
+            set(&self.collector_exporters_forgotten.get_or_create(&label), count.load(Ordering::Relaxed));
+        }
+        self.collector_tcp_connections.set(stats.tcp_connections.load(Ordering::Relaxed) as i64);
+        set(&self.collector_tcp_refused, stats.tcp_refused.load(Ordering::Relaxed));
+        set(&self.collector_tcp_accept_errors, stats.tcp_accept_errors.load(Ordering::Relaxed));
+        set(&self.collector_tcp_idle_closed, stats.tcp_idle_closed.load(Ordering::Relaxed));
+        set(&self.collector_tcp_partial_messages, stats.tcp_partial_messages.load(Ordering::Relaxed));
+        set(&self.collector_udp_errors, stats.udp_errors.load(Ordering::Relaxed));
     }
 
     pub fn evaluated(&self) {

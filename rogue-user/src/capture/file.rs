@@ -1,5 +1,12 @@
 //! Capture files (pcap and pcapng) as a flow source: frames are parsed by the
 //! same parser as the XDP program and counted into the same counters.
+//!
+//! A file is hostile input like the network it came from: every record's
+//! length is checked against the file and its snapshot length, and a record
+//! that cannot be read is an error naming its byte offset, on one line. A
+//! file that ends inside a record (an interrupted capture) is read up to the
+//! cut and says where it was cut; whoever stores flows refuses it (see
+//! profile::ingest), since the whole file would later count its packets twice.
 
 use std::{
     collections::HashMap,
@@ -14,7 +21,7 @@ use rogue_common::{
     parse::{LinkType, parse},
 };
 
-use crate::flows::{FlowCache, FlowDelta, FlowRecord, NANOS_PER_SEC, Nanos};
+use crate::flows::{FlowCache, FlowDelta, FlowRecord, NANOS_PER_SEC, Nanos, Rejected, TimeBounds};
 
 /// Read buffer for capture files; pcap-parser needs a whole record in it.
 const READ_BUFFER_BYTES: usize = 4 << 20;
@@ -35,6 +42,8 @@ pub struct CapturedFrame<'a> {
 pub enum CaptureError {
     #[error("cannot read {path}")]
     Open { path: PathBuf, source: io::Error },
+    #[error("{path} is a directory, not a capture file")]
+    Directory { path: PathBuf },
     #[error("{path}: not a pcap or pcapng file ({detail})")]
     Format { path: PathBuf, detail: String },
     #[error(
@@ -44,20 +53,25 @@ pub enum CaptureError {
     LinkType { path: PathBuf, interface: u32, linktype: i32 },
     #[error("{path}: packet {packet} refers to interface {interface}, which the file never described")]
     UnknownInterface { path: PathBuf, packet: u64, interface: u32 },
-    #[error("{path}: corrupt record after {packets} packets, at byte {offset}: {detail}")]
+    #[error("{path}: corrupt record at byte {offset}, after {packets} packets: {detail}")]
     Corrupt { path: PathBuf, packets: u64, offset: u64, detail: String },
+    #[error("{path}: interrupted after {packets} packets")]
+    Interrupted { path: PathBuf, packets: u64 },
 }
 
 /// What reading one file found besides its frames.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FileSummary {
     pub frames: u64,
-    /// Earliest and latest frame time (data time the file covers).
+    /// Earliest and latest frame time (data time the file covers); for a
+    /// [`FileMeter`] with bounds, of the frames it admitted.
     pub first: Option<Nanos>,
     pub last: Option<Nanos>,
-    /// The file ends inside a record (an interrupted capture); what came
-    /// before was read.
-    pub truncated: bool,
+    /// The file ends inside the record at this byte offset (an interrupted
+    /// capture); what came before was read.
+    pub cut_at: Option<u64>,
+    /// Frames a [`FileMeter`] rejected as dated outside its bounds.
+    pub rejected: Rejected,
 }
 
 impl FileSummary {
@@ -68,7 +82,7 @@ impl FileSummary {
     }
 }
 
-/// Frames between progress reports.
+/// Frames between progress reports (and checks for a request to stop).
 const PROGRESS_EVERY: u64 = 16_384;
 
 struct Interface {
@@ -85,132 +99,213 @@ pub trait FrameSink {
     fn frame(&mut self, frame: CapturedFrame<'_>);
     /// Bytes of the file read so far, now and then.
     fn progress(&mut self, _bytes: u64) {}
+    /// Whether to stop reading (asked now and then; a signal arrived).
+    fn stopped(&self) -> bool {
+        false
+    }
 }
 
 /// Reads the capture at `path` (`-` is stdin) into `sink`.
 pub fn read_frames(path: &Path, sink: &mut impl FrameSink) -> Result<FileSummary, CaptureError> {
-    let input: Box<dyn Read + Send> = if path == Path::new("-") {
-        Box::new(io::stdin())
-    } else {
-        let file = File::open(path).map_err(|source| CaptureError::Open { path: path.into(), source })?;
-        Box::new(file)
-    };
-    let mut reader = create_reader(READ_BUFFER_BYTES, input).map_err(|e| CaptureError::Format {
+    let mut reader = create_reader(READ_BUFFER_BYTES, open(path)?).map_err(|e| CaptureError::Format {
         path: path.into(),
         detail: match e {
             PcapError::Eof => "the file is empty".into(),
-            other => other.to_string(),
+            other => describe(&other),
         },
     })?;
-
-    let mut interfaces: HashMap<u32, Interface> = HashMap::new();
-    let mut next_interface = 0u32;
-    let mut summary = FileSummary::default();
-    let mut legacy: Option<Interface> = None;
+    let mut file = CaptureFile {
+        path,
+        interfaces: HashMap::new(),
+        next_interface: 0,
+        legacy: None,
+        big_endian: false,
+        summary: FileSummary::default(),
+    };
     loop {
+        let offset = reader.consumed() as u64;
         match reader.next() {
-            Ok((offset, block)) => {
-                match block {
-                    PcapBlockOwned::LegacyHeader(header) => {
-                        let resolution =
-                            if header.is_nanosecond_precision() { NANOS_PER_SEC as u64 } else { 1_000_000 };
-                        legacy =
-                            Some(Interface { link: link_type(path, 0, header.network.0)?, resolution, offset_secs: 0 });
-                    }
-                    PcapBlockOwned::Legacy(block) => {
-                        let Some(interface) = &legacy else { unreachable!("pcap-parser yields the header first") };
-                        let subsec = block.ts_usec as i64 * (NANOS_PER_SEC / interface.resolution as i64);
-                        let time = block.ts_sec as i64 * NANOS_PER_SEC + subsec;
-                        summary.saw(time);
-                        sink.frame(CapturedFrame {
-                            data: block.data,
-                            wire_len: block.origlen,
-                            time,
-                            link: interface.link,
-                            interface: 0,
-                        });
-                    }
-                    PcapBlockOwned::NG(Block::SectionHeader(_)) => {
-                        // Interface ids are per section.
-                        interfaces.clear();
-                        next_interface = 0;
-                    }
-                    PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
-                        let id = next_interface;
-                        next_interface += 1;
-                        let resolution = build_ts_resolution(idb.if_tsresol).unwrap_or(1_000_000);
-                        if let Some(Ok(name)) = idb.if_name() {
-                            sink.interface(id, name);
-                        }
-                        interfaces.insert(
-                            id,
-                            Interface {
-                                link: link_type(path, id, idb.linktype.0)?,
-                                resolution,
-                                offset_secs: idb.if_tsoffset,
-                            },
-                        );
-                    }
-                    PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
-                        let interface = interfaces.get(&epb.if_id).ok_or_else(|| CaptureError::UnknownInterface {
-                            path: path.into(),
-                            packet: summary.frames + 1,
-                            interface: epb.if_id,
-                        })?;
-                        let units = ((epb.ts_high as u64) << 32) | epb.ts_low as u64;
-                        let time = units_to_nanos(units, interface.resolution) + interface.offset_secs * NANOS_PER_SEC;
-                        summary.saw(time);
-                        sink.frame(CapturedFrame {
-                            data: &epb.data[..(epb.caplen as usize).min(epb.data.len())],
-                            wire_len: epb.origlen,
-                            time,
-                            link: interface.link,
-                            interface: epb.if_id,
-                        });
-                    }
-                    PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
-                        // No timestamp, and always interface 0.
-                        let interface = interfaces.get(&0).ok_or_else(|| CaptureError::UnknownInterface {
-                            path: path.into(),
-                            packet: summary.frames + 1,
-                            interface: 0,
-                        })?;
-                        summary.saw(0);
-                        sink.frame(CapturedFrame {
-                            data: spb.data,
-                            wire_len: spb.origlen,
-                            time: 0,
-                            link: interface.link,
-                            interface: 0,
-                        });
-                    }
-                    PcapBlockOwned::NG(_) => {}
-                }
-                reader.consume(offset);
-                if summary.frames % PROGRESS_EVERY == 0 {
+            Ok((length, block)) => {
+                file.block(block, offset, sink)?;
+                reader.consume(length);
+                if file.summary.frames % PROGRESS_EVERY == 0 {
                     sink.progress(reader.consumed() as u64);
+                    if sink.stopped() {
+                        return Err(CaptureError::Interrupted { path: path.into(), packets: file.summary.frames });
+                    }
                 }
             }
             Err(PcapError::Eof) => break,
             Err(PcapError::Incomplete(_)) => {
-                let consumed = reader.consumed();
-                reader.refill().map_err(|e| corrupt(path, &summary, consumed, e.to_string()))?;
+                reader.refill().map_err(|e| file.corrupt(offset, describe(&e)))?;
             }
             Err(PcapError::UnexpectedEof) => {
-                summary.truncated = true;
+                file.cut_short(reader.data(), offset)?;
                 break;
             }
-            Err(e) => {
-                let detail = e.to_string();
-                return Err(corrupt(path, &summary, reader.consumed(), detail));
+            Err(PcapError::BufferTooSmall) => {
+                let claimed = file.claimed_length(reader.data()).unwrap_or_default();
+                return Err(file.corrupt(offset, format!("its length says {claimed} bytes, more than any packet")));
             }
+            Err(e) => return Err(file.corrupt(offset, describe(&e))),
         }
     }
-    Ok(summary)
+    Ok(file.summary)
 }
 
-fn corrupt(path: &Path, summary: &FileSummary, offset: usize, detail: String) -> CaptureError {
-    CaptureError::Corrupt { path: path.into(), packets: summary.frames, offset: offset as u64, detail }
+/// The file at `path`, or stdin for `-`.
+fn open(path: &Path) -> Result<Box<dyn Read + Send>, CaptureError> {
+    if path == Path::new("-") {
+        return Ok(Box::new(io::stdin()));
+    }
+    if path.is_dir() {
+        return Err(CaptureError::Directory { path: path.into() });
+    }
+    let file = File::open(path).map_err(|source| CaptureError::Open { path: path.into(), source })?;
+    Ok(Box::new(file))
+}
+
+/// A parser error in words, never with the bytes it choked on (they would
+/// flood the terminal with a dump of the record).
+fn describe<I>(error: &PcapError<I>) -> String {
+    match error {
+        PcapError::NomError(_, kind) | PcapError::OwnedNomError(_, kind) => {
+            format!("not a valid block (the parser's check {kind:?} failed)")
+        }
+        PcapError::HeaderNotRecognized => "the header is neither pcap's nor pcapng's".into(),
+        PcapError::ReadError => "the file could not be read".into(),
+        PcapError::Eof | PcapError::UnexpectedEof => "the file ends too early".into(),
+        PcapError::BufferTooSmall => "a record is longer than any packet".into(),
+        PcapError::Incomplete(_) => "a record is incomplete".into(),
+    }
+}
+
+/// One file being read: its interfaces and what was read so far.
+struct CaptureFile<'p> {
+    path: &'p Path,
+    /// pcapng interfaces of the current section, by id.
+    interfaces: HashMap<u32, Interface>,
+    next_interface: u32,
+    /// A classic pcap's one interface, its byte order and snapshot length.
+    legacy: Option<(Interface, bool, u32)>,
+    /// The byte order of the current pcapng section.
+    big_endian: bool,
+    summary: FileSummary,
+}
+
+impl CaptureFile<'_> {
+    /// Handles one block that starts at byte `offset`.
+    fn block(&mut self, block: PcapBlockOwned<'_>, offset: u64, sink: &mut impl FrameSink) -> Result<(), CaptureError> {
+        match block {
+            PcapBlockOwned::LegacyHeader(header) => {
+                let resolution = if header.is_nanosecond_precision() { NANOS_PER_SEC as u64 } else { 1_000_000 };
+                let interface =
+                    Interface { link: link_type(self.path, 0, header.network.0)?, resolution, offset_secs: 0 };
+                self.legacy = Some((interface, header.is_bigendian(), header.snaplen));
+            }
+            PcapBlockOwned::Legacy(block) => {
+                let Some((interface, _, snaplen)) = &self.legacy else {
+                    unreachable!("pcap-parser yields the header first")
+                };
+                if *snaplen != 0 && block.caplen > *snaplen {
+                    let detail = format!(
+                        "its captured length {} is more than the file's snapshot length {snaplen}",
+                        block.caplen
+                    );
+                    return Err(self.corrupt(offset, detail));
+                }
+                let subsec = block.ts_usec as i64 * (NANOS_PER_SEC / interface.resolution as i64);
+                let time = block.ts_sec as i64 * NANOS_PER_SEC + subsec;
+                let link = interface.link;
+                self.summary.saw(time);
+                sink.frame(CapturedFrame { data: block.data, wire_len: block.origlen, time, link, interface: 0 });
+            }
+            PcapBlockOwned::NG(Block::SectionHeader(section)) => {
+                // Interface ids and byte order are per section.
+                self.big_endian = section.big_endian();
+                self.interfaces.clear();
+                self.next_interface = 0;
+            }
+            PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
+                let id = self.next_interface;
+                self.next_interface += 1;
+                let resolution = build_ts_resolution(idb.if_tsresol).unwrap_or(1_000_000);
+                if let Some(Ok(name)) = idb.if_name() {
+                    sink.interface(id, name);
+                }
+                let link = link_type(self.path, id, idb.linktype.0)?;
+                self.interfaces.insert(id, Interface { link, resolution, offset_secs: idb.if_tsoffset });
+            }
+            PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
+                let interface = self.interface(epb.if_id)?;
+                let units = ((epb.ts_high as u64) << 32) | epb.ts_low as u64;
+                let time = units_to_nanos(units, interface.resolution) + interface.offset_secs * NANOS_PER_SEC;
+                let link = interface.link;
+                self.summary.saw(time);
+                sink.frame(CapturedFrame {
+                    data: &epb.data[..(epb.caplen as usize).min(epb.data.len())],
+                    wire_len: epb.origlen,
+                    time,
+                    link,
+                    interface: epb.if_id,
+                });
+            }
+            PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
+                // No timestamp, and always interface 0.
+                let link = self.interface(0)?.link;
+                self.summary.saw(0);
+                sink.frame(CapturedFrame { data: spb.data, wire_len: spb.origlen, time: 0, link, interface: 0 });
+            }
+            PcapBlockOwned::NG(_) => {}
+        }
+        Ok(())
+    }
+
+    fn interface(&self, id: u32) -> Result<&Interface, CaptureError> {
+        self.interfaces.get(&id).ok_or_else(|| CaptureError::UnknownInterface {
+            path: self.path.into(),
+            packet: self.summary.frames + 1,
+            interface: id,
+        })
+    }
+
+    /// The file ends inside the record at `offset`, whose first bytes are
+    /// `rest`: an interrupted capture, unless the record's own length is
+    /// impossible or it is the first record (nothing was ever written whole).
+    fn cut_short(&mut self, rest: &[u8], offset: u64) -> Result<(), CaptureError> {
+        let claimed = self.claimed_length(rest);
+        if let (Some((_, _, snaplen)), Some(caplen)) = (&self.legacy, claimed)
+            && *snaplen != 0
+            && caplen > u64::from(*snaplen)
+        {
+            let detail = format!("its captured length {caplen} is more than the file's snapshot length {snaplen}");
+            return Err(self.corrupt(offset, detail));
+        }
+        if self.summary.frames == 0 {
+            let length = claimed.map_or("its length".to_string(), |n| format!("its length of {n} bytes"));
+            let detail = format!("the first record runs past the end of the file ({length}, {} left)", rest.len());
+            return Err(self.corrupt(offset, detail));
+        }
+        self.summary.cut_at = Some(offset);
+        Ok(())
+    }
+
+    /// The length the record at the start of `rest` says it has: a pcap
+    /// record's captured length, or a pcapng block's total length.
+    fn claimed_length(&self, rest: &[u8]) -> Option<u64> {
+        let word = |at: usize, big_endian: bool| -> Option<u64> {
+            let bytes: [u8; 4] = rest.get(at..at + 4)?.try_into().ok()?;
+            Some(u64::from(if big_endian { u32::from_be_bytes(bytes) } else { u32::from_le_bytes(bytes) }))
+        };
+        match &self.legacy {
+            Some((_, big_endian, _)) => word(8, *big_endian),
+            None => word(4, self.big_endian),
+        }
+    }
+
+    fn corrupt(&self, offset: u64, detail: String) -> CaptureError {
+        CaptureError::Corrupt { path: self.path.into(), packets: self.summary.frames, offset, detail }
+    }
 }
 
 fn link_type(path: &Path, interface: u32, linktype: i32) -> Result<LinkType, CaptureError> {
@@ -230,20 +325,38 @@ fn units_to_nanos(units: u64, resolution: u64) -> Nanos {
 
 /// The userspace twin of the XDP meter: parses captured frames and feeds a
 /// flow cache, counting every frame exactly as the kernel program would.
+/// With [`bounds`](FileMeter::bounds), frames dated outside them are
+/// rejected (counted, never metered).
 pub struct FileMeter {
     pub cache: FlowCache,
     pub counters: MeterCounters,
     pub files_truncated: u64,
+    pub bounds: Option<TimeBounds>,
+    /// The current file's admitted frames' times and rejected frames.
+    admitted: FileSummary,
 }
 
 impl FileMeter {
     pub fn new(cache: FlowCache) -> FileMeter {
-        FileMeter { cache, counters: MeterCounters::default(), files_truncated: 0 }
+        FileMeter {
+            cache,
+            counters: MeterCounters::default(),
+            files_truncated: 0,
+            bounds: None,
+            admitted: FileSummary::default(),
+        }
     }
 
     /// Meters one frame; completed flows are appended to `out`.
     #[inline]
     pub fn frame(&mut self, frame: &CapturedFrame<'_>, out: &mut Vec<FlowRecord>) {
+        if let Some(bounds) = &self.bounds {
+            if !bounds.admits(frame.time) {
+                self.admitted.rejected.add(frame.time);
+                return;
+            }
+            self.admitted.saw(frame.time);
+        }
         let packet = parse(frame.data, frame.link);
         self.counters.count(&packet, frame.wire_len as u64);
         if !packet.has_flow() {
@@ -268,35 +381,47 @@ impl FileMeter {
         path: &Path,
         on_flows: impl FnMut(&mut Vec<FlowRecord>),
     ) -> Result<FileSummary, CaptureError> {
-        self.file_with_progress(path, on_flows, |_| {})
+        self.file_with(path, on_flows, |_| {}, || false)
     }
 
-    /// [`file`](Self::file), telling `on_progress` the bytes read now and then.
-    pub fn file_with_progress(
+    /// [`file`](Self::file), telling `on_progress` the bytes read now and
+    /// then, and stopping (an error) once `stopped` says so.
+    pub fn file_with(
         &mut self,
         path: &Path,
         on_flows: impl FnMut(&mut Vec<FlowRecord>),
         on_progress: impl FnMut(u64),
+        stopped: impl Fn() -> bool,
     ) -> Result<FileSummary, CaptureError> {
-        let mut sink = MeterSink { meter: self, out: Vec::new(), on_flows, on_progress };
-        let summary = read_frames(path, &mut sink)?;
-        if summary.truncated {
+        self.admitted = FileSummary::default();
+        let mut sink = MeterSink { meter: self, out: Vec::new(), on_flows, on_progress, stopped };
+        let mut summary = read_frames(path, &mut sink)?;
+        if summary.cut_at.is_some() {
             self.files_truncated += 1;
+        }
+        if self.bounds.is_some() {
+            let admitted = std::mem::take(&mut self.admitted);
+            (summary.first, summary.last, summary.rejected) = (admitted.first, admitted.last, admitted.rejected);
         }
         Ok(summary)
     }
 }
 
-struct MeterSink<'m, F, P> {
+struct MeterSink<'m, F, P, S> {
     meter: &'m mut FileMeter,
     out: Vec<FlowRecord>,
     on_flows: F,
     on_progress: P,
+    stopped: S,
 }
 
-impl<F: FnMut(&mut Vec<FlowRecord>), P: FnMut(u64)> FrameSink for MeterSink<'_, F, P> {
+impl<F: FnMut(&mut Vec<FlowRecord>), P: FnMut(u64), S: Fn() -> bool> FrameSink for MeterSink<'_, F, P, S> {
     fn progress(&mut self, bytes: u64) {
         (self.on_progress)(bytes);
+    }
+
+    fn stopped(&self) -> bool {
+        (self.stopped)()
     }
 
     fn interface(&mut self, id: u32, name: &str) {

@@ -18,7 +18,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, Map, MapData, PerCpuArray},
-    programs::{ProgramError, Xdp, XdpMode as AyaXdpMode},
+    programs::{ProgramError, Xdp, XdpMode as AyaXdpMode, xdp::XdpLinkId},
 };
 use rogue_common::{
     MeterCounters,
@@ -46,13 +46,39 @@ pub enum XdpMode {
     Auto,
 }
 
+/// The most entries a flow map may have. Both maps are allocated in full
+/// when the meter loads, on every CPU, at about 120 + 40 × CPUs bytes an
+/// entry each: 2^24 entries already take 6.7 GB on two CPUs, and no
+/// gateway has that many flows between two drains.
+pub const MAX_FLOW_MAP_ENTRIES: u64 = 1 << 24;
+
+/// Kernel memory one entry of one flow map takes: the hash element (its
+/// header, the 44-byte key rounded to 8, a per-CPU pointer, a bucket) and
+/// the 40-byte value on each possible CPU.
+fn flow_map_entry_bytes(cpus: u64) -> u64 {
+    48 + 48 + 8 + 16 + 40 * cpus
+}
+
+/// A flow map size as the option and the configuration take it.
+pub fn check_flow_map_entries(entries: u64) -> Result<u32, String> {
+    if entries == 0 || entries > MAX_FLOW_MAP_ENTRIES {
+        return Err(format!(
+            "{entries} is not between 1 and {MAX_FLOW_MAP_ENTRIES}: both flow maps are allocated in full on every CPU \
+             when the meter loads"
+        ));
+    }
+    Ok(entries as u32)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MeterError {
-    #[error(
-        "loading the XDP flow meter failed (rogue needs root, or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, \
-         to load and attach it)"
-    )]
+    #[error("loading the XDP flow meter failed{}", privilege_hint())]
     Load(#[source] aya::EbpfError),
+    #[error(
+        "flow maps of {entries} entries need about {needed_mib} MiB of kernel memory (two maps on {cpus} CPUs), \
+         more than half of the {available_mib} MiB available; lower capture.flow_map_entries (--flow-map-entries)"
+    )]
+    TooLarge { entries: u32, cpus: u64, needed_mib: u64, available_mib: u64 },
     #[error("the kernel rejected the XDP program{}", privilege_hint())]
     Program(#[source] ProgramError),
     #[error("no network interface named {0:?}")]
@@ -65,6 +91,8 @@ pub enum MeterError {
     Drain { name: &'static str, source: io::Error },
     #[error("waiting for in-flight XDP programs (membarrier)")]
     Barrier(#[source] io::Error),
+    #[error("reading which XDP links are attached (/proc/self/fdinfo)")]
+    Links(#[source] io::Error),
 }
 
 /// An interface the meter is attached to.
@@ -105,12 +133,15 @@ pub struct XdpMeter {
     writing: usize,
     drainer: BatchDrainer,
     attachments: Vec<Attachment>,
+    /// Each attachment's link (None once it was found gone).
+    links: Vec<Option<XdpLinkId>>,
     drains: u64,
 }
 
 impl XdpMeter {
     /// Loads the program with flow maps of `flow_map_entries` entries each.
     pub fn load(flow_map_entries: u32) -> Result<XdpMeter, MeterError> {
+        check_map_memory(flow_map_entries)?;
         raise_memlock_limit();
         let mut loader = EbpfLoader::new();
         for name in FLOW_MAPS {
@@ -122,7 +153,14 @@ impl XdpMeter {
             name: "FLOWS",
             detail: format!("cannot count possible CPUs from {path}: {e}"),
         })?;
-        Ok(XdpMeter { ebpf, writing: 0, drainer: BatchDrainer::new(cpus), attachments: Vec::new(), drains: 0 })
+        Ok(XdpMeter {
+            ebpf,
+            writing: 0,
+            drainer: BatchDrainer::new(cpus),
+            attachments: Vec::new(),
+            links: Vec::new(),
+            drains: 0,
+        })
     }
 
     /// The loaded program, for BPF_PROG_TEST_RUN.
@@ -143,9 +181,16 @@ impl XdpMeter {
     /// it goes away when the meter is dropped or the process dies, so rogue
     /// never leaves a program attached behind it.
     pub fn attach(&mut self, interface: &str, mode: XdpMode) -> Result<&Attachment, MeterError> {
+        let (attachment, link) = self.attach_link(interface, mode)?;
+        self.attachments.push(attachment);
+        self.links.push(Some(link));
+        Ok(self.attachments.last().expect("just pushed"))
+    }
+
+    fn attach_link(&mut self, interface: &str, mode: XdpMode) -> Result<(Attachment, XdpLinkId), MeterError> {
         let ifindex = if_index(interface).ok_or_else(|| MeterError::NoInterface(interface.to_string()))?;
         let program = meter_program(&mut self.ebpf)?;
-        let attached = match mode {
+        let (attached, link) = match mode {
             XdpMode::Native => attach_in(program, interface, ifindex, AyaXdpMode::Driver)?,
             XdpMode::Generic => attach_in(program, interface, ifindex, AyaXdpMode::Skb)?,
             XdpMode::Auto => match attach_in(program, interface, ifindex, AyaXdpMode::Driver) {
@@ -163,8 +208,46 @@ impl XdpMeter {
                  its counters are reported together with other such interfaces as `other`"
             );
         }
-        self.attachments.push(Attachment { interface: interface.to_string(), ifindex, mode: attached });
-        Ok(self.attachments.last().expect("just pushed"))
+        Ok((Attachment { interface: interface.to_string(), ifindex, mode: attached }, link))
+    }
+
+    /// The attachments whose interface went away since they were attached
+    /// (deleted, or moved to another namespace): the kernel detached their
+    /// links. Their links are released; [`XdpMeter::reattach`] tries again.
+    pub fn detached(&mut self) -> Result<Vec<usize>, MeterError> {
+        let attached = attached_ifindexes().map_err(MeterError::Links)?;
+        let mut gone = Vec::new();
+        for (index, attachment) in self.attachments.iter().enumerate() {
+            if self.links[index].is_some() && !attached.contains(&attachment.ifindex) {
+                gone.push(index);
+            }
+        }
+        for &index in &gone {
+            if let Some(link) = self.links[index].take() {
+                // The link is defunct; closing it frees it.
+                let _ = meter_program(&mut self.ebpf)?.detach(link);
+            }
+        }
+        Ok(gone)
+    }
+
+    /// Whether attachment `index` is attached (not found gone).
+    pub fn is_attached(&self, index: usize) -> bool {
+        self.links[index].is_some()
+    }
+
+    /// Attaches attachment `index` again, in the mode it had, once its
+    /// interface exists again; None while it does not.
+    pub fn reattach(&mut self, index: usize) -> Result<Option<&Attachment>, MeterError> {
+        let interface = self.attachments[index].interface.clone();
+        if if_index(&interface).is_none() {
+            return Ok(None);
+        }
+        let mode = if self.attachments[index].mode == "generic" { XdpMode::Generic } else { XdpMode::Native };
+        let (attachment, link) = self.attach_link(&interface, mode)?;
+        self.attachments[index] = attachment;
+        self.links[index] = Some(link);
+        Ok(Some(&self.attachments[index]))
     }
 
     /// Switches the flow maps and returns everything the old one counted.
@@ -196,22 +279,21 @@ impl XdpMeter {
         Ok(total)
     }
 
-    /// The counters of each attached interface (cumulative since load).
-    /// Interfaces whose ifindex has no slot of its own share one, reported
-    /// under the name `other`, so every count shows somewhere.
-    pub fn interface_counters(&self) -> Result<Vec<(String, MeterCounters)>, MeterError> {
-        let mut counters = Vec::new();
-        for attachment in &self.attachments {
-            let slot = counter_slot(attachment.ifindex);
-            if slot != 0 {
-                counters.push((attachment.interface.clone(), self.slot_counters(slot)?));
-            }
+    /// The counters of attachment `index`'s ifindex (cumulative since
+    /// load); empty for an interface past the counter slots (see
+    /// [`XdpMeter::shared_slot_counters`]).
+    pub fn attachment_counters(&self, index: usize) -> Result<MeterCounters, MeterError> {
+        match counter_slot(self.attachments[index].ifindex) {
+            0 => Ok(MeterCounters::default()),
+            slot => self.slot_counters(slot),
         }
+    }
+
+    /// The counters of the interfaces whose ifindex has no slot of its own,
+    /// together (reported as `other`), if they counted anything.
+    pub fn shared_slot_counters(&self) -> Result<Option<MeterCounters>, MeterError> {
         let shared = self.slot_counters(0)?;
-        if shared.packets > 0 {
-            counters.push(("other".to_string(), shared));
-        }
-        Ok(counters)
+        Ok((shared.packets > 0).then_some(shared))
     }
 
     fn slot_counters(&self, slot: u32) -> Result<MeterCounters, MeterError> {
@@ -242,12 +324,17 @@ fn meter_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, MeterError> {
     program.try_into().map_err(MeterError::Program)
 }
 
-fn attach_in(program: &mut Xdp, interface: &str, ifindex: u32, mode: AyaXdpMode) -> Result<&'static str, MeterError> {
+fn attach_in(
+    program: &mut Xdp,
+    interface: &str,
+    ifindex: u32,
+    mode: AyaXdpMode,
+) -> Result<(&'static str, XdpLinkId), MeterError> {
     let (name, hint) = match mode {
         AyaXdpMode::Skb => ("generic", ""),
         _ => ("native", " (the driver may not support native XDP; --xdp-mode generic or auto works everywhere)"),
     };
-    program.attach_to_if_index(ifindex, mode).map(|_| name).map_err(|source| MeterError::Attach {
+    program.attach_to_if_index(ifindex, mode).map(|link| (name, link)).map_err(|source| MeterError::Attach {
         interface: interface.to_string(),
         mode: name,
         source,
@@ -320,6 +407,42 @@ pub fn if_index(interface: &str) -> Option<u32> {
     // SAFETY: name is NUL-terminated.
     let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
     (index != 0).then_some(index)
+}
+
+/// The interfaces this process's XDP links are attached to, from the
+/// kernel's description of each link (its fdinfo): an interface that went
+/// away leaves its link attached to ifindex 0.
+fn attached_ifindexes() -> io::Result<Vec<u32>> {
+    let mut ifindexes = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fdinfo")? {
+        let Ok(info) = std::fs::read_to_string(entry?.path()) else { continue };
+        if !info.lines().any(|line| line.split_whitespace().eq(["link_type:", "xdp"])) {
+            continue;
+        }
+        let ifindex =
+            info.lines().find_map(|line| line.strip_prefix("ifindex:")).and_then(|v| v.trim().parse::<u32>().ok());
+        ifindexes.extend(ifindex);
+    }
+    Ok(ifindexes)
+}
+
+/// Refuses flow maps that would take more than half the memory available
+/// (both are allocated in full on every CPU when the meter loads).
+fn check_map_memory(entries: u32) -> Result<(), MeterError> {
+    let cpus = aya::util::nr_cpus().map_or(1, |n| n as u64);
+    let needed = 2 * entries as u64 * flow_map_entry_bytes(cpus);
+    let Some(available) = memory_available() else { return Ok(()) };
+    if needed > available / 2 {
+        return Err(MeterError::TooLarge { entries, cpus, needed_mib: needed >> 20, available_mib: available >> 20 });
+    }
+    Ok(())
+}
+
+/// MemAvailable from /proc/meminfo, in bytes.
+fn memory_available() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find_map(|line| line.strip_prefix("MemAvailable:"))?;
+    Some(line.trim().trim_end_matches("kB").trim().parse::<u64>().ok()? * 1024)
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it so large

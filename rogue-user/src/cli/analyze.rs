@@ -1,9 +1,21 @@
-//! `rogue analyze`: captures into the store, then the findings about them.
+//! `rogue analyze`: captures into the store, then the findings about them;
+//! and `rogue evaluate`, which finishes what an interrupted analyze (or
+//! agent) stored but did not evaluate.
+//!
+//! Storing and evaluating are two steps, each whole: the files go in in one
+//! transaction, and the findings go in, with the mark that their traffic
+//! is evaluated, in another. A stop between the two (Ctrl-C during slow
+//! DNS, a crash, a full disk) leaves the traffic stored and marked not
+//! evaluated; the next analyze (of any files) or `rogue evaluate` evaluates
+//! it, and analysing the same files again evaluates them instead of
+//! refusing them. SIGINT and SIGTERM stop at the next safe point and say
+//! what was and was not stored.
 
 use std::{
     io::{self, IsTerminal},
     path::PathBuf,
     process::ExitCode,
+    sync::atomic::AtomicUsize,
     time::Instant,
 };
 
@@ -11,16 +23,20 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing::info;
 
-use super::context::{ConfigArgs, OutputFormat, print_findings};
+use super::context::{
+    ConfigArgs, Context, DnsUse, Interrupted, OutputFormat, catch_stop_signals, print_findings, table_time,
+};
 use crate::{
-    detect::Window,
-    profile::ingest::{FileKind, ingest_captures},
-    store::{Upsert, millis},
+    detect::{Detector, Window},
+    flows::{Rejected, TimeBounds, format::rfc3339_millis},
+    profile::ingest::{FileKind, IngestError, IngestOptions, IngestSummary, ingest_files},
+    store::{Access, Pending, StoredFinding, Upsert},
 };
 
 #[derive(Debug, Args)]
 #[command(after_help = "Example:\n  rogue analyze --config config/rogue.yaml --pcap monday.pcap tuesday.pcap\n\n\
-    Findings go to stdout, a one-line summary to stderr. The exit status is 0 whatever was found.")]
+    Findings go to stdout, a one-line summary to stderr. The exit status is 0 whatever was found; \
+    128 + the signal's number when SIGINT or SIGTERM stopped it.")]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["pcap", "ipfix"])))]
 pub struct AnalyzeArgs {
     /// Capture files (pcap or pcapng), read in order as one stream
@@ -33,73 +49,182 @@ pub struct AnalyzeArgs {
     pub format: OutputFormat,
 }
 
+#[derive(Debug, Args)]
+#[command(after_help = "Evaluates what is stored but was never evaluated (an analyze or agent stopped \
+    between storing traffic and storing its findings) and prints the findings.")]
+pub struct EvaluateArgs {
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: OutputFormat,
+}
+
 pub fn run(config: &ConfigArgs, args: AnalyzeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
-    let mut context = config.open()?;
+    let stop = catch_stop_signals()?;
+    let mut context = config.open(Access::Create, DnsUse::LookUp)?;
     let (files, kind) =
         if args.ipfix.is_empty() { (&args.pcap, FileKind::Capture) } else { (&args.ipfix, FileKind::Ipfix) };
     let total_bytes: u64 = files.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    let now = jiff::Timestamp::now().as_nanosecond() as i64;
+    let bounds = TimeBounds::for_files(now, context.config.store.max_future_seconds.0);
     let progress = progress_bar(total_bytes, quiet);
     let started = Instant::now();
-    let summary =
-        ingest_captures(&context.config, &mut context.store, files, kind, |bytes| progress.set_position(bytes))?;
+    let options = IngestOptions { kind, bounds, stop: &stop };
+    let ingested = ingest_files(&context.config, &mut context.store, files, options, |b| progress.set_position(b));
     progress.finish_and_clear();
+    let summary = match ingested {
+        Err(IngestError::Interrupted { path, files, signal }) => {
+            let message =
+                format!("interrupted while reading {}: nothing of the {files} file(s) was stored", path.display());
+            return Err(Interrupted { signal, message }.into());
+        }
+        other => other?,
+    };
     info!(
         "ingested {} packets, {} flows in {:.2} s",
         summary.counters.packets,
         summary.flows,
         started.elapsed().as_secs_f64()
     );
-
-    let (Some(first), Some(last)) = (summary.first, summary.last) else {
-        eprintln!("rogue: the captures hold no packets; nothing to analyze");
+    for (path, rejected) in &summary.rejected {
+        eprintln!("rogue: {}: {}", path.display(), rejected_words(rejected, kind, &bounds));
+    }
+    for (path, source) in &summary.resumed {
+        eprintln!(
+            "rogue: {} was stored at {} but its evaluation did not complete; evaluating it now",
+            path.display(),
+            table_time(source.ingested_ms)
+        );
+    }
+    let Some(period) = files_window(&context)? else {
+        eprintln!("rogue: the files hold no packets to analyze");
         return Ok(ExitCode::SUCCESS);
     };
-    let period = Window { from_ms: millis(first), to_ms: millis(last) };
+    let stored = evaluate(&mut context, period, &stop)?;
+    if !quiet {
+        eprintln!("rogue: {}", summary_line(&summary, period, &stored));
+    }
+    print_findings(&stored.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>(), args.format)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rogue evaluate`: every pending span, whoever stored it.
+pub fn run_evaluate(config: &ConfigArgs, args: EvaluateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let stop = catch_stop_signals()?;
+    let mut context = config.open(Access::ReadWrite, DnsUse::LookUp)?;
+    let Some(pending) = context.store.pending()? else {
+        if !quiet {
+            eprintln!("rogue: everything stored in {} is evaluated", context.store.path().display());
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    let period = Window { from_ms: pending.from_ms, to_ms: pending.to_ms };
+    let stored = evaluate(&mut context, period, &stop)?;
+    if !quiet {
+        let new = stored.iter().filter(|(_, change)| *change == Upsert::New).count();
+        eprintln!(
+            "rogue: evaluated {} to {}; {} finding(s) ({new} new)",
+            table_time(period.from_ms),
+            table_time(period.to_ms),
+            stored.len()
+        );
+    }
+    print_findings(&stored.into_iter().map(|(f, _)| f).collect::<Vec<_>>(), args.format)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The span of the files' unevaluated traffic: what this analyze stored,
+/// what it resumed, and what an earlier one left unevaluated.
+fn files_window(context: &Context) -> anyhow::Result<Option<Window>> {
+    let spans: Vec<(i64, i64)> = context
+        .store
+        .sources()?
+        .into_iter()
+        .filter(|s| s.is_file())
+        .filter_map(|s| Some((s.pending_from_ms?, s.last_ms?)))
+        .collect();
+    let from_ms = spans.iter().map(|s| s.0).min();
+    let to_ms = spans.iter().map(|s| s.1).max();
+    Ok(from_ms.zip(to_ms).map(|(from_ms, to_ms)| Window { from_ms, to_ms }))
+}
+
+/// Looks up DNS, applies the method to `period`, and stores the findings
+/// together with the mark that the period's traffic, as stored when this
+/// began, is evaluated; then applies retention.
+fn evaluate(context: &mut Context, period: Window, stop: &AtomicUsize) -> anyhow::Result<Vec<(StoredFinding, Upsert)>> {
+    let seq = context.store.write_seq()?;
     let started = Instant::now();
-    context.resolve_hosts(period.from_ms, period.to_ms)?;
+    if let Some(signal) = context.resolve_hosts(period, Some(stop))? {
+        let message = "interrupted during the DNS lookups: the traffic is stored but not evaluated; `rogue \
+                       evaluate` (or analysing the same files again) evaluates it"
+            .to_string();
+        return Err(Interrupted { signal, message }.into());
+    }
     info!("resolved the hosts' DNS characteristics in {:.2} s", started.elapsed().as_secs_f64());
     let started = Instant::now();
     // Disjoint borrows: the detector reads config, whitelist and DNS; the store is written.
-    let detector =
-        crate::detect::Detector { config: &context.config, whitelist: &context.whitelist, dns: &context.dns };
+    let detector = Detector { config: &context.config, whitelist: &context.whitelist, dns: &context.dns };
     let findings = detector.evaluate(&context.store, period)?;
-    let stored = detector.record(&mut context.store, &findings, jiff::Timestamp::now().as_millisecond())?;
-    // Retention counts back from the newest data, so analyze first: findings
-    // cover all of the captures even where the store keeps less of them.
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    let pending = Pending { from_ms: period.from_ms, to_ms: period.to_ms, seq };
+    let stored = context.store.in_transaction(|store| {
+        let stored = detector.record(store, &findings, now_ms)?;
+        store.mark_evaluated(pending)?;
+        Ok(stored)
+    })?;
     info!("evaluated and stored {} findings in {:.2} s", stored.len(), started.elapsed().as_secs_f64());
-    let started = Instant::now();
-    context.store.prune(context.config.store.retention_days.0)?;
-    info!("pruned the store to its retention in {:.2} s", started.elapsed().as_secs_f64());
-    let new = stored.iter().filter(|(_, change)| *change == Upsert::New).count();
-    let findings: Vec<_> = stored.into_iter().map(|(finding, _)| finding).collect();
-    print_findings(&findings, args.format)?;
-
-    if !quiet {
-        let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
-        for finding in &findings {
-            *kinds.entry(finding.kind.as_str()).or_default() += 1;
-        }
-        let by_kind: Vec<String> = kinds.iter().map(|(kind, n)| format!("{n} {kind}")).collect();
-        eprintln!(
-            "rogue: analyzed {} file{}: {} packets, {} flows, {} to {}; {} finding{} ({} new){}{}",
-            summary.files,
-            if summary.files == 1 { "" } else { "s" },
-            summary.counters.packets,
-            summary.flows,
-            super::context::table_time(period.from_ms),
-            super::context::table_time(period.to_ms),
-            findings.len(),
-            if findings.len() == 1 { "" } else { "s" },
-            new,
-            if by_kind.is_empty() { String::new() } else { format!(": {}", by_kind.join(", ")) },
-            if summary.truncated_files > 0 {
-                format!("; {} file(s) cut short", summary.truncated_files)
-            } else {
-                String::new()
-            },
-        );
+    let pruned = context.store.apply_retention(context.config.store.retention_days.0, now_ms)?;
+    for source in &pruned.sources {
+        info!("retention: removed {} (ingested {})", source.name, table_time(source.ingested_ms));
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(stored)
+}
+
+/// The one line on stderr after an analyze.
+fn summary_line(summary: &IngestSummary, period: Window, stored: &[(StoredFinding, Upsert)]) -> String {
+    let new = stored.iter().filter(|(_, change)| *change == Upsert::New).count();
+    let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
+    for (finding, _) in stored {
+        *kinds.entry(finding.kind.as_str()).or_default() += 1;
+    }
+    let by_kind: Vec<String> = kinds.iter().map(|(kind, n)| format!("{n} {kind}")).collect();
+    let mut line = format!(
+        "analyzed {} file{}: {} packets, {} flows, {} to {}; {} finding{} ({new} new){}",
+        summary.files,
+        if summary.files == 1 { "" } else { "s" },
+        summary.counters.packets,
+        summary.flows,
+        table_time(period.from_ms),
+        table_time(period.to_ms),
+        stored.len(),
+        if stored.len() == 1 { "" } else { "s" },
+        if by_kind.is_empty() { String::new() } else { format!(": {}", by_kind.join(", ")) },
+    );
+    let rejected: u64 = summary.rejected.iter().map(|(_, r)| r.records).sum();
+    if rejected > 0 {
+        line += &format!("; {rejected} rejected as dated in the future");
+    }
+    if !summary.resumed.is_empty() {
+        line += &format!("; {} file(s) stored earlier evaluated now", summary.resumed.len());
+    }
+    line
+}
+
+/// What was rejected of a file, in words.
+fn rejected_words(rejected: &Rejected, kind: FileKind, bounds: &TimeBounds) -> String {
+    let what = match (kind, rejected.records) {
+        (FileKind::Capture, 1) => "packet",
+        (FileKind::Capture, _) => "packets",
+        (FileKind::Ipfix, 1) => "flow",
+        (FileKind::Ipfix, _) => "flows",
+    };
+    let time = |t: Option<i64>| t.map(rfc3339_millis).unwrap_or_default();
+    format!(
+        "{} {what} dated {} to {}, after {} (more than store.max_future_seconds ahead of the clock), rejected: \
+         not stored",
+        rejected.records,
+        time(rejected.earliest),
+        time(rejected.latest),
+        rfc3339_millis(bounds.not_after)
+    )
 }
 
 /// A byte progress bar on a terminal's stderr, hidden otherwise.

@@ -1,12 +1,24 @@
-//! What the analysis commands share: the configuration, store and whitelist
-//! they open, and how they print findings and time.
+//! What the analysis commands share: the configuration, store, whitelist and
+//! DNS answers they open, how they stop on a signal, and how they print
+//! findings and time.
+//!
+//! DNS is asked only when it is on (`dns.enabled`, no `--no-dns`, no
+//! ROGUE_NO_DNS) and the command is one that evaluates (analyze, evaluate);
+//! the query commands show what the store holds and ask DNS only with
+//! `--resolve`, never keeping what it says (they do not write the store).
 
 use std::{
+    cell::OnceCell,
+    collections::BTreeMap,
     io::{self, Write},
+    net::IpAddr,
     path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
 };
-
-use std::{cell::OnceCell, collections::BTreeMap, net::IpAddr};
 
 use anyhow::Context as _;
 use clap::Args;
@@ -16,7 +28,7 @@ use crate::{
     detect::{Detector, Window, finding_json, finding_summary, whitelist::Whitelist},
     dns::{DnsFacts, Resolver},
     flows::format::rfc3339_millis,
-    store::{Store, StoredFinding},
+    store::{Access, Store, StoredFinding},
 };
 
 #[derive(Debug, Args)]
@@ -27,8 +39,9 @@ pub struct ConfigArgs {
     /// Use this store instead of the configuration's store.path
     #[arg(long, value_name = "PATH", global = true)]
     pub db: Option<PathBuf>,
-    /// Do not ask DNS (the DNS characteristics are then null, and findings say why)
-    #[arg(long, global = true)]
+    /// Do not ask DNS (also ROGUE_NO_DNS=1, or dns.enabled: false): the DNS
+    /// characteristics are then null, and findings say why
+    #[arg(long, global = true, env = "ROGUE_NO_DNS")]
     pub no_dns: bool,
 }
 
@@ -38,43 +51,109 @@ pub enum OutputFormat {
     Json,
 }
 
+/// What a command does with DNS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DnsUse {
+    /// Look the hosts up and keep the answers (the commands that evaluate).
+    LookUp,
+    /// Show the answers the store holds; with `resolve`, ask DNS too, for
+    /// this command only.
+    Stored { resolve: bool },
+}
+
 /// The opened configuration, store and whitelist, and what DNS said.
 pub struct Context {
     pub config: Config,
     pub store: Store,
     pub whitelist: Whitelist,
     pub dns: DnsFacts,
-    no_dns: bool,
+    /// Whether this command may ask DNS.
+    asks_dns: bool,
+    keeps_answers: bool,
     /// One resolver for the whole command, so its cache serves every host.
     resolver: OnceCell<(tokio::runtime::Runtime, Resolver)>,
 }
 
 impl ConfigArgs {
-    pub fn open(&self) -> anyhow::Result<Context> {
+    /// Opens what a command needs: the store as `access` allows (only the
+    /// commands that gather traffic create one), the whitelist (it must
+    /// exist), and DNS as `dns` says.
+    pub fn open(&self, access: Access, dns: DnsUse) -> anyhow::Result<Context> {
         let config = Config::load(&self.config)?;
         let store_path = self.db.clone().unwrap_or_else(|| config.store_path());
-        let store = Store::open(&store_path)?;
-        let whitelist = Whitelist::load(&config.whitelist_path())?;
-        let dns = if self.no_dns { DnsFacts::disabled() } else { DnsFacts { enabled: true, ..DnsFacts::default() } };
-        Ok(Context { config, store, whitelist, dns, no_dns: self.no_dns, resolver: OnceCell::new() })
+        let store = Store::open(&store_path, access)?;
+        let whitelist = Whitelist::load(&config.whitelist_path(), &config.services.names())?;
+        let dns_enabled = self.dns_enabled(&config);
+        Ok(Context::new(config, store, whitelist, dns_enabled, dns))
+    }
+
+    /// Like [`open`](Self::open), for the commands that add to the
+    /// whitelist: a whitelist file that does not exist yet is started.
+    pub fn open_for_whitelisting(&self, dns: DnsUse) -> anyhow::Result<Context> {
+        let config = Config::load(&self.config)?;
+        let store_path = self.db.clone().unwrap_or_else(|| config.store_path());
+        let store = Store::open(&store_path, Access::ReadWrite)?;
+        let whitelist = Whitelist::load_or_new(&config.whitelist_path(), &config.services.names())?;
+        let dns_enabled = self.dns_enabled(&config);
+        Ok(Context::new(config, store, whitelist, dns_enabled, dns))
+    }
+
+    fn dns_enabled(&self, config: &Config) -> bool {
+        !self.no_dns && config.dns.enabled
     }
 }
 
 impl Context {
+    fn new(config: Config, store: Store, whitelist: Whitelist, dns_enabled: bool, dns: DnsUse) -> Context {
+        let (asks_dns, keeps_answers) = match dns {
+            DnsUse::LookUp => (dns_enabled, true),
+            DnsUse::Stored { resolve } => (dns_enabled && resolve, false),
+        };
+        let dns = if dns_enabled { DnsFacts { enabled: true, ..DnsFacts::default() } } else { DnsFacts::disabled() };
+        Context { config, store, whitelist, dns, asks_dns, keeps_answers, resolver: OnceCell::new() }
+    }
+
     pub fn detector(&self) -> Detector<'_> {
         Detector { config: &self.config, whitelist: &self.whitelist, dns: &self.dns }
     }
 
-    /// Looks up the DNS characteristics of the hosts with activity of each
-    /// service between `from_ms` and `to_ms` (unless `--no-dns`).
-    pub fn resolve_hosts(&mut self, from_ms: i64, to_ms: i64) -> anyhow::Result<()> {
-        if self.no_dns {
-            return Ok(());
+    /// Gathers the DNS characteristics of the hosts with activity in
+    /// `window`: what the store holds, and, where this command asks DNS,
+    /// what DNS answers now (kept in the store by the commands that
+    /// evaluate). Returns the signal that stopped the lookups, if one did.
+    pub fn resolve_hosts(&mut self, window: Window, stop: Option<&AtomicUsize>) -> anyhow::Result<Option<i32>> {
+        if !self.dns.enabled {
+            return Ok(None);
         }
-        let hosts = self.detector().hosts_to_resolve(&self.store, Window { from_ms, to_ms })?;
+        self.dns.hosts = self.store.host_names()?;
+        if !self.asks_dns {
+            return Ok(None);
+        }
+        let hosts = self.detector().hosts_to_resolve(&self.store, window)?;
         let (runtime, resolver) = self.resolver()?;
-        self.dns = runtime.block_on(resolver.resolve(&hosts));
-        Ok(())
+        let answers = runtime.block_on(async {
+            tokio::select! {
+                answers = resolver.resolve(&hosts) => Ok(answers),
+                signal = stopped(stop) => Err(signal),
+            }
+        });
+        let answers = match answers {
+            Ok(answers) => answers,
+            Err(signal) => return Ok(Some(signal)),
+        };
+        if self.keeps_answers {
+            self.store.save_host_names(&answers.hosts, jiff::Timestamp::now().as_millisecond())?;
+            self.dns.hosts = self.store.host_names()?;
+        } else {
+            for (key, names) in answers.hosts {
+                let names = match self.dns.hosts.get(&key) {
+                    Some(older) => names.over(older),
+                    None => names,
+                };
+                self.dns.hosts.insert(key, names);
+            }
+        }
+        Ok(None)
     }
 
     fn resolver(&self) -> anyhow::Result<&(tokio::runtime::Runtime, Resolver)> {
@@ -89,9 +168,9 @@ impl Context {
         Ok(self.resolver.get_or_init(|| (runtime, resolver)))
     }
 
-    /// PTR names of `addrs`; empty with `--no-dns`.
+    /// PTR names of `addrs`, where this command asks DNS; empty otherwise.
     pub fn peer_names(&self, addrs: &[IpAddr]) -> anyhow::Result<BTreeMap<IpAddr, String>> {
-        if self.no_dns {
+        if !self.asks_dns || !self.dns.enabled {
             return Ok(BTreeMap::new());
         }
         let (runtime, resolver) = self.resolver()?;
@@ -103,6 +182,42 @@ impl Context {
         let newest = self.store.newest_ms().context("reading the store")?;
         Ok(newest.map(|end| self.detector().window(end)))
     }
+}
+
+/// Resolves once `stop` holds a signal's number (never without one).
+async fn stopped(stop: Option<&AtomicUsize>) -> i32 {
+    let Some(stop) = stop else { return std::future::pending().await };
+    loop {
+        match stop.load(Ordering::Relaxed) {
+            0 => tokio::time::sleep(Duration::from_millis(50)).await,
+            signal => return signal as i32,
+        }
+    }
+}
+
+/// SIGINT and SIGTERM, caught: the returned number becomes the signal's
+/// once one arrives, so a long command can stop where it is safe to and
+/// say what it did and did not do. A second one ends the process at once.
+pub fn catch_stop_signals() -> anyhow::Result<Arc<AtomicUsize>> {
+    let stop = Arc::new(AtomicUsize::new(0));
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // Handlers run in this order: the first signal only arms the exit.
+        signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, armed.clone())
+            .and_then(|_| signal_hook::flag::register(signal, armed.clone()))
+            .and_then(|_| signal_hook::flag::register_usize(signal, stop.clone(), signal as usize))
+            .context("installing the signal handlers")?;
+    }
+    Ok(stop)
+}
+
+/// A command stopped by a signal: the message says what it did and did not
+/// do; the exit status is 128 + the signal's number, as shells report it.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Interrupted {
+    pub signal: i32,
+    pub message: String,
 }
 
 /// `2008-02-20 13:05:11` (UTC, seconds) for tables.

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use anyhow::bail;
 use clap::{Args, Subcommand};
 
-use super::context::{ConfigArgs, OutputFormat, print_findings};
+use super::context::{ConfigArgs, DnsUse, OutputFormat, print_findings};
+use crate::store::Access;
 
 #[derive(Debug, Args)]
 pub struct FindingsArgs {
@@ -51,7 +52,8 @@ impl State {
 }
 
 pub fn run(config: &ConfigArgs, args: FindingsArgs) -> anyhow::Result<ExitCode> {
-    let mut context = config.open()?;
+    let access = if args.action.is_some() { Access::ReadWrite } else { Access::ReadOnly };
+    let mut context = config.open(access, DnsUse::Stored { resolve: false })?;
     match args.action {
         Some(FindingsAction::Ack { id }) => {
             if !context.store.set_finding_state(id, "acknowledged", jiff::Timestamp::now().as_millisecond())? {

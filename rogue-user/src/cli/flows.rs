@@ -13,11 +13,11 @@ use clap::{ArgGroup, Args};
 use rogue_common::{MeterCounters, maps::DEFAULT_FLOW_MAP_ENTRIES};
 use tracing::{info, warn};
 
-use super::{parse_duration, parse_timeout};
+use super::{parse_duration, parse_interval, parse_timeout};
 use crate::{
     capture::{
         FileMeter, XdpMeter, XdpMode,
-        xdp::{interface_rx_packets, with_causes},
+        xdp::{check_flow_map_entries, interface_rx_packets, with_causes},
     },
     flows::{
         FlowCache, FlowCacheStats, FlowRecord, Timeouts,
@@ -46,7 +46,7 @@ pub struct FlowsArgs {
     #[arg(long, value_name = "ADDR:PORT", conflicts_with_all = ["iface", "pcap"])]
     pub listen: Option<std::net::SocketAddr>,
     /// How often to drain the kernel's flow maps (live)
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_interval)]
     pub interval: Duration,
     /// Stop after this long (live; default: until Ctrl-C or SIGTERM)
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -66,8 +66,10 @@ pub struct FlowsArgs {
     /// How to attach the XDP program
     #[arg(long, value_enum, default_value = "native")]
     pub xdp_mode: XdpMode,
-    /// Entries in each of the two kernel flow maps
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_FLOW_MAP_ENTRIES)]
+    /// Entries in each of the two kernel flow maps (at most 16777216: both are
+    /// allocated in full on every CPU)
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_FLOW_MAP_ENTRIES,
+          value_parser = |text: &str| check_flow_map_entries(text.parse::<u64>().map_err(|e| e.to_string())?))]
     pub flow_map_entries: u32,
     /// Also export the flows as IPFIX to udp://HOST:PORT or tcp://HOST:PORT (repeat for more)
     #[arg(long, value_name = "DEST")]
@@ -171,9 +173,10 @@ fn files(paths: &[PathBuf], cache: FlowCache, output: &mut FlowOutput<impl Write
         if let Some(e) = write_error.take() {
             return Err(e.into());
         }
-        if summary.truncated {
+        if let Some(offset) = summary.cut_at {
             warn!(
-                "{}: the file ends inside a packet record (an interrupted capture?); read the {} frames before it",
+                "{}: the file ends inside the packet record at byte {offset} (an interrupted capture?); read the {} \
+                 frames before it",
                 path.display(),
                 summary.frames
             );
@@ -263,7 +266,7 @@ fn collect(
         let (flows, mut received) = tokio::sync::mpsc::channel(64);
         let listener =
             collect::bind(listen).await.with_context(|| format!("cannot listen on {listen} (UDP and TCP)"))?;
-        let mut collector = tokio::spawn(collect::serve(listener, flows, stats.clone()));
+        let mut collector = tokio::spawn(collect::serve(listener, flows, stats.clone(), collect::Limits::default()));
         let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let stop_after = until(duration);
         tokio::pin!(stop_after);

@@ -9,8 +9,12 @@ use std::{
 use clap::Args;
 use serde_json::json;
 
-use super::context::{ConfigArgs, Context, OutputFormat, table_time};
-use crate::{detect::HostReport, flows::format::rfc3339_millis, store::Peer};
+use super::context::{ConfigArgs, Context, DnsUse, OutputFormat, table_time};
+use crate::{
+    detect::{HostReport, Window},
+    flows::format::rfc3339_millis,
+    store::{Access, Peer},
+};
 
 #[derive(Debug, Args)]
 pub struct HostsArgs {
@@ -19,11 +23,15 @@ pub struct HostsArgs {
     pub peers: bool,
     #[arg(long, value_enum, default_value = "table")]
     pub format: OutputFormat,
+    /// Look the hosts' and peers' names up in DNS now (otherwise: what the
+    /// store holds, and no peer names)
+    #[arg(long)]
+    pub resolve: bool,
 }
 
 pub fn run(config: &ConfigArgs, args: HostsArgs) -> anyhow::Result<ExitCode> {
-    let mut context = config.open()?;
-    context.resolve_hosts(i64::MIN, i64::MAX)?;
+    let mut context = config.open(Access::ReadOnly, DnsUse::Stored { resolve: args.resolve })?;
+    context.resolve_hosts(Window { from_ms: i64::MIN, to_ms: i64::MAX }, None)?;
     let mut out = io::BufWriter::new(io::stdout().lock());
     if args.format == OutputFormat::Table {
         writeln!(

@@ -14,6 +14,7 @@ pub mod flows;
 pub mod generate;
 pub mod hosts;
 pub mod report;
+pub mod store;
 pub mod whitelist;
 
 #[derive(Debug, Parser)]
@@ -45,6 +46,8 @@ pub enum Command {
     Flows(flows::FlowsArgs),
     /// Ingest capture files and print the findings about them
     Analyze(analyze::AnalyzeArgs),
+    /// Evaluate what is stored but was not evaluated (an interrupted analyze or agent)
+    Evaluate(analyze::EvaluateArgs),
     /// Every host with SMTP activity, its characteristics and verdict
     Hosts(hosts::HostsArgs),
     /// The stored findings; `findings ack ID` acknowledges one
@@ -59,6 +62,8 @@ pub enum Command {
     Agent(agent::AgentArgs),
     /// Run the engine on flows from exporters (IPFIX, NetFlow): many gateways or routers, one detector
     Collect(agent::CollectArgs),
+    /// The store: check it for damage, list its sources, prune it by hand
+    Store(store::StoreArgs),
 }
 
 /// Runs the parsed command line.
@@ -67,6 +72,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Flows(args) => flows::run(args, cli.quiet),
         Command::Analyze(args) => analyze::run(&cli.config, args, cli.quiet),
+        Command::Evaluate(args) => analyze::run_evaluate(&cli.config, args, cli.quiet),
         Command::Hosts(args) => hosts::run(&cli.config, args),
         Command::Findings(args) => findings::run(&cli.config, args),
         Command::Whitelist(args) => whitelist::run(&cli.config, args),
@@ -74,6 +80,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Generate(args) => generate::run(args, cli.quiet),
         Command::Agent(args) => agent::run(&cli.config, args),
         Command::Collect(args) => agent::collect(&cli.config, args),
+        Command::Store(args) => store::run(&cli.config, args),
     }
 }
 
@@ -105,6 +112,24 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from(parsed).map_err(|_| format!("{text:?} is negative"))
 }
 
+/// A value that must say something (who verified, why): not empty.
+pub fn non_empty(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(text.to_string())
+}
+
+/// An interval on the command line: a duration of at least 10 ms (a drain
+/// takes about that long; 0 would be a busy loop).
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration < Duration::from_millis(10) {
+        return Err(format!("{text:?} is too short: an interval is at least 10ms"));
+    }
+    Ok(duration)
+}
+
 /// A timeout on the command line: a duration of whole seconds, at least 1 s
 /// (flow timeouts are counted in whole seconds, as nfdump counts them).
 pub fn parse_timeout(text: &str) -> Result<Duration, String> {
@@ -127,6 +152,13 @@ mod tests {
         assert_eq!(parse_duration("60"), Ok(Duration::from_secs(60)));
         assert!(parse_duration("soon").unwrap_err().contains("\"soon\" is not a duration"));
         assert!(parse_duration("-5s").is_err());
+    }
+
+    #[test]
+    fn intervals_are_at_least_ten_milliseconds() {
+        assert_eq!(parse_interval("10ms"), Ok(Duration::from_millis(10)));
+        assert!(parse_interval("0s").unwrap_err().contains("\"0s\" is too short"));
+        assert!(parse_interval("0").is_err());
     }
 
     #[test]

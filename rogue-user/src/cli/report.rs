@@ -11,10 +11,18 @@ use std::{
 use clap::{ArgGroup, Args};
 
 use super::{
-    context::{ConfigArgs, Context},
+    context::{ConfigArgs, Context, DnsUse},
     findings::parse_time,
 };
-use crate::report::{self, HostPage, IndexEntry, Request};
+use crate::{
+    detect::Window,
+    report::{self, HostPage, IndexEntry, Request},
+    store::Access,
+};
+
+/// The widest plot bin the command line takes: a year (wider bins would
+/// leave a plot of one column; long periods widen bins by themselves).
+const MAX_BIN_SECONDS: i64 = 366 * 86_400;
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("which").required(true).args(["host", "all"])))]
@@ -36,17 +44,22 @@ pub struct ReportArgs {
     pub to: Option<i64>,
     /// Time bin of the plots, in seconds (a multiple of the store's bins;
     /// widened for long periods)
-    #[arg(long, value_name = "SECONDS", default_value_t = 600, value_parser = clap::value_parser!(i64).range(1..))]
+    #[arg(long, value_name = "SECONDS", default_value_t = 600,
+          value_parser = clap::value_parser!(i64).range(1..=MAX_BIN_SECONDS))]
     pub bin: i64,
     /// Directory to write index.html and the figures into
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// Look the host's and its peers' names up in DNS now (otherwise: what
+    /// the store holds, and no peer names)
+    #[arg(long)]
+    pub resolve: bool,
 }
 
 pub fn run(config: &ConfigArgs, args: ReportArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let mut context = config.open()?;
-    context.resolve_hosts(i64::MIN, i64::MAX)?;
+    let mut context = config.open(Access::ReadOnly, DnsUse::Stored { resolve: args.resolve })?;
+    context.resolve_hosts(Window { from_ms: i64::MIN, to_ms: i64::MAX }, None)?;
     let generated = jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC").to_string();
     let request = |host| Request { host, from_ms: args.from, to_ms: args.to, bin_seconds: args.bin };
     let written = match args.host {
@@ -60,9 +73,9 @@ pub fn run(config: &ConfigArgs, args: ReportArgs, quiet: bool) -> anyhow::Result
             let mut entries = Vec::new();
             for host in hosts {
                 let page = page(&context, request(host))?;
-                let dir = report::host_dir(host);
-                files.extend(report::write_host(&page, &args.out.join(&dir), &generated)?);
-                entries.push(index_entry(&page, dir));
+                let dir = report::host_dir_in(&args.out, host)?;
+                files.extend(report::write_host(&page, &dir, &generated)?);
+                entries.push(index_entry(&page, report::host_dir(host)));
             }
             files.push(report::write_index(&entries, &args.out, &generated)?);
             files

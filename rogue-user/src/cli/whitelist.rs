@@ -15,15 +15,17 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::{
-    context::{ConfigArgs, Context, OutputFormat},
+    context::{ConfigArgs, Context, DnsUse, OutputFormat},
     hosts::host_json,
+    non_empty,
 };
 use crate::{
+    config::Config,
     detect::{
-        HostReport,
-        whitelist::{Prefix, WhitelistEntry},
+        HostReport, Window,
+        whitelist::{Prefix, Whitelist, WhitelistEntry},
     },
-    store::Verdict,
+    store::{Access, Verdict},
 };
 
 #[derive(Debug, Args)]
@@ -44,7 +46,7 @@ pub enum WhitelistAction {
         /// An address or prefix (192.0.2.25, 192.0.2.16/28, 2001:db8::25)
         address: Prefix,
         /// Who verified it
-        #[arg(long, value_name = "NAME")]
+        #[arg(long, value_name = "NAME", value_parser = non_empty)]
         by: String,
         #[arg(long, default_value = "smtp")]
         service: String,
@@ -56,6 +58,9 @@ pub enum WhitelistAction {
         /// When it was verified [default: today]
         #[arg(long, value_name = "DATE")]
         on: Option<jiff::civil::Date>,
+        /// Take a prefix that covers every address of its family (0.0.0.0/0, ::/0)
+        #[arg(long)]
+        force: bool,
     },
     /// Remove the entries for an address or prefix
     Remove {
@@ -68,26 +73,32 @@ pub enum WhitelistAction {
     Suggest {
         #[arg(long, value_enum, default_value = "table")]
         format: OutputFormat,
+        /// Look the hosts' names up in DNS now (otherwise: what the store holds)
+        #[arg(long)]
+        resolve: bool,
     },
     /// Whitelist a host you verified as a server (usually a suggestion)
     Accept {
         host: IpAddr,
         /// Who verified it
-        #[arg(long, value_name = "NAME")]
+        #[arg(long, value_name = "NAME", value_parser = non_empty)]
         by: String,
         /// Why [default: rogue's evidence]
-        #[arg(long)]
+        #[arg(long, value_parser = non_empty)]
         reason: Option<String>,
         #[arg(long, default_value = "smtp")]
         service: String,
+        /// Look the host's names up in DNS now (otherwise: what the store holds)
+        #[arg(long)]
+        resolve: bool,
     },
     /// Record a host as a confirmed rogue: it stays reported and is no longer suggested
     Reject {
         host: IpAddr,
         /// Who decided
-        #[arg(long, value_name = "NAME")]
+        #[arg(long, value_name = "NAME", value_parser = non_empty)]
         by: String,
-        #[arg(long)]
+        #[arg(long, value_parser = non_empty)]
         reason: String,
         #[arg(long, default_value = "smtp")]
         service: String,
@@ -102,15 +113,13 @@ pub enum WhitelistAction {
 }
 
 pub fn run(config: &ConfigArgs, args: WhitelistArgs) -> anyhow::Result<ExitCode> {
-    let mut context = config.open()?;
-    if matches!(args.action, WhitelistAction::Suggest { .. } | WhitelistAction::Accept { .. }) {
-        context.resolve_hosts(i64::MIN, i64::MAX)?;
-    }
     let today = jiff::ZonedDateTime::now().date();
     let now_ms = jiff::Timestamp::now().as_millisecond();
+    let all_time = Window { from_ms: i64::MIN, to_ms: i64::MAX };
     match args.action {
-        WhitelistAction::List { format } => list(&context, format)?,
-        WhitelistAction::Add { address, by, service, name, reason, on } => {
+        WhitelistAction::List { format } => list(&load_whitelist(config, false)?, format)?,
+        WhitelistAction::Add { address, by, service, name, reason, on, force } => {
+            let mut whitelist = load_whitelist(config, true)?;
             let entry = WhitelistEntry {
                 address,
                 service,
@@ -118,23 +127,29 @@ pub fn run(config: &ConfigArgs, args: WhitelistArgs) -> anyhow::Result<ExitCode>
                 reason,
                 verified_by: Some(by),
                 verified_on: Some(on.unwrap_or(today)),
+                force,
             };
-            context.whitelist.add(entry)?;
-            eprintln!("rogue: {address} added to {}", context.whitelist.path().display());
+            whitelist.add(entry)?;
+            eprintln!("rogue: {address} added to {}", whitelist.path().display());
         }
         WhitelistAction::Remove { address, service } => {
-            let removed = context.whitelist.remove(address, service.as_deref())?;
+            let mut whitelist = load_whitelist(config, false)?;
+            let removed = whitelist.remove(address, service.as_deref())?;
             if removed == 0 {
-                bail!("{address} is not in {}", context.whitelist.path().display());
+                bail!("{address} is not in {}", whitelist.path().display());
             }
             eprintln!("rogue: removed {removed} entr{} for {address}", if removed == 1 { "y" } else { "ies" });
         }
-        WhitelistAction::Suggest { format } => {
+        WhitelistAction::Suggest { format, resolve } => {
+            let mut context = config.open(Access::ReadOnly, DnsUse::Stored { resolve })?;
+            context.resolve_hosts(all_time, None)?;
             let suggestions: Vec<HostReport> =
                 reports(&context, None)?.into_iter().filter(|r| r.suggest_whitelist).collect();
             print_reports(&suggestions, format)?;
         }
-        WhitelistAction::Accept { host, by, reason, service } => {
+        WhitelistAction::Accept { host, by, reason, service, resolve } => {
+            let mut context = config.open_for_whitelisting(DnsUse::Stored { resolve })?;
+            context.resolve_hosts(all_time, None)?;
             let report = reports(&context, Some(&service))?.into_iter().find(|r| r.host() == host);
             let reason = reason
                 .or_else(|| report.as_ref().map(|r| r.evidence.clone()))
@@ -147,6 +162,7 @@ pub fn run(config: &ConfigArgs, args: WhitelistArgs) -> anyhow::Result<ExitCode>
                 reason: Some(reason),
                 verified_by: Some(by),
                 verified_on: Some(today),
+                force: false,
             };
             context.whitelist.add(entry)?;
             context.store.clear_verdict(&service, host)?;
@@ -154,6 +170,7 @@ pub fn run(config: &ConfigArgs, args: WhitelistArgs) -> anyhow::Result<ExitCode>
             eprintln!("rogue: {host} whitelisted for {service}; {closed} finding(s) marked whitelisted");
         }
         WhitelistAction::Reject { host, by, reason, service } => {
+            let mut context = config.open_for_whitelisting(DnsUse::Stored { resolve: false })?;
             if let Some(entry) = context.whitelist.matching(host, &service) {
                 bail!(
                     "{host} is on the whitelist as {} ({}); remove that entry first (`rogue whitelist remove {}`)",
@@ -167,17 +184,28 @@ pub fn run(config: &ConfigArgs, args: WhitelistArgs) -> anyhow::Result<ExitCode>
             let marked = context.store.set_host_findings_state(&service, host, "confirmed_rogue", now_ms)?;
             eprintln!("rogue: {host} recorded as a confirmed rogue {service} server; {marked} finding(s) marked");
         }
-        WhitelistAction::Calibrate { service, format } => calibrate(&context, &service, format)?,
+        WhitelistAction::Calibrate { service, format } => {
+            let context = config.open(Access::ReadOnly, DnsUse::Stored { resolve: false })?;
+            calibrate(&context, &service, format)?
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn list(context: &Context, format: OutputFormat) -> io::Result<()> {
+/// The whitelist alone (list, add, remove need no store); `create` starts
+/// one where there is none.
+fn load_whitelist(config: &ConfigArgs, create: bool) -> anyhow::Result<Whitelist> {
+    let loaded = Config::load(&config.config)?;
+    let (path, services) = (loaded.whitelist_path(), loaded.services.names());
+    Ok(if create { Whitelist::load_or_new(&path, &services)? } else { Whitelist::load(&path, &services)? })
+}
+
+fn list(whitelist: &Whitelist, format: OutputFormat) -> io::Result<()> {
     let mut out = io::BufWriter::new(io::stdout().lock());
     if format == OutputFormat::Table {
         writeln!(out, "{:<24} {:<7} {:<28} {:<12} {:<10}  reason", "address", "service", "name", "verified_by", "on")?;
     }
-    for entry in context.whitelist.entries() {
+    for entry in whitelist.entries() {
         match format {
             OutputFormat::Json => {
                 serde_json::to_writer(&mut out, entry)?;

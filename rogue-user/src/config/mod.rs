@@ -67,6 +67,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub export: ExportConfig,
+    #[serde(default)]
+    pub collect: CollectConfig,
     /// The directory of the configuration file; relative paths start here.
     #[serde(skip)]
     pub dir: PathBuf,
@@ -76,13 +78,25 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     pub path: PathBuf,
-    /// Time bins and flows older than this (in data time) are pruned.
+    /// How long traffic is kept, by the wall clock (see store::retention).
     pub retention_days: Positive,
+    /// Records dated more than this after the wall clock are rejected (and
+    /// counted), never stored: no clock is that far ahead, but a forged
+    /// packet or datagram can be.
+    pub max_future_seconds: Positive,
+    /// Flows the agent holds while the store cannot be written (a full
+    /// disk); past it the oldest are dropped, counted and logged.
+    pub max_pending_flows: Positive,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { path: "rogue.db".into(), retention_days: Positive(90) }
+        StoreConfig {
+            path: "rogue.db".into(),
+            retention_days: Positive(90),
+            max_future_seconds: Positive(86_400),
+            max_pending_flows: Positive(500_000),
+        }
     }
 }
 
@@ -163,6 +177,11 @@ impl ServicesConfig {
     pub fn all(&self) -> Vec<Service> {
         vec![Service::new("smtp", &self.smtp)]
     }
+
+    /// The names of the configured services.
+    pub fn names(&self) -> Vec<String> {
+        self.all().into_iter().map(|s| s.name).collect()
+    }
 }
 
 /// A service the method watches. SMTP is the one rogue ships; the engine
@@ -180,7 +199,7 @@ pub struct ServiceConfig {
     pub mail_ports: Vec<u16>,
     /// Share of a host's bytes on `mail_ports` at which it behaves like a
     /// server of the service (the method's 85%).
-    pub mail_share_threshold: Share,
+    pub mail_share_threshold: Fraction,
     /// The naming convention: a regular expression (case-insensitive)
     /// matched against a PTR name's host label and each of its parts split
     /// at `-`.
@@ -194,7 +213,7 @@ impl Default for ServiceConfig {
             min_packets: Positive(3),
             min_bytes: Positive(120),
             mail_ports: vec![25, 465, 587, 110, 995, 143, 993],
-            mail_share_threshold: Share(0.85),
+            mail_share_threshold: Fraction(0.85),
             name_pattern: NamePattern::new(DEFAULT_NAME_PATTERN).expect("a valid pattern"),
         }
     }
@@ -243,6 +262,9 @@ impl<'de> Deserialize<'de> for NamePattern {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DnsConfig {
+    /// Whether rogue asks DNS at all (`--no-dns` and ROGUE_NO_DNS also turn
+    /// it off); off, the DNS characteristics are null and findings say why.
+    pub enabled: bool,
     /// Servers to ask (`127.0.0.1:5353`, or an address for port 53); empty:
     /// the system's resolv.conf.
     pub servers: Vec<crate::dns::DnsServer>,
@@ -262,6 +284,7 @@ pub struct DnsConfig {
 impl Default for DnsConfig {
     fn default() -> Self {
         DnsConfig {
+            enabled: true,
             servers: Vec::new(),
             timeout_ms: Positive(2_000),
             mx_domains: Vec::new(),
@@ -312,7 +335,7 @@ impl Service {
 pub struct CaptureConfig {
     pub idle_timeout_seconds: Positive,
     pub active_timeout_seconds: Positive,
-    pub flow_map_entries: Positive,
+    pub flow_map_entries: MapEntries,
     pub drain_seconds: Positive,
     pub xdp_mode: XdpMode,
     /// Flows the agent's flow cache holds at most; past it, the flows idle
@@ -325,7 +348,7 @@ impl Default for CaptureConfig {
         CaptureConfig {
             idle_timeout_seconds: Positive(crate::flows::DEFAULT_IDLE_TIMEOUT_SECS),
             active_timeout_seconds: Positive(crate::flows::DEFAULT_ACTIVE_TIMEOUT_SECS),
-            flow_map_entries: Positive(rogue_common::maps::DEFAULT_FLOW_MAP_ENTRIES as u64),
+            flow_map_entries: MapEntries(rogue_common::maps::DEFAULT_FLOW_MAP_ENTRIES),
             drain_seconds: Positive(5),
             xdp_mode: XdpMode::Native,
             flow_cache_entries: Positive(1_000_000),
@@ -402,6 +425,40 @@ impl<'de> Deserialize<'de> for IpfixDestination {
     }
 }
 
+/// `rogue collect`: what exporters may hold of its memory and descriptors.
+/// Exporters are whoever sends datagrams, so every bound is counted when it
+/// bites and logged, never silent.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectConfig {
+    /// Exporters (address, port and observation domain) whose templates
+    /// and state are kept at once; past it the longest silent is forgotten.
+    pub max_exporters: Positive,
+    /// An exporter silent this long is forgotten (its templates come again:
+    /// exporters over UDP resend them).
+    pub exporter_idle_seconds: Positive,
+    /// IPFIX-over-TCP connections at once (also bounded by the file
+    /// descriptor limit); more are refused and logged.
+    pub max_tcp_connections: Positive,
+    /// A TCP connection that sends nothing this long is closed.
+    pub tcp_idle_seconds: Positive,
+    /// Only these exporters' messages are read (empty: any); others are
+    /// counted and dropped.
+    pub allowed_exporters: Vec<IpNet>,
+}
+
+impl Default for CollectConfig {
+    fn default() -> Self {
+        CollectConfig {
+            max_exporters: Positive(4_096),
+            exporter_idle_seconds: Positive(1_800),
+            max_tcp_connections: Positive(1_024),
+            tcp_idle_seconds: Positive(600),
+            allowed_exporters: Vec::new(),
+        }
+    }
+}
+
 /// The agent's Prometheus endpoint; `listen: null` turns it off.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -427,50 +484,82 @@ pub struct Positive(pub u64);
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Share(pub f64);
 
-// Both check their value inside the visitor, while serde_yaml still knows
-// which key it is reading, so the error names the key and its line.
+/// A whole number, checked by `check` inside the visitor, while serde_yaml
+/// still knows which key it is reading, so the error names the key and its
+/// line (a check after deserialising would name only the enclosing map).
+struct WholeVisitor<T>(&'static str, fn(u64) -> Result<T, String>);
+
+impl<T> serde::de::Visitor<'_> for WholeVisitor<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<T, E> {
+        (self.1)(value).map_err(E::custom)
+    }
+    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<T, E> {
+        u64::try_from(value).map_err(|_| E::custom(format!("{value} is negative"))).and_then(|v| self.visit_u64(v))
+    }
+}
+
+/// A number, checked like [`WholeVisitor`].
+struct NumberVisitor<T>(&'static str, fn(f64) -> Result<T, String>);
+
+impl<T> serde::de::Visitor<'_> for NumberVisitor<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<T, E> {
+        if !(value.is_finite() && value > 0.0) {
+            return Err(E::custom(format!("{value} must be a number above 0")));
+        }
+        (self.1)(value).map_err(E::custom)
+    }
+    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<T, E> {
+        self.visit_f64(value as f64)
+    }
+    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<T, E> {
+        self.visit_f64(value as f64)
+    }
+}
+
 impl<'de> Deserialize<'de> for Positive {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = Positive;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a whole number of at least 1")
-            }
-            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Positive, E> {
-                if value == 0 { Err(E::custom("must be at least 1")) } else { Ok(Positive(value)) }
-            }
-            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Positive, E> {
-                u64::try_from(value).map_err(|_| E::custom("must be at least 1")).and_then(|v| self.visit_u64(v))
-            }
-        }
-        deserializer.deserialize_u64(Visitor)
+        let check = |value| if value == 0 { Err("must be at least 1".to_string()) } else { Ok(Positive(value)) };
+        deserializer.deserialize_u64(WholeVisitor("a whole number of at least 1", check))
     }
 }
 
 impl<'de> Deserialize<'de> for Share {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = Share;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a number above 0")
-            }
-            fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<Share, E> {
-                if value.is_finite() && value > 0.0 {
-                    Ok(Share(value))
-                } else {
-                    Err(E::custom(format!("{value} must be a number above 0")))
-                }
-            }
-            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Share, E> {
-                self.visit_f64(value as f64)
-            }
-            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Share, E> {
-                self.visit_f64(value as f64)
-            }
-        }
-        deserializer.deserialize_f64(Visitor)
+        deserializer.deserialize_f64(NumberVisitor("a number above 0", |value| Ok(Share(value))))
+    }
+}
+
+/// A share of a whole: above 0, at most 1 (0.85 is 85%).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Fraction(pub f64);
+
+impl<'de> Deserialize<'de> for Fraction {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let check = |value| match value > 1.0 {
+            true => Err(format!("{value} is a share, at most 1 (0.85 is 85%)")),
+            false => Ok(Fraction(value)),
+        };
+        deserializer.deserialize_f64(NumberVisitor("a share above 0, at most 1", check))
+    }
+}
+
+/// Entries of each kernel flow map: at least 1, at most
+/// [`MAX_FLOW_MAP_ENTRIES`](crate::capture::xdp::MAX_FLOW_MAP_ENTRIES).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapEntries(pub u32);
+
+impl<'de> Deserialize<'de> for MapEntries {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let check = |value| crate::capture::xdp::check_flow_map_entries(value).map(MapEntries);
+        deserializer.deserialize_u64(WholeVisitor("a number of entries", check))
     }
 }
 
@@ -483,26 +572,50 @@ impl fmt::Display for Share {
 impl Config {
     /// Reads and checks the configuration file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let mut config: Config = read_yaml(path)?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let mut config: Config = parse_yaml(path, &text)?;
         config.dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        config.check(path)?;
+        config.check(path, &text)?;
         Ok(config)
     }
 
-    fn check(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |message: String| Err(ConfigError::Invalid { path: path.into(), message });
+    /// What serde cannot check key by key: values that must agree.
+    fn check(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
+        let invalid = |keys: &[&str], message: String| {
+            let line = line_of(text, keys).map_or(String::new(), |line| format!(" at line {line}"));
+            Err(ConfigError::Invalid { path: path.into(), message: format!("{}: {message}{line}", keys.join(".")) })
+        };
         if self.internal_networks.is_empty() {
-            return invalid("internal_networks: list at least one network (rogue profiles the hosts in them)".into());
+            return invalid(
+                &["internal_networks"],
+                "list at least one network (rogue profiles the hosts in them)".into(),
+            );
         }
-        let smtp = &self.services.smtp;
-        if smtp.mail_share_threshold.0 > 1.0 {
-            return invalid(format!(
-                "services.smtp.mail_share_threshold: {} is a share, at most 1 (0.85 is 85%)",
-                smtp.mail_share_threshold
-            ));
+        if self.services.smtp.ports.is_empty() {
+            return invalid(&["services", "smtp", "ports"], "list at least one port".into());
         }
-        if smtp.ports.is_empty() {
-            return invalid("services.smtp.ports: list at least one port".into());
+        let dns = &self.dns;
+        if dns.min_ttl_seconds.0 > dns.max_ttl_seconds.0 {
+            return invalid(
+                &["dns", "min_ttl_seconds"],
+                format!("{} is more than dns.max_ttl_seconds ({})", dns.min_ttl_seconds.0, dns.max_ttl_seconds.0),
+            );
+        }
+        if dns.negative_ttl_seconds.0 < dns.min_ttl_seconds.0 {
+            return invalid(
+                &["dns", "negative_ttl_seconds"],
+                format!("{} is less than dns.min_ttl_seconds ({})", dns.negative_ttl_seconds.0, dns.min_ttl_seconds.0),
+            );
+        }
+        let capture = &self.capture;
+        if capture.active_timeout_seconds.0 < capture.idle_timeout_seconds.0 {
+            return invalid(
+                &["capture", "active_timeout_seconds"],
+                format!(
+                    "{} is less than capture.idle_timeout_seconds ({}): a flow would end before it could idle",
+                    capture.active_timeout_seconds.0, capture.idle_timeout_seconds.0
+                ),
+            );
         }
         Ok(())
     }
@@ -523,6 +636,33 @@ impl Config {
     pub fn is_internal(&self, addr: IpAddr) -> bool {
         self.internal_networks.iter().any(|net| net.contains(&addr))
     }
+}
+
+/// The line (from 1) where the key at `keys`, a path of mapping keys, is
+/// written in the YAML `text`: block style key by key; in a flow-style
+/// mapping (`dns: {min_ttl_seconds: 5}`), the line that holds it.
+pub fn line_of(text: &str, keys: &[&str]) -> Option<usize> {
+    let mut open: Vec<usize> = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - trimmed.len();
+        while open.last().is_some_and(|&outer| indent <= outer) {
+            open.pop();
+        }
+        let Some(key) = keys.get(open.len()) else { continue };
+        let Some(rest) = trimmed.strip_prefix(key).and_then(|rest| rest.trim_start().strip_prefix(':')) else {
+            continue;
+        };
+        open.push(indent);
+        let inner_keys_here = keys[open.len()..].iter().all(|inner| rest.contains(&format!("{inner}:")));
+        if open.len() == keys.len() || inner_keys_here {
+            return Some(index + 1);
+        }
+    }
+    None
 }
 
 #[cfg(test)]

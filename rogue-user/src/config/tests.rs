@@ -4,7 +4,7 @@ fn parse(text: &str) -> Result<Config, String> {
     let path = Path::new("/etc/rogue/rogue.yaml");
     let mut config: Config = parse_yaml(path, text).map_err(|e| e.to_string())?;
     config.dir = "/etc/rogue".into();
-    config.check(path).map_err(|e| e.to_string())?;
+    config.check(path, text).map_err(|e| e.to_string())?;
     Ok(config)
 }
 
@@ -90,6 +90,10 @@ fn errors_name_the_file_the_key_and_the_line() {
 
     let share = parse("internal_networks: [192.0.2.0/24]\nservices: {smtp: {mail_share_threshold: 85}}").unwrap_err();
     assert!(share.contains("services.smtp.mail_share_threshold: 85 is a share, at most 1"), "{share}");
+    assert!(share.contains("line 2"), "{share}");
+    let share =
+        parse("internal_networks: [192.0.2.0/24]\nservices:\n  smtp:\n    mail_share_threshold: 7.5\n").unwrap_err();
+    assert!(share.contains("7.5 is a share, at most 1") && share.contains("line 4"), "{share}");
 
     let missing = parse("store: {path: x.db}").unwrap_err();
     assert!(missing.contains("missing field `internal_networks`"), "{missing}");
@@ -105,4 +109,38 @@ fn hosts_are_internal_by_prefix_for_both_families() {
     assert!(!config.is_internal("198.51.100.1".parse().unwrap()));
     assert!(config.is_internal("2001:db8:10::25".parse().unwrap()));
     assert!(!config.is_internal("2001:db8:11::25".parse().unwrap()));
+}
+
+/// Values that must agree with each other are checked once all are read;
+/// the error still names the line.
+#[test]
+fn values_that_contradict_each_other_name_their_line() {
+    let ttl =
+        parse("internal_networks: [192.0.2.0/24]\ndns:\n  max_ttl_seconds: 60\n  min_ttl_seconds: 600\n").unwrap_err();
+    assert_eq!(ttl, "/etc/rogue/rogue.yaml: dns.min_ttl_seconds: 600 is more than dns.max_ttl_seconds (60) at line 4");
+    let flow_style =
+        parse("internal_networks: [192.0.2.0/24]\ndns: {min_ttl_seconds: 600, max_ttl_seconds: 60}\n").unwrap_err();
+    assert!(flow_style.ends_with("at line 2"), "{flow_style}");
+    let timeouts = parse(
+        "internal_networks: [192.0.2.0/24]\ncapture:\n  idle_timeout_seconds: 600\n  active_timeout_seconds: 60\n",
+    )
+    .unwrap_err();
+    assert!(
+        timeouts.contains("capture.active_timeout_seconds: 60 is less than") && timeouts.ends_with("line 4"),
+        "{timeouts}"
+    );
+    for entries in ["0", "4294967295", "100000000"] {
+        let error = parse(&format!("internal_networks: [192.0.2.0/24]\ncapture:\n  flow_map_entries: {entries}\n"))
+            .unwrap_err();
+        assert!(error.contains("capture.flow_map_entries") && error.contains("line 3"), "{entries}: {error}");
+    }
+}
+
+#[test]
+fn keys_are_found_on_their_lines() {
+    let text =
+        "# comment\ndns:\n  servers: []\n  # min_ttl_seconds: 1\n  min_ttl_seconds: 5\nstore:\n  min_ttl_seconds: 7\n";
+    assert_eq!(line_of(text, &["dns", "min_ttl_seconds"]), Some(5));
+    assert_eq!(line_of(text, &["store", "min_ttl_seconds"]), Some(7));
+    assert_eq!(line_of(text, &["capture", "drain_seconds"]), None);
 }

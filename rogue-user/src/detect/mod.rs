@@ -286,7 +286,8 @@ impl Detector<'_> {
         let host = activity.host;
         let days = window.from_ms.div_euclid(MILLIS_PER_DAY)..=window.to_ms.div_euclid(MILLIS_PER_DAY);
         let (share, total) = store.share_bytes(&service.name, host, window.from_ms, window.to_ms)?;
-        let names = self.dns.get(&service.name, host).filter(|_| self.dns.enabled).cloned().unwrap_or_default();
+        let looked_up = self.dns.get(&service.name, host).filter(|_| self.dns.enabled);
+        let names = looked_up.cloned().unwrap_or_default();
         let characteristics = Characteristics {
             server_days: store.server_days(&service.name, host, window.from_ms, window.to_ms)?,
             days_with_data: covered.range(days).count() as u64,
@@ -311,7 +312,7 @@ impl Detector<'_> {
             && report.rejected.is_none()
             && (self.behaves_like_a_server(service, &report.characteristics)
                 || looks_like_a_server(&report.characteristics));
-        report.evidence = self.evidence(service, &report, &names);
+        report.evidence = self.evidence(service, &report, looked_up);
         Ok(report)
     }
 
@@ -322,7 +323,7 @@ impl Detector<'_> {
             && c.mail_share.is_some_and(|share| share >= service.share_threshold)
     }
 
-    fn evidence(&self, service: &Service, report: &HostReport, names: &crate::dns::HostNames) -> String {
+    fn evidence(&self, service: &Service, report: &HostReport, names: Option<&crate::dns::HostNames>) -> String {
         let a = &report.activity;
         let c = &report.characteristics;
         let name = service.name.to_uppercase();
@@ -374,10 +375,13 @@ impl Detector<'_> {
     }
 
     /// What DNS said, as a clause of the evidence sentence.
-    fn dns_evidence(&self, names: &crate::dns::HostNames) -> String {
+    fn dns_evidence(&self, names: Option<&crate::dns::HostNames>) -> String {
         if !self.dns.enabled {
             return "; DNS lookups were off (--no-dns)".into();
         }
+        let Some(names) = names else {
+            return "; its names were not looked up yet (--resolve looks them up)".into();
+        };
         let mut clauses = Vec::new();
         match (&names.ptr, names.fcrdns) {
             (Some(ptr), Some(true)) if names.name_match == Some(true) => {

@@ -26,8 +26,8 @@ fn fixture(name: &str, whitelist: &str) -> Fixture {
     std::fs::write(dir.join("rogue.yaml"), "internal_networks: [192.0.2.0/24, 2001:db8:10::/48]\n").unwrap();
     std::fs::write(dir.join("whitelist.yaml"), whitelist).unwrap();
     let config = Config::load(&dir.join("rogue.yaml")).unwrap();
-    let whitelist = Whitelist::load(&config.whitelist_path()).unwrap();
-    let store = Store::open(&config.store_path()).unwrap();
+    let whitelist = Whitelist::load(&config.whitelist_path(), &config.services.names()).unwrap();
+    let store = Store::open(&config.store_path(), crate::store::Access::Create).unwrap();
     Fixture { dir, store, config, whitelist, dns: crate::dns::DnsFacts::disabled() }
 }
 
@@ -35,15 +35,15 @@ impl Fixture {
     fn ingest(&mut self, flows: &[FlowRecord]) {
         let services = self.config.services.all();
         let mut profiler = Profiler::new(self.config.internal_networks.clone(), services.clone(), 600);
+        let mut span = crate::profile::FlowSpan::default();
         for flow in flows {
             profiler.add(flow);
+            span.add(flow);
         }
         let ingest = self.store.ingest().unwrap();
         let source = ingest.add_source("capture", "test", 0).unwrap();
         ingest.write(source, &services, &profiler.take()).unwrap();
-        let first = flows.iter().map(|f| f.start).min().unwrap();
-        let last = flows.iter().map(|f| f.end).max().unwrap();
-        ingest.extend_source(source, first, last, 0, flows.len() as u64).unwrap();
+        ingest.extend_source(source, &span).unwrap();
         ingest.commit().unwrap();
     }
 
@@ -272,7 +272,7 @@ fn verdicts_and_the_whitelist_set_the_state_of_stored_findings() {
     assert!(again.iter().all(|(_, change)| *change == Upsert::Unchanged));
     // Whitelisting 192.0.2.77 closes its finding and stops new ones.
     std::fs::write(f.config.whitelist_path(), "- address: 192.0.2.77\n").unwrap();
-    let whitelist = Whitelist::load(&f.config.whitelist_path()).unwrap();
+    let whitelist = Whitelist::load(&f.config.whitelist_path(), &f.config.services.names()).unwrap();
     let detector = Detector { config: &f.config, whitelist: &whitelist, dns: &f.dns };
     let findings = detector.evaluate(&f.store, window).unwrap();
     assert_eq!(kinds(&findings), vec![(FindingKind::RogueServer, "192.0.2.78".into())]);

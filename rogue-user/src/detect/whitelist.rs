@@ -29,6 +29,10 @@ pub struct WhitelistEntry {
     pub verified_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified_on: Option<jiff::civil::Date>,
+    /// An entry covering every address of a family (`0.0.0.0/0`, `::/0`)
+    /// would silence every finding; it is taken only with this set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
 }
 
 fn default_service() -> String {
@@ -83,6 +87,13 @@ impl Serialize for Prefix {
 pub enum WhitelistError {
     #[error(transparent)]
     Read(#[from] ConfigError),
+    #[error(
+        "the whitelist {path} does not exist (the `whitelist` key of the configuration names it); create it (an \
+         empty file is an empty whitelist) or start it with `rogue whitelist add`"
+    )]
+    Missing { path: PathBuf },
+    #[error("{path}: {entry}{problem}")]
+    Entry { path: PathBuf, entry: String, problem: String },
     #[error("{path}: {address} is already whitelisted for {service}")]
     Duplicate { path: PathBuf, address: Prefix, service: String },
     #[error(
@@ -96,20 +107,78 @@ pub enum WhitelistError {
 
 pub struct Whitelist {
     path: PathBuf,
+    /// The configured services, which entries must name.
+    services: Vec<String>,
     text: String,
     entries: Vec<WhitelistEntry>,
 }
 
 impl Whitelist {
-    /// Reads the whitelist at `path`; a missing file is an empty whitelist.
-    pub fn load(path: &Path) -> Result<Whitelist, WhitelistError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(source) => return Err(ConfigError::Read { path: path.into(), source }.into()),
-        };
+    /// Reads the whitelist at `path`, which must exist; every entry must
+    /// name one of `services` and cover less than a whole address family
+    /// unless it says `force: true`.
+    pub fn load(path: &Path, services: &[String]) -> Result<Whitelist, WhitelistError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Whitelist::parse(path, text, services),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(WhitelistError::Missing { path: path.into() }),
+            Err(source) => Err(ConfigError::Read { path: path.into(), source }.into()),
+        }
+    }
+
+    /// [`load`](Self::load), but a missing file is an empty whitelist that
+    /// the first entry added creates.
+    pub fn load_or_new(path: &Path, services: &[String]) -> Result<Whitelist, WhitelistError> {
+        match Whitelist::load(path, services) {
+            Err(WhitelistError::Missing { .. }) => Whitelist::parse(path, String::new(), services),
+            other => other,
+        }
+    }
+
+    fn parse(path: &Path, text: String, services: &[String]) -> Result<Whitelist, WhitelistError> {
         let entries: Option<Vec<WhitelistEntry>> = config::parse_yaml(path, &text)?;
-        Ok(Whitelist { path: path.into(), text, entries: entries.unwrap_or_default() })
+        let whitelist =
+            Whitelist { path: path.into(), services: services.to_vec(), entries: entries.unwrap_or_default(), text };
+        let lines = whitelist.entry_lines();
+        for (index, entry) in whitelist.entries.iter().enumerate() {
+            let at = match lines.get(index) {
+                Some(line) => format!("line {}: ", line + 1),
+                None => format!("entry {}: ", index + 1),
+            };
+            whitelist.check(entry).map_err(|problem| WhitelistError::Entry {
+                path: path.into(),
+                entry: at,
+                problem,
+            })?;
+        }
+        Ok(whitelist)
+    }
+
+    /// What is wrong with `entry`, if anything.
+    fn check(&self, entry: &WhitelistEntry) -> Result<(), String> {
+        if !self.services.contains(&entry.service) {
+            return Err(format!(
+                "service {:?} is not a configured service ({})",
+                entry.service,
+                self.services.join(", ")
+            ));
+        }
+        if entry.address.0.prefix_len() == 0 && !entry.force {
+            return Err(format!(
+                "{} covers every {} address: every such host would be whitelisted for {} and never reported; if \
+                 that is meant, add `force: true` to the entry (--force)",
+                entry.address,
+                if entry.address.0.addr().is_ipv4() { "IPv4" } else { "IPv6" },
+                entry.service
+            ));
+        }
+        Ok(())
+    }
+
+    /// The index of the line where each entry starts (`- ` at the start
+    /// of a line), in a file laid out as a plain list.
+    fn entry_lines(&self) -> Vec<usize> {
+        let lines: Vec<&str> = self.text.lines().collect();
+        (0..lines.len()).filter(|&i| lines[i] == "-" || lines[i].starts_with("- ")).collect()
     }
 
     pub fn path(&self) -> &Path {
@@ -130,6 +199,11 @@ impl Whitelist {
 
     /// Appends an entry to the file.
     pub fn add(&mut self, entry: WhitelistEntry) -> Result<(), WhitelistError> {
+        self.check(&entry).map_err(|problem| WhitelistError::Entry {
+            path: self.path.clone(),
+            entry: format!("{}: ", entry.address),
+            problem,
+        })?;
         if self.entries.iter().any(|e| e.address == entry.address && e.service == entry.service) {
             return Err(WhitelistError::Duplicate {
                 path: self.path.clone(),
@@ -159,8 +233,8 @@ impl Whitelist {
         if doomed.is_empty() {
             return Ok(0);
         }
+        let starts = self.entry_lines();
         let mut lines: Vec<&str> = self.text.lines().collect();
-        let starts: Vec<usize> = (0..lines.len()).filter(|&i| lines[i] == "-" || lines[i].starts_with("- ")).collect();
         if starts.len() != self.entries.len() {
             return Err(WhitelistError::Layout {
                 path: self.path.clone(),
@@ -240,13 +314,18 @@ mod tests {
             reason: Some("new MX: ticket #42".into()),
             verified_by: Some("carol".into()),
             verified_on: Some(jiff::civil::date(2026, 11, 26)),
+            force: false,
         }
+    }
+
+    fn smtp() -> Vec<String> {
+        vec!["smtp".to_string()]
     }
 
     #[test]
     fn the_example_in_the_repository_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/whitelist.yaml");
-        let whitelist = Whitelist::load(&path).unwrap();
+        let whitelist = Whitelist::load(&path, &smtp()).unwrap();
         assert_eq!(whitelist.entries().len(), 2);
         assert!(whitelist.matching("192.0.2.25".parse().unwrap(), "smtp").is_some());
         assert!(whitelist.matching("192.0.2.25".parse().unwrap(), "dns").is_none());
@@ -255,7 +334,7 @@ mod tests {
     #[test]
     fn the_most_specific_prefix_matches() {
         let path = temp("specific", "- address: 192.0.2.0/24\n  name: all\n- address: 192.0.2.25\n  name: mx\n");
-        let whitelist = Whitelist::load(&path).unwrap();
+        let whitelist = Whitelist::load(&path, &smtp()).unwrap();
         assert_eq!(whitelist.matching("192.0.2.25".parse().unwrap(), "smtp").unwrap().name.as_deref(), Some("mx"));
         assert_eq!(whitelist.matching("192.0.2.26".parse().unwrap(), "smtp").unwrap().name.as_deref(), Some("all"));
         assert!(whitelist.matching("198.51.100.1".parse().unwrap(), "smtp").is_none());
@@ -265,14 +344,14 @@ mod tests {
     fn adding_and_removing_keep_every_other_line_and_comment() {
         let original = "# Verified servers.\n\n- address: 192.0.2.25   # the MX\n  name: mx1\n\n# The backup MX, see ticket 7.\n- address: 192.0.2.26\n  name: mx2\n";
         let path = temp("edit", original);
-        let mut whitelist = Whitelist::load(&path).unwrap();
+        let mut whitelist = Whitelist::load(&path, &smtp()).unwrap();
         whitelist.add(entry("2001:db8:10::25")).unwrap();
         let added = std::fs::read_to_string(&path).unwrap();
         assert!(added.starts_with(original), "{added}");
         assert!(added.ends_with(
             "\n- address: 2001:db8:10::25\n  service: smtp\n  name: mx3.example.org\n  reason: 'new MX: ticket #42'\n  verified_by: carol\n  verified_on: 2026-11-26\n"
         ), "{added}");
-        assert_eq!(Whitelist::load(&path).unwrap().entries().len(), 3);
+        assert_eq!(Whitelist::load(&path, &smtp()).unwrap().entries().len(), 3);
 
         assert_eq!(whitelist.remove("192.0.2.25".parse().unwrap(), None).unwrap(), 1);
         let removed = std::fs::read_to_string(&path).unwrap();
@@ -282,7 +361,7 @@ mod tests {
             ),
             "{removed}"
         );
-        let reloaded = Whitelist::load(&path).unwrap();
+        let reloaded = Whitelist::load(&path, &smtp()).unwrap();
         assert_eq!(
             reloaded.entries().iter().map(|e| e.address.to_string()).collect::<Vec<_>>(),
             ["192.0.2.26", "2001:db8:10::25"]
@@ -293,7 +372,7 @@ mod tests {
     #[test]
     fn mistakes_are_refused_with_the_reason() {
         let path = temp("mistakes", "- address: 192.0.2.25\n");
-        let mut whitelist = Whitelist::load(&path).unwrap();
+        let mut whitelist = Whitelist::load(&path, &smtp()).unwrap();
         let duplicate = whitelist
             .add(WhitelistEntry { address: "192.0.2.25".parse().unwrap(), ..entry("192.0.2.25") })
             .unwrap_err();
@@ -303,12 +382,50 @@ mod tests {
             "\"192.0.2.1/24\" has host bits set; did you mean 192.0.2.0/24?"
         );
         let flow_style = temp("flow", "[{address: 192.0.2.25}]\n");
-        let layout = Whitelist::load(&flow_style).unwrap().remove("192.0.2.25".parse().unwrap(), None).unwrap_err();
+        let layout =
+            Whitelist::load(&flow_style, &smtp()).unwrap().remove("192.0.2.25".parse().unwrap(), None).unwrap_err();
         assert!(layout.to_string().contains("plain list of entries"), "{layout}");
         let typo = temp("typo", "- address: 192.0.2.25\n  verfied_by: alice\n");
-        let error = Whitelist::load(&typo).err().unwrap().to_string();
+        let error = Whitelist::load(&typo, &smtp()).err().unwrap().to_string();
         assert!(error.contains("unknown field `verfied_by`") && error.contains("line 2"), "{error}");
-        let missing = Whitelist::load(&path.with_file_name("absent.yaml")).unwrap();
-        assert!(missing.entries().is_empty());
+    }
+
+    /// Mistakes in the file are errors naming the file, the line and the value.
+    #[test]
+    fn a_whitelist_that_would_hide_findings_by_mistake_is_refused_naming_the_line() {
+        let absent = temp("absent", "").with_file_name("absent.yaml");
+        let missing = Whitelist::load(&absent, &smtp()).err().unwrap().to_string();
+        assert!(missing.starts_with(&format!("the whitelist {} does not exist", absent.display())), "{missing}");
+        assert!(Whitelist::load_or_new(&absent, &smtp()).unwrap().entries().is_empty(), "add and accept start one");
+
+        let text = "# verified\n- address: 192.0.2.25\n  name: mx1\n\n- address: 192.0.2.26\n  service: smpt\n";
+        let path = temp("service", text);
+        let error = Whitelist::load(&path, &smtp()).err().unwrap().to_string();
+        assert_eq!(error, format!("{}: line 5: service \"smpt\" is not a configured service (smtp)", path.display()));
+
+        for (everything, family) in [("0.0.0.0/0", "IPv4"), ("::/0", "IPv6")] {
+            let path = temp("everything", &format!("- address: 192.0.2.25\n- address: \"{everything}\"\n"));
+            let error = Whitelist::load(&path, &smtp()).err().unwrap().to_string();
+            assert!(
+                error.starts_with(&format!("{}: line 2: {everything} covers every {family} address", path.display())),
+                "{error}"
+            );
+            let forced = temp("forced", &format!("- address: \"{everything}\"\n  force: true\n"));
+            assert_eq!(Whitelist::load(&forced, &smtp()).unwrap().entries().len(), 1);
+        }
+
+        let bits = temp("bits", "- address: 192.0.2.25\n- address: 192.0.2.1/24\n");
+        let error = Whitelist::load(&bits, &smtp()).err().unwrap().to_string();
+        assert!(error.contains("\"192.0.2.1/24\" has host bits set; did you mean 192.0.2.0/24?"), "{error}");
+        assert!(error.contains("line 2"), "{error}");
+
+        let mut whitelist = Whitelist::load(&temp("add", ""), &smtp()).unwrap();
+        let refused = whitelist.add(WhitelistEntry { service: "dns".into(), ..entry("192.0.2.9") }).unwrap_err();
+        assert!(
+            refused.to_string().ends_with("192.0.2.9: service \"dns\" is not a configured service (smtp)"),
+            "{refused}"
+        );
+        assert!(whitelist.add(entry("0.0.0.0/0")).is_err());
+        whitelist.add(WhitelistEntry { force: true, ..entry("0.0.0.0/0") }).unwrap();
     }
 }

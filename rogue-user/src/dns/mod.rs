@@ -37,6 +37,7 @@ use hickory_resolver::{
 use tokio::sync::Semaphore;
 
 use crate::config::{DnsConfig, Service};
+pub use crate::store::{HostNames, MxTarget};
 
 /// A lookup that did not get an answer; the characteristic stays unknown.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,12 +45,27 @@ pub struct Unanswered(pub String);
 
 type Answer<T> = Result<T, Unanswered>;
 
-/// One MX record pointing at an address.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct MxTarget {
-    pub domain: String,
-    pub target: String,
-    pub preference: u16,
+/// An address family: a host is confirmed, and found among MX targets, by
+/// the records of its own family (A for IPv4, AAAA for IPv6). A server that
+/// answers A but fails AAAA (common with names that have only A records)
+/// then still settles every IPv4 host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(addr: IpAddr) -> Family {
+        if addr.is_ipv4() { Family::V4 } else { Family::V6 }
+    }
+
+    fn record_type(self) -> RecordType {
+        match self {
+            Family::V4 => RecordType::A,
+            Family::V6 => RecordType::AAAA,
+        }
+    }
 }
 
 /// The addresses of the MX targets of the configured domains.
@@ -58,22 +74,28 @@ pub struct MxSet {
     pub targets: HashMap<IpAddr, Vec<MxTarget>>,
     /// Domains whose MX lookup got no answer: `mx` is unknown, not false.
     pub unanswered: Vec<String>,
+    /// Domains with a target whose A (IPv4) or AAAA (IPv6) lookup got no
+    /// answer: `mx` is unknown for hosts of that family.
+    pub unanswered_v4: Vec<String>,
+    pub unanswered_v6: Vec<String>,
     /// No domains are configured: `mx` is unknown for every host.
     pub unconfigured: bool,
 }
 
-/// What DNS says about one host.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct HostNames {
-    /// The PTR name (escaped, see [`display_name`]); `None` when there is
-    /// none or the lookup failed.
-    pub ptr: Option<String>,
-    pub fcrdns: Option<bool>,
-    pub name_match: Option<bool>,
-    pub mx: Option<bool>,
-    pub mx_targets: Vec<MxTarget>,
-    /// No `dns.mx_domains` configured, hence `mx` unknown.
-    pub mx_unconfigured: bool,
+impl MxSet {
+    /// Whether `addr` is an MX target: known either way only when every
+    /// lookup its family needs was answered.
+    fn status(&self, addr: IpAddr) -> Option<bool> {
+        let family_unanswered = match Family::of(addr) {
+            Family::V4 => &self.unanswered_v4,
+            Family::V6 => &self.unanswered_v6,
+        };
+        match self.targets.get(&addr) {
+            Some(_) => Some(true),
+            None if self.unconfigured || !self.unanswered.is_empty() || !family_unanswered.is_empty() => None,
+            None => Some(false),
+        }
+    }
 }
 
 /// DNS results for the hosts an evaluation looks at.
@@ -186,18 +208,17 @@ impl Resolver {
             .collect())
     }
 
-    /// The A and AAAA addresses of `name`.
-    pub async fn addresses(&self, name: &Name) -> Answer<Vec<IpAddr>> {
-        let (v4, v6) = tokio::join!(self.lookup(name, RecordType::A), self.lookup(name, RecordType::AAAA));
-        let mut addrs = Vec::new();
-        for data in v4?.into_iter().chain(v6?) {
-            match data {
-                RData::A(a) => addrs.push(IpAddr::V4(a.0)),
-                RData::AAAA(aaaa) => addrs.push(IpAddr::V6(aaaa.0)),
-                _ => {}
-            }
-        }
-        Ok(addrs)
+    /// The addresses of `name` in `family` (its A or its AAAA records).
+    pub async fn addresses(&self, name: &Name, family: Family) -> Answer<Vec<IpAddr>> {
+        let records = self.lookup(name, family.record_type()).await?;
+        Ok(records
+            .into_iter()
+            .filter_map(|data| match data {
+                RData::A(a) => Some(IpAddr::V4(a.0)),
+                RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
+                _ => None,
+            })
+            .collect())
     }
 
     pub fn stats(&self) -> &DnsStats {
@@ -259,13 +280,17 @@ impl Resolver {
                 let RData::MX(mx) = record else { continue };
                 let target =
                     MxTarget { domain: domain.clone(), target: display_name(&mx.exchange), preference: mx.preference };
-                match self.addresses(&mx.exchange).await {
-                    Ok(addrs) => {
-                        for addr in addrs {
-                            set.targets.entry(addr).or_default().push(target.clone());
+                let (v4, v6) =
+                    tokio::join!(self.addresses(&mx.exchange, Family::V4), self.addresses(&mx.exchange, Family::V6));
+                for (answer, unanswered) in [(v4, &mut set.unanswered_v4), (v6, &mut set.unanswered_v6)] {
+                    match answer {
+                        Ok(addrs) => {
+                            for addr in addrs {
+                                set.targets.entry(addr).or_default().push(target.clone());
+                            }
                         }
+                        Err(_) => unanswered.push(domain.clone()),
                     }
-                    Err(_) => set.unanswered.push(domain.clone()),
                 }
             }
         }
@@ -276,11 +301,7 @@ impl Resolver {
     /// of `addr` for `service`.
     pub async fn host_names(&self, addr: IpAddr, service: &Service, mx: &MxSet) -> HostNames {
         let mut names = HostNames {
-            mx: match mx.targets.get(&addr) {
-                Some(_) => Some(true),
-                None if mx.unanswered.is_empty() && !mx.unconfigured => Some(false),
-                None => None,
-            },
+            mx: mx.status(addr),
             mx_targets: mx.targets.get(&addr).cloned().unwrap_or_default(),
             mx_unconfigured: mx.unconfigured,
             ..HostNames::default()
@@ -299,7 +320,7 @@ impl Resolver {
         let mut any_unanswered = false;
         let mut confirmed = None;
         for ptr in &ptrs {
-            match self.addresses(ptr).await {
+            match self.addresses(ptr, Family::of(addr)).await {
                 Ok(addrs) if addrs.contains(&addr) => {
                     confirmed = Some(ptr.clone());
                     break;

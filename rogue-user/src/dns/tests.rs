@@ -35,3 +35,21 @@ fn dns_servers_are_an_address_with_or_without_a_port() {
     assert_eq!("::1".parse::<DnsServer>().unwrap().0.to_string(), "[::1]:53");
     assert!("localhost".parse::<DnsServer>().is_err());
 }
+
+/// A host's MX status is settled by the lookups of its own family: an
+/// unanswered AAAA leaves IPv6 hosts unknown and IPv4 hosts certain.
+#[test]
+fn the_mx_status_needs_only_the_hosts_own_family_answered() {
+    let target = MxTarget { domain: "example.org".into(), target: "mx1.example.org".into(), preference: 10 };
+    let mx = MxSet {
+        targets: [("192.0.2.25".parse().unwrap(), vec![target])].into_iter().collect(),
+        unanswered_v6: vec!["example.org".into()],
+        ..MxSet::default()
+    };
+    assert_eq!(mx.status("192.0.2.25".parse().unwrap()), Some(true));
+    assert_eq!(mx.status("192.0.2.77".parse().unwrap()), Some(false), "every A lookup was answered");
+    assert_eq!(mx.status("2001:db8:10::77".parse().unwrap()), None, "an AAAA lookup was not");
+    let no_mx_answer = MxSet { unanswered: vec!["example.org".into()], ..mx.clone() };
+    assert_eq!(no_mx_answer.status("192.0.2.77".parse().unwrap()), None);
+    assert_eq!(MxSet { unconfigured: true, ..MxSet::default() }.status("192.0.2.77".parse().unwrap()), None);
+}

@@ -4,18 +4,27 @@
 //! apart. A message that cannot be read is counted, logged (the first from
 //! each exporter as a warning) and skipped; nothing an exporter sends can
 //! stop the collector.
+//!
+//! Exporters are whoever sends, so every resource they can take is bounded
+//! ([`Limits`]), and every bound that bites is counted and logged: the
+//! exporters whose state is kept, the TCP connections (also by the file
+//! descriptor limit: running out of descriptors makes the listener wait and
+//! retry, never stop), how long a TCP connection may stay silent, and which
+//! addresses may send at all. An idle TCP connection holds no buffer.
 
 use std::{
     collections::HashSet,
-    net::SocketAddr,
+    io,
+    net::{IpAddr, SocketAddr},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
+    time::{Duration, Instant},
 };
 
+use ipnet::IpNet;
 use tokio::{
-    io::AsyncReadExt,
     net::{TcpListener, TcpStream, UdpSocket},
     sync::mpsc,
 };
@@ -32,6 +41,36 @@ pub struct Batch {
     pub flows: Vec<FlowRecord>,
 }
 
+/// What exporters may take of the collector (see `collect` in the
+/// configuration for the reasons and defaults).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_exporters: usize,
+    pub exporter_idle: Duration,
+    pub max_tcp_connections: usize,
+    pub tcp_idle: Duration,
+    /// Empty: any address may send.
+    pub allowed: Vec<IpNet>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_exporters: 4_096,
+            exporter_idle: Duration::from_secs(1_800),
+            max_tcp_connections: 1_024,
+            tcp_idle: Duration::from_secs(600),
+            allowed: Vec::new(),
+        }
+    }
+}
+
+impl Limits {
+    fn allows(&self, exporter: IpAddr) -> bool {
+        self.allowed.is_empty() || self.allowed.iter().any(|net| net.contains(&exporter))
+    }
+}
+
 /// What the collector received, for summaries and metrics.
 #[derive(Debug, Default)]
 pub struct CollectorStats {
@@ -46,6 +85,23 @@ pub struct CollectorStats {
     /// Datagrams the kernel dropped because the UDP socket's buffer was
     /// full: what an exporter's burst costs before the decoder sees it.
     pub socket_drops: AtomicU64,
+    /// Datagrams and connections from addresses not in `allowed_exporters`.
+    pub refused_exporters: AtomicU64,
+    /// Exporters whose state is kept now, and those forgotten (to make
+    /// room, or silent too long).
+    pub exporters: AtomicU64,
+    pub exporters_evicted: AtomicU64,
+    pub exporters_expired: AtomicU64,
+    /// TCP connections open now; refused at the bound; failed accepts
+    /// (descriptors exhausted, say); closed for silence; ended inside a
+    /// message (what they had sent of it is lost).
+    pub tcp_connections: AtomicU64,
+    pub tcp_refused: AtomicU64,
+    pub tcp_accept_errors: AtomicU64,
+    pub tcp_idle_closed: AtomicU64,
+    pub tcp_partial_messages: AtomicU64,
+    /// UDP receives that failed.
+    pub udp_errors: AtomicU64,
 }
 
 impl CollectorStats {
@@ -58,9 +114,22 @@ impl CollectorStats {
             ("sets w/o template", get(&self.sets_without_template)),
             ("unreadable records", get(&self.records_unreadable)),
             ("datagrams dropped by the socket", get(&self.socket_drops)),
+            ("refused exporters", get(&self.refused_exporters)),
+            (
+                "exporters forgotten",
+                format!("{} (room), {} (silent)", get(&self.exporters_evicted), get(&self.exporters_expired)),
+            ),
+            ("tcp connections refused", get(&self.tcp_refused)),
+            ("tcp accept errors", get(&self.tcp_accept_errors)),
+            ("tcp closed idle", get(&self.tcp_idle_closed)),
+            ("tcp partial messages", get(&self.tcp_partial_messages)),
         ]
     }
 }
+
+/// Exporters warned about a malformed message, at most this many
+/// remembered (a flood of forged sources must not grow it).
+const WARNED_EXPORTERS: usize = 1_024;
 
 /// The shared state of the collector's tasks.
 #[derive(Clone)]
@@ -68,15 +137,23 @@ struct Shared {
     decoder: Arc<Mutex<Decoder>>,
     stats: Arc<CollectorStats>,
     flows: mpsc::Sender<Batch>,
-    /// Exporters already warned about a malformed message.
     warned: Arc<Mutex<HashSet<SocketAddr>>>,
+    limits: Arc<Limits>,
+    /// When a bound was last logged, so a flood makes one line a minute.
+    logged: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Shared {
     /// Decodes one message and hands its flows on; false once nobody listens.
     async fn take(&self, exporter: SocketAddr, message: &[u8]) -> bool {
         self.stats.messages.fetch_add(1, Ordering::Relaxed);
-        let decoded = self.decoder.lock().expect("not poisoned").decode(exporter, message);
+        let decoded = {
+            let mut decoder = self.decoder.lock().expect("not poisoned");
+            let decoded = decoder.decode(exporter, message);
+            self.stats.exporters.store(decoder.exporters() as u64, Ordering::Relaxed);
+            self.stats.exporters_evicted.store(decoder.evicted, Ordering::Relaxed);
+            decoded
+        };
         match decoded {
             Ok(Decoded { flows, sets_without_template, records_unreadable, domain, .. }) => {
                 self.stats.sets_without_template.fetch_add(sets_without_template as u64, Ordering::Relaxed);
@@ -96,10 +173,35 @@ impl Shared {
 
     fn malformed(&self, exporter: SocketAddr, error: &DecodeError) {
         self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-        if self.warned.lock().expect("not poisoned").insert(exporter) {
+        let mut warned = self.warned.lock().expect("not poisoned");
+        if warned.len() >= WARNED_EXPORTERS {
+            warned.clear();
+        }
+        if warned.insert(exporter) {
             warn!("{exporter}: a message could not be read ({error}); such messages are counted and skipped");
         } else {
             debug!("{exporter}: a message could not be read ({error})");
+        }
+    }
+
+    /// Whether `exporter` may send; a refusal is counted (and logged now and then).
+    fn admits(&self, exporter: SocketAddr) -> bool {
+        if self.limits.allows(exporter.ip()) {
+            return true;
+        }
+        self.stats.refused_exporters.fetch_add(1, Ordering::Relaxed);
+        self.now_and_then(|| {
+            warn!("{exporter} is not in collect.allowed_exporters: its messages are dropped (counted)")
+        });
+        false
+    }
+
+    /// Runs `log` at most once a minute.
+    fn now_and_then(&self, log: impl FnOnce()) {
+        let mut logged = self.logged.lock().expect("not poisoned");
+        if logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+            *logged = Some(Instant::now());
+            log();
         }
     }
 }
@@ -120,32 +222,129 @@ pub async fn bind(listen: SocketAddr) -> std::io::Result<Listener> {
 }
 
 /// Receives on `listener` until the receiver of `flows` is gone.
-pub async fn serve(listener: Listener, flows: mpsc::Sender<Batch>, stats: Arc<CollectorStats>) -> std::io::Result<()> {
+pub async fn serve(
+    listener: Listener,
+    flows: mpsc::Sender<Batch>,
+    stats: Arc<CollectorStats>,
+    limits: Limits,
+) -> std::io::Result<()> {
     let Listener { udp, tcp, address } = listener;
     info!("collecting IPFIX and NetFlow v5/v9 on udp://{address}, IPFIX on tcp://{address}");
     if let Some(inode) = socket_inode(&udp) {
         tokio::spawn(watch_socket_drops(inode, stats.clone()));
     }
     let shared = Shared {
-        decoder: Arc::new(Mutex::new(Decoder::new())),
+        decoder: Arc::new(Mutex::new(Decoder::with_limit(limits.max_exporters))),
         stats,
         flows,
         warned: Arc::new(Mutex::new(HashSet::new())),
+        limits: Arc::new(limits),
+        logged: Arc::new(Mutex::new(None)),
     };
-    let streams = shared.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, exporter)) = tcp.accept().await {
-            let shared = streams.clone();
-            tokio::spawn(async move { read_stream(stream, exporter, shared).await });
-        }
-    });
+    tokio::spawn(expire_exporters(shared.clone()));
+    tokio::spawn(accept_streams(tcp, shared.clone()));
     let mut datagram = vec![0u8; 65_535];
     loop {
-        let (length, exporter) = udp.recv_from(&mut datagram).await?;
-        if !shared.take(exporter, &datagram[..length]).await {
+        let (length, exporter) = match udp.recv_from(&mut datagram).await {
+            Ok(received) => received,
+            Err(e) => {
+                shared.stats.udp_errors.fetch_add(1, Ordering::Relaxed);
+                shared.now_and_then(|| warn!("receiving a datagram failed ({e}); counted, receiving on"));
+                continue;
+            }
+        };
+        if shared.admits(exporter) && !shared.take(exporter, &datagram[..length]).await {
             return Ok(());
         }
     }
+}
+
+/// Forgets exporters silent for longer than the limit, once a minute.
+async fn expire_exporters(shared: Shared) {
+    let every = shared.limits.exporter_idle.min(Duration::from_secs(60)).max(Duration::from_millis(100));
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        ticks.tick().await;
+        let mut decoder = shared.decoder.lock().expect("not poisoned");
+        decoder.expire(shared.limits.exporter_idle);
+        shared.stats.exporters.store(decoder.exporters() as u64, Ordering::Relaxed);
+        shared.stats.exporters_expired.store(decoder.expired, Ordering::Relaxed);
+    }
+}
+
+/// Accepts IPFIX-over-TCP exporters for as long as the collector runs: at
+/// most the connection bound at once, and through any failure to accept
+/// (out of descriptors: wait, then try again).
+async fn accept_streams(tcp: TcpListener, shared: Shared) {
+    let bound = connection_bound(shared.limits.max_tcp_connections);
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let (stream, exporter) = match tcp.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                shared.stats.tcp_accept_errors.fetch_add(1, Ordering::Relaxed);
+                if is_resource_exhaustion(&e) {
+                    shared.now_and_then(|| {
+                        warn!(
+                            "cannot accept IPFIX-over-TCP exporters: {e}; retrying (raise the file descriptor limit, \
+                             or lower collect.max_tcp_connections)"
+                        )
+                    });
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                } else {
+                    debug!("accepting an IPFIX-over-TCP connection failed: {e}");
+                }
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(10);
+        if !shared.admits(exporter) {
+            continue;
+        }
+        if shared.stats.tcp_connections.load(Ordering::Relaxed) >= bound as u64 {
+            shared.stats.tcp_refused.fetch_add(1, Ordering::Relaxed);
+            shared.now_and_then(|| {
+                warn!(
+                    "refusing IPFIX-over-TCP exporter {exporter}: {bound} connections are open already \
+                     (collect.max_tcp_connections and the file descriptor limit); refusals are counted"
+                )
+            });
+            continue;
+        }
+        shared.stats.tcp_connections.fetch_add(1, Ordering::Relaxed);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            read_stream(stream, exporter, &shared).await;
+            shared.stats.tcp_connections.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// `configured`, lowered to what the file descriptor limit leaves after a
+/// reserve for the store, the metrics endpoint and sinks.
+fn connection_bound(configured: usize) -> usize {
+    const RESERVE: u64 = 64;
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit fills a valid rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return configured;
+    }
+    let room = (limit.rlim_cur as u64).saturating_sub(RESERVE).max(1);
+    if (room as usize) < configured {
+        info!(
+            "IPFIX over TCP: at most {room} connections at once, what the file descriptor limit ({}) leaves \
+             (collect.max_tcp_connections is {configured})",
+            limit.rlim_cur
+        );
+    }
+    configured.min(room as usize)
+}
+
+/// Errors that mean the system (or this process) is out of something,
+/// which passes: descriptors, buffers, memory.
+fn is_resource_exhaustion(error: &io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
 
 /// Exporters send in bursts (a router flushing its cache): a receive buffer
@@ -203,28 +402,57 @@ fn socket_drops(table: &str, inode: u64) -> Option<u64> {
     })
 }
 
-/// IPFIX messages from one TCP connection, until it closes or lies about a length.
-async fn read_stream(stream: TcpStream, exporter: SocketAddr, shared: Shared) {
+/// Bytes read from a connection at a time.
+const READ_BYTES: usize = 64 << 10;
+
+/// IPFIX messages from one TCP connection, until it closes, falls silent
+/// for the limit, or lies about a length. Messages are framed in one buffer
+/// that exists only while bytes wait in it.
+async fn read_stream(stream: TcpStream, exporter: SocketAddr, shared: &Shared) {
     debug!("{exporter}: IPFIX over TCP connected");
-    // Two reads a message (header, body) from a buffer, not two system calls.
-    let mut stream = tokio::io::BufReader::with_capacity(1 << 18, stream);
-    let mut message = Vec::with_capacity(65_535);
-    loop {
-        let mut head = [0u8; 4];
-        if stream.read_exact(&mut head).await.is_err() {
-            return;
+    let mut buffer: Vec<u8> = Vec::new();
+    let ended = loop {
+        // Every whole message in the buffer, then the rest moved to its start.
+        let mut start = 0;
+        while let Some(head) = buffer.get(start..start + 4) {
+            // A stream that is out of step cannot be resynchronised: close it.
+            let length = match ipfix_message_length(head.try_into().expect("four bytes")) {
+                Ok(length) => length,
+                Err(e) => {
+                    shared.malformed(exporter, &e);
+                    return;
+                }
+            };
+            let Some(message) = buffer.get(start..start + length) else { break };
+            if !shared.take(exporter, message).await {
+                return;
+            }
+            start += length;
         }
-        // A stream that is out of step cannot be resynchronised: close it.
-        let length = match ipfix_message_length(head) {
-            Ok(length) => length,
-            Err(e) => return shared.malformed(exporter, &e),
-        };
-        message.clear();
-        message.extend_from_slice(&head);
-        message.resize(length, 0);
-        if stream.read_exact(&mut message[4..]).await.is_err() || !shared.take(exporter, &message).await {
-            return;
+        buffer.drain(..start);
+        if buffer.is_empty() {
+            buffer = Vec::new();
         }
+        match tokio::time::timeout(shared.limits.tcp_idle, stream.readable()).await {
+            Err(_) => {
+                shared.stats.tcp_idle_closed.fetch_add(1, Ordering::Relaxed);
+                debug!("{exporter}: IPFIX over TCP silent for {:?}; closed", shared.limits.tcp_idle);
+                break "idle";
+            }
+            Ok(Err(_)) => break "error",
+            Ok(Ok(())) => {}
+        }
+        buffer.reserve(READ_BYTES);
+        match stream.try_read_buf(&mut buffer) {
+            Ok(0) => break "closed",
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => break "error",
+        }
+    };
+    if !buffer.is_empty() {
+        shared.stats.tcp_partial_messages.fetch_add(1, Ordering::Relaxed);
+        debug!("{exporter}: the connection ended ({ended}) inside a message; its {} bytes are lost", buffer.len());
     }
 }
 

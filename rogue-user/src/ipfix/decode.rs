@@ -9,6 +9,7 @@ use std::{
     collections::HashMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::Arc,
+    time::{Duration, Instant},
 };
 
 use crate::flows::{FlowRecord, NANOS_PER_SEC, Nanos};
@@ -69,13 +70,29 @@ struct Field {
 
 const VARIABLE: u16 = 65_535;
 
-/// Templates per (exporter, domain, template id), and the decoding.
-#[derive(Debug, Default)]
+/// What the decoder keeps of one exporter and observation domain: its
+/// templates by id, the base of its IPFIX uptime stamps
+/// (systemInitTimeMilliseconds from its options records), and when it last
+/// sent either.
+#[derive(Debug)]
+struct ExporterState {
+    templates: HashMap<u16, Arc<Template>>,
+    system_init_ms: Option<i64>,
+    last_seen: Instant,
+}
+
+/// The decoding, and templates per (exporter, domain, template id).
+/// Exporters are whoever sends datagrams (a source address is easily
+/// forged), so what is kept of them is bounded: [`MAX_TEMPLATES_PER_EXPORTER`]
+/// each, `max_exporters` in all (past it the longest silent is forgotten),
+/// and [`Decoder::expire`] forgets the silent ones. Both are counted.
+#[derive(Debug)]
 pub struct Decoder {
-    templates: HashMap<(SocketAddr, u32, u16), Arc<Template>>,
-    /// systemInitTimeMilliseconds per exporter and domain, from options
-    /// records: what IPFIX uptime stamps (flowStartSysUpTime) count from.
-    system_init_ms: HashMap<(SocketAddr, u32), i64>,
+    exporters: HashMap<(SocketAddr, u32), ExporterState>,
+    max_exporters: usize,
+    /// Exporters forgotten to make room or because they fell silent.
+    pub evicted: u64,
+    pub expired: u64,
 }
 
 #[derive(Debug)]
@@ -85,13 +102,55 @@ struct Template {
     options: bool,
 }
 
-/// Most templates remembered; a flood of template ids cannot grow memory
-/// without bound (the oldest are not told apart: the map is cleared).
-const MAX_TEMPLATES: usize = 65_536;
+/// Most templates remembered per exporter and domain; a flood of template
+/// ids cannot grow memory without bound (the exporter's are then cleared).
+const MAX_TEMPLATES_PER_EXPORTER: usize = 1_024;
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder::with_limit(usize::MAX)
+    }
+}
 
 impl Decoder {
     pub fn new() -> Decoder {
         Decoder::default()
+    }
+
+    /// A decoder that keeps the state of at most `max_exporters` exporters.
+    pub fn with_limit(max_exporters: usize) -> Decoder {
+        Decoder { exporters: HashMap::new(), max_exporters: max_exporters.max(1), evicted: 0, expired: 0 }
+    }
+
+    /// Exporters (and observation domains) whose state is kept.
+    pub fn exporters(&self) -> usize {
+        self.exporters.len()
+    }
+
+    /// Forgets exporters that sent no template or options record for `idle`.
+    pub fn expire(&mut self, idle: Duration) {
+        let before = self.exporters.len();
+        self.exporters.retain(|_, state| state.last_seen.elapsed() < idle);
+        self.expired += (before - self.exporters.len()) as u64;
+    }
+
+    /// The state of `exporter` and `domain`, made (room made first) if new.
+    fn state(&mut self, exporter: SocketAddr, domain: u32) -> &mut ExporterState {
+        let key = (exporter, domain);
+        if !self.exporters.contains_key(&key) && self.exporters.len() >= self.max_exporters {
+            let oldest = self.exporters.iter().min_by_key(|(_, state)| state.last_seen).map(|(key, _)| *key);
+            if let Some(oldest) = oldest {
+                self.exporters.remove(&oldest);
+                self.evicted += 1;
+            }
+        }
+        let state = self.exporters.entry(key).or_insert_with(|| ExporterState {
+            templates: HashMap::new(),
+            system_init_ms: None,
+            last_seen: Instant::now(),
+        });
+        state.last_seen = Instant::now();
+        state
     }
 
     /// Decodes one message (a UDP datagram, or one message of a stream)
@@ -117,7 +176,7 @@ impl Decoder {
         let mut decoded = Decoded { domain, ..Decoded::default() };
         for (id, body) in sets(&message[16..length])? {
             // Options records met earlier in the message date the flows after them.
-            let init_ms = self.system_init_ms.get(&(exporter, domain)).copied();
+            let init_ms = self.exporters.get(&(exporter, domain)).and_then(|state| state.system_init_ms);
             let clock = Clock { export_ms: export_secs * 1000, uptime: init_ms.map(Uptime::SinceInit) };
             match id {
                 2 => decoded.templates += self.learn(exporter, domain, body, Format::Ipfix)?,
@@ -173,7 +232,9 @@ impl Decoder {
             at += if matches!(format, Format::V9 | Format::Ipfix) { 4 } else { 6 };
             if specs == 0 {
                 // A template withdrawal (RFC 7011 8.1).
-                self.templates.remove(&(exporter, domain, id));
+                if let Some(state) = self.exporters.get_mut(&(exporter, domain)) {
+                    state.templates.remove(&id);
+                }
                 continue;
             }
             let mut fields = Vec::with_capacity(specs);
@@ -187,11 +248,12 @@ impl Decoder {
                 }
                 fields.push(Field { id: raw_id & 0x7fff, length: u16::from_be_bytes([spec[2], spec[3]]), enterprise });
             }
-            if self.templates.len() >= MAX_TEMPLATES {
-                self.templates.clear();
-            }
             let options = matches!(format, Format::V9Options | Format::IpfixOptions);
-            self.templates.insert((exporter, domain, id), Arc::new(Template { fields, options }));
+            let templates = &mut self.state(exporter, domain).templates;
+            if templates.len() >= MAX_TEMPLATES_PER_EXPORTER && !templates.contains_key(&id) {
+                templates.clear();
+            }
+            templates.insert(id, Arc::new(Template { fields, options }));
             learnt += 1;
         }
         Ok(learnt)
@@ -208,7 +270,8 @@ impl Decoder {
         ipfix: bool,
         decoded: &mut Decoded,
     ) {
-        let Some(template) = self.templates.get(&(exporter, domain, id)).cloned() else {
+        let template = self.exporters.get(&(exporter, domain)).and_then(|state| state.templates.get(&id)).cloned();
+        let Some(template) = template else {
             // Without the template the records cannot even be counted exactly.
             decoded.sets_without_template += 1;
             return;
@@ -245,7 +308,7 @@ impl Decoder {
             }
             if template.options {
                 if let Some(init_ms) = record.system_init_ms {
-                    self.system_init_ms.insert((exporter, domain), init_ms);
+                    self.state(exporter, domain).system_init_ms = Some(init_ms);
                 }
                 continue;
             }
@@ -554,6 +617,31 @@ mod tests {
         assert_eq!(decoder.decode(exporter(), &data).unwrap().sets_without_template, 1, "not its template");
         decoder.decode(exporter(), &encoder.templates(0)).unwrap();
         assert_eq!(decoder.decode(exporter(), &data).unwrap().flows.len(), 1);
+    }
+
+    /// However many exporters send templates, the decoder keeps the state
+    /// of at most its bound, forgetting the longest silent first, and
+    /// forgets those silent too long; both are counted.
+    #[test]
+    fn what_is_kept_of_exporters_is_bounded_and_expires() {
+        let encoder = Encoder::new(1, STREAM_MESSAGE_BYTES);
+        let mut decoder = Decoder::with_limit(100);
+        let templates = encoder.templates(0);
+        for port in 0..1_000u16 {
+            let forged = SocketAddr::from(([192, 0, 2, (port % 250) as u8], 10_000 + port));
+            decoder.decode(forged, &templates).unwrap();
+        }
+        assert_eq!(decoder.exporters(), 100);
+        assert_eq!(decoder.evicted, 900);
+        // The latest still decode; the first were forgotten.
+        let mut encoder = Encoder::new(1, STREAM_MESSAGE_BYTES);
+        let data = encoder.data(&flows()[..1], 0).remove(0);
+        let latest = SocketAddr::from(([192, 0, 2, (999 % 250) as u8], 10_999));
+        assert_eq!(decoder.decode(latest, &data).unwrap().flows.len(), 1);
+        let first = SocketAddr::from(([192, 0, 2, 0], 10_000));
+        assert_eq!(decoder.decode(first, &data).unwrap().sets_without_template, 1);
+        decoder.expire(Duration::ZERO);
+        assert_eq!((decoder.exporters(), decoder.expired), (0, 100));
     }
 
     #[test]

@@ -221,6 +221,14 @@ impl Exporter {
             return Ok(());
         }
         let export_time = jiff::Timestamp::now().as_second() as u32;
+        // A collector may close a connection that stayed idle; what was
+        // written into it then would be lost. Connect again, templates first.
+        if let Transport::Tcp(_, stream @ Some(_)) = &mut self.transport
+            && stream.as_ref().is_some_and(closed_by_peer)
+        {
+            *stream = None;
+            self.templates_sent = None;
+        }
         let due = match (&self.transport, self.templates_sent) {
             (_, None) => true,
             (Transport::Udp(_), Some(sent)) => sent.elapsed() >= TEMPLATE_REFRESH,
@@ -268,6 +276,19 @@ impl Exporter {
         };
         result.map_err(|source| ExportError::Io { destination: self.destination.to_string(), source })
     }
+}
+
+/// Whether the other end closed `stream` (a read would end, or fail).
+fn closed_by_peer(stream: &TcpStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return true;
+    }
+    let closed = match stream.peek(&mut [0u8; 1]) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+    };
+    closed || stream.set_nonblocking(false).is_err()
 }
 
 fn resolve(server: &str) -> io::Result<std::net::SocketAddr> {

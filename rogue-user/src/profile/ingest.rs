@@ -1,13 +1,25 @@
-//! Capture files into the store: metered, profiled, and written in one
-//! transaction, so an interrupted ingest leaves nothing behind and a capture
-//! is either wholly in the store or not at all. Each file is hashed first; a
-//! file whose content is already in the store is refused, naming when it was
-//! ingested and as what, so nothing is ever counted twice.
+//! Capture and IPFIX files into the store: metered, profiled, and written in
+//! one transaction, so an interrupted ingest leaves nothing behind and a file
+//! is either wholly in the store or not at all. Every row is written under
+//! the file's own source. Each file is hashed; a file whose content is
+//! already in the store is refused, naming when it was ingested and as what,
+//! so nothing is ever counted twice, unless its evaluation never completed
+//! (a crash, Ctrl-C during slow DNS): then it is not read again but
+//! evaluated, by whoever called (see [`IngestSummary::resumed`]).
+//!
+//! A capture cut inside a record is refused, nothing of it stored: the
+//! whole file, analysed later, would count its packets twice. Frames and
+//! records dated outside the plausible window ([`TimeBounds`]) are counted
+//! per file and never stored.
 
 use std::{
     io::Read,
     path::{Path, PathBuf},
-    sync::mpsc,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        mpsc,
+    },
+    thread::JoinHandle,
 };
 
 use rogue_common::MeterCounters;
@@ -17,9 +29,9 @@ use super::{FlowSpan, ProfileBatch, Profiler};
 use crate::{
     capture::{CaptureError, FileMeter},
     config::{Config, Service},
-    flows::{FlowCache, FlowRecord, Nanos, Timeouts},
+    flows::{FlowCache, FlowRecord, Nanos, Rejected, TimeBounds, Timeouts},
     ipfix::decode::{Decoder, ipfix_message_length},
-    store::{Store, StoreError},
+    store::{Source, Store, StoreError},
 };
 
 /// Profile entries held in memory before they are written out.
@@ -40,6 +52,14 @@ pub enum IngestError {
     Stdin,
     #[error("{path}: the IPFIX message at byte {offset} {detail}")]
     Ipfix { path: PathBuf, offset: u64, detail: String },
+    #[error(
+        "{path} is cut short: the file ends inside the packet record at byte {offset}, after {packets} packets \
+         (an interrupted capture?); nothing of it was stored: the whole file, analysed later, would count these \
+         packets twice. Analyse it once the capture is complete (`rogue flows` reads what it holds)"
+    )]
+    Cut { path: PathBuf, offset: u64, packets: u64 },
+    #[error("interrupted while reading {path}: nothing of the {files} file(s) was stored")]
+    Interrupted { path: PathBuf, files: usize, signal: i32 },
     #[error(transparent)]
     Capture(#[from] CaptureError),
     #[error(transparent)]
@@ -65,63 +85,86 @@ impl FileKind {
     }
 }
 
+/// How an ingest reads its files.
+#[derive(Clone, Copy)]
+pub struct IngestOptions<'a> {
+    pub kind: FileKind,
+    /// Data times a frame or record may carry; others are rejected.
+    pub bounds: TimeBounds,
+    /// Set (to the signal's number) when the ingest is to stop.
+    pub stop: &'a AtomicUsize,
+}
+
 /// What an ingest read.
 #[derive(Clone, Debug, Default)]
 pub struct IngestSummary {
+    /// Files read and stored now.
     pub files: usize,
     pub counters: MeterCounters,
     pub flows: u64,
-    /// Data time the files cover.
+    /// Data time the files read now cover.
     pub first: Option<Nanos>,
     pub last: Option<Nanos>,
-    pub truncated_files: u64,
+    /// Files with frames or records rejected as dated outside the bounds.
+    pub rejected: Vec<(PathBuf, Rejected)>,
+    /// Files already in the store whose evaluation never completed: not read
+    /// again; the caller evaluates them.
+    pub resumed: Vec<(PathBuf, Source)>,
 }
 
-/// Reads `paths` as one stream of packets into `store`. `on_progress` hears
-/// the bytes read so far across all files. The caller prunes old data
-/// ([`Store::prune`]) once it has evaluated what came in.
+/// Reads `paths` as one stream into `store`. `on_progress` hears the bytes
+/// read so far across all files. The caller evaluates what came in (and
+/// what [`IngestSummary::resumed`] names), then applies retention.
 ///
 /// Three things run at once: this thread reads, meters and profiles; a
 /// second writes the profiles to the store as they come (at most two
 /// batches wait between them, so memory stays bounded); and one thread per
 /// file hashes it. A file found already in the store is refused before the
 /// transaction commits, so nothing of it stays.
-pub fn ingest_captures(
+pub fn ingest_files(
     config: &Config,
     store: &mut Store,
     paths: &[PathBuf],
-    kind: FileKind,
+    options: IngestOptions<'_>,
     mut on_progress: impl FnMut(u64),
 ) -> Result<IngestSummary, IngestError> {
     if paths.iter().any(|path| path == Path::new("-")) {
         return Err(IngestError::Stdin);
     }
+    if let Some(path) = paths.iter().find(|path| path.is_dir()) {
+        return Err(CaptureError::Directory { path: path.clone() }.into());
+    }
     let also_sha256 = store.has_sha256_hashes()?;
-    let hashing: Vec<_> = paths
-        .iter()
-        .map(|path| {
-            let path = path.clone();
-            std::thread::spawn(move || content_hashes(&path, also_sha256))
-        })
-        .collect();
+    let (paths, hashes, resumed) = if store.sources()?.iter().any(|s| s.is_file() && s.pending_from_ms.is_some()) {
+        // Some file was stored but not evaluated: know each file's content
+        // before reading it, so such a file is evaluated, not read again.
+        resume_or_refuse(store, paths, also_sha256)?
+    } else {
+        let hashing = paths.iter().map(|path| Hashes::start(path.clone(), also_sha256)).collect();
+        (paths.to_vec(), hashing, Vec::new())
+    };
+    if paths.is_empty() {
+        return Ok(IngestSummary { resumed, ..IngestSummary::default() });
+    }
     let services = config.services.all();
     let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-    std::thread::scope(|scope| {
+    let summary = std::thread::scope(|scope| {
         let (to_store, messages) = mpsc::sync_channel(2);
         let (source_ids, sources) = mpsc::channel();
-        let writer = scope.spawn(|| write_to_store(store, &names, kind, &services, source_ids, messages));
+        let writer = scope.spawn(|| write_to_store(store, &names, options.kind, &services, source_ids, messages));
         let Ok(sources) = sources.recv() else {
             return Err(writer.join().expect("the store writer does not panic").unwrap_err());
         };
-        let read = match kind {
-            FileKind::Capture => read_captures(config, paths, &sources, &to_store, &mut on_progress),
-            FileKind::Ipfix => read_ipfix(config, paths, &sources, &to_store, &mut on_progress),
+        let reader = Reader { config, options, sources: &sources, to_store: &to_store };
+        let read = match options.kind {
+            FileKind::Capture => reader.captures(&paths, &mut on_progress),
+            FileKind::Ipfix => reader.ipfix(&paths, &mut on_progress),
         };
         let finished = read.and_then(|summary| {
             let hashes = paths
                 .iter()
-                .zip(hashing)
-                .map(|(path, hashed)| Ok((path.clone(), hashed.join().expect("hashing does not panic")?)))
+                .zip(hashes)
+                .map(|(path, hashes)| Ok((path.clone(), hashes.finish()?)))
                 .collect::<Result<Vec<_>, IngestError>>()?;
             Ok((summary, hashes))
         });
@@ -140,7 +183,60 @@ pub fn ingest_captures(
                 Err(e)
             }
         }
-    })
+    })?;
+    Ok(IngestSummary { resumed, ..summary })
+}
+
+/// Each file's content hashes: known already, or being computed.
+enum Hashes {
+    Known(Vec<String>),
+    Hashing(JoinHandle<Result<Vec<String>, IngestError>>),
+}
+
+impl Hashes {
+    fn start(path: PathBuf, also_sha256: bool) -> Hashes {
+        Hashes::Hashing(std::thread::spawn(move || content_hashes(&path, also_sha256)))
+    }
+
+    fn finish(self) -> Result<Vec<String>, IngestError> {
+        match self {
+            Hashes::Known(hashes) => Ok(hashes),
+            Hashes::Hashing(thread) => thread.join().expect("hashing does not panic"),
+        }
+    }
+}
+
+/// Splits `paths` by content: files stored but not evaluated (resumed),
+/// files stored and evaluated (refused), and new files with their hashes.
+#[allow(clippy::type_complexity)]
+fn resume_or_refuse(
+    store: &Store,
+    paths: &[PathBuf],
+    also_sha256: bool,
+) -> Result<(Vec<PathBuf>, Vec<Hashes>, Vec<(PathBuf, Source)>), IngestError> {
+    let (mut new, mut hashes, mut resumed) = (Vec::new(), Vec::new(), Vec::new());
+    let hashing: Vec<_> = paths.iter().map(|path| Hashes::start(path.clone(), also_sha256)).collect();
+    for (path, hashing) in paths.iter().zip(hashing) {
+        let file_hashes = hashing.finish()?;
+        let mut stored = None;
+        for hash in &file_hashes {
+            stored = stored.or(store.source_by_hash(hash)?);
+        }
+        match stored {
+            Some(source) if source.pending_from_ms.is_some() => resumed.push((path.clone(), source)),
+            Some(source) => return Err(already_ingested(path.clone(), source)),
+            None => {
+                new.push(path.clone());
+                hashes.push(Hashes::Known(file_hashes));
+            }
+        }
+    }
+    Ok((new, hashes, resumed))
+}
+
+fn already_ingested(path: PathBuf, earlier: Source) -> IngestError {
+    let when = crate::flows::format::rfc3339_millis(earlier.ingested_ms * 1_000_000);
+    IngestError::AlreadyIngested { path, name: earlier.name, when }
 }
 
 /// What the reading thread hands the store writer.
@@ -149,9 +245,11 @@ enum ToStore {
         source: i64,
         batch: ProfileBatch,
     },
-    Extend {
+    /// A file was read: what it covers, and what of it was rejected.
+    File {
         source: i64,
         span: FlowSpan,
+        rejected: u64,
     },
     /// Everything was read: check the hashes, then commit.
     Finish {
@@ -160,90 +258,122 @@ enum ToStore {
     },
 }
 
-/// Reads, meters and profiles every file, sending profiles to the writer.
-fn read_captures(
-    config: &Config,
-    paths: &[PathBuf],
-    sources: &[i64],
-    to_store: &mpsc::SyncSender<ToStore>,
-    on_progress: &mut impl FnMut(u64),
-) -> Result<IngestSummary, IngestError> {
-    let timeouts = Timeouts::from_secs(config.capture.idle_timeout_seconds.0, config.capture.active_timeout_seconds.0);
-    let mut meter = FileMeter::new(FlowCache::new(timeouts));
-    let mut profiler = Profiler::for_config(config);
-    let mut summary = IngestSummary { files: paths.len(), ..IngestSummary::default() };
-    let mut read_before = 0;
-    let mut send = sender(to_store);
-    for (path, &source) in paths.iter().zip(sources) {
-        let before = meter.counters;
-        let mut flows_read = 0;
-        let file = meter.file_with_progress(
-            path,
-            |flows| {
-                flows_read += flows.len() as u64;
-                profile(&mut profiler, source, flows, &mut send);
-            },
-            |bytes| on_progress(read_before + bytes),
-        )?;
-        read_before += std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        on_progress(read_before);
-        let packets = meter.counters.since(&before).packets;
-        let span = FlowSpan { flows: flows_read, packets, first: file.first, last: file.last };
-        summary.add_file(source, span, &mut send);
-    }
-    // The flows still open at the end belong to the last file.
-    if let Some(&source) = sources.last() {
-        let mut rest = Vec::new();
-        meter.cache.flush(&mut rest);
-        summary.flows += rest.len() as u64;
-        profile(&mut profiler, source, &rest, &mut send);
-        send(ToStore::Profiles { source, batch: profiler.take() });
-    }
-    summary.counters = meter.counters;
-    summary.truncated_files = meter.files_truncated;
-    Ok(summary)
+/// The reading side of an ingest.
+struct Reader<'a> {
+    config: &'a Config,
+    options: IngestOptions<'a>,
+    sources: &'a [i64],
+    to_store: &'a mpsc::SyncSender<ToStore>,
 }
 
-/// Reads IPFIX files (RFC 5655: messages one after another, such as
-/// `rogue flows --write` makes): their flows are complete, so they go
-/// straight to the profiles.
-fn read_ipfix(
-    config: &Config,
-    paths: &[PathBuf],
-    sources: &[i64],
-    to_store: &mpsc::SyncSender<ToStore>,
-    on_progress: &mut impl FnMut(u64),
-) -> Result<IngestSummary, IngestError> {
-    let mut profiler = Profiler::for_config(config);
-    let mut summary = IngestSummary { files: paths.len(), ..IngestSummary::default() };
-    let mut send = sender(to_store);
-    let mut read_before = 0;
-    for (path, &source) in paths.iter().zip(sources) {
-        let file = std::fs::File::open(path).map_err(|source| IngestError::Read { path: path.clone(), source })?;
-        let mut file = std::io::BufReader::with_capacity(1 << 20, file);
-        let corrupt = |offset: u64, detail: String| IngestError::Ipfix { path: path.clone(), offset, detail };
-        // A file has one exporter; its templates are kept per observation domain.
-        let exporter = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
-        let mut decoder = Decoder::new();
-        let (mut span, mut offset, mut message) = (FlowSpan::default(), 0u64, Vec::new());
-        while let Some(length) = read_ipfix_message(&mut file, &mut message).map_err(|e| corrupt(offset, e))? {
-            let decoded = decoder.decode(exporter, &message).map_err(|e| corrupt(offset, e.to_string()))?;
-            if decoded.sets_without_template > 0 || decoded.records_unreadable > 0 {
-                return Err(corrupt(offset, "holds records without a template before them, or unreadable".into()));
+impl Reader<'_> {
+    /// Reads, meters and profiles every capture, sending profiles to the
+    /// writer under each file's source.
+    fn captures(&self, paths: &[PathBuf], on_progress: &mut impl FnMut(u64)) -> Result<IngestSummary, IngestError> {
+        let capture = &self.config.capture;
+        let timeouts = Timeouts::from_secs(capture.idle_timeout_seconds.0, capture.active_timeout_seconds.0);
+        let mut meter = FileMeter::new(FlowCache::new(timeouts));
+        meter.bounds = Some(self.options.bounds);
+        let mut profiler = Profiler::for_config(self.config);
+        let mut summary = IngestSummary::default();
+        let mut read_before = 0;
+        let mut send = sender(self.to_store);
+        let stop = self.options.stop;
+        for (path, &source) in paths.iter().zip(self.sources) {
+            let before = meter.counters;
+            let mut flows_read = 0;
+            let file = meter
+                .file_with(
+                    path,
+                    |flows| {
+                        flows_read += flows.len() as u64;
+                        profile(&mut profiler, source, flows, &mut send);
+                    },
+                    |bytes| on_progress(read_before + bytes),
+                    || stop.load(Ordering::Relaxed) != 0,
+                )
+                .map_err(|e| self.interrupted_or(e, paths.len()))?;
+            if let Some(offset) = file.cut_at {
+                return Err(IngestError::Cut { path: path.clone(), offset, packets: file.frames });
             }
-            decoded.flows.iter().for_each(|flow| span.add(flow));
-            profile(&mut profiler, source, &decoded.flows, &mut send);
-            offset += length as u64;
-            on_progress(read_before + offset);
+            read_before += std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            on_progress(read_before);
+            // What this file's flows made so far is its own.
+            send(ToStore::Profiles { source, batch: profiler.take() });
+            let packets = meter.counters.since(&before).packets;
+            let span = FlowSpan { flows: flows_read, packets, first: file.first, last: file.last };
+            summary.add_file(path, source, span, file.rejected, &mut send);
         }
-        read_before += offset;
-        summary.add_file(source, span, &mut send);
-        summary.counters.packets += span.packets;
+        // The flows still open at the end belong to the last file.
+        if let Some(&source) = self.sources.last() {
+            let mut rest = Vec::new();
+            meter.cache.flush(&mut rest);
+            summary.flows += rest.len() as u64;
+            profile(&mut profiler, source, &rest, &mut send);
+            send(ToStore::Profiles { source, batch: profiler.take() });
+        }
+        summary.counters = meter.counters;
+        Ok(summary)
     }
-    if let Some(&source) = sources.last() {
-        send(ToStore::Profiles { source, batch: profiler.take() });
+
+    /// Reads IPFIX files (RFC 5655: messages one after another, such as
+    /// `rogue flows --write` makes): their flows are complete, so they go
+    /// straight to the profiles.
+    fn ipfix(&self, paths: &[PathBuf], on_progress: &mut impl FnMut(u64)) -> Result<IngestSummary, IngestError> {
+        let mut profiler = Profiler::for_config(self.config);
+        let mut summary = IngestSummary::default();
+        let mut send = sender(self.to_store);
+        let mut read_before = 0;
+        for (path, &source) in paths.iter().zip(self.sources) {
+            let file = std::fs::File::open(path).map_err(|source| IngestError::Read { path: path.clone(), source })?;
+            let mut file = std::io::BufReader::with_capacity(1 << 20, file);
+            let corrupt = |offset: u64, detail: String| IngestError::Ipfix { path: path.clone(), offset, detail };
+            // A file has one exporter; its templates are kept per observation domain.
+            let exporter = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+            let mut decoder = Decoder::new();
+            let (mut span, mut rejected, mut offset, mut message) =
+                (FlowSpan::default(), Rejected::default(), 0u64, Vec::new());
+            while let Some(length) = read_ipfix_message(&mut file, &mut message).map_err(|e| corrupt(offset, e))? {
+                if let signal @ 1.. = self.options.stop.load(Ordering::Relaxed) {
+                    return Err(IngestError::Interrupted {
+                        path: path.clone(),
+                        files: paths.len(),
+                        signal: signal as i32,
+                    });
+                }
+                let mut decoded = decoder.decode(exporter, &message).map_err(|e| corrupt(offset, e.to_string()))?;
+                if decoded.sets_without_template > 0 || decoded.records_unreadable > 0 {
+                    return Err(corrupt(offset, "holds records without a template before them, or unreadable".into()));
+                }
+                decoded.flows.retain(|flow| {
+                    let admitted = self.options.bounds.admits_flow(flow);
+                    if !admitted {
+                        rejected.add(flow.end.max(flow.start));
+                    }
+                    admitted
+                });
+                decoded.flows.iter().for_each(|flow| span.add(flow));
+                profile(&mut profiler, source, &decoded.flows, &mut send);
+                offset += length as u64;
+                on_progress(read_before + offset);
+            }
+            read_before += offset;
+            send(ToStore::Profiles { source, batch: profiler.take() });
+            summary.add_file(path, source, span, rejected, &mut send);
+            summary.counters.packets += span.packets;
+        }
+        Ok(summary)
     }
-    Ok(summary)
+
+    /// A capture error, or the interruption it stands for.
+    fn interrupted_or(&self, error: CaptureError, files: usize) -> IngestError {
+        match error {
+            CaptureError::Interrupted { path, .. } => {
+                IngestError::Interrupted { path, files, signal: self.options.stop.load(Ordering::Relaxed) as i32 }
+            }
+            other => other.into(),
+        }
+    }
 }
 
 /// The next message of an IPFIX file into `message`: its length, or None
@@ -264,15 +394,26 @@ fn read_ipfix_message(file: &mut impl Read, message: &mut Vec<u8>) -> Result<Opt
 }
 
 impl IngestSummary {
-    /// Counts a file read: its span goes to its source in the store and
-    /// widens the ingest's.
-    fn add_file(&mut self, source: i64, span: FlowSpan, send: &mut dyn FnMut(ToStore)) {
+    /// Counts a file read: its span and rejections go to its source in the
+    /// store and widen the ingest's.
+    fn add_file(
+        &mut self,
+        path: &Path,
+        source: i64,
+        span: FlowSpan,
+        rejected: Rejected,
+        send: &mut dyn FnMut(ToStore),
+    ) {
         if let (Some(first), Some(last)) = (span.first, span.last) {
             self.first = Some(self.first.map_or(first, |t| t.min(first)));
             self.last = Some(self.last.map_or(last, |t| t.max(last)));
         }
+        self.files += 1;
         self.flows += span.flows;
-        send(ToStore::Extend { source, span });
+        if rejected.records > 0 {
+            self.rejected.push((path.to_path_buf(), rejected));
+        }
+        send(ToStore::File { source, span, rejected: rejected.records });
     }
 }
 
@@ -313,13 +454,15 @@ fn write_to_store(
     for message in messages {
         match message {
             ToStore::Profiles { source, batch } => ingest.write(source, services, &batch)?,
-            ToStore::Extend { source, span } => ingest.extend_source_by(source, &span)?,
+            ToStore::File { source, span, rejected } => {
+                ingest.extend_source(source, &span)?;
+                ingest.add_rejected(source, rejected)?;
+            }
             ToStore::Finish { hashes } => {
                 for ((path, hashes), &source) in hashes.into_iter().zip(&sources) {
                     for hash in &hashes {
                         if let Some(earlier) = ingest.source_by_hash(hash)? {
-                            let when = crate::flows::format::rfc3339_millis(earlier.ingested_ms * 1_000_000);
-                            return Err(IngestError::AlreadyIngested { path, name: earlier.name, when });
+                            return Err(already_ingested(path, earlier));
                         }
                     }
                     ingest.set_source_hash(source, &hashes[0])?;

@@ -143,7 +143,7 @@ pub fn gather(store: &Store, detector: &Detector<'_>, service: &Service, request
 
 /// Writes the page of one host into `dir`; returns the files written.
 pub fn write_host(page: &HostPage, dir: &Path, generated: &str) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir).map_err(|source| ReportError::Write { path: dir.into(), source })?;
+    make_dir(dir)?;
     let mut files = Vec::new();
     let host = match &page.ptr {
         Some(ptr) => format!("{} ({ptr})", page.host),
@@ -169,8 +169,30 @@ pub fn write_host(page: &HostPage, dir: &Path, generated: &str) -> Result<Vec<Pa
 
 /// Writes the index of every host's report; returns its path.
 pub fn write_index(entries: &[IndexEntry], dir: &Path, generated: &str) -> Result<PathBuf> {
-    std::fs::create_dir_all(dir).map_err(|source| ReportError::Write { path: dir.into(), source })?;
+    make_dir(dir)?;
     write_text(&dir.join("index.html"), &html::index_page(entries, generated))
+}
+
+/// Creates `dir` (and its parents) unless it is there.
+fn make_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| ReportError::Write { path: dir.into(), source })
+}
+
+/// Creates `out/HOST` for a host's report in an `--all` run. Something
+/// other than a directory there (a symbolic link, say: the output directory
+/// may be shared, and rogue may run as root) is refused, not followed.
+pub fn host_dir_in(out: &Path, host: IpAddr) -> Result<PathBuf> {
+    make_dir(out)?;
+    let dir = out.join(host_dir(host));
+    match std::fs::create_dir(&dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        other => other.map_err(|source| ReportError::Write { path: dir.clone(), source })?,
+    }
+    if !std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+        let source = std::io::Error::other("it is not a directory (a symbolic link?); rogue does not follow it");
+        return Err(ReportError::Write { path: dir, source });
+    }
+    Ok(dir)
 }
 
 /// A directory name for a host's report (no `:` from IPv6).
@@ -179,9 +201,9 @@ pub fn host_dir(host: IpAddr) -> String {
 }
 
 fn draw(figure: &impl plot::Figure, stem: &Path, size: (u32, u32)) -> Result<[PathBuf; 2]> {
-    plot::png_and_svg(figure, stem, size)
-        .map_err(|e| ReportError::Draw { path: stem.into(), message: e.to_string() })?;
-    Ok([stem.with_extension("png"), stem.with_extension("svg")])
+    let (png, svg) =
+        plot::png_and_svg(figure, size).map_err(|e| ReportError::Draw { path: stem.into(), message: e.to_string() })?;
+    Ok([write_new(&stem.with_extension("png"), &png)?, write_new(&stem.with_extension("svg"), svg.as_bytes())?])
 }
 
 fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<PathBuf> {
@@ -190,6 +212,28 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<PathBuf> {
 }
 
 fn write_text(path: &Path, text: &str) -> Result<PathBuf> {
-    std::fs::write(path, text).map_err(|source| ReportError::Write { path: path.into(), source })?;
+    write_new(path, text.as_bytes())
+}
+
+/// Writes `bytes` as the file `path` without ever following a link there:
+/// into a new file beside it (created exclusively, so not through a link),
+/// then renamed over it, which replaces a link rather than its target.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let write_error = |source| ReportError::Write { path: path.into(), source };
+    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let temporary = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&temporary);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&temporary)
+        .map_err(write_error)?;
+    file.write_all(bytes).and_then(|()| std::fs::rename(&temporary, path)).map_err(|e| {
+        let _ = std::fs::remove_file(&temporary);
+        write_error(e)
+    })?;
     Ok(path.into())
 }

@@ -3,7 +3,7 @@
 //! Sans font built into rogue (assets/fonts), so PNGs render the same on a
 //! machine without any font installed.
 
-use std::{path::Path, sync::Once};
+use std::sync::Once;
 
 use plotters::{
     coord::Shift,
@@ -45,14 +45,23 @@ pub trait Figure {
         DB::ErrorType: 'static;
 }
 
-/// Draws `figure` into `path.png` and `path.svg` of the given size.
-pub fn png_and_svg(figure: &impl Figure, path: &Path, size: (u32, u32)) -> Result<()> {
+/// Draws `figure` at the given size as PNG bytes and SVG text, in memory:
+/// whoever writes them decides how (see report::write_new).
+pub fn png_and_svg(figure: &impl Figure, size: (u32, u32)) -> Result<(Vec<u8>, String)> {
     register_font();
-    let png = path.with_extension("png");
-    figure.draw(BitMapBackend::new(&png, size).into_drawing_area())?;
-    let svg = path.with_extension("svg");
-    figure.draw(SVGBackend::new(&svg, size).into_drawing_area())?;
-    Ok(())
+    let mut pixels = vec![0u8; size.0 as usize * size.1 as usize * 3];
+    figure.draw(BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area())?;
+    let mut png = Vec::new();
+    image::ImageEncoder::write_image(
+        image::codecs::png::PngEncoder::new(&mut png),
+        &pixels,
+        size.0,
+        size.1,
+        image::ColorType::Rgb8,
+    )?;
+    let mut svg = String::new();
+    figure.draw(SVGBackend::with_string(&mut svg, size).into_drawing_area())?;
+    Ok((png, svg))
 }
 
 pub struct Existence<'a> {

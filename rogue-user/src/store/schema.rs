@@ -130,4 +130,96 @@ pub const MIGRATIONS: &[&str] = &[
     // stored before stay, so those captures are still refused a second time.
     "ALTER TABLE sources RENAME COLUMN sha256 TO content_hash;
      UPDATE sources SET content_hash = 'sha256:' || content_hash WHERE content_hash IS NOT NULL;",
+    // 5: every row of traffic names its source, so that retention and
+    // removal touch one source's data and no other's (a capture of 2008
+    // beside an agent's live data; see store::retention). Rows stored before
+    // have no source and are kept under one source of kind 'migrated'.
+    // Sources say what of them no evaluation has covered yet (from
+    // pending_from_ms, written by write number pending_seq), so an
+    // evaluation cut short is finished by the next; and how many of their
+    // records were rejected as dated outside the plausible window. What DNS
+    // answered is kept, so the query commands show it without asking again.
+    "
+    INSERT INTO sources (kind, name, first_ms, last_ms, ingested_ms)
+        SELECT 'migrated', 'traffic stored before schema version 5', min(bin) * 1000, max(bin) * 1000,
+               CAST(unixepoch('subsec') * 1000 AS INTEGER)
+        FROM host_bins HAVING count(*) > 0;
+
+    CREATE TABLE port_usage_5 (
+        host      TEXT NOT NULL,
+        bin       INTEGER NOT NULL,
+        direction INTEGER NOT NULL,
+        proto     INTEGER NOT NULL,
+        port      INTEGER NOT NULL,
+        source_id INTEGER NOT NULL,
+        flows     INTEGER NOT NULL,
+        packets   INTEGER NOT NULL,
+        bytes     INTEGER NOT NULL,
+        PRIMARY KEY (host, bin, direction, proto, port, source_id)
+    ) WITHOUT ROWID;
+    INSERT INTO port_usage_5 SELECT host, bin, direction, proto, port,
+        (SELECT max(id) FROM sources WHERE kind = 'migrated'), flows, packets, bytes FROM port_usage;
+    DROP TABLE port_usage;
+    ALTER TABLE port_usage_5 RENAME TO port_usage;
+
+    CREATE TABLE host_bins_5 (
+        host      TEXT NOT NULL,
+        bin       INTEGER NOT NULL,
+        source_id INTEGER NOT NULL,
+        flows     INTEGER NOT NULL,
+        packets   INTEGER NOT NULL,
+        bytes     INTEGER NOT NULL,
+        PRIMARY KEY (host, bin, source_id)
+    ) WITHOUT ROWID;
+    INSERT INTO host_bins_5 SELECT host, bin, (SELECT max(id) FROM sources WHERE kind = 'migrated'),
+        flows, packets, bytes FROM host_bins;
+    DROP TABLE host_bins;
+    ALTER TABLE host_bins_5 RENAME TO host_bins;
+    CREATE INDEX host_bins_bin ON host_bins (bin);
+
+    CREATE TABLE share_bins_5 (
+        service   TEXT NOT NULL,
+        host      TEXT NOT NULL,
+        bin       INTEGER NOT NULL,
+        source_id INTEGER NOT NULL,
+        flows     INTEGER NOT NULL,
+        packets   INTEGER NOT NULL,
+        bytes     INTEGER NOT NULL,
+        PRIMARY KEY (service, host, bin, source_id)
+    ) WITHOUT ROWID;
+    INSERT INTO share_bins_5 SELECT service, host, bin, (SELECT max(id) FROM sources WHERE kind = 'migrated'),
+        flows, packets, bytes FROM share_bins;
+    DROP TABLE share_bins;
+    ALTER TABLE share_bins_5 RENAME TO share_bins;
+    CREATE INDEX share_bins_bin ON share_bins (bin);
+
+    CREATE TABLE data_days_5 (
+        day       INTEGER NOT NULL,
+        source_id INTEGER NOT NULL,
+        flows     INTEGER NOT NULL,
+        PRIMARY KEY (day, source_id)
+    ) WITHOUT ROWID;
+    INSERT INTO data_days_5 SELECT day, (SELECT max(id) FROM sources WHERE kind = 'migrated'), flows FROM data_days;
+    DROP TABLE data_days;
+    ALTER TABLE data_days_5 RENAME TO data_days;
+
+    ALTER TABLE sources ADD COLUMN pending_from_ms INTEGER;
+    ALTER TABLE sources ADD COLUMN pending_seq INTEGER;
+    ALTER TABLE sources ADD COLUMN rejected INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE write_sequence (value INTEGER NOT NULL);
+    INSERT INTO write_sequence VALUES (0);
+
+    CREATE TABLE dns_names (
+        service         TEXT NOT NULL,
+        host            TEXT NOT NULL,
+        ptr             TEXT,                -- escaped (dns::display_name)
+        fcrdns          INTEGER,             -- NULL: no answer
+        name_match      INTEGER,
+        mx              INTEGER,
+        mx_targets      TEXT NOT NULL,       -- JSON
+        mx_unconfigured INTEGER NOT NULL,
+        looked_up_ms    INTEGER NOT NULL,    -- wall clock
+        PRIMARY KEY (service, host)
+    );
+    ",
 ];

@@ -1,4 +1,5 @@
 use super::*;
+use crate::profile::{FlowSpan, Role};
 use crate::{
     config::{Service, ServiceConfig},
     flows::FlowRecord,
@@ -8,11 +9,16 @@ use crate::{
 const SEC: Nanos = NANOS_PER_SEC;
 const DAY: Nanos = 86_400 * SEC;
 
-fn temp_store(name: &str) -> (Store, PathBuf) {
+fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("rogue-store-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let path = dir.join("sub/rogue.db");
-    (Store::open(&path).unwrap(), path)
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn temp_store(name: &str) -> (Store, PathBuf) {
+    let path = temp_dir(name).join("rogue.db");
+    (Store::open(&path, Access::Create).unwrap(), path)
 }
 
 fn smtp() -> Vec<Service> {
@@ -24,26 +30,31 @@ fn flow(src: &str, sport: u16, dst: &str, dport: u16, start: Nanos, bytes: u64) 
 }
 
 fn ingest(store: &mut Store, flows: &[FlowRecord]) -> i64 {
+    ingest_as(store, "capture", "test.pcap", 0, flows)
+}
+
+/// Writes `flows` as a new source of `kind`, ingested at `now_ms`.
+fn ingest_as(store: &mut Store, kind: &str, name: &str, now_ms: i64, flows: &[FlowRecord]) -> i64 {
     let mut profiler = Profiler::new(vec!["192.0.2.0/24".parse().unwrap()], smtp(), 600);
+    let mut span = FlowSpan::default();
     for flow in flows {
         profiler.add(flow);
+        span.add(flow);
     }
     let ingest = store.ingest().unwrap();
-    let source = ingest.add_source("capture", "test.pcap", 0).unwrap();
+    let source = ingest.add_source(kind, name, now_ms).unwrap();
     ingest.write(source, &smtp(), &profiler.take()).unwrap();
-    let first = flows.iter().map(|f| f.start).min().unwrap();
-    let last = flows.iter().map(|f| f.end).max().unwrap();
-    ingest.extend_source(source, first, last, 0, flows.len() as u64).unwrap();
+    ingest.extend_source(source, &span).unwrap();
     ingest.commit().unwrap();
     source
 }
 
 #[test]
-fn a_new_store_is_created_with_its_directory_and_migrated_once() {
+fn a_new_store_is_created_and_migrated_once() {
     let (store, path) = temp_store("new");
     assert_eq!(store.schema_version().unwrap(), schema::MIGRATIONS.len() as i64);
     drop(store);
-    let again = Store::open(&path).unwrap();
+    let again = Store::open(&path, Access::ReadWrite).unwrap();
     assert_eq!(again.schema_version().unwrap(), schema::MIGRATIONS.len() as i64);
     let journal: String = again.conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
     assert_eq!(journal, "wal");
@@ -65,7 +76,7 @@ fn a_store_of_schema_version_3_keeps_its_capture_hashes_as_sha256() {
     old.execute("INSERT INTO sources (kind, name, sha256, ingested_ms) VALUES ('capture', 'old.pcap', 'ab12', 7)", [])
         .unwrap();
     drop(old);
-    let mut store = Store::open(&path).unwrap();
+    let mut store = Store::open(&path, Access::ReadOnly).unwrap();
     assert_eq!(store.schema_version().unwrap(), schema::MIGRATIONS.len() as i64);
     assert!(store.has_sha256_hashes().unwrap());
     let ingest = store.ingest().unwrap();
@@ -77,7 +88,7 @@ fn a_store_from_a_newer_rogue_is_refused() {
     let (store, path) = temp_store("newer");
     store.conn.pragma_update(None, "user_version", 99).unwrap();
     drop(store);
-    let error = Store::open(&path).err().unwrap().to_string();
+    let error = Store::open(&path, Access::ReadOnly).err().unwrap().to_string();
     let known = schema::MIGRATIONS.len();
     assert!(error.contains(&format!("schema version 99 is newer than this rogue knows ({known})")), "{error}");
 }
@@ -169,17 +180,221 @@ fn findings_are_kept_once_per_type_host_and_key_with_their_state() {
 }
 
 #[test]
-fn retention_prunes_bins_and_flows_older_than_the_newest_data() {
-    let (mut store, _) = temp_store("prune");
+fn only_the_commands_that_gather_traffic_create_a_store_and_never_its_directory() {
+    let dir = temp_dir("create");
+    let missing = dir.join("typo.db");
+    for access in [Access::ReadOnly, Access::ReadWrite] {
+        let error = Store::open(&missing, access).err().unwrap().to_string();
+        assert!(error.starts_with(&format!("no store at {}: ", missing.display())), "{error}");
+        assert!(!missing.exists(), "{access:?} created {}", missing.display());
+    }
+    let nowhere = dir.join("nonexistent/dir/x.db");
+    let error = Store::open(&nowhere, Access::Create).err().unwrap().to_string();
+    assert_eq!(
+        error,
+        format!(
+            "cannot create the store {}: the directory {} does not exist",
+            nowhere.display(),
+            dir.join("nonexistent/dir").display()
+        )
+    );
+    assert!(!dir.join("nonexistent").exists());
+
+    let error = Store::open(Path::new("/dev/null"), Access::ReadOnly).err().unwrap().to_string();
+    assert_eq!(error, "/dev/null is not a rogue store: it is not a regular file");
+    assert!(!Path::new("/dev/null-journal").exists() && !Path::new("/dev/null-wal").exists());
+    let error = Store::open(&dir, Access::ReadWrite).err().unwrap().to_string();
+    assert_eq!(error, format!("{} is not a rogue store: it is a directory", dir.display()));
+    let notes = dir.join("notes.txt");
+    std::fs::write(&notes, "not a database, but long enough to have a header of one".repeat(100)).unwrap();
+    let error = Store::open(&notes, Access::ReadOnly).err().unwrap().to_string();
+    assert_eq!(error, format!("{} is not a rogue store: it is not an SQLite database", notes.display()));
+}
+
+/// Pages of random bytes over a store that was closed cleanly: every
+/// command that opens it is told, naming the file, instead of reading what
+/// is left.
+#[test]
+fn a_damaged_store_is_an_error_naming_the_file() {
+    let (mut store, path) = temp_store("damaged");
+    for day in 0..40 {
+        let flows: Vec<FlowRecord> = (0..50)
+            .map(|i| {
+                flow(&format!("198.51.100.{i}"), 40000 + i, "192.0.2.5", 25, (20_000 + day) * DAY + i as i64 * SEC, 900)
+            })
+            .collect();
+        ingest(&mut store, &flows);
+    }
+    drop(store);
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(size > 64 * 1024, "{size}");
+    {
+        use std::io::{Seek, Write};
+        let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for page in [3, 7, 11] {
+            file.seek(std::io::SeekFrom::Start(page * 4096)).unwrap();
+            let noise: Vec<u8> = (0..4096)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            file.write_all(&noise).unwrap();
+        }
+    }
+    for access in [Access::ReadOnly, Access::ReadWrite, Access::Create] {
+        let error = Store::open(&path, access).err().unwrap();
+        assert!(matches!(error, StoreError::Corrupt { .. }), "{access:?}: {error}");
+        assert!(error.to_string().starts_with(&format!("store {} is damaged (", path.display())), "{error}");
+    }
+}
+
+#[test]
+fn a_read_only_store_names_its_file_when_written() {
+    let (store, path) = temp_store("read-only");
+    drop(store);
+    let mut store = Store::open(&path, Access::ReadOnly).unwrap();
+    let error = store.set_finding_state(1, "acknowledged", 0).err().unwrap().to_string();
+    assert!(error.starts_with(&format!("store {} cannot be written: ", path.display())), "{error}");
+}
+
+/// A store of schema version 4 keeps its traffic, under a source of its own.
+#[test]
+fn traffic_stored_before_version_5_is_kept_under_a_migrated_source() {
+    let path = temp_dir("v4").join("rogue.db");
+    let old = rusqlite::Connection::open(&path).unwrap();
+    for migration in &schema::MIGRATIONS[..4] {
+        old.execute_batch(migration).unwrap();
+    }
+    old.pragma_update(None, "user_version", 4).unwrap();
+    old.execute_batch(
+        "INSERT INTO sources (kind, name, content_hash, first_ms, last_ms, ingested_ms)
+             VALUES ('capture', 'old.pcap', 'blake3:00', 1728000000000, 1728000600000, 5);
+         INSERT INTO host_bins VALUES ('192.0.2.5', 1728000000, 3, 10, 1000);
+         INSERT INTO port_usage VALUES ('192.0.2.5', 1728000000, 0, 6, 25, 3, 10, 1000);
+         INSERT INTO share_bins VALUES ('smtp', '192.0.2.5', 1728000000, 3, 10, 1000);
+         INSERT INTO data_days VALUES (20000, 3);",
+    )
+    .unwrap();
+    drop(old);
+    let store = Store::open(&path, Access::ReadWrite).unwrap();
+    let sources = store.sources().unwrap();
+    assert_eq!(sources.len(), 2);
+    let migrated = &sources[1];
+    assert_eq!((migrated.kind.as_str(), migrated.first_ms), ("migrated", Some(1_728_000_000_000)));
+    let host: IpAddr = "192.0.2.5".parse().unwrap();
+    assert_eq!(store.share_bytes("smtp", host, 1_728_000_000_000, 1_728_000_600_000).unwrap(), (1000, 1000));
+    assert_eq!(
+        store.port_usage(host, 1_728_000_000_000, 1_728_000_600_000).unwrap(),
+        vec![(1_728_000_000, 0, 6, 25, 3, 10, 1000)]
+    );
+    assert_eq!(store.covered_days().unwrap(), [20_000].into_iter().collect());
+    assert_eq!(store.source_by_hash("blake3:00").unwrap().map(|s| s.name), Some("old.pcap".into()));
+}
+
+/// Retention runs on the wall clock: a record cannot move it, and it
+/// touches one source's traffic at a time.
+#[test]
+fn retention_ages_live_traffic_by_the_clock_and_keeps_captures_whole_for_the_retention_after_ingest() {
+    let (mut store, _) = temp_store("retention");
+    let now = 20_500 * DAY;
+    let now_ms = millis(now);
+    // A capture of long ago, ingested today, with a packet from the future.
+    let old = ingest_as(
+        &mut store,
+        "capture",
+        "2008.pcap",
+        now_ms,
+        &[
+            flow("198.51.100.7", 40000, "192.0.2.5", 25, 13_900 * DAY, 1000),
+            flow("198.51.100.7", 40001, "192.0.2.5", 25, now + 3000 * DAY, 1000),
+        ],
+    );
+    // Live traffic of 100 days ago and of today.
+    let live = ingest_as(
+        &mut store,
+        "live",
+        "gw-in,gw-out",
+        now_ms - 100 * millis(DAY),
+        &[
+            flow("198.51.100.9", 40000, "192.0.2.6", 25, now - 100 * DAY, 500),
+            flow("198.51.100.9", 40001, "192.0.2.6", 25, now - DAY, 500),
+        ],
+    );
+    // A capture ingested 91 days ago.
+    let expired = ingest_as(
+        &mut store,
+        "capture",
+        "old-ingest.pcap",
+        now_ms - 91 * millis(DAY),
+        &[flow("198.51.100.8", 40000, "192.0.2.7", 25, now - 95 * DAY, 700)],
+    );
+
+    let pruned = store.apply_retention(90, now_ms).unwrap();
+    assert_eq!(pruned.sources.iter().map(|s| s.id).collect::<Vec<_>>(), vec![expired]);
+    assert!(store.source(expired).unwrap().is_none());
+    let flows_of = |store: &Store, source: i64| -> u64 {
+        store
+            .run(|c| c.query_row("SELECT count(*) FROM service_flows WHERE source_id = ?", [source], |r| r.get(0)))
+            .unwrap()
+    };
+    assert_eq!(flows_of(&store, old), 2, "the capture is whole, the far past and the far future alike");
+    assert_eq!(flows_of(&store, live), 1, "the live flow of 100 days ago is gone, today's stays");
+    assert_eq!(flows_of(&store, expired), 0);
+    let live_source = store.source(live).unwrap().unwrap();
+    assert_eq!(live_source.first_ms, Some(now_ms - 90 * millis(DAY)), "what the source covers narrows with it");
+    let hosts: Vec<String> = store.active_hosts(i64::MIN, i64::MAX).unwrap().iter().map(|h| h.to_string()).collect();
+    assert_eq!(hosts, ["192.0.2.5", "192.0.2.6"]);
+
+    // By hand: everything before a time, whatever its source.
+    let removed = store.prune_before(millis(now - 2 * DAY)).unwrap();
+    assert!(removed >= 4, "{removed}");
+    assert_eq!((flows_of(&store, old), flows_of(&store, live)), (1, 1));
+    assert_eq!(store.remove_source(old).unwrap() > 0, true);
+    assert_eq!(store.sources().unwrap().len(), 1);
+}
+
+/// An evaluation marks as evaluated what it covered and what was written
+/// before it began, and nothing else.
+#[test]
+fn what_no_evaluation_covered_stays_pending() {
+    let (mut store, _) = temp_store("pending");
+    assert_eq!(store.pending().unwrap(), None);
     let base = 20_000 * DAY;
-    ingest(&mut store, &[flow("198.51.100.7", 40000, "192.0.2.5", 25, base, 1000)]);
-    ingest(&mut store, &[flow("198.51.100.7", 40000, "192.0.2.5", 25, base + 100 * DAY, 1000)]);
-    assert_eq!(store.count("service_flows").unwrap(), 2);
-    let usage = store.count("port_usage").unwrap();
-    let removed = store.prune(90).unwrap();
-    assert!(removed >= 3, "{removed}");
-    assert_eq!(store.count("service_flows").unwrap(), 1);
-    assert_eq!(store.count("host_bins").unwrap(), 1);
-    assert_eq!(store.count("port_usage").unwrap(), usage / 2, "the old day's ports go, the new day's stay");
-    assert_eq!(store.count("sources").unwrap(), 2, "sources stay, so a capture is never ingested twice");
+    let first = ingest(&mut store, &[flow("198.51.100.7", 40000, "192.0.2.5", 25, base, 1000)]);
+    let pending = store.pending().unwrap().unwrap();
+    assert_eq!((pending.from_ms, pending.to_ms), (millis(base), millis(base + SEC)));
+    // Written while the evaluation ran: after its sequence number.
+    let later = ingest(&mut store, &[flow("198.51.100.7", 40000, "192.0.2.5", 25, base + 60 * SEC, 1000)]);
+    assert_eq!(store.mark_evaluated(Pending { to_ms: millis(base + 70 * SEC), ..pending }).unwrap(), 1);
+    assert_eq!(store.source(first).unwrap().unwrap().pending_from_ms, None);
+    assert_eq!(store.source(later).unwrap().unwrap().pending_from_ms, Some(millis(base + 60 * SEC)));
+    let rest = store.pending().unwrap().unwrap();
+    assert_eq!(store.mark_evaluated(rest).unwrap(), 1);
+    assert_eq!(store.pending().unwrap(), None);
+}
+
+#[test]
+fn dns_answers_are_kept_and_an_unanswered_lookup_keeps_the_last_answer() {
+    let (mut store, _) = temp_store("names");
+    let host: IpAddr = "192.0.2.25".parse().unwrap();
+    let key = ("smtp".to_string(), host);
+    let answered = HostNames {
+        ptr: Some("mx1.example.org".into()),
+        fcrdns: Some(true),
+        name_match: Some(true),
+        mx: Some(true),
+        mx_targets: vec![MxTarget { domain: "example.org".into(), target: "mx1.example.org".into(), preference: 10 }],
+        mx_unconfigured: false,
+    };
+    store.save_host_names(&[(key.clone(), answered.clone())].into_iter().collect(), 1).unwrap();
+    assert_eq!(store.host_names().unwrap()[&key], answered);
+    store.save_host_names(&[(key.clone(), HostNames::default())].into_iter().collect(), 2).unwrap();
+    assert_eq!(store.host_names().unwrap()[&key], answered, "a timeout is not news");
+    let gone = HostNames { fcrdns: Some(false), name_match: Some(false), mx: Some(false), ..HostNames::default() };
+    store.save_host_names(&[(key.clone(), gone.clone())].into_iter().collect(), 3).unwrap();
+    assert_eq!(store.host_names().unwrap()[&key], gone, "\"no such name\" is");
 }

@@ -1,0 +1,332 @@
+//! What rogue concluded and what people decided: findings with their state,
+//! the administrators' verdicts, what was last emitted of each finding, and
+//! what DNS answered about hosts (kept, so that the query commands show it
+//! without asking DNS again).
+
+use std::{collections::HashMap, net::IpAddr};
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Pending, Result, Store, addr};
+
+/// A finding as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredFinding {
+    pub id: i64,
+    pub kind: String,
+    pub service: String,
+    pub host: IpAddr,
+    /// Tells findings of one type and host apart (a burst's start, a day).
+    pub key: String,
+    pub state: String,
+    pub time_ms: i64,
+    pub details: serde_json::Value,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+/// What storing a finding changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Upsert {
+    New,
+    Changed,
+    Unchanged,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub verdict: String,
+    pub by: String,
+    pub reason: String,
+    pub at_ms: i64,
+}
+
+/// One MX record pointing at an address.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct MxTarget {
+    pub domain: String,
+    pub target: String,
+    pub preference: u16,
+}
+
+/// What DNS said about one host (for one service): `None` where no answer
+/// came; see the dns module.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostNames {
+    /// The PTR name (escaped, see `dns::display_name`); `None` when there
+    /// is none or the lookup failed.
+    pub ptr: Option<String>,
+    pub fcrdns: Option<bool>,
+    pub name_match: Option<bool>,
+    pub mx: Option<bool>,
+    pub mx_targets: Vec<MxTarget>,
+    /// No `dns.mx_domains` configured, hence `mx` unknown.
+    pub mx_unconfigured: bool,
+}
+
+impl HostNames {
+    /// These answers over `older` ones: what this lookup left unknown (it
+    /// got no answer) keeps the earlier answer.
+    pub fn over(self, older: &HostNames) -> HostNames {
+        // No answer about the name, or the same name with no answer about
+        // its forward records: what was known of it stands.
+        let unanswered = self.fcrdns.is_none() && (self.ptr.is_none() || self.ptr == older.ptr);
+        let (ptr, fcrdns, name_match) = if unanswered {
+            (older.ptr.clone(), older.fcrdns, older.name_match)
+        } else {
+            (self.ptr, self.fcrdns, self.name_match)
+        };
+        let (mx, mx_targets) = match self.mx {
+            Some(_) => (self.mx, self.mx_targets),
+            None if self.mx_unconfigured => (None, Vec::new()),
+            None => (older.mx, older.mx_targets.clone()),
+        };
+        HostNames { ptr, fcrdns, name_match, mx, mx_targets, mx_unconfigured: self.mx_unconfigured }
+    }
+}
+
+const FINDING_COLUMNS: &str = "id, type, service, host, key, state, time_ms, details, created_ms, updated_ms";
+
+impl Store {
+    /// Stores a finding, or updates the one with the same type, service,
+    /// host and key. Its state is kept unless `state` overrides it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn upsert_finding(
+        &mut self,
+        kind: &str,
+        service: &str,
+        host: IpAddr,
+        key: &str,
+        time_ms: i64,
+        details: &serde_json::Value,
+        state: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(i64, Upsert)> {
+        let details_text = details.to_string();
+        self.run(|c| {
+            let existing = c
+                .query_row(
+                    "SELECT id, state, time_ms, details FROM findings WHERE type = ? AND service = ? AND host = ? AND key = ?",
+                    params![kind, service, host.to_string(), key],
+                    |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?, row.get::<_, String>(3)?)),
+                )
+                .optional()?;
+            match existing {
+                None => {
+                    c.execute(
+                        "INSERT INTO findings (type, service, host, key, state, time_ms, details, created_ms, updated_ms)
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        params![
+                            kind,
+                            service,
+                            host.to_string(),
+                            key,
+                            state.unwrap_or("open"),
+                            time_ms,
+                            details_text,
+                            now_ms,
+                            now_ms
+                        ],
+                    )?;
+                    Ok((c.last_insert_rowid(), Upsert::New))
+                }
+                Some((id, old_state, old_time, old_details)) => {
+                    let new_state = state.unwrap_or(&old_state);
+                    if new_state == old_state && old_time == time_ms && old_details == details_text {
+                        return Ok((id, Upsert::Unchanged));
+                    }
+                    c.execute(
+                        "UPDATE findings SET state = ?, time_ms = ?, details = ?, updated_ms = ? WHERE id = ?",
+                        params![new_state, time_ms, details_text, now_ms, id],
+                    )?;
+                    Ok((id, Upsert::Changed))
+                }
+            }
+        })
+    }
+
+    /// Marks what `pending` described as evaluated, for every source whose
+    /// unevaluated flows lie in it and were written before the evaluation
+    /// began (a write that came in meanwhile, from another program, stays
+    /// pending for the next).
+    pub fn mark_evaluated(&mut self, pending: Pending) -> Result<usize> {
+        self.run(|c| {
+            c.execute(
+                "UPDATE sources SET pending_from_ms = NULL, pending_seq = NULL
+                 WHERE pending_from_ms >= ? AND coalesce(last_ms, pending_from_ms) <= ? AND pending_seq <= ?",
+                params![pending.from_ms, pending.to_ms, pending.seq],
+            )
+        })
+    }
+
+    /// What was last emitted of each finding emitted so far, by id.
+    pub fn emitted(&self) -> Result<HashMap<i64, String>> {
+        self.run(|c| {
+            let mut statement = c.prepare("SELECT id, emitted FROM findings WHERE emitted IS NOT NULL")?;
+            let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect()
+        })
+    }
+
+    pub fn set_emitted(&mut self, id: i64, evidence: &str) -> Result<()> {
+        self.run(|c| c.execute("UPDATE findings SET emitted = ? WHERE id = ?", params![evidence, id]).map(drop))
+    }
+
+    /// Stored findings, oldest first: those whose time is at or after
+    /// `since_ms`, in `state` if given.
+    pub fn findings(&self, since_ms: Option<i64>, state: Option<&str>) -> Result<Vec<StoredFinding>> {
+        self.run(|c| {
+            let mut statement = c.prepare(&format!(
+                "SELECT {FINDING_COLUMNS} FROM findings WHERE time_ms >= ? AND (? IS NULL OR state = ?) ORDER BY time_ms, id"
+            ))?;
+            let rows = statement.query_map(params![since_ms.unwrap_or(i64::MIN), state, state], finding_row)?;
+            rows.collect()
+        })
+    }
+
+    pub fn finding(&self, id: i64) -> Result<Option<StoredFinding>> {
+        self.run(|c| {
+            c.query_row(&format!("SELECT {FINDING_COLUMNS} FROM findings WHERE id = ?"), [id], finding_row).optional()
+        })
+    }
+
+    /// Every finding about `host`, oldest first.
+    pub fn findings_for_host(&self, host: IpAddr) -> Result<Vec<StoredFinding>> {
+        self.run(|c| {
+            let mut statement =
+                c.prepare(&format!("SELECT {FINDING_COLUMNS} FROM findings WHERE host = ? ORDER BY time_ms, id"))?;
+            let rows = statement.query_map([host.to_string()], finding_row)?;
+            rows.collect()
+        })
+    }
+
+    pub fn set_finding_state(&mut self, id: i64, state: &str, now_ms: i64) -> Result<bool> {
+        self.run(|c| {
+            c.execute("UPDATE findings SET state = ?, updated_ms = ? WHERE id = ?", params![state, now_ms, id])
+                .map(|changed| changed > 0)
+        })
+    }
+
+    /// (service, host) of every finding not in `state`.
+    pub fn finding_hosts_not_in(&self, state: &str) -> Result<Vec<(String, IpAddr)>> {
+        self.run(|c| {
+            let mut statement = c.prepare("SELECT DISTINCT service, host FROM findings WHERE state != ?")?;
+            let rows = statement.query_map([state], |row| Ok((row.get(0)?, addr(row, 1)?)))?;
+            rows.collect()
+        })
+    }
+
+    /// Sets the state of every finding for `host` and `service`.
+    pub fn set_host_findings_state(&mut self, service: &str, host: IpAddr, state: &str, now_ms: i64) -> Result<usize> {
+        self.run(|c| {
+            c.execute(
+                "UPDATE findings SET state = ?, updated_ms = ? WHERE service = ? AND host = ? AND state != ?",
+                params![state, now_ms, service, host.to_string(), state],
+            )
+        })
+    }
+
+    pub fn verdict(&self, service: &str, host: IpAddr) -> Result<Option<Verdict>> {
+        self.run(|c| {
+            c.query_row(
+                "SELECT verdict, by, reason, at_ms FROM verdicts WHERE service = ? AND host = ?",
+                params![service, host.to_string()],
+                |row| Ok(Verdict { verdict: row.get(0)?, by: row.get(1)?, reason: row.get(2)?, at_ms: row.get(3)? }),
+            )
+            .optional()
+        })
+    }
+
+    pub fn set_verdict(&mut self, service: &str, host: IpAddr, verdict: &Verdict) -> Result<()> {
+        self.run(|c| {
+            c.execute(
+                "INSERT INTO verdicts (service, host, verdict, by, reason, at_ms) VALUES (?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (service, host) DO UPDATE SET verdict = excluded.verdict, by = excluded.by,
+                     reason = excluded.reason, at_ms = excluded.at_ms",
+                params![service, host.to_string(), verdict.verdict, verdict.by, verdict.reason, verdict.at_ms],
+            )
+            .map(drop)
+        })
+    }
+
+    pub fn clear_verdict(&mut self, service: &str, host: IpAddr) -> Result<()> {
+        self.run(|c| {
+            c.execute("DELETE FROM verdicts WHERE service = ? AND host = ?", params![service, host.to_string()])
+                .map(drop)
+        })
+    }
+
+    /// What DNS last answered about each (service, host).
+    pub fn host_names(&self) -> Result<HashMap<(String, IpAddr), HostNames>> {
+        self.run(|c| {
+            let mut statement = c.prepare(
+                "SELECT service, host, ptr, fcrdns, name_match, mx, mx_targets, mx_unconfigured FROM dns_names",
+            )?;
+            let rows = statement.query_map([], |row| {
+                let targets: String = row.get(6)?;
+                let names = HostNames {
+                    ptr: row.get(2)?,
+                    fcrdns: row.get(3)?,
+                    name_match: row.get(4)?,
+                    mx: row.get(5)?,
+                    mx_targets: serde_json::from_str(&targets).unwrap_or_default(),
+                    mx_unconfigured: row.get(7)?,
+                };
+                Ok(((row.get(0)?, addr(row, 1)?), names))
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Keeps what DNS answered (see [`HostNames::over`] for what a lookup
+    /// without an answer keeps).
+    pub fn save_host_names(&mut self, answers: &HashMap<(String, IpAddr), HostNames>, now_ms: i64) -> Result<()> {
+        let known = self.host_names()?;
+        self.in_transaction(|store| {
+            store.run(|c| {
+                let mut upsert = c.prepare(
+                    "INSERT INTO dns_names (service, host, ptr, fcrdns, name_match, mx, mx_targets, mx_unconfigured,
+                         looked_up_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                     ON CONFLICT (service, host) DO UPDATE SET ptr = excluded.ptr, fcrdns = excluded.fcrdns,
+                         name_match = excluded.name_match, mx = excluded.mx, mx_targets = excluded.mx_targets,
+                         mx_unconfigured = excluded.mx_unconfigured, looked_up_ms = excluded.looked_up_ms",
+                )?;
+                for ((service, host), names) in answers {
+                    let key = (service.clone(), *host);
+                    let names = match known.get(&key) {
+                        Some(older) => names.clone().over(older),
+                        None => names.clone(),
+                    };
+                    upsert.execute(params![
+                        service,
+                        host.to_string(),
+                        names.ptr,
+                        names.fcrdns,
+                        names.name_match,
+                        names.mx,
+                        serde_json::to_string(&names.mx_targets).expect("plain data"),
+                        names.mx_unconfigured,
+                        now_ms
+                    ])?;
+                }
+                Ok(())
+            })
+        })
+    }
+}
+
+fn finding_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredFinding> {
+    let details: String = row.get(7)?;
+    Ok(StoredFinding {
+        id: row.get(0)?,
+        kind: row.get(1)?,
+        service: row.get(2)?,
+        host: addr(row, 3)?,
+        key: row.get(4)?,
+        state: row.get(5)?,
+        time_ms: row.get(6)?,
+        details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
+        created_ms: row.get(8)?,
+        updated_ms: row.get(9)?,
+    })
+}

@@ -482,3 +482,63 @@ fn a_million_packets_a_second_for_30_seconds_are_all_counted_while_findings_stil
         store.host_daily("192.0.2.200".parse().unwrap(), 0, i64::MAX).unwrap().iter().map(|(_, _, bytes)| bytes).sum();
     assert_eq!(stored, generated * packet_len, "the load's IP bytes in the store");
 }
+
+/// Frames of one UDP flow sent into `netns` from `from` (the other end of
+/// the metered veth), `count` of them.
+fn send_udp_frames(netns: &Netns, from: &'static str, count: usize) {
+    let frame =
+        ethernet(0x0800, &ipv4([192, 0, 2, 1].into(), [192, 0, 2, 2].into(), 17, &[], 0, &udp(4000, 53, &[1; 100])));
+    in_netns(netns, move || {
+        let ifindex = rogue::capture::xdp::if_index(from).unwrap();
+        support::netns::send_raw(ifindex, &frame, count);
+    })
+    .join()
+    .unwrap();
+}
+
+/// Waits until the agent's metrics satisfy `condition` (10 s at most).
+fn wait_for_metric(netns: &Netns, port: u16, what: &str, condition: impl Fn(&BTreeMap<String, f64>) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition(&scrape(netns, port)) {
+        assert!(Instant::now() < deadline, "{what}: {:#?}", scrape(netns, port));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A metered interface deleted and made again (a VM's tap, a VPN's tun, a
+/// flapping driver): the agent went on with nothing attached, silent, and
+/// reported a coverage of 79. It now says so at once, counts it, attaches
+/// again when the interface returns, and its counters carry across.
+#[test]
+fn an_interface_deleted_and_made_again_is_noticed_and_metered_again() {
+    let ns = Netns::new("flap");
+    veth(&ns, "mon0", &ns, "peer0");
+    let outputs = Outputs::on(&ns);
+    let workspace = Workspace::new("agent-flap", &config(&outputs, &["mon0"]), &example_whitelist());
+    let mut agent = start_agent(&ns, &workspace);
+    let attached = "rogue_interface_attached{interface=\"mon0\"}";
+    let packets = "rogue_kernel_packets_total{interface=\"mon0\"}";
+    send_udp_frames(&ns, "peer0", 30);
+    wait_for_metric(&ns, outputs.metrics_port, "30 frames counted", |m| m.get(packets) == Some(&30.0));
+
+    ns.ip(&["link", "del", "mon0"]);
+    agent.wait_for_stderr("mon0 went away (deleted, or moved to another namespace)", 1);
+    wait_for_metric(&ns, outputs.metrics_port, "detached", |m| {
+        m.get(attached) == Some(&0.0) && m.get("rogue_interface_detaches_total{interface=\"mon0\"}") == Some(&1.0)
+    });
+
+    veth(&ns, "mon0", &ns, "peer0");
+    agent.wait_for_stderr("mon0 is back", 1);
+    assert!(xdp_attached(&ns, "mon0"), "the meter is on the new mon0");
+    send_udp_frames(&ns, "peer0", 20);
+    wait_for_metric(&ns, outputs.metrics_port, "the new interface's frames counted on", |m| {
+        m.get(attached) == Some(&1.0)
+            && m.get("rogue_interface_reattaches_total{interface=\"mon0\"}") == Some(&1.0)
+            && m.get(packets) == Some(&50.0)
+    });
+    let metrics = scrape(&ns, outputs.metrics_port);
+    assert_eq!(metric(&metrics, "rogue_interface_rx_packets_total{interface=\"mon0\"}"), 50.0);
+    assert_eq!(metric(&metrics, "rogue_coverage_ratio{interface=\"mon0\"}"), 1.0);
+    let finished = stop(agent);
+    assert!(finished.stderr.contains("agent stopped"), "{}", finished.stderr);
+}

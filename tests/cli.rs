@@ -14,6 +14,7 @@ use std::{
 use support::{
     captures_dir,
     netns::{Netns, veth},
+    pcap_records,
     process::{Finished, ROGUE, Running},
 };
 
@@ -38,20 +39,6 @@ fn scratch_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// The records of a classic pcap file: (header, [record bytes]).
-fn pcap_records(path: &Path) -> (Vec<u8>, Vec<Vec<u8>>) {
-    let bytes = std::fs::read(path).unwrap();
-    assert_eq!(&bytes[..4], &[0xd4, 0xc3, 0xb2, 0xa1], "a little-endian microsecond pcap");
-    let mut records = Vec::new();
-    let mut at = 24;
-    while at < bytes.len() {
-        let len = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
-        records.push(bytes[at..at + 16 + len].to_vec());
-        at += 16 + len;
-    }
-    (bytes[..24].to_vec(), records)
 }
 
 #[test]
@@ -215,11 +202,82 @@ fn bad_usage_exits_2_with_a_hint() {
         &["flows", "--pcap", "x.pcap", "--idle-timeout", "0.5s"],
         &["flows", "--pcap", "x.pcap", "--format", "xml"],
         &["flows", "--iface", "eth0", "--xdp-mode", "turbo"],
+        &["flows", "--iface", "eth0", "--interval", "0s"],
+        &["flows", "--iface", "eth0", "--flow-map-entries", "0"],
+        &["flows", "--iface", "eth0", "--flow-map-entries", "4294967295"],
+        &["flows", "--iface", "eth0", "--flow-map-entries", "100000000"],
+        &["report", "--host", "192.0.2.1", "--out", "x", "--bin", "9223372036854775807"],
     ] {
         let finished = rogue(args);
         assert_eq!(finished.status.code(), Some(2), "{args:?}: {}", finished.stderr);
         assert!(finished.stderr.contains("--help"), "{args:?}: {}", finished.stderr);
     }
+    let entries = rogue(&["flows", "--iface", "eth0", "--flow-map-entries", "100000000"]);
+    assert!(
+        entries.stderr.contains("100000000 is not between 1 and 16777216: both flow maps are allocated in full"),
+        "the bound and why: {}",
+        entries.stderr
+    );
+}
+
+/// Records whose lengths lie are errors at their own offset, on one line;
+/// a directory is not a capture.
+#[test]
+fn records_with_impossible_lengths_are_named_at_their_offset() {
+    let dir = scratch_dir("lengths");
+    let (header, records) = pcap_records(&capture(SMTP));
+    let snaplen = u32::from_le_bytes(header[16..20].try_into().unwrap());
+    let check = |name: &str, bytes: Vec<u8>, expected: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let finished = rogue(&["flows", "--pcap", path.to_str().unwrap()]);
+        assert_eq!(finished.status.code(), Some(1), "{name}: {}", finished.stderr);
+        assert_eq!(finished.stderr.trim(), format!("rogue: error: {}: {expected}", path.display()), "{name}");
+    };
+    // The first record says it holds more than the file does.
+    let mut first = records[0].clone();
+    first[8..12].copy_from_slice(&60_000u32.to_le_bytes());
+    let left = first.len();
+    check(
+        "first.pcap",
+        [header.clone(), first].concat(),
+        &format!(
+            "corrupt record at byte 24, after 0 packets: the first record runs past the end of the file (its length \
+             of 60000 bytes, {left} left)"
+        ),
+    );
+    // The third says it holds more than the snapshot length.
+    let third_at = 24 + records[0].len() + records[1].len();
+    let mut over = records.clone();
+    over[2][8..12].copy_from_slice(&(snaplen + 1).to_le_bytes());
+    check(
+        "snaplen.pcap",
+        [header.clone(), over.concat()].concat(),
+        &format!(
+            "corrupt record at byte {third_at}, after 2 packets: its captured length {} is more than the file's \
+             snapshot length {snaplen}",
+            snaplen + 1
+        ),
+    );
+    // A pcapng block of 7 bytes: one line, none of the block's bytes.
+    let pcapng = std::fs::read(capture("zeek-smtp-three-sessions-loopback.pcapng")).unwrap();
+    let mut bad = pcapng.clone();
+    bad[380 + 4..380 + 8].copy_from_slice(&7u32.to_le_bytes());
+    let path = dir.join("bad.pcapng");
+    std::fs::write(&path, bad).unwrap();
+    let finished = rogue(&["flows", "--pcap", path.to_str().unwrap()]);
+    assert_eq!(finished.status.code(), Some(1));
+    assert_eq!(finished.stderr.lines().count(), 1, "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("corrupt record at byte 380, after 2 packets: not a valid block"),
+        "{}",
+        finished.stderr
+    );
+    assert!(!finished.stderr.contains("input ["), "{}", finished.stderr);
+
+    let directory = rogue(&["flows", "--pcap", dir.to_str().unwrap()]);
+    assert_eq!(directory.status.code(), Some(1));
+    assert_eq!(directory.stderr.trim(), format!("rogue: error: {} is a directory, not a capture file", dir.display()));
 }
 
 fn xdp_attached(ns: &Netns, interface: &str) -> bool {
@@ -316,7 +374,7 @@ fn generic_mode_meters_what_the_interface_receives() {
     );
     support::netns::in_netns(&ns, move || {
         let ifindex = rogue::capture::xdp::if_index("send0").unwrap();
-        send_raw(ifindex, &frame, 50);
+        support::netns::send_raw(ifindex, &frame, 50);
     })
     .join()
     .unwrap();
@@ -332,29 +390,4 @@ fn generic_mode_meters_what_the_interface_receives() {
     assert_eq!(finished.summary_number("packets"), 50);
     let reports = finished.stderr.lines().filter(|l| l.starts_with("# packets ")).count();
     assert!(reports > 2, "--stats prints the counters after every drain, not only at the end: {reports}");
-}
-
-/// Sends `frame` `count` times out of interface `ifindex` on an AF_PACKET socket.
-fn send_raw(ifindex: u32, frame: &[u8], count: usize) {
-    // SAFETY: plain socket calls with valid, initialised arguments.
-    unsafe {
-        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
-        assert!(fd >= 0, "{}", std::io::Error::last_os_error());
-        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_ifindex = ifindex as i32;
-        addr.sll_halen = 6;
-        for _ in 0..count {
-            let sent = libc::sendto(
-                fd,
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&addr as *const libc::sockaddr_ll).cast(),
-                size_of::<libc::sockaddr_ll>() as u32,
-            );
-            assert_eq!(sent, frame.len() as isize, "{}", std::io::Error::last_os_error());
-        }
-        libc::close(fd);
-    }
 }

@@ -13,7 +13,7 @@ use std::{
 use serde_json::Value;
 use support::{
     analysis::{Workspace, example_whitelist, scenario_capture},
-    process::{Finished, ROGUE, Running},
+    process::{Finished, ROGUE, Running, scrape_metrics},
     require,
 };
 
@@ -35,13 +35,29 @@ fn halves(capture: &Path, at: &str, dir: &Path) -> (PathBuf, PathBuf) {
 /// `rogue collect` on a free loopback port (UDP and TCP), with `workspace`'s
 /// configuration and store, once it says it is running.
 fn start_collector(workspace: &Workspace) -> (Running, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut collector = Command::new(ROGUE);
+    start_collector_under(workspace, &[])
+}
+
+/// [`start_collector`], run by the command `wrapper` (prlimit, unshare).
+fn start_collector_under(workspace: &Workspace, wrapper: &[&str]) -> (Running, u16) {
+    let port = free_port();
+    let mut collector = match wrapper {
+        [program, args @ ..] => {
+            let mut command = require(program);
+            command.args(args).arg(ROGUE);
+            command
+        }
+        [] => Command::new(ROGUE),
+    };
     collector.args(["-v", "collect", "--no-dns", "--listen", &format!("127.0.0.1:{port}"), "--config"]);
     collector.arg(workspace.config());
     let mut collector = Running::spawn(collector);
     collector.wait_for_stderr("collector running", 1);
     (collector, port)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Stops the collector with SIGTERM once what the exporters sent has had
@@ -190,4 +206,289 @@ fn netflow_v9_from_a_router_alone_finds_the_rogue_mail_servers() {
         findings.iter().any(|f| f["type"] == "fanout_burst" && f["host"] == "192.0.2.60" && f["peers"] == 75),
         "{findings:#?}"
     );
+}
+
+/// A configuration with the collector's metrics on `port` and `extra` keys.
+fn metered_config(port: u16, extra: &str) -> String {
+    format!(
+        "internal_networks: [192.0.2.0/24, 2001:db8:10::/48]\nmetrics: {{listen: \"127.0.0.1:{port}\"}}\n\
+         detection: {{evaluate_seconds: 1}}\ncapture: {{drain_seconds: 1}}\n{extra}"
+    )
+}
+
+/// `capture`'s flows sent to the collector on `port` as IPFIX over TCP.
+fn export_over_tcp(capture: &Path, port: u16, domain: u32) {
+    let exported = Command::new(ROGUE)
+        .args(["-q", "flows", "--format", "none", "--pcap"])
+        .arg(capture)
+        .args(["--ipfix", &format!("tcp://127.0.0.1:{port}"), "--observation-domain", &domain.to_string()])
+        .output()
+        .unwrap();
+    assert!(exported.status.success(), "{}", String::from_utf8_lossy(&exported.stderr));
+}
+
+/// Waits until `condition` holds of the metrics on `port` (10 s at most).
+fn wait_for_metrics(
+    port: u16,
+    what: &str,
+    condition: impl Fn(&BTreeMap<String, f64>) -> bool,
+) -> BTreeMap<String, f64> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let metrics = scrape_metrics(port);
+        if condition(&metrics) {
+            return metrics;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}; the metrics:\n{metrics:#?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn metric(metrics: &BTreeMap<String, f64>, name: &str) -> f64 {
+    metrics.get(name).copied().unwrap_or(0.0)
+}
+
+/// One TCP flow of `seconds` since the epoch, as a collector receives it.
+fn flow_at(seconds: i64) -> rogue::flows::FlowRecord {
+    rogue::flows::FlowRecord {
+        src: "198.51.100.7".parse().unwrap(),
+        dst: "192.0.2.99".parse().unwrap(),
+        sport: 40_000,
+        dport: 25,
+        proto: 6,
+        packets: 10,
+        bytes: 1_000,
+        start: seconds * 1_000_000_000,
+        end: seconds * 1_000_000_000,
+        tcp_flags: 0x1b,
+        ifindex: 0,
+        interface: None,
+    }
+}
+
+/// One spoofed UDP datagram with a flow dated 2100: before, retention
+/// counted back from it and wiped the collector's store. It is rejected,
+/// counted per origin in the metrics and the summary, and stored nowhere.
+#[test]
+fn a_spoofed_datagram_dated_2100_is_rejected_and_wipes_nothing() {
+    let metrics_port = free_port();
+    let central = Workspace::new(
+        "collect-2100",
+        &metered_config(metrics_port, "store: {retention_days: 36500}\n"),
+        &example_whitelist(),
+    );
+    let (collector, port) = start_collector(&central);
+    export_over_tcp(&scenario_capture("vpn-failure", 1), port, 1);
+
+    let forger = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let origin = format!("{} domain 9", forger.local_addr().unwrap());
+    let mut encoder = rogue::ipfix::export::Encoder::new(9, rogue::ipfix::export::UDP_MESSAGE_BYTES);
+    let year_2100 = 4_102_444_800;
+    forger.send_to(&encoder.templates(0), ("127.0.0.1", port)).unwrap();
+    for message in encoder.data(&[flow_at(year_2100)], 0) {
+        forger.send_to(&message, ("127.0.0.1", port)).unwrap();
+    }
+    let rejected = format!("rogue_records_rejected_total{{origin=\"{origin}\"}}");
+    wait_for_metrics(metrics_port, "the flow of 2100 is rejected", |m| metric(m, &rejected) == 1.0);
+    let stopped = stop_collector(collector);
+    assert!(stopped.stderr.contains("1 flows rejected as implausibly dated"), "{}", stopped.stderr);
+    assert!(stopped.stderr.contains(&format!("{origin}: a flow dated 2100-01-01T00:00:00.000Z")), "{}", stopped.stderr);
+    let hosts = central.json(&["hosts", "--format", "json"]);
+    let hosts: Vec<(&str, u64)> =
+        hosts.iter().map(|h| (h["host"].as_str().unwrap(), h["flows"].as_u64().unwrap())).collect();
+    assert!(hosts.contains(&("192.0.2.77", 840)), "the scenario is whole: {hosts:?}");
+    assert!(!hosts.iter().any(|(host, _)| *host == "192.0.2.99"), "the forged flow is not stored: {hosts:?}");
+}
+
+/// Raises this process's soft limit on open files to its hard limit.
+fn raise_descriptor_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit with a valid rlimit.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+    }
+}
+
+/// With a low file limit, a few hundred idle IPFIX-over-TCP connections
+/// killed the listener for good, silently. Now the connections past the
+/// bound are refused (counted, logged), the idle ones are closed after
+/// `collect.tcp_idle_seconds`, a connection that ends inside a message is
+/// counted, and an exporter that comes afterwards is served.
+#[test]
+fn idle_connections_past_the_descriptor_limit_do_not_stop_the_tcp_listener() {
+    raise_descriptor_limit();
+    let metrics_port = free_port();
+    let config = metered_config(
+        metrics_port,
+        "store: {retention_days: 36500}\ncollect: {tcp_idle_seconds: 3, max_tcp_connections: 100000}\n",
+    );
+    let central = Workspace::new("collect-descriptors", &config, &example_whitelist());
+    let (collector, port) = start_collector_under(&central, &["prlimit", "--nofile=200:200", "--"]);
+    let idle: Vec<std::net::TcpStream> =
+        (0..400).filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok()).collect();
+    assert!(idle.len() >= 300, "{} connections", idle.len());
+    let metrics = wait_for_metrics(metrics_port, "the connections past the bound are refused", |m| {
+        metric(m, "rogue_collector_tcp_refused_total") >= 200.0
+    });
+    let open = metric(&metrics, "rogue_collector_tcp_connections");
+    assert!(open <= 136.0, "at most the file limit less a reserve of 64: {open}");
+
+    wait_for_metrics(metrics_port, "the idle connections are closed", |m| {
+        metric(m, "rogue_collector_tcp_idle_closed_total") >= open
+    });
+    // Half a message, then the connection closes.
+    {
+        use std::io::Write;
+        let mut partial = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let templates = rogue::ipfix::export::Encoder::new(3, 65_000).templates(0);
+        partial.write_all(&templates[..templates.len() / 2]).unwrap();
+    }
+    wait_for_metrics(metrics_port, "a connection that ends inside a message is counted", |m| {
+        metric(m, "rogue_collector_tcp_partial_messages_total") == 1.0
+    });
+    drop(idle);
+    export_over_tcp(&scenario_capture("vpn-failure", 1), port, 1);
+    let stopped = stop_collector(collector);
+    assert!(stopped.stderr.contains("connections are open already"), "the bound is logged: {}", stopped.stderr);
+    let hosts = central.json(&["hosts", "--format", "json"]);
+    let served = hosts.iter().find(|h| h["host"] == "192.0.2.77").unwrap();
+    assert_eq!(served["flows"], 840, "the exporter after them was served");
+}
+
+/// A NetFlow v5 datagram with one flow, stamped as sent now.
+fn v5_datagram(now: u32) -> Vec<u8> {
+    let mut message = vec![0, 5, 0, 1];
+    message.extend(60_000u32.to_be_bytes()); // uptime 60 s
+    message.extend(now.to_be_bytes());
+    message.extend([0; 4]);
+    message.extend([0; 8]); // sequence, engine, sampling
+    message.extend([198, 51, 100, 7, 192, 0, 2, 99, 0, 0, 0, 0, 0, 1, 0, 2]);
+    message.extend(10u32.to_be_bytes());
+    message.extend(1_000u32.to_be_bytes());
+    message.extend(50_000u32.to_be_bytes());
+    message.extend(59_000u32.to_be_bytes());
+    message.extend([0x9c, 0x40, 0, 25, 0, 0x1b, 6, 0]);
+    message.extend([0; 8]);
+    message
+}
+
+/// Exporters are whoever sends: 20,000 forged sources, half NetFlow v5 and
+/// half IPFIX with templates. What the collector keeps of them stays within
+/// `collect.max_exporters`, the rest forgotten and counted; every flow is
+/// stored.
+#[test]
+fn what_is_kept_of_exporters_is_bounded_however_many_send() {
+    let metrics_port = free_port();
+    let config = metered_config(metrics_port, "collect: {max_exporters: 500}\n");
+    let central = Workspace::new("collect-exporters", &config, &example_whitelist());
+    let (collector, port) = start_collector(&central);
+    let now = jiff::Timestamp::now().as_second() as u32;
+    let mut encoder = rogue::ipfix::export::Encoder::new(1, rogue::ipfix::export::UDP_MESSAGE_BYTES);
+    let templates = encoder.templates(now);
+    let data = encoder.data(&[flow_at(now as i64 - 60)], now).remove(0);
+    let sources = 20_000u32;
+    for i in 0..sources {
+        let address = std::net::Ipv4Addr::from(0x7f00_0000 + 2 + (i % 250) * 256 + i / 250);
+        let socket = std::net::UdpSocket::bind((address, 0)).unwrap();
+        if i % 2 == 0 {
+            socket.send_to(&v5_datagram(now), ("127.0.0.1", port)).unwrap();
+        } else {
+            socket.send_to(&templates, ("127.0.0.1", port)).unwrap();
+            socket.send_to(&data, ("127.0.0.1", port)).unwrap();
+        }
+        if i % 1_000 == 999 {
+            // Let the collector keep up (its socket buffer is 8 MiB).
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    let metrics = wait_for_metrics(metrics_port, "every flow arrives", |m| {
+        metric(m, "rogue_collector_flows_total") + metric(m, "rogue_collector_socket_drops_total") >= sources as f64
+    });
+    assert_eq!(metric(&metrics, "rogue_collector_socket_drops_total"), 0.0);
+    let metrics = wait_for_metrics(metrics_port, "origins are let go at the next store write", |m| {
+        metric(m, "rogue_origins_forgotten_total") >= (sources - 500) as f64
+    });
+    assert!(metric(&metrics, "rogue_origins") <= 500.0, "{metrics:#?}");
+    assert!(metric(&metrics, "rogue_collector_exporters") <= 500.0, "{metrics:#?}");
+    assert!(metric(&metrics, "rogue_collector_exporters_forgotten_total{reason=\"room\"}") >= 9_500.0, "{metrics:#?}");
+    stop_collector(collector);
+    let hosts = central.json(&["hosts", "--format", "json"]);
+    assert_eq!(hosts[0]["flows"], sources, "every exporter's flow is stored");
+}
+
+/// The disk under the store fills up: the collector keeps receiving and
+/// stays up, says why each write fails, keeps the flows it cannot write up
+/// to `store.max_pending_flows`, drops and counts the oldest past it, and
+/// writes the rest once there is room again: stored and dropped add up to
+/// every flow received.
+#[test]
+fn a_full_disk_keeps_the_collector_up_and_what_it_drops_is_counted() {
+    let metrics_port = free_port();
+    let placeholder = Workspace::new("collect-full-disk", "", &example_whitelist());
+    let disk = placeholder.dir.join("disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    let config = metered_config(
+        metrics_port,
+        &format!("store: {{path: {}/rogue.db, retention_days: 36500, max_pending_flows: 1000}}\n", disk.display()),
+    );
+    std::fs::write(placeholder.config(), config).unwrap();
+    // The store on a tmpfs of 64 MiB, mounted where only the collector sees it.
+    let mount = "mount -t tmpfs -o size=64m tmpfs \"$0\" && exec \"$@\"";
+    let disk_arg = disk.to_str().unwrap();
+    let wrapper = ["unshare", "--mount", "--propagation", "private", "sh", "-c", mount, disk_arg];
+    let (collector, port) = start_collector_under(&placeholder, &wrapper);
+    let seen = PathBuf::from(format!("/proc/{}/root{}", collector.id(), disk.display()));
+    export_over_tcp(&support::captures_dir().join("zeek-smtp-two-sessions.pcap"), port, 1);
+    wait_for_metrics(metrics_port, "the first flows are stored", |m| {
+        metric(m, "rogue_store_write_seconds_count") >= 1.0
+    });
+
+    let filler = seen.join("filler");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&filler).unwrap();
+        while file.write_all(&[0u8; 64 << 10]).is_ok() {}
+    }
+    // Two exporters' flows, in two drains: both kept pending while they fit
+    // the bound, the older dropped when they do not.
+    export_over_tcp(&scenario_capture("vpn-failure", 1), port, 2);
+    wait_for_metrics(metrics_port, "writes fail", |m| metric(m, "rogue_store_write_errors_total") >= 1.0);
+    export_over_tcp(&scenario_capture("vpn-failure", 1), port, 3);
+    let full = wait_for_metrics(metrics_port, "the oldest flows are dropped", |m| {
+        metric(m, "rogue_store_dropped_flows_total") > 0.0
+    });
+    let received = metric(&full, "rogue_collector_flows_total");
+    let dropped = metric(&full, "rogue_store_dropped_flows_total");
+
+    std::fs::remove_file(&filler).unwrap();
+    let writes = metric(&full, "rogue_store_write_seconds_count");
+    wait_for_metrics(metrics_port, "the rest is written once there is room", |m| {
+        metric(m, "rogue_store_write_seconds_count") > writes
+    });
+    // In the collector's mount namespace, where the store is (SQLite would
+    // resolve a /proc/PID/root path to this one's).
+    let sources = require("nsenter")
+        .args([
+            "--mount",
+            "--target",
+            &collector.id().to_string(),
+            ROGUE,
+            "store",
+            "sources",
+            "--format",
+            "json",
+            "--db",
+        ])
+        .arg(disk.join("rogue.db"))
+        .output()
+        .unwrap();
+    let sources = Finished::from(sources);
+    assert!(sources.status.success(), "{}", sources.stderr);
+    let stored: f64 = sources.json_lines().iter().map(|s| s["flows"].as_f64().unwrap()).sum();
+    assert_eq!(stored + dropped, received, "every flow received is stored or counted as dropped");
+    let stopped = stop_collector(collector);
+    assert!(stopped.stderr.contains("database or disk is full"), "the cause is logged: {}", stopped.stderr);
+    assert!(stopped.stderr.contains("dropped the oldest"), "{}", stopped.stderr);
 }

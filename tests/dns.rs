@@ -245,3 +245,99 @@ fn resolver_throughput_against_the_loopback_server() {
         (addrs.len() * rounds) as f64 / warm.as_secs_f64()
     );
 }
+
+/// A server that answers A but refuses AAAA (dnsmasq does, for names it has
+/// only A records for): forward confirmation and the MX status of IPv4
+/// hosts were unknown ("DNS did not answer") though it answered all they
+/// need. Each host is settled by the records of its own family.
+#[test]
+fn ipv4_hosts_are_settled_by_a_answers_when_aaaa_is_refused() {
+    let dnsmasq = support::dns::Dnsmasq::start(&[
+        "--address=/smtp-gw.example.org/192.0.2.77",
+        "--address=/mx1.example.org/192.0.2.25",
+        "--ptr-record=77.2.0.192.in-addr.arpa,smtp-gw.example.org",
+        "--ptr-record=25.2.0.192.in-addr.arpa,mx1.example.org",
+        "--mx-host=example.org,mx1.example.org,10",
+    ]);
+    let resolver =
+        Resolver::new(&DnsConfig { mx_domains: vec!["example.org".into()], ..dns_config(dnsmasq.addr, 2_000) })
+            .unwrap();
+    let rogue_host = names(&resolver, "192.0.2.77");
+    assert_eq!(rogue_host.ptr.as_deref(), Some("smtp-gw.example.org"));
+    assert_eq!((rogue_host.fcrdns, rogue_host.name_match, rogue_host.mx), (Some(true), Some(true), Some(false)));
+    let mx = names(&resolver, "192.0.2.25");
+    assert_eq!((mx.fcrdns, mx.mx), (Some(true), Some(true)));
+
+    let config = format!(
+        "internal_networks: [192.0.2.0/24, 2001:db8:10::/48]\n\
+         dns: {{servers: [\"{}\"], timeout_ms: 2000, mx_domains: [example.org]}}\n",
+        dnsmasq.addr
+    );
+    let workspace = Workspace::with_dns("aaaa-refused", &config, &example_whitelist());
+    let findings = workspace.analyze(&[&scenario_capture("vpn-failure", 1)]);
+    let evidence = findings[0]["evidence"].as_str().unwrap();
+    assert!(evidence.contains("its name smtp-gw.example.org is forward-confirmed"), "{evidence}");
+    assert!(!evidence.contains("did not answer"), "{evidence}");
+    assert_eq!(findings[0]["characteristics"]["mx"], false);
+}
+
+/// Queries the system resolver (a counting listener in the namespace) gets
+/// while `rogue ARGS` runs there against `workspace`, with `env` set.
+fn queries_during(
+    ns: &support::netns::Netns,
+    resolver: &support::dns::CountingResolver,
+    workspace: &Workspace,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> u64 {
+    let before = resolver.queries();
+    let output = ns
+        .command(support::process::ROGUE)
+        .args(args)
+        .arg("--config")
+        .arg(workspace.config())
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "rogue {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    resolver.queries() - before
+}
+
+/// DNS is asked only when it is on and the command evaluates, or is asked
+/// to (`--resolve`): with `--no-dns`, ROGUE_NO_DNS or `dns.enabled: false`,
+/// and for every query command, the machine's resolver hears nothing.
+#[test]
+fn no_query_reaches_the_resolver_unless_dns_is_asked_for() {
+    let ns = support::netns::Netns::with_resolver("resolver");
+    let resolver = support::dns::CountingResolver::start_in(&ns);
+    let capture = scenario_capture("misconfiguration", 1);
+    let capture = capture.to_str().unwrap();
+    let off = Workspace::new(
+        "dns-off",
+        "internal_networks: [192.0.2.0/24]\ndns: {enabled: false, timeout_ms: 300}\n",
+        &example_whitelist(),
+    );
+    assert_eq!(queries_during(&ns, &resolver, &off, &["analyze", "--pcap", capture], &[]), 0, "dns.enabled: false");
+    let flag =
+        Workspace::new("dns-flag", "internal_networks: [192.0.2.0/24]\ndns: {timeout_ms: 300}\n", &example_whitelist());
+    assert_eq!(queries_during(&ns, &resolver, &flag, &["analyze", "--no-dns", "--pcap", capture], &[]), 0, "--no-dns");
+    let env =
+        Workspace::new("dns-env", "internal_networks: [192.0.2.0/24]\ndns: {timeout_ms: 300}\n", &example_whitelist());
+    let no_dns = [("ROGUE_NO_DNS", "1")];
+    assert_eq!(queries_during(&ns, &resolver, &env, &["analyze", "--pcap", capture], &no_dns), 0, "ROGUE_NO_DNS");
+    let report = env.dir.join("report");
+    for args in [
+        &["hosts"][..],
+        &["hosts", "--peers"],
+        &["findings"],
+        &["whitelist", "suggest"],
+        &["report", "--host", "192.0.2.60", "--out", report.to_str().unwrap()],
+    ] {
+        assert_eq!(queries_during(&ns, &resolver, &env, args, &[]), 0, "rogue {args:?} is a query command");
+    }
+    // The counting is real: asked for, DNS is asked.
+    assert!(queries_during(&ns, &resolver, &env, &["hosts", "--peers", "--resolve"], &[]) > 0);
+    let on =
+        Workspace::new("dns-on", "internal_networks: [192.0.2.0/24]\ndns: {timeout_ms: 300}\n", &example_whitelist());
+    assert!(queries_during(&ns, &resolver, &on, &["analyze", "--pcap", capture], &[]) > 0);
+}

@@ -345,3 +345,38 @@ fn errors_name_the_host_or_the_period_at_fault() {
     assert_eq!(zero_bin.status.code(), Some(2), "{}", zero_bin.stderr);
     assert!(!Path::new(out).exists(), "nothing written on an error");
 }
+
+/// A link where a report file or a host's directory goes (in a shared
+/// output directory, before a root run) is replaced or refused, never
+/// followed: what it points at stays as it was.
+#[test]
+fn links_in_the_output_directory_are_not_followed() {
+    let workspace = Workspace::new("report-links", CONFIG, &example_whitelist());
+    workspace.analyze(&[&scenario_capture("vpn-failure", 1)]);
+    let victim = workspace.dir.join("victim.txt");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let out = workspace.dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    for name in ["index.html", "activity.png", "existence-inbound.svg"] {
+        std::os::unix::fs::symlink(&victim, out.join(name)).unwrap();
+    }
+    let finished = workspace.rogue(&["report", "--host", "192.0.2.77", "--out", out.to_str().unwrap()]);
+    assert!(finished.status.success(), "{}", finished.stderr);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    for name in ["index.html", "activity.png", "existence-inbound.svg"] {
+        let metadata = std::fs::symlink_metadata(out.join(name)).unwrap();
+        assert!(metadata.is_file(), "{name} is the report's own file now");
+    }
+    assert!(std::fs::read_to_string(out.join("index.html")).unwrap().contains("192.0.2.77"));
+
+    // --all: a link where a host's directory belongs is refused.
+    let all = workspace.dir.join("all");
+    std::fs::create_dir_all(&all).unwrap();
+    let elsewhere = workspace.dir.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, all.join("192.0.2.77")).unwrap();
+    let refused = workspace.rogue(&["report", "--all", "--out", all.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(1), "{}", refused.stderr);
+    assert!(refused.stderr.contains("192.0.2.77: it is not a directory (a symbolic link?)"), "{}", refused.stderr);
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0, "nothing was written through the link");
+}

@@ -169,3 +169,89 @@ pub fn scenario_zones() -> Vec<(&'static str, String)> {
         ),
     ]
 }
+
+/// dnsmasq (Debian's dnsmasq-base) on a free loopback port, answering from
+/// `records` (its --address, --ptr-record, --mx-host options) and, with no
+/// upstream server, refusing everything else: AAAA queries for names it
+/// knows only A records for among them, as such servers do.
+pub struct Dnsmasq {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl Dnsmasq {
+    pub fn start(records: &[&str]) -> Dnsmasq {
+        require("dnsmasq");
+        let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("dnsmasq")
+            .args(["--keep-in-foreground", "--no-daemon", "--bind-interfaces", "--listen-address=127.0.0.1"])
+            .args(["--no-resolv", "--no-hosts", "--conf-file=/dev/null", "--user=root", "--pid-file="])
+            .arg(format!("--port={port}"))
+            .args(records)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let dnsmasq = Dnsmasq { addr, child };
+        assert!(answers(addr, "example.org"), "dnsmasq did not answer on {addr}");
+        dnsmasq
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The system resolver of a network namespace (its /etc/resolv.conf names
+/// 127.0.0.1) as a listener on port 53 that counts the queries it gets
+/// over UDP and TCP and refuses each at once.
+pub struct CountingResolver {
+    queries: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl CountingResolver {
+    /// Starts in `netns`, which [`Netns::with_resolver`] made.
+    pub fn start_in(netns: &Netns) -> CountingResolver {
+        use std::sync::{Arc, atomic::AtomicU64};
+        let queries = Arc::new(AtomicU64::new(0));
+        let (udp, tcp) = in_netns(netns, || {
+            (UdpSocket::bind("127.0.0.1:53").unwrap(), std::net::TcpListener::bind("127.0.0.1:53").unwrap())
+        })
+        .join()
+        .unwrap();
+        let counted = queries.clone();
+        std::thread::spawn(move || {
+            let mut query = [0u8; 512];
+            while let Ok((length, from)) = udp.recv_from(&mut query) {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let _ = udp.send_to(&refused(&query[..length]), from);
+            }
+        });
+        let counted = queries.clone();
+        std::thread::spawn(move || {
+            for stream in tcp.incoming().flatten() {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                drop(stream);
+            }
+        });
+        CountingResolver { queries }
+    }
+
+    pub fn queries(&self) -> u64 {
+        self.queries.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// A REFUSED answer to `query` (its id and question, the QR bit, RCODE 5).
+fn refused(query: &[u8]) -> Vec<u8> {
+    let mut answer = query.to_vec();
+    if answer.len() >= 4 {
+        answer[2] |= 0x80;
+        answer[3] = (answer[3] & 0xf0) | 5;
+    }
+    answer
+}

@@ -32,6 +32,30 @@ pub fn captures() -> Vec<PathBuf> {
     files
 }
 
+/// The records of a classic little-endian pcap file: (header, [record bytes]).
+pub fn pcap_records(path: &Path) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..4], &[0xd4, 0xc3, 0xb2, 0xa1], "a little-endian microsecond pcap");
+    let mut records = Vec::new();
+    let mut at = 24;
+    while at < bytes.len() {
+        let len = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        records.push(bytes[at..at + 16 + len].to_vec());
+        at += 16 + len;
+    }
+    (bytes[..24].to_vec(), records)
+}
+
+/// The seconds of a pcap record's timestamp.
+pub fn record_seconds(record: &[u8]) -> u32 {
+    u32::from_le_bytes(record[..4].try_into().unwrap())
+}
+
+/// Sets the seconds of a pcap record's timestamp.
+pub fn set_record_seconds(record: &mut [u8], seconds: u32) {
+    record[..4].copy_from_slice(&seconds.to_le_bytes());
+}
+
 pub fn stem(path: &Path) -> String {
     path.file_stem().unwrap().to_string_lossy().into_owned()
 }

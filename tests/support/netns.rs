@@ -13,7 +13,7 @@ use std::{
 
 pub const PREFIX: &str = "rogue-t-";
 
-/// A network namespace, deleted on drop.
+/// A network namespace, deleted on drop (and its resolv.conf, if it has one).
 pub struct Netns {
     pub name: String,
 }
@@ -66,9 +66,26 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// A namespace whose programs' resolver is 127.0.0.1 (inside it):
+    /// `ip netns exec` mounts /etc/netns/NAME/resolv.conf over /etc/resolv.conf.
+    pub fn with_resolver(role: &str) -> Netns {
+        let netns = Netns::new(role);
+        let dir = netns.etc_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
+        netns
+    }
+
+    fn etc_dir(&self) -> std::path::PathBuf {
+        std::path::Path::new("/etc/netns").join(&self.name)
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = std::fs::remove_dir_all(self.etc_dir());
     }
 }
 
@@ -148,4 +165,29 @@ pub fn in_netns<T: Send + 'static>(
         enter(&name);
         f()
     })
+}
+
+/// Sends `frame` `count` times out of interface `ifindex` on an AF_PACKET socket.
+pub fn send_raw(ifindex: u32, frame: &[u8], count: usize) {
+    // SAFETY: plain socket calls with valid, initialised arguments.
+    unsafe {
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+        assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = ifindex as i32;
+        addr.sll_halen = 6;
+        for _ in 0..count {
+            let sent = libc::sendto(
+                fd,
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                size_of::<libc::sockaddr_ll>() as u32,
+            );
+            assert_eq!(sent, frame.len() as isize, "{}", std::io::Error::last_os_error());
+        }
+        libc::close(fd);
+    }
 }

@@ -31,6 +31,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("chromium", "chromium"),
     ("swaks", "swaks"),
     ("aiosmtpd", "python3-aiosmtpd"),
+    ("dnsmasq", "dnsmasq-base"),
+    ("python3", "python3"),
 ];
 /// The flow tools the offline benchmark compares rogue with.
 const BENCH_PACKAGES: &[(&str, &str)] =

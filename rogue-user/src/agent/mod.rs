@@ -502,12 +502,14 @@ impl Agent {
         Ok(sources)
     }
 
-    /// Drops the oldest pending profiles past `store.max_pending_flows`.
+    /// Drops the oldest pending profiles past `store.max_pending_flows`. A
+    /// batch is one drain's flows of one origin, dropped whole; the newest
+    /// is always kept, whatever its size, for the next try.
     fn trim_backlog(&mut self) {
         let bound = self.config.store.max_pending_flows.0;
         let mut pending: u64 = self.backlog.iter().map(|u| u.span.flows).sum();
         let mut dropped = 0;
-        while pending > bound {
+        while pending > bound && self.backlog.len() > 1 {
             let Some(oldest) = self.backlog.pop_front() else { break };
             pending -= oldest.span.flows;
             dropped += oldest.span.flows;
@@ -555,11 +557,13 @@ impl Agent {
         self.metrics.set_origins(self.origins.len(), &forgotten);
     }
 
-    fn update_source_metrics(&self) -> anyhow::Result<()> {
-        match &self.source {
+    /// The kernel's and the interfaces' counts into the metrics; the
+    /// receive counters are remembered, for when an interface goes away.
+    fn update_source_metrics(&mut self) -> anyhow::Result<()> {
+        match &mut self.source {
             FlowSource::Meter { meter, cache, counts, .. } => {
                 for (index, attachment) in meter.attachments().iter().enumerate() {
-                    let mut counts = counts[index].clone();
+                    let counts = &mut counts[index];
                     if meter.is_attached(index)
                         && let Ok(rx) = interface_rx_packets(&attachment.interface)
                     {

@@ -430,8 +430,14 @@ fn attached_ifindexes() -> io::Result<Vec<u32>> {
 /// (both are allocated in full on every CPU when the meter loads).
 fn check_map_memory(entries: u32) -> Result<(), MeterError> {
     let cpus = aya::util::nr_cpus().map_or(1, |n| n as u64);
+    match memory_available() {
+        Some(available) => fits_in_memory(entries, cpus, available),
+        None => Ok(()),
+    }
+}
+
+fn fits_in_memory(entries: u32, cpus: u64, available: u64) -> Result<(), MeterError> {
     let needed = 2 * entries as u64 * flow_map_entry_bytes(cpus);
-    let Some(available) = memory_available() else { return Ok(()) };
     if needed > available / 2 {
         return Err(MeterError::TooLarge { entries, cpus, needed_mib: needed >> 20, available_mib: available >> 20 });
     }
@@ -474,4 +480,24 @@ pub fn interface_rx_packets(interface: &str) -> io::Result<u64> {
         .get(interface)
         .copied()
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{interface} is not in /proc/net/dev")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flow_maps_are_bounded_by_the_option_and_by_memory() {
+        assert_eq!(check_flow_map_entries(262_144), Ok(262_144));
+        assert!(check_flow_map_entries(0).unwrap_err().starts_with("0 is not between 1 and 16777216"));
+        assert!(check_flow_map_entries(u32::MAX as u64).is_err());
+        let gib = 1u64 << 30;
+        assert!(fits_in_memory(262_144, 2, 8 * gib).is_ok(), "the default on a small gateway");
+        let error = fits_in_memory(16_777_216, 64, 32 * gib).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "flow maps of 16777216 entries need about 85760 MiB of kernel memory (two maps on 64 CPUs), more than \
+             half of the 32768 MiB available; lower capture.flow_map_entries (--flow-map-entries)"
+        );
+    }
 }

@@ -41,7 +41,7 @@ pub struct ConfigArgs {
     pub db: Option<PathBuf>,
     /// Do not ask DNS (also ROGUE_NO_DNS=1, or dns.enabled: false): the DNS
     /// characteristics are then null, and findings say why
-    #[arg(long, global = true, env = "ROGUE_NO_DNS")]
+    #[arg(long, global = true, env = "ROGUE_NO_DNS", value_parser = clap::builder::FalseyValueParser::new())]
     pub no_dns: bool,
 }
 

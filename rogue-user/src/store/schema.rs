@@ -203,6 +203,8 @@ pub const MIGRATIONS: &[&str] = &[
     DROP TABLE data_days;
     ALTER TABLE data_days_5 RENAME TO data_days;
 
+    -- Live origins (interfaces, exporters) find their source by name.
+    CREATE INDEX sources_name ON sources (kind, name);
     ALTER TABLE sources ADD COLUMN pending_from_ms INTEGER;
     ALTER TABLE sources ADD COLUMN pending_seq INTEGER;
     ALTER TABLE sources ADD COLUMN rejected INTEGER NOT NULL DEFAULT 0;

@@ -398,3 +398,33 @@ fn dns_answers_are_kept_and_an_unanswered_lookup_keeps_the_last_answer() {
     store.save_host_names(&[(key.clone(), gone.clone())].into_iter().collect(), 3).unwrap();
     assert_eq!(store.host_names().unwrap()[&key], gone, "\"no such name\" is");
 }
+
+/// Another program with the store open holds its shared-memory lock; one
+/// that died holding it left a WAL and no lock. Only the second is a store
+/// not closed cleanly (checked on open, whatever its size, by writers).
+#[test]
+fn a_store_whose_last_user_died_is_told_from_one_in_use() {
+    use std::io::{BufRead, Write};
+    let (store, path) = temp_store("unclean");
+    drop(store);
+    assert!(closed_cleanly(&path));
+    let script = "import os, sqlite3, sys\n\
+                  c = sqlite3.connect(sys.argv[1]); c.execute('CREATE TABLE t (a)'); c.commit()\n\
+                  print('holding', flush=True); sys.stdin.readline(); os._exit(0)";
+    let mut holder = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 (cargo xtask setup installs it)");
+    let mut said = String::new();
+    std::io::BufReader::new(holder.stdout.take().unwrap()).read_line(&mut said).unwrap();
+    assert_eq!(said.trim(), "holding");
+    assert!(closed_cleanly(&path), "in use by a living program");
+    holder.stdin.take().unwrap().write_all(b"\n").unwrap();
+    holder.wait().unwrap();
+    assert!(!closed_cleanly(&path), "its user died holding it");
+    drop(Store::open(&path, Access::ReadWrite).unwrap());
+    assert!(closed_cleanly(&path), "closed by rogue");
+}

@@ -11,6 +11,7 @@ mod support;
 mod agent;
 mod collector;
 mod drain;
+mod exporters;
 mod kernel;
 mod measure;
 mod offline;
@@ -18,7 +19,7 @@ mod veth;
 
 use std::path::{Path, PathBuf};
 
-const SECTIONS: [(&str, &str); 7] = [
+const SECTIONS: [(&str, &str); 8] = [
     ("kernel", "Kernel program cost per packet"),
     ("veth", "veth throughput"),
     ("drain", "Draining the flow maps"),
@@ -26,6 +27,7 @@ const SECTIONS: [(&str, &str); 7] = [
     ("scaling", "Scaling of rogue analyze"),
     ("agent", "The agent under load"),
     ("collector", "The collector on loopback"),
+    ("exporters", "The collector under a flood of exporters"),
 ];
 
 fn main() {
@@ -86,6 +88,7 @@ fn section(name: &str, dir: &Path) -> String {
         "scaling" => offline::scaling(dir),
         "agent" => agent::run(dir),
         "collector" => collector::run(dir),
+        "exporters" => exporters::run(dir),
         _ => unreachable!("checked in main"),
     }
 }

@@ -372,10 +372,8 @@ impl Agent {
             counts[index].close(&meter.attachment_counters(index)?);
             self.metrics.interface_detached(&interface);
         }
-        for index in 0..meter.attachments().len() {
-            if meter.is_attached(index) {
-                continue;
-            }
+        let gone: Vec<usize> = (0..meter.attachments().len()).filter(|&index| !meter.is_attached(index)).collect();
+        for index in gone {
             match meter.reattach(index) {
                 Ok(Some(attachment)) => {
                     let (interface, ifindex) = (attachment.interface.clone(), attachment.ifindex);

@@ -128,7 +128,7 @@ pub fn read_frames(path: &Path, sink: &mut impl FrameSink) -> Result<FileSummary
             Ok((length, block)) => {
                 file.block(block, offset, sink)?;
                 reader.consume(length);
-                if file.summary.frames % PROGRESS_EVERY == 0 {
+                if file.summary.frames.is_multiple_of(PROGRESS_EVERY) {
                     sink.progress(reader.consumed() as u64);
                     if sink.stopped() {
                         return Err(CaptureError::Interrupted { path: path.into(), packets: file.summary.frames });

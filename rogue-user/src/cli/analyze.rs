@@ -134,16 +134,8 @@ pub fn run_evaluate(config: &ConfigArgs, args: EvaluateArgs, quiet: bool) -> any
 /// The span of the files' unevaluated traffic: what this analyze stored,
 /// what it resumed, and what an earlier one left unevaluated.
 fn files_window(context: &Context) -> anyhow::Result<Option<Window>> {
-    let spans: Vec<(i64, i64)> = context
-        .store
-        .sources()?
-        .into_iter()
-        .filter(|s| s.is_file())
-        .filter_map(|s| Some((s.pending_from_ms?, s.last_ms?)))
-        .collect();
-    let from_ms = spans.iter().map(|s| s.0).min();
-    let to_ms = spans.iter().map(|s| s.1).max();
-    Ok(from_ms.zip(to_ms).map(|(from_ms, to_ms)| Window { from_ms, to_ms }))
+    let pending = context.store.pending_files()?;
+    Ok(pending.map(|(from_ms, to_ms)| Window { from_ms, to_ms }))
 }
 
 /// Looks up DNS, applies the method to `period`, and stores the findings

@@ -26,6 +26,10 @@ fn the_example_in_the_repository_is_valid_and_states_the_defaults() {
     assert_eq!(example.output.findings, minimal.output.findings);
     assert_eq!(example.metrics.listen, minimal.metrics.listen);
     assert_eq!(example.interfaces, minimal.interfaces);
+    assert_eq!(example.store.max_future_seconds, minimal.store.max_future_seconds);
+    assert_eq!(example.store.max_pending_flows, minimal.store.max_pending_flows);
+    assert_eq!(example.dns.enabled, minimal.dns.enabled);
+    assert_eq!(format!("{:?}", example.collect), format!("{:?}", minimal.collect));
 }
 
 #[test]

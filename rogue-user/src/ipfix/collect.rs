@@ -330,7 +330,7 @@ fn connection_bound(configured: usize) -> usize {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return configured;
     }
-    let room = (limit.rlim_cur as u64).saturating_sub(RESERVE).max(1);
+    let room = limit.rlim_cur.saturating_sub(RESERVE).max(1);
     if (room as usize) < configured {
         info!(
             "IPFIX over TCP: at most {room} connections at once, what the file descriptor limit ({}) leaves \

@@ -135,7 +135,7 @@ pub fn ingest_files(
         return Err(CaptureError::Directory { path: path.clone() }.into());
     }
     let also_sha256 = store.has_sha256_hashes()?;
-    let (paths, hashes, resumed) = if store.sources()?.iter().any(|s| s.is_file() && s.pending_from_ms.is_some()) {
+    let (paths, hashes, resumed) = if store.pending_files()?.is_some() {
         // Some file was stored but not evaluated: know each file's content
         // before reading it, so such a file is evaluated, not read again.
         resume_or_refuse(store, paths, also_sha256)?

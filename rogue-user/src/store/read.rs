@@ -41,6 +41,9 @@ impl Source {
     }
 }
 
+/// The SQL condition on `sources` of the live kinds (see [`Source::is_file`]).
+pub(super) const LIVE: &str = "kind IN ('live', 'collect')";
+
 /// What is stored but not evaluated yet: the data time it spans, and the
 /// write sequence number an evaluation of it saw.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,6 +108,18 @@ impl Store {
     /// The source whose content has `hash`.
     pub fn source_by_hash(&self, hash: &str) -> Result<Option<Source>> {
         self.run(|c| c.query_row(&format!("{SOURCES} WHERE content_hash = ?"), [hash], source_row).optional())
+    }
+
+    /// The span of what file sources (captures, IPFIX files) hold that no
+    /// evaluation covered yet, if any.
+    pub fn pending_files(&self) -> Result<Option<(i64, i64)>> {
+        self.run(|c| {
+            c.query_row(
+                &format!("SELECT min(pending_from_ms), max(last_ms) FROM sources WHERE pending_from_ms IS NOT NULL AND NOT {LIVE}"),
+                [],
+                |row| Ok(row.get::<_, Option<i64>>(0)?.zip(row.get::<_, Option<i64>>(1)?)),
+            )
+        })
     }
 
     /// The newest data time any source reached.

@@ -14,7 +14,10 @@
 
 use rusqlite::{Transaction, params};
 
-use super::{MILLIS_PER_DAY, Result, Source, Store, error_at};
+use super::{
+    MILLIS_PER_DAY, Result, Source, Store, error_at,
+    read::{LIVE, SOURCES, source_row},
+};
 
 /// What a prune removed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -29,10 +32,13 @@ impl Store {
     /// Applies retention as of `now_ms` (the wall clock).
     pub fn apply_retention(&mut self, retention_days: u64, now_ms: i64) -> Result<Pruned> {
         let cutoff_ms = now_ms.saturating_sub(retention_days as i64 * MILLIS_PER_DAY);
-        let sources = self.sources()?;
-        let live: Vec<i64> = sources.iter().filter(|s| !s.is_file()).map(|s| s.id).collect();
-        let expired: Vec<Source> = sources.into_iter().filter(|s| s.is_file() && s.ingested_ms < cutoff_ms).collect();
+        let live = format!("source_id IN (SELECT id FROM sources WHERE {LIVE})");
         let mut pruned = Pruned { rows: self.remove_before(cutoff_ms, &live)?, sources: Vec::new() };
+        let expired = self.run(|c| {
+            let mut statement = c.prepare(&format!("{SOURCES} WHERE NOT {LIVE} AND ingested_ms < ? ORDER BY id"))?;
+            let rows = statement.query_map([cutoff_ms], source_row)?;
+            rows.collect::<rusqlite::Result<Vec<Source>>>()
+        })?;
         for source in expired {
             pruned.rows += self.remove_source(source.id)?;
             pruned.sources.push(source);
@@ -42,8 +48,7 @@ impl Store {
 
     /// Removes every source's traffic older than `before_ms` (data time).
     pub fn prune_before(&mut self, before_ms: i64) -> Result<usize> {
-        let all: Vec<i64> = self.sources()?.iter().map(|s| s.id).collect();
-        self.remove_before(before_ms, &all)
+        self.remove_before(before_ms, "1")
     }
 
     /// Removes everything stored from source `id`, and the source itself;
@@ -64,13 +69,10 @@ impl Store {
         })
     }
 
-    /// Removes the traffic of `sources` older than `cutoff_ms`, and narrows
-    /// what their rows say they cover.
-    fn remove_before(&mut self, cutoff_ms: i64, sources: &[i64]) -> Result<usize> {
-        if sources.is_empty() {
-            return Ok(0);
-        }
-        let ids = sources.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
+    /// Removes the traffic older than `cutoff_ms` of the sources `which`
+    /// (an SQL condition on `source_id`), and narrows what their rows say
+    /// they cover.
+    fn remove_before(&mut self, cutoff_ms: i64, which: &str) -> Result<usize> {
         let cutoff_bin = cutoff_ms.div_euclid(1000);
         let cutoff_day = cutoff_ms.div_euclid(MILLIS_PER_DAY);
         self.write_transaction(|tx| {
@@ -79,11 +81,10 @@ impl Store {
             // every write); its key starts with the host, so go host by host.
             let hosts = distinct_hosts(
                 tx,
-                &format!("SELECT DISTINCT host FROM host_bins WHERE bin < ? AND source_id IN ({ids})"),
+                &format!("SELECT DISTINCT host FROM host_bins WHERE bin < ? AND {which}"),
                 params![cutoff_bin],
             )?;
-            let mut usage =
-                tx.prepare(&format!("DELETE FROM port_usage WHERE host = ? AND bin < ? AND source_id IN ({ids})"))?;
+            let mut usage = tx.prepare(&format!("DELETE FROM port_usage WHERE host = ? AND bin < ? AND {which}"))?;
             for host in &hosts {
                 removed += usage.execute(params![host, cutoff_bin])?;
             }
@@ -93,17 +94,17 @@ impl Store {
                 ("data_days", "day", cutoff_day),
                 ("service_flows", "start_ms", cutoff_ms),
             ] {
-                removed +=
-                    tx.execute(&format!("DELETE FROM {table} WHERE {column} < ? AND source_id IN ({ids})"), [cutoff])?;
+                removed += tx.execute(&format!("DELETE FROM {table} WHERE {column} < ? AND {which}"), [cutoff])?;
             }
             if removed > 0 {
+                let narrowed = which.replace("source_id", "id");
                 tx.execute(
                     &format!(
                         "UPDATE sources SET
                              first_ms = CASE WHEN last_ms < ?1 THEN NULL ELSE max(first_ms, ?1) END,
                              last_ms = CASE WHEN last_ms < ?1 THEN NULL ELSE last_ms END,
                              pending_from_ms = CASE WHEN last_ms < ?1 THEN NULL ELSE max(pending_from_ms, ?1) END
-                         WHERE first_ms < ?1 AND id IN ({ids})"
+                         WHERE first_ms < ?1 AND {narrowed}"
                     ),
                     [cutoff_ms],
                 )?;

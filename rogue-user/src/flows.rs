@@ -173,15 +173,6 @@ impl Rejected {
         self.earliest = Some(self.earliest.map_or(time, |t| t.min(time)));
         self.latest = Some(self.latest.map_or(time, |t| t.max(time)));
     }
-
-    /// Adds the rejections counted in `other`.
-    pub fn merge(&mut self, other: &Rejected) {
-        for time in [other.earliest, other.latest].into_iter().flatten() {
-            self.earliest = Some(self.earliest.map_or(time, |t| t.min(time)));
-            self.latest = Some(self.latest.map_or(time, |t| t.max(time)));
-        }
-        self.records += other.records;
-    }
 }
 
 pub struct FlowCache {

@@ -239,7 +239,7 @@ impl CaptureFile<'_> {
             PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
                 let interface = self.interface(epb.if_id)?;
                 let units = ((epb.ts_high as u64) << 32) | epb.ts_low as u64;
-                let time = units_to_nanos(units, interface.resolution) + interface.offset_secs * NANOS_PER_SEC;
+                let time = pcapng_time(units, interface.resolution, interface.offset_secs);
                 let link = interface.link;
                 self.summary.saw(time);
                 sink.frame(CapturedFrame {
@@ -316,11 +316,15 @@ fn link_type(path: &Path, interface: u32, linktype: i32) -> Result<LinkType, Cap
     })
 }
 
-fn units_to_nanos(units: u64, resolution: u64) -> Nanos {
+/// A pcapng timestamp (`units` of 1/`resolution` s, plus the interface's
+/// offset in seconds) in nanoseconds. A file can say anything: what no
+/// clock can reach saturates (and is then rejected as dated in the future)
+/// rather than wrapping into a plausible time.
+fn pcapng_time(units: u64, resolution: u64, offset_secs: i64) -> Nanos {
     let per_sec = resolution.max(1);
-    let secs = units / per_sec;
-    let rest = units % per_sec;
-    (secs as i64) * NANOS_PER_SEC + ((rest as u128 * NANOS_PER_SEC as u128) / per_sec as u128) as i64
+    let secs = i64::try_from(units / per_sec).unwrap_or(i64::MAX).saturating_add(offset_secs);
+    let rest = ((units % per_sec) as u128 * NANOS_PER_SEC as u128 / per_sec as u128) as i64;
+    secs.saturating_mul(NANOS_PER_SEC).saturating_add(rest)
 }
 
 /// The userspace twin of the XDP meter: parses captured frames and feeds a
@@ -404,6 +408,20 @@ impl FileMeter {
             (summary.first, summary.last, summary.rejected) = (admitted.first, admitted.last, admitted.rejected);
         }
         Ok(summary)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pcapng_times_saturate_instead_of_wrapping() {
+        assert_eq!(pcapng_time(1_700_000_000_123_456, 1_000_000, 0), 1_700_000_000_123_456_000);
+        assert_eq!(pcapng_time(1_700_000_000, 1, 3_600), 1_700_003_600 * NANOS_PER_SEC);
+        assert_eq!(pcapng_time(u64::MAX, 1, 0), i64::MAX, "no clock reaches it: rejected, not wrapped");
+        assert_eq!(pcapng_time(u64::MAX, 1_000_000_000, i64::MAX), i64::MAX);
+        assert!(pcapng_time(0, 1, i64::MIN) < 0);
     }
 }
 

@@ -134,3 +134,20 @@ fn a_full_cache_completes_its_idlest_flows_early_and_counts_them() {
     let total: u64 = out.iter().chain(&rest).map(|f| f.packets).sum();
     assert_eq!(total, 18, "no packet lost to an early export");
 }
+
+#[test]
+fn plausible_times_are_bounded_by_the_clock_for_files_and_by_the_retention_too_when_live() {
+    let now = 1_800_000_000 * SEC;
+    let files = TimeBounds::for_files(now, 86_400);
+    assert!(files.admits(0) && files.admits(now + 86_400 * SEC));
+    assert!(!files.admits(now + 86_401 * SEC) && !files.admits(i64::MAX));
+    let live = TimeBounds::for_live(now, 86_400, 90);
+    assert!(live.admits(now - 90 * 86_400 * SEC) && !live.admits(now - 90 * 86_400 * SEC - 1));
+    let flow = crate::flows::tcp_flow("192.0.2.1", 40_000, "198.51.100.7", 25, now + 86_400 * SEC, 3, 200);
+    assert!(!live.admits_flow(&flow), "its end is a second too late");
+    assert_eq!(TimeBounds::for_live(now, u64::MAX, u64::MAX).not_after, i64::MAX, "saturates, never wraps");
+    let mut rejected = Rejected::default();
+    rejected.add(now + 10 * SEC);
+    rejected.add(now + 5 * SEC);
+    assert_eq!((rejected.records, rejected.earliest, rejected.latest), (2, Some(now + 5 * SEC), Some(now + 10 * SEC)));
+}

@@ -11,8 +11,9 @@ use std::{
 };
 
 use rogue::{
-    config::{Config, DnsConfig, Positive},
-    dns::{DnsServer, HostNames, Resolver},
+    config::{Config, DnsConfig, DnsServer, Positive},
+    dns::Resolver,
+    store::HostNames,
 };
 use serde_json::Value;
 use support::{

@@ -4,7 +4,10 @@
 
 mod support;
 
-use rogue::flows::{FlowCache, FlowDelta, Timeouts};
+use rogue::{
+    capture::FlowDelta,
+    flows::{FlowCache, Timeouts},
+};
 use rogue_common::{
     MeterCounters,
     parse::{LinkType, parse, parse_ethernet},

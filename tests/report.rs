@@ -270,12 +270,7 @@ fn hostile_names_are_escaped_in_the_html_and_the_svg() {
 /// keeps at most 1,500 columns, and the report is written in seconds.
 #[test]
 fn months_of_traffic_on_thousands_of_ports_make_one_readable_plot() {
-    use rogue::{
-        config::Config,
-        flows::{FlowRecord, NANOS_PER_SEC},
-        profile::Profiler,
-        store::Store,
-    };
+    use rogue::{config::Config, flows::FlowRecord, profile::Profiler, store::Store, time::NANOS_PER_SEC};
     let workspace = Workspace::new("report-long", CONFIG, &example_whitelist());
     let config = Config::load(&workspace.config()).unwrap();
     let mut store = Store::open(&config.store_path(), rogue::store::Access::Create).unwrap();

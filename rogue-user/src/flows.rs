@@ -22,22 +22,23 @@
 
 use std::{
     collections::HashMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv6Addr},
     sync::Arc,
 };
 
 use rogue_common::{Address, FlowKey, address_bytes, address_from_bytes};
 
-pub mod format;
+use crate::{
+    capture::FlowDelta,
+    config,
+    time::{NANOS_PER_SEC, Nanos},
+};
 
-/// Nanoseconds since the Unix epoch, UTC.
-pub type Nanos = i64;
-pub const NANOS_PER_SEC: Nanos = 1_000_000_000;
+pub mod format;
+pub mod meter;
 
 /// How often (in seconds of data time) the cache looks for flows to complete.
 pub const SWEEP_INTERVAL_SECS: i64 = 10;
-pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
-pub const DEFAULT_ACTIVE_TIMEOUT_SECS: u64 = 300;
 
 /// A completed unidirectional flow: what every later stage consumes.
 /// Field names follow the `rogue flows` output.
@@ -59,17 +60,6 @@ pub struct FlowRecord {
     pub ifindex: u32,
     /// Interface name, where the source knows it.
     pub interface: Option<Arc<str>>,
-}
-
-/// Packets of one flow seen together: one packet from a capture, or one
-/// flow's counts from a drain of the kernel maps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FlowDelta {
-    pub packets: u64,
-    pub bytes: u64,
-    pub first: Nanos,
-    pub last: Nanos,
-    pub tcp_flags: u8,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -116,7 +106,7 @@ impl Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts::from_secs(DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_ACTIVE_TIMEOUT_SECS)
+        Timeouts::from_secs(config::DEFAULT_IDLE_TIMEOUT_SECS, config::DEFAULT_ACTIVE_TIMEOUT_SECS)
     }
 }
 
@@ -384,7 +374,8 @@ pub fn key_address(addr: IpAddr) -> Address {
 }
 
 /// An IPv4 address as a flow key holds it.
-pub fn key_ipv4(addr: Ipv4Addr) -> Address {
+#[cfg(test)]
+pub(crate) fn key_ipv4(addr: std::net::Ipv4Addr) -> Address {
     key_address(IpAddr::V4(addr))
 }
 

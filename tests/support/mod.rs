@@ -10,8 +10,8 @@ use std::{
 };
 
 use rogue::{
-    capture::FileMeter,
-    flows::{FlowCache, FlowRecord, Timeouts, format::rfc3339_millis},
+    flows::{FlowCache, FlowRecord, Timeouts, meter::FileMeter},
+    time::rfc3339_millis,
 };
 use rogue_common::MeterCounters;
 

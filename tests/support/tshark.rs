@@ -6,7 +6,11 @@
 
 use std::path::Path;
 
-use rogue::flows::{FlowCache, FlowDelta, FlowRecord, Nanos, Timeouts, key_address};
+use rogue::{
+    capture::FlowDelta,
+    flows::{FlowCache, FlowRecord, Timeouts, key_address},
+    time::Nanos,
+};
 use rogue_common::{FlowKey, MeterCounters};
 
 use super::require;

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use aya::programs::{Xdp, XdpMode as AyaXdpMode};
-use rogue::capture::{XdpMeter, XdpMode};
+use rogue::{capture::XdpMeter, config::XdpMode};
 
 use crate::{
     kernel::Testbed,

@@ -41,20 +41,19 @@ use tokio::{
 use tracing::{debug, error, info, warn};
 
 use crate::{
-    capture::{
-        XdpMeter,
-        xdp::{interface_rx_packets, with_causes},
-    },
+    capture::{XdpMeter, xdp::interface_rx_packets},
     config::{CollectConfig, Config, IpfixDestination, Service},
-    detect::{Detector, Window, material_evidence, whitelist::Whitelist},
-    dns::{DnsFacts, Resolver},
-    flows::{FlowCache, FlowRecord, TimeBounds, Timeouts, format::rfc3339_millis},
+    detect::{Detector, DnsFacts, Window, material_evidence, whitelist::Whitelist},
+    dns::Resolver,
+    flows::{FlowCache, FlowRecord, TimeBounds, Timeouts},
     ipfix::{
         collect::{self, Batch, CollectorStats, Limits},
-        export::{Destination, Exporter},
+        export::Exporter,
     },
     profile::{FlowSpan, ProfileBatch, Profiler},
-    store::{Access, MILLIS_PER_DAY, Pending, Store, StoreError},
+    store::{Access, Pending, Store, StoreError},
+    time::{MILLIS_PER_DAY, rfc3339_millis},
+    with_causes,
 };
 use metrics::Metrics;
 use sinks::{Event, Sinks};
@@ -865,9 +864,9 @@ async fn next_batch(batches: &mut Option<mpsc::Receiver<Batch>>) -> Option<Batch
 
 /// The IPFIX exporters of `export.ipfix`.
 fn open_exporters(config: &Config) -> anyhow::Result<Vec<Exporter>> {
-    let exporters = config.export.ipfix.iter().map(|IpfixDestination(destination)| {
+    let exporters = config.export.ipfix.iter().map(|destination| {
         let destination = match destination {
-            Destination::File(path) => Destination::File(config.resolve(path)),
+            IpfixDestination::File(path) => IpfixDestination::File(config.resolve(path)),
             other => other.clone(),
         };
         Exporter::open(&destination, config.export.observation_domain)

@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 use crate::{
     config::{Config, FindingSink},
     detect::finding_json,
-    flows::format::rfc3339_millis,
     store::StoredFinding,
+    time::rfc3339_millis,
 };
 
 /// The local syslog socket.

@@ -6,7 +6,7 @@
 //! that cannot be read is an error naming its byte offset, on one line. A
 //! file that ends inside a record (an interrupted capture) is read up to the
 //! cut and says where it was cut; whoever stores flows refuses it (see
-//! profile::ingest), since the whole file would later count its packets twice.
+//! ingest), since the whole file would later count its packets twice.
 
 use std::{
     collections::HashMap,
@@ -16,12 +16,9 @@ use std::{
 };
 
 use pcap_parser::{Block, PcapBlockOwned, PcapError, create_reader, pcapng::build_ts_resolution};
-use rogue_common::{
-    MeterCounters,
-    parse::{LinkType, parse},
-};
+use rogue_common::parse::LinkType;
 
-use crate::flows::{FlowCache, FlowDelta, FlowRecord, NANOS_PER_SEC, Nanos, Rejected, TimeBounds};
+use crate::time::{NANOS_PER_SEC, Nanos};
 
 /// Read buffer for capture files; pcap-parser needs a whole record in it.
 const READ_BUFFER_BYTES: usize = 4 << 20;
@@ -63,19 +60,16 @@ pub enum CaptureError {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FileSummary {
     pub frames: u64,
-    /// Earliest and latest frame time (data time the file covers); for a
-    /// [`FileMeter`] with bounds, of the frames it admitted.
+    /// Earliest and latest frame time (data time the file covers).
     pub first: Option<Nanos>,
     pub last: Option<Nanos>,
     /// The file ends inside the record at this byte offset (an interrupted
     /// capture); what came before was read.
     pub cut_at: Option<u64>,
-    /// Frames a [`FileMeter`] rejected as dated outside its bounds.
-    pub rejected: Rejected,
 }
 
 impl FileSummary {
-    fn saw(&mut self, time: Nanos) {
+    pub fn saw(&mut self, time: Nanos) {
         self.frames += 1;
         self.first = Some(self.first.map_or(time, |t| t.min(time)));
         self.last = Some(self.last.map_or(time, |t| t.max(time)));
@@ -327,90 +321,6 @@ fn pcapng_time(units: u64, resolution: u64, offset_secs: i64) -> Nanos {
     secs.saturating_mul(NANOS_PER_SEC).saturating_add(rest)
 }
 
-/// The userspace twin of the XDP meter: parses captured frames and feeds a
-/// flow cache, counting every frame exactly as the kernel program would.
-/// With [`bounds`](FileMeter::bounds), frames dated outside them are
-/// rejected (counted, never metered).
-pub struct FileMeter {
-    pub cache: FlowCache,
-    pub counters: MeterCounters,
-    pub files_truncated: u64,
-    pub bounds: Option<TimeBounds>,
-    /// The current file's admitted frames' times and rejected frames.
-    admitted: FileSummary,
-}
-
-impl FileMeter {
-    pub fn new(cache: FlowCache) -> FileMeter {
-        FileMeter {
-            cache,
-            counters: MeterCounters::default(),
-            files_truncated: 0,
-            bounds: None,
-            admitted: FileSummary::default(),
-        }
-    }
-
-    /// Meters one frame; completed flows are appended to `out`.
-    #[inline]
-    pub fn frame(&mut self, frame: &CapturedFrame<'_>, out: &mut Vec<FlowRecord>) {
-        if let Some(bounds) = &self.bounds {
-            if !bounds.admits(frame.time) {
-                self.admitted.rejected.add(frame.time);
-                return;
-            }
-            self.admitted.saw(frame.time);
-        }
-        let packet = parse(frame.data, frame.link);
-        self.counters.count(&packet, frame.wire_len as u64);
-        if !packet.has_flow() {
-            return;
-        }
-        let mut key = packet.key;
-        key.ifindex = frame.interface;
-        let delta = FlowDelta {
-            packets: 1,
-            bytes: packet.ip_bytes as u64,
-            first: frame.time,
-            last: frame.time,
-            tcp_flags: packet.tcp_flags,
-        };
-        self.cache.add(&key, delta, out);
-    }
-
-    /// Meters a whole file, handing completed flows to `on_flows` as they
-    /// complete, so memory stays bounded by active flows, not file size.
-    pub fn file(
-        &mut self,
-        path: &Path,
-        on_flows: impl FnMut(&mut Vec<FlowRecord>),
-    ) -> Result<FileSummary, CaptureError> {
-        self.file_with(path, on_flows, |_| {}, || false)
-    }
-
-    /// [`file`](Self::file), telling `on_progress` the bytes read now and
-    /// then, and stopping (an error) once `stopped` says so.
-    pub fn file_with(
-        &mut self,
-        path: &Path,
-        on_flows: impl FnMut(&mut Vec<FlowRecord>),
-        on_progress: impl FnMut(u64),
-        stopped: impl Fn() -> bool,
-    ) -> Result<FileSummary, CaptureError> {
-        self.admitted = FileSummary::default();
-        let mut sink = MeterSink { meter: self, out: Vec::new(), on_flows, on_progress, stopped };
-        let mut summary = read_frames(path, &mut sink)?;
-        if summary.cut_at.is_some() {
-            self.files_truncated += 1;
-        }
-        if self.bounds.is_some() {
-            let admitted = std::mem::take(&mut self.admitted);
-            (summary.first, summary.last, summary.rejected) = (admitted.first, admitted.last, admitted.rejected);
-        }
-        Ok(summary)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,35 +332,5 @@ mod tests {
         assert_eq!(pcapng_time(u64::MAX, 1, 0), i64::MAX, "no clock reaches it: rejected, not wrapped");
         assert_eq!(pcapng_time(u64::MAX, 1_000_000_000, i64::MAX), i64::MAX);
         assert!(pcapng_time(0, 1, i64::MIN) < 0);
-    }
-}
-
-struct MeterSink<'m, F, P, S> {
-    meter: &'m mut FileMeter,
-    out: Vec<FlowRecord>,
-    on_flows: F,
-    on_progress: P,
-    stopped: S,
-}
-
-impl<F: FnMut(&mut Vec<FlowRecord>), P: FnMut(u64), S: Fn() -> bool> FrameSink for MeterSink<'_, F, P, S> {
-    fn progress(&mut self, bytes: u64) {
-        (self.on_progress)(bytes);
-    }
-
-    fn stopped(&self) -> bool {
-        (self.stopped)()
-    }
-
-    fn interface(&mut self, id: u32, name: &str) {
-        self.meter.cache.name_interface(id, name);
-    }
-
-    fn frame(&mut self, frame: CapturedFrame<'_>) {
-        self.meter.frame(&frame, &mut self.out);
-        if !self.out.is_empty() {
-            (self.on_flows)(&mut self.out);
-            self.out.clear();
-        }
     }
 }

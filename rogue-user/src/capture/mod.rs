@@ -1,16 +1,29 @@
 //! Capture: where packets come from. Live, the XDP flow meter counts them in
 //! the kernel and this module loads, attaches and drains it; offline, capture
-//! files are parsed in userspace by the same parser. Both end as flow deltas
-//! fed to the flow cache (`crate::flows`).
+//! files are read frame by frame, for the same parser. Both end as
+//! [`FlowDelta`]s, what the flow cache (`crate::flows`) takes.
 
 pub mod drain;
 pub mod file;
 pub mod xdp;
+
+use crate::time::Nanos;
 
 /// Reference XDP programs and the live-frames traffic generator, for
 /// benchmarks and kernel tests; rogue never attaches them (see
 /// rogue-ebpf/src/bin/testbed.rs).
 pub static TESTBED_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rogue-testbed"));
 
-pub use file::{CaptureError, FileMeter, FileSummary};
-pub use xdp::{Attachment, MeterError, XdpMeter, XdpMode};
+pub use file::{CaptureError, FileSummary};
+pub use xdp::{Attachment, MeterError, XdpMeter};
+
+/// Packets of one flow seen together: one packet from a capture, or one
+/// flow's counts from a drain of the kernel maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowDelta {
+    pub packets: u64,
+    pub bytes: u64,
+    pub first: Nanos,
+    pub last: Nanos,
+    pub tcp_flags: u8,
+}

@@ -26,48 +26,20 @@ use rogue_common::{
 };
 use tracing::{info, warn};
 
+use super::FlowDelta;
 use super::drain::{BatchDrainer, DrainedFlow};
-use crate::flows::{FlowDelta, Nanos};
+use crate::{config::XdpMode, time::Nanos, with_causes};
 
 /// The flow meter's object file, built by build.rs from rogue-ebpf.
 pub static METER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rogue"));
 /// Reference programs and the traffic generator (benchmarks and tests).
 pub static TESTBED_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rogue-testbed"));
 
-/// How the program is attached to an interface.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum XdpMode {
-    /// In the driver, before the kernel allocates anything (fastest).
-    Native,
-    /// In the kernel's generic receive path (works on every interface).
-    Generic,
-    /// Native, falling back to generic with a warning.
-    Auto,
-}
-
-/// The most entries a flow map may have. Both maps are allocated in full
-/// when the meter loads, on every CPU, at about 120 + 40 × CPUs bytes an
-/// entry each: 2^24 entries already take 6.7 GB on two CPUs, and no
-/// gateway has that many flows between two drains.
-pub const MAX_FLOW_MAP_ENTRIES: u64 = 1 << 24;
-
 /// Kernel memory one entry of one flow map takes: the hash element (its
 /// header, the 44-byte key rounded to 8, a per-CPU pointer, a bucket) and
 /// the 40-byte value on each possible CPU.
 fn flow_map_entry_bytes(cpus: u64) -> u64 {
     48 + 48 + 8 + 16 + 40 * cpus
-}
-
-/// A flow map size as the option and the configuration take it.
-pub fn check_flow_map_entries(entries: u64) -> Result<u32, String> {
-    if entries == 0 || entries > MAX_FLOW_MAP_ENTRIES {
-        return Err(format!(
-            "{entries} is not between 1 and {MAX_FLOW_MAP_ENTRIES}: both flow maps are allocated in full on every CPU \
-             when the meter loads"
-        ));
-    }
-    Ok(entries as u32)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -355,17 +327,6 @@ fn privilege_hint() -> &'static str {
     }
 }
 
-/// An error and its chain of causes on one line, as the CLI prints errors.
-pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        text += &format!(": {inner}");
-        cause = inner.source();
-    }
-    text
-}
-
 fn flow_map_fd(ebpf: &Ebpf, name: &'static str) -> Result<RawFd, MeterError> {
     match ebpf.map(name) {
         Some(Map::PerCpuHashMap(data)) => Ok(data.fd().as_fd().as_raw_fd()),
@@ -487,10 +448,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn flow_maps_are_bounded_by_the_option_and_by_memory() {
-        assert_eq!(check_flow_map_entries(262_144), Ok(262_144));
-        assert!(check_flow_map_entries(0).unwrap_err().starts_with("0 is not between 1 and 16777216"));
-        assert!(check_flow_map_entries(u32::MAX as u64).is_err());
+    fn flow_maps_are_bounded_by_memory() {
         let gib = 1u64 << 30;
         assert!(fits_in_memory(262_144, 2, 8 * gib).is_ok(), "the default on a small gateway");
         let error = fits_in_memory(16_777_216, 64, 32 * gib).unwrap_err().to_string();

@@ -28,9 +28,10 @@ use super::context::{
 };
 use crate::{
     detect::{Detector, Window},
-    flows::{Rejected, TimeBounds, format::rfc3339_millis},
-    profile::ingest::{FileKind, IngestError, IngestOptions, IngestSummary, ingest_files},
+    flows::{Rejected, TimeBounds},
+    ingest::{FileKind, IngestError, IngestOptions, IngestSummary, ingest_files},
     store::{Access, Pending, StoredFinding, Upsert},
+    time::rfc3339_millis,
 };
 
 #[derive(Debug, Args)]

@@ -25,10 +25,10 @@ use clap::Args;
 
 use crate::{
     config::Config,
-    detect::{Detector, Window, finding_json, finding_summary, whitelist::Whitelist},
-    dns::{DnsFacts, Resolver},
-    flows::format::rfc3339_millis,
+    detect::{Detector, DnsFacts, Window, finding_json, finding_summary, whitelist::Whitelist},
+    dns::Resolver,
     store::{Access, Store, StoredFinding},
+    time::rfc3339_millis,
 };
 
 #[derive(Debug, Args)]

@@ -15,18 +15,18 @@ use tracing::{info, warn};
 
 use super::{parse_duration, parse_interval, parse_timeout};
 use crate::{
-    capture::{
-        FileMeter, XdpMeter, XdpMode,
-        xdp::{check_flow_map_entries, interface_rx_packets, with_causes},
-    },
+    capture::{XdpMeter, xdp::interface_rx_packets},
+    config::{IpfixDestination as Destination, XdpMode, check_flow_map_entries},
     flows::{
         FlowCache, FlowCacheStats, FlowRecord, Timeouts,
         format::{FlowWriter, Format},
+        meter::FileMeter,
     },
     ipfix::{
         collect::{self, CollectorStats},
-        export::{Destination, Exporter},
+        export::Exporter,
     },
+    with_causes,
 };
 
 #[derive(Debug, Args)]
@@ -52,7 +52,12 @@ pub struct FlowsArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,
     /// Output format [default: table on a terminal, json otherwise]
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::one_of::<Format>(&[
+        ("table", "A line per flow for people"),
+        ("json", "One JSON object per line"),
+        ("csv", "A header, then a row per flow"),
+        ("none", "Nothing on stdout (when the flows are exported)"),
+    ]))]
     pub format: Option<Format>,
     /// Also print the counters after every drain (live)
     #[arg(long)]
@@ -64,7 +69,11 @@ pub struct FlowsArgs {
     #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse_timeout)]
     pub active_timeout: Duration,
     /// How to attach the XDP program
-    #[arg(long, value_enum, default_value = "native")]
+    #[arg(long, default_value = "native", value_parser = super::one_of::<XdpMode>(&[
+        ("native", "In the driver, before the kernel allocates anything (fastest)"),
+        ("generic", "In the kernel's generic receive path (works on every interface)"),
+        ("auto", "Native, falling back to generic with a warning"),
+    ]))]
     pub xdp_mode: XdpMode,
     /// Entries in each of the two kernel flow maps (at most 16777216: both are
     /// allocated in full on every CPU)
@@ -170,6 +179,7 @@ fn files(paths: &[PathBuf], cache: FlowCache, output: &mut FlowOutput<impl Write
                 write_error = output.write(flows).err();
             }
         })?;
+        let summary = summary.file;
         if let Some(e) = write_error.take() {
             return Err(e.into());
         }

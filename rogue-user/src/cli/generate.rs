@@ -13,7 +13,13 @@ use crate::scenario::{Case, Size, generate};
     rogue analyze --config config/rogue.yaml --pcap scenario.pcap")]
 pub struct GenerateArgs {
     /// Which traffic: the background alone, one of the method's cases over it, or all
-    #[arg(long, value_enum, default_value = "all")]
+    #[arg(long, default_value = "all", value_parser = super::one_of::<Case>(&[
+        ("background", "Ordinary traffic only: no finding is right"),
+        ("vpn-failure", "A host serving mail for two weeks after a VPN failure"),
+        ("new-mail-servers", "Two hosts going from a few SMTP flows a day to thousands"),
+        ("misconfiguration", "A host opening SMTP to 75 external servers within a minute"),
+        ("all", "The three cases over the background"),
+    ]))]
     pub scenario: Case,
     /// Where to write the pcap
     #[arg(long, value_name = "FILE")]

@@ -12,8 +12,8 @@ use serde_json::json;
 use super::context::{ConfigArgs, Context, DnsUse, OutputFormat, table_time};
 use crate::{
     detect::{HostReport, Window},
-    flows::format::rfc3339_millis,
     store::{Access, Peer},
+    time::rfc3339_millis,
 };
 
 #[derive(Debug, Args)]

@@ -112,6 +112,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from(parsed).map_err(|_| format!("{text:?} is negative"))
 }
 
+/// A parser for an option whose values are the names `T` reads (each with
+/// its help line): the command line owns what `--help` says of them, the
+/// lower layer only what the names mean.
+pub fn one_of<T>(values: &[(&'static str, &'static str)]) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: std::str::FromStr<Err = String> + Clone + Send + Sync + 'static,
+{
+    use clap::builder::TypedValueParser as _;
+    let possible = values.iter().map(|&(name, help)| clap::builder::PossibleValue::new(name).help(help));
+    clap::builder::PossibleValuesParser::new(possible)
+        .map(|name| name.parse::<T>().expect("a possible value reads as its type"))
+}
+
 /// A value that must say something (who verified, why): not empty.
 pub fn non_empty(text: &str) -> Result<String, String> {
     if text.trim().is_empty() {

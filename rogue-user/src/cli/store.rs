@@ -133,7 +133,7 @@ fn print_sources(sources: &[Source], format: OutputFormat) -> io::Result<()> {
                 s.name
             )?,
             OutputFormat::Json => {
-                let to_time = |ms: Option<i64>| ms.map(|ms| crate::flows::format::rfc3339_millis(ms * 1_000_000));
+                let to_time = |ms: Option<i64>| ms.map(|ms| crate::time::rfc3339_millis(ms * 1_000_000));
                 let line = json!({
                     "id": s.id, "kind": s.kind, "name": s.name, "content_hash": s.content_hash,
                     "ingested": to_time(Some(s.ingested_ms)), "first": to_time(s.first_ms), "last": to_time(s.last_ms),

@@ -1,18 +1,18 @@
 //! Configuration: the YAML file (see config/rogue.yaml), its defaults and its
-//! checks. Every YAML file rogue reads goes through [`read_yaml`], so errors
+//! checks, and the value types of its options (XDP modes, DNS servers, IPFIX
+//! destinations): the one leaf every stage reads, reading no stage itself. Every YAML file rogue reads goes through [`read_yaml`], so errors
 //! always name the file, the key and the line. Unknown keys are errors: a
 //! misspelt threshold must not silently fall back to its default.
 
 use std::{
     fmt,
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
+    str::FromStr,
 };
 
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, de::DeserializeOwned};
-
-use crate::capture::XdpMode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -267,7 +267,7 @@ pub struct DnsConfig {
     pub enabled: bool,
     /// Servers to ask (`127.0.0.1:5353`, or an address for port 53); empty:
     /// the system's resolv.conf.
-    pub servers: Vec<crate::dns::DnsServer>,
+    pub servers: Vec<DnsServer>,
     /// How long one query may take before it counts as unanswered.
     pub timeout_ms: Positive,
     /// The organisation's domains: their MX targets are mail servers.
@@ -293,6 +293,28 @@ impl Default for DnsConfig {
             max_ttl_seconds: Positive(86_400),
             negative_ttl_seconds: Positive(300),
         }
+    }
+}
+
+/// A configured DNS server: `127.0.0.1:5353`, or an address for port 53.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsServer(pub SocketAddr);
+
+impl FromStr for DnsServer {
+    type Err = String;
+    fn from_str(text: &str) -> Result<DnsServer, String> {
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Ok(DnsServer(addr));
+        }
+        text.parse::<IpAddr>()
+            .map(|ip| DnsServer(SocketAddr::new(ip, 53)))
+            .map_err(|_| format!("{text:?} is not an address or address:port"))
+    }
+}
+
+impl<'de> Deserialize<'de> for DnsServer {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -330,6 +352,28 @@ impl Service {
     }
 }
 
+/// Flow timeouts as nfdump's defaults: a flow silent for a minute, or
+/// lasting five, is complete.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
+pub const DEFAULT_ACTIVE_TIMEOUT_SECS: u64 = 300;
+
+/// The most entries a flow map may have. Both maps are allocated in full
+/// when the meter loads, on every CPU, at about 120 + 40 × CPUs bytes an
+/// entry each: 2^24 entries already take 6.7 GB on two CPUs, and no
+/// gateway has that many flows between two drains.
+pub const MAX_FLOW_MAP_ENTRIES: u64 = 1 << 24;
+
+/// A flow map size as the option and the configuration take it.
+pub fn check_flow_map_entries(entries: u64) -> Result<u32, String> {
+    if entries == 0 || entries > MAX_FLOW_MAP_ENTRIES {
+        return Err(format!(
+            "{entries} is not between 1 and {MAX_FLOW_MAP_ENTRIES}: both flow maps are allocated in full on every CPU \
+             when the meter loads"
+        ));
+    }
+    Ok(entries as u32)
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CaptureConfig {
@@ -346,12 +390,41 @@ pub struct CaptureConfig {
 impl Default for CaptureConfig {
     fn default() -> Self {
         CaptureConfig {
-            idle_timeout_seconds: Positive(crate::flows::DEFAULT_IDLE_TIMEOUT_SECS),
-            active_timeout_seconds: Positive(crate::flows::DEFAULT_ACTIVE_TIMEOUT_SECS),
+            idle_timeout_seconds: Positive(DEFAULT_IDLE_TIMEOUT_SECS),
+            active_timeout_seconds: Positive(DEFAULT_ACTIVE_TIMEOUT_SECS),
             flow_map_entries: MapEntries(rogue_common::maps::DEFAULT_FLOW_MAP_ENTRIES),
             drain_seconds: Positive(5),
             xdp_mode: XdpMode::Native,
             flow_cache_entries: Positive(1_000_000),
+        }
+    }
+}
+
+/// How the flow meter is attached to an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpMode {
+    /// In the driver, before the kernel allocates anything (fastest).
+    Native,
+    /// In the kernel's generic receive path (works on every interface).
+    Generic,
+    /// Native, falling back to generic with a warning.
+    Auto,
+}
+
+impl XdpMode {
+    pub const NAMES: [&'static str; 3] = ["native", "generic", "auto"];
+}
+
+impl FromStr for XdpMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<XdpMode, String> {
+        match text {
+            "native" => Ok(XdpMode::Native),
+            "generic" => Ok(XdpMode::Generic),
+            "auto" => Ok(XdpMode::Auto),
+            other => Err(format!("{other:?} is not an XDP mode ({})", XdpMode::NAMES.join(", "))),
         }
     }
 }
@@ -414,14 +487,50 @@ pub struct ExportConfig {
     pub observation_domain: u32,
 }
 
-/// An IPFIX destination, checked when the configuration is read.
+/// Where flows are exported: `udp://HOST:PORT`, `tcp://HOST:PORT`, or an
+/// IPFIX file (`file:PATH`, or `rogue flows --write PATH`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IpfixDestination(pub crate::ipfix::export::Destination);
+pub enum IpfixDestination {
+    Udp(String),
+    Tcp(String),
+    File(PathBuf),
+}
+
+impl FromStr for IpfixDestination {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<IpfixDestination, String> {
+        let host_port = |rest: &str| -> Result<String, String> {
+            match rest.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(rest.to_string()),
+                _ => Err(format!("{text}: give the collector as udp://HOST:PORT or tcp://HOST:PORT")),
+            }
+        };
+        if let Some(rest) = text.strip_prefix("udp://") {
+            host_port(rest).map(IpfixDestination::Udp)
+        } else if let Some(rest) = text.strip_prefix("tcp://") {
+            host_port(rest).map(IpfixDestination::Tcp)
+        } else if let Some(path) = text.strip_prefix("file:").filter(|p| !p.is_empty()) {
+            Ok(IpfixDestination::File(path.into()))
+        } else {
+            Err(format!("{text}: an IPFIX destination is udp://HOST:PORT, tcp://HOST:PORT or file:PATH"))
+        }
+    }
+}
+
+impl fmt::Display for IpfixDestination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IpfixDestination::Udp(server) => write!(f, "udp://{server}"),
+            IpfixDestination::Tcp(server) => write!(f, "tcp://{server}"),
+            IpfixDestination::File(path) => write!(f, "file:{}", path.display()),
+        }
+    }
+}
 
 impl<'de> Deserialize<'de> for IpfixDestination {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map(IpfixDestination).map_err(serde::de::Error::custom)
+        String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -552,13 +661,13 @@ impl<'de> Deserialize<'de> for Fraction {
 }
 
 /// Entries of each kernel flow map: at least 1, at most
-/// [`MAX_FLOW_MAP_ENTRIES`](crate::capture::xdp::MAX_FLOW_MAP_ENTRIES).
+/// [`MAX_FLOW_MAP_ENTRIES`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MapEntries(pub u32);
 
 impl<'de> Deserialize<'de> for MapEntries {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let check = |value| crate::capture::xdp::check_flow_map_entries(value).map(MapEntries);
+        let check = |value| check_flow_map_entries(value).map(MapEntries);
         deserializer.deserialize_u64(WholeVisitor("a number of entries", check))
     }
 }

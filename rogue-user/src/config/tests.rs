@@ -141,6 +141,13 @@ fn values_that_contradict_each_other_name_their_line() {
 }
 
 #[test]
+fn flow_maps_have_a_bound() {
+    assert_eq!(check_flow_map_entries(262_144), Ok(262_144));
+    assert!(check_flow_map_entries(0).unwrap_err().starts_with("0 is not between 1 and 16777216"));
+    assert!(check_flow_map_entries(u32::MAX as u64).is_err());
+}
+
+#[test]
 fn keys_are_found_on_their_lines() {
     let text =
         "# comment\ndns:\n  servers: []\n  # min_ttl_seconds: 1\n  min_ttl_seconds: 5\nstore:\n  min_ttl_seconds: 7\n";

@@ -20,15 +20,33 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     config::{Config, Service},
-    dns::DnsFacts,
-    flows::format::rfc3339_millis,
     profile::Role,
-    store::{HostActivity, MILLIS_PER_DAY, Result, Store, StoredFinding, Upsert, Verdict},
+    store::{HostActivity, HostNames, Result, Store, StoredFinding, Upsert, Verdict},
+    time::{MILLIS_PER_DAY, rfc3339_millis},
 };
 
 pub mod whitelist;
 
 use whitelist::{Whitelist, WhitelistEntry};
+
+/// What DNS said about the hosts an evaluation looks at (the dns stage
+/// finds it out; the store keeps it).
+#[derive(Clone, Debug, Default)]
+pub struct DnsFacts {
+    /// False with `--no-dns`: every DNS characteristic is then null.
+    pub enabled: bool,
+    pub hosts: HashMap<(String, IpAddr), HostNames>,
+}
+
+impl DnsFacts {
+    pub fn disabled() -> DnsFacts {
+        DnsFacts { enabled: false, hosts: HashMap::new() }
+    }
+
+    pub fn get(&self, service: &str, host: IpAddr) -> Option<&HostNames> {
+        self.hosts.get(&(service.to_string(), host))
+    }
+}
 
 /// The look-back over which characteristics are measured, in data time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -323,7 +341,7 @@ impl Detector<'_> {
             && c.mail_share.is_some_and(|share| share >= service.share_threshold)
     }
 
-    fn evidence(&self, service: &Service, report: &HostReport, names: Option<&crate::dns::HostNames>) -> String {
+    fn evidence(&self, service: &Service, report: &HostReport, names: Option<&HostNames>) -> String {
         let a = &report.activity;
         let c = &report.characteristics;
         let name = service.name.to_uppercase();
@@ -375,7 +393,7 @@ impl Detector<'_> {
     }
 
     /// What DNS said, as a clause of the evidence sentence.
-    fn dns_evidence(&self, names: Option<&crate::dns::HostNames>) -> String {
+    fn dns_evidence(&self, names: Option<&HostNames>) -> String {
         if !self.dns.enabled {
             return "; DNS lookups were off (--no-dns)".into();
         }

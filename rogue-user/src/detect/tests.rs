@@ -3,8 +3,9 @@ use std::path::PathBuf;
 use super::*;
 use crate::{
     config::Config,
-    flows::{FlowRecord, NANOS_PER_SEC, Nanos},
+    flows::FlowRecord,
     profile::Profiler,
+    time::{NANOS_PER_SEC, Nanos},
 };
 
 const SEC: Nanos = NANOS_PER_SEC;
@@ -16,7 +17,7 @@ struct Fixture {
     store: Store,
     config: Config,
     whitelist: Whitelist,
-    dns: crate::dns::DnsFacts,
+    dns: crate::detect::DnsFacts,
 }
 
 fn fixture(name: &str, whitelist: &str) -> Fixture {
@@ -28,7 +29,7 @@ fn fixture(name: &str, whitelist: &str) -> Fixture {
     let config = Config::load(&dir.join("rogue.yaml")).unwrap();
     let whitelist = Whitelist::load(&config.whitelist_path(), &config.services.names()).unwrap();
     let store = Store::open(&config.store_path(), crate::store::Access::Create).unwrap();
-    Fixture { dir, store, config, whitelist, dns: crate::dns::DnsFacts::disabled() }
+    Fixture { dir, store, config, whitelist, dns: crate::detect::DnsFacts::disabled() }
 }
 
 impl Fixture {
@@ -187,7 +188,7 @@ fn twenty_external_servers_within_a_minute_is_a_fanout_burst() {
         (bursts[0].details["peers"].as_u64(), bursts[0].details["window_seconds"].as_u64()),
         (Some(20), Some(60))
     );
-    assert_eq!(bursts[0].time_ms, crate::store::millis(BASE));
+    assert_eq!(bursts[0].time_ms, crate::time::millis(BASE));
 }
 
 fn daily(host: &str, day: i64, flows_per_day: usize) -> Vec<FlowRecord> {

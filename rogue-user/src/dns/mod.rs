@@ -19,7 +19,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -36,8 +36,11 @@ use hickory_resolver::{
 };
 use tokio::sync::Semaphore;
 
-use crate::config::{DnsConfig, Service};
-pub use crate::store::{HostNames, MxTarget};
+use crate::{
+    config::{DnsConfig, Service},
+    detect::DnsFacts,
+    store::{HostNames, MxTarget},
+};
 
 /// A lookup that did not get an answer; the characteristic stays unknown.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,24 +98,6 @@ impl MxSet {
             None if self.unconfigured || !self.unanswered.is_empty() || !family_unanswered.is_empty() => None,
             None => Some(false),
         }
-    }
-}
-
-/// DNS results for the hosts an evaluation looks at.
-#[derive(Clone, Debug, Default)]
-pub struct DnsFacts {
-    /// False with `--no-dns`: every DNS characteristic is then null.
-    pub enabled: bool,
-    pub hosts: HashMap<(String, IpAddr), HostNames>,
-}
-
-impl DnsFacts {
-    pub fn disabled() -> DnsFacts {
-        DnsFacts { enabled: false, hosts: HashMap::new() }
-    }
-
-    pub fn get(&self, service: &str, host: IpAddr) -> Option<&HostNames> {
-        self.hosts.get(&(service.to_string(), host))
     }
 }
 
@@ -398,28 +383,6 @@ pub fn display_name(name: &Name) -> String {
         text.pop();
     }
     text
-}
-
-/// A configured DNS server: `127.0.0.1:5353`, or an address for port 53.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DnsServer(pub SocketAddr);
-
-impl std::str::FromStr for DnsServer {
-    type Err = String;
-    fn from_str(text: &str) -> Result<DnsServer, String> {
-        if let Ok(addr) = text.parse::<SocketAddr>() {
-            return Ok(DnsServer(addr));
-        }
-        text.parse::<IpAddr>()
-            .map(|ip| DnsServer(SocketAddr::new(ip, 53)))
-            .map_err(|_| format!("{text:?} is not an address or address:port"))
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for DnsServer {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
-    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 use hickory_resolver::proto::rr::Name;
 
 use super::*;
-use crate::config::{Service, ServiceConfig};
+use crate::config::{DnsServer, Service, ServiceConfig};
 
 fn name(text: &str) -> Name {
     Name::from_ascii(text).unwrap()

@@ -8,15 +8,30 @@ use std::{
     io::{self, Write},
 };
 
-use super::{FlowRecord, NANOS_PER_SEC, Nanos};
+use super::FlowRecord;
+use crate::time::{NANOS_PER_SEC, Nanos, rfc3339_millis, rfc3339_of_millis};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     Table,
     Json,
     Csv,
     /// Nothing on stdout (when the flows are exported).
     None,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Format, String> {
+        match text {
+            "table" => Ok(Format::Table),
+            "json" => Ok(Format::Json),
+            "csv" => Ok(Format::Csv),
+            "none" => Ok(Format::None),
+            other => Err(format!("{other:?} is not a flow format (table, json, csv, none)")),
+        }
+    }
 }
 
 pub const FIELDS: [&str; 11] =
@@ -199,16 +214,6 @@ impl CsvFields {
         self.field.push('Z');
         Ok(csv.write_field(&self.field)?)
     }
-}
-
-/// `2015-12-08T21:31:02.855Z`: UTC, milliseconds truncated.
-pub fn rfc3339_millis(time: Nanos) -> String {
-    rfc3339_of_millis(time.div_euclid(1_000_000)).unwrap_or_else(|| format!("@{time}ns"))
-}
-
-fn rfc3339_of_millis(millis: i64) -> Option<String> {
-    // jiff's RFC 3339 printer (a third the cost of strftime's interpreter).
-    jiff::Timestamp::from_millisecond(millis).ok().map(|ts| format!("{ts:.3}"))
 }
 
 /// TCP flags as nfdump prints them: `CEUAPRSF`, `.` where unset.

@@ -12,7 +12,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::flows::{FlowRecord, NANOS_PER_SEC, Nanos};
+use crate::{
+    flows::FlowRecord,
+    time::{NANOS_PER_SEC, Nanos},
+};
 
 /// Why a message was not read.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

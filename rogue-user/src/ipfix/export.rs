@@ -4,17 +4,14 @@
 //! IPFIX files (RFC 5655: the messages one after another).
 
 use std::{
-    fmt,
     fs::File,
     io::{self, BufWriter, Write},
     net::{IpAddr, TcpStream, ToSocketAddrs, UdpSocket},
-    path::PathBuf,
-    str::FromStr,
     time::{Duration, Instant},
 };
 
 use super::{IPV4_TEMPLATE, IPV6_TEMPLATE, MESSAGE_HEADER, SET_HEADER, TEMPLATE_SET, VERSION};
-use crate::flows::{FlowRecord, NANOS_PER_SEC};
+use crate::{config::IpfixDestination as Destination, flows::FlowRecord, time::millis};
 
 /// How often templates are sent again over UDP.
 pub const TEMPLATE_REFRESH: Duration = Duration::from_secs(60);
@@ -106,7 +103,6 @@ fn write_record(out: &mut Vec<u8>, flow: &FlowRecord) {
     out.extend_from_slice(&(flow.tcp_flags as u16).to_be_bytes());
     out.extend_from_slice(&flow.packets.to_be_bytes());
     out.extend_from_slice(&flow.bytes.to_be_bytes());
-    let millis = |time: i64| (time.div_euclid(NANOS_PER_SEC / 1000)) as u64;
     out.extend_from_slice(&millis(flow.start).to_be_bytes());
     out.extend_from_slice(&millis(flow.end).to_be_bytes());
     out.extend_from_slice(&flow.ifindex.to_be_bytes());
@@ -120,47 +116,6 @@ fn finish_set(message: &mut [u8], set_start: usize) {
 fn finish_message(message: &mut [u8]) {
     let length = message.len() as u16;
     message[2..4].copy_from_slice(&length.to_be_bytes());
-}
-
-/// Where flows are exported: `udp://HOST:PORT`, `tcp://HOST:PORT`, or an
-/// IPFIX file (`file:PATH`, or `rogue flows --write PATH`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Destination {
-    Udp(String),
-    Tcp(String),
-    File(PathBuf),
-}
-
-impl FromStr for Destination {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Destination, String> {
-        let host_port = |rest: &str| -> Result<String, String> {
-            match rest.rsplit_once(':') {
-                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(rest.to_string()),
-                _ => Err(format!("{text}: give the collector as udp://HOST:PORT or tcp://HOST:PORT")),
-            }
-        };
-        if let Some(rest) = text.strip_prefix("udp://") {
-            host_port(rest).map(Destination::Udp)
-        } else if let Some(rest) = text.strip_prefix("tcp://") {
-            host_port(rest).map(Destination::Tcp)
-        } else if let Some(path) = text.strip_prefix("file:").filter(|p| !p.is_empty()) {
-            Ok(Destination::File(path.into()))
-        } else {
-            Err(format!("{text}: an IPFIX destination is udp://HOST:PORT, tcp://HOST:PORT or file:PATH"))
-        }
-    }
-}
-
-impl fmt::Display for Destination {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Destination::Udp(server) => write!(f, "udp://{server}"),
-            Destination::Tcp(server) => write!(f, "tcp://{server}"),
-            Destination::File(path) => write!(f, "file:{}", path.display()),
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]

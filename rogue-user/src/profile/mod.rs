@@ -23,10 +23,9 @@ use ipnet::IpNet;
 
 use crate::{
     config::{Config, Service},
-    flows::{FastMap, FlowRecord, NANOS_PER_SEC, Nanos},
+    flows::{FastMap, FlowRecord},
+    time::{NANOS_PER_SEC, Nanos},
 };
-
-pub mod ingest;
 
 const TCP: u8 = 6;
 const NANOS_PER_DAY: Nanos = 86_400 * NANOS_PER_SEC;

@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use super::{HostPage, IndexEntry};
 use crate::{
     detect::finding_summary,
-    flows::format::rfc3339_millis,
-    store::{MILLIS_PER_DAY, Peer},
+    store::Peer,
+    time::{MILLIS_PER_DAY, rfc3339_millis},
 };
 
 const STYLE: &str = "body{font-family:DejaVu Sans,Verdana,sans-serif;margin:2em;color:#222;max-width:1250px}\

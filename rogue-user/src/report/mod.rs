@@ -15,9 +15,9 @@ use std::{
 use crate::{
     config::Service,
     detect::{Detector, HostReport},
-    flows::{NANOS_PER_SEC, format::rfc3339_millis},
     profile::{Direction, Role},
     store::{Peer, Store, StoredFinding},
+    time::{NANOS_PER_SEC, rfc3339_millis},
 };
 
 pub mod data;

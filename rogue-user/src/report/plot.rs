@@ -15,7 +15,7 @@ use plotters::{
 };
 
 use super::data::{DayActivity, ExistencePlot, port_scale};
-use crate::flows::{NANOS_PER_SEC, format::rfc3339_millis};
+use crate::time::{NANOS_PER_SEC, rfc3339_millis};
 
 static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 const FAMILY: &str = "sans-serif";

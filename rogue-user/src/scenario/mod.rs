@@ -28,13 +28,13 @@ use std::{
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::flows::{NANOS_PER_SEC, Nanos};
+use crate::time::{NANOS_PER_SEC, Nanos};
 
 pub mod packets;
 
 use packets::{Frame, From, PcapWriter, TcpConversation, refused, udp_exchange};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Case {
     /// Ordinary traffic only: no finding is right
     Background,
@@ -43,6 +43,21 @@ pub enum Case {
     Misconfiguration,
     /// The three cases over the background
     All,
+}
+
+impl std::str::FromStr for Case {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Case, String> {
+        match text {
+            "background" => Ok(Case::Background),
+            "vpn-failure" => Ok(Case::VpnFailure),
+            "new-mail-servers" => Ok(Case::NewMailServers),
+            "misconfiguration" => Ok(Case::Misconfiguration),
+            "all" => Ok(Case::All),
+            other => Err(format!("{other:?} is not a scenario")),
+        }
+    }
 }
 
 impl Case {
@@ -355,7 +370,7 @@ mod tests {
 
     #[test]
     fn the_time_line_starts_on_the_first_of_february_2008() {
-        assert_eq!(crate::flows::format::rfc3339_millis(day_start(0)), "2008-02-01T00:00:00.000Z");
-        assert_eq!(crate::flows::format::rfc3339_millis(burst_start(MISCONFIGURATION_DAY)), "2008-03-10T14:30:00.000Z");
+        assert_eq!(crate::time::rfc3339_millis(day_start(0)), "2008-02-01T00:00:00.000Z");
+        assert_eq!(crate::time::rfc3339_millis(burst_start(MISCONFIGURATION_DAY)), "2008-03-10T14:30:00.000Z");
     }
 }

@@ -8,7 +8,7 @@ use std::{
 
 use etherparse::PacketBuilder;
 
-use crate::flows::{NANOS_PER_SEC, Nanos};
+use crate::time::{NANOS_PER_SEC, Nanos};
 
 /// Every frame is between the same two MAC addresses: rogue keys flows on
 /// IP, and the link layer of a capture at a gateway says nothing more.

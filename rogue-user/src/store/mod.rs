@@ -24,8 +24,6 @@ use std::{
 
 use rusqlite::{Connection, OpenFlags};
 
-use crate::flows::{NANOS_PER_SEC, Nanos};
-
 mod findings;
 mod read;
 pub mod retention;
@@ -36,8 +34,6 @@ pub use findings::{HostNames, MxTarget, StoredFinding, Upsert, Verdict};
 pub use read::{HostActivity, Peer, Pending, Source};
 pub use retention::Pruned;
 pub use write::Ingest;
-
-pub const MILLIS_PER_DAY: i64 = 86_400_000;
 
 /// Stores at most this large are checked (`PRAGMA quick_check`) every time
 /// they are opened: about 80 ms at the 400 MB/s the check runs at. Larger
@@ -214,7 +210,7 @@ impl Store {
     }
 
     /// The schema version after migrations.
-    pub fn schema_version(&self) -> Result<i64> {
+    pub(crate) fn schema_version(&self) -> Result<i64> {
         self.run(|c| c.pragma_query_value(None, "user_version", |row| row.get(0)))
     }
 
@@ -331,10 +327,6 @@ fn closed_cleanly(path: &Path) -> bool {
     // SAFETY: F_GETLK on an open file with a valid flock; it only reports.
     let rc = unsafe { libc::fcntl(shm.as_raw_fd(), libc::F_GETLK, &mut lock) };
     rc == 0 && lock.l_type != libc::F_UNLCK as libc::c_short
-}
-
-pub fn millis(time: Nanos) -> i64 {
-    time.div_euclid(NANOS_PER_SEC / 1000)
 }
 
 /// The address in column `index`.

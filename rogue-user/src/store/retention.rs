@@ -15,9 +15,10 @@
 use rusqlite::{Transaction, params};
 
 use super::{
-    MILLIS_PER_DAY, Result, Source, Store, error_at,
+    Result, Source, Store, error_at,
     read::{LIVE, SOURCES, source_row},
 };
+use crate::time::MILLIS_PER_DAY;
 
 /// What a prune removed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -1,9 +1,12 @@
 use super::*;
-use crate::profile::{FlowSpan, Role};
 use crate::{
     config::{Service, ServiceConfig},
     flows::FlowRecord,
     profile::Profiler,
+};
+use crate::{
+    profile::{FlowSpan, Role},
+    time::{NANOS_PER_SEC, Nanos, millis},
 };
 
 const SEC: Nanos = NANOS_PER_SEC;

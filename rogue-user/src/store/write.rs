@@ -7,13 +7,14 @@ use std::{net::IpAddr, path::Path, rc::Rc};
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::{
-    Result, Source, Store, error_at, millis,
+    Result, Source, Store, error_at,
     read::{SOURCES, source_row},
 };
 use crate::{
     config::Service,
     flows::FastMap,
     profile::{FlowSpan, ProfileBatch},
+    time::millis,
 };
 
 impl Store {

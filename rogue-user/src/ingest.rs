@@ -1,6 +1,7 @@
-//! Capture and IPFIX files into the store: metered, profiled, and written in
-//! one transaction, so an interrupted ingest leaves nothing behind and a file
-//! is either wholly in the store or not at all. Every row is written under
+//! Files into the store, the offline pipeline: capture and IPFIX files are
+//! read (capture, ipfix), metered (flows), profiled (profile) and written
+//! (store) in one transaction, so an interrupted ingest leaves nothing
+//! behind and a file is either wholly in the store or not at all. Every row is written under
 //! the file's own source. Each file is hashed; a file whose content is
 //! already in the store is refused, naming when it was ingested and as what,
 //! so nothing is ever counted twice, unless its evaluation never completed
@@ -25,13 +26,14 @@ use std::{
 use rogue_common::MeterCounters;
 use sha2::{Digest, Sha256};
 
-use super::{FlowSpan, ProfileBatch, Profiler};
 use crate::{
-    capture::{CaptureError, FileMeter},
+    capture::CaptureError,
     config::{Config, Service},
-    flows::{FlowCache, FlowRecord, Nanos, Rejected, TimeBounds, Timeouts},
+    flows::{FlowCache, FlowRecord, Rejected, TimeBounds, Timeouts, meter::FileMeter},
     ipfix::decode::{Decoder, ipfix_message_length},
+    profile::{FlowSpan, ProfileBatch, Profiler},
     store::{Source, Store, StoreError},
+    time::Nanos,
 };
 
 /// Profile entries held in memory before they are written out.
@@ -235,7 +237,7 @@ fn resume_or_refuse(
 }
 
 fn already_ingested(path: PathBuf, earlier: Source) -> IngestError {
-    let when = crate::flows::format::rfc3339_millis(earlier.ingested_ms * 1_000_000);
+    let when = crate::time::rfc3339_millis(earlier.ingested_ms * 1_000_000);
     IngestError::AlreadyIngested { path, name: earlier.name, when }
 }
 
@@ -293,6 +295,8 @@ impl Reader<'_> {
                     || stop.load(Ordering::Relaxed) != 0,
                 )
                 .map_err(|e| self.interrupted_or(e, paths.len()))?;
+            let rejected = file.rejected;
+            let file = file.file;
             if let Some(offset) = file.cut_at {
                 return Err(IngestError::Cut { path: path.clone(), offset, packets: file.frames });
             }
@@ -302,7 +306,7 @@ impl Reader<'_> {
             send(ToStore::Profiles { source, batch: profiler.take() });
             let packets = meter.counters.since(&before).packets;
             let span = FlowSpan { flows: flows_read, packets, first: file.first, last: file.last };
-            summary.add_file(path, source, span, file.rejected, &mut send);
+            summary.add_file(path, source, span, rejected, &mut send);
         }
         // The flows still open at the end belong to the last file.
         if let Some(&source) = self.sources.last() {

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::{
     config::{Config, FindingSink},
-    detect::finding_json,
+    output::finding_json,
     store::StoredFinding,
     time::rfc3339_millis,
 };

@@ -20,13 +20,7 @@ pub struct AgentArgs {
 }
 
 pub fn run(config: &ConfigArgs, args: AgentArgs) -> anyhow::Result<ExitCode> {
-    agent::run(AgentOptions {
-        config: config.config.clone(),
-        db: config.db.clone(),
-        interfaces: args.iface,
-        listen: None,
-        no_dns: config.no_dns,
-    })?;
+    agent::run(AgentOptions { paths: config.paths(), interfaces: args.iface, listen: None })?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -42,12 +36,6 @@ pub struct CollectArgs {
 }
 
 pub fn collect(config: &ConfigArgs, args: CollectArgs) -> anyhow::Result<ExitCode> {
-    agent::run(AgentOptions {
-        config: config.config.clone(),
-        db: config.db.clone(),
-        interfaces: Vec::new(),
-        listen: Some(args.listen),
-        no_dns: config.no_dns,
-    })?;
+    agent::run(AgentOptions { paths: config.paths(), interfaces: Vec::new(), listen: Some(args.listen) })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -27,10 +27,10 @@ use super::context::{
     ConfigArgs, Context, DnsUse, Interrupted, OutputFormat, catch_stop_signals, print_findings, table_time,
 };
 use crate::{
-    detect::{Detector, Window},
+    detect::Window,
     flows::{Rejected, TimeBounds},
     ingest::{FileKind, IngestError, IngestOptions, IngestSummary, ingest_files},
-    store::{Access, Pending, StoredFinding, Upsert},
+    store::{Access, StoredFinding, Upsert},
     time::rfc3339_millis,
 };
 
@@ -65,11 +65,12 @@ pub fn run(config: &ConfigArgs, args: AnalyzeArgs, quiet: bool) -> anyhow::Resul
         if args.ipfix.is_empty() { (&args.pcap, FileKind::Capture) } else { (&args.ipfix, FileKind::Ipfix) };
     let total_bytes: u64 = files.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
     let now = jiff::Timestamp::now().as_nanosecond() as i64;
-    let bounds = TimeBounds::for_files(now, context.config.store.max_future_seconds.0);
+    let bounds = TimeBounds::for_files(now, context.engine.config.store.max_future_seconds.0);
     let progress = progress_bar(total_bytes, quiet);
     let started = Instant::now();
     let options = IngestOptions { kind, bounds, stop: &stop };
-    let ingested = ingest_files(&context.config, &mut context.store, files, options, |b| progress.set_position(b));
+    let ingested =
+        ingest_files(&context.engine.config, &mut context.engine.store, files, options, |b| progress.set_position(b));
     progress.finish_and_clear();
     let summary = match ingested {
         Err(IngestError::Interrupted { path, files, signal }) => {
@@ -111,9 +112,9 @@ pub fn run(config: &ConfigArgs, args: AnalyzeArgs, quiet: bool) -> anyhow::Resul
 pub fn run_evaluate(config: &ConfigArgs, args: EvaluateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let stop = catch_stop_signals()?;
     let mut context = config.open(Access::ReadWrite, DnsUse::LookUp)?;
-    let Some(pending) = context.store.pending()? else {
+    let Some(pending) = context.engine.store.pending()? else {
         if !quiet {
-            eprintln!("rogue: everything stored in {} is evaluated", context.store.path().display());
+            eprintln!("rogue: everything stored in {} is evaluated", context.engine.store.path().display());
         }
         return Ok(ExitCode::SUCCESS);
     };
@@ -135,15 +136,14 @@ pub fn run_evaluate(config: &ConfigArgs, args: EvaluateArgs, quiet: bool) -> any
 /// The span of the files' unevaluated traffic: what this analyze stored,
 /// what it resumed, and what an earlier one left unevaluated.
 fn files_window(context: &Context) -> anyhow::Result<Option<Window>> {
-    let pending = context.store.pending_files()?;
+    let pending = context.engine.store.pending_files()?;
     Ok(pending.map(|(from_ms, to_ms)| Window { from_ms, to_ms }))
 }
 
-/// Looks up DNS, applies the method to `period`, and stores the findings
-/// together with the mark that the period's traffic, as stored when this
-/// began, is evaluated; then applies retention.
+/// Looks up DNS, then evaluates `period` (see [`crate::engine::Engine::evaluate`]): what
+/// was written before the lookups began is marked evaluated.
 fn evaluate(context: &mut Context, period: Window, stop: &AtomicUsize) -> anyhow::Result<Vec<(StoredFinding, Upsert)>> {
-    let seq = context.store.write_seq()?;
+    let seq = context.engine.store.write_seq()?;
     let started = Instant::now();
     if let Some(signal) = context.resolve_hosts(period, Some(stop))? {
         let message = "interrupted during the DNS lookups: the traffic is stored but not evaluated; `rogue \
@@ -153,22 +153,12 @@ fn evaluate(context: &mut Context, period: Window, stop: &AtomicUsize) -> anyhow
     }
     info!("resolved the hosts' DNS characteristics in {:.2} s", started.elapsed().as_secs_f64());
     let started = Instant::now();
-    // Disjoint borrows: the detector reads config, whitelist and DNS; the store is written.
-    let detector = Detector { config: &context.config, whitelist: &context.whitelist, dns: &context.dns };
-    let findings = detector.evaluate(&context.store, period)?;
-    let now_ms = jiff::Timestamp::now().as_millisecond();
-    let pending = Pending { from_ms: period.from_ms, to_ms: period.to_ms, seq };
-    let stored = context.store.in_transaction(|store| {
-        let stored = detector.record(store, &findings, now_ms)?;
-        store.mark_evaluated(pending)?;
-        Ok(stored)
-    })?;
-    info!("evaluated and stored {} findings in {:.2} s", stored.len(), started.elapsed().as_secs_f64());
-    let pruned = context.store.apply_retention(context.config.store.retention_days.0, now_ms)?;
-    for source in &pruned.sources {
+    let evaluated = context.engine.evaluate(period, seq, jiff::Timestamp::now().as_millisecond())?;
+    info!("evaluated and stored {} findings in {:.2} s", evaluated.findings.len(), started.elapsed().as_secs_f64());
+    for source in &evaluated.pruned.sources {
         info!("retention: removed {} (ingested {})", source.name, table_time(source.ingested_ms));
     }
-    Ok(stored)
+    Ok(evaluated.findings)
 }
 
 /// The one line on stderr after an analyze.

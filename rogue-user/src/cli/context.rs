@@ -24,10 +24,11 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::{
-    config::Config,
-    detect::{Detector, DnsFacts, Window, finding_json, finding_summary, whitelist::Whitelist},
+    detect::{Detector, Window},
     dns::Resolver,
-    store::{Access, Store, StoredFinding},
+    engine::{Engine, Paths, WhitelistFile},
+    output::{finding_json, finding_summary},
+    store::{Access, StoredFinding},
     time::rfc3339_millis,
 };
 
@@ -61,12 +62,9 @@ pub enum DnsUse {
     Stored { resolve: bool },
 }
 
-/// The opened configuration, store and whitelist, and what DNS said.
+/// The engine a command opened, and how it may use DNS.
 pub struct Context {
-    pub config: Config,
-    pub store: Store,
-    pub whitelist: Whitelist,
-    pub dns: DnsFacts,
+    pub engine: Engine,
     /// Whether this command may ask DNS.
     asks_dns: bool,
     keeps_answers: bool,
@@ -75,61 +73,47 @@ pub struct Context {
 }
 
 impl ConfigArgs {
+    pub fn paths(&self) -> Paths {
+        Paths { config: self.config.clone(), db: self.db.clone(), no_dns: self.no_dns }
+    }
+
     /// Opens what a command needs: the store as `access` allows (only the
     /// commands that gather traffic create one), the whitelist (it must
     /// exist), and DNS as `dns` says.
     pub fn open(&self, access: Access, dns: DnsUse) -> anyhow::Result<Context> {
-        let config = Config::load(&self.config)?;
-        let store_path = self.db.clone().unwrap_or_else(|| config.store_path());
-        let store = Store::open(&store_path, access)?;
-        let whitelist = Whitelist::load(&config.whitelist_path(), &config.services.names())?;
-        let dns_enabled = self.dns_enabled(&config);
-        Ok(Context::new(config, store, whitelist, dns_enabled, dns))
+        Ok(Context::new(Engine::open(&self.paths(), access, WhitelistFile::Existing)?, dns))
     }
 
     /// Like [`open`](Self::open), for the commands that add to the
     /// whitelist: a whitelist file that does not exist yet is started.
     pub fn open_for_whitelisting(&self, dns: DnsUse) -> anyhow::Result<Context> {
-        let config = Config::load(&self.config)?;
-        let store_path = self.db.clone().unwrap_or_else(|| config.store_path());
-        let store = Store::open(&store_path, Access::ReadWrite)?;
-        let whitelist = Whitelist::load_or_new(&config.whitelist_path(), &config.services.names())?;
-        let dns_enabled = self.dns_enabled(&config);
-        Ok(Context::new(config, store, whitelist, dns_enabled, dns))
-    }
-
-    fn dns_enabled(&self, config: &Config) -> bool {
-        !self.no_dns && config.dns.enabled
+        Ok(Context::new(Engine::open(&self.paths(), Access::ReadWrite, WhitelistFile::Started)?, dns))
     }
 }
 
 impl Context {
-    fn new(config: Config, store: Store, whitelist: Whitelist, dns_enabled: bool, dns: DnsUse) -> Context {
+    fn new(engine: Engine, dns: DnsUse) -> Context {
+        let enabled = engine.dns.enabled;
         let (asks_dns, keeps_answers) = match dns {
-            DnsUse::LookUp => (dns_enabled, true),
-            DnsUse::Stored { resolve } => (dns_enabled && resolve, false),
+            DnsUse::LookUp => (enabled, true),
+            DnsUse::Stored { resolve } => (enabled && resolve, false),
         };
-        let dns = if dns_enabled { DnsFacts { enabled: true, ..DnsFacts::default() } } else { DnsFacts::disabled() };
-        Context { config, store, whitelist, dns, asks_dns, keeps_answers, resolver: OnceCell::new() }
+        Context { engine, asks_dns, keeps_answers, resolver: OnceCell::new() }
     }
 
     pub fn detector(&self) -> Detector<'_> {
-        Detector { config: &self.config, whitelist: &self.whitelist, dns: &self.dns }
+        self.engine.detector()
     }
 
-    /// Gathers the DNS characteristics of the hosts with activity in
-    /// `window`: what the store holds, and, where this command asks DNS,
-    /// what DNS answers now (kept in the store by the commands that
-    /// evaluate). Returns the signal that stopped the lookups, if one did.
+    /// Asks DNS about the hosts with activity in `window`, where this
+    /// command asks DNS: the answers go over what the store holds (and into
+    /// the store, for the commands that evaluate). Returns the signal that
+    /// stopped the lookups, if one did.
     pub fn resolve_hosts(&mut self, window: Window, stop: Option<&AtomicUsize>) -> anyhow::Result<Option<i32>> {
-        if !self.dns.enabled {
-            return Ok(None);
-        }
-        self.dns.hosts = self.store.host_names()?;
         if !self.asks_dns {
             return Ok(None);
         }
-        let hosts = self.detector().hosts_to_resolve(&self.store, window)?;
+        let hosts = self.detector().hosts_to_resolve(&self.engine.store, window)?;
         let (runtime, resolver) = self.resolver()?;
         let answers = runtime.block_on(async {
             tokio::select! {
@@ -141,18 +125,11 @@ impl Context {
             Ok(answers) => answers,
             Err(signal) => return Ok(Some(signal)),
         };
+        let engine = &mut self.engine;
         if self.keeps_answers {
-            self.store.save_host_names(&answers.hosts, jiff::Timestamp::now().as_millisecond())?;
-            self.dns.hosts = self.store.host_names()?;
-        } else {
-            for (key, names) in answers.hosts {
-                let names = match self.dns.hosts.get(&key) {
-                    Some(older) => names.over(older),
-                    None => names,
-                };
-                self.dns.hosts.insert(key, names);
-            }
+            engine.store.save_host_names(&answers.hosts, jiff::Timestamp::now().as_millisecond())?;
         }
+        engine.dns.take(answers);
         Ok(None)
     }
 
@@ -163,14 +140,14 @@ impl Context {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let resolver = {
             let _entered = runtime.enter();
-            Resolver::new(&self.config.dns).context("setting up the DNS resolver")?
+            Resolver::new(&self.engine.config.dns).context("setting up the DNS resolver")?
         };
         Ok(self.resolver.get_or_init(|| (runtime, resolver)))
     }
 
     /// PTR names of `addrs`, where this command asks DNS; empty otherwise.
     pub fn peer_names(&self, addrs: &[IpAddr]) -> anyhow::Result<BTreeMap<IpAddr, String>> {
-        if !self.asks_dns || !self.dns.enabled {
+        if !self.asks_dns {
             return Ok(BTreeMap::new());
         }
         let (runtime, resolver) = self.resolver()?;
@@ -179,7 +156,7 @@ impl Context {
 
     /// The look-back window ending at the newest data in the store.
     pub fn latest_window(&self) -> anyhow::Result<Option<Window>> {
-        let newest = self.store.newest_ms().context("reading the store")?;
+        let newest = self.engine.store.newest_ms().context("reading the store")?;
         Ok(newest.map(|end| self.detector().window(end)))
     }
 }

@@ -56,13 +56,13 @@ pub fn run(config: &ConfigArgs, args: FindingsArgs) -> anyhow::Result<ExitCode> 
     let mut context = config.open(access, DnsUse::Stored { resolve: false })?;
     match args.action {
         Some(FindingsAction::Ack { id }) => {
-            if !context.store.set_finding_state(id, "acknowledged", jiff::Timestamp::now().as_millisecond())? {
+            if !context.engine.store.set_finding_state(id, "acknowledged", jiff::Timestamp::now().as_millisecond())? {
                 bail!("there is no finding {id} (`rogue findings` lists them)");
             }
             eprintln!("rogue: finding {id} acknowledged");
         }
         None => {
-            let findings = context.store.findings(args.since, args.state.map(State::as_str))?;
+            let findings = context.engine.store.findings(args.since, args.state.map(State::as_str))?;
             print_findings(&findings, args.format)?;
         }
     }

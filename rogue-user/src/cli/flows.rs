@@ -24,9 +24,8 @@ use crate::{
     },
     ipfix::{
         collect::{self, CollectorStats},
-        export::Exporter,
+        export::Exporters,
     },
-    with_causes,
 };
 
 #[derive(Debug, Args)]
@@ -96,9 +95,10 @@ pub fn run(args: FlowsArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let format = args.format.unwrap_or(if io::stdout().is_terminal() { Format::Table } else { Format::Json });
     let timeouts = Timeouts::from_secs(args.idle_timeout.as_secs(), args.active_timeout.as_secs());
     let writer = FlowWriter::new(format, BufWriter::new(io::stdout().lock()))?;
-    let destinations = args.ipfix.iter().cloned().chain(args.write.iter().map(|p| Destination::File(p.clone())));
-    let exporters = destinations.map(|d| Exporter::open(&d, args.observation_domain)).collect::<Result<Vec<_>, _>>()?;
-    let mut output = FlowOutput { writer, flows: 0, quiet, exporters, export_errors: 0 };
+    let mut destinations = args.ipfix.clone();
+    destinations.extend(args.write.iter().map(|p| Destination::File(p.clone())));
+    let exporters = Exporters::open(&destinations, args.observation_domain)?;
+    let mut output = FlowOutput { writer, flows: 0, quiet, exporters };
     let result = if let Some(listen) = args.listen {
         collect(listen, args.duration, &mut output)
     } else if args.pcap.is_empty() {
@@ -117,9 +117,7 @@ struct FlowOutput<W: Write> {
     writer: FlowWriter<W>,
     flows: u64,
     quiet: bool,
-    exporters: Vec<Exporter>,
-    /// Exports that failed (logged; a collector may come back).
-    export_errors: u64,
+    exporters: Exporters,
 }
 
 impl<W: Write> FlowOutput<W> {
@@ -128,32 +126,22 @@ impl<W: Write> FlowOutput<W> {
             self.writer.write(flow)?;
         }
         self.flows += flows.len() as u64;
-        for exporter in &mut self.exporters {
-            if let Err(e) = exporter.export(flows) {
-                self.export_errors += 1;
-                warn!("{}", with_causes(&e));
-            }
-        }
+        self.exporters.export(flows);
         Ok(())
     }
 
     /// Flushes stdout and the exporters.
     fn flush(&mut self) -> io::Result<()> {
-        for exporter in &mut self.exporters {
-            if let Err(e) = exporter.flush() {
-                self.export_errors += 1;
-                warn!("{}", with_causes(&e));
-            }
-        }
+        self.exporters.flush();
         self.writer.flush()
     }
 
     /// What was exported where, for the summary.
     fn export_lines(&self) -> Vec<(&'static str, String)> {
         let mut lines: Vec<(&'static str, String)> =
-            self.exporters.iter().map(|e| ("ipfix export", e.destination().to_string())).collect();
+            self.exporters.errors().map(|(d, _)| ("ipfix export", d)).collect();
         if !self.exporters.is_empty() {
-            lines.push(("ipfix export errors", self.export_errors.to_string()));
+            lines.push(("ipfix export errors", self.exporters.errors().map(|(_, n)| n).sum::<u64>().to_string()));
         }
         lines
     }

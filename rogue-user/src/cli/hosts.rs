@@ -42,7 +42,7 @@ pub fn run(config: &ConfigArgs, args: HostsArgs) -> anyhow::Result<ExitCode> {
     }
     let detector = context.detector();
     for service in detector.services() {
-        for report in detector.hosts(&context.store, &service)? {
+        for report in detector.hosts(&context.engine.store, &service)? {
             let peers = if args.peers { Some(peers(&context, &report)?) } else { None };
             let names = match &peers {
                 Some(peers) => context.peer_names(&peers.iter().map(|p| p.peer).collect::<Vec<_>>())?,
@@ -80,7 +80,7 @@ pub fn run(config: &ConfigArgs, args: HostsArgs) -> anyhow::Result<ExitCode> {
 /// The peers in the look-back the report measured.
 fn peers(context: &Context, report: &HostReport) -> anyhow::Result<Vec<Peer>> {
     let window = context.detector().window(report.activity.last_ms);
-    Ok(context.store.peers(&report.service, report.host(), window.from_ms, window.to_ms)?)
+    Ok(context.engine.store.peers(&report.service, report.host(), window.from_ms, window.to_ms)?)
 }
 
 fn write_row(out: &mut impl Write, report: &HostReport) -> io::Result<()> {

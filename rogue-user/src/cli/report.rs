@@ -68,7 +68,8 @@ pub fn run(config: &ConfigArgs, args: ReportArgs, quiet: bool) -> anyhow::Result
             report::write_host(&page, &args.out, &generated)?
         }
         None => {
-            let hosts: BTreeSet<IpAddr> = context.store.findings(None, None)?.into_iter().map(|f| f.host).collect();
+            let hosts: BTreeSet<IpAddr> =
+                context.engine.store.findings(None, None)?.into_iter().map(|f| f.host).collect();
             let mut files = Vec::new();
             let mut entries = Vec::new();
             for host in hosts {
@@ -97,7 +98,7 @@ pub fn run(config: &ConfigArgs, args: ReportArgs, quiet: bool) -> anyhow::Result
 fn page(context: &Context, request: Request) -> anyhow::Result<HostPage> {
     let detector = context.detector();
     let smtp = &detector.services()[0];
-    let mut page = report::gather(&context.store, &detector, smtp, request)?;
+    let mut page = report::gather(&context.engine.store, &detector, smtp, request)?;
     let peers: Vec<IpAddr> = page.clients.iter().chain(&page.servers).map(|p| p.peer).collect();
     page.peer_names = context.peer_names(&peers)?;
     Ok(page)

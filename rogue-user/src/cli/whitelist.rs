@@ -164,24 +164,24 @@ pub fn run(config: &ConfigArgs, args: WhitelistArgs) -> anyhow::Result<ExitCode>
                 verified_on: Some(today),
                 force: false,
             };
-            context.whitelist.add(entry)?;
-            context.store.clear_verdict(&service, host)?;
-            let closed = context.store.set_host_findings_state(&service, host, "whitelisted", now_ms)?;
+            context.engine.whitelist.add(entry)?;
+            context.engine.store.clear_verdict(&service, host)?;
+            let closed = context.engine.store.set_host_findings_state(&service, host, "whitelisted", now_ms)?;
             eprintln!("rogue: {host} whitelisted for {service}; {closed} finding(s) marked whitelisted");
         }
         WhitelistAction::Reject { host, by, reason, service } => {
             let mut context = config.open_for_whitelisting(DnsUse::Stored { resolve: false })?;
-            if let Some(entry) = context.whitelist.matching(host, &service) {
+            if let Some(entry) = context.engine.whitelist.matching(host, &service) {
                 bail!(
                     "{host} is on the whitelist as {} ({}); remove that entry first (`rogue whitelist remove {}`)",
                     entry.address,
-                    context.whitelist.path().display(),
+                    context.engine.whitelist.path().display(),
                     entry.address
                 );
             }
             let verdict = Verdict { verdict: "rogue".into(), by, reason, at_ms: now_ms };
-            context.store.set_verdict(&service, host, &verdict)?;
-            let marked = context.store.set_host_findings_state(&service, host, "confirmed_rogue", now_ms)?;
+            context.engine.store.set_verdict(&service, host, &verdict)?;
+            let marked = context.engine.store.set_host_findings_state(&service, host, "confirmed_rogue", now_ms)?;
             eprintln!("rogue: {host} recorded as a confirmed rogue {service} server; {marked} finding(s) marked");
         }
         WhitelistAction::Calibrate { service, format } => {
@@ -231,7 +231,7 @@ fn reports(context: &Context, service: Option<&str>) -> anyhow::Result<Vec<HostR
     let detector = context.detector();
     let mut reports = Vec::new();
     for s in detector.services().iter().filter(|s| service.is_none_or(|name| s.name == name)) {
-        reports.extend(detector.hosts(&context.store, s)?);
+        reports.extend(detector.hosts(&context.engine.store, s)?);
     }
     Ok(reports)
 }
@@ -252,16 +252,16 @@ fn print_reports(reports: &[HostReport], format: OutputFormat) -> io::Result<()>
 
 /// Mail share of every host with traffic that the whitelist covers.
 fn calibrate(context: &Context, service: &str, format: OutputFormat) -> anyhow::Result<()> {
-    let Some(service) = context.config.services.all().into_iter().find(|s| s.name == service) else {
-        bail!("no service {service:?} in {}", context.config.dir.display());
+    let Some(service) = context.engine.config.services.all().into_iter().find(|s| s.name == service) else {
+        bail!("no service {service:?} in {}", context.engine.config.dir.display());
     };
     let Some(window) = context.latest_window()? else { bail!("the store is empty; analyze some traffic first") };
     let mut shares = Vec::new();
-    for host in context.store.active_hosts(window.from_ms, window.to_ms)? {
-        if context.whitelist.matching(host, &service.name).is_none() {
+    for host in context.engine.store.active_hosts(window.from_ms, window.to_ms)? {
+        if context.engine.whitelist.matching(host, &service.name).is_none() {
             continue;
         }
-        let (share, total) = context.store.share_bytes(&service.name, host, window.from_ms, window.to_ms)?;
+        let (share, total) = context.engine.store.share_bytes(&service.name, host, window.from_ms, window.to_ms)?;
         if total > 0 {
             shares.push((host, share as f64 / total as f64));
         }
@@ -270,7 +270,7 @@ fn calibrate(context: &Context, service: &str, format: OutputFormat) -> anyhow::
         bail!(
             "no whitelisted {} host has traffic in the last {} days",
             service.name,
-            context.config.detection.history_days.0
+            context.engine.config.detection.history_days.0
         );
     }
     let mut values: Vec<f64> = shares.iter().map(|(_, s)| *s).collect();
@@ -295,7 +295,7 @@ fn calibrate(context: &Context, service: &str, format: OutputFormat) -> anyhow::
                 "mail share of the {} whitelisted {} hosts with traffic in the last {} days:",
                 values.len(),
                 service.name,
-                context.config.detection.history_days.0
+                context.engine.config.detection.history_days.0
             );
             println!(
                 "  min {:.3}  1st quartile {:.3}  median {:.3}  3rd quartile {:.3}  max {:.3}",

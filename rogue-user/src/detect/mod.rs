@@ -46,6 +46,17 @@ impl DnsFacts {
     pub fn get(&self, service: &str, host: IpAddr) -> Option<&HostNames> {
         self.hosts.get(&(service.to_string(), host))
     }
+
+    /// Takes new answers over the known ones (see [`HostNames::over`]).
+    pub fn take(&mut self, answers: DnsFacts) {
+        for (key, names) in answers.hosts {
+            let names = match self.hosts.get(&key) {
+                Some(older) => names.over(older),
+                None => names,
+            };
+            self.hosts.insert(key, names);
+        }
+    }
 }
 
 /// The look-back over which characteristics are measured, in data time.
@@ -171,76 +182,6 @@ pub struct Finding {
     pub details: Value,
     /// Set when an administrator's verdict decides the state.
     pub state: Option<&'static str>,
-}
-
-/// A stored finding as one JSON object: the common fields, then its own.
-pub fn finding_json(finding: &StoredFinding) -> Value {
-    let mut object = Map::new();
-    object.insert("id".into(), json!(finding.id));
-    object.insert("type".into(), json!(finding.kind));
-    object.insert("service".into(), json!(finding.service));
-    object.insert("host".into(), json!(finding.host));
-    object.insert("time".into(), json!(rfc3339_millis(finding.time_ms * 1_000_000)));
-    object.insert("state".into(), json!(finding.state));
-    if let Value::Object(details) = &finding.details {
-        object.extend(details.clone());
-    }
-    Value::Object(object)
-}
-
-/// What of a finding is news to whoever reads the agent's sinks: its state
-/// and, for `rogue_server`, the roles, the DNS characteristics and the
-/// whitelist suggestion. Counts that grow while a host keeps serving, and
-/// its server days, are not: a finding is emitted when it opens and again
-/// only when this changes.
-pub fn material_evidence(finding: &StoredFinding) -> String {
-    let d = &finding.details;
-    let c = &d["characteristics"];
-    let evidence = match finding.kind.as_str() {
-        "rogue_server" => json!({
-            "state": finding.state,
-            "roles": d["roles"],
-            "ptr": c["ptr"],
-            "name_match": c["name_match"],
-            "fcrdns": c["fcrdns"],
-            "mx": c["mx"],
-            "suggest_whitelist": d["suggest_whitelist"],
-        }),
-        _ => json!({ "state": finding.state }),
-    };
-    evidence.to_string()
-}
-
-/// The essentials of a finding in a few words, for tables and reports.
-pub fn finding_summary(finding: &StoredFinding) -> String {
-    let d = &finding.details;
-    let number = |key: &str| d[key].as_u64().unwrap_or(0);
-    match finding.kind.as_str() {
-        "rogue_server" => {
-            let roles: Vec<&str> = d["roles"].as_array().into_iter().flatten().filter_map(|r| r.as_str()).collect();
-            let share =
-                d["characteristics"]["mail_share"].as_f64().map_or("-".to_string(), |s| format!("{:.0}%", s * 100.0));
-            format!(
-                "{}; {} flows; {} clients, {} servers; {} server days; mail share {share}{}",
-                roles.join("+"),
-                number("flows"),
-                number("external_clients"),
-                number("external_servers"),
-                d["characteristics"]["server_days"].as_u64().unwrap_or(0),
-                if d["suggest_whitelist"] == true { "; suggest whitelisting" } else { "" }
-            )
-        }
-        "fanout_burst" => format!("{} external servers within {} s", number("peers"), number("window_seconds")),
-        "volume_spike" => format!(
-            "{}: {} flows, {} bytes; baseline {} flows, {} bytes",
-            d["day"].as_str().unwrap_or("?"),
-            number("flows"),
-            number("bytes"),
-            number("baseline"),
-            number("baseline_bytes")
-        ),
-        _ => d.to_string(),
-    }
 }
 
 pub struct Detector<'a> {

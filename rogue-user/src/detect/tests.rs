@@ -282,34 +282,6 @@ fn verdicts_and_the_whitelist_set_the_state_of_stored_findings() {
 }
 
 #[test]
-fn growing_counts_are_not_news_but_a_new_state_role_or_name_is() {
-    let finding = |state: &str, flows: u64, roles: Value, ptr: Value| StoredFinding {
-        id: 1,
-        kind: "rogue_server".into(),
-        service: "smtp".into(),
-        host: "192.0.2.77".parse().unwrap(),
-        key: String::new(),
-        state: state.into(),
-        time_ms: flows as i64,
-        details: json!({
-            "roles": roles, "flows": flows, "suggest_whitelist": false,
-            "characteristics": {"server_days": flows, "ptr": ptr, "name_match": null, "fcrdns": null, "mx": null},
-        }),
-        created_ms: 0,
-        updated_ms: 0,
-    };
-    let first = material_evidence(&finding("open", 1, json!(["server"]), Value::Null));
-    assert_eq!(first, material_evidence(&finding("open", 900, json!(["server"]), Value::Null)));
-    for changed in [
-        finding("whitelisted", 1, json!(["server"]), Value::Null),
-        finding("open", 1, json!(["client", "server"]), Value::Null),
-        finding("open", 1, json!(["server"]), json!("mail.example.org")),
-    ] {
-        assert_ne!(first, material_evidence(&changed), "{changed:?}");
-    }
-}
-
-#[test]
 fn a_burst_keeps_its_key_when_an_earlier_flow_of_it_completes_later() {
     let mut f = fixture("fanout-late", "");
     // Live, 25 flows of a burst complete first; one that began 5 s before

@@ -233,6 +233,53 @@ impl Exporter {
     }
 }
 
+/// Every destination the flows go to: each failure is logged and counted
+/// per destination, and the others still get the flows (a collector down
+/// costs its own copy, nothing else).
+pub struct Exporters {
+    exporters: Vec<Exporter>,
+    /// Failed sends and flushes, per destination, in order.
+    errors: Vec<u64>,
+}
+
+impl Exporters {
+    pub fn open(destinations: &[Destination], domain: u32) -> Result<Exporters, ExportError> {
+        let exporters = destinations.iter().map(|d| Exporter::open(d, domain)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Exporters { errors: vec![0; exporters.len()], exporters })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exporters.is_empty()
+    }
+
+    /// Sends `flows` everywhere; returns the destinations that failed.
+    pub fn export(&mut self, flows: &[FlowRecord]) -> Vec<String> {
+        self.each(|exporter| exporter.export(flows))
+    }
+
+    /// Flushes everywhere (files; streams); returns the destinations that failed.
+    pub fn flush(&mut self) -> Vec<String> {
+        self.each(Exporter::flush)
+    }
+
+    fn each(&mut self, mut send: impl FnMut(&mut Exporter) -> Result<(), ExportError>) -> Vec<String> {
+        let mut failed = Vec::new();
+        for (exporter, errors) in self.exporters.iter_mut().zip(&mut self.errors) {
+            if let Err(e) = send(exporter) {
+                *errors += 1;
+                tracing::warn!("{}: these flows miss it (counted)", crate::with_causes(&e));
+                failed.push(exporter.destination().to_string());
+            }
+        }
+        failed
+    }
+
+    /// (destination, failures) of each destination.
+    pub fn errors(&self) -> impl Iterator<Item = (String, u64)> + '_ {
+        self.exporters.iter().zip(&self.errors).map(|(e, n)| (e.destination().to_string(), *n))
+    }
+}
+
 /// Whether the other end closed `stream` (a read would end, or fail).
 fn closed_by_peer(stream: &TcpStream) -> bool {
     if stream.set_nonblocking(true).is_err() {

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use super::{HostPage, IndexEntry};
 use crate::{
-    detect::finding_summary,
+    output::finding_summary,
     store::Peer,
     time::{MILLIS_PER_DAY, rfc3339_millis},
 };

@@ -1,0 +1,149 @@
+//! The agent's stages wired together, as any user: flows handed over by a
+//! test source, the time given by a test clock, a store in a temporary
+//! directory and a file sink.
+
+use std::{
+    path::PathBuf,
+    sync::atomic::{AtomicI64, Ordering},
+};
+
+use super::{source::MemorySource, *};
+use crate::{flows::FlowRecord, time::NANOS_PER_SEC};
+
+/// 2026-09-21 10:40 UTC.
+const NOW: Nanos = 1_790_073_600 * NANOS_PER_SEC;
+const HOUR: Nanos = 3_600 * NANOS_PER_SEC;
+const DAY: Nanos = 24 * HOUR;
+
+/// A clock the test moves.
+struct TestClock(Arc<AtomicI64>);
+
+impl Clock for TestClock {
+    fn now(&self) -> Nanos {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+fn clock() -> (Box<dyn Clock + Send>, Arc<AtomicI64>) {
+    let time = Arc::new(AtomicI64::new(NOW));
+    (Box::new(TestClock(time.clone())), time)
+}
+
+/// A directory with a configuration (findings to `findings.jsonl`, `extra`
+/// keys besides) and a whitelist of 192.0.2.25.
+fn workspace(name: &str, extra: &str) -> (PathBuf, Paths) {
+    let dir = std::env::temp_dir().join(format!("rogue-agent-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = format!(
+        "internal_networks: [192.0.2.0/24]\nmetrics: {{listen: null}}\noutput: {{findings: [findings.jsonl]}}\n{extra}"
+    );
+    std::fs::write(dir.join("rogue.yaml"), config).unwrap();
+    std::fs::write(dir.join("whitelist.yaml"), "- address: 192.0.2.25\n").unwrap();
+    let paths = Paths { config: dir.join("rogue.yaml"), db: None, no_dns: true };
+    (dir, paths)
+}
+
+fn agent(paths: &Paths, access: Access, source: MemorySource, clock: Box<dyn Clock + Send>) -> Agent<MemorySource> {
+    let engine = Engine::open(paths, access, WhitelistFile::Existing).unwrap();
+    let options = AgentOptions { paths: paths.clone(), interfaces: Vec::new(), listen: None };
+    Agent::new(options, engine, source, Arc::new(Metrics::new()), clock).unwrap()
+}
+
+/// `count` SMTP sessions to `server` from external clients, `at` on.
+fn smtp_to(server: &str, at: Nanos, count: u16) -> Vec<FlowRecord> {
+    (0..count)
+        .map(|i| {
+            let client = format!("198.51.100.{}", i % 250 + 1);
+            crate::flows::tcp_flow(&client, 40_000 + i, server, 25, at + i as i64 * NANOS_PER_SEC, 10, 1_500)
+        })
+        .collect()
+}
+
+fn batch(origin: &str, flows: Vec<FlowRecord>) -> Batch {
+    Batch { origin: origin.into(), flows }
+}
+
+fn source(kind: &'static str, drains: Vec<Vec<Batch>>) -> MemorySource {
+    MemorySource { drains: drains.into(), kind }
+}
+
+/// The events in the file sink: (event, type, host).
+fn events(dir: &std::path::Path) -> Vec<(String, String, String)> {
+    let text = std::fs::read_to_string(dir.join("findings.jsonl")).unwrap_or_default();
+    text.lines()
+        .map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line).unwrap();
+            let field = |key: &str| event[key].as_str().unwrap().to_string();
+            (field("event"), field("type"), field("host"))
+        })
+        .collect()
+}
+
+#[test]
+fn flows_become_one_emitted_finding_that_a_restart_does_not_emit_again() {
+    let (dir, paths) = workspace("emit", "");
+    let (time, _) = clock();
+    let flows = [smtp_to("192.0.2.77", NOW - HOUR, 5), smtp_to("192.0.2.25", NOW - HOUR, 5)].concat();
+    let mut live = agent(&paths, Access::Create, source("live", vec![vec![batch("gw-in,gw-out", flows)]]), time);
+    live.drain().unwrap();
+    live.evaluate();
+    live.evaluate();
+    let opened = [("opened".to_string(), "rogue_server".to_string(), "192.0.2.77".to_string())];
+    assert_eq!(events(&dir), opened, "once, and none for the whitelisted MX");
+    drop(live);
+
+    let (time, _) = clock();
+    let mut restarted = agent(&paths, Access::Create, source("live", Vec::new()), time);
+    restarted.evaluate();
+    assert_eq!(events(&dir), opened, "a restart continues from what the store says was emitted");
+}
+
+#[test]
+fn flows_dated_outside_the_plausible_window_are_rejected_and_counted_per_origin() {
+    let (_dir, paths) = workspace("bounds", "");
+    let (time, _) = clock();
+    let flows = [smtp_to("192.0.2.77", NOW + 2 * DAY, 2), smtp_to("192.0.2.77", NOW - 100 * DAY, 1)].concat();
+    let mut live =
+        agent(&paths, Access::Create, source("collect", vec![vec![batch("192.0.2.9:4739 domain 1", flows)]]), time);
+    live.drain().unwrap();
+    let metrics = live.metrics.encode();
+    assert!(metrics.contains("rogue_records_rejected_total{origin=\"192.0.2.9:4739 domain 1\"} 3"), "{metrics}");
+    let sources = live.engine.store.sources().unwrap();
+    assert_eq!((sources.len(), sources[0].rejected, sources[0].flows), (1, 3, 0), "counted, nothing stored");
+    assert_eq!(live.engine.store.count("service_flows").unwrap(), 0);
+}
+
+#[test]
+fn a_store_that_cannot_be_written_keeps_its_flows_then_drops_the_oldest_counted() {
+    let (_dir, paths) = workspace("unwritable", "store: {max_pending_flows: 5}\n");
+    drop(Engine::open(&paths, Access::Create, WhitelistFile::Existing).unwrap());
+    let (time, _) = clock();
+    let drains = (0..3).map(|i| vec![batch("gw", smtp_to("192.0.2.77", NOW - HOUR + i * HOUR / 4, 3))]).collect();
+    // Read-only, every write fails, as on a full disk.
+    let mut live = agent(&paths, Access::ReadOnly, source("live", drains), time);
+    live.drain().unwrap();
+    assert_eq!((live.writer.pending_flows(), live.writer.dropped()), (3, 0), "kept while within the bound");
+    live.drain().unwrap();
+    assert_eq!((live.writer.pending_flows(), live.writer.dropped()), (3, 3), "the oldest drain's dropped");
+    live.drain().unwrap();
+    assert_eq!((live.writer.pending_flows(), live.writer.dropped()), (3, 6));
+    let metrics = live.metrics.encode();
+    assert!(metrics.contains("rogue_store_dropped_flows_total 6"), "{metrics}");
+    assert!(metrics.contains("rogue_store_write_errors_total 3"), "{metrics}");
+}
+
+#[test]
+fn silent_exporters_are_let_go_and_never_more_than_the_bound_are_held() {
+    let (_dir, paths) = workspace("origins", "collect: {max_exporters: 2, exporter_idle_seconds: 60}\n");
+    let (time, now) = clock();
+    let exporters = (1..=5).map(|i| batch(&format!("192.0.2.{i}:4739 domain 0"), smtp_to("192.0.2.77", NOW - HOUR, 1)));
+    let mut collector = agent(&paths, Access::Create, source("collect", vec![exporters.collect()]), time);
+    collector.drain().unwrap();
+    assert_eq!(collector.writer.origins(), 2, "the longest silent beyond the bound are let go");
+    assert_eq!(collector.engine.store.sources().unwrap().len(), 5, "after every flow was stored");
+    now.fetch_add(61 * NANOS_PER_SEC, Ordering::Relaxed);
+    collector.drain().unwrap();
+    assert_eq!(collector.writer.origins(), 0, "silent for longer than exporter_idle_seconds");
+    assert!(collector.metrics.encode().contains("rogue_origins_forgotten_total 5"));
+}

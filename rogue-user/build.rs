@@ -1,5 +1,6 @@
 //! Builds the XDP programs (rogue-ebpf) with the nightly toolchain and puts
-//! the objects in OUT_DIR, where `capture::xdp` embeds them. `cargo xtask
+//! the objects in OUT_DIR, where `capture::xdp` embeds the meter (and
+//! rogue-testkit, told the path, the testbed). `cargo xtask
 //! setup` installs what this needs (rust-src for nightly, bpf-linker).
 use anyhow::{Context as _, anyhow};
 
@@ -13,5 +14,10 @@ fn main() -> anyhow::Result<()> {
         [aya_build::Package { name: "rogue-ebpf", root_dir: root, ..Default::default() }],
         aya_build::Toolchain::default(),
     )
-    .context("building the XDP programs (run `cargo xtask setup` if bpf-linker or rust-src is missing)")
+    .context("building the XDP programs (run `cargo xtask setup` if bpf-linker or rust-src is missing)")?;
+    // The testbed (reference programs, the traffic generator) is for tests
+    // and benchmarks: rogue-testkit embeds it, the rogue binary does not.
+    let out = std::env::var("OUT_DIR").context("cargo sets OUT_DIR")?;
+    println!("cargo::metadata=testbed={out}/rogue-testbed");
+    Ok(())
 }

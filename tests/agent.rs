@@ -5,8 +5,6 @@
 //! account for every packet, least privilege, and a million packets a
 //! second while it keeps finding.
 
-mod support;
-
 use std::{
     collections::BTreeMap,
     net::{TcpListener, UdpSocket},
@@ -15,8 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
-use support::{
+use rogue_testkit::{
     analysis::{Workspace, example_whitelist},
     dns::{Nsd, scenario_zones},
     generator::Generator,
@@ -26,6 +23,7 @@ use support::{
     packets::{ethernet, ipv4, udp},
     process::{Finished, ROGUE, Running, scrape_metrics},
 };
+use serde_json::Value;
 
 const DRAIN_SECONDS: u64 = 1;
 const IDLE_SECONDS: u64 = 2;
@@ -152,7 +150,8 @@ fn xdp_attached(netns: &Netns, interface: &str) -> bool {
 
 #[test]
 fn real_smtp_sessions_through_the_gateway_become_findings_in_every_sink_in_time() {
-    let net = MailNet::new();
+    rogue_testkit::needs_root!("the XDP flow meter and network namespaces");
+    let net = MailNet::start();
     let outputs = Outputs::on(&net.gateway);
     let workspace = Workspace::new("agent-e2e", &config(&outputs, &["gw-in", "gw-out"]), &example_whitelist());
     let agent = start_agent(&net.gateway, &workspace);
@@ -254,7 +253,8 @@ fn real_smtp_sessions_through_the_gateway_become_findings_in_every_sink_in_time(
 
 #[test]
 fn a_restart_continues_the_history_and_a_reloaded_whitelist_takes_the_host_out_of_the_findings() {
-    let net = MailNet::new();
+    rogue_testkit::needs_root!("the XDP flow meter and network namespaces");
+    let net = MailNet::start();
     let outputs = Outputs::on(&net.gateway);
     let workspace = Workspace::new("agent-restart", &config(&outputs, &["gw-in", "gw-out"]), &example_whitelist());
     let agent = start_agent(&net.gateway, &workspace);
@@ -314,7 +314,8 @@ fn a_restart_continues_the_history_and_a_reloaded_whitelist_takes_the_host_out_o
 
 #[test]
 fn dns_answers_arrive_in_the_background_and_fill_in_the_characteristics() {
-    let net = MailNet::new();
+    rogue_testkit::needs_root!("the XDP flow meter and network namespaces");
+    let net = MailNet::start();
     let nsd = Nsd::start_in(&net.gateway, "agent-dns", &scenario_zones());
     let outputs = Outputs::on(&net.gateway);
     let config = format!(
@@ -374,9 +375,10 @@ fn start_unprivileged(netns: &Netns, workspace: &Workspace, capabilities: &[Stri
 
 #[test]
 fn the_agent_runs_as_nobody_with_only_the_units_capabilities_and_keeps_its_files_private() {
+    rogue_testkit::needs_root!("the XDP flow meter and network namespaces");
     let capabilities = unit_capabilities();
     assert_eq!(capabilities, ["bpf", "net_admin", "perfmon"]);
-    let net = MailNet::new();
+    let net = MailNet::start();
     let outputs = Outputs::on(&net.gateway);
     let workspace = Workspace::new("agent-caps", &config(&outputs, &["gw-in", "gw-out"]), &example_whitelist());
     // nobody may write the workspace, as a StateDirectory= would let it.
@@ -425,9 +427,10 @@ fn usage(pid: u32) -> (u64, f64) {
 
 #[test]
 fn a_million_packets_a_second_for_30_seconds_are_all_counted_while_findings_still_come_out() {
+    rogue_testkit::needs_root!("the XDP flow meter and network namespaces");
     const FLOWS: u32 = 10_240;
     const LOAD: Duration = Duration::from_secs(30);
-    let net = MailNet::new();
+    let net = MailNet::start();
     veth(&net.gateway, "gen0", &net.gateway, "mon0");
     let outputs = Outputs::on(&net.gateway);
     let workspace = Workspace::new("agent-load", &config(&outputs, &["gw-in", "gw-out", "mon0"]), &example_whitelist());
@@ -490,7 +493,7 @@ fn send_udp_frames(netns: &Netns, from: &'static str, count: usize) {
         ethernet(0x0800, &ipv4([192, 0, 2, 1].into(), [192, 0, 2, 2].into(), 17, &[], 0, &udp(4000, 53, &[1; 100])));
     in_netns(netns, move || {
         let ifindex = rogue::capture::xdp::if_index(from).unwrap();
-        support::netns::send_raw(ifindex, &frame, count);
+        rogue_testkit::netns::send_raw(ifindex, &frame, count);
     })
     .join()
     .unwrap();
@@ -511,6 +514,7 @@ fn wait_for_metric(netns: &Netns, port: u16, what: &str, condition: impl Fn(&BTr
 /// again when the interface returns, and its counters carry across.
 #[test]
 fn an_interface_deleted_and_made_again_is_noticed_and_metered_again() {
+    rogue_testkit::needs_root!("the XDP flow meter and network namespaces");
     let ns = Netns::new("flap");
     veth(&ns, "mon0", &ns, "peer0");
     let outputs = Outputs::on(&ns);

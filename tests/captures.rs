@@ -2,12 +2,10 @@
 //! through `rogue flows --pcap`'s code path, against two oracles: nfdump's
 //! nfpcapd flow tables, and tshark's dissection put through rogue's rules.
 
-mod support;
-
 use std::collections::{BTreeMap, HashSet};
 
 use rogue::flows::Timeouts;
-use support::{Row, assert_same_rows, captures, is_icmp, meter_capture, nfdump_oracle, stem, tshark};
+use rogue_testkit::{Row, assert_same_rows, captures, is_icmp, meter_capture, nfdump_oracle, stem, tshark};
 
 /// nfpcapd 1.7 exports every ICMP packet, and every UDP packet to or from
 /// port 53, as a flow of its own; rogue aggregates them like other flows.
@@ -142,7 +140,7 @@ fn every_smtp_host_of_the_real_captures_is_found_with_its_roles_and_peers() {
     let mut hosts_found = 0;
     for capture in captures() {
         let name = stem(&capture);
-        let oracle = support::nfdump_section(&capture, 3);
+        let oracle = rogue_testkit::nfdump_section(&capture, 3);
         let networks: Vec<ipnet::IpNet> = PRIVATE
             .iter()
             .chain(INTERNAL.iter().filter(|(n, _)| *n == name).flat_map(|(_, nets)| nets.iter()))
@@ -178,7 +176,7 @@ fn every_smtp_host_of_the_real_captures_is_found_with_its_roles_and_peers() {
             "internal_networks: [{}]\nstore: {{retention_days: 100000}}\n",
             networks.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ")
         );
-        let workspace = support::analysis::Workspace::new(&format!("real-{name}"), &config, "");
+        let workspace = rogue_testkit::analysis::Workspace::new(&format!("real-{name}"), &config, "");
         let findings = workspace.analyze(&[&capture]);
         let mut found: BTreeMap<(String, &str, String), u64> = BTreeMap::new();
         for host in workspace.json(&["hosts", "--peers", "--format", "json"]) {

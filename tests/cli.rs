@@ -2,8 +2,6 @@
 //! at fault, exit codes, several files as one stream, stdin; and live: no
 //! program left attached however rogue ends, and the XDP attach modes.
 
-mod support;
-
 use std::{
     io::Write,
     path::{Path, PathBuf},
@@ -11,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use support::{
+use rogue_testkit::{
     captures_dir,
     netns::{Netns, veth},
     pcap_records,
@@ -288,6 +286,7 @@ fn xdp_attached(ns: &Netns, interface: &str) -> bool {
 
 #[test]
 fn no_program_stays_attached_however_rogue_ends() {
+    rogue_testkit::needs_root!("the XDP flow meter and network namespaces");
     let ns = Netns::new("detach");
     veth(&ns, "mon0", &ns, "peer0");
     for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGKILL] {
@@ -313,6 +312,7 @@ fn no_program_stays_attached_however_rogue_ends() {
 
 #[test]
 fn auto_mode_falls_back_to_generic_xdp_where_the_driver_has_no_native_xdp() {
+    rogue_testkit::needs_root!("the XDP flow meter and network namespaces");
     let ns = Netns::new("modes");
     // A bridge has no native XDP.
     ns.ip(&["link", "add", "br0", "type", "bridge"]);
@@ -341,6 +341,7 @@ fn auto_mode_falls_back_to_generic_xdp_where_the_driver_has_no_native_xdp() {
 
 #[test]
 fn generic_mode_meters_what_the_interface_receives() {
+    rogue_testkit::needs_root!("the XDP flow meter and network namespaces");
     let ns = Netns::new("generic");
     veth(&ns, "send0", &ns, "mon0");
     let mut command = ns.command(ROGUE);
@@ -361,20 +362,20 @@ fn generic_mode_meters_what_the_interface_receives() {
     running.wait_for_stderr("XDP flow meter attached", 1);
     let before = ns.rx("mon0");
     // Raw frames out of send0 (a packet socket), 50 of one UDP flow.
-    let frame = support::packets::ethernet(
+    let frame = rogue_testkit::packets::ethernet(
         0x0800,
-        &support::packets::ipv4(
+        &rogue_testkit::packets::ipv4(
             [192, 0, 2, 1].into(),
             [192, 0, 2, 2].into(),
             17,
             &[],
             0,
-            &support::packets::udp(4000, 25, &[1; 100]),
+            &rogue_testkit::packets::udp(4000, 25, &[1; 100]),
         ),
     );
-    support::netns::in_netns(&ns, move || {
+    rogue_testkit::netns::in_netns(&ns, move || {
         let ifindex = rogue::capture::xdp::if_index("send0").unwrap();
-        support::netns::send_raw(ifindex, &frame, 50);
+        rogue_testkit::netns::send_raw(ifindex, &frame, 50);
     })
     .join()
     .unwrap();

@@ -2,20 +2,18 @@
 //! Two sensors, each exporting its half of the method's scenarios as IPFIX,
 //! give one collector the findings that analysing the whole capture gives.
 
-mod support;
-
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
     process::Command,
 };
 
-use serde_json::Value;
-use support::{
+use rogue_testkit::{
     analysis::{Workspace, example_whitelist, scenario_capture},
     process::{Finished, ROGUE, Running, scrape_metrics},
     require,
 };
+use serde_json::Value;
 
 /// The scenarios are of 2008, and a collector keeps flows by the wall
 /// clock's retention (older ones are rejected, counted): a century's.
@@ -425,6 +423,7 @@ fn what_is_kept_of_exporters_is_bounded_however_many_send() {
 /// every flow received.
 #[test]
 fn a_full_disk_keeps_the_collector_up_and_what_it_drops_is_counted() {
+    rogue_testkit::needs_root!("mounting a tmpfs");
     let metrics_port = free_port();
     let placeholder = Workspace::new("collect-full-disk", "", &example_whitelist());
     let disk = placeholder.dir.join("disk");
@@ -440,7 +439,7 @@ fn a_full_disk_keeps_the_collector_up_and_what_it_drops_is_counted() {
     let wrapper = ["unshare", "--mount", "--propagation", "private", "sh", "-c", mount, disk_arg];
     let (collector, port) = start_collector_under(&placeholder, &wrapper);
     let seen = PathBuf::from(format!("/proc/{}/root{}", collector.id(), disk.display()));
-    export_over_tcp(&support::captures_dir().join("zeek-smtp-two-sessions.pcap"), port, 1);
+    export_over_tcp(&rogue_testkit::captures_dir().join("zeek-smtp-two-sessions.pcap"), port, 1);
     wait_for_metrics(metrics_port, "the first flows are stored", |m| {
         metric(m, "rogue_store_write_seconds_count") >= 1.0
     });

@@ -3,8 +3,6 @@
 //! confirmation, the naming convention and MX targets; a server that never
 //! answers; hostile names; and `rogue analyze` end to end.
 
-mod support;
-
 use std::{
     net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
@@ -15,11 +13,11 @@ use rogue::{
     dns::Resolver,
     store::HostNames,
 };
-use serde_json::Value;
-use support::{
+use rogue_testkit::{
     analysis::{Workspace, example_whitelist, scenario_capture},
     dns::{Nsd, Silent, scenario_zones},
 };
+use serde_json::Value;
 
 fn dns_config(server: SocketAddr, timeout_ms: u64) -> DnsConfig {
     DnsConfig {
@@ -110,7 +108,7 @@ fn names_confirmations_and_mx_targets_come_from_a_real_dns_server() {
 
 #[test]
 fn a_dns_server_that_never_answers_leaves_the_characteristics_unknown_until_one_does() {
-    let silent = Silent::new();
+    let silent = Silent::bind();
     let workspace = Workspace::with_dns("silent", &yaml(silent.addr, 300), &example_whitelist());
     let started = Instant::now();
     let findings = workspace.analyze(&[&scenario_capture("vpn-failure", 1)]);
@@ -253,7 +251,7 @@ fn resolver_throughput_against_the_loopback_server() {
 /// need. Each host is settled by the records of its own family.
 #[test]
 fn ipv4_hosts_are_settled_by_a_answers_when_aaaa_is_refused() {
-    let dnsmasq = support::dns::Dnsmasq::start(&[
+    let dnsmasq = rogue_testkit::dns::Dnsmasq::start(&[
         "--address=/smtp-gw.example.org/192.0.2.77",
         "--address=/mx1.example.org/192.0.2.25",
         "--ptr-record=77.2.0.192.in-addr.arpa,smtp-gw.example.org",
@@ -285,15 +283,15 @@ fn ipv4_hosts_are_settled_by_a_answers_when_aaaa_is_refused() {
 /// Queries the system resolver (a counting listener in the namespace) gets
 /// while `rogue ARGS` runs there against `workspace`, with `env` set.
 fn queries_during(
-    ns: &support::netns::Netns,
-    resolver: &support::dns::CountingResolver,
+    ns: &rogue_testkit::netns::Netns,
+    resolver: &rogue_testkit::dns::CountingResolver,
     workspace: &Workspace,
     args: &[&str],
     env: &[(&str, &str)],
 ) -> u64 {
     let before = resolver.queries();
     let output = ns
-        .command(support::process::ROGUE)
+        .command(rogue_testkit::process::ROGUE)
         .args(args)
         .arg("--config")
         .arg(workspace.config())
@@ -309,8 +307,9 @@ fn queries_during(
 /// and for every query command, the machine's resolver hears nothing.
 #[test]
 fn no_query_reaches_the_resolver_unless_dns_is_asked_for() {
-    let ns = support::netns::Netns::with_resolver("resolver");
-    let resolver = support::dns::CountingResolver::start_in(&ns);
+    rogue_testkit::needs_root!("network namespaces");
+    let ns = rogue_testkit::netns::Netns::with_resolver("resolver");
+    let resolver = rogue_testkit::dns::CountingResolver::start_in(&ns);
     let capture = scenario_capture("misconfiguration", 1);
     let capture = capture.to_str().unwrap();
     let off = Workspace::new(

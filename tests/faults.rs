@@ -5,16 +5,13 @@
 //! names and mistakes in the configuration. Nothing is lost, wiped or
 //! counted twice, and every refusal names what it refused.
 
-mod support;
-
 use std::{
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
-use support::{
+use rogue_testkit::{
     analysis::{Workspace, example_whitelist, scenario_capture},
     captures_dir,
     dns::Silent,
@@ -22,6 +19,7 @@ use support::{
     process::{Finished, ROGUE, Running},
     record_seconds, set_record_seconds,
 };
+use serde_json::Value;
 
 /// The scenarios' networks, and the vendored SMTP capture's (10.10.1.4 is
 /// the client of its two Exim sessions).
@@ -157,7 +155,7 @@ fn a_kill_between_storing_and_evaluating_is_evaluated_by_the_next_run() {
     let expected = summary(&fresh.analyze(&[&capture]));
 
     let workspace = Workspace::new("kill", CONFIG, &example_whitelist());
-    let dns = Silent::new();
+    let dns = Silent::bind();
     let mut analyze = analyze_with_silent_dns(&workspace, &dns, &capture);
     analyze.wait_for_stderr("ingested", 1);
     analyze.signal(libc::SIGKILL);
@@ -185,7 +183,7 @@ fn a_kill_between_storing_and_evaluating_is_evaluated_by_the_next_run() {
 fn ctrl_c_during_the_lookups_says_what_was_stored_and_evaluate_finishes() {
     let capture = scenario_capture("vpn-failure", 1);
     let workspace = Workspace::new("interrupt-dns", CONFIG, &example_whitelist());
-    let dns = Silent::new();
+    let dns = Silent::bind();
     let mut analyze = analyze_with_silent_dns(&workspace, &dns, &capture);
     analyze.wait_for_stderr("ingested", 1);
     let interrupted_at = Instant::now();

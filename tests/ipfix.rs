@@ -3,12 +3,10 @@
 //! into IPFIX files the messages are framed, numbered and templated as
 //! RFC 7011 and RFC 5655 ask.
 
-mod support;
-
 use std::{io::Read, net::TcpListener, path::Path, process::Command};
 
 use rogue::flows::Timeouts;
-use support::{
+use rogue_testkit::{
     Row, assert_same_rows, captures,
     ipfix::{Nfcapd, walk},
     meter_capture,
@@ -77,11 +75,11 @@ fn an_ipfix_file_holds_the_templates_and_every_flow() {
 }
 
 /// `rogue flows --listen` on a free loopback port, printing JSON; stopped by SIGINT.
-fn rogue_collector() -> (support::process::Running, u16) {
+fn rogue_collector() -> (rogue_testkit::process::Running, u16) {
     let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut command = Command::new(ROGUE);
     command.args(["-v", "flows", "--format", "json", "--listen", &format!("127.0.0.1:{port}")]);
-    let mut collector = support::process::Running::spawn(command);
+    let mut collector = rogue_testkit::process::Running::spawn(command);
     collector.wait_for_stderr("collecting IPFIX", 1);
     (collector, port)
 }
@@ -94,7 +92,7 @@ fn softflowd(capture: &Path, version: &str, transport: &str, destination: &str, 
     let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("rogue-softflowd-{}-{run}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let output = support::require("softflowd")
+    let output = rogue_testkit::require("softflowd")
         .args(["-d", "-6", "-r"])
         .arg(capture)
         .args(["-v", version, "-P", transport, "-n", destination])
@@ -109,7 +107,7 @@ fn softflowd(capture: &Path, version: &str, transport: &str, destination: &str, 
 }
 
 /// What a collector printed, as rows.
-fn rows_of(finished: &support::process::Finished) -> Vec<Row> {
+fn rows_of(finished: &rogue_testkit::process::Finished) -> Vec<Row> {
     finished.json_lines().iter().map(Row::from_json).collect()
 }
 

@@ -3,8 +3,6 @@
 //! frames from the XDP live-frames generator while rogue drains, counted to
 //! the packet and byte.
 
-mod support;
-
 use std::{
     collections::BTreeMap,
     io::{Read, Write},
@@ -12,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use support::{
+use rogue_testkit::{
     generator::Generator,
     netns::{CLIENT_ADDR, Gateway, Netns, SERVER_ADDR, in_netns, veth},
     packets::{ethernet, ipv4, udp},
@@ -41,7 +39,8 @@ fn totals(flows: &[serde_json::Value], src: &str, dst: &str, interface: &str) ->
 
 #[test]
 fn a_tcp_session_through_a_gateway_is_metered_on_both_of_its_interfaces() {
-    let net = Gateway::new();
+    rogue_testkit::needs_root!("the XDP flow meter and network namespaces");
+    let net = Gateway::create();
     let mut command = net.gateway.command(ROGUE);
     command.args(["flows", "--iface", "gw-in", "--iface", "gw-out", "--interval", "200ms", "--format", "json", "-v"]);
     let mut rogue = Running::spawn(command);
@@ -120,6 +119,7 @@ fn generate(interface: &str, frame: &[u8], frames: u32, flows: u32, chunks: u32)
 
 #[test]
 fn draining_under_millions_of_packets_loses_nothing_and_counts_nothing_twice() {
+    rogue_testkit::needs_root!("the XDP flow meter and network namespaces");
     const FLOWS: u32 = 10_240;
     const PER_FLOW: u64 = 500;
     const FRAMES: u32 = FLOWS * PER_FLOW as u32; // 5,120,000

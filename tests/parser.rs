@@ -2,8 +2,6 @@
 //! and every way a frame can be cut short. tests/xdp.rs runs the same table
 //! through the kernel program.
 
-mod support;
-
 use rogue::{
     capture::FlowDelta,
     flows::{FlowCache, Timeouts},
@@ -12,7 +10,7 @@ use rogue_common::{
     MeterCounters,
     parse::{LinkType, parse, parse_ethernet},
 };
-use support::packets::{CLIENT_V4, ExpectedFlow, SERVER_V4, cases, ipv4, tcp};
+use rogue_testkit::packets::{CLIENT_V4, ExpectedFlow, SERVER_V4, cases, ipv4, tcp};
 
 /// What the userspace meter makes of one frame: its flow and counters.
 fn meter(frame: &[u8]) -> (Option<ExpectedFlow>, MeterCounters) {
@@ -51,7 +49,7 @@ fn frames_shorter_than_an_ethernet_header_are_malformed() {
 #[test]
 fn cooked_raw_and_loopback_link_layers_reach_the_same_ip_packet() {
     let ip = ipv4(CLIENT_V4, SERVER_V4, 6, &[], 0, &tcp(40000, 25, 0x02, &[]));
-    let ethernet = parse_ethernet(&support::packets::ethernet(0x0800, &ip)[..]);
+    let ethernet = parse_ethernet(&rogue_testkit::packets::ethernet(0x0800, &ip)[..]);
     let sll = [&[0, 0, 0, 1, 0, 6, 2, 0, 0, 0, 0, 0xaa, 0, 0, 0x08, 0x00][..], &ip].concat();
     let sll2 = [&[0x08, 0x00, 0, 0, 0, 0, 0, 3, 0, 1, 0, 6, 2, 0, 0, 0, 0, 0xaa, 0, 0][..], &ip].concat();
     let null_little_endian = [&[2, 0, 0, 0][..], &ip].concat();

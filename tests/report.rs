@@ -2,21 +2,19 @@
 //! real PNG and SVG files, the page in headless Chromium, the index of all
 //! hosts, hostile names escaped, and a long period kept readable.
 
-mod support;
-
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
     process::Command,
 };
 
-use serde_json::Value;
-use support::{
+use rogue_testkit::{
     analysis::{Workspace, example_whitelist, scenario_capture},
     dns::{Nsd, scenario_zones},
     process::ROGUE,
     require,
 };
+use serde_json::Value;
 
 const CONFIG: &str = "internal_networks: [192.0.2.0/24, 2001:db8:10::/48]\n";
 

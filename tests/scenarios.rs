@@ -3,15 +3,13 @@
 //! `rogue analyze`: each case gives exactly its findings, the background
 //! none, and the whitelist feedback loop works end to end.
 
-mod support;
-
 use std::process::Command;
 
-use serde_json::Value;
-use support::{
+use rogue_testkit::{
     analysis::{Workspace, example_whitelist, scenario_capture},
     process::ROGUE,
 };
+use serde_json::Value;
 
 const CONFIG: &str = "internal_networks: [192.0.2.0/24, 2001:db8:10::/48]\n";
 

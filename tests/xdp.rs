@@ -4,8 +4,6 @@
 //! passes), and every frame of every real capture gives the same flows and
 //! counters in the kernel as in userspace (parity).
 
-mod support;
-
 use std::collections::BTreeMap;
 
 use aya::programs::{TestRun, TestRunOptions};
@@ -17,7 +15,7 @@ use rogue_common::{
     FlowKey, MeterCounters,
     parse::{LinkType, parse},
 };
-use support::packets::{ExpectedFlow, cases};
+use rogue_testkit::packets::{ExpectedFlow, cases};
 
 const XDP_PASS: u32 = 2;
 
@@ -32,12 +30,14 @@ fn run(meter: &mut XdpMeter, frame: &[u8]) {
 
 #[test]
 fn the_verifier_accepts_the_meter_and_it_passes_every_frame() {
+    rogue_testkit::needs_root!("loading BPF programs");
     let mut meter = XdpMeter::load(1024).expect("load and verify the XDP program (needs root)");
-    run(&mut meter, &support::packets::cases()[0].frame);
+    run(&mut meter, &rogue_testkit::packets::cases()[0].frame);
 }
 
 #[test]
 fn every_crafted_frame_gives_its_flow_and_counters_in_the_kernel() {
+    rogue_testkit::needs_root!("loading BPF programs");
     let mut meter = XdpMeter::load(1024).unwrap();
     for case in cases() {
         let before = meter.counters().unwrap();
@@ -68,17 +68,18 @@ fn every_crafted_frame_gives_its_flow_and_counters_in_the_kernel() {
 
 #[test]
 fn a_full_flow_map_counts_the_packets_and_bytes_that_found_no_slot() {
+    rogue_testkit::needs_root!("loading BPF programs");
     let mut meter = XdpMeter::load(16).unwrap();
     let frame = |port: u16| {
-        support::packets::ethernet(
+        rogue_testkit::packets::ethernet(
             0x0800,
-            &support::packets::ipv4(
-                support::packets::CLIENT_V4,
-                support::packets::SERVER_V4,
+            &rogue_testkit::packets::ipv4(
+                rogue_testkit::packets::CLIENT_V4,
+                rogue_testkit::packets::SERVER_V4,
                 17,
                 &[],
                 0,
-                &support::packets::udp(port, 53, &[0; 12]),
+                &rogue_testkit::packets::udp(port, 53, &[0; 12]),
             ),
         )
     };
@@ -115,7 +116,7 @@ impl FrameSink for EthernetFrames {
             // interface would have carried it in.
             LinkType::RawIp => {
                 let ethertype: u16 = if frame.data.first().is_some_and(|b| b >> 4 == 6) { 0x86dd } else { 0x0800 };
-                support::packets::ethernet(ethertype, frame.data)
+                rogue_testkit::packets::ethernet(ethertype, frame.data)
             }
             other => panic!("no capture here has link type {other:?}"),
         };
@@ -125,12 +126,13 @@ impl FrameSink for EthernetFrames {
 
 #[test]
 fn every_capture_gives_the_same_flows_and_counters_in_kernel_and_userspace() {
+    rogue_testkit::needs_root!("loading BPF programs");
     // The kernel takes at most a page per test frame; the flow depends only
     // on headers, so larger frames are cut to this, in both parsers alike.
     const MAX_TEST_FRAME: usize = 3000;
     let mut meter = XdpMeter::load(65536).unwrap();
     let mut frames_compared = 0;
-    for capture in support::captures() {
+    for capture in rogue_testkit::captures() {
         let mut sink = EthernetFrames(Vec::new());
         read_frames(&capture, &mut sink).unwrap();
 
@@ -158,7 +160,7 @@ fn every_capture_gives_the_same_flows_and_counters_in_kernel_and_userspace() {
             .iter()
             .map(|f| (f.key, (f.stats.packets, f.stats.bytes, f.stats.tcp_flags)))
             .collect();
-        let name = support::stem(&capture);
+        let name = rogue_testkit::stem(&capture);
         assert_eq!(kernel, userspace, "{name}: flows");
         assert_eq!(meter.counters().unwrap().since(&before), userspace_counters, "{name}: counters");
         frames_compared += sink.0.len();

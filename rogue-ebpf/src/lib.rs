@@ -21,11 +21,3 @@ impl Frame for XdpFrame {
         Some(unsafe { core::ptr::read_unaligned(at as *const [u8; N]) })
     }
 }
-
-/// Never reached: the programs have no panicking paths (the verifier would
-/// reject them), but `no_std` binaries must name a handler.
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}

@@ -11,12 +11,12 @@ use std::{
 
 use crate::{
     measure::{Table, mib, millions},
-    support::{
-        generator::Generator,
-        netns::{Netns, in_netns, veth},
-        process::{ROGUE, Running},
-    },
     veth::load_frame,
+};
+use rogue_testkit::{
+    generator::Generator,
+    netns::{Netns, in_netns, veth},
+    process::{ROGUE, Running},
 };
 
 const FLOWS: u32 = 10_240;

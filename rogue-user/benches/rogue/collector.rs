@@ -16,8 +16,8 @@ use crate::{
     agent::usage,
     measure::{Table, median, mib, millions},
     offline::generate,
-    support::process::{Finished, ROGUE, Running, scrape_metrics},
 };
+use rogue_testkit::process::{Finished, ROGUE, Running, scrape_metrics};
 
 const RUNS: usize = 3;
 /// The method's cases over 16 times the background: about 3 million packets.

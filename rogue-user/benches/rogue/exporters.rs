@@ -15,8 +15,8 @@ use std::{
 use crate::{
     agent::usage,
     measure::{Table, mib},
-    support::process::{ROGUE, Running, scrape_metrics},
 };
+use rogue_testkit::process::{ROGUE, Running, scrape_metrics};
 
 const METRICS_PORT: u16 = 19_926;
 const COLLECTOR_PORT: u16 = 14_740;

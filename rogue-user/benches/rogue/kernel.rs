@@ -15,7 +15,8 @@ use aya::{
     maps::ProgramArray,
     programs::{ProgramFd, TestRun, TestRunOptions, Xdp},
 };
-use rogue::capture::{TESTBED_OBJECT, XdpMeter};
+use rogue::capture::XdpMeter;
+use rogue_testkit::TESTBED_OBJECT;
 
 use crate::measure::{Table, median};
 

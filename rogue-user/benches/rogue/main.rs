@@ -4,10 +4,6 @@
 //! Needs root (BPF, network namespaces). `cargo bench --bench rogue -- kernel
 //! drain` runs only the sections named and writes nothing.
 
-#[path = "../../../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
-mod support;
-
 mod agent;
 mod collector;
 mod drain;

@@ -25,6 +25,7 @@ pub struct Run {
 pub fn run(command: &mut Command) -> Run {
     let described = format!("{command:?}");
     let started = Instant::now();
+    #[expect(clippy::zombie_processes, reason = "reaped by wait4 below, which also reports the peak RSS")]
     let child = command.stdin(Stdio::null()).spawn().unwrap_or_else(|e| panic!("{described}: {e}"));
     let mut status = 0;
     // SAFETY: rusage is plain data; wait4 fills it for our own child.

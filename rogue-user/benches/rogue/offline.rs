@@ -11,10 +11,8 @@ use std::{
     process::{Command, Stdio},
 };
 
-use crate::{
-    measure::{Run, Table, median_run, mib, millions},
-    support::process::ROGUE,
-};
+use crate::measure::{Run, Table, median_run, mib, millions};
+use rogue_testkit::process::ROGUE;
 
 const RUNS: usize = 3;
 /// The offline capture: the method's cases over 56 times the background,

@@ -13,11 +13,11 @@ use rogue::{capture::XdpMeter, config::XdpMode};
 use crate::{
     kernel::Testbed,
     measure::{Table, median, millions},
-    support::{
-        generator::Generator,
-        netns::{Netns, in_netns, veth},
-        packets::{ethernet, ipv4, udp},
-    },
+};
+use rogue_testkit::{
+    generator::Generator,
+    netns::{Netns, in_netns, veth},
+    packets::{ethernet, ipv4, udp},
 };
 
 const FLOWS: u32 = 10_240;

@@ -57,7 +57,7 @@ impl BatchDrainer {
     /// Moves every entry of the map `fd` into `out`, leaving the map empty.
     /// The caller guarantees that no program writes to the map meanwhile.
     pub fn drain(&mut self, fd: RawFd, out: &mut Vec<DrainedFlow>) -> io::Result<()> {
-        const _: () = assert!(size_of::<FlowStats>() % 8 == 0);
+        const _: () = assert!(size_of::<FlowStats>().is_multiple_of(8));
         let mut token: u32 = 0;
         let mut first = true;
         loop {

@@ -9,11 +9,6 @@ pub mod xdp;
 
 use crate::time::Nanos;
 
-/// Reference XDP programs and the live-frames traffic generator, for
-/// benchmarks and kernel tests; rogue never attaches them (see
-/// rogue-ebpf/src/bin/testbed.rs).
-pub static TESTBED_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rogue-testbed"));
-
 pub use file::{CaptureError, FileSummary};
 pub use xdp::{Attachment, MeterError, XdpMeter};
 

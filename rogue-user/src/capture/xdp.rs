@@ -32,8 +32,6 @@ use crate::{config::XdpMode, time::Nanos, with_causes};
 
 /// The flow meter's object file, built by build.rs from rogue-ebpf.
 pub static METER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rogue"));
-/// Reference programs and the traffic generator (benchmarks and tests).
-pub static TESTBED_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rogue-testbed"));
 
 /// Kernel memory one entry of one flow map takes: the hash element (its
 /// header, the 44-byte key rounded to 8, a per-CPU pointer, a bucket) and
@@ -45,18 +43,20 @@ fn flow_map_entry_bytes(cpus: u64) -> u64 {
 #[derive(Debug, thiserror::Error)]
 pub enum MeterError {
     #[error("loading the XDP flow meter failed{}", privilege_hint())]
-    Load(#[source] aya::EbpfError),
+    // Boxed: aya's errors are hundreds of bytes, and every Result of the
+    // meter would carry that size on its happy path too.
+    Load(#[source] Box<aya::EbpfError>),
     #[error(
         "flow maps of {entries} entries need about {needed_mib} MiB of kernel memory (two maps on {cpus} CPUs), \
          more than half of the {available_mib} MiB available; lower capture.flow_map_entries (--flow-map-entries)"
     )]
     TooLarge { entries: u32, cpus: u64, needed_mib: u64, available_mib: u64 },
     #[error("the kernel rejected the XDP program{}", privilege_hint())]
-    Program(#[source] ProgramError),
+    Program(#[source] Box<ProgramError>),
     #[error("no network interface named {0:?}")]
     NoInterface(String),
     #[error("attaching to {interface} in {mode} mode failed{hint}")]
-    Attach { interface: String, mode: &'static str, source: ProgramError, hint: &'static str },
+    Attach { interface: String, mode: &'static str, source: Box<ProgramError>, hint: &'static str },
     #[error("the BPF map {name} is missing or has the wrong type: {detail}")]
     Map { name: &'static str, detail: String },
     #[error("draining the flow map {name}")]
@@ -119,8 +119,8 @@ impl XdpMeter {
         for name in FLOW_MAPS {
             loader.map_max_entries(name, flow_map_entries);
         }
-        let mut ebpf = loader.load(METER_OBJECT).map_err(MeterError::Load)?;
-        meter_program(&mut ebpf)?.load().map_err(MeterError::Program)?;
+        let mut ebpf = loader.load(METER_OBJECT).map_err(|e| MeterError::Load(Box::new(e)))?;
+        meter_program(&mut ebpf)?.load().map_err(|e| MeterError::Program(Box::new(e)))?;
         let cpus = aya::util::nr_cpus().map_err(|(path, e)| MeterError::Map {
             name: "FLOWS",
             detail: format!("cannot count possible CPUs from {path}: {e}"),
@@ -293,7 +293,7 @@ fn meter_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, MeterError> {
     let program = ebpf
         .program_mut(METER_PROGRAM)
         .ok_or(MeterError::Map { name: METER_PROGRAM, detail: "program missing from the object".into() })?;
-    program.try_into().map_err(MeterError::Program)
+    program.try_into().map_err(|e| MeterError::Program(Box::new(e)))
 }
 
 fn attach_in(
@@ -309,7 +309,7 @@ fn attach_in(
     program.attach_to_if_index(ifindex, mode).map(|link| (name, link)).map_err(|source| MeterError::Attach {
         interface: interface.to_string(),
         mode: name,
-        source,
+        source: Box::new(source),
         hint,
     })
 }

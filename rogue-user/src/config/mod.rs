@@ -160,16 +160,10 @@ impl Default for VolumeSpikeConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServicesConfig {
     pub smtp: ServiceConfig,
-}
-
-impl Default for ServicesConfig {
-    fn default() -> Self {
-        ServicesConfig { smtp: ServiceConfig::default() }
-    }
 }
 
 impl ServicesConfig {

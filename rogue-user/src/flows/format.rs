@@ -41,7 +41,8 @@ pub const FIELDS: [&str; 11] =
 pub enum FlowWriter<W: Write> {
     Table(W),
     Json(W),
-    Csv(csv::Writer<W>, CsvFields),
+    // Boxed: the CSV writer holds its buffer inline.
+    Csv(Box<csv::Writer<W>>, CsvFields),
     None,
 }
 
@@ -51,7 +52,7 @@ impl<W: Write> FlowWriter<W> {
             Format::Csv => {
                 let mut csv = csv::Writer::from_writer(out);
                 csv.write_record(FIELDS)?;
-                FlowWriter::Csv(csv, CsvFields::default())
+                FlowWriter::Csv(Box::new(csv), CsvFields::default())
             }
             Format::Table => {
                 writeln!(

@@ -385,7 +385,7 @@ enum Uptime {
 
 impl Clock {
     /// Milliseconds since the epoch of an uptime stamp.
-    fn from_uptime(&self, stamp_ms: i64) -> Option<i64> {
+    fn epoch_ms_of_uptime(&self, stamp_ms: i64) -> Option<i64> {
         match self.uptime.as_ref()? {
             // Uptimes are 32-bit milliseconds that wrap every 49.7 days: the
             // age of a stamp is their difference modulo 2^32.
@@ -474,14 +474,14 @@ impl RecordFields {
         let start = match self.start_ms {
             Some(ms) => ms,
             None => match self.start_uptime_ms {
-                Some(stamp) => clock.from_uptime(stamp)?,
+                Some(stamp) => clock.epoch_ms_of_uptime(stamp)?,
                 None => clock.export_ms,
             },
         };
         let end = match self.end_ms {
             Some(ms) => ms,
             None => match self.end_uptime_ms {
-                Some(stamp) => clock.from_uptime(stamp)?,
+                Some(stamp) => clock.epoch_ms_of_uptime(stamp)?,
                 None => start,
             },
         };

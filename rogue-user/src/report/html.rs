@@ -58,9 +58,9 @@ pub fn host_page(page: &HostPage, generated: &str) -> String {
     let host = page.host.to_string();
     let name = page.ptr.as_deref().map(|p| format!(" ({p})")).unwrap_or_default();
     head(&mut out, &format!("rogue report: {host}{name}"));
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<header><h1>{}{}</h1><p class=\"muted\">{} to {} (UTC) &middot; {} s bins &middot; generated {} by rogue {}</p></header>\n",
+        "<header><h1>{}{}</h1><p class=\"muted\">{} to {} (UTC) &middot; {} s bins &middot; generated {} by rogue {}</p></header>",
         escape(&host),
         escape(&name),
         time(page.from * 1000),
@@ -70,15 +70,15 @@ pub fn host_page(page: &HostPage, generated: &str) -> String {
         env!("CARGO_PKG_VERSION"),
     );
     verdict(&mut out, page);
-    let _ = write!(out, "<section id=\"ports\"><h2>Port usage</h2>\n");
+    let _ = writeln!(out, "<section id=\"ports\"><h2>Port usage</h2>");
     for (file, what) in
         [("existence-inbound", "Destination ports inbound"), ("existence-outbound", "Source ports outbound")]
     {
-        let _ = write!(
+        let _ = writeln!(
             out,
             "<figure><img src=\"{file}.png\" alt=\"{what} of {h}\"><figcaption>{what}: a mark for each port used in a \
              bin, coloured by byte volume. <a href=\"{file}.svg\">SVG</a> &middot; <a href=\"{file}.json\">data</a>\
-             </figcaption></figure>\n",
+             </figcaption></figure>",
             h = escape(&host),
         );
     }

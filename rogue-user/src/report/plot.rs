@@ -167,6 +167,10 @@ where
     Ok(())
 }
 
+/// A panel of the activity plot: its title, the host's SMTP series and its
+/// all-traffic series.
+type Panel = (&'static str, fn(&DayActivity) -> u64, fn(&DayActivity) -> u64);
+
 /// Flows and bytes per day: the host's SMTP traffic and all its traffic.
 fn activity<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, days: &[DayActivity], title: &str) -> Result<()>
 where
@@ -177,7 +181,7 @@ where
     let (upper, lower) = root.split_vertically(root.dim_in_pixel().1 / 2);
     let first = days.first().map_or(0, |d| d.day);
     let last = days.last().map_or(0, |d| d.day) + 1;
-    let panels: [(&str, fn(&DayActivity) -> u64, fn(&DayActivity) -> u64); 2] =
+    let panels: [Panel; 2] =
         [("flows per day", |d| d.smtp_flows, |d| d.all_flows), ("bytes per day", |d| d.smtp_bytes, |d| d.all_bytes)];
     for (area, (name, smtp, all)) in [upper, lower].into_iter().zip(panels) {
         let top = days.iter().map(|d| smtp(d).max(all(d))).max().unwrap_or(1).max(1) as f64 * 1.1;

@@ -10,7 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub const ROGUE: &str = env!("CARGO_BIN_EXE_rogue");
+/// The `rogue` binary of this build (see build.rs).
+pub const ROGUE: &str = env!("ROGUE_BINARY");
 
 pub struct Running {
     child: Child,

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{
+use crate::{
     netns::{Netns, in_netns},
     require,
 };
@@ -120,7 +120,7 @@ pub struct Silent {
 }
 
 impl Silent {
-    pub fn new() -> Silent {
+    pub fn bind() -> Silent {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         Silent { addr: socket.local_addr().unwrap(), _socket: socket }
     }

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Row, require};
+use crate::{Row, require};
 
 /// nfdump's collector on a free loopback port, writing into its own directory.
 pub struct Nfcapd {
@@ -132,7 +132,7 @@ impl Row {
             src: flow["src"].as_str().unwrap().into(),
             sport: flow["sport"].as_u64().unwrap() as u16,
             dst: flow["dst"].as_str().unwrap().into(),
-            dport: if super::is_icmp(proto) { format!("{}.{}", dport >> 8, dport & 0xff) } else { dport.to_string() },
+            dport: if crate::is_icmp(proto) { format!("{}.{}", dport >> 8, dport & 0xff) } else { dport.to_string() },
             flags: rogue::flows::format::tcp_flags_letters(flow["tcp_flags"].as_u64().unwrap() as u8),
             packets: flow["packets"].as_u64().unwrap(),
             bytes: flow["bytes"].as_u64().unwrap(),

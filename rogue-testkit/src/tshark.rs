@@ -13,7 +13,7 @@ use rogue::{
 };
 use rogue_common::{FlowKey, MeterCounters};
 
-use super::require;
+use crate::require;
 
 const FIELDS: [&str; 29] = [
     "frame.time_epoch",

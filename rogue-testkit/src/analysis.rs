@@ -7,7 +7,7 @@ use std::{
     sync::OnceLock,
 };
 
-use super::process::{Finished, ROGUE};
+use crate::process::{Finished, ROGUE};
 
 pub struct Workspace {
     pub dir: PathBuf,
@@ -84,7 +84,7 @@ pub fn scenario_capture(scenario: &str, seed: u64) -> PathBuf {
     let dir = DIR.get_or_init(|| {
         let built = std::fs::metadata(ROGUE).and_then(|m| m.modified()).unwrap();
         let stamp = built.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("scenarios");
+        let root = PathBuf::from(env!("ROGUE_TESTS_TMPDIR")).join("scenarios");
         for old in std::fs::read_dir(&root).into_iter().flatten().flatten() {
             if old.file_name() != *stamp.to_string() {
                 let _ = std::fs::remove_dir_all(old.path());

@@ -1,7 +1,15 @@
-//! Helpers shared by rogue's integration tests: the vendored real captures
-//! and their oracles, tshark as an independent dissector, and metering a
-//! capture through rogue's own library.
-#![allow(dead_code)]
+//! What rogue's integration tests and benchmarks share: the vendored real
+//! captures and their oracles, tshark as an independent dissector, metering
+//! a capture through rogue's own library, network namespaces and veths,
+//! real DNS servers, the scenarios' captures, the `rogue` binary run as a
+//! user runs it, and the testbed XDP programs (reference programs and the
+//! live-frames traffic generator, which the production binary does not
+//! carry).
+//!
+//! Tests that need root (BPF, namespaces, mounts) start with
+//! [`needs_root!`]: without root they say so on one line and stop, unless
+//! ROGUE_TESTS_REQUIRE_ROOT is set (`cargo xtask test`, and so CI, sets
+//! it), which makes that a failure.
 
 use std::{
     collections::BTreeMap,
@@ -242,6 +250,33 @@ pub fn require(program: &str) -> Command {
         "{program} is not installed; `cargo xtask setup` installs the test tools (apt-get install {program})"
     );
     Command::new(program)
+}
+
+/// Reference XDP programs and the live-frames traffic generator (see
+/// rogue-ebpf/src/bin/testbed.rs), for benchmarks and kernel tests.
+pub static TESTBED_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("ROGUE_TESTBED_OBJECT"));
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Stops the test (it passes, saying why on one line) when not run as
+/// root, unless ROGUE_TESTS_REQUIRE_ROOT is set: then it fails.
+#[macro_export]
+macro_rules! needs_root {
+    ($why:expr) => {
+        if !$crate::is_root() {
+            assert!(
+                std::env::var_os("ROGUE_TESTS_REQUIRE_ROOT").is_none(),
+                "this test needs root ({}), and ROGUE_TESTS_REQUIRE_ROOT is set",
+                $why
+            );
+            eprintln!("skipped, needs root ({}): `cargo xtask test` runs it as root", $why);
+            return;
+        }
+    };
 }
 
 pub mod analysis;

@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{
+use crate::{
     netns::{Netns, in_netns, veth},
     require,
 };
@@ -46,7 +46,7 @@ pub struct MailNet {
 }
 
 impl MailNet {
-    pub fn new() -> MailNet {
+    pub fn start() -> MailNet {
         require("swaks");
         let aiosmtpd = Command::new(PYTHON).args(["-c", "import aiosmtpd"]).output();
         assert!(

@@ -109,7 +109,7 @@ pub const CLIENT_ADDR: &str = "192.0.2.10";
 pub const SERVER_ADDR: &str = "198.51.100.25";
 
 impl Gateway {
-    pub fn new() -> Gateway {
+    pub fn create() -> Gateway {
         let client = Netns::new("client");
         let gateway = Netns::new("gw");
         let server = Netns::new("server");

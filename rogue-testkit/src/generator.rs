@@ -10,7 +10,9 @@ use aya::{
     maps::Array,
     programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp},
 };
-use rogue::capture::{TESTBED_OBJECT, xdp::if_index};
+use rogue::capture::xdp::if_index;
+
+use crate::TESTBED_OBJECT;
 
 pub struct Generator {
     ebpf: Ebpf,

@@ -492,7 +492,7 @@ fn send_udp_frames(netns: &Netns, from: &'static str, count: usize) {
     let frame =
         ethernet(0x0800, &ipv4([192, 0, 2, 1].into(), [192, 0, 2, 2].into(), 17, &[], 0, &udp(4000, 53, &[1; 100])));
     in_netns(netns, move || {
-        let ifindex = rogue::capture::xdp::if_index(from).unwrap();
+        let ifindex = rogue::capture::host::if_index(from).unwrap();
         rogue_testkit::netns::send_raw(ifindex, &frame, count);
     })
     .join()

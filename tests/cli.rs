@@ -374,7 +374,7 @@ fn generic_mode_meters_what_the_interface_receives() {
         ),
     );
     rogue_testkit::netns::in_netns(&ns, move || {
-        let ifindex = rogue::capture::xdp::if_index("send0").unwrap();
+        let ifindex = rogue::capture::host::if_index("send0").unwrap();
         rogue_testkit::netns::send_raw(ifindex, &frame, 50);
     })
     .join()
@@ -391,4 +391,70 @@ fn generic_mode_meters_what_the_interface_receives() {
     assert_eq!(finished.summary_number("packets"), 50);
     let reports = finished.stderr.lines().filter(|l| l.starts_with("# packets ")).count();
     assert!(reports > 2, "--stats prints the counters after every drain, not only at the end: {reports}");
+}
+
+/// A flow map of two entries and three flows: the third flow's packets are
+/// counted in no flow, and the kernel log names each of them, as it names
+/// the malformed frame; off, the same traffic logs nothing from the kernel.
+#[test]
+fn the_kernel_log_names_what_a_full_flow_map_left_out_and_is_silent_when_off() {
+    rogue_testkit::needs_root!("the XDP flow meter and network namespaces");
+    let ns = Netns::new("klog");
+    veth(&ns, "send0", &ns, "mon0");
+    let udp = |sport: u16| {
+        use rogue_testkit::packets::{ethernet, ipv4, udp};
+        ethernet(0x0800, &ipv4([192, 0, 2, 1].into(), [192, 0, 2, 2].into(), 17, &[], 0, &udp(sport, 25, &[1; 100])))
+    };
+    let malformed = rogue_testkit::packets::cases()
+        .into_iter()
+        .find(|case| case.name == "truncated: IPv4 header cut after 19 bytes")
+        .unwrap()
+        .frame;
+    let run = |level: &str| {
+        let mut command = ns.command(ROGUE);
+        // One drain, at the end: the maps do not switch while the frames arrive.
+        let args = ["flows", "--iface", "mon0", "--xdp-mode", "generic", "--interval", "1h", "--format", "json"];
+        command.args(args).args(["--flow-map-entries", "2", "--kernel-log", level, "-vv"]);
+        let mut running = Running::spawn(command);
+        running.wait_for_stderr("XDP flow meter attached", 1);
+        let frames = [(udp(4000), 5), (udp(4001), 5), (udp(4002), 5), (malformed.clone(), 1)];
+        rogue_testkit::netns::in_netns(&ns, move || {
+            let ifindex = rogue::capture::host::if_index("send0").unwrap();
+            for (frame, count) in &frames {
+                rogue_testkit::netns::send_raw(ifindex, frame, *count);
+            }
+        })
+        .join()
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let finished = running.interrupt();
+        assert!(finished.status.success(), "{}", finished.stderr);
+        finished
+    };
+
+    let logged = run("debug");
+    assert_eq!(logged.summary("insert failures"), "5 packets, 640 bytes");
+    let full: Vec<&str> = logged.stderr.lines().filter(|l| l.contains("flow map full: ")).collect();
+    assert_eq!(full.len(), 5, "{}", logged.stderr);
+    let mon0 = rogue_testkit::netns::in_netns(&ns, || rogue::capture::host::if_index("mon0").unwrap()).join().unwrap();
+    let expected = format!(
+        "flow map full: ::ffff:192.0.2.1:4002 > ::ffff:192.0.2.2:25 proto 17 on ifindex {mon0} counted in no flow \
+         (128 bytes)"
+    );
+    for line in &full {
+        assert!(line.contains("WARN") && line.contains("rogue::kernel"), "{line}");
+        assert!(line.ends_with(&expected), "{line}");
+    }
+    let flows = logged.json_lines();
+    let ports: Vec<u64> = flows.iter().map(|f| f["sport"].as_u64().unwrap()).collect();
+    assert_eq!(ports.len(), 2, "{flows:?}");
+    assert!(!ports.contains(&4002), "the flow left out is the one logged: {ports:?}");
+    let malformed_lines: Vec<&str> =
+        logged.stderr.lines().filter(|l| l.contains("malformed frame of 33 bytes")).collect();
+    assert_eq!(malformed_lines.len(), 1, "{}", logged.stderr);
+    assert_eq!(logged.summary_number("malformed"), 1);
+
+    let silent = run("off");
+    assert_eq!(silent.summary("insert failures"), "5 packets, 640 bytes");
+    assert!(!silent.stderr.contains("rogue::kernel"), "{}", silent.stderr);
 }

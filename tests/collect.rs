@@ -332,6 +332,10 @@ fn idle_connections_past_the_descriptor_limit_do_not_stop_the_tcp_listener() {
     });
     let open = metric(&metrics, "rogue_collector_tcp_connections");
     assert!(open <= 136.0, "at most the file limit less a reserve of 64: {open}");
+    // The process's own descriptors, as the kernel has them, show how near the limit it runs.
+    assert_eq!(metric(&metrics, "process_max_fds"), 200.0);
+    let descriptors = metric(&metrics, "process_open_fds");
+    assert!(descriptors > open && descriptors <= 200.0, "{descriptors} descriptors, {open} connections");
 
     wait_for_metrics(metrics_port, "the idle connections are closed", |m| {
         metric(m, "rogue_collector_tcp_idle_closed_total") >= open

@@ -7,9 +7,12 @@
 use std::collections::BTreeMap;
 
 use aya::programs::{TestRun, TestRunOptions};
-use rogue::capture::{
-    XdpMeter,
-    file::{CapturedFrame, FrameSink, read_frames},
+use rogue::{
+    capture::{
+        XdpMeter,
+        file::{CapturedFrame, FrameSink, read_frames},
+    },
+    config::KernelLog,
 };
 use rogue_common::{
     FlowKey, MeterCounters,
@@ -31,14 +34,14 @@ fn run(meter: &mut XdpMeter, frame: &[u8]) {
 #[test]
 fn the_verifier_accepts_the_meter_and_it_passes_every_frame() {
     rogue_testkit::needs_root!("loading BPF programs");
-    let mut meter = XdpMeter::load(1024).expect("load and verify the XDP program (needs root)");
+    let mut meter = XdpMeter::load(1024, KernelLog::Off).expect("load and verify the XDP program (needs root)");
     run(&mut meter, &rogue_testkit::packets::cases()[0].frame);
 }
 
 #[test]
 fn every_crafted_frame_gives_its_flow_and_counters_in_the_kernel() {
     rogue_testkit::needs_root!("loading BPF programs");
-    let mut meter = XdpMeter::load(1024).unwrap();
+    let mut meter = XdpMeter::load(1024, KernelLog::Off).unwrap();
     for case in cases() {
         let before = meter.counters().unwrap();
         run(&mut meter, &case.frame);
@@ -69,7 +72,7 @@ fn every_crafted_frame_gives_its_flow_and_counters_in_the_kernel() {
 #[test]
 fn a_full_flow_map_counts_the_packets_and_bytes_that_found_no_slot() {
     rogue_testkit::needs_root!("loading BPF programs");
-    let mut meter = XdpMeter::load(16).unwrap();
+    let mut meter = XdpMeter::load(16, KernelLog::Off).unwrap();
     let frame = |port: u16| {
         rogue_testkit::packets::ethernet(
             0x0800,
@@ -130,7 +133,7 @@ fn every_capture_gives_the_same_flows_and_counters_in_kernel_and_userspace() {
     // The kernel takes at most a page per test frame; the flow depends only
     // on headers, so larger frames are cut to this, in both parsers alike.
     const MAX_TEST_FRAME: usize = 3000;
-    let mut meter = XdpMeter::load(65536).unwrap();
+    let mut meter = XdpMeter::load(65536, KernelLog::Off).unwrap();
     let mut frames_compared = 0;
     for capture in rogue_testkit::captures() {
         let mut sink = EthernetFrames(Vec::new());

@@ -1,6 +1,12 @@
 //! rogue's XDP flow meter: counts every frame into per-CPU flow maps and
 //! counters, and always passes the frame on (XDP_PASS). It never drops,
 //! redirects or changes traffic; a gateway keeps forwarding if rogue stops.
+//!
+//! Rare events (a full flow map, a malformed frame, a state that cannot
+//! happen) are also logged through aya-log at a level userspace sets at load
+//! time (capture.kernel_log). The level is a constant of the loaded program,
+//! so with logging off the verifier removes the logging code: the hot path
+//! pays nothing. The counters count every event; the log names some of them.
 // An XDP program only for bpfel; on the host (clippy and `cargo test` over
 // the workspace) an ordinary std program with an empty `main`, since a
 // `no_std` binary cannot be built for a target whose core unwinds.
@@ -13,8 +19,9 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray, PerCpuHashMap},
     programs::XdpContext,
 };
+use aya_log_ebpf::{debug, error, warn};
 use rogue_common::{
-    FlowKey, FlowStats, MeterCounters,
+    FlowKey, FlowStats, MeterCounters, address_bytes,
     maps::{COUNTER_SLOTS, DEFAULT_FLOW_MAP_ENTRIES, counter_slot},
     parse::{Packet, parse_ethernet},
 };
@@ -43,12 +50,26 @@ fn meter(ctx: &XdpContext) {
     let frame = XdpFrame { start: ctx.data(), end: ctx.data_end() };
     let packet = parse_ethernet(&frame);
     let ifindex = ctx.ingress_ifindex() as u32;
+    let frame_len = (frame.end - frame.start) as u64;
     let Some(counters) = COUNTERS.get_ptr_mut(counter_slot(ifindex)) else {
+        // Not reachable (the slot is always below the array's size): the
+        // frame is in no count, so say so.
+        error!(ctx, "no counter slot for ifindex {}: a frame of {} bytes not counted", ifindex, frame_len);
         return;
     };
     // SAFETY: a per-CPU slot; XDP programs do not nest on one CPU.
     let counters = unsafe { &mut *counters };
-    counters.count(&packet, (frame.end - frame.start) as u64);
+    counters.count(&packet, frame_len);
+    if packet.is_malformed() {
+        debug!(
+            ctx,
+            "malformed frame of {} bytes on ifindex {} (class {}, marks {:x})",
+            frame_len,
+            ifindex,
+            packet.class as u8,
+            packet.marks
+        );
+    }
     if !packet.has_flow() {
         return;
     }
@@ -60,6 +81,18 @@ fn meter(ctx: &XdpContext) {
     };
     if !recorded {
         counters.count_insert_failure(packet.ip_bytes);
+        let (src, dst) = (address_bytes(&key.src_addr), address_bytes(&key.dst_addr));
+        warn!(
+            ctx,
+            "flow map full: {:i}:{} > {:i}:{} proto {} on ifindex {} counted in no flow ({} bytes)",
+            src,
+            key.src_port,
+            dst,
+            key.dst_port,
+            key.proto,
+            ifindex,
+            packet.ip_bytes
+        );
     }
 }
 

@@ -10,7 +10,7 @@ use aya::{
     maps::Array,
     programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp},
 };
-use rogue::capture::xdp::if_index;
+use rogue::capture::host::if_index;
 
 use crate::TESTBED_OBJECT;
 

@@ -273,10 +273,21 @@ macro_rules! needs_root {
                 "this test needs root ({}), and ROGUE_TESTS_REQUIRE_ROOT is set",
                 $why
             );
-            eprintln!("skipped, needs root ({}): `cargo xtask test` runs it as root", $why);
+            $crate::say_skipped($why);
             return;
         }
     };
+}
+
+/// One line on the terminal for a test skipped for want of root. Written to
+/// stderr directly: libtest captures `eprintln!` and shows it only for
+/// failures, and a skip must be seen.
+pub fn say_skipped(why: &str) {
+    use std::io::Write as _;
+    let test = std::thread::current().name().unwrap_or("a test").to_string();
+    let line = format!("{test}: skipped, needs root ({why}); `cargo xtask test` runs it as root\n");
+    // One write, so that lines of tests skipping at once do not interleave.
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 pub mod analysis;

@@ -39,7 +39,7 @@ const BENCH_PACKAGES: &[(&str, &str)] =
     &[("tshark", "tshark"), ("nfpcapd", "nfdump"), ("argus", "argus-server"), ("softflowd", "softflowd")];
 /// The Node.js package that drives Chromium in the report tests.
 const BROWSER_TESTS: &str = "tests/browser";
-/// Prefix of the network namespaces tests create (tests/support/netns.rs).
+/// Prefix of the network namespaces tests create (rogue-testkit/src/netns.rs).
 const TEST_NETNS_PREFIX: &str = "rogue-t-";
 
 #[derive(Parser)]

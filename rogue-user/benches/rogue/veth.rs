@@ -8,7 +8,10 @@
 use std::time::Duration;
 
 use aya::programs::{Xdp, XdpMode as AyaXdpMode};
-use rogue::{capture::XdpMeter, config::XdpMode};
+use rogue::{
+    capture::XdpMeter,
+    config::{KernelLog, XdpMode},
+};
 
 use crate::{
     kernel::Testbed,
@@ -60,7 +63,7 @@ fn round(ns: &Netns, receiver: Receiver) -> Round {
         }
         let rogue = matches!(receiver, Receiver::Rogue);
         let mut meter = rogue.then(|| {
-            let mut meter = XdpMeter::load(1 << 16).expect("load the meter");
+            let mut meter = XdpMeter::load(1 << 16, KernelLog::Off).expect("load the meter");
             meter.attach("mon0", XdpMode::Native).expect("attach the meter");
             meter
         });

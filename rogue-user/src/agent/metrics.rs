@@ -1,7 +1,9 @@
 //! The agent's Prometheus endpoint (`metrics.listen`, GET /metrics, in the
 //! OpenMetrics text format): what the kernel counted per interface, what the
 //! interfaces themselves received (so silent loss shows as coverage below
-//! 1), the drains, the flow cache, the store, DNS and the findings.
+//! 1), the drains, the flow cache, the store, DNS and the findings; and the
+//! process's own CPU, memory and descriptors under the names every
+//! Prometheus client library gives them (`process_*`), read from procfs.
 
 use std::sync::{
     Arc, OnceLock,
@@ -10,8 +12,15 @@ use std::sync::{
 
 use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
-    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, text::encode},
+    metrics::{
+        MetricType,
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::{ConstGauge, Gauge},
+        histogram::Histogram,
+    },
     registry::{Registry, Unit},
 };
 use rogue_common::MeterCounters;
@@ -302,6 +311,7 @@ impl Metrics {
             m.collector_tcp_partial_messages.clone(),
         );
         rogue.register("collector_udp_errors", "UDP receives that failed", m.collector_udp_errors.clone());
+        m.registry.register_collector(Box::new(ProcessMetrics));
         m
     }
 
@@ -449,6 +459,75 @@ impl Metrics {
     }
 }
 
+/// The process's CPU time, memory and descriptors, read at each scrape.
+#[derive(Debug)]
+struct ProcessMetrics;
+
+/// What /proc/self says of this process, in the units the metrics use.
+struct ProcessReading {
+    cpu_seconds: f64,
+    resident_bytes: i64,
+    virtual_bytes: i64,
+    start_time_seconds: f64,
+    open_fds: i64,
+    max_fds: Option<i64>,
+}
+
+impl ProcessReading {
+    fn now() -> procfs::ProcResult<ProcessReading> {
+        let me = procfs::process::Process::myself()?;
+        let stat = me.stat()?;
+        let ticks = procfs::ticks_per_second() as f64;
+        let max_fds = match me.limits()?.max_open_files.soft_limit {
+            procfs::process::LimitValue::Value(n) => Some(n as i64),
+            procfs::process::LimitValue::Unlimited => None,
+        };
+        Ok(ProcessReading {
+            cpu_seconds: (stat.utime + stat.stime) as f64 / ticks,
+            resident_bytes: (stat.rss * procfs::page_size()) as i64,
+            virtual_bytes: stat.vsize as i64,
+            start_time_seconds: procfs::boot_time_secs()? as f64 + stat.starttime as f64 / ticks,
+            open_fds: me.fd_count()? as i64,
+            max_fds,
+        })
+    }
+}
+
+impl Collector for ProcessMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // A scrape goes on without these if /proc cannot be read.
+        let Ok(reading) = ProcessReading::now() else { return Ok(()) };
+        let counter = ConstCounter::new(reading.cpu_seconds);
+        let help = "Total user and system CPU time spent";
+        counter.encode(encoder.encode_descriptor("process_cpu", help, Some(&Unit::Seconds), MetricType::Counter)?)?;
+        let gauges = [
+            ("process_resident_memory", "Resident memory size", Some(Unit::Bytes), reading.resident_bytes),
+            ("process_virtual_memory", "Virtual memory size", Some(Unit::Bytes), reading.virtual_bytes),
+            ("process_open_fds", "Open file descriptors", None, reading.open_fds),
+        ];
+        for (name, help, unit, value) in gauges
+            .into_iter()
+            .chain(reading.max_fds.map(|max| ("process_max_fds", "Limit of open file descriptors", None, max)))
+        {
+            ConstGauge::new(value).encode(encoder.encode_descriptor(
+                name,
+                help,
+                unit.as_ref(),
+                MetricType::Gauge,
+            )?)?;
+        }
+        let start = ConstGauge::new(reading.start_time_seconds);
+        let help = "Start time of the process since the Unix epoch";
+        start.encode(encoder.encode_descriptor(
+            "process_start_time",
+            help,
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?)?;
+        Ok(())
+    }
+}
+
 fn set(counter: &Counter, value: u64) {
     counter.inner().store(value, Ordering::Relaxed);
 }
@@ -487,5 +566,44 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
         }
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    /// The process metrics are this process's, as the kernel and libc give them.
+    #[test]
+    fn process_metrics_describe_this_process() {
+        let text = Metrics::new().encode();
+        let value = |name: &str| -> f64 {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("{name} in:\n{text}"));
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: a valid rlimit to fill.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
+        assert_eq!(value("process_max_fds"), limit.rlim_cur as f64);
+        let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as f64;
+        assert!((value("process_open_fds") - open).abs() <= 2.0, "about the {open} descriptors open");
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let vm_rss_kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .unwrap()
+            .trim()
+            .trim_end_matches(" kB")
+            .trim()
+            .parse()
+            .unwrap();
+        let rss = value("process_resident_memory_bytes");
+        assert!(
+            rss > 0.0 && (rss / 1024.0 - vm_rss_kib).abs() < vm_rss_kib * 0.5,
+            "{rss} bytes against VmRSS {vm_rss_kib} kB"
+        );
+        assert!(value("process_virtual_memory_bytes") >= rss);
+        assert!(value("process_cpu_seconds_total") >= 0.0);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        let start = value("process_start_time_seconds");
+        assert!(start <= now + 1.0 && start > now - 86_400.0, "started {start}, now {now}");
     }
 }

@@ -16,7 +16,7 @@ use tracing::{debug, error, warn};
 
 use super::metrics::Metrics;
 use crate::{
-    capture::{XdpMeter, xdp::interface_rx_packets},
+    capture::{XdpMeter, host::interface_rx_packets},
     config::{CollectConfig, Config},
     flows::{FlowCache, Timeouts},
     ipfix::collect::{self, Batch, CollectorStats, Limits},
@@ -61,7 +61,7 @@ impl MeterSource {
     /// Loads the meter and attaches it to `interfaces`.
     pub fn attach(config: &Config, interfaces: &[String]) -> anyhow::Result<MeterSource> {
         let capture = &config.capture;
-        let mut meter = XdpMeter::load(capture.flow_map_entries.0)?;
+        let mut meter = XdpMeter::load(capture.flow_map_entries.0, capture.kernel_log)?;
         let timeouts = Timeouts::from_secs(capture.idle_timeout_seconds.0, capture.active_timeout_seconds.0);
         let mut cache = FlowCache::with_limit(timeouts, capture.flow_cache_entries.0 as usize);
         let mut counts = Vec::new();

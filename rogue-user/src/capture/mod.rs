@@ -5,6 +5,8 @@
 
 pub mod drain;
 pub mod file;
+pub mod host;
+pub mod kernel_log;
 pub mod xdp;
 
 use crate::time::Nanos;

@@ -8,8 +8,6 @@
 //! is then read and cleared with batch syscalls while packets go to the other.
 
 use std::{
-    collections::BTreeMap,
-    ffi::CString,
     io,
     os::fd::{AsFd, AsRawFd, RawFd},
     time::{Duration, Instant},
@@ -26,9 +24,16 @@ use rogue_common::{
 };
 use tracing::{info, warn};
 
-use super::FlowDelta;
 use super::drain::{BatchDrainer, DrainedFlow};
-use crate::{config::XdpMode, time::Nanos, with_causes};
+use super::{
+    FlowDelta, host,
+    kernel_log::{self, KernelLogReader},
+};
+use crate::{
+    config::{KernelLog, XdpMode},
+    time::Nanos,
+    with_causes,
+};
 
 /// The flow meter's object file, built by build.rs from rogue-ebpf.
 pub static METER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rogue"));
@@ -42,6 +47,12 @@ fn flow_map_entry_bytes(cpus: u64) -> u64 {
 
 #[derive(Debug, thiserror::Error)]
 pub enum MeterError {
+    #[error(
+        "the XDP flow meter needs Linux {}.{} or later, and this kernel is {release}",
+        host::MIN_KERNEL.0,
+        host::MIN_KERNEL.1
+    )]
+    KernelTooOld { release: String },
     #[error("loading the XDP flow meter failed{}", privilege_hint())]
     // Boxed: aya's errors are hundreds of bytes, and every Result of the
     // meter would carry that size on its happy path too.
@@ -63,6 +74,8 @@ pub enum MeterError {
     Drain { name: &'static str, source: io::Error },
     #[error("waiting for in-flight XDP programs (membarrier)")]
     Barrier(#[source] io::Error),
+    #[error("opening the meter's kernel log (its ring buffer AYA_LOGS)")]
+    Log(#[source] aya_log::Error),
     #[error("reading which XDP links are attached (/proc/self/fdinfo)")]
     Links(#[source] io::Error),
 }
@@ -101,6 +114,7 @@ impl Drain {
 
 pub struct XdpMeter {
     ebpf: Ebpf,
+    log: KernelLogReader,
     /// Which of FLOW_MAPS the program writes to now.
     writing: usize,
     drainer: BatchDrainer,
@@ -111,15 +125,26 @@ pub struct XdpMeter {
 }
 
 impl XdpMeter {
-    /// Loads the program with flow maps of `flow_map_entries` entries each.
-    pub fn load(flow_map_entries: u32) -> Result<XdpMeter, MeterError> {
+    /// Loads the program with flow maps of `flow_map_entries` entries each,
+    /// logging its kernel events from `kernel_log` up.
+    pub fn load(flow_map_entries: u32, kernel_log: KernelLog) -> Result<XdpMeter, MeterError> {
+        if let Some(release) = host::kernel_too_old() {
+            return Err(MeterError::KernelTooOld { release });
+        }
+        if host::bpf_jit_off() {
+            warn!(
+                "the BPF JIT is off (net.core.bpf_jit_enable = 0): the meter runs interpreted, several times slower \
+                 per packet; `sysctl -w net.core.bpf_jit_enable=1` turns it on"
+            );
+        }
         check_map_memory(flow_map_entries)?;
-        raise_memlock_limit();
         let mut loader = EbpfLoader::new();
         for name in FLOW_MAPS {
             loader.map_max_entries(name, flow_map_entries);
         }
+        kernel_log::set_level(&mut loader, kernel_log);
         let mut ebpf = loader.load(METER_OBJECT).map_err(|e| MeterError::Load(Box::new(e)))?;
+        let log = KernelLogReader::open(&mut ebpf).map_err(MeterError::Log)?;
         meter_program(&mut ebpf)?.load().map_err(|e| MeterError::Program(Box::new(e)))?;
         let cpus = aya::util::nr_cpus().map_err(|(path, e)| MeterError::Map {
             name: "FLOWS",
@@ -127,6 +152,7 @@ impl XdpMeter {
         })?;
         Ok(XdpMeter {
             ebpf,
+            log,
             writing: 0,
             drainer: BatchDrainer::new(cpus),
             attachments: Vec::new(),
@@ -160,7 +186,7 @@ impl XdpMeter {
     }
 
     fn attach_link(&mut self, interface: &str, mode: XdpMode) -> Result<(Attachment, XdpLinkId), MeterError> {
-        let ifindex = if_index(interface).ok_or_else(|| MeterError::NoInterface(interface.to_string()))?;
+        let ifindex = host::if_index(interface).ok_or_else(|| MeterError::NoInterface(interface.to_string()))?;
         let program = meter_program(&mut self.ebpf)?;
         let (attached, link) = match mode {
             XdpMode::Native => attach_in(program, interface, ifindex, AyaXdpMode::Driver)?,
@@ -187,7 +213,7 @@ impl XdpMeter {
     /// (deleted, or moved to another namespace): the kernel detached their
     /// links. Their links are released; [`XdpMeter::reattach`] tries again.
     pub fn detached(&mut self) -> Result<Vec<usize>, MeterError> {
-        let attached = attached_ifindexes().map_err(MeterError::Links)?;
+        let attached = host::attached_ifindexes().map_err(MeterError::Links)?;
         let mut gone = Vec::new();
         for (index, attachment) in self.attachments.iter().enumerate() {
             if self.links[index].is_some() && !attached.contains(&attachment.ifindex) {
@@ -212,7 +238,7 @@ impl XdpMeter {
     /// interface exists again; None while it does not.
     pub fn reattach(&mut self, index: usize) -> Result<Option<&Attachment>, MeterError> {
         let interface = self.attachments[index].interface.clone();
-        if if_index(&interface).is_none() {
+        if host::if_index(&interface).is_none() {
             return Ok(None);
         }
         let mode = if self.attachments[index].mode == "generic" { XdpMode::Generic } else { XdpMode::Native };
@@ -239,6 +265,7 @@ impl XdpMeter {
         self.drainer.drain(fd, &mut flows).map_err(|source| MeterError::Drain { name, source })?;
         let (wall_offset, at) = wall_clock_offset();
         self.drains += 1;
+        self.log.flush();
         Ok(Drain { flows, wall_offset, at, took: started.elapsed() })
     }
 
@@ -363,35 +390,11 @@ pub fn wall_clock_offset() -> (Nanos, Nanos) {
     (wall - (before + (after - before) / 2), wall)
 }
 
-pub fn if_index(interface: &str) -> Option<u32> {
-    let name = CString::new(interface).ok()?;
-    // SAFETY: name is NUL-terminated.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    (index != 0).then_some(index)
-}
-
-/// The interfaces this process's XDP links are attached to, from the
-/// kernel's description of each link (its fdinfo): an interface that went
-/// away leaves its link attached to ifindex 0.
-fn attached_ifindexes() -> io::Result<Vec<u32>> {
-    let mut ifindexes = Vec::new();
-    for entry in std::fs::read_dir("/proc/self/fdinfo")? {
-        let Ok(info) = std::fs::read_to_string(entry?.path()) else { continue };
-        if !info.lines().any(|line| line.split_whitespace().eq(["link_type:", "xdp"])) {
-            continue;
-        }
-        let ifindex =
-            info.lines().find_map(|line| line.strip_prefix("ifindex:")).and_then(|v| v.trim().parse::<u32>().ok());
-        ifindexes.extend(ifindex);
-    }
-    Ok(ifindexes)
-}
-
 /// Refuses flow maps that would take more than half the memory available
 /// (both are allocated in full on every CPU when the meter loads).
 fn check_map_memory(entries: u32) -> Result<(), MeterError> {
     let cpus = aya::util::nr_cpus().map_or(1, |n| n as u64);
-    match memory_available() {
+    match host::memory_available() {
         Some(available) => fits_in_memory(entries, cpus, available),
         None => Ok(()),
     }
@@ -403,44 +406,6 @@ fn fits_in_memory(entries: u32, cpus: u64, available: u64) -> Result<(), MeterEr
         return Err(MeterError::TooLarge { entries, cpus, needed_mib: needed >> 20, available_mib: available >> 20 });
     }
     Ok(())
-}
-
-/// MemAvailable from /proc/meminfo, in bytes.
-fn memory_available() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = meminfo.lines().find_map(|line| line.strip_prefix("MemAvailable:"))?;
-    Some(line.trim().trim_end_matches("kB").trim().parse::<u64>().ok()? * 1024)
-}
-
-/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it so large
-/// flow maps load there too. Later kernels account them to memory cgroups.
-fn raise_memlock_limit() {
-    if aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 11, 0)) {
-        return;
-    }
-    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
-    // SAFETY: a valid rlimit struct.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
-        warn!("could not raise RLIMIT_MEMLOCK: {}", io::Error::last_os_error());
-    }
-}
-
-/// Receive counters of an interface from procfs (`/proc/net/dev`), to show
-/// how many packets the interface saw against how many the meter counted.
-pub fn interface_rx_packets(interface: &str) -> io::Result<u64> {
-    let table = std::fs::read_to_string("/proc/net/dev")?;
-    let stats: BTreeMap<&str, u64> = table
-        .lines()
-        .skip(2)
-        .filter_map(|line| {
-            let (name, rest) = line.split_once(':')?;
-            Some((name.trim(), rest.split_whitespace().nth(1)?.parse().ok()?))
-        })
-        .collect();
-    stats
-        .get(interface)
-        .copied()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{interface} is not in /proc/net/dev")))
 }
 
 #[cfg(test)]

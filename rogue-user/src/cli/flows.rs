@@ -15,8 +15,8 @@ use tracing::{info, warn};
 
 use super::{parse_duration, parse_interval, parse_timeout};
 use crate::{
-    capture::{XdpMeter, xdp::interface_rx_packets},
-    config::{IpfixDestination as Destination, XdpMode, check_flow_map_entries},
+    capture::{XdpMeter, host::interface_rx_packets},
+    config::{IpfixDestination as Destination, KernelLog, XdpMode, check_flow_map_entries},
     flows::{
         FlowCache, FlowCacheStats, FlowRecord, Timeouts,
         format::{FlowWriter, Format},
@@ -79,6 +79,16 @@ pub struct FlowsArgs {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_FLOW_MAP_ENTRIES,
           value_parser = |text: &str| check_flow_map_entries(text.parse::<u64>().map_err(|e| e.to_string())?))]
     pub flow_map_entries: u32,
+    /// Log the meter's kernel events from this level up (a full flow map is
+    /// `warn`, a malformed frame `debug`); `off` costs the meter nothing
+    #[arg(long, value_name = "LEVEL", default_value = "off", value_parser = super::one_of::<KernelLog>(&[
+        ("off", "Nothing: the logging code is left out of the loaded program"),
+        ("error", "States that cannot happen"),
+        ("warn", "And packets a full flow map counted in no flow"),
+        ("info", "The same as warn (the meter has no info events)"),
+        ("debug", "And every malformed frame"),
+    ]))]
+    pub kernel_log: KernelLog,
     /// Also export the flows as IPFIX to udp://HOST:PORT or tcp://HOST:PORT (repeat for more)
     #[arg(long, value_name = "DEST")]
     pub ipfix: Vec<Destination>,
@@ -195,7 +205,7 @@ fn files(paths: &[PathBuf], cache: FlowCache, output: &mut FlowOutput<impl Write
 }
 
 fn live(args: &FlowsArgs, mut cache: FlowCache, output: &mut FlowOutput<impl Write>) -> anyhow::Result<()> {
-    let mut meter = XdpMeter::load(args.flow_map_entries)?;
+    let mut meter = XdpMeter::load(args.flow_map_entries, args.kernel_log)?;
     let mut rx_at_start = Vec::new();
     for interface in &args.iface {
         let attached = meter.attach(interface, args.xdp_mode)?.clone();

@@ -379,6 +379,8 @@ pub struct CaptureConfig {
     /// Flows the agent's flow cache holds at most; past it, the flows idle
     /// longest are completed early (counted), so memory stays bounded.
     pub flow_cache_entries: Positive,
+    /// Which of the meter's rare events it logs from the kernel.
+    pub kernel_log: KernelLog,
 }
 
 impl Default for CaptureConfig {
@@ -390,6 +392,7 @@ impl Default for CaptureConfig {
             drain_seconds: Positive(5),
             xdp_mode: XdpMode::Native,
             flow_cache_entries: Positive(1_000_000),
+            kernel_log: KernelLog::Off,
         }
     }
 }
@@ -419,6 +422,39 @@ impl FromStr for XdpMode {
             "generic" => Ok(XdpMode::Generic),
             "auto" => Ok(XdpMode::Auto),
             other => Err(format!("{other:?} is not an XDP mode ({})", XdpMode::NAMES.join(", "))),
+        }
+    }
+}
+
+/// The least severe of the XDP meter's kernel events that it logs: `error`
+/// (a state that cannot happen), `warn` (a flow map full: a packet counted
+/// in no flow), `debug` (a malformed frame). Every one of them is counted
+/// regardless; the log names them. Off, the logging code costs nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelLog {
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+impl KernelLog {
+    pub const NAMES: [&'static str; 5] = ["off", "error", "warn", "info", "debug"];
+}
+
+impl FromStr for KernelLog {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<KernelLog, String> {
+        match text {
+            "off" => Ok(KernelLog::Off),
+            "error" => Ok(KernelLog::Error),
+            "warn" => Ok(KernelLog::Warn),
+            "info" => Ok(KernelLog::Info),
+            "debug" => Ok(KernelLog::Debug),
+            other => Err(format!("{other:?} is not a kernel log level ({})", KernelLog::NAMES.join(", "))),
         }
     }
 }

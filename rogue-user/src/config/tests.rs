@@ -23,6 +23,8 @@ fn the_example_in_the_repository_is_valid_and_states_the_defaults() {
     assert_eq!(example.whitelist_path(), path.parent().unwrap().join("whitelist.yaml"));
     assert_eq!(example.detection.evaluate_seconds, minimal.detection.evaluate_seconds);
     assert_eq!(example.capture.flow_cache_entries, minimal.capture.flow_cache_entries);
+    assert_eq!(example.capture.kernel_log, minimal.capture.kernel_log);
+    assert_eq!(minimal.capture.kernel_log, KernelLog::Off);
     assert_eq!(example.output.findings, minimal.output.findings);
     assert_eq!(example.metrics.listen, minimal.metrics.listen);
     assert_eq!(example.interfaces, minimal.interfaces);
@@ -104,6 +106,8 @@ fn errors_name_the_file_the_key_and_the_line() {
 
     let mode = parse("internal_networks: [192.0.2.0/24]\ncapture: {xdp_mode: turbo}").unwrap_err();
     assert!(mode.contains("capture.xdp_mode: unknown variant `turbo`"), "{mode}");
+    let log = parse("internal_networks: [192.0.2.0/24]\ncapture: {kernel_log: loud}").unwrap_err();
+    assert!(log.contains("capture.kernel_log: unknown variant `loud`, expected one of `off`, `error`"), "{log}");
 }
 
 #[test]

@@ -17,12 +17,13 @@ use std::{
     io,
     net::{IpAddr, SocketAddr},
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, Weak,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
+use bytes::BytesMut;
 use ipnet::IpNet;
 use tokio::{
     net::{TcpListener, TcpStream, UdpSocket},
@@ -230,9 +231,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let Listener { udp, tcp, address } = listener;
     info!("collecting IPFIX and NetFlow v5/v9 on udp://{address}, IPFIX on tcp://{address}");
-    if let Some(inode) = socket_inode(&udp) {
-        tokio::spawn(watch_socket_drops(inode, stats.clone()));
-    }
+    let udp = Arc::new(udp);
+    tokio::spawn(watch_socket_drops(Arc::downgrade(&udp), stats.clone()));
     let shared = Shared {
         decoder: Arc::new(Mutex::new(Decoder::with_limit(limits.max_exporters))),
         stats,
@@ -370,51 +370,52 @@ fn set_receive_buffer(socket: &impl std::os::fd::AsRawFd, option: libc::c_int, b
     rc == 0
 }
 
-/// The inode of `socket`, which names it in /proc/net/udp.
-fn socket_inode(socket: &impl std::os::fd::AsRawFd) -> Option<u64> {
-    let link = std::fs::read_link(format!("/proc/self/fd/{}", socket.as_raw_fd())).ok()?;
-    link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
-}
-
 /// Keeps `stats.socket_drops` current from the kernel's count for the
-/// socket (the last column of /proc/net/udp and udp6), once a second.
-async fn watch_socket_drops(inode: u64, stats: Arc<CollectorStats>) {
+/// socket, once a second, until the socket is gone.
+async fn watch_socket_drops(socket: Weak<UdpSocket>, stats: Arc<CollectorStats>) {
     let mut every_second = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         every_second.tick().await;
-        let drops = ["/proc/net/udp", "/proc/net/udp6"]
-            .iter()
-            .filter_map(|table| std::fs::read_to_string(table).ok())
-            .find_map(|table| socket_drops(&table, inode));
-        if let Some(drops) = drops {
+        let Some(socket) = socket.upgrade() else { return };
+        if let Some(drops) = socket_drops(&*socket) {
             stats.socket_drops.store(drops, Ordering::Relaxed);
         }
     }
 }
 
-/// The drops of the socket with `inode` in a /proc/net/udp table, whose
-/// columns are: sl local remote st queues tr retrnsmt uid timeout inode ref
-/// pointer drops.
-fn socket_drops(table: &str, inode: u64) -> Option<u64> {
-    table.lines().skip(1).find_map(|line| {
-        let columns: Vec<&str> = line.split_whitespace().collect();
-        (columns.get(9)?.parse::<u64>().ok()? == inode).then(|| columns.get(12)?.parse().ok()).flatten()
-    })
+/// Datagrams the kernel dropped for `socket` (its receive buffer full, or
+/// its checksum bad): the sk_drops counter that /proc/net/udp shows in its
+/// last column, asked of the socket itself (SO_MEMINFO) rather than found
+/// by inode among every UDP socket of the host.
+fn socket_drops(socket: &impl std::os::fd::AsRawFd) -> Option<u64> {
+    // The counters up to and including the drops, the last one.
+    let mut meminfo = [0u32; libc::SK_MEMINFO_DROPS as usize + 1];
+    let mut length = size_of_val(&meminfo) as libc::socklen_t;
+    // SAFETY: a valid socket; the kernel writes at most `length` bytes into meminfo.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            meminfo.as_mut_ptr().cast(),
+            &mut length,
+        )
+    };
+    (rc == 0 && length as usize == size_of_val(&meminfo)).then(|| meminfo[libc::SK_MEMINFO_DROPS as usize] as u64)
 }
 
 /// Bytes read from a connection at a time.
 const READ_BYTES: usize = 64 << 10;
 
 /// IPFIX messages from one TCP connection, until it closes, falls silent
-/// for the limit, or lies about a length. Messages are framed in one buffer
-/// that exists only while bytes wait in it.
+/// for the limit, or lies about a length. Messages are cut from the front of
+/// one buffer as they complete (no copying down), and the buffer exists only
+/// while bytes wait in it.
 async fn read_stream(stream: TcpStream, exporter: SocketAddr, shared: &Shared) {
     debug!("{exporter}: IPFIX over TCP connected");
-    let mut buffer: Vec<u8> = Vec::new();
+    let mut buffer = BytesMut::new();
     let ended = loop {
-        // Every whole message in the buffer, then the rest moved to its start.
-        let mut start = 0;
-        while let Some(head) = buffer.get(start..start + 4) {
+        while let Some(head) = buffer.get(..4) {
             // A stream that is out of step cannot be resynchronised: close it.
             let length = match ipfix_message_length(head.try_into().expect("four bytes")) {
                 Ok(length) => length,
@@ -423,15 +424,16 @@ async fn read_stream(stream: TcpStream, exporter: SocketAddr, shared: &Shared) {
                     return;
                 }
             };
-            let Some(message) = buffer.get(start..start + length) else { break };
-            if !shared.take(exporter, message).await {
+            if buffer.len() < length {
+                break;
+            }
+            let message = buffer.split_to(length);
+            if !shared.take(exporter, &message).await {
                 return;
             }
-            start += length;
         }
-        buffer.drain(..start);
         if buffer.is_empty() {
-            buffer = Vec::new();
+            buffer = BytesMut::new();
         }
         match tokio::time::timeout(shared.limits.tcp_idle, stream.readable()).await {
             Err(_) => {
@@ -458,7 +460,7 @@ async fn read_stream(stream: TcpStream, exporter: SocketAddr, shared: &Shared) {
 
 #[cfg(test)]
 mod tests {
-    use std::net::UdpSocket;
+    use std::{net::UdpSocket, os::fd::AsRawFd};
 
     use super::*;
 
@@ -473,8 +475,8 @@ mod tests {
         for _ in 0..sent {
             sender.send_to(&[0; 1_000], receiver.local_addr().unwrap()).unwrap();
         }
-        let table = std::fs::read_to_string("/proc/net/udp").unwrap();
-        let drops = socket_drops(&table, socket_inode(&receiver).unwrap()).expect("the socket is listed");
+        let drops = socket_drops(&receiver).expect("SO_MEMINFO");
+        assert_eq!(drops, proc_net_udp_drops(&receiver), "the count /proc/net/udp shows");
         receiver.set_nonblocking(true).unwrap();
         let mut received = 0;
         while receiver.recv(&mut [0; 2_000]).is_ok() {
@@ -482,5 +484,16 @@ mod tests {
         }
         assert!(drops > 0, "a buffer of a few datagrams overflows");
         assert_eq!(received + drops, sent);
+    }
+
+    /// The drops column of `socket`'s line in /proc/net/udp (columns: sl
+    /// local remote st queues tr retrnsmt uid timeout inode ref pointer
+    /// drops), the socket found by the inode its descriptor links to.
+    fn proc_net_udp_drops(socket: &UdpSocket) -> u64 {
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", socket.as_raw_fd())).unwrap();
+        let inode = link.to_str().unwrap().strip_prefix("socket:[").unwrap().strip_suffix(']').unwrap().to_string();
+        let table = std::fs::read_to_string("/proc/net/udp").unwrap();
+        let line = table.lines().find(|line| line.split_whitespace().nth(9) == Some(&inode)).expect("listed");
+        line.split_whitespace().nth(12).unwrap().parse().unwrap()
     }
 }

@@ -712,7 +712,7 @@ mod tests {
         let mut templates = Encoder::new(1, STREAM_MESSAGE_BYTES).templates(0);
         templates.truncate(30);
         assert!(matches!(decoder.decode(exporter(), &templates), Err(DecodeError::Length { .. })));
-        let mut lying = Encoder::new(1, STREAM_MESSAGE_BYTES).templates(0);
+        let mut lying = Encoder::new(1, STREAM_MESSAGE_BYTES).templates(0).to_vec();
         lying[18..20].copy_from_slice(&999u16.to_be_bytes());
         assert!(matches!(decoder.decode(exporter(), &lying), Err(DecodeError::Set { id: 2, length: 999 })));
     }
@@ -724,7 +724,7 @@ mod tests {
         let mut encoder = Encoder::new(1, STREAM_MESSAGE_BYTES);
         let mut decoder = Decoder::new();
         decoder.decode(exporter(), &encoder.templates(0)).unwrap();
-        let mut data = encoder.data(&flows()[..1], 0).remove(0);
+        let mut data = encoder.data(&flows()[..1], 0).remove(0).to_vec();
         // flowStartMilliseconds of the first record: 20 + 31 bytes in.
         data[51..59].copy_from_slice(&[0xff; 8]);
         let decoded = decoder.decode(exporter(), &data).unwrap();
@@ -737,8 +737,8 @@ mod tests {
         use rand::{RngExt, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         let mut encoder = Encoder::new(1, STREAM_MESSAGE_BYTES);
-        let mut valid = vec![encoder.templates(0)];
-        valid.extend(encoder.data(&flows(), 0));
+        let mut valid = vec![encoder.templates(0).to_vec()];
+        valid.extend(encoder.data(&flows(), 0).iter().map(|m| m.to_vec()));
         let mut decoder = Decoder::new();
         for round in 0..200_000 {
             let mut message = valid[round % valid.len()].clone();

@@ -2,7 +2,12 @@
 //! sent again every [`TEMPLATE_REFRESH`], as RFC 7011 section 8.4 asks of
 //! unreliable transports) or TCP (templates once per connection), and into
 //! IPFIX files (RFC 5655: the messages one after another).
+//!
+//! Each message is built once and handed to every destination that takes
+//! messages of its size, as shared [`Bytes`]: a second collector costs a
+//! send, not another encoding.
 
+use bytes::{BufMut, Bytes, BytesMut};
 use std::{
     fs::File,
     io::{self, BufWriter, Write},
@@ -36,26 +41,26 @@ impl Encoder {
     }
 
     /// A message holding both templates.
-    pub fn templates(&self, export_time: u32) -> Vec<u8> {
+    pub fn templates(&self, export_time: u32) -> Bytes {
         let mut message = self.header(export_time);
         let set_start = message.len();
-        message.extend_from_slice(&TEMPLATE_SET.to_be_bytes());
-        message.extend_from_slice(&[0, 0]);
+        message.put_u16(TEMPLATE_SET);
+        message.put_u16(0);
         for template in [IPV4_TEMPLATE, IPV6_TEMPLATE] {
-            message.extend_from_slice(&template.id.to_be_bytes());
-            message.extend_from_slice(&(template.elements.len() as u16).to_be_bytes());
+            message.put_u16(template.id);
+            message.put_u16(template.elements.len() as u16);
             for element in template.elements {
-                message.extend_from_slice(&element.id.to_be_bytes());
-                message.extend_from_slice(&element.length.to_be_bytes());
+                message.put_u16(element.id);
+                message.put_u16(element.length);
             }
         }
         finish_set(&mut message, set_start);
         finish_message(&mut message);
-        message
+        message.freeze()
     }
 
     /// `flows` as data messages, each at most the encoder's message size.
-    pub fn data(&mut self, flows: &[FlowRecord], export_time: u32) -> Vec<Vec<u8>> {
+    pub fn data(&mut self, flows: &[FlowRecord], export_time: u32) -> Vec<Bytes> {
         let mut messages = Vec::new();
         for (template, family) in [(IPV4_TEMPLATE, true), (IPV6_TEMPLATE, false)] {
             let records = flows.iter().filter(|f| f.src.is_ipv4() == family && f.dst.is_ipv4() == family);
@@ -64,48 +69,48 @@ impl Encoder {
             for chunk in records.chunks(per_message.max(1)) {
                 let mut message = self.header(export_time);
                 let set_start = message.len();
-                message.extend_from_slice(&template.id.to_be_bytes());
-                message.extend_from_slice(&[0, 0]);
+                message.put_u16(template.id);
+                message.put_u16(0);
                 for flow in chunk {
                     write_record(&mut message, flow);
                 }
                 finish_set(&mut message, set_start);
                 finish_message(&mut message);
                 self.sequence = self.sequence.wrapping_add(chunk.len() as u32);
-                messages.push(message);
+                messages.push(message.freeze());
             }
         }
         messages
     }
 
-    fn header(&self, export_time: u32) -> Vec<u8> {
-        let mut message = Vec::with_capacity(self.max_message);
-        message.extend_from_slice(&VERSION.to_be_bytes());
-        message.extend_from_slice(&[0, 0]);
-        message.extend_from_slice(&export_time.to_be_bytes());
-        message.extend_from_slice(&self.sequence.to_be_bytes());
-        message.extend_from_slice(&self.domain.to_be_bytes());
+    fn header(&self, export_time: u32) -> BytesMut {
+        let mut message = BytesMut::with_capacity(self.max_message);
+        message.put_u16(VERSION);
+        message.put_u16(0);
+        message.put_u32(export_time);
+        message.put_u32(self.sequence);
+        message.put_u32(self.domain);
         message
     }
 }
 
 /// One data record, its fields in the order both templates list them.
-fn write_record(out: &mut Vec<u8>, flow: &FlowRecord) {
+fn write_record(out: &mut BytesMut, flow: &FlowRecord) {
     for address in [flow.src, flow.dst] {
         match address {
-            IpAddr::V4(v4) => out.extend_from_slice(&v4.octets()),
-            IpAddr::V6(v6) => out.extend_from_slice(&v6.octets()),
+            IpAddr::V4(v4) => out.put_slice(&v4.octets()),
+            IpAddr::V6(v6) => out.put_slice(&v6.octets()),
         }
     }
-    out.extend_from_slice(&flow.sport.to_be_bytes());
-    out.extend_from_slice(&flow.dport.to_be_bytes());
-    out.push(flow.proto);
-    out.extend_from_slice(&(flow.tcp_flags as u16).to_be_bytes());
-    out.extend_from_slice(&flow.packets.to_be_bytes());
-    out.extend_from_slice(&flow.bytes.to_be_bytes());
-    out.extend_from_slice(&millis(flow.start).to_be_bytes());
-    out.extend_from_slice(&millis(flow.end).to_be_bytes());
-    out.extend_from_slice(&flow.ifindex.to_be_bytes());
+    out.put_u16(flow.sport);
+    out.put_u16(flow.dport);
+    out.put_u8(flow.proto);
+    out.put_u16(flow.tcp_flags as u16);
+    out.put_u64(flow.packets);
+    out.put_u64(flow.bytes);
+    out.put_i64(millis(flow.start));
+    out.put_i64(millis(flow.end));
+    out.put_u32(flow.ifindex);
 }
 
 fn finish_set(message: &mut [u8], set_start: usize) {
@@ -131,17 +136,20 @@ enum Transport {
     File(BufWriter<File>),
 }
 
-/// One destination's exporter.
-pub struct Exporter {
+/// One destination: its transport, and whether it has the templates.
+struct Exporter {
     destination: Destination,
     transport: Transport,
-    encoder: Encoder,
+    /// Which of [`Exporters`]' encoders builds this destination's messages.
+    encoder: usize,
     /// When templates were last sent (UDP), or whether they were (TCP, file).
     templates_sent: Option<Instant>,
+    /// Failed sends and flushes.
+    errors: u64,
 }
 
 impl Exporter {
-    pub fn open(destination: &Destination, domain: u32) -> Result<Exporter, ExportError> {
+    fn open(destination: &Destination) -> Result<(Exporter, usize), ExportError> {
         let error = |source| ExportError::Io { destination: destination.to_string(), source };
         let (transport, max_message) = match destination {
             Destination::Udp(server) => {
@@ -158,24 +166,14 @@ impl Exporter {
                 (Transport::File(BufWriter::new(file)), STREAM_MESSAGE_BYTES)
             }
         };
-        Ok(Exporter {
-            destination: destination.clone(),
-            transport,
-            encoder: Encoder::new(domain, max_message),
-            templates_sent: None,
-        })
+        let exporter =
+            Exporter { destination: destination.clone(), transport, encoder: 0, templates_sent: None, errors: 0 };
+        Ok((exporter, max_message))
     }
 
-    pub fn destination(&self) -> &Destination {
-        &self.destination
-    }
-
-    /// Sends `flows` (and the templates when they are due).
-    pub fn export(&mut self, flows: &[FlowRecord]) -> Result<(), ExportError> {
-        if flows.is_empty() {
-            return Ok(());
-        }
-        let export_time = jiff::Timestamp::now().as_second() as u32;
+    /// Whether the templates must go first: never sent, sent on a TCP
+    /// connection the collector has closed since, or due again (UDP).
+    fn templates_due(&mut self) -> bool {
         // A collector may close a connection that stayed idle; what was
         // written into it then would be lost. Connect again, templates first.
         if let Transport::Tcp(_, stream @ Some(_)) = &mut self.transport
@@ -184,17 +182,20 @@ impl Exporter {
             *stream = None;
             self.templates_sent = None;
         }
-        let due = match (&self.transport, self.templates_sent) {
+        match (&self.transport, self.templates_sent) {
             (_, None) => true,
             (Transport::Udp(_), Some(sent)) => sent.elapsed() >= TEMPLATE_REFRESH,
             _ => false,
-        };
-        let mut messages = Vec::new();
-        if due {
-            messages.push(self.encoder.templates(export_time));
         }
-        messages.extend(self.encoder.data(flows, export_time));
-        let result = self.send(&messages);
+    }
+
+    /// Sends the data `messages`, after `templates` when they are due.
+    fn export(&mut self, templates: &Bytes, messages: &[Bytes]) -> Result<(), ExportError> {
+        let due = self.templates_due();
+        let result = match due {
+            true => self.send(std::iter::once(templates).chain(messages)),
+            false => self.send(messages.iter()),
+        };
         match result {
             Ok(()) if due => self.templates_sent = Some(Instant::now()),
             Ok(()) => {}
@@ -204,16 +205,16 @@ impl Exporter {
         result.map_err(|source| ExportError::Io { destination: self.destination.to_string(), source })
     }
 
-    fn send(&mut self, messages: &[Vec<u8>]) -> io::Result<()> {
+    fn send<'m>(&mut self, mut messages: impl Iterator<Item = &'m Bytes>) -> io::Result<()> {
         match &mut self.transport {
-            Transport::Udp(socket) => messages.iter().try_for_each(|m| socket.send(m).map(drop)),
-            Transport::File(file) => messages.iter().try_for_each(|m| file.write_all(m)),
+            Transport::Udp(socket) => messages.try_for_each(|m| socket.send(m).map(drop)),
+            Transport::File(file) => messages.try_for_each(|m| file.write_all(m)),
             Transport::Tcp(server, stream) => {
                 if stream.is_none() {
                     *stream = Some(TcpStream::connect(resolve(server)?)?);
                 }
                 let connected = stream.as_mut().expect("just connected");
-                let sent = messages.iter().try_for_each(|m| connected.write_all(m));
+                let sent = messages.try_for_each(|m| connected.write_all(m));
                 if sent.is_err() {
                     *stream = None;
                 }
@@ -223,7 +224,7 @@ impl Exporter {
     }
 
     /// Flushes a file; streams and datagrams are already out.
-    pub fn flush(&mut self) -> Result<(), ExportError> {
+    fn flush(&mut self) -> Result<(), ExportError> {
         let result = match &mut self.transport {
             Transport::File(file) => file.flush(),
             Transport::Tcp(_, Some(stream)) => stream.flush(),
@@ -235,17 +236,31 @@ impl Exporter {
 
 /// Every destination the flows go to: each failure is logged and counted
 /// per destination, and the others still get the flows (a collector down
-/// costs its own copy, nothing else).
+/// costs its own copy, nothing else). Destinations that take messages of
+/// one size share an encoder, so they get the same messages, built once;
+/// the sequence numbers count the same records for every destination.
 pub struct Exporters {
     exporters: Vec<Exporter>,
-    /// Failed sends and flushes, per destination, in order.
-    errors: Vec<u64>,
+    /// One per message size among the destinations, with that size.
+    encoders: Vec<(usize, Encoder)>,
 }
 
 impl Exporters {
     pub fn open(destinations: &[Destination], domain: u32) -> Result<Exporters, ExportError> {
-        let exporters = destinations.iter().map(|d| Exporter::open(d, domain)).collect::<Result<Vec<_>, _>>()?;
-        Ok(Exporters { errors: vec![0; exporters.len()], exporters })
+        let mut exporters = Vec::new();
+        let mut encoders: Vec<(usize, Encoder)> = Vec::new();
+        for destination in destinations {
+            let (mut exporter, max_message) = Exporter::open(destination)?;
+            exporter.encoder = match encoders.iter().position(|(size, _)| *size == max_message) {
+                Some(index) => index,
+                None => {
+                    encoders.push((max_message, Encoder::new(domain, max_message)));
+                    encoders.len() - 1
+                }
+            };
+            exporters.push(exporter);
+        }
+        Ok(Exporters { exporters, encoders })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -254,7 +269,20 @@ impl Exporters {
 
     /// Sends `flows` everywhere; returns the destinations that failed.
     pub fn export(&mut self, flows: &[FlowRecord]) -> Vec<String> {
-        self.each(|exporter| exporter.export(flows))
+        if flows.is_empty() {
+            return Vec::new();
+        }
+        let export_time = jiff::Timestamp::now().as_second() as u32;
+        // The templates carry the sequence number of the data that follows them.
+        let messages: Vec<(Bytes, Vec<Bytes>)> = self
+            .encoders
+            .iter_mut()
+            .map(|(_, encoder)| (encoder.templates(export_time), encoder.data(flows, export_time)))
+            .collect();
+        self.each(|exporter| {
+            let (templates, data) = &messages[exporter.encoder];
+            exporter.export(templates, data)
+        })
     }
 
     /// Flushes everywhere (files; streams); returns the destinations that failed.
@@ -264,11 +292,11 @@ impl Exporters {
 
     fn each(&mut self, mut send: impl FnMut(&mut Exporter) -> Result<(), ExportError>) -> Vec<String> {
         let mut failed = Vec::new();
-        for (exporter, errors) in self.exporters.iter_mut().zip(&mut self.errors) {
+        for exporter in &mut self.exporters {
             if let Err(e) = send(exporter) {
-                *errors += 1;
+                exporter.errors += 1;
                 tracing::warn!("{}: these flows miss it (counted)", crate::with_causes(&e));
-                failed.push(exporter.destination().to_string());
+                failed.push(exporter.destination.to_string());
             }
         }
         failed
@@ -276,7 +304,7 @@ impl Exporters {
 
     /// (destination, failures) of each destination.
     pub fn errors(&self) -> impl Iterator<Item = (String, u64)> + '_ {
-        self.exporters.iter().zip(&self.errors).map(|(e, n)| (e.destination().to_string(), *n))
+        self.exporters.iter().map(|e| (e.destination.to_string(), e.errors))
     }
 }
 
@@ -338,6 +366,55 @@ mod tests {
         assert_eq!(u64::from_be_bytes(record[15..23].try_into().unwrap()), 12);
         assert_eq!(u64::from_be_bytes(record[31..39].try_into().unwrap()), 1_700_000_000_123, "start in ms");
         assert_eq!(&record[47..51], &3u32.to_be_bytes(), "ingressInterface");
+    }
+
+    /// Destinations that take messages of one size get the very same
+    /// messages; a datagram destination gets its own, smaller ones, with
+    /// sequence numbers that count the same records.
+    #[test]
+    fn every_destination_gets_every_flow_and_those_of_one_size_the_same_bytes() {
+        let dir = std::env::temp_dir().join(format!("rogue-export-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let collector = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let destinations = [
+            Destination::File(dir.join("a.ipfix")),
+            Destination::Udp(collector.local_addr().unwrap().to_string()),
+            Destination::File(dir.join("b.ipfix")),
+        ];
+        let mut exporters = Exporters::open(&destinations, 5).unwrap();
+        let flows: Vec<FlowRecord> = (0..40).map(|_| flow("192.0.2.10", "198.51.100.25")).collect();
+        for _ in 0..2 {
+            assert!(exporters.export(&flows).is_empty());
+        }
+        assert!(exporters.flush().is_empty());
+        let a = std::fs::read(dir.join("a.ipfix")).unwrap();
+        assert_eq!(a, std::fs::read(dir.join("b.ipfix")).unwrap());
+        // Templates, then 40 records in one message, twice.
+        let mut decoder = super::super::decode::Decoder::new();
+        let exporter: std::net::SocketAddr = "192.0.2.1:4739".parse().unwrap();
+        let from_file: usize =
+            split_messages(&a).iter().map(|m| decoder.decode(exporter, m).unwrap().flows.len()).sum();
+        assert_eq!(from_file, 80);
+        // Over UDP: templates, 27 + 13 records, twice; sequence numbers by record.
+        collector.set_nonblocking(true).unwrap();
+        let mut datagram = [0u8; 2_000];
+        let mut sequences = Vec::new();
+        while let Ok(length) = collector.recv(&mut datagram) {
+            sequences.push(u32::from_be_bytes(datagram[8..12].try_into().unwrap()));
+            assert!(length <= UDP_MESSAGE_BYTES);
+        }
+        assert_eq!(sequences, [0, 0, 27, 40, 67]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn split_messages(mut stream: &[u8]) -> Vec<&[u8]> {
+        let mut messages = Vec::new();
+        while stream.len() >= 4 {
+            let length = u16::from_be_bytes([stream[2], stream[3]]) as usize;
+            messages.push(&stream[..length]);
+            stream = &stream[length..];
+        }
+        messages
     }
 
     #[test]

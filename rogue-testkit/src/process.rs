@@ -81,8 +81,28 @@ impl Running {
         unsafe { libc::kill(self.child.id() as i32, signal) };
     }
 
-    pub fn finish(mut self) -> Finished {
-        let status = self.child.wait().unwrap();
+    /// Waits for the process to finish, two minutes at most: a rogue that
+    /// does not end fails its test (killed) rather than holding up the suite.
+    pub fn finish(self) -> Finished {
+        self.finish_within(Duration::from_secs(120))
+    }
+
+    /// Waits at most `limit` for the process to finish; past it, kills it
+    /// and panics with what it printed.
+    pub fn finish_within(mut self, limit: Duration) -> Finished {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                self.stderr_seen.extend(self.stderr_lines.try_iter());
+                panic!("rogue did not end within {limit:?}; killed. Its stderr:\n{}", self.stderr_seen.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         let stdout = self.stdout.take().unwrap().join().unwrap();
         self.stderr_seen.extend(self.stderr_lines.iter());
         Finished { status, stdout, stderr: self.stderr_seen.join("\n") }

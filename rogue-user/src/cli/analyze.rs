@@ -63,12 +63,33 @@ pub fn run(config: &ConfigArgs, args: AnalyzeArgs, quiet: bool) -> anyhow::Resul
     let mut context = config.open(Access::Create, DnsUse::LookUp)?;
     let (files, kind) =
         if args.ipfix.is_empty() { (&args.pcap, FileKind::Capture) } else { (&args.ipfix, FileKind::Ipfix) };
-    let total_bytes: u64 = files.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
     let now = jiff::Timestamp::now().as_nanosecond() as i64;
     let bounds = TimeBounds::for_files(now, context.engine.config.store.max_future_seconds.0);
+    let summary = ingest(&mut context, files, IngestOptions { kind, bounds, stop: &stop }, quiet)?;
+    tell_what_was_read(&summary, kind, &bounds);
+    let Some(period) = files_window(&context)? else {
+        eprintln!("rogue: the files hold no packets to analyze");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let stored = evaluate(&mut context, period, &stop)?;
+    if !quiet {
+        eprintln!("rogue: {}", summary_line(&summary, period, &stored));
+    }
+    print_findings(&stored.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>(), args.format)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads `files` into the store, with a progress bar; an interruption
+/// stores nothing and says so.
+fn ingest(
+    context: &mut Context,
+    files: &[PathBuf],
+    options: IngestOptions<'_>,
+    quiet: bool,
+) -> anyhow::Result<IngestSummary> {
+    let total_bytes: u64 = files.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
     let progress = progress_bar(total_bytes, quiet);
     let started = Instant::now();
-    let options = IngestOptions { kind, bounds, stop: &stop };
     let ingested =
         ingest_files(&context.engine.config, &mut context.engine.store, files, options, |b| progress.set_position(b));
     progress.finish_and_clear();
@@ -86,8 +107,13 @@ pub fn run(config: &ConfigArgs, args: AnalyzeArgs, quiet: bool) -> anyhow::Resul
         summary.flows,
         started.elapsed().as_secs_f64()
     );
+    Ok(summary)
+}
+
+/// What of the files was not stored, and what an earlier run left unevaluated.
+fn tell_what_was_read(summary: &IngestSummary, kind: FileKind, bounds: &TimeBounds) {
     for (path, rejected) in &summary.rejected {
-        eprintln!("rogue: {}: {}", path.display(), rejected_words(rejected, kind, &bounds));
+        eprintln!("rogue: {}: {}", path.display(), rejected_words(rejected, kind, bounds));
     }
     for (path, source) in &summary.resumed {
         eprintln!(
@@ -96,16 +122,6 @@ pub fn run(config: &ConfigArgs, args: AnalyzeArgs, quiet: bool) -> anyhow::Resul
             table_time(source.ingested_ms)
         );
     }
-    let Some(period) = files_window(&context)? else {
-        eprintln!("rogue: the files hold no packets to analyze");
-        return Ok(ExitCode::SUCCESS);
-    };
-    let stored = evaluate(&mut context, period, &stop)?;
-    if !quiet {
-        eprintln!("rogue: {}", summary_line(&summary, period, &stored));
-    }
-    print_findings(&stored.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>(), args.format)?;
-    Ok(ExitCode::SUCCESS)
 }
 
 /// `rogue evaluate`: every pending span, whoever stored it.

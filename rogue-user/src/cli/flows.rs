@@ -204,6 +204,28 @@ fn files(paths: &[PathBuf], cache: FlowCache, output: &mut FlowOutput<impl Write
     Ok(())
 }
 
+/// SIGINT and SIGTERM, caught from the start: a signal that arrives while
+/// a drain runs (no select waiting) is kept for the next wait, where a
+/// `ctrl_c()` made afresh each time round would miss it.
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn catch() -> io::Result<StopSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals { interrupt: signal(SignalKind::interrupt())?, terminate: signal(SignalKind::terminate())? })
+    }
+
+    async fn received(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
 fn live(args: &FlowsArgs, mut cache: FlowCache, output: &mut FlowOutput<impl Write>) -> anyhow::Result<()> {
     let mut meter = XdpMeter::load(args.flow_map_entries, args.kernel_log)?;
     let mut rx_at_start = Vec::new();
@@ -219,7 +241,7 @@ fn live(args: &FlowsArgs, mut cache: FlowCache, output: &mut FlowOutput<impl Wri
         let mut ticks = tokio::time::interval(args.interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.tick().await;
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut stop = StopSignals::catch()?;
         let stop_after = until(args.duration);
         tokio::pin!(stop_after);
         loop {
@@ -230,8 +252,7 @@ fn live(args: &FlowsArgs, mut cache: FlowCache, output: &mut FlowOutput<impl Wri
                         output.summary(&summary_lines(&meter.counters()?, &cache.stats(), output.flows));
                     }
                 }
-                _ = tokio::signal::ctrl_c() => break,
-                _ = terminate.recv() => break,
+                _ = stop.received() => break,
                 _ = &mut stop_after => break,
             }
         }
@@ -275,7 +296,7 @@ fn collect(
         let listener =
             collect::bind(listen).await.with_context(|| format!("cannot listen on {listen} (UDP and TCP)"))?;
         let mut collector = tokio::spawn(collect::serve(listener, flows, stats.clone(), collect::Limits::default()));
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut stop = StopSignals::catch()?;
         let stop_after = until(duration);
         tokio::pin!(stop_after);
         loop {
@@ -288,8 +309,7 @@ fn collect(
                     ended?.with_context(|| format!("collecting on {listen}"))?;
                     break;
                 }
-                _ = tokio::signal::ctrl_c() => break,
-                _ = terminate.recv() => break,
+                _ = stop.received() => break,
                 _ = &mut stop_after => break,
             }
         }

@@ -10,6 +10,7 @@ use std::{
 
 use rogue_testkit::{
     analysis::{Workspace, example_whitelist, scenario_capture},
+    ipfix::{flow_at, forge_exporters},
     process::{Finished, ROGUE, Running, scrape_metrics},
     require,
 };
@@ -246,24 +247,6 @@ fn metric(metrics: &BTreeMap<String, f64>, name: &str) -> f64 {
     metrics.get(name).copied().unwrap_or(0.0)
 }
 
-/// One TCP flow of `seconds` since the epoch, as a collector receives it.
-fn flow_at(seconds: i64) -> rogue::flows::FlowRecord {
-    rogue::flows::FlowRecord {
-        src: "198.51.100.7".parse().unwrap(),
-        dst: "192.0.2.99".parse().unwrap(),
-        sport: 40_000,
-        dport: 25,
-        proto: 6,
-        packets: 10,
-        bytes: 1_000,
-        start: seconds * 1_000_000_000,
-        end: seconds * 1_000_000_000,
-        tcp_flags: 0x1b,
-        ifindex: 0,
-        interface: None,
-    }
-}
-
 /// One spoofed UDP datagram with a flow dated 2100: before, retention
 /// counted back from it and wiped the collector's store. It is rejected,
 /// counted per origin in the metrics and the summary, and stored nowhere.
@@ -359,23 +342,6 @@ fn idle_connections_past_the_descriptor_limit_do_not_stop_the_tcp_listener() {
     assert_eq!(served["flows"], 840, "the exporter after them was served");
 }
 
-/// A NetFlow v5 datagram with one flow, stamped as sent now.
-fn v5_datagram(now: u32) -> Vec<u8> {
-    let mut message = vec![0, 5, 0, 1];
-    message.extend(60_000u32.to_be_bytes()); // uptime 60 s
-    message.extend(now.to_be_bytes());
-    message.extend([0; 4]);
-    message.extend([0; 8]); // sequence, engine, sampling
-    message.extend([198, 51, 100, 7, 192, 0, 2, 99, 0, 0, 0, 0, 0, 1, 0, 2]);
-    message.extend(10u32.to_be_bytes());
-    message.extend(1_000u32.to_be_bytes());
-    message.extend(50_000u32.to_be_bytes());
-    message.extend(59_000u32.to_be_bytes());
-    message.extend([0x9c, 0x40, 0, 25, 0, 0x1b, 6, 0]);
-    message.extend([0; 8]);
-    message
-}
-
 /// Exporters are whoever sends: 20,000 forged sources, half NetFlow v5 and
 /// half IPFIX with templates. What the collector keeps of them stays within
 /// `collect.max_exporters`, the rest forgotten and counted; every flow is
@@ -386,25 +352,9 @@ fn what_is_kept_of_exporters_is_bounded_however_many_send() {
     let config = metered_config(metrics_port, "collect: {max_exporters: 500}\n");
     let central = Workspace::new("collect-exporters", &config, &example_whitelist());
     let (collector, port) = start_collector(&central);
-    let now = jiff::Timestamp::now().as_second() as u32;
-    let mut encoder = rogue::ipfix::export::Encoder::new(1, rogue::ipfix::export::UDP_MESSAGE_BYTES);
-    let templates = encoder.templates(now);
-    let data = encoder.data(&[flow_at(now as i64 - 60)], now).remove(0);
     let sources = 20_000u32;
-    for i in 0..sources {
-        let address = std::net::Ipv4Addr::from(0x7f00_0000 + 2 + (i % 250) * 256 + i / 250);
-        let socket = std::net::UdpSocket::bind((address, 0)).unwrap();
-        if i % 2 == 0 {
-            socket.send_to(&v5_datagram(now), ("127.0.0.1", port)).unwrap();
-        } else {
-            socket.send_to(&templates, ("127.0.0.1", port)).unwrap();
-            socket.send_to(&data, ("127.0.0.1", port)).unwrap();
-        }
-        if i % 1_000 == 999 {
-            // Let the collector keep up (its socket buffer is 8 MiB).
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
+    // Pauses let the collector keep up (its socket buffer is 8 MiB).
+    forge_exporters(port, sources, std::time::Duration::from_millis(20));
     let metrics = wait_for_metrics(metrics_port, "every flow arrives", |m| {
         metric(m, "rogue_collector_flows_total") + metric(m, "rogue_collector_socket_drops_total") >= sources as f64
     });

@@ -1,9 +1,9 @@
-//! IPFIX in tests: nfdump's collector (nfcapd) as a real peer, and a walk
+//! IPFIX in tests: nfdump's collector (nfcapd) as a real peer, a walk
 //! over IPFIX messages that checks their framing independently of rogue's
-//! own parser.
+//! own parser, and forged exporters, each from its own address.
 
 use std::{
-    net::UdpSocket,
+    net::{Ipv4Addr, UdpSocket},
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -136,6 +136,69 @@ impl Row {
             flags: rogue::flows::format::tcp_flags_letters(flow["tcp_flags"].as_u64().unwrap() as u8),
             packets: flow["packets"].as_u64().unwrap(),
             bytes: flow["bytes"].as_u64().unwrap(),
+        }
+    }
+}
+
+/// One TCP flow to port 25 of `seconds` since the epoch, as an exporter
+/// sends it.
+pub fn flow_at(seconds: i64) -> rogue::flows::FlowRecord {
+    rogue::flows::FlowRecord {
+        src: "198.51.100.7".parse().unwrap(),
+        dst: "192.0.2.99".parse().unwrap(),
+        sport: 40_000,
+        dport: 25,
+        proto: 6,
+        packets: 10,
+        bytes: 1_000,
+        start: seconds * 1_000_000_000,
+        end: seconds * 1_000_000_000,
+        tcp_flags: 0x1b,
+        ifindex: 0,
+        interface: None,
+    }
+}
+
+/// A NetFlow v5 datagram with one flow, stamped as sent at `now`.
+pub fn v5_datagram(now: u32) -> Vec<u8> {
+    let mut message = vec![0, 5, 0, 1];
+    message.extend(60_000u32.to_be_bytes()); // uptime 60 s
+    message.extend(now.to_be_bytes());
+    message.extend([0; 4]);
+    message.extend([0; 8]); // sequence, engine, sampling
+    message.extend([198, 51, 100, 7, 192, 0, 2, 99, 0, 0, 0, 0, 0, 1, 0, 2]);
+    message.extend(10u32.to_be_bytes());
+    message.extend(1_000u32.to_be_bytes());
+    message.extend(50_000u32.to_be_bytes());
+    message.extend(59_000u32.to_be_bytes());
+    message.extend([0x9c, 0x40, 0, 25, 0, 0x1b, 6, 0]);
+    message.extend([0; 8]);
+    message
+}
+
+/// `sources` forged exporters, each from its own address on 127/8, send the
+/// collector on loopback `port` one flow of a minute ago: the even ones as
+/// NetFlow v5, the odd ones as IPFIX templates and a data record. After
+/// every thousand it pauses for `pause`, so the collector's socket keeps up.
+pub fn forge_exporters(port: u16, sources: u32, pause: Duration) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as u32;
+    let mut encoder = rogue::ipfix::export::Encoder::new(1, rogue::ipfix::export::UDP_MESSAGE_BYTES);
+    let templates = encoder.templates(now);
+    let data = encoder.data(&[flow_at(now as i64 - 60)], now).remove(0);
+    let v5 = v5_datagram(now);
+    for i in 0..sources {
+        // 250 /24s of 1,024 addresses each: room for 256,000 x 4 sources.
+        let address = Ipv4Addr::from(0x7f00_0000 + 2 + (i % 250) * 1_024 + i / 250);
+        let socket = UdpSocket::bind((address, 0)).unwrap();
+        let collector = ("127.0.0.1", port);
+        if i % 2 == 0 {
+            socket.send_to(&v5, collector).unwrap();
+        } else {
+            socket.send_to(&templates, collector).unwrap();
+            socket.send_to(&data, collector).unwrap();
+        }
+        if i % 1_000 == 999 {
+            std::thread::sleep(pause);
         }
     }
 }

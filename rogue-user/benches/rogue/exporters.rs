@@ -6,7 +6,6 @@
 //! and an idle connection holds no buffer.
 
 use std::{
-    net::{Ipv4Addr, UdpSocket},
     path::Path,
     process::Command,
     time::{Duration, Instant},
@@ -16,7 +15,10 @@ use crate::{
     agent::usage,
     measure::{Table, mib},
 };
-use rogue_testkit::process::{ROGUE, Running, scrape_metrics};
+use rogue_testkit::{
+    ipfix::forge_exporters,
+    process::{ROGUE, Running, scrape_metrics},
+};
 
 const METRICS_PORT: u16 = 19_926;
 const COLLECTOR_PORT: u16 = 14_740;
@@ -48,7 +50,7 @@ pub fn run(dir: &Path) -> String {
     let at_start = rss(collector.id());
 
     let started = Instant::now();
-    flood(SOURCES);
+    forge_exporters(COLLECTOR_PORT, SOURCES, Duration::from_millis(50));
     let flows = settled("rogue_collector_flows_total");
     let drops = settled("rogue_collector_socket_drops_total");
     // The origins are let go at the next store write.
@@ -136,57 +138,4 @@ fn settled(name: &str) -> f64 {
         }
     }
     last
-}
-
-/// One datagram from each of `sources` forged exporters.
-fn flood(sources: u32) {
-    let now = jiff::Timestamp::now().as_second() as u32;
-    let mut encoder = rogue::ipfix::export::Encoder::new(1, rogue::ipfix::export::UDP_MESSAGE_BYTES);
-    let flow = rogue::flows::FlowRecord {
-        src: "198.51.100.7".parse().unwrap(),
-        dst: "192.0.2.99".parse().unwrap(),
-        sport: 40_000,
-        dport: 25,
-        proto: 6,
-        packets: 10,
-        bytes: 1_000,
-        start: (now as i64 - 60) * 1_000_000_000,
-        end: (now as i64 - 60) * 1_000_000_000,
-        tcp_flags: 0x1b,
-        ifindex: 0,
-        interface: None,
-    };
-    let templates = encoder.templates(now);
-    let data = encoder.data(&[flow], now).remove(0);
-    let v5 = v5_datagram(now);
-    for i in 0..sources {
-        let address = Ipv4Addr::from(0x7f00_0000 + 2 + (i % 250) * 256 * 4 + i / 250);
-        let socket = UdpSocket::bind((address, 0)).unwrap();
-        let collector = ("127.0.0.1", COLLECTOR_PORT);
-        if i % 2 == 0 {
-            socket.send_to(&v5, collector).unwrap();
-        } else {
-            socket.send_to(&templates, collector).unwrap();
-            socket.send_to(&data, collector).unwrap();
-        }
-        if i % 1_000 == 999 {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-/// A NetFlow v5 datagram with one flow, stamped as sent at `now`.
-fn v5_datagram(now: u32) -> Vec<u8> {
-    let mut message = vec![0, 5, 0, 1];
-    message.extend(60_000u32.to_be_bytes());
-    message.extend(now.to_be_bytes());
-    message.extend([0; 12]);
-    message.extend([198, 51, 100, 7, 192, 0, 2, 99, 0, 0, 0, 0, 0, 1, 0, 2]);
-    message.extend(10u32.to_be_bytes());
-    message.extend(1_000u32.to_be_bytes());
-    message.extend(50_000u32.to_be_bytes());
-    message.extend(59_000u32.to_be_bytes());
-    message.extend([0x9c, 0x40, 0, 25, 0, 0x1b, 6, 0]);
-    message.extend([0; 8]);
-    message
 }

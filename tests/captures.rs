@@ -179,7 +179,7 @@ fn every_smtp_host_of_the_real_captures_is_found_with_its_roles_and_peers() {
         let workspace = rogue_testkit::analysis::Workspace::new(&format!("real-{name}"), &config, "");
         let findings = workspace.analyze(&[&capture]);
         let mut found: BTreeMap<(String, &str, String), u64> = BTreeMap::new();
-        for host in workspace.json(&["hosts", "--peers", "--format", "json"]) {
+        for host in workspace.json(&["hosts", "--peers", "--format", "jsonl"]) {
             for peer in host["peers"].as_array().unwrap() {
                 // A peer that is a client means the host served it.
                 let role = if peer["kind"] == "client" { "server" } else { "client" };

@@ -41,7 +41,7 @@ fn scratch_dir(name: &str) -> PathBuf {
 
 #[test]
 fn json_lines_have_exactly_the_record_fields_in_order_with_utc_millisecond_times() {
-    let finished = flows_of(&capture(SMTP), "json");
+    let finished = flows_of(&capture(SMTP), "jsonl");
     let lines: Vec<&str> = finished.stdout.lines().collect();
     assert_eq!(lines.len(), 16);
     for line in &lines {
@@ -70,7 +70,7 @@ fn json_lines_have_exactly_the_record_fields_in_order_with_utc_millisecond_times
 #[test]
 fn csv_has_a_header_of_the_field_names_and_one_row_per_flow() {
     let csv = flows_of(&capture(SMTP), "csv").stdout;
-    let json = flows_of(&capture(SMTP), "json").stdout;
+    let json = flows_of(&capture(SMTP), "jsonl").stdout;
     let mut rows = csv.lines();
     assert_eq!(rows.next().unwrap(), "src,dst,sport,dport,proto,packets,bytes,start,end,tcp_flags,interface");
     let rows: Vec<&str> = rows.collect();
@@ -105,14 +105,14 @@ fn the_table_has_a_header_and_one_line_per_flow_with_nfdump_flag_letters() {
 
 #[test]
 fn the_counters_follow_the_flows_on_stderr() {
-    let finished = flows_of(&capture("zeek-wikipedia-dns-http-ipv6.pcap"), "json");
+    let finished = flows_of(&capture("zeek-wikipedia-dns-http-ipv6.pcap"), "jsonl");
     assert_eq!(finished.summary_number("packets"), 136);
     assert_eq!(finished.summary_number("non-ip"), 10, "6 ARP and 4 STP frames");
     assert_eq!(finished.summary_number("flows"), finished.stdout.lines().count() as u64);
     for name in ["fragments", "malformed", "insert failures", "vlan", "mpls", "pppoe", "ipv6 packets"] {
         finished.summary(name);
     }
-    let quiet = rogue(&["-q", "flows", "--pcap", capture(SMTP).to_str().unwrap(), "--format", "json"]);
+    let quiet = rogue(&["-q", "flows", "--pcap", capture(SMTP).to_str().unwrap(), "--format", "jsonl"]);
     assert!(quiet.status.success() && quiet.stderr.is_empty(), "{}", quiet.stderr);
 }
 
@@ -124,8 +124,8 @@ fn files_given_together_are_one_stream() {
     let half = records.len() / 2;
     std::fs::write(&first, [header.clone(), records[..half].concat()].concat()).unwrap();
     std::fs::write(&second, [header, records[half..].concat()].concat()).unwrap();
-    let whole = flows_of(&capture(SMTP), "json").stdout;
-    let split = rogue(&["flows", "--pcap", first.to_str().unwrap(), second.to_str().unwrap(), "--format", "json"]);
+    let whole = flows_of(&capture(SMTP), "jsonl").stdout;
+    let split = rogue(&["flows", "--pcap", first.to_str().unwrap(), second.to_str().unwrap(), "--format", "jsonl"]);
     assert!(split.status.success(), "{}", split.stderr);
     assert_eq!(split.stdout, whole);
 }
@@ -133,7 +133,7 @@ fn files_given_together_are_one_stream() {
 #[test]
 fn a_capture_on_stdin_gives_the_same_flows() {
     let mut child = Command::new(ROGUE)
-        .args(["flows", "--pcap", "-", "--format", "json"])
+        .args(["flows", "--pcap", "-", "--format", "jsonl"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -142,7 +142,7 @@ fn a_capture_on_stdin_gives_the_same_flows() {
     child.stdin.take().unwrap().write_all(&std::fs::read(capture(SMTP)).unwrap()).unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success());
-    assert_eq!(String::from_utf8(output.stdout).unwrap(), flows_of(&capture(SMTP), "json").stdout);
+    assert_eq!(String::from_utf8(output.stdout).unwrap(), flows_of(&capture(SMTP), "jsonl").stdout);
 }
 
 #[test]
@@ -154,7 +154,7 @@ fn a_capture_cut_inside_a_record_is_read_up_to_the_cut_with_a_warning() {
     // Cut in the middle of the last record.
     std::fs::write(&cut, &bytes[..bytes.len() - records.last().unwrap().len() / 2]).unwrap();
     let last_record_at = bytes.len() - records.last().unwrap().len();
-    let finished = rogue(&["flows", "--pcap", cut.to_str().unwrap(), "--format", "json"]);
+    let finished = rogue(&["flows", "--pcap", cut.to_str().unwrap(), "--format", "jsonl"]);
     assert!(finished.status.success(), "{}", finished.stderr);
     let warning = format!("cut.pcap: the file ends inside the packet record at byte {last_record_at}");
     assert!(finished.stderr.contains(&warning), "{}", finished.stderr);
@@ -313,7 +313,7 @@ fn no_program_stays_attached_however_rogue_ends() {
     veth(&ns, "mon0", &ns, "peer0");
     for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGKILL] {
         let mut command = ns.command(ROGUE);
-        command.args(["flows", "--iface", "mon0", "--format", "json", "-v"]);
+        command.args(["flows", "--iface", "mon0", "--format", "jsonl", "-v"]);
         let mut running = Running::spawn(command);
         running.wait_for_stderr("XDP flow meter attached", 1);
         assert!(xdp_attached(&ns, "mon0"), "attached while running");
@@ -348,7 +348,7 @@ fn auto_mode_falls_back_to_generic_xdp_where_the_driver_has_no_native_xdp() {
 
     let auto = ns
         .command(ROGUE)
-        .args(["flows", "--iface", "br0", "--xdp-mode", "auto", "--duration", "1s", "--format", "json", "-v"])
+        .args(["flows", "--iface", "br0", "--xdp-mode", "auto", "--duration", "1s", "--format", "jsonl", "-v"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&auto.stderr);
@@ -376,7 +376,7 @@ fn generic_mode_meters_what_the_interface_receives() {
         "--interval",
         "100ms",
         "--format",
-        "json",
+        "jsonl",
         "--stats",
         "-v",
     ]);
@@ -435,7 +435,7 @@ fn the_kernel_log_names_what_a_full_flow_map_left_out_and_is_silent_when_off() {
     let run = |level: &str| {
         let mut command = ns.command(ROGUE);
         // One drain, at the end: the maps do not switch while the frames arrive.
-        let args = ["flows", "--iface", "mon0", "--xdp-mode", "generic", "--interval", "1h", "--format", "json"];
+        let args = ["flows", "--iface", "mon0", "--xdp-mode", "generic", "--interval", "1h", "--format", "jsonl"];
         command.args(args).args(["--flow-map-entries", "2", "--kernel-log", level, "-vv"]);
         let mut running = Running::spawn(command);
         running.wait_for_stderr("XDP flow meter attached", 1);

@@ -138,7 +138,7 @@ fn two_sensors_exporting_halves_give_the_collector_the_findings_of_the_whole_cap
     );
     assert!(origins[0].2 <= origins[1].1, "sensor 1's SMTP flows are all before sensor 2's: {origins:?}");
 
-    let collected = by_identity(&central.json(&["findings", "--format", "json"]));
+    let collected = by_identity(&central.json(&["findings", "--format", "jsonl"]));
     assert_eq!(collected.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>(), "the same findings");
     for (identity, details) in &expected {
         assert_eq!(&collected[identity], details, "{identity:?}");
@@ -161,7 +161,7 @@ fn an_ipfix_file_of_the_capture_gives_the_findings_of_the_capture() {
         .status()
         .unwrap();
     assert!(written.success());
-    let analyzed = flows.rogue(&["analyze", "--format", "json", "--ipfix", file.to_str().unwrap()]);
+    let analyzed = flows.rogue(&["analyze", "--format", "jsonl", "--ipfix", file.to_str().unwrap()]);
     assert!(analyzed.status.success(), "{}", analyzed.stderr);
     assert_eq!(by_identity(&analyzed.json_lines()), expected);
     let again = flows.rogue(&["analyze", "--ipfix", file.to_str().unwrap()]);
@@ -196,7 +196,7 @@ fn netflow_v9_from_a_router_alone_finds_the_rogue_mail_servers() {
         .unwrap();
     assert!(exported.status.success(), "softflowd: {}", String::from_utf8_lossy(&exported.stderr));
     let stopped = stop_collector(collector);
-    let findings = central.json(&["findings", "--format", "json"]);
+    let findings = central.json(&["findings", "--format", "jsonl"]);
     let mut rogue_servers: Vec<&str> =
         findings.iter().filter(|f| f["type"] == "rogue_server").map(|f| f["host"].as_str().unwrap()).collect();
     rogue_servers.sort();
@@ -274,7 +274,7 @@ fn a_spoofed_datagram_dated_2100_is_rejected_and_wipes_nothing() {
     let stopped = stop_collector(collector);
     assert!(stopped.stderr.contains("1 flows rejected as implausibly dated"), "{}", stopped.stderr);
     assert!(stopped.stderr.contains(&format!("{origin}: a flow dated 2100-01-01T00:00:00.000Z")), "{}", stopped.stderr);
-    let hosts = central.json(&["hosts", "--format", "json"]);
+    let hosts = central.json(&["hosts", "--format", "jsonl"]);
     let hosts: Vec<(&str, u64)> =
         hosts.iter().map(|h| (h["host"].as_str().unwrap(), h["flows"].as_u64().unwrap())).collect();
     assert!(hosts.contains(&("192.0.2.77", 840)), "the scenario is whole: {hosts:?}");
@@ -337,7 +337,7 @@ fn idle_connections_past_the_descriptor_limit_do_not_stop_the_tcp_listener() {
     export_over_tcp(&scenario_capture("vpn-failure", 1), port, 1);
     let stopped = stop_collector(collector);
     assert!(stopped.stderr.contains("connections are open already"), "the bound is logged: {}", stopped.stderr);
-    let hosts = central.json(&["hosts", "--format", "json"]);
+    let hosts = central.json(&["hosts", "--format", "jsonl"]);
     let served = hosts.iter().find(|h| h["host"] == "192.0.2.77").unwrap();
     assert_eq!(served["flows"], 840, "the exporter after them was served");
 }
@@ -366,7 +366,7 @@ fn what_is_kept_of_exporters_is_bounded_however_many_send() {
     assert!(metric(&metrics, "rogue_collector_exporters") <= 500.0, "{metrics:#?}");
     assert!(metric(&metrics, "rogue_collector_exporters_forgotten_total{reason=\"room\"}") >= 9_500.0, "{metrics:#?}");
     stop_collector(collector);
-    let hosts = central.json(&["hosts", "--format", "json"]);
+    let hosts = central.json(&["hosts", "--format", "jsonl"]);
     assert_eq!(hosts[0]["flows"], sources, "every exporter's flow is stored");
 }
 
@@ -431,7 +431,7 @@ fn a_full_disk_keeps_the_collector_up_and_what_it_drops_is_counted() {
             "store",
             "sources",
             "--format",
-            "json",
+            "jsonl",
             "--db",
         ])
         .arg(disk.join("rogue.db"))

@@ -162,7 +162,7 @@ fn write_config(dir: &Path) -> Result<(), String> {
 fn wait_for_the_whole_burst(dir: &Path, clock: &Clock, deadline: Instant) -> Result<(), String> {
     loop {
         let output = std::process::Command::new(ROGUE)
-            .args(["findings", "--no-dns", "--format", "json", "--config"])
+            .args(["findings", "--format", "jsonl", "--config"])
             .arg(dir.join("rogue.yaml"))
             .output()
             .map_err(|e| e.to_string())?;

@@ -182,7 +182,7 @@ fn analyze_gives_each_finding_its_dns_characteristics_and_suggests_exactly_the_m
     assert!(spoofed["evidence"].as_str().unwrap().contains("its name mail.example.org does not resolve back to it"));
 
     // The whitelisted MX are seen with their names and as MX targets.
-    let hosts = workspace.json(&["hosts", "--format", "json"]);
+    let hosts = workspace.json(&["hosts", "--format", "jsonl"]);
     let mx = hosts.iter().find(|h| h["host"] == "2001:db8:10::25").unwrap();
     assert_eq!(
         (mx["characteristics"]["ptr"].as_str(), mx["characteristics"]["mx"].as_bool()),
@@ -196,11 +196,11 @@ fn hostile_ptr_names_are_printed_escaped_everywhere() {
     let workspace = Workspace::with_dns("hostile", &yaml(nsd.addr, 2_000), &example_whitelist());
     workspace.analyze(&[&scenario_capture("misconfiguration", 1)]);
     // Peers' names are looked up only when asked.
-    let table = workspace.rogue(&["hosts", "--peers", "--resolve"]);
+    let table = workspace.rogue(&["hosts", "--peers", "--resolve", "--format", "table"]);
     assert!(table.status.success(), "{}", table.stderr);
     let hostile = "bad\\007bell\\000nul\\060script\\062alert\\0401\\041\\060\\047script\\062.example.com";
     assert!(table.stdout.contains(hostile), "the hostile name is listed, escaped:\n{}", table.stdout);
-    let json = workspace.rogue(&["hosts", "--peers", "--resolve", "--format", "json"]);
+    let json = workspace.rogue(&["hosts", "--peers", "--resolve", "--format", "jsonl"]);
     for output in [&table.stdout, &json.stdout] {
         assert!(!output.contains("<script>") && !output.contains('\u{7}') && !output.contains('\0'), "{output}");
     }

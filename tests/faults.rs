@@ -49,7 +49,7 @@ fn rewritten(capture: &Path, dir: &Path, name: &str, change: impl FnOnce(&mut Ve
 /// (host, flows) of every host `rogue hosts` lists.
 fn host_flows(workspace: &Workspace) -> Vec<(String, u64)> {
     workspace
-        .json(&["hosts", "--format", "json"])
+        .json(&["hosts", "--format", "jsonl"])
         .iter()
         .map(|h| (h["host"].as_str().unwrap().to_string(), h["flows"].as_u64().unwrap()))
         .collect()
@@ -57,7 +57,7 @@ fn host_flows(workspace: &Workspace) -> Vec<(String, u64)> {
 
 /// `rogue store sources --format json`.
 fn sources(workspace: &Workspace) -> Vec<Value> {
-    workspace.json(&["store", "sources", "--format", "json"])
+    workspace.json(&["store", "sources", "--format", "jsonl"])
 }
 
 /// (type, host, flows) of findings, sorted: what a rerun must reproduce.
@@ -89,7 +89,7 @@ fn a_packet_stamped_in_the_future_is_rejected_and_wipes_nothing() {
     let forged = rewritten(&smtp_capture(), &workspace.dir, "forged.pcap", |records| {
         set_record_seconds(&mut records[5], year_2030)
     });
-    let finished = workspace.rogue(&["analyze", "--format", "json", "--pcap", forged.to_str().unwrap()]);
+    let finished = workspace.rogue(&["analyze", "--format", "jsonl", "--pcap", forged.to_str().unwrap()]);
     assert!(finished.status.success(), "{}", finished.stderr);
     assert!(
         finished.stderr.contains("forged.pcap: 1 packet dated 2030-01-01T00:00:00.")
@@ -141,7 +141,7 @@ fn analyze_with_silent_dns(workspace: &Workspace, dns: &Silent, capture: &Path) 
     std::fs::write(workspace.config(), format!("{CONFIG}dns: {{servers: [\"{}\"], timeout_ms: 30000}}\n", dns.addr))
         .unwrap();
     let mut command = Command::new(ROGUE);
-    command.args(["-v", "analyze", "--format", "json", "--config"]).arg(workspace.config()).arg("--pcap").arg(capture);
+    command.args(["-v", "analyze", "--format", "jsonl", "--config"]).arg(workspace.config()).arg("--pcap").arg(capture);
     Running::spawn(command)
 }
 
@@ -163,10 +163,10 @@ fn a_kill_between_storing_and_evaluating_is_evaluated_by_the_next_run() {
     let stored = sources(&workspace);
     assert_eq!(stored.len(), 1);
     assert!(!stored[0]["pending_from"].is_null(), "stored, not evaluated: {stored:?}");
-    assert!(workspace.json(&["findings", "--format", "json"]).is_empty());
+    assert!(workspace.json(&["findings", "--format", "jsonl"]).is_empty());
 
     std::fs::write(workspace.config(), CONFIG).unwrap();
-    let rerun = workspace.rogue(&["analyze", "--format", "json", "--pcap", capture.to_str().unwrap()]);
+    let rerun = workspace.rogue(&["analyze", "--format", "jsonl", "--pcap", capture.to_str().unwrap()]);
     assert!(rerun.status.success(), "{}", rerun.stderr);
     assert!(rerun.stderr.contains("but its evaluation did not complete; evaluating it now"), "{}", rerun.stderr);
     assert_eq!(summary(&rerun.json_lines()), expected, "the findings a single run gives");
@@ -197,7 +197,7 @@ fn ctrl_c_during_the_lookups_says_what_was_stored_and_evaluate_finishes() {
     assert_eq!(sources(&workspace).len(), 1);
 
     std::fs::write(workspace.config(), CONFIG).unwrap();
-    let evaluated = workspace.rogue(&["evaluate", "--format", "json"]);
+    let evaluated = workspace.rogue(&["evaluate", "--format", "jsonl"]);
     assert!(evaluated.status.success(), "{}", evaluated.stderr);
     assert_eq!(summary(&evaluated.json_lines()), [("rogue_server".into(), "192.0.2.77".into(), Value::from(840))]);
     let again = workspace.rogue(&["evaluate"]);

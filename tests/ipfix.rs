@@ -15,7 +15,7 @@ use rogue_testkit::{
 
 fn rogue_flows(capture: &Path, extra: &[&str]) -> std::process::Output {
     let output =
-        Command::new(ROGUE).args(["flows", "--format", "json", "--pcap"]).arg(capture).args(extra).output().unwrap();
+        Command::new(ROGUE).args(["flows", "--format", "jsonl", "--pcap"]).arg(capture).args(extra).output().unwrap();
     assert!(output.status.success(), "rogue flows failed: {}", String::from_utf8_lossy(&output.stderr));
     output
 }
@@ -78,7 +78,7 @@ fn an_ipfix_file_holds_the_templates_and_every_flow() {
 fn rogue_collector() -> (rogue_testkit::process::Running, u16) {
     let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut command = Command::new(ROGUE);
-    command.args(["-v", "flows", "--format", "json", "--listen", &format!("127.0.0.1:{port}")]);
+    command.args(["-v", "flows", "--format", "jsonl", "--listen", &format!("127.0.0.1:{port}")]);
     let mut collector = rogue_testkit::process::Running::spawn(command);
     collector.wait_for_stderr("collecting IPFIX", 1);
     (collector, port)

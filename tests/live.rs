@@ -42,7 +42,7 @@ fn a_tcp_session_through_a_gateway_is_metered_on_both_of_its_interfaces() {
     rogue_testkit::needs_root!("the XDP flow meter and network namespaces");
     let net = Gateway::create();
     let mut command = net.gateway.command(ROGUE);
-    command.args(["flows", "--iface", "gw-in", "--iface", "gw-out", "--interval", "200ms", "--format", "json", "-v"]);
+    command.args(["flows", "--iface", "gw-in", "--iface", "gw-out", "--interval", "200ms", "--format", "jsonl", "-v"]);
     let mut rogue = Running::spawn(command);
     rogue.wait_for_stderr("XDP flow meter attached", 2);
     let (in_before, out_before) = (net.gateway.rx("gw-in"), net.gateway.rx("gw-out"));
@@ -127,7 +127,7 @@ fn draining_under_millions_of_packets_loses_nothing_and_counts_nothing_twice() {
     veth(&ns, "gen0", &ns, "mon0");
 
     let mut command = ns.command(ROGUE);
-    command.args(["flows", "--iface", "mon0", "--interval", "50ms", "--format", "json", "-v"]);
+    command.args(["flows", "--iface", "mon0", "--interval", "50ms", "--format", "jsonl", "-v"]);
     let mut rogue = Running::spawn(command);
     rogue.wait_for_stderr("XDP flow meter attached", 1);
     let rx_before = ns.rx("mon0");

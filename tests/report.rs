@@ -45,7 +45,8 @@ fn the_existence_plots_hold_exactly_the_ports_bins_and_volume_classes_of_the_tra
     let workspace = Workspace::new("report-data", CONFIG, &example_whitelist());
     workspace.analyze(&[&capture]);
     let out = report(&workspace, &["--host", "192.0.2.77", "--bin", "1800"]);
-    let flows = Command::new(ROGUE).args(["-q", "flows", "--format", "json", "--pcap"]).arg(&capture).output().unwrap();
+    let flows =
+        Command::new(ROGUE).args(["-q", "flows", "--format", "jsonl", "--pcap"]).arg(&capture).output().unwrap();
     let flows: Vec<Value> =
         String::from_utf8(flows.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
 

@@ -39,7 +39,7 @@ fn ordinary_traffic_with_its_traps_gives_no_finding() {
     let (workspace, findings) = analyze("background", "background");
     assert_eq!(kinds(&findings), Vec::<(String, String)>::new(), "{findings:#?}");
     // The MX were seen and are whitelisted, not missed.
-    let hosts = workspace.json(&["hosts", "--format", "json"]);
+    let hosts = workspace.json(&["hosts", "--format", "jsonl"]);
     let verdicts: Vec<(&str, &str)> =
         hosts.iter().map(|h| (h["host"].as_str().unwrap(), h["verdict"].as_str().unwrap())).collect();
     assert_eq!(verdicts, [("192.0.2.25", "whitelisted"), ("2001:db8:10::25", "whitelisted")]);
@@ -137,7 +137,7 @@ fn analysing_the_same_capture_twice_is_refused() {
         again.stderr
     );
     // Nothing was counted twice: the finding is as it was.
-    let findings = workspace.json(&["findings", "--format", "json"]);
+    let findings = workspace.json(&["findings", "--format", "jsonl"]);
     assert_eq!(find(&findings, "rogue_server", "192.0.2.60")["external_servers"], 75);
 }
 
@@ -162,7 +162,7 @@ fn a_capture_known_by_its_sha256_from_an_older_store_is_refused() {
 fn a_suggestion_accepted_joins_the_whitelist_and_its_host_is_no_longer_a_finding() {
     let (workspace, findings) = analyze("accept", "vpn-failure");
     let id = find(&findings, "rogue_server", "192.0.2.77")["id"].as_u64().unwrap();
-    let suggestions = workspace.json(&["whitelist", "suggest", "--format", "json"]);
+    let suggestions = workspace.json(&["whitelist", "suggest", "--format", "jsonl"]);
     assert_eq!(suggestions.len(), 1);
     assert_eq!(suggestions[0]["host"], "192.0.2.77");
     assert!(suggestions[0]["evidence"].as_str().unwrap().contains("acted as an SMTP server on 14 of the"));
@@ -176,13 +176,13 @@ fn a_suggestion_accepted_joins_the_whitelist_and_its_host_is_no_longer_a_finding
         "{whitelist}"
     );
 
-    let stored = workspace.json(&["findings", "--format", "json"]);
+    let stored = workspace.json(&["findings", "--format", "jsonl"]);
     assert_eq!(stored.iter().find(|f| f["id"] == id).unwrap()["state"], "whitelisted");
-    assert!(workspace.json(&["whitelist", "suggest", "--format", "json"]).is_empty());
+    assert!(workspace.json(&["whitelist", "suggest", "--format", "jsonl"]).is_empty());
     // New traffic from the host is no longer a finding.
     let later = workspace.analyze(&[&scenario_capture("vpn-failure", 2)]);
     assert_eq!(kinds(&later), Vec::<(String, String)>::new(), "{later:#?}");
-    let hosts = workspace.json(&["hosts", "--format", "json"]);
+    let hosts = workspace.json(&["hosts", "--format", "jsonl"]);
     assert_eq!(hosts.iter().find(|h| h["host"] == "192.0.2.77").unwrap()["verdict"], "whitelisted");
 }
 
@@ -191,7 +191,7 @@ fn a_suggestion_rejected_stays_reported_as_a_confirmed_rogue_and_is_not_suggeste
     let (workspace, _) = analyze("reject", "vpn-failure");
     let rejected = workspace.rogue(&["whitelist", "reject", "192.0.2.77", "--by", "bob", "--reason", "no VPN excuse"]);
     assert!(rejected.status.success(), "{}", rejected.stderr);
-    assert!(workspace.json(&["whitelist", "suggest", "--format", "json"]).is_empty());
+    assert!(workspace.json(&["whitelist", "suggest", "--format", "jsonl"]).is_empty());
     let later = workspace.analyze(&[&scenario_capture("vpn-failure", 2)]);
     assert_eq!(kinds(&later), [("rogue_server".into(), "192.0.2.77".into())]);
     assert_eq!(later[0]["state"], "confirmed_rogue");
@@ -206,11 +206,11 @@ fn a_suggestion_rejected_stays_reported_as_a_confirmed_rogue_and_is_not_suggeste
 #[test]
 fn calibration_reports_the_mail_share_of_the_whitelisted_servers() {
     let (workspace, _) = analyze("calibrate", "background");
-    let calibration = &workspace.json(&["whitelist", "calibrate", "--format", "json"])[0];
+    let calibration = &workspace.json(&["whitelist", "calibrate", "--format", "jsonl"])[0];
     assert_eq!(calibration["hosts"], 2);
     // Independently: the MX's share of bytes on mail ports, from the flows.
     let flows = Command::new(ROGUE)
-        .args(["-q", "flows", "--format", "json", "--pcap"])
+        .args(["-q", "flows", "--format", "jsonl", "--pcap"])
         .arg(scenario_capture("background", 1))
         .output()
         .unwrap();
@@ -246,20 +246,20 @@ fn findings_are_filtered_by_time_and_state_and_acknowledged_by_id() {
     let burst = find(&findings, "fanout_burst", "192.0.2.60")["id"].as_u64().unwrap().to_string();
     let acked = workspace.rogue(&["findings", "ack", &burst]);
     assert!(acked.status.success(), "{}", acked.stderr);
-    let acknowledged = workspace.json(&["findings", "--state", "acknowledged", "--format", "json"]);
+    let acknowledged = workspace.json(&["findings", "--state", "acknowledged", "--format", "jsonl"]);
     assert_eq!(kinds(&acknowledged), [("fanout_burst".into(), "192.0.2.60".into())]);
-    assert_eq!(workspace.json(&["findings", "--state", "open", "--format", "json"]).len(), 6);
+    assert_eq!(workspace.json(&["findings", "--state", "open", "--format", "jsonl"]).len(), 6);
     // The global options may also come before the command, as on a daemon's command line.
     let options_first = Command::new(ROGUE)
         .arg("--config")
         .arg(workspace.config())
-        .args(["--no-dns", "findings", "--state", "open", "--format", "json"])
+        .args(["--no-dns", "findings", "--state", "open", "--format", "jsonl"])
         .output()
         .unwrap();
     assert!(options_first.status.success(), "{}", String::from_utf8_lossy(&options_first.stderr));
     assert_eq!(String::from_utf8(options_first.stdout).unwrap().lines().count(), 6);
     // Since 2008-03-01: only the misconfiguration's two findings.
-    let since = workspace.json(&["findings", "--since", "2008-03-01", "--format", "json"]);
+    let since = workspace.json(&["findings", "--since", "2008-03-01", "--format", "jsonl"]);
     assert_eq!(
         kinds(&since),
         [("fanout_burst".into(), "192.0.2.60".into()), ("rogue_server".into(), "192.0.2.60".into())]
@@ -288,7 +288,7 @@ fn whitelist_entries_are_added_listed_and_removed_by_address() {
         "2026-11-20",
     ]);
     assert!(added.status.success(), "{}", added.stderr);
-    let listed = workspace.json(&["whitelist", "list", "--format", "json"]);
+    let listed = workspace.json(&["whitelist", "list", "--format", "jsonl"]);
     assert_eq!(listed.len(), 3);
     assert_eq!(listed[2]["address"], "198.51.100.0/28");
     assert_eq!(

@@ -43,19 +43,21 @@ impl Workspace {
         self.dir.join("rogue.yaml")
     }
 
-    /// Runs `rogue ARGS --config rogue.yaml`.
+    /// Runs `rogue ARGS --config rogue.yaml`, with ROGUE_NO_DNS=1 unless
+    /// the workspace has a DNS server (the variable, not `--no-dns`: only the
+    /// commands that may ask DNS take the option).
     pub fn rogue(&self, args: &[&str]) -> Finished {
         let mut command = Command::new(ROGUE);
         command.args(args).arg("--config").arg(self.config());
         if !self.dns {
-            command.arg("--no-dns");
+            command.env("ROGUE_NO_DNS", "1");
         }
         command.output().unwrap().into()
     }
 
-    /// `rogue analyze --format json` on `captures`: the findings printed.
+    /// `rogue analyze --format jsonl` on `captures`: the findings printed.
     pub fn analyze(&self, captures: &[&Path]) -> Vec<serde_json::Value> {
-        let mut args = vec!["analyze", "--format", "json", "--pcap"];
+        let mut args = vec!["analyze", "--format", "jsonl", "--pcap"];
         let paths: Vec<String> = captures.iter().map(|p| p.display().to_string()).collect();
         args.extend(paths.iter().map(String::as_str));
         let finished = self.rogue(&args);

@@ -298,4 +298,5 @@ pub mod mailnet;
 pub mod netns;
 pub mod packets;
 pub mod process;
+pub mod systemd;
 pub mod tshark;

@@ -2,20 +2,28 @@
 //! configuration, the store, the whitelist, the DNS answers the store
 //! holds) and the one evaluation step they share: apply the method to a
 //! period, store the findings together with the mark that the period's
-//! traffic is evaluated, then apply retention.
+//! traffic is evaluated (and the settings that evaluated it), then apply
+//! retention.
+//!
+//! Without a configuration file, a store named by `--db` answers with the
+//! configuration and whitelist it was last evaluated with: a copy of a
+//! gateway's store reads on an analyst's laptop as it did on the gateway.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
 
 use crate::{
-    config::Config,
+    config::{self, Config, ConfigError},
     detect::{Detector, DnsFacts, Window, whitelist::Whitelist},
-    store::{Access, Pending, Pruned, Store, StoreError, StoredFinding, Upsert},
+    store::{Access, Pending, Pruned, RecordedSettings, Store, StoreError, StoredFinding, Upsert},
 };
 
 /// Where a command finds its files.
 #[derive(Clone, Debug)]
 pub struct Paths {
-    pub config: PathBuf,
+    /// `-c` or ROGUE_CONFIG; else the first of config::SEARCH_PATH that exists.
+    pub config: Option<PathBuf>,
     /// Overrides the configuration's `store.path`.
     pub db: Option<PathBuf>,
     /// `--no-dns` or ROGUE_NO_DNS: no lookups, whatever the configuration says.
@@ -33,6 +41,9 @@ pub enum WhitelistFile {
 
 pub struct Engine {
     pub config: Config,
+    /// The configuration's file; None when the store's recorded settings
+    /// stand in for it.
+    pub config_file: Option<PathBuf>,
     pub store: Store,
     pub whitelist: Whitelist,
     /// What DNS answered, as the store holds it (disabled when DNS is off).
@@ -41,18 +52,66 @@ pub struct Engine {
 
 impl Engine {
     pub fn open(paths: &Paths, access: Access, whitelist: WhitelistFile) -> anyhow::Result<Engine> {
-        let config = Config::load(&paths.config)?;
-        let store = Store::open(&store_path(paths, &config), access)?;
-        let (file, services) = (config.whitelist_path(), config.services.names());
-        let whitelist = match whitelist {
-            WhitelistFile::Existing => Whitelist::load(&file, &services)?,
-            WhitelistFile::Started => Whitelist::load_or_new(&file, &services)?,
+        let not_found = match config::locate(paths.config.as_deref()) {
+            Ok(file) => {
+                let config = Config::load(&file)?;
+                return Engine::with_config(paths, file, config, access, whitelist);
+            }
+            Err(not_found) => not_found,
         };
+        match (&paths.db, whitelist, access) {
+            (Some(db), WhitelistFile::Existing, Access::ReadOnly | Access::ReadWrite) => {
+                let store = Store::open(db, access)?;
+                let (config, whitelist) = recorded(&store, not_found)?;
+                Engine::assemble(paths, config, None, store, whitelist)
+            }
+            _ => Err(not_found.into()),
+        }
+    }
+
+    /// Opens the engine of `config`, read from `file`.
+    pub fn with_config(
+        paths: &Paths,
+        file: PathBuf,
+        config: Config,
+        access: Access,
+        whitelist: WhitelistFile,
+    ) -> anyhow::Result<Engine> {
+        let store = Store::open(&store_path(paths, &config), access)?;
+        let (path, services) = (config.whitelist_path(), config.services.names());
+        let whitelist = match whitelist {
+            WhitelistFile::Existing => Whitelist::load(&path, &services)?,
+            WhitelistFile::Started => Whitelist::load_or_new(&path, &services)?,
+        };
+        Engine::assemble(paths, config, Some(file), store, whitelist)
+    }
+
+    fn assemble(
+        paths: &Paths,
+        config: Config,
+        config_file: Option<PathBuf>,
+        store: Store,
+        whitelist: Whitelist,
+    ) -> anyhow::Result<Engine> {
         let dns = match !paths.no_dns && config.dns.enabled {
             true => DnsFacts { enabled: true, hosts: store.host_names()? },
             false => DnsFacts::disabled(),
         };
-        Ok(Engine { config, store, whitelist, dns })
+        Ok(Engine { config, config_file, store, whitelist, dns })
+    }
+
+    /// What an evaluation records of its settings.
+    fn settings(&self) -> RecordedSettings {
+        let text = |path: &Path| path.display().to_string();
+        let config_path = self.config_file.as_deref().map(text).unwrap_or_default();
+        RecordedSettings {
+            config_path,
+            config_text: self.config.text.clone(),
+            config_dir: text(&self.config.dir),
+            data_dir: text(&self.config.data_dir),
+            whitelist_path: text(self.whitelist.path()),
+            whitelist_text: self.whitelist.text().to_string(),
+        }
     }
 
     pub fn detector(&self) -> Detector<'_> {
@@ -63,13 +122,15 @@ impl Engine {
     /// that what was written up to write number `seq` in it is evaluated,
     /// in one transaction; then applies retention by the wall clock `now_ms`.
     pub fn evaluate(&mut self, period: Window, seq: i64, now_ms: i64) -> Result<Evaluated, StoreError> {
-        let Engine { config, store, whitelist, dns } = self;
+        let settings = self.settings();
+        let Engine { config, store, whitelist, dns, .. } = self;
         let detector = Detector { config, whitelist, dns };
         let findings = detector.evaluate(store, period)?;
         let covered = Pending { from_ms: period.from_ms, to_ms: period.to_ms, seq };
         let stored = store.in_transaction(|store| {
             let stored = detector.record(store, &findings, now_ms)?;
             store.mark_evaluated(covered)?;
+            store.record_settings(&settings)?;
             Ok(stored)
         })?;
         let pruned = store.apply_retention(config.store.retention_days.0, now_ms)?;
@@ -81,6 +142,23 @@ impl Engine {
 pub struct Evaluated {
     pub findings: Vec<(StoredFinding, Upsert)>,
     pub pruned: Pruned,
+}
+
+/// The configuration and whitelist `store` records, for a command that
+/// found no configuration file (`not_found` says where it looked).
+fn recorded(store: &Store, not_found: ConfigError) -> anyhow::Result<(Config, Whitelist)> {
+    let db = store.path().display();
+    let Some(recorded) = store.recorded_settings()? else {
+        return Err(anyhow::Error::new(not_found)
+            .context(format!("{db} records no configuration either (no evaluation has written it yet)")));
+    };
+    let origin = PathBuf::from(format!("{} (as recorded in {db})", recorded.config_path));
+    let config = Config::parse(&origin, recorded.config_text, recorded.config_dir.into(), recorded.data_dir.into())
+        .context("the store's recorded configuration does not read with this rogue; give one with -c FILE")?;
+    let whitelist_origin = PathBuf::from(format!("{} (as recorded in {db})", recorded.whitelist_path));
+    let whitelist = Whitelist::parse(&whitelist_origin, recorded.whitelist_text, &config.services.names())?;
+    tracing::info!("no configuration file: using the one {db} was last evaluated with ({})", recorded.config_path);
+    Ok((config, whitelist))
 }
 
 /// The store a command uses: `--db`, else the configuration's.

@@ -49,6 +49,11 @@ pub const LAYERS: [&str; 17] = [
 ];
 
 /// An error and its chain of causes on one line, as the CLI prints errors.
+/// The tracing target of what the journal shows at the default verbosity
+/// of `rogue agent` and `rogue collect`: start (interfaces, XDP mode,
+/// listener), reloads and stop. Per-evaluation detail stays at `-v`.
+pub const LIFECYCLE: &str = "rogue::lifecycle";
+
 pub fn with_causes(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut cause = error.source();

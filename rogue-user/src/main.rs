@@ -1,11 +1,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use rogue::cli::{Cli, context::Interrupted, run};
+use rogue::cli::{Cli, context::Interrupted, is_broken_pipe, run};
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => match error.downcast_ref::<Interrupted>() {
             Some(interrupted) => {
                 eprintln!("rogue: {interrupted}");

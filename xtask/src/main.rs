@@ -6,6 +6,9 @@
 //!   XDP program), and the Debian packages the tests use.
 //! - `build`, `run`, `bench` install the toolchain pieces first; `test` all of
 //!   `setup`.
+//! - `package`: the Debian package (cargo-deb), with the man pages and shell
+//!   completions `rogue` writes of itself; `test` builds it first, for the
+//!   test that installs and purges it.
 
 use std::{
     env,
@@ -19,6 +22,12 @@ use clap::{Parser, Subcommand};
 
 /// bpf-linker releases after 0.10 need LLVM 23, which the nightly here lacks.
 const BPF_LINKER_VERSION: &str = "0.10.4";
+/// cargo-deb, pinned so that the package's layout does not change under us.
+const CARGO_DEB_VERSION: &str = "3.8.0";
+/// What `rogue man` and `rogue completions` write for the package.
+const PACKAGE_STAGING: &str = "target/package";
+/// The shells the package ships completions for, and each file's name.
+const COMPLETIONS: &[(&str, &str)] = &[("bash", "rogue.bash"), ("zsh", "_rogue"), ("fish", "rogue.fish")];
 /// Debian packages the test suite runs, with a program that shows each is there.
 const TEST_PACKAGES: &[(&str, &str)] = &[
     ("tshark", "tshark"),
@@ -33,6 +42,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("aiosmtpd", "python3-aiosmtpd"),
     ("dnsmasq", "dnsmasq-base"),
     ("python3", "python3"),
+    ("man", "man-db"),
+    ("systemd-analyze", "systemd"),
 ];
 /// The flow tools the offline benchmark compares rogue with.
 const BENCH_PACKAGES: &[(&str, &str)] =
@@ -64,7 +75,9 @@ enum Task {
     /// The live demo: a gateway in network namespaces with real mail servers,
     /// the agent finding the rogue one, a report (needs root)
     Demo,
-    /// Run every test, the kernel ones included (needs root)
+    /// Build the Debian package: target/debian/rogue_<version>-<rev>_amd64.deb
+    Package,
+    /// Run every test, the kernel ones and the package's included (needs root)
     Test {
         /// Extra arguments for `cargo test`, e.g. a test name
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -108,14 +121,16 @@ fn run(task: Task) -> anyhow::Result<()> {
             remove_stale_test_namespaces()?;
             cargo(&["test", "--quiet", "--release", "-p", "rogue-user", "--test", "demo"])
         }
+        Task::Package => package().map(|deb| eprintln!("xtask: built {}", deb.display())),
         Task::Test { args } => {
             setup()?;
             require_root("the kernel tests (XDP, veth, network namespaces)")?;
             remove_stale_test_namespaces()?;
             lint()?;
+            let deb = package()?;
             let mut command = Command::new(env!("CARGO"));
             // Every test runs: one that needs root fails rather than skips.
-            command.arg("test").args(args).env("ROGUE_TESTS_REQUIRE_ROOT", "1");
+            command.arg("test").args(args).env("ROGUE_TESTS_REQUIRE_ROOT", "1").env("ROGUE_TEST_PACKAGE", &deb);
             status(&mut command)
         }
         Task::Bench { sections } => {
@@ -128,6 +143,48 @@ fn run(task: Task) -> anyhow::Result<()> {
             cargo(&args)
         }
     }
+}
+
+/// Builds the .deb and returns its path: the release binary, its man pages
+/// (gzipped, as Debian ships them) and completions staged under
+/// target/package, then cargo-deb on what rogue-user's Cargo.toml lists.
+fn package() -> anyhow::Result<PathBuf> {
+    setup_toolchain()?;
+    step(&format!("cargo-deb {CARGO_DEB_VERSION}"), has_cargo_deb, || {
+        status(Command::new(env!("CARGO")).args(["install", &format!("cargo-deb@{CARGO_DEB_VERSION}"), "--locked"]))
+    })?;
+    cargo(&["build", "--release", "--bin", "rogue"])?;
+    let staging = workspace_root().join(PACKAGE_STAGING);
+    let _ = std::fs::remove_dir_all(&staging);
+    let (man, completions) = (staging.join("man"), staging.join("completions"));
+    std::fs::create_dir_all(&completions)?;
+    let built = workspace_root().join("target/release/rogue");
+    status(Command::new(&built).arg("man").arg("--dir").arg(&man))?;
+    for page in std::fs::read_dir(&man)? {
+        status(Command::new("gzip").args(["-9", "-n"]).arg(page?.path()))?;
+    }
+    for (shell, file) in COMPLETIONS {
+        let script = Command::new(&built).args(["completions", shell]).output()?;
+        if !script.status.success() {
+            bail!("rogue completions {shell} failed: {}", String::from_utf8_lossy(&script.stderr));
+        }
+        std::fs::write(completions.join(file), script.stdout)?;
+    }
+    // cargo deb prints the package's path on stdout; its complaints go to ours.
+    let mut cargo_deb = Command::new(env!("CARGO"));
+    cargo_deb
+        .args(["deb", "-p", "rogue-user", "--no-build", "--strip", "--quiet"])
+        .stderr(std::process::Stdio::inherit());
+    let deb = output(&mut cargo_deb).context("cargo deb failed")?;
+    let deb = PathBuf::from(deb.trim());
+    if !deb.is_file() {
+        bail!("cargo deb did not say where the package is (it printed {:?})", deb.display());
+    }
+    Ok(deb)
+}
+
+fn has_cargo_deb() -> bool {
+    output(Command::new(env!("CARGO")).args(["deb", "--version"])).is_some_and(|v| v.contains(CARGO_DEB_VERSION))
 }
 
 /// The lints CI holds the code to: rustfmt's layout and clippy without a
@@ -158,11 +215,17 @@ fn demo() -> anyhow::Result<()> {
     eprintln!("xtask: demo: generating the method's scenarios into {}", capture.display());
     status(rogue().args(["generate", "--scenario", "all", "--out"]).arg(&capture))?;
     eprintln!(
-        "xtask: demo: rogue analyze --config config/rogue.yaml --db {} --pcap {}",
+        "xtask: demo: rogue analyze --no-dns --config config/rogue.yaml --db {} --pcap {}",
         store.display(),
         capture.display()
     );
-    status(rogue().args(["analyze", "--config", "config/rogue.yaml", "--db"]).arg(&store).arg("--pcap").arg(&capture))?;
+    status(
+        rogue()
+            .args(["analyze", "--no-dns", "--config", "config/rogue.yaml", "--db"])
+            .arg(&store)
+            .arg("--pcap")
+            .arg(&capture),
+    )?;
     eprintln!(
         "xtask: demo: explore with `target/release/rogue hosts --peers --config config/rogue.yaml --db {}` \
          (or findings, whitelist suggest)",

@@ -73,7 +73,7 @@ fn rogue_analyze(dir: &Path, capture: &Path) -> Command {
         let _ = std::fs::remove_file(format!("{}{suffix}", store.display()));
     }
     let mut command = quiet(Command::new(ROGUE));
-    command.args(["-q", "analyze", "--no-dns", "--format", "json", "--config"]).arg(config(dir));
+    command.args(["-q", "analyze", "--no-dns", "--format", "jsonl", "--config"]).arg(config(dir));
     command.arg("--db").arg(&store).arg("--pcap").arg(capture);
     command
 }

@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod schedule;
 pub mod sinks;
 pub mod source;
+pub mod systemd;
 pub mod writer;
 
 use std::{
@@ -43,7 +44,7 @@ use tokio::{
 use tracing::{error, info, warn};
 
 use crate::{
-    config::{Config, IpfixDestination, Service},
+    config::{self, Config, IpfixDestination, Service},
     detect::{DnsFacts, Window, whitelist::Whitelist},
     dns::Resolver,
     engine::{Engine, Paths, WhitelistFile},
@@ -56,6 +57,7 @@ use metrics::Metrics;
 use schedule::{Schedule, Step};
 use sinks::Sinks;
 use source::{CollectorSource, FlowSource, MeterSource};
+use systemd::ServiceManager;
 use writer::StoreWriter;
 
 /// What the command line decides.
@@ -81,23 +83,31 @@ impl Clock for SystemClock {
     }
 }
 
-/// Runs the agent until SIGINT or SIGTERM.
+/// Runs the agent until SIGINT or SIGTERM. Its source comes first (the
+/// interfaces checked and the meter attached, or the listener bound), so a
+/// wrong interface, a missing capability or a taken port creates no store.
 pub fn run(options: AgentOptions) -> anyhow::Result<()> {
+    let file = config::locate(options.paths.config.as_deref())?;
+    let config = Config::load(&file)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async {
-        let engine = Engine::open(&options.paths, Access::Create, WhitelistFile::Existing)?;
-        let metrics = serve_metrics(&engine.config).await?;
+        let open =
+            |config| Engine::with_config(&options.paths, file.clone(), config, Access::Create, WhitelistFile::Existing);
         match options.listen {
             Some(listen) => {
-                let source = CollectorSource::listen(listen, &engine.config.collect).await?;
+                let source = CollectorSource::listen(listen, &config.collect).await?;
+                let engine = open(config)?;
+                let metrics = serve_metrics(&engine.config).await?;
                 metrics.watch_collector(source.stats());
                 let what =
                     format!("collector running: IPFIX and NetFlow v5/v9 on udp://{listen}, IPFIX on tcp://{listen}");
                 Agent::new(options, engine, source, metrics, Box::new(SystemClock))?.run(&what).await
             }
             None => {
-                let interfaces = source::interfaces(&options.interfaces, &engine.config, &options.paths.config)?;
-                let source = MeterSource::attach(&engine.config, &interfaces)?;
+                let interfaces = source::interfaces(&options.interfaces, &config, &file)?;
+                let source = MeterSource::attach(&config, &interfaces)?;
+                let engine = open(config)?;
+                let metrics = serve_metrics(&engine.config).await?;
                 let what = format!("agent running: metering {}", source.describe());
                 Agent::new(options, engine, source, metrics, Box::new(SystemClock))?.run(&what).await
             }
@@ -119,7 +129,7 @@ async fn serve_metrics(config: &Config) -> anyhow::Result<Arc<Metrics>> {
                 error!("the metrics endpoint stopped: {e}");
             }
         });
-        info!("metrics on http://{listen}/metrics");
+        info!(target: crate::LIFECYCLE, "metrics on http://{listen}/metrics");
     }
     Ok(metrics)
 }
@@ -165,6 +175,7 @@ impl<S: FlowSource> Agent<S> {
     async fn run(&mut self, what: &str) -> anyhow::Result<()> {
         let config = &self.engine.config;
         info!(
+            target: crate::LIFECYCLE,
             "{what}; draining every {} s, evaluating every {} s; findings to {}; store {}",
             config.capture.drain_seconds.0,
             config.detection.evaluate_seconds.0,
@@ -176,6 +187,11 @@ impl<S: FlowSource> Agent<S> {
         let mut hangup = signal(SignalKind::hangup())?;
         let mut terminate = signal(SignalKind::terminate())?;
         let mut interrupt = signal(SignalKind::interrupt())?;
+        // Ready only once the signals are caught: a stop right after READY
+        // must find the handler, not the default action.
+        let systemd = ServiceManager::from_environment();
+        systemd.ready(what);
+        let mut watchdog_tick = systemd.watchdog_interval().map(tokio::time::interval);
         let (answers, mut answered) = mpsc::channel::<DnsFacts>(1);
         let mut arrivals = self.source.arrivals();
         loop {
@@ -193,15 +209,21 @@ impl<S: FlowSource> Agent<S> {
                     self.step(step, true, &answers);
                 }
                 _ = hangup.recv() => {
+                    systemd.reloading();
                     if self.reload() {
                         evaluate_tick = ticker(self.engine.config.detection.evaluate_seconds.0);
                         self.evaluate();
                     }
+                    systemd.ready(what);
                 }
+                // The loop turning is what the watchdog checks: a drain or
+                // evaluation that never returns stops the pings.
+                _ = next_tick(&mut watchdog_tick) => systemd.ping(),
                 _ = terminate.recv() => break,
                 _ = interrupt.recv() => break,
             }
         }
+        systemd.stopping();
         // What the collector already received is stored too.
         if let Some(arrivals) = &mut arrivals {
             arrivals.close();
@@ -333,7 +355,7 @@ impl<S: FlowSource> Agent<S> {
     /// Counts and flows in progress are kept; on an error the running
     /// configuration stays. Returns whether the new one was taken.
     fn reload(&mut self) -> bool {
-        let path = self.options.paths.config.clone();
+        let Some(path) = self.engine.config_file.clone() else { return false };
         let loaded = (|| -> anyhow::Result<(Config, Whitelist, Sinks)> {
             let config = Config::load(&path)?;
             let whitelist = Whitelist::load(&config.whitelist_path(), &config.services.names())?;
@@ -343,7 +365,7 @@ impl<S: FlowSource> Agent<S> {
         let (config, whitelist, sinks) = match loaded {
             Ok(loaded) => loaded,
             Err(e) => {
-                error!("reload of {} failed, the running configuration stays: {e:#}", path.display());
+                error!(target: crate::LIFECYCLE, "reload of {} failed, the running configuration stays: {e:#}", path.display());
                 return false;
             }
         };
@@ -358,6 +380,7 @@ impl<S: FlowSource> Agent<S> {
         // write them out first (kept, should the write fail).
         self.write();
         info!(
+            target: crate::LIFECYCLE,
             "reloaded {}: {} whitelist entries; findings to {}",
             path.display(),
             whitelist.entries().len(),
@@ -404,6 +427,7 @@ impl<S: FlowSource> Agent<S> {
         self.try_evaluate()?;
         let (who, seconds) = (if self.source.kind() == "live" { "agent" } else { "collector" }, self.started.elapsed());
         info!(
+            target: crate::LIFECYCLE,
             "{who} stopped after {:.0} s: {}, from {} origins; {} flows rejected as implausibly dated, {} dropped \
              for want of a store, {} findings emitted",
             seconds.as_secs_f64(),
@@ -441,6 +465,16 @@ fn spawn_lookups(resolver: &Arc<Resolver>, hosts: Vec<(Service, IpAddr)>, answer
     tokio::spawn(async move {
         let _ = answers.send(resolver.resolve(&hosts).await).await;
     });
+}
+
+/// The next tick of `interval`, or never without one.
+async fn next_tick(interval: &mut Option<Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 fn ticker(seconds: u64) -> Interval {

@@ -16,7 +16,10 @@ use tracing::{debug, error, warn};
 
 use super::metrics::Metrics;
 use crate::{
-    capture::{XdpMeter, host::interface_rx_packets},
+    capture::{
+        XdpMeter,
+        host::{check_interfaces, interface_rx_packets},
+    },
     config::{CollectConfig, Config},
     flows::{FlowCache, Timeouts},
     ipfix::collect::{self, Batch, CollectorStats, Limits},
@@ -304,6 +307,7 @@ pub fn interfaces(options: &[String], config: &Config, config_path: &std::path::
             config_path.display()
         );
     }
+    check_interfaces(&interfaces).map_err(anyhow::Error::msg)?;
     Ok(interfaces)
 }
 

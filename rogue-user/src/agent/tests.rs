@@ -40,7 +40,7 @@ fn workspace(name: &str, extra: &str) -> (PathBuf, Paths) {
     );
     std::fs::write(dir.join("rogue.yaml"), config).unwrap();
     std::fs::write(dir.join("whitelist.yaml"), "- address: 192.0.2.25\n").unwrap();
-    let paths = Paths { config: dir.join("rogue.yaml"), db: None, no_dns: true };
+    let paths = Paths { config: Some(dir.join("rogue.yaml")), db: None, no_dns: true };
     (dir, paths)
 }
 

@@ -1,7 +1,8 @@
 //! What the meter needs to know about the host, from procfs: whether the
-//! kernel can run it, whether the BPF JIT is on, how much memory its maps
-//! may take, what an interface received, and which interfaces this
-//! process's XDP links are still attached to.
+//! kernel can run it, whether the BPF JIT is on, which capabilities this
+//! process lacks, how much memory its maps may take, which interfaces there
+//! are and what one received, and which interfaces this process's XDP
+//! links are still attached to.
 
 use std::{collections::HashMap, ffi::CString, io};
 
@@ -31,6 +32,43 @@ fn suffices(version: Version) -> bool {
 /// net.core sysctls, so this one integer is read directly.
 pub fn bpf_jit_off() -> bool {
     std::fs::read_to_string("/proc/sys/net/core/bpf_jit_enable").is_ok_and(|value| value.trim() == "0")
+}
+
+/// The capabilities the meter needs: loading an XDP program takes CAP_BPF
+/// and CAP_NET_ADMIN, and its packet-pointer arithmetic passes the verifier
+/// only with CAP_PERFMON. Bit numbers from linux/capability.h.
+pub const METER_CAPABILITIES: [(&str, u32); 3] = [("CAP_BPF", 39), ("CAP_NET_ADMIN", 12), ("CAP_PERFMON", 38)];
+
+/// Which of [`METER_CAPABILITIES`] this process lacks (its effective set,
+/// CapEff in /proc/self/status); none when it cannot be read.
+pub fn missing_meter_capabilities() -> Vec<&'static str> {
+    let Ok(status) = procfs::process::Process::myself().and_then(|me| me.status()) else { return Vec::new() };
+    METER_CAPABILITIES.iter().filter(|(_, bit)| status.capeff & (1 << bit) == 0).map(|(name, _)| *name).collect()
+}
+
+/// The network interfaces there are, by name (/sys/class/net), sorted.
+pub fn interface_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The first of `wanted` that is not an interface here, said with the
+/// ones that are.
+pub fn check_interfaces(wanted: &[String]) -> Result<(), String> {
+    match wanted.iter().find(|name| if_index(name).is_none()) {
+        None => Ok(()),
+        Some(name) => Err(no_interface(name)),
+    }
+}
+
+/// That `name` is no interface here, with the ones that are.
+pub fn no_interface(name: &str) -> String {
+    format!("no network interface named {name:?} (there are: {})", interface_names().join(", "))
 }
 
 /// MemAvailable, in bytes.

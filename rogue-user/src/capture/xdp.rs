@@ -53,7 +53,13 @@ pub enum MeterError {
         host::MIN_KERNEL.1
     )]
     KernelTooOld { release: String },
-    #[error("loading the XDP flow meter failed{}", privilege_hint())]
+    #[error(
+        "the XDP flow meter needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, and this process lacks {}: run it as root \
+         or grant them (rogue-agent.service does)",
+        missing.join(", ")
+    )]
+    Capabilities { missing: Vec<&'static str> },
+    #[error("loading the XDP flow meter failed")]
     // Boxed: aya's errors are hundreds of bytes, and every Result of the
     // meter would carry that size on its happy path too.
     Load(#[source] Box<aya::EbpfError>),
@@ -62,9 +68,9 @@ pub enum MeterError {
          more than half of the {available_mib} MiB available; lower capture.flow_map_entries (--flow-map-entries)"
     )]
     TooLarge { entries: u32, cpus: u64, needed_mib: u64, available_mib: u64 },
-    #[error("the kernel rejected the XDP program{}", privilege_hint())]
+    #[error("the kernel rejected the XDP program")]
     Program(#[source] Box<ProgramError>),
-    #[error("no network interface named {0:?}")]
+    #[error("{0}")]
     NoInterface(String),
     #[error("attaching to {interface} in {mode} mode failed{hint}")]
     Attach { interface: String, mode: &'static str, source: Box<ProgramError>, hint: &'static str },
@@ -137,6 +143,10 @@ impl XdpMeter {
                  per packet; `sysctl -w net.core.bpf_jit_enable=1` turns it on"
             );
         }
+        let missing = host::missing_meter_capabilities();
+        if !missing.is_empty() {
+            return Err(MeterError::Capabilities { missing });
+        }
         check_map_memory(flow_map_entries)?;
         let mut loader = EbpfLoader::new();
         for name in FLOW_MAPS {
@@ -186,7 +196,8 @@ impl XdpMeter {
     }
 
     fn attach_link(&mut self, interface: &str, mode: XdpMode) -> Result<(Attachment, XdpLinkId), MeterError> {
-        let ifindex = host::if_index(interface).ok_or_else(|| MeterError::NoInterface(interface.to_string()))?;
+        let ifindex =
+            host::if_index(interface).ok_or_else(|| MeterError::NoInterface(host::no_interface(interface)))?;
         let program = meter_program(&mut self.ebpf)?;
         let (attached, link) = match mode {
             XdpMode::Native => attach_in(program, interface, ifindex, AyaXdpMode::Driver)?,
@@ -199,7 +210,7 @@ impl XdpMeter {
                 }
             },
         };
-        info!(interface, ifindex, mode = attached, "XDP flow meter attached");
+        info!(target: crate::LIFECYCLE, interface, ifindex, mode = attached, "XDP flow meter attached");
         if counter_slot(ifindex) == 0 {
             warn!(
                 "{interface} has ifindex {ifindex}, past the meter's {COUNTER_SLOTS} counter slots: \
@@ -339,19 +350,6 @@ fn attach_in(
         source: Box::new(source),
         hint,
     })
-}
-
-/// Without root, a refusal is most likely a missing capability: say which
-/// the meter needs (loading an XDP program takes CAP_BPF and CAP_NET_ADMIN,
-/// and its packet-pointer arithmetic passes the verifier only with
-/// CAP_PERFMON).
-fn privilege_hint() -> &'static str {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        ""
-    } else {
-        " (without root rogue needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)"
-    }
 }
 
 fn flow_map_fd(ebpf: &Ebpf, name: &'static str) -> Result<RawFd, MeterError> {

@@ -23,8 +23,9 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use tracing::info;
 
-use super::context::{
-    ConfigArgs, Context, DnsUse, Interrupted, OutputFormat, catch_stop_signals, print_findings, table_time,
+use super::{
+    context::{Context, DnsUse, EngineArgs, Interrupted, catch_stop_signals, print_findings, table_time},
+    listing::{FORMAT_HELP, ListFormat, format_or_default},
 };
 use crate::{
     detect::Window,
@@ -46,21 +47,25 @@ pub struct AnalyzeArgs {
     /// IPFIX files (RFC 5655, as `rogue flows --write` makes them) instead
     #[arg(long, value_name = "FILE", num_args = 1.., conflicts_with = "pcap")]
     pub ipfix: Vec<PathBuf>,
-    #[arg(long, value_enum, default_value = "table")]
-    pub format: OutputFormat,
+    #[arg(long, value_enum, help = FORMAT_HELP)]
+    pub format: Option<ListFormat>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 #[derive(Debug, Args)]
 #[command(after_help = "Evaluates what is stored but was never evaluated (an analyze or agent stopped \
     between storing traffic and storing its findings) and prints the findings.")]
 pub struct EvaluateArgs {
-    #[arg(long, value_enum, default_value = "table")]
-    pub format: OutputFormat,
+    #[arg(long, value_enum, help = FORMAT_HELP)]
+    pub format: Option<ListFormat>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
-pub fn run(config: &ConfigArgs, args: AnalyzeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+pub fn run(args: AnalyzeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let stop = catch_stop_signals()?;
-    let mut context = config.open(Access::Create, DnsUse::LookUp)?;
+    let mut context = args.engine.open(Access::Create, DnsUse::LookUp)?;
     let (files, kind) =
         if args.ipfix.is_empty() { (&args.pcap, FileKind::Capture) } else { (&args.ipfix, FileKind::Ipfix) };
     let now = jiff::Timestamp::now().as_nanosecond() as i64;
@@ -69,13 +74,14 @@ pub fn run(config: &ConfigArgs, args: AnalyzeArgs, quiet: bool) -> anyhow::Resul
     tell_what_was_read(&summary, kind, &bounds);
     let Some(period) = files_window(&context)? else {
         eprintln!("rogue: the files hold no packets to analyze");
+        print_findings(&[], format_or_default(args.format))?;
         return Ok(ExitCode::SUCCESS);
     };
     let stored = evaluate(&mut context, period, &stop)?;
     if !quiet {
         eprintln!("rogue: {}", summary_line(&summary, period, &stored));
     }
-    print_findings(&stored.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>(), args.format)?;
+    print_findings(&stored.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>(), format_or_default(args.format))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -125,13 +131,14 @@ fn tell_what_was_read(summary: &IngestSummary, kind: FileKind, bounds: &TimeBoun
 }
 
 /// `rogue evaluate`: every pending span, whoever stored it.
-pub fn run_evaluate(config: &ConfigArgs, args: EvaluateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+pub fn run_evaluate(args: EvaluateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let stop = catch_stop_signals()?;
-    let mut context = config.open(Access::ReadWrite, DnsUse::LookUp)?;
+    let mut context = args.engine.open(Access::ReadWrite, DnsUse::LookUp)?;
     let Some(pending) = context.engine.store.pending()? else {
         if !quiet {
             eprintln!("rogue: everything stored in {} is evaluated", context.engine.store.path().display());
         }
+        print_findings(&[], format_or_default(args.format))?;
         return Ok(ExitCode::SUCCESS);
     };
     let period = Window { from_ms: pending.from_ms, to_ms: pending.to_ms };
@@ -145,7 +152,7 @@ pub fn run_evaluate(config: &ConfigArgs, args: EvaluateArgs, quiet: bool) -> any
             stored.len()
         );
     }
-    print_findings(&stored.into_iter().map(|(f, _)| f).collect::<Vec<_>>(), args.format)?;
+    print_findings(&stored.into_iter().map(|(f, _)| f).collect::<Vec<_>>(), format_or_default(args.format))?;
     Ok(ExitCode::SUCCESS)
 }
 

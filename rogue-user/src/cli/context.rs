@@ -10,7 +10,7 @@
 use std::{
     cell::OnceCell,
     collections::BTreeMap,
-    io::{self, Write},
+    io,
     net::IpAddr,
     path::PathBuf,
     sync::{
@@ -23,6 +23,7 @@ use std::{
 use anyhow::Context as _;
 use clap::Args;
 
+use super::listing::{ListFormat, Listing};
 use crate::{
     detect::{Detector, Window},
     dns::Resolver,
@@ -32,24 +33,40 @@ use crate::{
     time::rfc3339_millis,
 };
 
+/// The heading of the options every command that has them shares. They
+/// are on the commands they do something for, and nowhere else; given to
+/// a command with subcommands, they go before or after the subcommand.
+pub const GLOBAL: &str = "Global options";
+
+/// `-c`: the configuration file.
 #[derive(Debug, Args)]
-pub struct ConfigArgs {
-    /// Configuration file (see config/rogue.yaml)
-    #[arg(short, long, value_name = "FILE", env = "ROGUE_CONFIG", default_value = "rogue.yaml", global = true)]
-    pub config: PathBuf,
-    /// Use this store instead of the configuration's store.path
-    #[arg(long, value_name = "PATH", global = true)]
-    pub db: Option<PathBuf>,
-    /// Do not ask DNS (also ROGUE_NO_DNS=1, or dns.enabled: false): the DNS
-    /// characteristics are then null, and findings say why
-    #[arg(long, global = true, env = "ROGUE_NO_DNS", value_parser = clap::builder::FalseyValueParser::new())]
-    pub no_dns: bool,
+pub struct ConfigFile {
+    /// Configuration file [default: ./rogue.yaml, else /etc/rogue/rogue.yaml]
+    #[arg(short, long, value_name = "FILE", env = "ROGUE_CONFIG", global = true, help_heading = GLOBAL)]
+    pub config: Option<PathBuf>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum OutputFormat {
-    Table,
-    Json,
+/// Where a command finds its configuration and store.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    #[command(flatten)]
+    pub file: ConfigFile,
+    /// Use this store instead of the configuration's store.path; without a
+    /// configuration file, the settings the store was last evaluated with
+    #[arg(long, value_name = "PATH", global = true, help_heading = GLOBAL)]
+    pub db: Option<PathBuf>,
+}
+
+/// [`ConfigArgs`] and DNS, for the commands that may ask it.
+#[derive(Debug, Args)]
+pub struct EngineArgs {
+    #[command(flatten)]
+    pub files: ConfigArgs,
+    /// Do not ask DNS (also ROGUE_NO_DNS=1, or dns.enabled: false): the DNS
+    /// characteristics are then null, and findings say why
+    #[arg(long, env = "ROGUE_NO_DNS", value_parser = clap::builder::FalseyValueParser::new(), global = true,
+          help_heading = GLOBAL)]
+    pub no_dns: bool,
 }
 
 /// What a command does with DNS.
@@ -73,8 +90,20 @@ pub struct Context {
 }
 
 impl ConfigArgs {
+    pub fn paths(&self, no_dns: bool) -> Paths {
+        Paths { config: self.file.config.clone(), db: self.db.clone(), no_dns }
+    }
+
+    /// Opens the engine of a command that never asks DNS.
+    pub fn open(&self, access: Access) -> anyhow::Result<Context> {
+        let engine = Engine::open(&self.paths(true), access, WhitelistFile::Existing)?;
+        Ok(Context::new(engine, DnsUse::Stored { resolve: false }))
+    }
+}
+
+impl EngineArgs {
     pub fn paths(&self) -> Paths {
-        Paths { config: self.config.clone(), db: self.db.clone(), no_dns: self.no_dns }
+        self.files.paths(self.no_dns)
     }
 
     /// Opens what a command needs: the store as `access` allows (only the
@@ -203,36 +232,27 @@ pub fn table_time(ms: i64) -> String {
     text.get(..19).unwrap_or(&text).replace('T', " ")
 }
 
-/// Prints findings as JSON lines or as a table.
-pub fn print_findings(findings: &[StoredFinding], format: OutputFormat) -> io::Result<()> {
-    let mut out = io::BufWriter::new(io::stdout().lock());
-    match format {
-        OutputFormat::Json => {
-            for finding in findings {
-                serde_json::to_writer(&mut out, &finding_json(finding))?;
-                out.write_all(b"\n")?;
-            }
-        }
-        OutputFormat::Table => {
-            writeln!(
-                out,
-                "{:>5}  {:<13} {:<7} {:<40} {:<19}  {:<16} details",
-                "id", "type", "service", "host", "time", "state"
-            )?;
-            for f in findings {
-                writeln!(
-                    out,
-                    "{:>5}  {:<13} {:<7} {:<40} {:<19}  {:<16} {}",
-                    f.id,
-                    f.kind,
-                    f.service,
-                    f.host,
-                    table_time(f.time_ms),
-                    f.state,
-                    finding_summary(f)
-                )?;
-            }
-        }
+/// Prints findings in `format`.
+pub fn print_findings(findings: &[StoredFinding], format: ListFormat) -> io::Result<()> {
+    let header =
+        format!("{:>5}  {:<13} {:<7} {:<40} {:<19}  {:<16} details", "id", "type", "service", "host", "time", "state");
+    let mut listing = Listing::stdout(format, FINDING_COLUMNS, &header)?;
+    for f in findings {
+        listing.record(&finding_json(f), || {
+            format!(
+                "{:>5}  {:<13} {:<7} {:<40} {:<19}  {:<16} {}",
+                f.id,
+                f.kind,
+                f.service,
+                f.host,
+                table_time(f.time_ms),
+                f.state,
+                finding_summary(f)
+            )
+        })?;
     }
-    out.flush()
+    listing.finish()
 }
+
+/// A finding's CSV columns: the common fields, then the kind's own as JSON.
+const FINDING_COLUMNS: &[&str] = &["id", "type", "service", "host", "time", "state", "details"];

@@ -5,21 +5,29 @@ use std::process::ExitCode;
 use anyhow::bail;
 use clap::{Args, Subcommand};
 
-use super::context::{ConfigArgs, DnsUse, OutputFormat, print_findings};
+use super::{
+    TIME_FORMS,
+    context::{ConfigArgs, print_findings},
+    listing::{FORMAT_HELP, ListFormat, format_or_default},
+    parse_time,
+};
 use crate::store::Access;
 
 #[derive(Debug, Args)]
+#[command(after_help = TIME_FORMS)]
 pub struct FindingsArgs {
     #[command(subcommand)]
     pub action: Option<FindingsAction>,
-    /// Only findings at or after this time (2008-02-20 or 2008-02-20T13:00:00Z)
-    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    /// Only findings at or after this time
+    #[arg(long, value_name = "TIME", value_parser = parse_time, allow_hyphen_values = true)]
     pub since: Option<i64>,
     /// Only findings in this state
     #[arg(long, value_enum)]
     pub state: Option<State>,
-    #[arg(long, value_enum, default_value = "table")]
-    pub format: OutputFormat,
+    #[arg(long, value_enum, help = FORMAT_HELP)]
+    pub format: Option<ListFormat>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -34,9 +42,13 @@ pub enum FindingsAction {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 #[value(rename_all = "snake_case")]
 pub enum State {
+    /// Reported and not yet handled
     Open,
+    /// Seen and handled (`rogue findings ack ID`)
     Acknowledged,
+    /// The host was whitelisted for the service since
     Whitelisted,
+    /// The host was recorded as a rogue (`rogue whitelist reject`)
     ConfirmedRogue,
 }
 
@@ -51,9 +63,9 @@ impl State {
     }
 }
 
-pub fn run(config: &ConfigArgs, args: FindingsArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: FindingsArgs) -> anyhow::Result<ExitCode> {
     let access = if args.action.is_some() { Access::ReadWrite } else { Access::ReadOnly };
-    let mut context = config.open(access, DnsUse::Stored { resolve: false })?;
+    let mut context = args.config.open(access)?;
     match args.action {
         Some(FindingsAction::Ack { id }) => {
             if !context.engine.store.set_finding_state(id, "acknowledged", jiff::Timestamp::now().as_millisecond())? {
@@ -63,18 +75,8 @@ pub fn run(config: &ConfigArgs, args: FindingsArgs) -> anyhow::Result<ExitCode> 
         }
         None => {
             let findings = context.engine.store.findings(args.since, args.state.map(State::as_str))?;
-            print_findings(&findings, args.format)?;
+            print_findings(&findings, format_or_default(args.format))?;
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A time on the command line: an RFC 3339 timestamp or a date (UTC midnight).
-pub fn parse_time(text: &str) -> Result<i64, String> {
-    if let Ok(ts) = text.parse::<jiff::Timestamp>() {
-        return Ok(ts.as_millisecond());
-    }
-    let date: jiff::civil::Date =
-        text.parse().map_err(|_| format!("{text:?} is not a time (try 2008-02-20 or 2008-02-20T13:00:00Z)"))?;
-    date.to_zoned_datetime(jiff::tz::TimeZone::UTC).map(|z| z.timestamp().as_millisecond()).map_err(|e| e.to_string())
 }

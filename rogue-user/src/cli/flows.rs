@@ -15,7 +15,10 @@ use tracing::{info, warn};
 
 use super::{parse_duration, parse_interval, parse_timeout};
 use crate::{
-    capture::{XdpMeter, host::interface_rx_packets},
+    capture::{
+        XdpMeter,
+        host::{check_interfaces, interface_rx_packets},
+    },
     config::{IpfixDestination as Destination, KernelLog, XdpMode, check_flow_map_entries},
     flows::{
         FlowCache, FlowCacheStats, FlowRecord, Timeouts,
@@ -50,10 +53,11 @@ pub struct FlowsArgs {
     /// Stop after this long (live; default: until Ctrl-C or SIGTERM)
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// Output format [default: table on a terminal, json otherwise]
+    /// Output format [default: table on a terminal, jsonl when piped]
     #[arg(long, value_parser = super::one_of::<Format>(&[
-        ("table", "A line per flow for people"),
-        ("json", "One JSON object per line"),
+        ("table", "A line per flow for people: bytes scaled, ICMP as type.code, as nfdump prints them"),
+        ("json", "One JSON document: an array of flows"),
+        ("jsonl", "One JSON object per line"),
         ("csv", "A header, then a row per flow"),
         ("none", "Nothing on stdout (when the flows are exported)"),
     ]))]
@@ -102,7 +106,7 @@ pub struct FlowsArgs {
 
 /// Runs `rogue flows`; `quiet` leaves out the counters on stderr.
 pub fn run(args: FlowsArgs, quiet: bool) -> anyhow::Result<ExitCode> {
-    let format = args.format.unwrap_or(if io::stdout().is_terminal() { Format::Table } else { Format::Json });
+    let format = args.format.unwrap_or(if io::stdout().is_terminal() { Format::Table } else { Format::Jsonl });
     let timeouts = Timeouts::from_secs(args.idle_timeout.as_secs(), args.active_timeout.as_secs());
     let writer = FlowWriter::new(format, BufWriter::new(io::stdout().lock()))?;
     let mut destinations = args.ipfix.clone();
@@ -116,10 +120,7 @@ pub fn run(args: FlowsArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     } else {
         files(&args.pcap, FlowCache::new(timeouts), &mut output)
     };
-    match result {
-        Err(e) if is_broken_pipe(&e) => Ok(ExitCode::SUCCESS),
-        other => other.map(|()| ExitCode::SUCCESS),
-    }
+    result.map(|()| ExitCode::SUCCESS)
 }
 
 /// Where completed flows go, counted, and whether to print the summary.
@@ -144,6 +145,12 @@ impl<W: Write> FlowOutput<W> {
     fn flush(&mut self) -> io::Result<()> {
         self.exporters.flush();
         self.writer.flush()
+    }
+
+    /// After the last flow: closes the output (a JSON array) and flushes.
+    fn finish(&mut self) -> io::Result<()> {
+        self.exporters.flush();
+        self.writer.finish()
     }
 
     /// What was exported where, for the summary.
@@ -194,7 +201,7 @@ fn files(paths: &[PathBuf], cache: FlowCache, output: &mut FlowOutput<impl Write
     let mut rest = Vec::new();
     meter.cache.flush(&mut rest);
     output.write(&rest)?;
-    output.flush()?;
+    output.finish()?;
     let mut summary = summary_lines(&meter.counters, &meter.cache.stats(), output.flows);
     summary.extend(output.export_lines());
     if meter.files_truncated > 0 {
@@ -227,6 +234,7 @@ impl StopSignals {
 }
 
 fn live(args: &FlowsArgs, mut cache: FlowCache, output: &mut FlowOutput<impl Write>) -> anyhow::Result<()> {
+    check_interfaces(&args.iface).map_err(anyhow::Error::msg)?;
     let mut meter = XdpMeter::load(args.flow_map_entries, args.kernel_log)?;
     let mut rx_at_start = Vec::new();
     for interface in &args.iface {
@@ -263,7 +271,7 @@ fn live(args: &FlowsArgs, mut cache: FlowCache, output: &mut FlowOutput<impl Wri
     let mut rest = Vec::new();
     cache.flush(&mut rest);
     output.write(&rest)?;
-    output.flush()?;
+    output.finish()?;
 
     let counters = meter.counters()?;
     let mut summary = summary_lines(&counters, &cache.stats(), output.flows);
@@ -319,7 +327,7 @@ fn collect(
         }
         anyhow::Ok(())
     })?;
-    output.flush()?;
+    output.finish()?;
     let mut summary = stats.lines();
     summary.push(("flows", output.flows.to_string()));
     summary.extend(output.export_lines());
@@ -367,8 +375,4 @@ fn summary_lines(counters: &MeterCounters, cache: &FlowCacheStats, flows: u64) -
         ),
         ("peak active flows", cache.peak_active.to_string()),
     ]
-}
-
-fn is_broken_pipe(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| cause.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe))
 }

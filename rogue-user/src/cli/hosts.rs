@@ -1,15 +1,15 @@
 //! `rogue hosts`: every host with service activity, its characteristics and
 //! verdict, optionally with its peers.
 
-use std::{
-    io::{self, Write},
-    process::ExitCode,
-};
+use std::process::ExitCode;
 
 use clap::Args;
 use serde_json::json;
 
-use super::context::{ConfigArgs, Context, DnsUse, OutputFormat, table_time};
+use super::{
+    context::{Context, DnsUse, EngineArgs, table_time},
+    listing::{FORMAT_HELP, ListFormat, Listing, format_or_default},
+};
 use crate::{
     detect::{HostReport, Window},
     store::{Access, Peer},
@@ -21,25 +21,29 @@ pub struct HostsArgs {
     /// List each host's peers too (external clients and servers)
     #[arg(long)]
     pub peers: bool,
-    #[arg(long, value_enum, default_value = "table")]
-    pub format: OutputFormat,
+    #[arg(long, value_enum, help = FORMAT_HELP)]
+    pub format: Option<ListFormat>,
     /// Look the hosts' and peers' names up in DNS now (otherwise: what the
     /// store holds, and no peer names)
     #[arg(long)]
     pub resolve: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
-pub fn run(config: &ConfigArgs, args: HostsArgs) -> anyhow::Result<ExitCode> {
-    let mut context = config.open(Access::ReadOnly, DnsUse::Stored { resolve: args.resolve })?;
+/// A host's CSV columns; `details` holds the characteristics, whitelist
+/// entry, verdict and peers.
+pub const HOST_COLUMNS: &[&str] =
+    &["service", "host", "verdict", "roles", "flows", "bytes", "external_clients", "external_servers", "details"];
+
+pub fn run(args: HostsArgs) -> anyhow::Result<ExitCode> {
+    let mut context = args.engine.open(Access::ReadOnly, DnsUse::Stored { resolve: args.resolve })?;
     context.resolve_hosts(Window { from_ms: i64::MIN, to_ms: i64::MAX }, None)?;
-    let mut out = io::BufWriter::new(io::stdout().lock());
-    if args.format == OutputFormat::Table {
-        writeln!(
-            out,
-            "{:<7} {:<40} {:<13} {:>8} {:>12} {:>7} {:>7} {:>6} {:>6}  verdict",
-            "service", "host", "roles", "flows", "bytes", "clients", "servers", "days", "mail"
-        )?;
-    }
+    let header = format!(
+        "{:<7} {:<40} {:<13} {:>8} {:>12} {:>7} {:>7} {:>6} {:>6}  verdict",
+        "service", "host", "roles", "flows", "bytes", "clients", "servers", "days", "mail"
+    );
+    let mut listing = Listing::stdout(format_or_default(args.format), HOST_COLUMNS, &header)?;
     let detector = context.detector();
     for service in detector.services() {
         for report in detector.hosts(&context.engine.store, &service)? {
@@ -48,32 +52,27 @@ pub fn run(config: &ConfigArgs, args: HostsArgs) -> anyhow::Result<ExitCode> {
                 Some(peers) => context.peer_names(&peers.iter().map(|p| p.peer).collect::<Vec<_>>())?,
                 None => Default::default(),
             };
-            match args.format {
-                OutputFormat::Json => {
-                    serde_json::to_writer(&mut out, &host_json(&report, peers.as_deref(), &names))?;
-                    writeln!(out)?;
+            let record = host_json(&report, peers.as_deref(), &names);
+            listing.record(&record, || {
+                let mut lines = row(&report);
+                for peer in peers.iter().flatten() {
+                    lines.push_str(&format!(
+                        "\n    {} {:<40} {:>8} flows {:>12} bytes  {} to {}{}  {}",
+                        if peer.role == crate::profile::Role::Server { "client" } else { "server" },
+                        peer.peer,
+                        peer.flows,
+                        peer.bytes,
+                        table_time(peer.first_ms),
+                        table_time(peer.last_ms),
+                        if peer.internal { "  (internal)" } else { "" },
+                        names.get(&peer.peer).map(String::as_str).unwrap_or("")
+                    ));
                 }
-                OutputFormat::Table => {
-                    write_row(&mut out, &report)?;
-                    for peer in peers.iter().flatten() {
-                        writeln!(
-                            out,
-                            "    {} {:<40} {:>8} flows {:>12} bytes  {} to {}{}  {}",
-                            if peer.role == crate::profile::Role::Server { "client" } else { "server" },
-                            peer.peer,
-                            peer.flows,
-                            peer.bytes,
-                            table_time(peer.first_ms),
-                            table_time(peer.last_ms),
-                            if peer.internal { "  (internal)" } else { "" },
-                            names.get(&peer.peer).map(String::as_str).unwrap_or("")
-                        )?;
-                    }
-                }
-            }
+                lines
+            })?;
         }
     }
-    out.flush()?;
+    listing.finish()?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -83,11 +82,11 @@ fn peers(context: &Context, report: &HostReport) -> anyhow::Result<Vec<Peer>> {
     Ok(context.engine.store.peers(&report.service, report.host(), window.from_ms, window.to_ms)?)
 }
 
-fn write_row(out: &mut impl Write, report: &HostReport) -> io::Result<()> {
+/// A host's line in the table.
+pub fn row(report: &HostReport) -> String {
     let a = &report.activity;
     let c = &report.characteristics;
-    writeln!(
-        out,
+    format!(
         "{:<7} {:<40} {:<13} {:>8} {:>12} {:>7} {:>7} {:>6} {:>6}  {}",
         report.service,
         a.host,

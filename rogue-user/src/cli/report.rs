@@ -11,8 +11,8 @@ use std::{
 use clap::{ArgGroup, Args};
 
 use super::{
-    context::{ConfigArgs, Context, DnsUse},
-    findings::parse_time,
+    context::{Context, DnsUse, EngineArgs},
+    parse_time,
 };
 use crate::{
     detect::Window,
@@ -26,21 +26,21 @@ const MAX_BIN_SECONDS: i64 = 366 * 86_400;
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("which").required(true).args(["host", "all"])))]
-#[command(after_help = "Examples:\n  rogue report --config rogue.yaml --host 192.0.2.77 --out report-77\n  \
-    rogue report --config rogue.yaml --all --out reports\n\n\
-    Open DIR/index.html in a browser; it needs no network.")]
+#[command(after_help = concat!("Examples:\n  rogue report --config rogue.yaml --host 192.0.2.77 --out report-77\n  \
+    rogue report --config rogue.yaml --all --out reports --from -7d\n\n\
+    Open DIR/index.html in a browser; it needs no network.\n\n", super::time_forms!()))]
 pub struct ReportArgs {
     /// The host to report on
-    #[arg(long)]
+    #[arg(long, value_name = "ADDR")]
     pub host: Option<IpAddr>,
     /// Every host with findings, with an index page
     #[arg(long)]
     pub all: bool,
     /// Start of the period [default: the host's first traffic in the store]
-    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    #[arg(long, value_name = "TIME", value_parser = parse_time, allow_hyphen_values = true)]
     pub from: Option<i64>,
     /// End of the period [default: the host's last traffic]
-    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    #[arg(long, value_name = "TIME", value_parser = parse_time, allow_hyphen_values = true)]
     pub to: Option<i64>,
     /// Time bin of the plots, in seconds (a multiple of the store's bins;
     /// widened for long periods)
@@ -54,11 +54,13 @@ pub struct ReportArgs {
     /// the store holds, and no peer names)
     #[arg(long)]
     pub resolve: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
-pub fn run(config: &ConfigArgs, args: ReportArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+pub fn run(args: ReportArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let mut context = config.open(Access::ReadOnly, DnsUse::Stored { resolve: args.resolve })?;
+    let mut context = args.engine.open(Access::ReadOnly, DnsUse::Stored { resolve: args.resolve })?;
     context.resolve_hosts(Window { from_ms: i64::MIN, to_ms: i64::MAX }, None)?;
     let generated = jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC").to_string();
     let request = |host| Request { host, from_ms: args.from, to_ms: args.to, bin_seconds: args.bin };

@@ -4,7 +4,7 @@
 //! remove now.
 
 use std::{
-    io::{self, Write},
+    io::{self, Write as _},
     process::ExitCode,
 };
 
@@ -13,18 +13,22 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::{
-    context::{ConfigArgs, OutputFormat, table_time},
-    findings::parse_time,
+    context::{ConfigArgs, table_time},
+    listing::{FORMAT_HELP, ListFormat, Listing, format_or_default},
+    parse_time, time_forms,
 };
 use crate::{
-    config::Config,
+    config::{self, Config},
     store::{Access, Source, Store},
 };
 
 #[derive(Debug, Args)]
+#[command(after_help = concat!("The store is --db PATH, else the configuration's store.path.\n\n", time_forms!()))]
 pub struct StoreArgs {
     #[command(subcommand)]
     pub action: StoreAction,
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -37,8 +41,8 @@ pub enum StoreAction {
     },
     /// Where the stored traffic came from: each source with what it covers
     Sources {
-        #[arg(long, value_enum, default_value = "table")]
-        format: OutputFormat,
+        #[arg(long, value_enum, help = FORMAT_HELP)]
+        format: Option<ListFormat>,
     },
     /// Remove stored traffic by hand (findings, verdicts and DNS answers stay)
     #[command(group(clap::ArgGroup::new("what").required(true).args(["source", "before", "retention"])))]
@@ -47,7 +51,7 @@ pub enum StoreAction {
         #[arg(long, value_name = "ID")]
         source: Option<i64>,
         /// Remove every source's traffic dated before this time
-        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        #[arg(long, value_name = "TIME", value_parser = parse_time, allow_hyphen_values = true)]
         before: Option<i64>,
         /// Apply store.retention_days now, as the agent and analyze do after evaluating
         #[arg(long)]
@@ -55,10 +59,11 @@ pub enum StoreAction {
     },
 }
 
-pub fn run(config: &ConfigArgs, args: StoreArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
+    let config = &args.config;
     let path = match &config.db {
         Some(path) => path.clone(),
-        None => Config::load(&config.config)?.store_path(),
+        None => Config::load(&config::locate(config.file.config.as_deref())?)?.store_path(),
     };
     match args.action {
         StoreAction::Check { full } => {
@@ -67,21 +72,31 @@ pub fn run(config: &ConfigArgs, args: StoreArgs) -> anyhow::Result<ExitCode> {
             let store = Store::open(&path, Access::ReadOnly)?;
             let problems = store.check(full)?;
             if problems.is_empty() {
-                println!("{}: ok", path.display());
+                writeln!(io::stdout(), "{}: ok", path.display())?;
                 return Ok(ExitCode::SUCCESS);
             }
             for problem in &problems {
-                println!("{}: {problem}", path.display());
+                writeln!(io::stdout(), "{}: {problem}", path.display())?;
             }
             bail!("store {} is damaged: {} problem(s) found", path.display(), problems.len());
         }
         StoreAction::Sources { format } => {
             let store = Store::open(&path, Access::ReadOnly)?;
-            print_sources(&store.sources()?, format)?;
+            print_sources(&store.sources()?, format_or_default(format))?;
         }
-        StoreAction::Prune { source, before, retention } => {
+        StoreAction::Prune { source, before, retention: true } if source.is_none() && before.is_none() => {
+            // The configuration's retention, or the one the store records.
+            let mut engine = config.open(Access::ReadWrite)?.engine;
+            let days = engine.config.store.retention_days.0;
+            let pruned = engine.store.apply_retention(days, jiff::Timestamp::now().as_millisecond())?;
+            eprintln!(
+                "rogue: retention of {days} days: removed {} rows and {} file source(s)",
+                pruned.rows,
+                pruned.sources.len()
+            );
+        }
+        StoreAction::Prune { source, before, .. } => {
             let mut store = Store::open(&path, Access::ReadWrite)?;
-            let now_ms = jiff::Timestamp::now().as_millisecond();
             if let Some(id) = source {
                 let Some(found) = store.source(id)? else {
                     bail!("{} has no source {id} (`rogue store sources` lists them)", path.display());
@@ -91,35 +106,42 @@ pub fn run(config: &ConfigArgs, args: StoreArgs) -> anyhow::Result<ExitCode> {
             } else if let Some(before_ms) = before {
                 let rows = store.prune_before(before_ms)?;
                 eprintln!("rogue: removed {rows} rows of traffic dated before {}", table_time(before_ms));
-            } else if retention {
-                let days = Config::load(&config.config)?.store.retention_days.0;
-                let pruned = store.apply_retention(days, now_ms)?;
-                eprintln!(
-                    "rogue: retention of {days} days: removed {} rows and {} file source(s)",
-                    pruned.rows,
-                    pruned.sources.len()
-                );
             }
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_sources(sources: &[Source], format: OutputFormat) -> io::Result<()> {
-    let mut out = io::BufWriter::new(io::stdout().lock());
+fn print_sources(sources: &[Source], format: ListFormat) -> io::Result<()> {
     let time = |ms: Option<i64>| ms.map_or("-".to_string(), table_time);
-    if format == OutputFormat::Table {
-        writeln!(
-            out,
-            "{:>5}  {:<8} {:<19}  {:<19}  {:<19}  {:>10} {:>9} {:>8}  {:<9} name",
-            "id", "kind", "ingested", "first", "last", "packets", "flows", "rejected", "evaluated"
-        )?;
-    }
+    let header = format!(
+        "{:>5}  {:<8} {:<19}  {:<19}  {:<19}  {:>10} {:>9} {:>8}  {:<9} name",
+        "id", "kind", "ingested", "first", "last", "packets", "flows", "rejected", "evaluated"
+    );
+    const COLUMNS: &[&str] = &[
+        "id",
+        "kind",
+        "name",
+        "content_hash",
+        "ingested",
+        "first",
+        "last",
+        "packets",
+        "flows",
+        "rejected",
+        "pending_from",
+    ];
+    let mut listing = Listing::stdout(format, COLUMNS, &header)?;
     for s in sources {
-        let evaluated = if s.pending_from_ms.is_some() { "no" } else { "yes" };
-        match format {
-            OutputFormat::Table => writeln!(
-                out,
+        let to_time = |ms: Option<i64>| ms.map(|ms| crate::time::rfc3339_millis(ms * 1_000_000));
+        let record = json!({
+            "id": s.id, "kind": s.kind, "name": s.name, "content_hash": s.content_hash,
+            "ingested": to_time(Some(s.ingested_ms)), "first": to_time(s.first_ms), "last": to_time(s.last_ms),
+            "packets": s.packets, "flows": s.flows, "rejected": s.rejected,
+            "pending_from": to_time(s.pending_from_ms),
+        });
+        listing.record(&record, || {
+            format!(
                 "{:>5}  {:<8} {:<19}  {:<19}  {:<19}  {:>10} {:>9} {:>8}  {:<9} {}",
                 s.id,
                 s.kind,
@@ -129,20 +151,10 @@ fn print_sources(sources: &[Source], format: OutputFormat) -> io::Result<()> {
                 s.packets,
                 s.flows,
                 s.rejected,
-                evaluated,
+                if s.pending_from_ms.is_some() { "no" } else { "yes" },
                 s.name
-            )?,
-            OutputFormat::Json => {
-                let to_time = |ms: Option<i64>| ms.map(|ms| crate::time::rfc3339_millis(ms * 1_000_000));
-                let line = json!({
-                    "id": s.id, "kind": s.kind, "name": s.name, "content_hash": s.content_hash,
-                    "ingested": to_time(Some(s.ingested_ms)), "first": to_time(s.first_ms), "last": to_time(s.last_ms),
-                    "packets": s.packets, "flows": s.flows, "rejected": s.rejected,
-                    "pending_from": to_time(s.pending_from_ms),
-                });
-                writeln!(out, "{line}")?;
-            }
-        }
+            )
+        })?;
     }
-    out.flush()
+    listing.finish()
 }

@@ -4,23 +4,20 @@
 //! confirmed rogue and is no longer suggested); calibrate the mail-share
 //! threshold on the whitelisted servers.
 
-use std::{
-    io::{self, Write},
-    net::IpAddr,
-    process::ExitCode,
-};
+use std::{io, net::IpAddr, process::ExitCode};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::{
-    context::{ConfigArgs, Context, DnsUse, OutputFormat},
-    hosts::host_json,
+    context::{Context, DnsUse, EngineArgs},
+    hosts::{HOST_COLUMNS, host_json},
+    listing::{FORMAT_HELP, ListFormat, Listing, format_or_default},
     non_empty,
 };
 use crate::{
-    config::Config,
+    config::{self, Config},
     detect::{
         HostReport, Window,
         whitelist::{Prefix, Whitelist, WhitelistEntry},
@@ -29,17 +26,22 @@ use crate::{
 };
 
 #[derive(Debug, Args)]
+#[command(after_help = "The whitelist is the file the configuration's `whitelist` names (whitelist.yaml beside it \
+    by default). Entries are added by hand after verifying a server (add), or from rogue's suggestions (suggest, \
+    then accept or reject).")]
 pub struct WhitelistArgs {
     #[command(subcommand)]
     pub action: WhitelistAction,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum WhitelistAction {
     /// Print the entries
     List {
-        #[arg(long, value_enum, default_value = "table")]
-        format: OutputFormat,
+        #[arg(long, value_enum, help = FORMAT_HELP)]
+        format: Option<ListFormat>,
     },
     /// Add an entry you verified
     Add {
@@ -48,11 +50,13 @@ pub enum WhitelistAction {
         /// Who verified it
         #[arg(long, value_name = "NAME", value_parser = non_empty)]
         by: String,
+        /// The service it is verified to serve (a name under `services:` in the configuration)
         #[arg(long, default_value = "smtp")]
         service: String,
         /// The server's name
         #[arg(long)]
         name: Option<String>,
+        /// Why it is a legitimate server (a ticket, its role)
         #[arg(long)]
         reason: Option<String>,
         /// When it was verified [default: today]
@@ -64,6 +68,7 @@ pub enum WhitelistAction {
     },
     /// Remove the entries for an address or prefix
     Remove {
+        /// The address or prefix, as the entry has it
         address: Prefix,
         /// Only the entry for this service
         #[arg(long)]
@@ -71,14 +76,15 @@ pub enum WhitelistAction {
     },
     /// Hosts not on the whitelist whose characteristics are a server's, with evidence
     Suggest {
-        #[arg(long, value_enum, default_value = "table")]
-        format: OutputFormat,
+        #[arg(long, value_enum, help = FORMAT_HELP)]
+        format: Option<ListFormat>,
         /// Look the hosts' names up in DNS now (otherwise: what the store holds)
         #[arg(long)]
         resolve: bool,
     },
     /// Whitelist a host you verified as a server (usually a suggestion)
     Accept {
+        /// The host's address (as `rogue whitelist suggest` lists it)
         host: IpAddr,
         /// Who verified it
         #[arg(long, value_name = "NAME", value_parser = non_empty)]
@@ -86,6 +92,7 @@ pub enum WhitelistAction {
         /// Why [default: rogue's evidence]
         #[arg(long, value_parser = non_empty)]
         reason: Option<String>,
+        /// The service it is whitelisted for
         #[arg(long, default_value = "smtp")]
         service: String,
         /// Look the host's names up in DNS now (otherwise: what the store holds)
@@ -94,30 +101,45 @@ pub enum WhitelistAction {
     },
     /// Record a host as a confirmed rogue: it stays reported and is no longer suggested
     Reject {
+        /// The host's address
         host: IpAddr,
         /// Who decided
         #[arg(long, value_name = "NAME", value_parser = non_empty)]
         by: String,
+        /// Why it is a rogue (what was found on it)
         #[arg(long, value_parser = non_empty)]
         reason: String,
+        /// The service it serves as a rogue
         #[arg(long, default_value = "smtp")]
         service: String,
     },
     /// The mail share of the whitelisted servers, to choose the threshold
     Calibrate {
+        /// The service whose threshold to calibrate
         #[arg(long, default_value = "smtp")]
         service: String,
-        #[arg(long, value_enum, default_value = "table")]
-        format: OutputFormat,
+        #[arg(long, value_enum, help = FORMAT_HELP)]
+        format: Option<ListFormat>,
     },
 }
 
-pub fn run(config: &ConfigArgs, args: WhitelistArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: WhitelistArgs) -> anyhow::Result<ExitCode> {
+    let config = &args.engine;
     let today = jiff::ZonedDateTime::now().date();
     let now_ms = jiff::Timestamp::now().as_millisecond();
     let all_time = Window { from_ms: i64::MIN, to_ms: i64::MAX };
     match args.action {
-        WhitelistAction::List { format } => list(&load_whitelist(config, false)?, format)?,
+        WhitelistAction::List { format } => {
+            let whitelist = match config::locate(config.files.file.config.as_deref()) {
+                Ok(_) => load_whitelist(config, false)?,
+                // No configuration file: the whitelist the store records.
+                Err(_) if config.files.db.is_some() => {
+                    config.open(Access::ReadOnly, DnsUse::Stored { resolve: false })?.engine.whitelist
+                }
+                Err(not_found) => return Err(not_found.into()),
+            };
+            list(&whitelist, format_or_default(format))?
+        }
         WhitelistAction::Add { address, by, service, name, reason, on, force } => {
             let mut whitelist = load_whitelist(config, true)?;
             let entry = WhitelistEntry {
@@ -145,7 +167,7 @@ pub fn run(config: &ConfigArgs, args: WhitelistArgs) -> anyhow::Result<ExitCode>
             context.resolve_hosts(all_time, None)?;
             let suggestions: Vec<HostReport> =
                 reports(&context, None)?.into_iter().filter(|r| r.suggest_whitelist).collect();
-            print_reports(&suggestions, format)?;
+            print_reports(&suggestions, format_or_default(format))?;
         }
         WhitelistAction::Accept { host, by, reason, service, resolve } => {
             let mut context = config.open_for_whitelisting(DnsUse::Stored { resolve })?;
@@ -186,7 +208,7 @@ pub fn run(config: &ConfigArgs, args: WhitelistArgs) -> anyhow::Result<ExitCode>
         }
         WhitelistAction::Calibrate { service, format } => {
             let context = config.open(Access::ReadOnly, DnsUse::Stored { resolve: false })?;
-            calibrate(&context, &service, format)?
+            calibrate(&context, &service, format_or_default(format))?
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -194,25 +216,21 @@ pub fn run(config: &ConfigArgs, args: WhitelistArgs) -> anyhow::Result<ExitCode>
 
 /// The whitelist alone (list, add, remove need no store); `create` starts
 /// one where there is none.
-fn load_whitelist(config: &ConfigArgs, create: bool) -> anyhow::Result<Whitelist> {
-    let loaded = Config::load(&config.config)?;
+fn load_whitelist(config: &EngineArgs, create: bool) -> anyhow::Result<Whitelist> {
+    let loaded = Config::load(&config::locate(config.files.file.config.as_deref())?)?;
     let (path, services) = (loaded.whitelist_path(), loaded.services.names());
     Ok(if create { Whitelist::load_or_new(&path, &services)? } else { Whitelist::load(&path, &services)? })
 }
 
-fn list(whitelist: &Whitelist, format: OutputFormat) -> io::Result<()> {
-    let mut out = io::BufWriter::new(io::stdout().lock());
-    if format == OutputFormat::Table {
-        writeln!(out, "{:<24} {:<7} {:<28} {:<12} {:<10}  reason", "address", "service", "name", "verified_by", "on")?;
-    }
+fn list(whitelist: &Whitelist, format: ListFormat) -> io::Result<()> {
+    let header =
+        format!("{:<24} {:<7} {:<28} {:<12} {:<10}  reason", "address", "service", "name", "verified_by", "on");
+    const COLUMNS: &[&str] = &["address", "service", "name", "reason", "verified_by", "verified_on", "force"];
+    let mut listing = Listing::stdout(format, COLUMNS, &header)?;
     for entry in whitelist.entries() {
-        match format {
-            OutputFormat::Json => {
-                serde_json::to_writer(&mut out, entry)?;
-                writeln!(out)?;
-            }
-            OutputFormat::Table => writeln!(
-                out,
+        let record = serde_json::to_value(entry).map_err(io::Error::other)?;
+        listing.record(&record, || {
+            format!(
                 "{:<24} {:<7} {:<28} {:<12} {:<10}  {}",
                 entry.address.to_string(),
                 entry.service,
@@ -220,10 +238,10 @@ fn list(whitelist: &Whitelist, format: OutputFormat) -> io::Result<()> {
                 entry.verified_by.as_deref().unwrap_or("-"),
                 entry.verified_on.map(|d| d.to_string()).unwrap_or("-".into()),
                 entry.reason.as_deref().unwrap_or("-"),
-            )?,
-        }
+            )
+        })?;
     }
-    out.flush()
+    listing.finish()
 }
 
 /// Host reports of every service (or one).
@@ -236,24 +254,19 @@ fn reports(context: &Context, service: Option<&str>) -> anyhow::Result<Vec<HostR
     Ok(reports)
 }
 
-fn print_reports(reports: &[HostReport], format: OutputFormat) -> io::Result<()> {
-    let mut out = io::BufWriter::new(io::stdout().lock());
+fn print_reports(reports: &[HostReport], format: ListFormat) -> io::Result<()> {
+    let mut listing = Listing::stdout(format, HOST_COLUMNS, "")?;
     for report in reports {
-        match format {
-            OutputFormat::Json => {
-                serde_json::to_writer(&mut out, &host_json(report, None, &Default::default()))?;
-                writeln!(out)?;
-            }
-            OutputFormat::Table => writeln!(out, "{} ({}): {}", report.host(), report.service, report.evidence)?,
-        }
+        let record = host_json(report, None, &Default::default());
+        listing.record(&record, || format!("{} ({}): {}", report.host(), report.service, report.evidence))?;
     }
-    out.flush()
+    listing.finish()
 }
 
 /// Mail share of every host with traffic that the whitelist covers.
-fn calibrate(context: &Context, service: &str, format: OutputFormat) -> anyhow::Result<()> {
+fn calibrate(context: &Context, service: &str, format: ListFormat) -> anyhow::Result<()> {
     let Some(service) = context.engine.config.services.all().into_iter().find(|s| s.name == service) else {
-        bail!("no service {service:?} in {}", context.engine.config.dir.display());
+        bail!("no service {service:?} in the configuration ({})", context.engine.config.services.names().join(", "));
     };
     let Some(window) = context.latest_window()? else { bail!("the store is empty; analyze some traffic first") };
     let mut shares = Vec::new();
@@ -279,39 +292,45 @@ fn calibrate(context: &Context, service: &str, format: OutputFormat) -> anyhow::
     let kept = values.iter().filter(|&&s| s >= service.share_threshold).count();
     // The highest two-decimal threshold that keeps them all.
     let keeps_all = (min * 100.0).floor() / 100.0;
-    match format {
-        OutputFormat::Json => println!(
-            "{}",
-            json!({
-                "service": service.name, "hosts": values.len(), "min": min, "q1": quantile(&values, 0.25),
-                "median": quantile(&values, 0.5), "q3": quantile(&values, 0.75), "max": max,
-                "threshold_keeping_all": keeps_all, "configured_threshold": service.share_threshold,
-                "kept_by_configured": kept,
-                "hosts_shares": shares.iter().map(|(h, s)| json!({"host": h, "mail_share": s})).collect::<Vec<_>>(),
-            })
-        ),
-        OutputFormat::Table => {
-            println!(
-                "mail share of the {} whitelisted {} hosts with traffic in the last {} days:",
-                values.len(),
-                service.name,
-                context.engine.config.detection.history_days.0
-            );
-            println!(
-                "  min {:.3}  1st quartile {:.3}  median {:.3}  3rd quartile {:.3}  max {:.3}",
-                min,
-                quantile(&values, 0.25),
-                quantile(&values, 0.5),
-                quantile(&values, 0.75),
-                max
-            );
-            println!(
-                "a threshold of {keeps_all:.2} or lower keeps all of them; the configured {:.2} keeps {kept} of {}",
-                service.share_threshold,
-                values.len()
-            );
-        }
-    }
+    let record = json!({
+        "service": service.name, "hosts": values.len(), "min": min, "q1": quantile(&values, 0.25),
+        "median": quantile(&values, 0.5), "q3": quantile(&values, 0.75), "max": max,
+        "threshold_keeping_all": keeps_all, "configured_threshold": service.share_threshold,
+        "kept_by_configured": kept,
+        "hosts_shares": shares.iter().map(|(h, s)| json!({"host": h, "mail_share": s})).collect::<Vec<_>>(),
+    });
+    const COLUMNS: &[&str] = &[
+        "service",
+        "hosts",
+        "min",
+        "q1",
+        "median",
+        "q3",
+        "max",
+        "threshold_keeping_all",
+        "configured_threshold",
+        "kept_by_configured",
+        "hosts_shares",
+    ];
+    let mut listing = Listing::stdout(format, COLUMNS, "")?;
+    listing.record(&record, || {
+        format!(
+            "mail share of the {} whitelisted {} hosts with traffic in the last {} days:\n  \
+             min {:.3}  1st quartile {:.3}  median {:.3}  3rd quartile {:.3}  max {:.3}\n\
+             a threshold of {keeps_all:.2} or lower keeps all of them; the configured {:.2} keeps {kept} of {}",
+            values.len(),
+            service.name,
+            context.engine.config.detection.history_days.0,
+            min,
+            quantile(&values, 0.25),
+            quantile(&values, 0.5),
+            quantile(&values, 0.75),
+            max,
+            service.share_threshold,
+            values.len()
+        )
+    })?;
+    listing.finish()?;
     Ok(())
 }
 

@@ -1,8 +1,10 @@
-//! Configuration: the YAML file (see config/rogue.yaml), its defaults and its
-//! checks, and the value types of its options (XDP modes, DNS servers, IPFIX
-//! destinations): the one leaf every stage reads, reading no stage itself. Every YAML file rogue reads goes through [`read_yaml`], so errors
-//! always name the file, the key and the line. Unknown keys are errors: a
-//! misspelt threshold must not silently fall back to its default.
+//! Configuration: where the file is found ([`locate`]), the YAML (see
+//! config/rogue.yaml), its defaults and its checks, where its relative paths
+//! lead, and the value types of its options (XDP modes, DNS servers, IPFIX
+//! destinations): the one leaf every stage reads, reading no stage itself.
+//! Every YAML file rogue reads goes through [`read_yaml`], so errors always
+//! name the file, the key and the line. Unknown keys are errors: a misspelt
+//! threshold must not silently fall back to its default.
 
 use std::{
     fmt,
@@ -12,7 +14,7 @@ use std::{
 };
 
 use ipnet::IpNet;
-use serde::{Deserialize, Deserializer, de::DeserializeOwned};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwned};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -21,6 +23,53 @@ pub enum ConfigError {
     /// serde_yaml's message names the key path and the line.
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    /// Every value that does not agree with another, each with its line.
+    #[error("{}", problems.iter().map(|p| format!("{}: {p}", path.display())).collect::<Vec<_>>().join("\n"))]
+    Problems { path: PathBuf, problems: Vec<String> },
+    #[error(
+        "no configuration file: tried {}; give one with -c FILE or ROGUE_CONFIG (an example is config/rogue.yaml, \
+         or /usr/share/doc/rogue/examples/rogue.yaml where the package is installed)",
+        tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    NotFound { tried: Vec<PathBuf> },
+}
+
+/// Where rogue looks for its configuration when neither `-c` nor
+/// `ROGUE_CONFIG` names one, in order: the working directory (a checkout,
+/// an analyst's case folder), then the system's (the package's).
+pub const SEARCH_PATH: [&str; 2] = ["rogue.yaml", "/etc/rogue/rogue.yaml"];
+
+/// The state directory of a configuration under `/etc` when systemd does
+/// not name one (`STATE_DIRECTORY`): `/etc` is read-only under the units'
+/// `ProtectSystem=strict`, and the FHS puts state here.
+pub const SYSTEM_STATE_DIR: &str = "/var/lib/rogue";
+
+/// The configuration file to read: `explicit` (`-c` or `ROGUE_CONFIG`)
+/// whether or not it exists (reading it says why not), else the first of
+/// [`SEARCH_PATH`] that exists.
+pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, ConfigError> {
+    if let Some(path) = explicit {
+        return Ok(path.to_path_buf());
+    }
+    let tried: Vec<PathBuf> = SEARCH_PATH.iter().map(PathBuf::from).collect();
+    match tried.iter().find(|path| path.exists()) {
+        Some(path) => Ok(path.clone()),
+        None => Err(ConfigError::NotFound { tried }),
+    }
+}
+
+/// The directory the paths rogue writes (the store, finding and IPFIX
+/// files) are relative to, for a configuration file in `config_dir`:
+/// systemd's `STATE_DIRECTORY` (`state_directory`; the first of several),
+/// else [`SYSTEM_STATE_DIR`] for a configuration under `/etc`, else the
+/// configuration's own directory.
+pub fn data_dir(config_dir: &Path, state_directory: Option<&std::ffi::OsStr>) -> PathBuf {
+    let systemds = state_directory.and_then(|dirs| dirs.to_str()?.split(':').find(|dir| !dir.is_empty()));
+    if let Some(first) = systemds {
+        return PathBuf::from(first);
+    }
+    let absolute = std::path::absolute(config_dir).unwrap_or_else(|_| config_dir.to_path_buf());
+    if absolute.starts_with("/etc") { PathBuf::from(SYSTEM_STATE_DIR) } else { config_dir.to_path_buf() }
 }
 
 /// Parses the YAML file at `path` into `T`.
@@ -39,14 +88,15 @@ pub fn to_yaml<T: serde::Serialize>(value: &T) -> String {
     serde_yaml::to_string(value).expect("plain data serialises")
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The networks whose hosts rogue profiles; everything else is external.
     pub internal_networks: Vec<IpNet>,
     #[serde(default)]
     pub store: StoreConfig,
-    /// The hand-verified whitelist (relative to the configuration file).
+    /// The hand-verified whitelist (relative to the configuration file: it
+    /// is configuration, edited by hand beside it).
     #[serde(default = "default_whitelist")]
     pub whitelist: PathBuf,
     #[serde(default)]
@@ -69,12 +119,19 @@ pub struct Config {
     pub export: ExportConfig,
     #[serde(default)]
     pub collect: CollectConfig,
-    /// The directory of the configuration file; relative paths start here.
+    /// The directory of the configuration file; the whitelist's path
+    /// starts here.
     #[serde(skip)]
     pub dir: PathBuf,
+    /// Where the relative paths rogue writes start (see [`data_dir`]).
+    #[serde(skip)]
+    pub data_dir: PathBuf,
+    /// The file's text, as read (a store records what it was evaluated with).
+    #[serde(skip)]
+    pub text: String,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     pub path: PathBuf,
@@ -100,7 +157,7 @@ impl Default for StoreConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DetectionConfig {
     /// Width of a time bin for port usage (and the existence plot).
@@ -131,7 +188,7 @@ impl Default for DetectionConfig {
 
 /// `fanout_burst`: qualifying flows to at least `peers` distinct external
 /// servers within `window_seconds`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FanoutConfig {
     pub peers: Positive,
@@ -146,7 +203,7 @@ impl Default for FanoutConfig {
 
 /// `volume_spike`: a day's qualifying flows (or bytes) above `factor` times
 /// the median of the host's previous days, and above the minimum.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VolumeSpikeConfig {
     pub factor: Share,
@@ -160,7 +217,7 @@ impl Default for VolumeSpikeConfig {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServicesConfig {
     pub smtp: ServiceConfig,
@@ -180,7 +237,7 @@ impl ServicesConfig {
 
 /// A service the method watches. SMTP is the one rogue ships; the engine
 /// takes any service described this way.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServiceConfig {
     /// The service's ports: a flow from or to one of them may be a service flow.
@@ -253,7 +310,7 @@ impl<'de> Deserialize<'de> for NamePattern {
 }
 
 /// Where and how rogue asks DNS for the administrative characteristics.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DnsConfig {
     /// Whether rogue asks DNS at all (`--no-dns` and ROGUE_NO_DNS also turn
@@ -368,7 +425,7 @@ pub fn check_flow_map_entries(entries: u64) -> Result<u32, String> {
     Ok(entries as u32)
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CaptureConfig {
     pub idle_timeout_seconds: Positive,
@@ -398,7 +455,7 @@ impl Default for CaptureConfig {
 }
 
 /// How the flow meter is attached to an interface.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum XdpMode {
     /// In the driver, before the kernel allocates anything (fastest).
@@ -430,7 +487,7 @@ impl FromStr for XdpMode {
 /// (a state that cannot happen), `warn` (a flow map full: a packet counted
 /// in no flow), `debug` (a malformed frame). Every one of them is counted
 /// regardless; the log names them. Off, the logging code costs nothing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KernelLog {
     Off,
@@ -460,7 +517,7 @@ impl FromStr for KernelLog {
 }
 
 /// Where the agent sends findings.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutputConfig {
     pub findings: Vec<FindingSink>,
@@ -500,6 +557,42 @@ impl<'de> Deserialize<'de> for FindingSink {
     }
 }
 
+impl fmt::Display for FindingSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FindingSink::Stdout => f.write_str("stdout"),
+            FindingSink::LocalSyslog => f.write_str("syslog"),
+            FindingSink::RemoteSyslog(server) => write!(f, "syslog://{server}"),
+            FindingSink::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+impl fmt::Display for DnsServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Display for NamePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.as_str())
+    }
+}
+
+/// The values written as text in the file are shown as that text
+/// (`rogue config check --print`).
+macro_rules! serialize_as_text {
+    ($($type:ty),*) => {$(
+        impl Serialize for $type {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+    )*};
+}
+serialize_as_text!(FindingSink, DnsServer, NamePattern, IpfixDestination);
+
 /// `HOST:PORT` with a port, checked without resolving the host.
 fn check_host_port(server: &str) -> Result<(), String> {
     match server.rsplit_once(':') {
@@ -509,10 +602,11 @@ fn check_host_port(server: &str) -> Result<(), String> {
 }
 
 /// Where the agent exports its completed flows as IPFIX.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExportConfig {
-    /// `udp://HOST:PORT`, `tcp://HOST:PORT` or `file:PATH` (relative to this file).
+    /// `udp://HOST:PORT`, `tcp://HOST:PORT` or `file:PATH` (relative to the
+    /// state directory).
     pub ipfix: Vec<IpfixDestination>,
     pub observation_domain: u32,
 }
@@ -567,7 +661,7 @@ impl<'de> Deserialize<'de> for IpfixDestination {
 /// `rogue collect`: what exporters may hold of its memory and descriptors.
 /// Exporters are whoever sends datagrams, so every bound is counted when it
 /// bites and logged, never silent.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CollectConfig {
     /// Exporters (address, port and observation domain) whose templates
@@ -599,7 +693,7 @@ impl Default for CollectConfig {
 }
 
 /// The agent's Prometheus endpoint; `listen: null` turns it off.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     pub listen: Option<std::net::SocketAddr>,
@@ -616,11 +710,13 @@ fn default_whitelist() -> PathBuf {
 }
 
 /// A whole number of at least 1.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
 pub struct Positive(pub u64);
 
 /// A positive number: a share (0 to 1 for thresholds) or a factor.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(transparent)]
 pub struct Share(pub f64);
 
 /// A whole number, checked by `check` inside the visitor, while serde_yaml
@@ -677,7 +773,8 @@ impl<'de> Deserialize<'de> for Share {
 }
 
 /// A share of a whole: above 0, at most 1 (0.85 is 85%).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(transparent)]
 pub struct Fraction(pub f64);
 
 impl<'de> Deserialize<'de> for Fraction {
@@ -692,7 +789,8 @@ impl<'de> Deserialize<'de> for Fraction {
 
 /// Entries of each kernel flow map: at least 1, at most
 /// [`MAX_FLOW_MAP_ENTRIES`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
 pub struct MapEntries(pub u32);
 
 impl<'de> Deserialize<'de> for MapEntries {
@@ -712,43 +810,58 @@ impl Config {
     /// Reads and checks the configuration file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let data_dir = data_dir(&dir, std::env::var_os("STATE_DIRECTORY").as_deref());
+        Config::parse(path, text, dir, data_dir)
+    }
+
+    /// Checks the configuration `text`, read from `path` (named in errors),
+    /// whose relative paths start at `dir` and `data_dir`.
+    pub fn parse(path: &Path, text: String, dir: PathBuf, data_dir: PathBuf) -> Result<Config, ConfigError> {
         let mut config: Config = parse_yaml(path, &text)?;
-        config.dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         config.check(path, &text)?;
+        (config.dir, config.data_dir, config.text) = (dir, data_dir, text);
         Ok(config)
     }
 
-    /// What serde cannot check key by key: values that must agree.
+    /// What serde cannot check key by key: values that must agree. Every
+    /// problem is reported, each with its line.
     fn check(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
-        let invalid = |keys: &[&str], message: String| {
+        let problems = self.problems(text);
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(ConfigError::Problems { path: path.into(), problems })
+    }
+
+    fn problems(&self, text: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut problem = |keys: &[&str], message: String| {
             let line = line_of(text, keys).map_or(String::new(), |line| format!(" at line {line}"));
-            Err(ConfigError::Invalid { path: path.into(), message: format!("{}: {message}{line}", keys.join(".")) })
+            problems.push(format!("{}: {message}{line}", keys.join(".")));
         };
         if self.internal_networks.is_empty() {
-            return invalid(
-                &["internal_networks"],
-                "list at least one network (rogue profiles the hosts in them)".into(),
-            );
+            problem(&["internal_networks"], "list at least one network (rogue profiles the hosts in them)".into());
         }
         if self.services.smtp.ports.is_empty() {
-            return invalid(&["services", "smtp", "ports"], "list at least one port".into());
+            problem(&["services", "smtp", "ports"], "list at least one port".into());
         }
         let dns = &self.dns;
         if dns.min_ttl_seconds.0 > dns.max_ttl_seconds.0 {
-            return invalid(
+            problem(
                 &["dns", "min_ttl_seconds"],
                 format!("{} is more than dns.max_ttl_seconds ({})", dns.min_ttl_seconds.0, dns.max_ttl_seconds.0),
             );
         }
         if dns.negative_ttl_seconds.0 < dns.min_ttl_seconds.0 {
-            return invalid(
+            problem(
                 &["dns", "negative_ttl_seconds"],
                 format!("{} is less than dns.min_ttl_seconds ({})", dns.negative_ttl_seconds.0, dns.min_ttl_seconds.0),
             );
         }
         let capture = &self.capture;
         if capture.active_timeout_seconds.0 < capture.idle_timeout_seconds.0 {
-            return invalid(
+            problem(
                 &["capture", "active_timeout_seconds"],
                 format!(
                     "{} is less than capture.idle_timeout_seconds ({}): a flow would end before it could idle",
@@ -756,20 +869,41 @@ impl Config {
                 ),
             );
         }
-        Ok(())
+        problems
     }
 
-    /// A path from the configuration, relative to its file.
+    /// A path rogue writes (the store, a finding or IPFIX file), relative
+    /// to the data directory.
     pub fn resolve(&self, path: &Path) -> PathBuf {
-        if path.is_absolute() { path.to_path_buf() } else { self.dir.join(path) }
+        if path.is_absolute() { path.to_path_buf() } else { self.data_dir.join(path) }
     }
 
     pub fn store_path(&self) -> PathBuf {
         self.resolve(&self.store.path)
     }
 
+    /// This configuration with its relative paths resolved: what
+    /// `rogue config check --print` shows, itself a valid configuration.
+    pub fn effective(&self) -> Config {
+        let mut effective = self.clone();
+        effective.store.path = self.store_path();
+        effective.whitelist = self.whitelist_path();
+        for sink in &mut effective.output.findings {
+            if let FindingSink::File(path) = sink {
+                *path = self.resolve(path);
+            }
+        }
+        for destination in &mut effective.export.ipfix {
+            if let IpfixDestination::File(path) = destination {
+                *path = self.resolve(path);
+            }
+        }
+        effective
+    }
+
+    /// The whitelist, relative to the configuration's directory.
     pub fn whitelist_path(&self) -> PathBuf {
-        self.resolve(&self.whitelist)
+        if self.whitelist.is_absolute() { self.whitelist.clone() } else { self.dir.join(&self.whitelist) }
     }
 
     pub fn is_internal(&self, addr: IpAddr) -> bool {

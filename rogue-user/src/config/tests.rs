@@ -2,10 +2,37 @@ use super::*;
 
 fn parse(text: &str) -> Result<Config, String> {
     let path = Path::new("/etc/rogue/rogue.yaml");
-    let mut config: Config = parse_yaml(path, text).map_err(|e| e.to_string())?;
-    config.dir = "/etc/rogue".into();
-    config.check(path, text).map_err(|e| e.to_string())?;
-    Ok(config)
+    Config::parse(path, text.into(), "/etc/rogue".into(), SYSTEM_STATE_DIR.into()).map_err(|e| e.to_string())
+}
+
+#[test]
+fn paths_rogue_writes_start_in_the_state_directory_and_the_whitelist_beside_the_file() {
+    let config = parse("internal_networks: [192.0.2.0/24]\nstore: {path: rogue.db}").unwrap();
+    assert_eq!(config.store_path(), Path::new("/var/lib/rogue/rogue.db"));
+    assert_eq!(config.whitelist_path(), Path::new("/etc/rogue/whitelist.yaml"));
+    assert_eq!(config.resolve(Path::new("/srv/findings.jsonl")), Path::new("/srv/findings.jsonl"));
+}
+
+#[test]
+fn the_state_directory_is_systemds_else_var_lib_for_etc_else_the_files_own() {
+    let etc = Path::new("/etc/rogue");
+    assert_eq!(data_dir(etc, None), Path::new("/var/lib/rogue"));
+    assert_eq!(data_dir(etc, Some("/var/lib/rogue-test:/var/lib/other".as_ref())), Path::new("/var/lib/rogue-test"));
+    assert_eq!(data_dir(Path::new("/home/analyst/case"), None), Path::new("/home/analyst/case"));
+    assert_eq!(data_dir(Path::new(""), Some("".as_ref())), Path::new(""));
+}
+
+#[test]
+fn a_missing_configuration_names_every_place_tried() {
+    let explicit = locate(Some(Path::new("/nonexistent/rogue.yaml"))).unwrap();
+    assert_eq!(explicit, Path::new("/nonexistent/rogue.yaml"));
+    let message = ConfigError::NotFound { tried: SEARCH_PATH.iter().map(PathBuf::from).collect() }.to_string();
+    assert!(
+        message.starts_with(
+            "no configuration file: tried rogue.yaml, /etc/rogue/rogue.yaml; give one with -c FILE or ROGUE_CONFIG"
+        ),
+        "{message}"
+    );
 }
 
 #[test]
@@ -75,7 +102,7 @@ fn defaults_follow_the_method() {
     assert_eq!(smtp.share_threshold, 0.85);
     assert_eq!((config.detection.bin_seconds.0, config.detection.history_days.0), (600, 14));
     assert_eq!((config.detection.fanout.peers.0, config.detection.fanout.window_seconds.0), (20, 60));
-    assert_eq!(config.store_path(), Path::new("/etc/rogue/rogue.db"));
+    assert_eq!(config.store_path(), Path::new("/var/lib/rogue/rogue.db"));
     assert_eq!(config.whitelist_path(), Path::new("/etc/rogue/whitelist.yaml"));
 }
 
@@ -125,10 +152,16 @@ fn hosts_are_internal_by_prefix_for_both_families() {
 fn values_that_contradict_each_other_name_their_line() {
     let ttl =
         parse("internal_networks: [192.0.2.0/24]\ndns:\n  max_ttl_seconds: 60\n  min_ttl_seconds: 600\n").unwrap_err();
-    assert_eq!(ttl, "/etc/rogue/rogue.yaml: dns.min_ttl_seconds: 600 is more than dns.max_ttl_seconds (60) at line 4");
+    // Every problem is told, each on its line: the raised minimum is also
+    // above the default negative TTL.
+    assert_eq!(
+        ttl,
+        "/etc/rogue/rogue.yaml: dns.min_ttl_seconds: 600 is more than dns.max_ttl_seconds (60) at line 4\n\
+         /etc/rogue/rogue.yaml: dns.negative_ttl_seconds: 300 is less than dns.min_ttl_seconds (600)"
+    );
     let flow_style =
         parse("internal_networks: [192.0.2.0/24]\ndns: {min_ttl_seconds: 600, max_ttl_seconds: 60}\n").unwrap_err();
-    assert!(flow_style.ends_with("at line 2"), "{flow_style}");
+    assert!(flow_style.lines().next().unwrap().ends_with("at line 2"), "{flow_style}");
     let timeouts = parse(
         "internal_networks: [192.0.2.0/24]\ncapture:\n  idle_timeout_seconds: 600\n  active_timeout_seconds: 60\n",
     )

@@ -94,6 +94,9 @@ pub enum WhitelistError {
     Missing { path: PathBuf },
     #[error("{path}: {entry}{problem}")]
     Entry { path: PathBuf, entry: String, problem: String },
+    /// Every entry that is wrong, each with its line.
+    #[error("{}", problems.iter().map(|p| format!("{}: {p}", path.display())).collect::<Vec<_>>().join("\n"))]
+    Entries { path: PathBuf, problems: Vec<String> },
     #[error("{path}: {address} is already whitelisted for {service}")]
     Duplicate { path: PathBuf, address: Prefix, service: String },
     #[error(
@@ -134,21 +137,23 @@ impl Whitelist {
         }
     }
 
-    fn parse(path: &Path, text: String, services: &[String]) -> Result<Whitelist, WhitelistError> {
+    /// The whitelist in `text`, as read from `path` (named in errors).
+    pub fn parse(path: &Path, text: String, services: &[String]) -> Result<Whitelist, WhitelistError> {
         let entries: Option<Vec<WhitelistEntry>> = config::parse_yaml(path, &text)?;
         let whitelist =
             Whitelist { path: path.into(), services: services.to_vec(), entries: entries.unwrap_or_default(), text };
         let lines = whitelist.entry_lines();
+        let mut problems = Vec::new();
         for (index, entry) in whitelist.entries.iter().enumerate() {
-            let at = match lines.get(index) {
-                Some(line) => format!("line {}: ", line + 1),
-                None => format!("entry {}: ", index + 1),
-            };
-            whitelist.check(entry).map_err(|problem| WhitelistError::Entry {
-                path: path.into(),
-                entry: at,
-                problem,
-            })?;
+            if let Err(problem) = whitelist.check(entry) {
+                problems.push(match lines.get(index) {
+                    Some(line) => format!("line {}: {problem}", line + 1),
+                    None => format!("entry {}: {problem}", index + 1),
+                });
+            }
+        }
+        if !problems.is_empty() {
+            return Err(WhitelistError::Entries { path: path.into(), problems });
         }
         Ok(whitelist)
     }
@@ -179,6 +184,11 @@ impl Whitelist {
     fn entry_lines(&self) -> Vec<usize> {
         let lines: Vec<&str> = self.text.lines().collect();
         (0..lines.len()).filter(|&i| lines[i] == "-" || lines[i].starts_with("- ")).collect()
+    }
+
+    /// The file's text, as read or last written.
+    pub fn text(&self) -> &str {
+        &self.text
     }
 
     pub fn path(&self) -> &Path {

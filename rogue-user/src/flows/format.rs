@@ -1,7 +1,9 @@
-//! Flow records as text: an aligned table for people, JSON lines and CSV for
-//! programs. JSON and CSV use exactly the record's field names; times are
-//! RFC 3339 UTC with milliseconds (truncated, as nfdump and IPFIX
-//! millisecond fields do), so flows compare directly with other tools.
+//! Flow records as text: an aligned table for people (bytes scaled and ICMP
+//! as type.code, as nfdump prints them), and a JSON array, JSON lines and
+//! CSV for programs. JSON and CSV use exactly the record's field names and
+//! exact numbers; times are RFC 3339 UTC with milliseconds (truncated, as
+//! nfdump and IPFIX millisecond fields do), so flows compare directly with
+//! other tools.
 
 use std::{
     fmt::Write as _,
@@ -14,7 +16,10 @@ use crate::time::{NANOS_PER_SEC, Nanos, rfc3339_millis, rfc3339_of_millis};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     Table,
+    /// One JSON document: an array of flows.
     Json,
+    /// One JSON object per line.
+    Jsonl,
     Csv,
     /// Nothing on stdout (when the flows are exported).
     None,
@@ -27,9 +32,10 @@ impl std::str::FromStr for Format {
         match text {
             "table" => Ok(Format::Table),
             "json" => Ok(Format::Json),
+            "jsonl" => Ok(Format::Jsonl),
             "csv" => Ok(Format::Csv),
             "none" => Ok(Format::None),
-            other => Err(format!("{other:?} is not a flow format (table, json, csv, none)")),
+            other => Err(format!("{other:?} is not a flow format (table, json, jsonl, csv, none)")),
         }
     }
 }
@@ -40,7 +46,9 @@ pub const FIELDS: [&str; 11] =
 /// Writes flow records in one format; the header (table, csv) comes first.
 pub enum FlowWriter<W: Write> {
     Table(W),
-    Json(W),
+    /// The output, and whether a flow is in the array yet.
+    JsonArray(W, bool),
+    JsonLines(W),
     // Boxed: the CSV writer holds its buffer inline.
     Csv(Box<csv::Writer<W>>, CsvFields),
     None,
@@ -62,16 +70,22 @@ impl<W: Write> FlowWriter<W> {
                 )?;
                 FlowWriter::Table(out)
             }
-            Format::Json => FlowWriter::Json(out),
+            Format::Json => FlowWriter::JsonArray(out, false),
+            Format::Jsonl => FlowWriter::JsonLines(out),
             Format::None => FlowWriter::None,
         })
     }
 
     pub fn write(&mut self, flow: &FlowRecord) -> io::Result<()> {
         match self {
-            FlowWriter::Json(out) => {
+            FlowWriter::JsonLines(out) => {
                 serde_json::to_writer(&mut *out, &JsonFlow::of(flow))?;
                 out.write_all(b"\n")
+            }
+            FlowWriter::JsonArray(out, started) => {
+                out.write_all(if *started { b",\n" } else { b"[\n" })?;
+                *started = true;
+                serde_json::to_writer(&mut *out, &JsonFlow::of(flow)).map_err(io::Error::from)
             }
             FlowWriter::Csv(csv, fields) => fields.write(csv, flow),
             FlowWriter::Table(out) => writeln!(
@@ -80,11 +94,11 @@ impl<W: Write> FlowWriter<W> {
                 rfc3339_millis(flow.start).trim_end_matches('Z').replace('T', " "),
                 (flow.end - flow.start) as f64 / NANOS_PER_SEC as f64,
                 proto_name(flow.proto),
-                endpoint(flow.src, flow.sport),
-                endpoint(flow.dst, flow.dport),
+                endpoint(flow.src, flow.sport.to_string()),
+                endpoint(flow.dst, destination_port(flow.proto, flow.dport)),
                 tcp_flags_letters(flow.tcp_flags),
-                flow.packets,
-                flow.bytes,
+                scaled(flow.packets),
+                scaled(flow.bytes),
                 flow.interface.as_deref().unwrap_or("-"),
             ),
             FlowWriter::None => Ok(()),
@@ -94,10 +108,41 @@ impl<W: Write> FlowWriter<W> {
     pub fn flush(&mut self) -> io::Result<()> {
         match self {
             FlowWriter::Csv(csv, _) => csv.flush(),
-            FlowWriter::Table(out) | FlowWriter::Json(out) => out.flush(),
+            FlowWriter::Table(out) | FlowWriter::JsonLines(out) | FlowWriter::JsonArray(out, _) => out.flush(),
             FlowWriter::None => Ok(()),
         }
     }
+
+    /// Closes the JSON array (after the last flow) and flushes.
+    pub fn finish(&mut self) -> io::Result<()> {
+        if let FlowWriter::JsonArray(out, started) = self {
+            out.write_all(if *started { b"\n]\n" } else { b"[]\n" })?;
+        }
+        self.flush()
+    }
+}
+
+/// ICMP and ICMPv6 carry no ports: their flows are keyed by type and code
+/// in the destination port (type × 256 + code, as NetFlow and IPFIX do),
+/// shown as `type.code`, as nfdump shows them.
+fn destination_port(proto: u8, port: u16) -> String {
+    match proto {
+        1 | 58 => format!("{}.{}", port >> 8, port & 0xff),
+        _ => port.to_string(),
+    }
+}
+
+/// A count for the table, as nfdump scales it: exact below a million, else
+/// one decimal and a unit of 1000s (`1.5 M`, `2.4 G`). JSON and CSV keep
+/// the exact count.
+pub fn scaled(count: u64) -> String {
+    const UNITS: [(f64, &str); 3] = [(1e12, "T"), (1e9, "G"), (1e6, "M")];
+    for (size, unit) in UNITS {
+        if count as f64 >= size {
+            return format!("{:.1} {unit}", count as f64 / size);
+        }
+    }
+    count.to_string()
 }
 
 /// A flow as one JSON object, fields in record order.
@@ -134,7 +179,7 @@ impl<'a> JsonFlow<'a> {
     }
 }
 
-fn endpoint(addr: std::net::IpAddr, port: u16) -> String {
+fn endpoint(addr: std::net::IpAddr, port: String) -> String {
     match addr {
         std::net::IpAddr::V4(v4) => format!("{v4}:{port}"),
         std::net::IpAddr::V6(v6) => format!("[{v6}]:{port}"),
@@ -250,6 +295,18 @@ mod tests {
             csv.write_record(None::<&[u8]>).unwrap();
         }
         String::from_utf8(csv.into_inner().unwrap()).unwrap().lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn table_counts_scale_as_nfdumps_and_icmp_reads_type_dot_code() {
+        assert_eq!(scaled(999_999), "999999");
+        assert_eq!(scaled(1_000_000), "1.0 M");
+        assert_eq!(scaled(1_536_000), "1.5 M");
+        assert_eq!(scaled(2_400_000_000), "2.4 G");
+        assert_eq!(scaled(3_100_000_000_000), "3.1 T");
+        assert_eq!(destination_port(1, 8 << 8), "8.0");
+        assert_eq!(destination_port(58, (1 << 8) | 4), "1.4");
+        assert_eq!(destination_port(6, 2048), "2048");
     }
 
     #[test]

@@ -230,7 +230,7 @@ pub async fn serve(
     limits: Limits,
 ) -> std::io::Result<()> {
     let Listener { udp, tcp, address } = listener;
-    info!("collecting IPFIX and NetFlow v5/v9 on udp://{address}, IPFIX on tcp://{address}");
+    info!(target: crate::LIFECYCLE, "collecting IPFIX and NetFlow v5/v9 on udp://{address}, IPFIX on tcp://{address}");
     let udp = Arc::new(udp);
     tokio::spawn(watch_socket_drops(Arc::downgrade(&udp), stats.clone()));
     let shared = Shared {
@@ -333,6 +333,7 @@ fn connection_bound(configured: usize) -> usize {
     let room = limit.rlim_cur.saturating_sub(RESERVE).max(1);
     if (room as usize) < configured {
         info!(
+            target: crate::LIFECYCLE,
             "IPFIX over TCP: at most {room} connections at once, what the file descriptor limit ({}) leaves \
              (collect.max_tcp_connections is {configured})",
             limit.rlim_cur

@@ -1,13 +1,26 @@
 //! What rogue concluded and what people decided: findings with their state,
-//! the administrators' verdicts, what was last emitted of each finding, and
+//! the administrators' verdicts, what was last emitted of each finding,
 //! what DNS answered about hosts (kept, so that the query commands show it
-//! without asking DNS again).
+//! without asking DNS again), and the settings the findings were reached
+//! with.
 
 use std::{collections::HashMap, net::IpAddr};
 
 use rusqlite::{OptionalExtension, params};
 
 use super::{Pending, Result, Store, addr};
+
+/// The configuration and whitelist an evaluation used, as their files
+/// read then: `--db PATH` without a configuration file reads them back.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RecordedSettings {
+    pub config_path: String,
+    pub config_text: String,
+    pub config_dir: String,
+    pub data_dir: String,
+    pub whitelist_path: String,
+    pub whitelist_text: String,
+}
 
 /// A finding as stored.
 #[derive(Clone, Debug, PartialEq)]
@@ -254,6 +267,48 @@ impl Store {
             c.execute("DELETE FROM verdicts WHERE service = ? AND host = ?", params![service, host.to_string()])
                 .map(drop)
         })
+    }
+
+    /// Records the settings of an evaluation (in its transaction).
+    pub fn record_settings(&mut self, settings: &RecordedSettings) -> Result<()> {
+        let RecordedSettings { config_path, config_text, config_dir, data_dir, whitelist_path, whitelist_text } =
+            settings;
+        self.run(|c| {
+            let mut upsert = c.prepare_cached(
+                "INSERT INTO settings (name, value) VALUES (?, ?)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value WHERE value != excluded.value",
+            )?;
+            for (name, value) in [
+                ("config_path", config_path),
+                ("config_text", config_text),
+                ("config_dir", config_dir),
+                ("data_dir", data_dir),
+                ("whitelist_path", whitelist_path),
+                ("whitelist_text", whitelist_text),
+            ] {
+                upsert.execute(params![name, value])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The settings the store was last evaluated with, if it was.
+    pub fn recorded_settings(&self) -> Result<Option<RecordedSettings>> {
+        let values: HashMap<String, String> = self.run(|c| {
+            let mut statement = c.prepare("SELECT name, value FROM settings")?;
+            let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect()
+        })?;
+        let Some(config_text) = values.get("config_text") else { return Ok(None) };
+        let value = |name: &str| values.get(name).cloned().unwrap_or_default();
+        Ok(Some(RecordedSettings {
+            config_path: value("config_path"),
+            config_text: config_text.clone(),
+            config_dir: value("config_dir"),
+            data_dir: value("data_dir"),
+            whitelist_path: value("whitelist_path"),
+            whitelist_text: value("whitelist_text"),
+        }))
     }
 
     /// What DNS last answered about each (service, host).

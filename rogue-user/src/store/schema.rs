@@ -224,4 +224,11 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (service, host)
     );
     ",
+    // 6: the configuration and whitelist the store was last evaluated
+    // with, so that `--db PATH` alone answers the query commands as the
+    // machine that wrote the store would (see Store::recorded_settings).
+    "CREATE TABLE settings (
+        name  TEXT PRIMARY KEY,   -- config_path, config_text, config_dir, data_dir, whitelist_path, whitelist_text
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;",
 ];

@@ -480,3 +480,76 @@ fn the_kernel_log_names_what_a_full_flow_map_left_out_and_is_silent_when_off() {
     assert_eq!(silent.summary("insert failures"), "5 packets, 640 bytes");
     assert!(!silent.stderr.contains("rogue::kernel"), "{}", silent.stderr);
 }
+
+/// A capture of one large TCP flow (1,200 packets, 1.7 MB) and ICMP and
+/// ICMPv6 echoes, written as a little-endian microsecond pcap.
+fn large_flow_and_echoes(path: &Path) {
+    use rogue_testkit::packets::{ethernet, icmp, ipv4, ipv6, tcp};
+    let (a, b) = ("192.0.2.10".parse().unwrap(), "198.51.100.20".parse().unwrap());
+    let mut frames: Vec<Vec<u8>> =
+        (0..1_200).map(|_| ethernet(0x0800, &ipv4(a, b, 6, &[], 0, &tcp(40000, 443, 0x18, &[0u8; 1_400])))).collect();
+    frames.push(ethernet(0x0800, &ipv4(a, b, 1, &[], 0, &icmp(8, 0))));
+    frames.push(ethernet(0x0800, &ipv4(b, a, 1, &[], 0, &icmp(3, 13))));
+    let (a6, b6) = ("2001:db8::10".parse().unwrap(), "2001:db8:1::20".parse().unwrap());
+    frames.push(ethernet(0x86dd, &ipv6(a6, b6, &[], 58, &icmp(128, 0))));
+    let mut pcap = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0];
+    for (i, frame) in frames.iter().enumerate() {
+        let (seconds, micros) = (1_700_000_000u32 + i as u32 / 1_000, (i as u32 % 1_000) * 1_000);
+        for field in [seconds, micros, frame.len() as u32, frame.len() as u32] {
+            pcap.extend(field.to_le_bytes());
+        }
+        pcap.extend(frame);
+    }
+    std::fs::write(path, pcap).unwrap();
+}
+
+/// nfdump's own table of the same capture (nfpcapd, then nfdump without
+/// -N): destination, its port (type.code for ICMP), packets and bytes as
+/// it prints them.
+fn nfdump_rows(capture: &Path, dir: &Path) -> Vec<(String, String, String)> {
+    let flows = dir.join("nfcapd");
+    std::fs::create_dir_all(&flows).unwrap();
+    let status = rogue_testkit::require("nfpcapd").arg("-r").arg(capture).arg("-w").arg(&flows).output().unwrap();
+    assert!(status.status.success(), "nfpcapd: {}", String::from_utf8_lossy(&status.stderr));
+    let listed = rogue_testkit::require("nfdump")
+        .arg("-R")
+        .arg(&flows)
+        .args(["-6", "-q", "-o", "fmt:%da|%dp|%pkt|%byt"])
+        .env("TZ", "UTC")
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "nfdump: {}", String::from_utf8_lossy(&listed.stderr));
+    let text = String::from_utf8(listed.stdout).unwrap();
+    text.lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split('|').map(str::trim).collect();
+            (format!("{}:{}", fields[0], fields[1]), fields[2].to_string(), fields[3].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn the_table_scales_counts_and_shows_icmp_type_and_code_as_nfdump_does() {
+    let dir = scratch_dir("nfdump-table");
+    let capture = dir.join("large.pcap");
+    large_flow_and_echoes(&capture);
+    let table = flows_of(&capture, "table").stdout;
+    let rows = nfdump_rows(&capture, &dir);
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    assert!(rows.iter().any(|(_, _, bytes)| bytes.ends_with(" M")), "nfdump scaled the large flow: {rows:?}");
+    for (destination, packets, bytes) in &rows {
+        // rogue brackets IPv6 addresses before the port; nfdump does not.
+        let destination = match destination.rsplit_once(':') {
+            Some((addr, port)) if addr.contains(':') => format!("[{addr}]:{port}"),
+            _ => destination.clone(),
+        };
+        let line = table.lines().find(|l| l.contains(&format!(" {destination} "))).unwrap_or_else(|| {
+            panic!("no row to {destination} in:\n{table}");
+        });
+        assert!(line.contains(&format!(" {packets} ")) && line.contains(&format!(" {bytes} ")), "{line} vs {packets} {bytes}");
+    }
+    // Exact counts stay exact where programs read them.
+    let json = flows_of(&capture, "jsonl").stdout;
+    assert!(json.contains("\"packets\":1200,\"bytes\":1728000"), "{json}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -546,7 +546,10 @@ fn the_table_scales_counts_and_shows_icmp_type_and_code_as_nfdump_does() {
         let line = table.lines().find(|l| l.contains(&format!(" {destination} "))).unwrap_or_else(|| {
             panic!("no row to {destination} in:\n{table}");
         });
-        assert!(line.contains(&format!(" {packets} ")) && line.contains(&format!(" {bytes} ")), "{line} vs {packets} {bytes}");
+        assert!(
+            line.contains(&format!(" {packets} ")) && line.contains(&format!(" {bytes} ")),
+            "{line} vs {packets} {bytes}"
+        );
     }
     // Exact counts stay exact where programs read them.
     let json = flows_of(&capture, "jsonl").stdout;

@@ -17,7 +17,10 @@ pub struct ServiceManager {
 impl ServiceManager {
     /// The service manager this process was started by, if any.
     pub fn from_environment() -> ServiceManager {
-        ServiceManager { watchdog: sd_notify::watchdog_enabled().map(|timeout| timeout / 2) }
+        // At least a millisecond: a WATCHDOG_USEC of 1 would make a zero
+        // period, which no timer takes.
+        let ping_every = |timeout: Duration| (timeout / 2).max(Duration::from_millis(1));
+        ServiceManager { watchdog: sd_notify::watchdog_enabled().map(ping_every) }
     }
 
     /// How often [`ping`](Self::ping) must be called, if a watchdog is on.

@@ -18,6 +18,26 @@ fn main() -> anyhow::Result<()> {
     // The testbed (reference programs, the traffic generator) is for tests
     // and benchmarks: rogue-testkit embeds it, the rogue binary does not.
     let out = std::env::var("OUT_DIR").context("cargo sets OUT_DIR")?;
+    println!("cargo::rustc-env=ROGUE_COMMIT={}", commit());
     println!("cargo::metadata=testbed={out}/rogue-testbed");
     Ok(())
+}
+
+/// The commit the build is of (`rogue_build_info`), `unknown` outside a git
+/// checkout. Rebuilt when HEAD moves.
+fn commit() -> String {
+    let git = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.git");
+    println!("cargo::rerun-if-changed={}", git.join("HEAD").display());
+    let head = std::fs::read_to_string(git.join("HEAD")).unwrap_or_default();
+    if let Some(reference) = head.trim().strip_prefix("ref: ") {
+        println!("cargo::rerun-if-changed={}", git.join(reference).display());
+    }
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
 }

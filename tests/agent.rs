@@ -91,7 +91,7 @@ fn file_events(workspace: &Workspace) -> Vec<Value> {
 }
 
 fn is(event: &Value, kind: &str, host: &str) -> bool {
-    event["type"] == kind && event["host"] == host
+    event["kind"] == kind && event["host"] == host
 }
 
 /// Waits until the file sink holds an event `accept`s; returns the events.
@@ -187,7 +187,7 @@ fn real_smtp_sessions_through_the_gateway_become_findings_in_every_sink_in_time(
     }
     let rogue = events.iter().find(|e| is(e, "rogue_server", ROGUE_SERVER)).unwrap();
     assert_eq!(rogue["roles"], serde_json::json!(["server"]), "{rogue}");
-    assert_eq!(rogue["state"], "open");
+    assert_eq!(rogue["status"], "open");
     assert!(!events.iter().any(|e| e["host"] == MX), "the whitelisted MX has no finding: {events:#?}");
 
     // Two more evaluations change nothing: each finding was emitted once.
@@ -199,7 +199,7 @@ fn real_smtp_sessions_through_the_gateway_become_findings_in_every_sink_in_time(
     }
     assert!(per_finding.values().all(|&n| n == 1), "a finding emitted more than once: {events:#?}");
     let hosts: Vec<(&str, &str)> =
-        events.iter().map(|e| (e["type"].as_str().unwrap(), e["host"].as_str().unwrap())).collect();
+        events.iter().map(|e| (e["kind"].as_str().unwrap(), e["host"].as_str().unwrap())).collect();
     assert_eq!(hosts.len(), 3, "{hosts:?}");
     assert!(hosts.contains(&("rogue_server", MISCONFIGURED)), "a client sending mail out is rogue too: {hosts:?}");
 
@@ -300,7 +300,7 @@ fn a_restart_continues_the_history_and_a_reloaded_whitelist_takes_the_host_out_o
         is(e, "rogue_server", ROGUE_SERVER) && e["event"] == "changed"
     });
     let changed = events.iter().find(|e| e["event"] == "changed").unwrap();
-    assert_eq!(changed["state"], "whitelisted", "{changed}");
+    assert_eq!(changed["status"], "whitelisted", "{changed}");
     let open = workspace.json(&["findings", "--state", "open", "--format", "jsonl"]);
     assert!(!open.iter().any(|f| f["host"] == ROGUE_SERVER), "{open:#?}");
     let metrics = scrape(&net.gateway, outputs.metrics_port);

@@ -191,7 +191,7 @@ fn every_smtp_host_of_the_real_captures_is_found_with_its_roles_and_peers() {
         assert_eq!(found, expected, "{name}: (host, role, peer) -> flows");
         let hosts: std::collections::BTreeSet<&String> = expected.keys().map(|(host, _, _)| host).collect();
         let reported: std::collections::BTreeSet<&str> =
-            findings.iter().filter(|f| f["type"] == "rogue_server").map(|f| f["host"].as_str().unwrap()).collect();
+            findings.iter().filter(|f| f["kind"] == "rogue_server").map(|f| f["host"].as_str().unwrap()).collect();
         assert_eq!(
             reported,
             hosts.iter().map(|h| h.as_str()).collect(),

@@ -88,7 +88,7 @@ fn by_identity(findings: &[Value]) -> BTreeMap<(String, String, String), Value> 
     findings
         .iter()
         .map(|f| {
-            let identity = (f["type"].as_str().unwrap().into(), f["host"].as_str().unwrap().into(), key(f));
+            let identity = (f["kind"].as_str().unwrap().into(), f["host"].as_str().unwrap().into(), key(f));
             let mut details = f.clone();
             for volatile in ["id", "evidence"] {
                 details.as_object_mut().unwrap().remove(volatile);
@@ -100,7 +100,7 @@ fn by_identity(findings: &[Value]) -> BTreeMap<(String, String, String), Value> 
 
 /// What tells a finding apart from others of its type and host.
 fn key(finding: &Value) -> String {
-    match finding["type"].as_str().unwrap() {
+    match finding["kind"].as_str().unwrap() {
         "fanout_burst" => finding["at"].to_string(),
         "volume_spike" => finding["day"].to_string(),
         _ => String::new(),
@@ -198,11 +198,11 @@ fn netflow_v9_from_a_router_alone_finds_the_rogue_mail_servers() {
     let stopped = stop_collector(collector);
     let findings = central.json(&["findings", "--format", "jsonl"]);
     let mut rogue_servers: Vec<&str> =
-        findings.iter().filter(|f| f["type"] == "rogue_server").map(|f| f["host"].as_str().unwrap()).collect();
+        findings.iter().filter(|f| f["kind"] == "rogue_server").map(|f| f["host"].as_str().unwrap()).collect();
     rogue_servers.sort();
     assert_eq!(rogue_servers, ["192.0.2.40", "192.0.2.41", "192.0.2.60", "192.0.2.77"], "{}", stopped.stderr);
     assert!(
-        findings.iter().any(|f| f["type"] == "fanout_burst" && f["host"] == "192.0.2.60" && f["peers"] == 75),
+        findings.iter().any(|f| f["kind"] == "fanout_burst" && f["host"] == "192.0.2.60" && f["peers"] == 75),
         "{findings:#?}"
     );
 }

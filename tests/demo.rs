@@ -90,7 +90,7 @@ fn demo() -> Result<(), String> {
             clock.say(&format!("finding: {}", describe(event)));
         }
         shown = events.len();
-        let found = |(kind, host): &(&str, &str)| events.iter().any(|e| e["type"] == *kind && e["host"] == *host);
+        let found = |(kind, host): &(&str, &str)| events.iter().any(|e| e["kind"] == *kind && e["host"] == *host);
         if wanted.iter().all(found) {
             if events.iter().any(|e| e["host"] == MX) {
                 return Err(format!("the whitelisted MX {MX} got a finding"));
@@ -104,7 +104,7 @@ fn demo() -> Result<(), String> {
     }
 
     let emitted = events(&dir.join("findings.jsonl"));
-    if !emitted.iter().any(|e| e["type"] == "fanout_burst" && e["peers"] == 75) {
+    if !emitted.iter().any(|e| e["kind"] == "fanout_burst" && e["peers"] == 75) {
         wait_for_the_whole_burst(&dir, &clock, deadline)?;
     }
 
@@ -169,7 +169,7 @@ fn wait_for_the_whole_burst(dir: &Path, clock: &Clock, deadline: Instant) -> Res
         let stored = String::from_utf8_lossy(&output.stdout)
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
-            .find(|f: &Value| f["type"] == "fanout_burst" && f["host"] == MISCONFIGURED);
+            .find(|f: &Value| f["kind"] == "fanout_burst" && f["host"] == MISCONFIGURED);
         if let Some(burst) = stored.filter(|b| b["peers"] == 75) {
             clock.say(&format!("stored: {} (counts that grow are stored, not re-emitted)", describe(&burst)));
             return Ok(());
@@ -190,7 +190,7 @@ fn events(path: &Path) -> Vec<Value> {
 }
 
 fn describe(event: &Value) -> String {
-    let detail = match event["type"].as_str() {
+    let detail = match event["kind"].as_str() {
         Some("rogue_server") => format!(
             "acts as {}; {} external clients, {} external servers",
             event["roles"]
@@ -207,8 +207,8 @@ fn describe(event: &Value) -> String {
     };
     format!(
         "{} {} ({}): {detail}",
-        event["type"].as_str().unwrap_or("?"),
+        event["kind"].as_str().unwrap_or("?"),
         event["host"].as_str().unwrap_or("?"),
-        event["state"].as_str().unwrap_or("?")
+        event["status"].as_str().unwrap_or("?")
     )
 }

@@ -113,13 +113,13 @@ fn a_dns_server_that_never_answers_leaves_the_characteristics_unknown_until_one_
     let started = Instant::now();
     let findings = workspace.analyze(&[&scenario_capture("vpn-failure", 1)]);
     assert!(started.elapsed() < Duration::from_secs(60), "analysis completed despite DNS: {:?}", started.elapsed());
-    let finding = findings.iter().find(|f| f["type"] == "rogue_server").unwrap();
+    let finding = findings.iter().find(|f| f["kind"] == "rogue_server").unwrap();
     let c = &finding["characteristics"];
     assert_eq!(
         (&c["ptr"], &c["fcrdns"], &c["name_match"], &c["mx"]),
         (&Value::Null, &Value::Null, &Value::Null, &Value::Null)
     );
-    assert!(finding["evidence"].as_str().unwrap().contains("DNS did not answer"), "{finding}");
+    assert!(finding["message"].as_str().unwrap().contains("DNS did not answer"), "{finding}");
     // Behaviour alone still suggests it.
     assert_eq!(finding["suggest_whitelist"], true);
 
@@ -127,7 +127,7 @@ fn a_dns_server_that_never_answers_leaves_the_characteristics_unknown_until_one_
     let nsd = Nsd::start("later", &scenario_zones());
     std::fs::write(workspace.config(), yaml(nsd.addr, 2_000)).unwrap();
     let later = workspace.analyze(&[&scenario_capture("vpn-failure", 2)]);
-    let finding = later.iter().find(|f| f["type"] == "rogue_server").unwrap();
+    let finding = later.iter().find(|f| f["kind"] == "rogue_server").unwrap();
     let c = &finding["characteristics"];
     assert_eq!(c["ptr"], "smtp-gw.example.org");
     assert_eq!(
@@ -135,7 +135,7 @@ fn a_dns_server_that_never_answers_leaves_the_characteristics_unknown_until_one_
         (Some(true), Some(true), Some(false))
     );
     assert!(
-        finding["evidence"]
+        finding["message"]
             .as_str()
             .unwrap()
             .contains("its name smtp-gw.example.org is forward-confirmed and follows the mail naming convention")
@@ -147,7 +147,7 @@ fn analyze_gives_each_finding_its_dns_characteristics_and_suggests_exactly_the_m
     let nsd = Nsd::start("analyze", &scenario_zones());
     let workspace = Workspace::with_dns("analyze", &yaml(nsd.addr, 2_000), &example_whitelist());
     let findings = workspace.analyze(&[&scenario_capture("all", 1)]);
-    let rogue: Vec<&Value> = findings.iter().filter(|f| f["type"] == "rogue_server").collect();
+    let rogue: Vec<&Value> = findings.iter().filter(|f| f["kind"] == "rogue_server").collect();
     let row = |f: &Value| {
         let c = &f["characteristics"];
         (
@@ -172,14 +172,14 @@ fn analyze_gives_each_finding_its_dns_characteristics_and_suggests_exactly_the_m
         ]
     );
     let relay = rogue.iter().find(|f| f["host"] == "192.0.2.40").unwrap();
-    let evidence = relay["evidence"].as_str().unwrap();
+    let evidence = relay["message"].as_str().unwrap();
     assert!(evidence.contains("it is an MX target of example.net (MX 30 relay1.example.org)"), "{evidence}");
     assert!(
         evidence.contains("behaves like a mail server and is an MX target and has a forward-confirmed mail name"),
         "{evidence}"
     );
     let spoofed = rogue.iter().find(|f| f["host"] == "192.0.2.60").unwrap();
-    assert!(spoofed["evidence"].as_str().unwrap().contains("its name mail.example.org does not resolve back to it"));
+    assert!(spoofed["message"].as_str().unwrap().contains("its name mail.example.org does not resolve back to it"));
 
     // The whitelisted MX are seen with their names and as MX targets.
     let hosts = workspace.json(&["hosts", "--format", "jsonl"]);
@@ -217,7 +217,7 @@ fn without_dns_the_findings_say_so() {
     let workspace = Workspace::new("no-dns", "internal_networks: [192.0.2.0/24]\n", &example_whitelist());
     let findings = workspace.analyze(&[&scenario_capture("vpn-failure", 1)]);
     assert_eq!(findings[0]["characteristics"]["ptr"], Value::Null);
-    assert!(findings[0]["evidence"].as_str().unwrap().contains("DNS lookups were off (--no-dns)"));
+    assert!(findings[0]["message"].as_str().unwrap().contains("DNS lookups were off (--no-dns)"));
 }
 
 /// Lookups per second against the loopback server, cold and warm cache (a
@@ -274,7 +274,7 @@ fn ipv4_hosts_are_settled_by_a_answers_when_aaaa_is_refused() {
     );
     let workspace = Workspace::with_dns("aaaa-refused", &config, &example_whitelist());
     let findings = workspace.analyze(&[&scenario_capture("vpn-failure", 1)]);
-    let evidence = findings[0]["evidence"].as_str().unwrap();
+    let evidence = findings[0]["message"].as_str().unwrap();
     assert!(evidence.contains("its name smtp-gw.example.org is forward-confirmed"), "{evidence}");
     assert!(!evidence.contains("did not answer"), "{evidence}");
     assert_eq!(findings[0]["characteristics"]["mx"], false);

@@ -64,7 +64,7 @@ fn sources(workspace: &Workspace) -> Vec<Value> {
 fn summary(findings: &[Value]) -> Vec<(String, String, Value)> {
     let mut summary: Vec<_> = findings
         .iter()
-        .map(|f| (f["type"].as_str().unwrap().to_string(), f["host"].as_str().unwrap().to_string(), f["flows"].clone()))
+        .map(|f| (f["kind"].as_str().unwrap().to_string(), f["host"].as_str().unwrap().to_string(), f["flows"].clone()))
         .collect();
     summary.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
     summary
@@ -307,7 +307,13 @@ fn a_damaged_store_is_refused_by_every_command_naming_the_file() {
 fn only_the_commands_that_gather_traffic_create_a_store() {
     let workspace = Workspace::new("no-store", CONFIG, &example_whitelist());
     let typo = workspace.dir.join("typo.db");
-    for args in [&["findings"][..], &["hosts"], &["whitelist", "suggest"], &["findings", "ack", "1"], &["evaluate"]] {
+    for args in [
+        &["findings"][..],
+        &["hosts"],
+        &["whitelist", "suggest"],
+        &["findings", "ack", "1", "--by", "carol"],
+        &["evaluate"],
+    ] {
         let mut full = vec!["--db", typo.to_str().unwrap()];
         full.extend_from_slice(args);
         let finished = workspace.rogue(&full);
@@ -362,7 +368,7 @@ fn mistakes_in_the_whitelist_and_the_configuration_are_named() {
     for args in [
         &["whitelist", "add", "192.0.2.5", "--by", ""][..],
         &["whitelist", "reject", "192.0.2.5", "--by", "alice", "--reason", ""],
-        &["whitelist", "accept", "192.0.2.5", "--by", " "],
+        &["whitelist", "accept", "192.0.2.5", "--by", " ", "--reason", "checked"],
     ] {
         assert_fails_with(&workspace.rogue(args), 2, "must not be empty");
     }

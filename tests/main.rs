@@ -16,4 +16,5 @@ mod output;
 mod parser;
 mod report;
 mod scenarios;
+mod siem;
 mod xdp;

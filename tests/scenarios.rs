@@ -16,13 +16,13 @@ const CONFIG: &str = "internal_networks: [192.0.2.0/24, 2001:db8:10::/48]\n";
 /// (type, host) of each finding, sorted.
 fn kinds(findings: &[Value]) -> Vec<(String, String)> {
     let mut kinds: Vec<(String, String)> =
-        findings.iter().map(|f| (f["type"].as_str().unwrap().into(), f["host"].as_str().unwrap().into())).collect();
+        findings.iter().map(|f| (f["kind"].as_str().unwrap().into(), f["host"].as_str().unwrap().into())).collect();
     kinds.sort();
     kinds
 }
 
 fn find<'a>(findings: &'a [Value], kind: &str, host: &str) -> &'a Value {
-    findings.iter().find(|f| f["type"] == kind && f["host"] == host).unwrap_or_else(|| panic!("no {kind} for {host}"))
+    findings.iter().find(|f| f["kind"] == kind && f["host"] == host).unwrap_or_else(|| panic!("no {kind} for {host}"))
 }
 
 fn analyze(name: &str, scenario: &str) -> (Workspace, Vec<Value>) {
@@ -62,7 +62,7 @@ fn the_vpn_failure_host_is_a_rogue_server_that_behaves_like_a_mail_server() {
     // SMTP flows: the 30 conversations a day on port 25, two flows each (the
     // other mail ports count towards the mail share, not as SMTP).
     assert_eq!(finding["flows"], 14 * 30 * 2, "{finding}");
-    assert!(finding["evidence"].as_str().unwrap().contains("behaves like a mail server but is not on the whitelist"));
+    assert!(finding["message"].as_str().unwrap().contains("behaves like a mail server but is not on the whitelist"));
 }
 
 #[test]
@@ -167,17 +167,27 @@ fn a_suggestion_accepted_joins_the_whitelist_and_its_host_is_no_longer_a_finding
     assert_eq!(suggestions[0]["host"], "192.0.2.77");
     assert!(suggestions[0]["evidence"].as_str().unwrap().contains("acted as an SMTP server on 14 of the"));
 
-    let accepted = workspace.rogue(&["whitelist", "accept", "192.0.2.77", "--by", "alice"]);
+    let accepted = workspace.rogue(&[
+        "whitelist",
+        "accept",
+        "192.0.2.77",
+        "--by",
+        "alice",
+        "--reason",
+        "the agency's relay, ticket 12",
+    ]);
     assert!(accepted.status.success(), "{}", accepted.stderr);
     let whitelist = std::fs::read_to_string(workspace.dir.join("whitelist.yaml")).unwrap();
     assert!(whitelist.starts_with(&example_whitelist()), "the file's comments and entries survive:\n{whitelist}");
     assert!(
-        whitelist.contains("- address: 192.0.2.77\n  service: smtp\n") && whitelist.contains("verified_by: alice"),
+        whitelist.contains("- address: 192.0.2.77\n  service: smtp\n")
+            && whitelist.contains("verified_by: alice")
+            && whitelist.contains("reason: the agency's relay, ticket 12"),
         "{whitelist}"
     );
 
     let stored = workspace.json(&["findings", "--format", "jsonl"]);
-    assert_eq!(stored.iter().find(|f| f["id"] == id).unwrap()["state"], "whitelisted");
+    assert_eq!(stored.iter().find(|f| f["id"] == id).unwrap()["status"], "whitelisted");
     assert!(workspace.json(&["whitelist", "suggest", "--format", "jsonl"]).is_empty());
     // New traffic from the host is no longer a finding.
     let later = workspace.analyze(&[&scenario_capture("vpn-failure", 2)]);
@@ -194,9 +204,9 @@ fn a_suggestion_rejected_stays_reported_as_a_confirmed_rogue_and_is_not_suggeste
     assert!(workspace.json(&["whitelist", "suggest", "--format", "jsonl"]).is_empty());
     let later = workspace.analyze(&[&scenario_capture("vpn-failure", 2)]);
     assert_eq!(kinds(&later), [("rogue_server".into(), "192.0.2.77".into())]);
-    assert_eq!(later[0]["state"], "confirmed_rogue");
+    assert_eq!(later[0]["status"], "confirmed_rogue");
     assert_eq!(later[0]["suggest_whitelist"], false);
-    assert!(later[0]["evidence"].as_str().unwrap().contains("confirmed rogue by bob: no VPN excuse"));
+    assert!(later[0]["message"].as_str().unwrap().contains("confirmed rogue by bob: no VPN excuse"));
     // A whitelisted host cannot be rejected without removing its entry.
     let mx = workspace.rogue(&["whitelist", "reject", "192.0.2.25", "--by", "bob", "--reason", "x"]);
     assert_eq!(mx.status.code(), Some(1));
@@ -244,11 +254,29 @@ fn findings_are_filtered_by_time_and_state_and_acknowledged_by_id() {
     let (workspace, findings) = analyze("ack", "all");
     assert_eq!(findings.len(), 7);
     let burst = find(&findings, "fanout_burst", "192.0.2.60")["id"].as_u64().unwrap().to_string();
-    let acked = workspace.rogue(&["findings", "ack", &burst]);
+    let spike = find(&findings, "volume_spike", "192.0.2.40")["id"].as_u64().unwrap().to_string();
+    // Several at once, or none: one unknown id acknowledges nothing.
+    let partly = workspace.rogue(&["findings", "ack", &burst, "999", "--by", "carol"]);
+    assert_eq!(partly.status.code(), Some(1));
+    assert!(partly.stderr.contains("there is no finding 999"), "{}", partly.stderr);
+    assert_eq!(workspace.json(&["findings", "--state", "open", "--format", "jsonl"]).len(), 7);
+    let acked =
+        workspace.rogue(&["findings", "ack", &burst, &spike, "--by", "carol", "--reason", "ticket 7: relay fixed"]);
     assert!(acked.status.success(), "{}", acked.stderr);
     let acknowledged = workspace.json(&["findings", "--state", "acknowledged", "--format", "jsonl"]);
-    assert_eq!(kinds(&acknowledged), [("fanout_burst".into(), "192.0.2.60".into())]);
-    assert_eq!(workspace.json(&["findings", "--state", "open", "--format", "jsonl"]).len(), 6);
+    let mut acknowledged_kinds = kinds(&acknowledged);
+    acknowledged_kinds.sort();
+    assert_eq!(
+        acknowledged_kinds,
+        [("fanout_burst".into(), "192.0.2.60".into()), ("volume_spike".into(), "192.0.2.40".into())]
+    );
+    for finding in &acknowledged {
+        assert_eq!(finding["acknowledged"]["by"], "carol");
+        assert_eq!(finding["acknowledged"]["reason"], "ticket 7: relay fixed");
+    }
+    let table = workspace.rogue(&["findings", "--state", "acknowledged", "--format", "table"]).stdout;
+    assert!(table.contains("acknowledged by carol: ticket 7: relay fixed"), "{table}");
+    assert_eq!(workspace.json(&["findings", "--state", "open", "--format", "jsonl"]).len(), 5);
     // The global options may also come before the command, as on a daemon's command line.
     let options_first = Command::new(ROGUE)
         .arg("--config")
@@ -257,14 +285,14 @@ fn findings_are_filtered_by_time_and_state_and_acknowledged_by_id() {
         .output()
         .unwrap();
     assert!(options_first.status.success(), "{}", String::from_utf8_lossy(&options_first.stderr));
-    assert_eq!(String::from_utf8(options_first.stdout).unwrap().lines().count(), 6);
+    assert_eq!(String::from_utf8(options_first.stdout).unwrap().lines().count(), 5);
     // Since 2008-03-01: only the misconfiguration's two findings.
     let since = workspace.json(&["findings", "--since", "2008-03-01", "--format", "jsonl"]);
     assert_eq!(
         kinds(&since),
         [("fanout_burst".into(), "192.0.2.60".into()), ("rogue_server".into(), "192.0.2.60".into())]
     );
-    let missing = workspace.rogue(&["findings", "ack", "999"]);
+    let missing = workspace.rogue(&["findings", "ack", "999", "--by", "carol"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(missing.stderr.contains("there is no finding 999"), "{}", missing.stderr);
     let bad_time = workspace.rogue(&["findings", "--since", "yesterday-ish"]);

@@ -104,6 +104,7 @@ mod tests {
             }),
             created_ms: 0,
             updated_ms: 0,
+            acknowledged: None,
         };
         let first = material_evidence(&finding("open", 1, json!(["server"]), Value::Null));
         assert_eq!(first, material_evidence(&finding("open", 900, json!(["server"]), Value::Null)));

@@ -27,6 +27,10 @@ use rogue_common::MeterCounters;
 
 use crate::{dns::DnsStats, flows::FlowCacheStats, ipfix::collect::CollectorStats};
 
+/// The kinds and statuses of findings, each pair a series of `rogue_findings`.
+const FINDING_KINDS: [&str; 3] = ["rogue_server", "fanout_burst", "volume_spike"];
+const FINDING_STATUSES: [&str; 4] = ["open", "acknowledged", "whitelisted", "confirmed_rogue"];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InterfaceLabel {
     pub interface: String,
@@ -34,8 +38,14 @@ pub struct InterfaceLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FindingLabels {
-    pub r#type: String,
-    pub state: String,
+    pub kind: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+    pub commit: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -109,6 +119,9 @@ pub struct Metrics {
     /// The collector's own counts, read at each scrape: they move with
     /// every message, not with the drain.
     collector: OnceLock<Arc<CollectorStats>>,
+    last_evaluation: Gauge,
+    evaluate_interval: Gauge,
+    build_info: Family<BuildLabels, Gauge>,
 }
 
 /// Seconds from 100 µs to about 26 s.
@@ -116,15 +129,22 @@ fn latency_buckets() -> impl Iterator<Item = f64> {
     prometheus_client::metrics::histogram::exponential_buckets(0.0001, 4.0, 10)
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics::new()
-    }
+/// What the agent's flows come from, which decides its metric families.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Meter,
+    Collector,
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    /// The metrics of a meter (`rogue agent`: kernel and interface
+    /// families) or a collector (`rogue collect`: collector families); the
+    /// rest are common. Neither exports families it never updates.
+    pub fn new(role: Role) -> Metrics {
         let mut m = Metrics {
+            last_evaluation: Gauge::default(),
+            evaluate_interval: Gauge::default(),
+            build_info: Family::default(),
             registry: Registry::default(),
             kernel_packets: Family::default(),
             kernel_bytes: Family::default(),
@@ -176,43 +196,50 @@ impl Metrics {
         };
         let r = &mut m.registry;
         let rogue = r.sub_registry_with_prefix("rogue");
-        rogue.register("kernel_packets", "Frames the XDP program counted", m.kernel_packets.clone());
-        rogue.register_with_unit("kernel", "Frame bytes the XDP program counted", Unit::Bytes, m.kernel_bytes.clone());
-        rogue.register("kernel_malformed", "Frames with a cut or invalid header", m.kernel_malformed.clone());
-        rogue.register("kernel_non_ip", "Frames carrying no IPv4 or IPv6 packet", m.kernel_non_ip.clone());
-        rogue.register(
-            "kernel_insert_failed_packets",
-            "Packets that found no slot in a full flow map (raise capture.flow_map_entries)",
-            m.kernel_insert_failed.clone(),
-        );
-        rogue.register(
-            "interface_rx_packets",
-            "Packets the interface received since rogue attached (its own counter)",
-            m.interface_rx_packets.clone(),
-        );
-        rogue.register(
-            "coverage_ratio",
-            "Frames the XDP program counted over frames the interface received since attach",
-            m.coverage.clone(),
-        );
-        rogue.register(
-            "interface_attached",
-            "Whether the flow meter is attached to the interface (0 while it is gone)",
-            m.interface_attached.clone(),
-        );
-        rogue.register(
-            "interface_detaches",
-            "Times the interface went away (deleted or moved) while metered",
-            m.interface_detaches.clone(),
-        );
-        rogue.register(
-            "interface_reattaches",
-            "Times the flow meter attached again to an interface that came back",
-            m.interface_reattaches.clone(),
-        );
-        rogue.register("drains", "Drains of the kernel flow maps", m.drains.clone());
-        rogue.register("drained_entries", "Flow map entries drained", m.drained_entries.clone());
-        rogue.register_with_unit("drain", "Time one drain took", Unit::Seconds, m.drain_seconds.clone());
+        if role == Role::Meter {
+            rogue.register("drains", "Drains of the kernel flow maps", m.drains.clone());
+            rogue.register("drained_entries", "Flow map entries drained", m.drained_entries.clone());
+            rogue.register_with_unit("drain", "Time one drain took", Unit::Seconds, m.drain_seconds.clone());
+            rogue.register("kernel_packets", "Frames the XDP program counted", m.kernel_packets.clone());
+            rogue.register_with_unit(
+                "kernel",
+                "Frame bytes the XDP program counted",
+                Unit::Bytes,
+                m.kernel_bytes.clone(),
+            );
+            rogue.register("kernel_malformed", "Frames with a cut or invalid header", m.kernel_malformed.clone());
+            rogue.register("kernel_non_ip", "Frames carrying no IPv4 or IPv6 packet", m.kernel_non_ip.clone());
+            rogue.register(
+                "kernel_insert_failed_packets",
+                "Packets that found no slot in a full flow map (raise capture.flow_map_entries)",
+                m.kernel_insert_failed.clone(),
+            );
+            rogue.register(
+                "interface_rx_packets",
+                "Packets the interface received since rogue attached (its own counter)",
+                m.interface_rx_packets.clone(),
+            );
+            rogue.register(
+                "coverage_ratio",
+                "Frames the XDP program counted over frames the interface received since attach",
+                m.coverage.clone(),
+            );
+            rogue.register(
+                "interface_attached",
+                "Whether the flow meter is attached to the interface (0 while it is gone)",
+                m.interface_attached.clone(),
+            );
+            rogue.register(
+                "interface_detaches",
+                "Times the interface went away (deleted or moved) while metered",
+                m.interface_detaches.clone(),
+            );
+            rogue.register(
+                "interface_reattaches",
+                "Times the flow meter attached again to an interface that came back",
+                m.interface_reattaches.clone(),
+            );
+        }
         rogue.register("flow_cache_flows", "Flows held in the flow cache", m.flow_cache_flows.clone());
         rogue.register("flows_completed", "Flows completed and profiled", m.flows_completed.clone());
         rogue.register(
@@ -246,7 +273,7 @@ impl Metrics {
         rogue.register("dns_lookups", "DNS lookups asked for", m.dns_lookups.clone());
         rogue.register("dns_cache_hits", "DNS lookups answered from the cache", m.dns_cache_hits.clone());
         rogue.register("dns_unanswered", "DNS lookups that got no answer", m.dns_unanswered.clone());
-        rogue.register("findings", "Stored findings by type and state", m.findings.clone());
+        rogue.register("findings", "Stored findings by kind and status", m.findings.clone());
         rogue.register("findings_emitted", "Findings sent to the sinks", m.findings_emitted.clone());
         rogue.register("sink_errors", "Findings a sink failed to take (retried)", m.sink_errors.clone());
         rogue.register("export_errors", "IPFIX exports that failed, by destination", m.export_errors.clone());
@@ -256,61 +283,84 @@ impl Metrics {
             "Evaluations that failed (the store could not be read or written; retried)",
             m.evaluation_errors.clone(),
         );
-        rogue.register("collector_messages", "IPFIX and NetFlow messages received", m.collector_messages.clone());
-        rogue.register("collector_flows", "Flows received from exporters", m.collector_flows.clone());
-        rogue.register("collector_malformed", "Messages that could not be read", m.collector_malformed.clone());
+        if role == Role::Collector {
+            rogue.register("collector_messages", "IPFIX and NetFlow messages received", m.collector_messages.clone());
+            rogue.register("collector_flows", "Flows received from exporters", m.collector_flows.clone());
+            rogue.register("collector_malformed", "Messages that could not be read", m.collector_malformed.clone());
+            rogue.register(
+                "collector_sets_without_template",
+                "Data sets dropped because their template had not arrived",
+                m.collector_sets_without_template.clone(),
+            );
+            rogue.register(
+                "collector_records_unreadable",
+                "Records without addresses or with impossible times",
+                m.collector_records_unreadable.clone(),
+            );
+            rogue.register(
+                "collector_socket_drops",
+                "Datagrams the kernel dropped because the collector's UDP buffer was full",
+                m.collector_socket_drops.clone(),
+            );
+            rogue.register(
+                "collector_refused_exporters",
+                "Datagrams and connections from addresses not in collect.allowed_exporters",
+                m.collector_refused_exporters.clone(),
+            );
+            rogue.register("collector_exporters", "Exporters whose templates are kept", m.collector_exporters.clone());
+            rogue.register(
+                "collector_exporters_forgotten",
+                "Exporters forgotten: to make room (collect.max_exporters) or silent (collect.exporter_idle_seconds)",
+                m.collector_exporters_forgotten.clone(),
+            );
+            rogue.register(
+                "collector_tcp_connections",
+                "IPFIX-over-TCP connections open",
+                m.collector_tcp_connections.clone(),
+            );
+            rogue.register(
+                "collector_tcp_refused",
+                "IPFIX-over-TCP connections refused at the bound (collect.max_tcp_connections, file descriptors)",
+                m.collector_tcp_refused.clone(),
+            );
+            rogue.register(
+                "collector_tcp_accept_errors",
+                "Failed accepts of IPFIX-over-TCP connections (out of file descriptors, say; retried)",
+                m.collector_tcp_accept_errors.clone(),
+            );
+            rogue.register(
+                "collector_tcp_idle_closed",
+                "IPFIX-over-TCP connections closed after collect.tcp_idle_seconds of silence",
+                m.collector_tcp_idle_closed.clone(),
+            );
+            rogue.register(
+                "collector_tcp_partial_messages",
+                "IPFIX-over-TCP connections that ended inside a message",
+                m.collector_tcp_partial_messages.clone(),
+            );
+            rogue.register("collector_udp_errors", "UDP receives that failed", m.collector_udp_errors.clone());
+        }
         rogue.register(
-            "collector_sets_without_template",
-            "Data sets dropped because their template had not arrived",
-            m.collector_sets_without_template.clone(),
+            "last_evaluation_timestamp_seconds",
+            "When the method was last applied without error (Unix time)",
+            m.last_evaluation.clone(),
         );
         rogue.register(
-            "collector_records_unreadable",
-            "Records without addresses or with impossible times",
-            m.collector_records_unreadable.clone(),
+            "evaluate_interval_seconds",
+            "How often the method is applied (detection.evaluate_seconds): an alert's unit of lateness",
+            m.evaluate_interval.clone(),
         );
         rogue.register(
-            "collector_socket_drops",
-            "Datagrams the kernel dropped because the collector's UDP buffer was full",
-            m.collector_socket_drops.clone(),
+            "build_info",
+            "rogue's version and the commit it was built from (always 1)",
+            m.build_info.clone(),
         );
-        rogue.register(
-            "collector_refused_exporters",
-            "Datagrams and connections from addresses not in collect.allowed_exporters",
-            m.collector_refused_exporters.clone(),
-        );
-        rogue.register("collector_exporters", "Exporters whose templates are kept", m.collector_exporters.clone());
-        rogue.register(
-            "collector_exporters_forgotten",
-            "Exporters forgotten: to make room (collect.max_exporters) or silent (collect.exporter_idle_seconds)",
-            m.collector_exporters_forgotten.clone(),
-        );
-        rogue.register(
-            "collector_tcp_connections",
-            "IPFIX-over-TCP connections open",
-            m.collector_tcp_connections.clone(),
-        );
-        rogue.register(
-            "collector_tcp_refused",
-            "IPFIX-over-TCP connections refused at the bound (collect.max_tcp_connections, file descriptors)",
-            m.collector_tcp_refused.clone(),
-        );
-        rogue.register(
-            "collector_tcp_accept_errors",
-            "Failed accepts of IPFIX-over-TCP connections (out of file descriptors, say; retried)",
-            m.collector_tcp_accept_errors.clone(),
-        );
-        rogue.register(
-            "collector_tcp_idle_closed",
-            "IPFIX-over-TCP connections closed after collect.tcp_idle_seconds of silence",
-            m.collector_tcp_idle_closed.clone(),
-        );
-        rogue.register(
-            "collector_tcp_partial_messages",
-            "IPFIX-over-TCP connections that ended inside a message",
-            m.collector_tcp_partial_messages.clone(),
-        );
-        rogue.register("collector_udp_errors", "UDP receives that failed", m.collector_udp_errors.clone());
+        m.build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+                commit: env!("ROGUE_COMMIT").into(),
+            })
+            .set(1);
         m.registry.register_collector(Box::new(ProcessMetrics));
         m
     }
@@ -398,12 +448,38 @@ impl Metrics {
         set(&self.dns_unanswered, stats.unanswered.load(Ordering::Relaxed));
     }
 
-    /// The number of stored findings of each type and state.
+    /// The number of stored findings of each kind and status; every pair
+    /// is there, at 0 where there is none.
     pub fn set_findings(&self, counts: impl IntoIterator<Item = ((String, String), i64)>) {
+        let counts: std::collections::HashMap<(String, String), i64> = counts.into_iter().collect();
         self.findings.clear();
-        for ((kind, state), count) in counts {
-            self.findings.get_or_create(&FindingLabels { r#type: kind, state }).set(count);
+        for kind in FINDING_KINDS {
+            for status in FINDING_STATUSES {
+                let count = counts.get(&(kind.to_string(), status.to_string())).copied().unwrap_or(0);
+                self.findings.get_or_create(&FindingLabels { kind: kind.into(), status: status.into() }).set(count);
+            }
         }
+    }
+
+    /// The sinks and IPFIX destinations, each counter at 0 from the start
+    /// (an alert on `increase()` needs the series before the first error).
+    pub fn name_outputs(&self, sinks: &[&str], exports: &[String]) {
+        for sink in sinks {
+            let _ = self.sink_errors.get_or_create(&SinkLabel { sink: sink.to_string() });
+        }
+        for destination in exports {
+            let _ = self.export_errors.get_or_create(&SinkLabel { sink: destination.clone() });
+        }
+    }
+
+    /// An evaluation succeeded at `unix_seconds`.
+    pub fn evaluated_at(&self, unix_seconds: i64) {
+        self.evaluations.inc();
+        self.last_evaluation.set(unix_seconds);
+    }
+
+    pub fn set_evaluate_interval(&self, seconds: u64) {
+        self.evaluate_interval.set(seconds as i64);
     }
 
     pub fn emitted(&self) {
@@ -442,10 +518,6 @@ impl Metrics {
         set(&self.collector_tcp_idle_closed, stats.tcp_idle_closed.load(Ordering::Relaxed));
         set(&self.collector_tcp_partial_messages, stats.tcp_partial_messages.load(Ordering::Relaxed));
         set(&self.collector_udp_errors, stats.udp_errors.load(Ordering::Relaxed));
-    }
-
-    pub fn evaluated(&self) {
-        self.evaluations.inc();
     }
 
     /// The exposition text.
@@ -548,7 +620,7 @@ mod tests {
 
     #[test]
     fn counters_carry_their_source_values_and_coverage_is_a_ratio() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(Role::Meter);
         let counters = MeterCounters { packets: 1_000, bytes: 64_000, malformed: 3, ..MeterCounters::default() };
         metrics.set_kernel("gw-in", &counters);
         metrics.set_coverage("gw-in", 1_000, 1_000);
@@ -561,7 +633,8 @@ mod tests {
             "rogue_kernel_malformed_total{interface=\"gw-in\"} 3",
             "rogue_coverage_ratio{interface=\"gw-in\"} 1.0",
             "rogue_coverage_ratio{interface=\"gw-out\"} 0.75",
-            "rogue_findings{type=\"rogue_server\",state=\"open\"} 2",
+            "rogue_findings{kind=\"rogue_server\",status=\"open\"} 2",
+            "rogue_findings{kind=\"volume_spike\",status=\"confirmed_rogue\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
         }
@@ -571,7 +644,7 @@ mod tests {
     /// The process metrics are this process's, as the kernel and libc give them.
     #[test]
     fn process_metrics_describe_this_process() {
-        let text = Metrics::new().encode();
+        let text = Metrics::new(Role::Collector).encode();
         let value = |name: &str| -> f64 {
             let line = text
                 .lines()

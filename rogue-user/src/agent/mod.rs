@@ -53,7 +53,7 @@ use crate::{
     time::{MILLIS_PER_DAY, Nanos, rfc3339_millis},
 };
 use emit::Emitter;
-use metrics::Metrics;
+use metrics::{Metrics, Role};
 use schedule::{Schedule, Step};
 use sinks::Sinks;
 use source::{CollectorSource, FlowSource, MeterSource};
@@ -97,7 +97,7 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
             Some(listen) => {
                 let source = CollectorSource::listen(listen, &config.collect).await?;
                 let engine = open(config)?;
-                let metrics = serve_metrics(&engine.config).await?;
+                let metrics = serve_metrics(&engine.config, Role::Collector).await?;
                 metrics.watch_collector(source.stats());
                 let what =
                     format!("collector running: IPFIX and NetFlow v5/v9 on udp://{listen}, IPFIX on tcp://{listen}");
@@ -107,7 +107,7 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
                 let interfaces = source::interfaces(&options.interfaces, &config, &file)?;
                 let source = MeterSource::attach(&config, &interfaces)?;
                 let engine = open(config)?;
-                let metrics = serve_metrics(&engine.config).await?;
+                let metrics = serve_metrics(&engine.config, Role::Meter).await?;
                 let what = format!("agent running: metering {}", source.describe());
                 Agent::new(options, engine, source, metrics, Box::new(SystemClock))?.run(&what).await
             }
@@ -117,8 +117,8 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
 
 /// The metrics, served at `metrics.listen` (bound now, so a taken port is
 /// an error at start).
-async fn serve_metrics(config: &Config) -> anyhow::Result<Arc<Metrics>> {
-    let metrics = Arc::new(Metrics::new());
+async fn serve_metrics(config: &Config, role: Role) -> anyhow::Result<Arc<Metrics>> {
+    let metrics = Arc::new(Metrics::new(role));
     if let Some(listen) = config.metrics.listen {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -160,6 +160,9 @@ impl<S: FlowSource> Agent<S> {
         let config = &engine.config;
         let emitter = Emitter::new(Sinks::open(config)?);
         let exporters = Exporters::open(&export_destinations(config), config.export.observation_domain)?;
+        let destinations: Vec<String> = export_destinations(config).iter().map(ToString::to_string).collect();
+        metrics.name_outputs(&emitter.sinks.names(), &destinations);
+        metrics.set_evaluate_interval(config.detection.evaluate_seconds.0);
         let resolver = match engine.dns.enabled {
             true => Some(Arc::new(Resolver::new(&config.dns).context("setting up the DNS resolver")?)),
             false => None,
@@ -327,7 +330,7 @@ impl<S: FlowSource> Agent<S> {
     /// next evaluation: the agent keeps metering.
     fn evaluate(&mut self) {
         match self.try_evaluate() {
-            Ok(()) => self.metrics.evaluated(),
+            Ok(()) => self.metrics.evaluated_at(self.clock.now().div_euclid(1_000_000_000)),
             Err(e) => self.evaluation_failed(&e),
         }
     }
@@ -386,6 +389,8 @@ impl<S: FlowSource> Agent<S> {
             whitelist.entries().len(),
             sinks.names().join(", ")
         );
+        self.metrics.name_outputs(&sinks.names(), &[]);
+        self.metrics.set_evaluate_interval(config.detection.evaluate_seconds.0);
         self.engine.config = config;
         self.engine.whitelist = whitelist;
         self.emitter.sinks = sinks;

@@ -1,7 +1,8 @@
-//! Where the agent's findings go: JSON lines on stdout, JSON lines appended
-//! to a file (synced to disk after each, so a reader tailing it never sees a
-//! finding that a crash could take back), and syslog in RFC 5424 form, to the
-//! local socket or over UDP (RFC 5426) to a collector.
+//! Where the agent's findings go: lines on stdout, lines appended to a file
+//! (synced to disk after each, so a reader tailing it never sees a finding
+//! that a crash could take back), and syslog in RFC 5424 form, to the local
+//! socket or over UDP (RFC 5426) to a collector. Each sink writes its
+//! format: rogue's JSON, ECS JSON or CEF (see [`crate::output`]).
 
 use std::{
     fs::File,
@@ -11,11 +12,9 @@ use std::{
     path::PathBuf,
 };
 
-use serde_json::{Value, json};
-
 use crate::{
-    config::{Config, FindingSink},
-    output::finding_json,
+    config::{Config, FindingFormat, FindingSink, hostname},
+    output::{Presentation, finding_line},
     store::StoredFinding,
     time::rfc3339_millis,
 };
@@ -59,25 +58,17 @@ impl Event {
     }
 }
 
-/// The JSON line of an emitted finding: `event`, then the finding's fields.
-pub fn event_json(event: Event, finding: &StoredFinding) -> Value {
-    let mut object = serde_json::Map::new();
-    object.insert("event".into(), json!(event.as_str()));
-    if let Value::Object(fields) = finding_json(finding) {
-        object.extend(fields);
-    }
-    Value::Object(object)
-}
-
 enum Sink {
     Stdout,
     File(File),
     Syslog(Syslog),
 }
 
-/// The sinks of `output.findings`, each with the name it is configured by.
+/// The sinks of `output.findings`, each with the name it is configured by
+/// and its format.
 pub struct Sinks {
-    sinks: Vec<(String, Sink)>,
+    sinks: Vec<(String, Sink, FindingFormat)>,
+    presentation: Presentation,
 }
 
 impl Sinks {
@@ -85,7 +76,7 @@ impl Sinks {
     pub fn open(config: &Config) -> Result<Sinks, SinkError> {
         let mut sinks = Vec::new();
         for spec in &config.output.findings {
-            let (name, sink) = match spec {
+            let (name, sink) = match &spec.to {
                 FindingSink::Stdout => ("stdout".to_string(), Sink::Stdout),
                 FindingSink::File(path) => {
                     let path = config.resolve(path);
@@ -100,20 +91,20 @@ impl Sinks {
                 FindingSink::LocalSyslog => ("syslog".to_string(), Sink::Syslog(Syslog::local()?)),
                 FindingSink::RemoteSyslog(server) => (format!("syslog://{server}"), Sink::Syslog(Syslog::udp(server)?)),
             };
-            sinks.push((name, sink));
+            sinks.push((name, sink, spec.format));
         }
-        Ok(Sinks { sinks })
+        Ok(Sinks { sinks, presentation: Presentation::of(&config.output) })
     }
 
     pub fn names(&self) -> Vec<&str> {
-        self.sinks.iter().map(|(name, _)| name.as_str()).collect()
+        self.sinks.iter().map(|(name, _, _)| name.as_str()).collect()
     }
 
     /// Sends one finding to every sink; returns the sinks that failed.
     pub fn emit(&mut self, event: Event, finding: &StoredFinding) -> Vec<(String, io::Error)> {
-        let line = event_json(event, finding).to_string();
         let mut failed = Vec::new();
-        for (name, sink) in &mut self.sinks {
+        for (name, sink, format) in &mut self.sinks {
+            let line = finding_line(finding, &self.presentation, *format, Some(event.as_str()));
             let result = match sink {
                 Sink::Stdout => {
                     let mut out = io::stdout().lock();
@@ -202,21 +193,13 @@ fn sd_escape(value: &str) -> String {
     escaped
 }
 
-/// This machine's name for the HOSTNAME field (`-` when it has none).
-fn hostname() -> String {
-    let mut buffer = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
-    // within it or truncates.
-    let rc = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
-    let name = if rc == 0 { buffer.split(|&b| b == 0).next().unwrap_or_default() } else { &[] };
-    // HOSTNAME is printable US-ASCII without spaces, at most 255 octets.
-    let name: String = name.iter().filter(|b| b.is_ascii_graphic()).map(|&b| b as char).collect();
-    if name.is_empty() { "-".into() } else { name }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use serde_json::json;
+
+    use crate::config::SeverityConfig;
 
     fn finding(state: &str) -> StoredFinding {
         StoredFinding {
@@ -230,17 +213,19 @@ mod tests {
             details: json!({"roles": ["server"]}),
             created_ms: 0,
             updated_ms: 0,
+            acknowledged: None,
         }
     }
 
     #[test]
     fn messages_follow_rfc_5424_with_the_finding_as_structured_data() {
         let open = finding("open");
-        let line = event_json(Event::Opened, &open).to_string();
+        let presentation = Presentation { observer: "gw1".into(), severity: SeverityConfig::default() };
+        let line = finding_line(&open, &presentation, FindingFormat::Jsonl, Some("opened"));
         let message = rfc5424("gw1", "2026-11-26T10:00:00.000Z", Event::Opened, &open, &line);
         let expected_head = format!(
             "<28>1 2026-11-26T10:00:00.000Z gw1 rogue {} finding [rogue@32473 event=\"opened\" id=\"7\" \
-             type=\"rogue_server\" host=\"192.0.2.77\" state=\"open\"] {{\"event\":\"opened\",\"id\":7,",
+             type=\"rogue_server\" host=\"192.0.2.77\" state=\"open\"] {{\"event\":\"opened\",\"schema_version\":2,\"id\":7,",
             std::process::id()
         );
         assert!(message.starts_with(&expected_head), "{message}");

@@ -47,7 +47,7 @@ fn workspace(name: &str, extra: &str) -> (PathBuf, Paths) {
 fn agent(paths: &Paths, access: Access, source: MemorySource, clock: Box<dyn Clock + Send>) -> Agent<MemorySource> {
     let engine = Engine::open(paths, access, WhitelistFile::Existing).unwrap();
     let options = AgentOptions { paths: paths.clone(), interfaces: Vec::new(), listen: None };
-    Agent::new(options, engine, source, Arc::new(Metrics::new()), clock).unwrap()
+    Agent::new(options, engine, source, Arc::new(Metrics::new(metrics::Role::Meter)), clock).unwrap()
 }
 
 /// `count` SMTP sessions to `server` from external clients, `at` on.
@@ -68,14 +68,14 @@ fn source(kind: &'static str, drains: Vec<Vec<Batch>>) -> MemorySource {
     MemorySource { drains: drains.into(), kind }
 }
 
-/// The events in the file sink: (event, type, host).
+/// The events in the file sink: (event, kind, host).
 fn events(dir: &std::path::Path) -> Vec<(String, String, String)> {
     let text = std::fs::read_to_string(dir.join("findings.jsonl")).unwrap_or_default();
     text.lines()
         .map(|line| {
             let event: serde_json::Value = serde_json::from_str(line).unwrap();
             let field = |key: &str| event[key].as_str().unwrap().to_string();
-            (field("event"), field("type"), field("host"))
+            (field("event"), field("kind"), field("host"))
         })
         .collect()
 }
@@ -146,4 +146,33 @@ fn silent_exporters_are_let_go_and_never_more_than_the_bound_are_held() {
     collector.drain().unwrap();
     assert_eq!(collector.writer.origins(), 0, "silent for longer than exporter_idle_seconds");
     assert!(collector.metrics.encode().contains("rogue_origins_forgotten_total 5"));
+}
+
+#[test]
+fn each_sink_writes_its_format_of_the_same_findings() {
+    let sinks = "output: {findings: [findings.jsonl, {to: findings.ecs, format: ecs}, {to: findings.cef, format: cef}], \
+                 observer: gw-7}\n";
+    let (dir, paths) = workspace("formats", "");
+    let config = std::fs::read_to_string(dir.join("rogue.yaml"))
+        .unwrap()
+        .replace("output: {findings: [findings.jsonl]}\n", sinks);
+    std::fs::write(dir.join("rogue.yaml"), config).unwrap();
+    let (time, _) = clock();
+    let flows = smtp_to("192.0.2.77", NOW - HOUR, 5);
+    let mut live = agent(&paths, Access::Create, source("live", vec![vec![batch("gw", flows)]]), time);
+    live.drain().unwrap();
+    live.evaluate();
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    let own: serde_json::Value = serde_json::from_str(read("findings.jsonl").trim()).unwrap();
+    let ecs: serde_json::Value = serde_json::from_str(read("findings.ecs").trim()).unwrap();
+    let cef = read("findings.cef");
+    assert_eq!(
+        (own["event"].as_str(), own["observer"].as_str(), own["kind"].as_str()),
+        (Some("opened"), Some("gw-7"), Some("rogue_server"))
+    );
+    assert_eq!((ecs["event"]["action"].as_str(), ecs["event"]["kind"].as_str()), (Some("opened"), Some("alert")));
+    assert_eq!(ecs["rogue"]["id"], own["id"]);
+    assert_eq!(cef.lines().count(), 1);
+    assert!(cef.starts_with("CEF:0|rogue|rogue|") && cef.contains("|rogue_server|Rogue mail server|8|"), "{cef}");
+    assert!(cef.contains(" src=192.0.2.77 dvchost=gw-7 ") && cef.contains(" cs3=opened cs3Label=event"), "{cef}");
 }

@@ -24,8 +24,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tracing::info;
 
 use super::{
-    context::{Context, DnsUse, EngineArgs, Interrupted, catch_stop_signals, print_findings, table_time},
-    listing::{FORMAT_HELP, ListFormat, format_or_default},
+    context::{
+        Context, DnsUse, EngineArgs, FindingsFormat, Interrupted, catch_stop_signals, print_findings, table_time,
+    },
+    listing::FORMAT_HELP,
 };
 use crate::{
     detect::Window,
@@ -48,7 +50,7 @@ pub struct AnalyzeArgs {
     #[arg(long, value_name = "FILE", num_args = 1.., conflicts_with = "pcap")]
     pub ipfix: Vec<PathBuf>,
     #[arg(long, value_enum, help = FORMAT_HELP)]
-    pub format: Option<ListFormat>,
+    pub format: Option<FindingsFormat>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -58,7 +60,7 @@ pub struct AnalyzeArgs {
     between storing traffic and storing its findings) and prints the findings.")]
 pub struct EvaluateArgs {
     #[arg(long, value_enum, help = FORMAT_HELP)]
-    pub format: Option<ListFormat>,
+    pub format: Option<FindingsFormat>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -74,14 +76,15 @@ pub fn run(args: AnalyzeArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     tell_what_was_read(&summary, kind, &bounds);
     let Some(period) = files_window(&context)? else {
         eprintln!("rogue: the files hold no packets to analyze");
-        print_findings(&[], format_or_default(args.format))?;
+        print_findings(&[], FindingsFormat::or_default(args.format), &context.presentation())?;
         return Ok(ExitCode::SUCCESS);
     };
     let stored = evaluate(&mut context, period, &stop)?;
     if !quiet {
         eprintln!("rogue: {}", summary_line(&summary, period, &stored));
     }
-    print_findings(&stored.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>(), format_or_default(args.format))?;
+    let found: Vec<_> = stored.iter().map(|(f, _)| f.clone()).collect();
+    print_findings(&found, FindingsFormat::or_default(args.format), &context.presentation())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -138,7 +141,7 @@ pub fn run_evaluate(args: EvaluateArgs, quiet: bool) -> anyhow::Result<ExitCode>
         if !quiet {
             eprintln!("rogue: everything stored in {} is evaluated", context.engine.store.path().display());
         }
-        print_findings(&[], format_or_default(args.format))?;
+        print_findings(&[], FindingsFormat::or_default(args.format), &context.presentation())?;
         return Ok(ExitCode::SUCCESS);
     };
     let period = Window { from_ms: pending.from_ms, to_ms: pending.to_ms };
@@ -152,7 +155,8 @@ pub fn run_evaluate(args: EvaluateArgs, quiet: bool) -> anyhow::Result<ExitCode>
             stored.len()
         );
     }
-    print_findings(&stored.into_iter().map(|(f, _)| f).collect::<Vec<_>>(), format_or_default(args.format))?;
+    let found: Vec<_> = stored.into_iter().map(|(f, _)| f).collect();
+    print_findings(&found, FindingsFormat::or_default(args.format), &context.presentation())?;
     Ok(ExitCode::SUCCESS)
 }
 

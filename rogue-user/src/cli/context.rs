@@ -10,7 +10,7 @@
 use std::{
     cell::OnceCell,
     collections::BTreeMap,
-    io,
+    io::{self, Write as _},
     net::IpAddr,
     path::PathBuf,
     sync::{
@@ -23,12 +23,13 @@ use std::{
 use anyhow::Context as _;
 use clap::Args;
 
-use super::listing::{ListFormat, Listing};
+use super::listing::{ListFormat, Listing, format_or_default};
 use crate::{
+    config::FindingFormat,
     detect::{Detector, Window},
     dns::Resolver,
     engine::{Engine, Paths, WhitelistFile},
-    output::{finding_json, finding_summary},
+    output::{Presentation, finding_json, finding_line, finding_summary},
     store::{Access, StoredFinding},
     time::rfc3339_millis,
 };
@@ -134,6 +135,11 @@ impl Context {
         self.engine.detector()
     }
 
+    /// Who observed the findings and how severe each kind is.
+    pub fn presentation(&self) -> Presentation {
+        Presentation::of(&self.engine.config.output)
+    }
+
     /// Asks DNS about the hosts with activity in `window`, where this
     /// command asks DNS: the answers go over what the store holds (and into
     /// the store, for the commands that evaluate). Returns the signal that
@@ -232,14 +238,60 @@ pub fn table_time(ms: i64) -> String {
     text.get(..19).unwrap_or(&text).replace('T', " ")
 }
 
+/// How the commands that list findings print them: the listing formats,
+/// and the two a SIEM ingests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FindingsFormat {
+    /// Aligned columns for people
+    Table,
+    /// One JSON document: an array of findings (rogue's schema)
+    Json,
+    /// One finding per line (rogue's schema)
+    Jsonl,
+    /// A header, then a row per finding
+    Csv,
+    /// Elastic Common Schema 8.x alerts, one per line
+    Ecs,
+    /// ArcSight Common Event Format, one per line
+    Cef,
+}
+
+impl FindingsFormat {
+    /// `--format` as given, else the listing default for where stdout goes.
+    pub fn or_default(format: Option<FindingsFormat>) -> FindingsFormat {
+        format.unwrap_or(match format_or_default(None) {
+            ListFormat::Table => FindingsFormat::Table,
+            _ => FindingsFormat::Jsonl,
+        })
+    }
+}
+
 /// Prints findings in `format`.
-pub fn print_findings(findings: &[StoredFinding], format: ListFormat) -> io::Result<()> {
+pub fn print_findings(
+    findings: &[StoredFinding],
+    format: FindingsFormat,
+    presentation: &Presentation,
+) -> io::Result<()> {
+    let list_format = match format {
+        FindingsFormat::Table => ListFormat::Table,
+        FindingsFormat::Json => ListFormat::Json,
+        FindingsFormat::Jsonl => ListFormat::Jsonl,
+        FindingsFormat::Csv => ListFormat::Csv,
+        FindingsFormat::Ecs | FindingsFormat::Cef => {
+            let siem = if format == FindingsFormat::Ecs { FindingFormat::Ecs } else { FindingFormat::Cef };
+            let mut out = io::BufWriter::new(io::stdout().lock());
+            for finding in findings {
+                writeln!(out, "{}", finding_line(finding, presentation, siem, None))?;
+            }
+            return out.flush();
+        }
+    };
     let header =
-        format!("{:>5}  {:<13} {:<7} {:<40} {:<19}  {:<16} details", "id", "type", "service", "host", "time", "state");
-    let mut listing = Listing::stdout(format, FINDING_COLUMNS, &header)?;
+        format!("{:>5}  {:<13} {:<7} {:<40} {:<19}  {:<16} details", "id", "kind", "service", "host", "time", "status");
+    let mut listing = Listing::stdout(list_format, FINDING_COLUMNS, &header)?;
     for f in findings {
-        listing.record(&finding_json(f), || {
-            format!(
+        listing.record(&finding_json(f, presentation), || {
+            let mut line = format!(
                 "{:>5}  {:<13} {:<7} {:<40} {:<19}  {:<16} {}",
                 f.id,
                 f.kind,
@@ -248,11 +300,20 @@ pub fn print_findings(findings: &[StoredFinding], format: ListFormat) -> io::Res
                 table_time(f.time_ms),
                 f.state,
                 finding_summary(f)
-            )
+            );
+            if let Some(ack) = &f.acknowledged {
+                line.push_str(&format!(
+                    "; acknowledged by {}{}",
+                    ack.by,
+                    ack.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+                ));
+            }
+            line
         })?;
     }
     listing.finish()
 }
 
 /// A finding's CSV columns: the common fields, then the kind's own as JSON.
-const FINDING_COLUMNS: &[&str] = &["id", "type", "service", "host", "time", "state", "details"];
+const FINDING_COLUMNS: &[&str] =
+    &["id", "kind", "service", "host", "time", "status", "verdict", "severity", "observer", "message", "details"];

@@ -7,11 +7,11 @@ use clap::{Args, Subcommand};
 
 use super::{
     TIME_FORMS,
-    context::{ConfigArgs, print_findings},
-    listing::{FORMAT_HELP, ListFormat, format_or_default},
-    parse_time,
+    context::{ConfigArgs, FindingsFormat, print_findings},
+    listing::FORMAT_HELP,
+    non_empty, parse_time,
 };
-use crate::store::Access;
+use crate::store::{Access, Acknowledgement};
 
 #[derive(Debug, Args)]
 #[command(after_help = TIME_FORMS)]
@@ -25,17 +25,24 @@ pub struct FindingsArgs {
     #[arg(long, value_enum)]
     pub state: Option<State>,
     #[arg(long, value_enum, help = FORMAT_HELP)]
-    pub format: Option<ListFormat>,
+    pub format: Option<FindingsFormat>,
     #[command(flatten)]
     pub config: ConfigArgs,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum FindingsAction {
-    /// Mark a finding as seen and handled (state `acknowledged`)
+    /// Mark findings as seen and handled (status `acknowledged`), saying who and why
     Ack {
-        /// The finding's id (the `id` column)
-        id: i64,
+        /// The findings' ids (the `id` column): all are acknowledged, or none
+        #[arg(required = true, num_args = 1..)]
+        ids: Vec<i64>,
+        /// Who acknowledges them
+        #[arg(long, value_name = "NAME", value_parser = non_empty)]
+        by: String,
+        /// Why (a ticket, what was done)
+        #[arg(long, value_name = "TEXT", value_parser = non_empty)]
+        reason: Option<String>,
     },
 }
 
@@ -67,15 +74,27 @@ pub fn run(args: FindingsArgs) -> anyhow::Result<ExitCode> {
     let access = if args.action.is_some() { Access::ReadWrite } else { Access::ReadOnly };
     let mut context = args.config.open(access)?;
     match args.action {
-        Some(FindingsAction::Ack { id }) => {
-            if !context.engine.store.set_finding_state(id, "acknowledged", jiff::Timestamp::now().as_millisecond())? {
-                bail!("there is no finding {id} (`rogue findings` lists them)");
+        Some(FindingsAction::Ack { ids, by, reason }) => {
+            let ack = Acknowledgement { by, reason, at_ms: jiff::Timestamp::now().as_millisecond() };
+            let missing = context.engine.store.acknowledge(&ids, &ack)?;
+            if !missing.is_empty() {
+                let missing: Vec<String> = missing.iter().map(i64::to_string).collect();
+                bail!(
+                    "there is no finding {} (`rogue findings` lists them); none was acknowledged",
+                    missing.join(", ")
+                );
             }
-            eprintln!("rogue: finding {id} acknowledged");
+            let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+            eprintln!(
+                "rogue: finding{} {} acknowledged by {}",
+                if ids.len() == 1 { "" } else { "s" },
+                ids.join(", "),
+                ack.by
+            );
         }
         None => {
             let findings = context.engine.store.findings(args.since, args.state.map(State::as_str))?;
-            print_findings(&findings, format_or_default(args.format))?;
+            print_findings(&findings, FindingsFormat::or_default(args.format), &context.presentation())?;
         }
     }
     Ok(ExitCode::SUCCESS)

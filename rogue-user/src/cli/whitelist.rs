@@ -6,7 +6,7 @@
 
 use std::{io, net::IpAddr, process::ExitCode};
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
@@ -89,9 +89,10 @@ pub enum WhitelistAction {
         /// Who verified it
         #[arg(long, value_name = "NAME", value_parser = non_empty)]
         by: String,
-        /// Why [default: rogue's evidence]
+        /// Why you verified it as a server (a ticket, its role): recorded in
+        /// the whitelist entry beside who and when
         #[arg(long, value_parser = non_empty)]
-        reason: Option<String>,
+        reason: String,
         /// The service it is whitelisted for
         #[arg(long, default_value = "smtp")]
         service: String,
@@ -173,9 +174,6 @@ pub fn run(args: WhitelistArgs) -> anyhow::Result<ExitCode> {
             let mut context = config.open_for_whitelisting(DnsUse::Stored { resolve })?;
             context.resolve_hosts(all_time, None)?;
             let report = reports(&context, Some(&service))?.into_iter().find(|r| r.host() == host);
-            let reason = reason
-                .or_else(|| report.as_ref().map(|r| r.evidence.clone()))
-                .with_context(|| format!("{host} has no {service} activity in the store; give --reason"))?;
             let name = report.as_ref().and_then(|r| r.characteristics.ptr.clone());
             let entry = WhitelistEntry {
                 address: Prefix(host.into()),

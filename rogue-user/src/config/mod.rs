@@ -520,12 +520,150 @@ impl FromStr for KernelLog {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutputConfig {
-    pub findings: Vec<FindingSink>,
+    pub findings: Vec<SinkSpec>,
+    /// The name of this sensor or collector in every finding (`observer`);
+    /// empty: the host name.
+    pub observer: String,
+    /// The severity of each kind of finding.
+    pub severity: SeverityConfig,
 }
 
 impl Default for OutputConfig {
     fn default() -> Self {
-        OutputConfig { findings: vec![FindingSink::Stdout] }
+        OutputConfig {
+            findings: vec![SinkSpec { to: FindingSink::Stdout, format: FindingFormat::Jsonl }],
+            observer: String::new(),
+            severity: SeverityConfig::default(),
+        }
+    }
+}
+
+impl OutputConfig {
+    /// `observer`, else the host name.
+    pub fn observer_name(&self) -> String {
+        if self.observer.is_empty() { hostname() } else { self.observer.clone() }
+    }
+}
+
+/// This machine's name (gethostname), printable ASCII, `-` if it has none
+/// (as RFC 5424 writes a missing HOSTNAME).
+pub fn hostname() -> String {
+    let mut buffer = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
+    // within it or truncates.
+    let rc = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
+    let name = if rc == 0 { buffer.split(|&b| b == 0).next().unwrap_or_default() } else { &[] };
+    let name: String = name.iter().filter(|b| b.is_ascii_graphic()).map(|&b| b as char).collect();
+    if name.is_empty() { "-".into() } else { name }
+}
+
+/// How loud each kind of finding is. The rule (README, "Findings"): a rogue
+/// server is `high` (the method's finding: mail served outside the
+/// whitelist), a fan-out burst `medium` (a misconfiguration or a spam bot,
+/// seen in a minute), a volume spike `low` (a change worth a look).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SeverityConfig {
+    pub rogue_server: Severity,
+    pub fanout_burst: Severity,
+    pub volume_spike: Severity,
+}
+
+impl Default for SeverityConfig {
+    fn default() -> Self {
+        SeverityConfig { rogue_server: Severity::High, fanout_burst: Severity::Medium, volume_spike: Severity::Low }
+    }
+}
+
+impl SeverityConfig {
+    /// The severity of a finding of `kind`.
+    pub fn of(&self, kind: &str) -> Severity {
+        match kind {
+            "rogue_server" => self.rogue_server,
+            "fanout_burst" => self.fanout_burst,
+            _ => self.volume_spike,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+
+    /// On the 0 to 10 scale of CEF and of ECS's `event.severity`.
+    pub fn score(self) -> u8 {
+        match self {
+            Severity::Low => 3,
+            Severity::Medium => 5,
+            Severity::High => 8,
+            Severity::Critical => 10,
+        }
+    }
+}
+
+/// How a sink writes findings.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FindingFormat {
+    /// rogue's own schema, a JSON object per line.
+    Jsonl,
+    /// Elastic Common Schema 8.x, a JSON object per line.
+    Ecs,
+    /// ArcSight's Common Event Format, a line each.
+    Cef,
+}
+
+/// One sink of `output.findings`: where to, in what format. Written as the
+/// place alone (`stdout`, a path, `syslog`, `syslog://HOST:PORT`: JSON
+/// lines) or as `{to: PLACE, format: jsonl|ecs|cef}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SinkSpec {
+    pub to: FindingSink,
+    pub format: FindingFormat,
+}
+
+impl<'de> Deserialize<'de> for SinkSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct WithFormat {
+            to: FindingSink,
+            format: FindingFormat,
+        }
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = SinkSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a place (stdout, syslog, syslog://HOST:PORT, a path) or {to: PLACE, format: jsonl|ecs|cef}",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<SinkSpec, E> {
+                let to = FindingSink::deserialize(serde::de::value::StrDeserializer::<E>::new(text))?;
+                Ok(SinkSpec { to, format: FindingFormat::Jsonl })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<SinkSpec, A::Error> {
+                let WithFormat { to, format } =
+                    WithFormat::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(SinkSpec { to, format })
+            }
+        }
+        deserializer.deserialize_any(Visitor)
     }
 }
 
@@ -889,7 +1027,7 @@ impl Config {
         effective.store.path = self.store_path();
         effective.whitelist = self.whitelist_path();
         for sink in &mut effective.output.findings {
-            if let FindingSink::File(path) = sink {
+            if let FindingSink::File(path) = &mut sink.to {
                 *path = self.resolve(path);
             }
         }

@@ -62,29 +62,40 @@ fn the_example_in_the_repository_is_valid_and_states_the_defaults() {
 }
 
 #[test]
-fn finding_sinks_are_stdout_syslog_a_syslog_server_or_a_file() {
+fn finding_sinks_are_stdout_syslog_a_syslog_server_or_a_file_each_in_a_format() {
     let config = parse(
         "internal_networks: [192.0.2.0/24]\noutput: {findings: [stdout, syslog, \"syslog://192.0.2.5:514\", \
-         findings.jsonl]}\nmetrics: {listen: null}",
+         findings.jsonl, {to: \"syslog://192.0.2.6:514\", format: cef}, {to: ecs.jsonl, format: ecs}]}\n\
+         metrics: {listen: null}",
     )
     .unwrap();
+    let jsonl = |to| SinkSpec { to, format: FindingFormat::Jsonl };
     assert_eq!(
         config.output.findings,
         [
-            FindingSink::Stdout,
-            FindingSink::LocalSyslog,
-            FindingSink::RemoteSyslog("192.0.2.5:514".into()),
-            FindingSink::File("findings.jsonl".into())
+            jsonl(FindingSink::Stdout),
+            jsonl(FindingSink::LocalSyslog),
+            jsonl(FindingSink::RemoteSyslog("192.0.2.5:514".into())),
+            jsonl(FindingSink::File("findings.jsonl".into())),
+            SinkSpec { to: FindingSink::RemoteSyslog("192.0.2.6:514".into()), format: FindingFormat::Cef },
+            SinkSpec { to: FindingSink::File("ecs.jsonl".into()), format: FindingFormat::Ecs },
         ]
     );
+    let unknown =
+        parse("internal_networks: [192.0.2.0/24]\noutput: {findings: [{to: stdout, format: leef}]}").unwrap_err();
+    assert!(unknown.contains("unknown variant `leef`, expected one of `jsonl`, `ecs`, `cef`"), "{unknown}");
+    let severity = parse("internal_networks: [192.0.2.0/24]\noutput: {severity: {volume_spike: critical}}").unwrap();
+    assert_eq!(severity.output.severity.of("volume_spike"), Severity::Critical);
+    assert_eq!(severity.output.severity.of("rogue_server"), Severity::High);
     assert_eq!(config.metrics.listen, None);
     let defaults = parse("internal_networks: [192.0.2.0/24]").unwrap();
-    assert_eq!(defaults.output.findings, [FindingSink::Stdout]);
+    assert_eq!(defaults.output.findings, [jsonl(FindingSink::Stdout)]);
+    assert_eq!(defaults.output.observer_name(), hostname());
     assert_eq!(defaults.metrics.listen, Some("127.0.0.1:9925".parse().unwrap()));
     assert_eq!(defaults.detection.evaluate_seconds.0, 60);
     let no_port = parse("internal_networks: [192.0.2.0/24]\noutput: {findings: [\"syslog://192.0.2.5\"]}").unwrap_err();
     assert!(
-        no_port.contains("output.findings: syslog://192.0.2.5: give the server as syslog://HOST:PORT")
+        no_port.contains("output.findings[0]: syslog://192.0.2.5: give the server as syslog://HOST:PORT")
             && no_port.contains("line 2"),
         "{no_port}"
     );

@@ -401,7 +401,7 @@ impl Detector<'_> {
                     continue;
                 };
                 let state = report.rejected.is_some().then_some("confirmed_rogue");
-                findings.push(rogue_server(&report, state));
+                findings.push(rogue_server(&report, state, self.config, &service));
                 for mut finding in self
                     .fanout_bursts(store, &service, host, period)?
                     .into_iter()
@@ -438,6 +438,7 @@ impl Detector<'_> {
             let distinct = distinct_count(&in_window);
             if distinct >= config.peers.0 as usize {
                 let key = known.iter().copied().find(|k| (k - start).abs() <= width_ms).unwrap_or(start);
+                let window = &opened[first..first + in_window.len()];
                 findings.push(Finding {
                     kind: FindingKind::FanoutBurst,
                     service: service.name.clone(),
@@ -448,6 +449,15 @@ impl Detector<'_> {
                         "peers": distinct,
                         "window_seconds": config.window_seconds.0,
                         "at": rfc3339_millis(start * 1_000_000),
+                        "servers": first_contacts(window),
+                        "rule": {
+                            "name": "fanout_burst",
+                            "description": "qualifying flows to at least `peers` distinct external servers within `window_seconds`",
+                            "peers": config.peers.0,
+                            "window_seconds": config.window_seconds.0,
+                            "min_packets": service.min_packets,
+                            "min_bytes": service.min_bytes,
+                        },
                     }),
                     state: None,
                 });
@@ -515,6 +525,14 @@ impl Detector<'_> {
                     "baseline": baseline,
                     "baseline_bytes": baseline_bytes,
                     "factor": config.factor.0,
+                    "rule": {
+                        "name": "volume_spike",
+                        "description": "a day's qualifying flows or bytes above `factor` times the median of the previous `history_days` and the minimum, the day before not",
+                        "factor": config.factor.0,
+                        "min_flows": config.min_flows.0,
+                        "min_bytes": config.min_bytes.0,
+                        "history_days": history,
+                    },
                 }),
                 state: None,
             });
@@ -548,16 +566,42 @@ impl Detector<'_> {
     }
 }
 
-fn rogue_server(report: &HostReport, state: Option<&'static str>) -> Finding {
+/// The host's report as a finding, with the rule that made it one.
+fn rogue_server(report: &HostReport, state: Option<&'static str>, config: &Config, service: &Service) -> Finding {
+    let mut details = report.activity_json();
+    details.insert(
+        "rule".into(),
+        json!({
+            "name": "rogue_server",
+            "description": "an internal host not on the whitelist with qualifying flows of the service, as a server or a client",
+            "min_packets": service.min_packets,
+            "min_bytes": service.min_bytes,
+            "ports": service.ports,
+            "share_threshold": service.share_threshold,
+            "history_days": config.detection.history_days.0,
+            "suggest_min_server_days": config.detection.suggest_min_server_days.0,
+        }),
+    );
     Finding {
         kind: FindingKind::RogueServer,
         service: report.service.clone(),
         host: report.host(),
         key: String::new(),
         time_ms: report.activity.last_ms,
-        details: Value::Object(report.activity_json()),
+        details: Value::Object(details),
         state,
     }
+}
+
+/// Each distinct server of a burst with the time it was first contacted,
+/// earliest first (`opened` is in time order).
+fn first_contacts(opened: &[(i64, IpAddr)]) -> Vec<Value> {
+    let mut seen = std::collections::HashSet::new();
+    opened
+        .iter()
+        .filter(|(_, server)| seen.insert(*server))
+        .map(|(at, server)| json!({"address": server, "first_contact": rfc3339_millis(at * 1_000_000)}))
+        .collect()
 }
 
 /// The method's administrative test, for a host acting as a server: an MX

@@ -36,6 +36,16 @@ pub struct StoredFinding {
     pub details: serde_json::Value,
     pub created_ms: i64,
     pub updated_ms: i64,
+    /// Who acknowledged it, if anyone did.
+    pub acknowledged: Option<Acknowledgement>,
+}
+
+/// An analyst's acknowledgement of a finding.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Acknowledgement {
+    pub by: String,
+    pub reason: Option<String>,
+    pub at_ms: i64,
 }
 
 /// What storing a finding changed.
@@ -98,7 +108,8 @@ impl HostNames {
     }
 }
 
-const FINDING_COLUMNS: &str = "id, type, service, host, key, state, time_ms, details, created_ms, updated_ms";
+const FINDING_COLUMNS: &str =
+    "id, type, service, host, key, state, time_ms, details, created_ms, updated_ms, ack_by, ack_reason, ack_ms";
 
 impl Store {
     /// Stores a finding, or updates the one with the same type, service,
@@ -210,6 +221,33 @@ impl Store {
                 c.prepare(&format!("SELECT {FINDING_COLUMNS} FROM findings WHERE host = ? ORDER BY time_ms, id"))?;
             let rows = statement.query_map([host.to_string()], finding_row)?;
             rows.collect()
+        })
+    }
+
+    /// Acknowledges the findings `ids`, all or none: returns the ids there
+    /// is no finding of, and then changes nothing (findings are never
+    /// deleted, so what exists now exists at the update).
+    pub fn acknowledge(&mut self, ids: &[i64], ack: &Acknowledgement) -> Result<Vec<i64>> {
+        let mut missing = Vec::new();
+        for &id in ids {
+            if self.finding(id)?.is_none() {
+                missing.push(id);
+            }
+        }
+        if !missing.is_empty() {
+            return Ok(missing);
+        }
+        self.in_transaction(|store| {
+            for &id in ids {
+                store.run(|c| {
+                    c.execute(
+                        "UPDATE findings SET state = 'acknowledged', ack_by = ?, ack_reason = ?, ack_ms = ?,
+                             updated_ms = ? WHERE id = ?",
+                        params![ack.by, ack.reason, ack.at_ms, ack.at_ms, id],
+                    )
+                })?;
+            }
+            Ok(Vec::new())
         })
     }
 
@@ -383,5 +421,11 @@ fn finding_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredFinding> {
         details: serde_json::from_str(&details).unwrap_or(serde_json::Value::Null),
         created_ms: row.get(8)?,
         updated_ms: row.get(9)?,
+        acknowledged: match row.get::<_, Option<String>>(10)? {
+            Some(by) => {
+                Some(Acknowledgement { by, reason: row.get(11)?, at_ms: row.get::<_, Option<i64>>(12)?.unwrap_or(0) })
+            }
+            None => None,
+        },
     })
 }

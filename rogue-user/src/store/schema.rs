@@ -231,4 +231,9 @@ pub const MIGRATIONS: &[&str] = &[
         name  TEXT PRIMARY KEY,   -- config_path, config_text, config_dir, data_dir, whitelist_path, whitelist_text
         value TEXT NOT NULL
     ) WITHOUT ROWID;",
+    // 7: who acknowledged a finding, why and when (`rogue findings ack ID
+    // --by NAME --reason TEXT`).
+    "ALTER TABLE findings ADD COLUMN ack_by TEXT;
+     ALTER TABLE findings ADD COLUMN ack_reason TEXT;
+     ALTER TABLE findings ADD COLUMN ack_ms INTEGER;",
 ];

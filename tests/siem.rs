@@ -1,0 +1,198 @@
+//! Findings where a SOC looks: rogue's own schema, Elastic Common Schema
+//! checked against ECS 8.17's field definitions (tests/ecs), and ArcSight
+//! CEF read back by a parser of the spec's grammar, hostile names included.
+
+use std::{collections::HashMap, net::IpAddr};
+
+use rogue_testkit::{
+    analysis::{Workspace, example_whitelist, scenario_capture},
+    dns::{Nsd, scenario_zones},
+};
+use serde_json::Value;
+
+const CONFIG: &str = "internal_networks: [192.0.2.0/24, 2001:db8:10::/48]\nmetrics: {listen: null}\n\
+    output: {observer: \"sensor|1=a\\\\b\", severity: {volume_spike: critical}}\n";
+
+/// The observer CONFIG names: what CEF escapes in its header and extension.
+const OBSERVER: &str = "sensor|1=a\\b";
+
+/// ECS's fields and their types, from the vendored definitions.
+fn ecs_fields() -> HashMap<String, String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/ecs/fields-8.17.0.csv");
+    let mut reader = csv::Reader::from_path(path).unwrap();
+    reader.records().map(Result::unwrap).map(|row| (row[3].to_string(), row[4].to_string())).collect()
+}
+
+/// ECS's allowed values: (field, value) -> the event types a category expects.
+fn ecs_allowed() -> HashMap<(String, String), Vec<String>> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/ecs/allowed-values-8.17.0.csv");
+    let mut reader = csv::Reader::from_path(path).unwrap();
+    reader
+        .records()
+        .map(Result::unwrap)
+        .map(|row| ((row[0].to_string(), row[1].to_string()), row[2].split_whitespace().map(String::from).collect()))
+        .collect()
+}
+
+/// `value`'s leaves by dotted name; arrays of scalars stay one value.
+fn flatten(prefix: &str, value: &Value, out: &mut Vec<(String, Value)>) {
+    match value {
+        Value::Object(fields) => {
+            for (key, inner) in fields {
+                let name = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                flatten(&name, inner, out);
+            }
+        }
+        _ => out.push((prefix.to_string(), value.clone())),
+    }
+}
+
+/// Whether `value` (or each element, for an array) is of ECS type `kind`.
+fn of_ecs_type(kind: &str, value: &Value) -> bool {
+    if let Value::Array(items) = value {
+        return items.iter().all(|item| of_ecs_type(kind, item));
+    }
+    match kind {
+        "keyword" | "constant_keyword" | "wildcard" | "text" | "match_only_text" => value.is_string(),
+        "ip" => value.as_str().is_some_and(|text| text.parse::<IpAddr>().is_ok()),
+        "long" | "integer" | "short" | "byte" | "unsigned_long" => value.is_i64() || value.is_u64(),
+        "float" | "double" | "scaled_float" | "half_float" => value.is_number(),
+        "date" => value.as_str().is_some_and(|text| text.parse::<jiff::Timestamp>().is_ok()),
+        "boolean" => value.is_boolean(),
+        _ => false,
+    }
+}
+
+#[test]
+fn ecs_findings_use_ecs_fields_with_their_types_and_allowed_values_and_carry_rogues_schema() {
+    let workspace = Workspace::new("ecs", CONFIG, &example_whitelist());
+    workspace.analyze(&[&scenario_capture("all", 1)]);
+    let (fields, allowed) = (ecs_fields(), ecs_allowed());
+    let own = workspace.json(&["findings", "--format", "jsonl"]);
+    let ecs = workspace.json(&["findings", "--format", "ecs"]);
+    assert_eq!(ecs.len(), 7);
+    for (alert, finding) in ecs.iter().zip(&own) {
+        assert_eq!(&alert["rogue"], finding, "rogue's schema under `rogue`");
+        let mut leaves = Vec::new();
+        flatten("", alert, &mut leaves);
+        for (name, value) in leaves.iter().filter(|(name, _)| !name.starts_with("rogue.")) {
+            let kind = fields.get(name).unwrap_or_else(|| panic!("{name} is not an ECS 8.17 field"));
+            assert!(of_ecs_type(kind, value), "{name} = {value} is not of ECS type {kind}");
+        }
+        assert_eq!(alert["ecs"]["version"], "8.17.0");
+        let kind = alert["event"]["kind"].as_str().unwrap();
+        assert!(allowed.contains_key(&("event.kind".into(), kind.into())), "event.kind {kind}");
+        for category in alert["event"]["category"].as_array().unwrap() {
+            let expected = &allowed[&("event.category".into(), category.as_str().unwrap().into())];
+            for kind in alert["event"]["type"].as_array().unwrap() {
+                assert!(expected.contains(&kind.as_str().unwrap().to_string()), "{category} does not expect {kind}");
+            }
+        }
+        assert_eq!(alert["observer"]["name"], OBSERVER);
+        assert_eq!(alert["host"]["ip"][0], finding["host"]);
+        assert_eq!(alert["message"], finding["message"]);
+        let expected_severity = match finding["kind"].as_str().unwrap() {
+            "rogue_server" => 8,
+            "fanout_burst" => 5,
+            _ => 10,
+        };
+        assert_eq!(alert["event"]["severity"], expected_severity, "{finding}");
+    }
+    // A fan-out names every server it reached, each with its first contact.
+    let burst = own.iter().find(|f| f["kind"] == "fanout_burst").unwrap();
+    let servers = burst["servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 75);
+    let first: Vec<&str> = servers.iter().map(|s| s["first_contact"].as_str().unwrap()).collect();
+    assert!(first.windows(2).all(|w| w[0] <= w[1]), "in order of first contact");
+    assert_eq!(first[0], burst["at"]);
+    assert_eq!(burst["rule"]["peers"], 20);
+    assert_eq!(burst["verdict"], "anomaly");
+    assert_eq!(burst["schema_version"], 2);
+}
+
+/// A CEF line's header fields and extension, read by the spec's grammar:
+/// `|` ends a header field unless escaped; in the extension a key is a word
+/// before an unescaped `=` at the start or after a space, and its value
+/// runs to the space before the next key (`=` in values is escaped).
+fn parse_cef(line: &str) -> (Vec<String>, HashMap<String, String>) {
+    let mut header = Vec::new();
+    let mut field = String::new();
+    let mut chars = line.chars();
+    while header.len() < 7 {
+        match chars.next().expect("seven header fields") {
+            '\\' => field.push(chars.next().unwrap()),
+            '|' => header.push(std::mem::take(&mut field)),
+            c => field.push(c),
+        }
+    }
+    // Each character of the extension with whether it was escaped.
+    let mut items: Vec<(char, bool)> = Vec::new();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            let escaped = chars.next().expect("an escape is followed by its character");
+            items.push((
+                match escaped {
+                    'n' => '\n',
+                    'r' => '\r',
+                    other => other,
+                },
+                true,
+            ));
+        } else {
+            items.push((c, false));
+        }
+    }
+    let key_at = |i: usize| -> Option<usize> {
+        if i > 0 && items[i - 1] != (' ', false) {
+            return None;
+        }
+        let word = items[i..].iter().take_while(|(c, escaped)| !escaped && (c.is_ascii_alphanumeric() || *c == '_'));
+        let equals = i + word.count();
+        (equals > i && items.get(equals) == Some(&('=', false))).then_some(equals)
+    };
+    let keys: Vec<(usize, usize)> = (0..items.len()).filter_map(|i| key_at(i).map(|equals| (i, equals))).collect();
+    let text = |range: &[(char, bool)]| range.iter().map(|(c, _)| c).collect::<String>();
+    let mut values = HashMap::new();
+    for (n, &(start, equals)) in keys.iter().enumerate() {
+        let end = keys.get(n + 1).map_or(items.len(), |&(next, _)| next - 1);
+        values.insert(text(&items[start..equals]), text(&items[equals + 1..end]));
+    }
+    (header, values)
+}
+
+#[test]
+fn cef_lines_escape_hostile_names_and_read_back_as_the_findings() {
+    // The rogue host's PTR name holds what CEF must escape: | = \ and a bell.
+    let hostile = "smtp\\|gw\\=x\\\\y\\007z.example.org.";
+    let zones: Vec<(&str, String)> = scenario_zones()
+        .into_iter()
+        .map(|(zone, text)| (zone, text.replace("77 IN PTR smtp-gw.example.org.", &format!("77 IN PTR {hostile}"))))
+        .collect();
+    let nsd = Nsd::start("cef", &zones);
+    let config = format!("{CONFIG}dns: {{servers: [\"{}\"], timeout_ms: 2000, mx_domains: [example.org]}}\n", nsd.addr);
+    let workspace = Workspace::with_dns("cef", &config, &example_whitelist());
+    workspace.analyze(&[&scenario_capture("vpn-failure", 1)]);
+    let own = workspace.json(&["findings", "--format", "jsonl"]);
+    let cef = workspace.rogue(&["findings", "--format", "cef"]);
+    assert!(cef.status.success(), "{}", cef.stderr);
+    let lines: Vec<&str> = cef.stdout.lines().collect();
+    assert_eq!(lines.len(), own.len());
+    for (line, finding) in lines.iter().zip(&own) {
+        let (header, extension) = parse_cef(line);
+        assert_eq!(header[0], "CEF:0");
+        assert_eq!((header[1].as_str(), header[2].as_str()), ("rogue", "rogue"));
+        assert_eq!(header[4], finding["kind"].as_str().unwrap());
+        assert_eq!(extension["externalId"], finding["id"].to_string());
+        assert_eq!(extension["src"], finding["host"].as_str().unwrap());
+        assert_eq!(extension["cs1"], finding["status"].as_str().unwrap());
+        assert_eq!(extension["cs2"], finding["verdict"].as_str().unwrap());
+        assert_eq!(extension["dvchost"], OBSERVER);
+        assert_eq!(extension["msg"], finding["message"].as_str().unwrap());
+        if let Some(ptr) = finding["characteristics"]["ptr"].as_str() {
+            assert_eq!(extension["shost"], ptr, "{line}");
+            // rogue prints the name's | = \\ and bell as \\DDD: backslashes, which CEF escapes.
+            assert_eq!(ptr, "smtp\\124gw\\061x\\092y\\007z.example.org");
+        }
+    }
+    assert!(own.iter().any(|f| f["characteristics"]["ptr"].is_string()), "a finding with the hostile name");
+}

@@ -228,10 +228,21 @@ fn real_smtp_sessions_through_the_gateway_become_findings_in_every_sink_in_time(
     // 78 sessions of at least 10 packets each way through the gateway.
     assert!(metric(&metrics, "rogue_kernel_packets_total{interface=\"gw-in\"}") > 780.0);
     assert_eq!(metric(&metrics, "rogue_findings_emitted_total"), 3.0);
-    assert_eq!(metric(&metrics, "rogue_findings{type=\"fanout_burst\",state=\"open\"}"), 1.0);
-    assert_eq!(metric(&metrics, "rogue_findings{type=\"rogue_server\",state=\"open\"}"), 2.0);
+    assert_eq!(metric(&metrics, "rogue_findings{kind=\"fanout_burst\",status=\"open\"}"), 1.0);
+    assert_eq!(metric(&metrics, "rogue_findings{kind=\"rogue_server\",status=\"open\"}"), 2.0);
     assert!(metric(&metrics, "rogue_flows_completed_total") >= 156.0, "two flows per session");
     assert!(metric(&metrics, "rogue_evaluations_total") >= 3.0);
+    // What an operator alerts on: the build, the last evaluation (within the
+    // two intervals waited), sink counters there before any error, and no
+    // collector families on a meter.
+    let build = format!("rogue_build_info{{version=\"{}\",commit=\"", env!("CARGO_PKG_VERSION"));
+    assert!(metrics.iter().any(|(name, value)| name.starts_with(&build) && *value == 1.0), "{metrics:#?}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let last = metric(&metrics, "rogue_last_evaluation_timestamp_seconds");
+    assert!(now - last < 3.0 * EVALUATE_SECONDS as f64, "last evaluated {last}, now {now}");
+    assert_eq!(metric(&metrics, "rogue_evaluate_interval_seconds"), EVALUATE_SECONDS as f64);
+    assert!(metrics.iter().any(|(name, value)| name.starts_with("rogue_sink_errors_total{sink=") && *value == 0.0));
+    assert!(!metrics.keys().any(|name| name.starts_with("rogue_collector_")), "{metrics:#?}");
 
     let finished = stop(agent);
     assert!(finished.stdout.lines().count() == 3, "stdout sink: {}", finished.stdout);

@@ -387,6 +387,7 @@ fn expected_files() -> BTreeSet<String> {
             "/usr/share/doc/rogue/LICENSE-APACHE",
             "/usr/share/doc/rogue/examples/rogue.yaml",
             "/usr/share/doc/rogue/examples/whitelist.yaml",
+            "/usr/share/doc/rogue/examples/prometheus/rogue-alerts.yml",
         ]
         .map(String::from),
     );

@@ -196,3 +196,26 @@ fn cef_lines_escape_hostile_names_and_read_back_as_the_findings() {
     }
     assert!(own.iter().any(|f| f["characteristics"]["ptr"].is_string()), "a finding with the hostile name");
 }
+
+/// The shipped alerting rules: valid, and each alert fires on the series
+/// that should fire it and not before its `for` (promtool's own tests).
+#[test]
+fn the_alerting_rules_check_and_fire_as_their_tests_say() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let checked = rogue_testkit::require("promtool")
+        .args(["check", "rules", "packaging/prometheus/rogue-alerts.yml"])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&checked.stdout);
+    assert!(checked.status.success(), "{stdout}{}", String::from_utf8_lossy(&checked.stderr));
+    assert!(stdout.contains("SUCCESS: 6 rules found"), "{stdout}");
+    let tested = rogue_testkit::require("promtool")
+        .args(["test", "rules", "rogue-alerts.test.yml"])
+        .current_dir(format!("{root}/tests/prometheus"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&tested.stdout);
+    assert!(tested.status.success(), "{stdout}{}", String::from_utf8_lossy(&tested.stderr));
+    assert!(stdout.contains("SUCCESS"), "{stdout}");
+}

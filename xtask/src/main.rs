@@ -44,6 +44,7 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("python3", "python3"),
     ("man", "man-db"),
     ("systemd-analyze", "systemd"),
+    ("promtool", "prometheus"),
 ];
 /// The flow tools the offline benchmark compares rogue with.
 const BENCH_PACKAGES: &[(&str, &str)] =

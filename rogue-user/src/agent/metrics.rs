@@ -641,6 +641,56 @@ mod tests {
         assert!(text.ends_with("# EOF\n"));
     }
 
+    #[test]
+    fn each_role_exports_its_own_families_and_every_counter_from_the_start() {
+        let (meter, collector) = (Metrics::new(Role::Meter), Metrics::new(Role::Collector));
+        meter.name_outputs(&["stdout", "syslog"], &["udp://192.0.2.9:4739".into()]);
+        meter.set_findings([]);
+        let (meter, collector) = (meter.encode(), collector.encode());
+        // Families without series print nothing; plain counters print 0.
+        assert!(meter.lines().any(|l| l == "rogue_drains_total 0"));
+        assert!(!collector.contains("rogue_drains"), "a collector drains no kernel maps");
+        assert!(collector.lines().any(|l| l == "rogue_collector_messages_total 0"));
+        assert!(!meter.contains("rogue_collector_"), "a meter has no collector families");
+        for line in [
+            "rogue_sink_errors_total{sink=\"stdout\"} 0",
+            "rogue_sink_errors_total{sink=\"syslog\"} 0",
+            "rogue_export_errors_total{sink=\"udp://192.0.2.9:4739\"} 0",
+            "rogue_findings{kind=\"fanout_burst\",status=\"whitelisted\"} 0",
+            "rogue_last_evaluation_timestamp_seconds 0",
+        ] {
+            assert!(meter.lines().any(|l| l == line), "{line} missing from:\n{meter}");
+        }
+        let build = format!(
+            "rogue_build_info{{version=\"{}\",commit=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            env!("ROGUE_COMMIT")
+        );
+        assert!(meter.lines().any(|l| l == build), "{build}");
+        assert!(env!("ROGUE_COMMIT").len() == 12 || env!("ROGUE_COMMIT") == "unknown");
+    }
+
+    /// Every metric the shipped alerting rules use is one a meter exports.
+    #[test]
+    fn the_alerting_rules_use_metrics_that_exist() {
+        let rules = include_str!("../../../packaging/prometheus/rogue-alerts.yml");
+        let metrics = Metrics::new(Role::Meter);
+        metrics.set_kernel("eth0", &MeterCounters::default());
+        metrics.set_coverage("eth0", 1, 1);
+        metrics.set_attached("eth0", true);
+        metrics.name_outputs(&["stdout"], &[]);
+        let text = metrics.encode();
+        let used = regex::Regex::new(r"rogue_[a-z_]+").unwrap();
+        let names: Vec<&str> = used.find_iter(rules).map(|m| m.as_str()).filter(|n| n.len() > "rogue_".len()).collect();
+        assert!(names.len() >= 6, "{names:?}");
+        for name in names {
+            assert!(
+                text.lines().any(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{"))),
+                "{name} is not exported:\n{text}"
+            );
+        }
+    }
+
     /// The process metrics are this process's, as the kernel and libc give them.
     #[test]
     fn process_metrics_describe_this_process() {

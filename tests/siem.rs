@@ -219,3 +219,126 @@ fn the_alerting_rules_check_and_fire_as_their_tests_say() {
     assert!(tested.status.success(), "{stdout}{}", String::from_utf8_lossy(&tested.stderr));
     assert!(stdout.contains("SUCCESS"), "{stdout}");
 }
+
+/// An HTTP server (Python's http.server) that answers each POST with the
+/// status in `DIR/status` and writes each request to `DIR/requests` as a
+/// JSON line: status, Content-Type, Idempotency-Key, body.
+const RECEIVER: &str = r#"
+import http.server, json, os, sys
+directory = sys.argv[2]
+class Receiver(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+        status = int(open(os.path.join(directory, "status")).read())
+        with open(os.path.join(directory, "requests"), "a") as log:
+            log.write(json.dumps({"status": status, "type": self.headers["Content-Type"],
+                                  "key": self.headers["Idempotency-Key"], "body": body}) + "\n")
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Receiver).serve_forever()
+"#;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn requests(dir: &std::path::Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(dir.join("requests")).unwrap_or_default();
+    text.lines().map(|line| serde_json::from_str(line).unwrap()).collect()
+}
+
+/// Waits (60 s at most) until `done` holds.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what} did not happen within 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn start_collector(workspace: &Workspace, port: u16) -> rogue_testkit::process::Running {
+    let mut command = std::process::Command::new(rogue_testkit::process::ROGUE);
+    command.args(["-v", "collect", "--no-dns", "--listen", &format!("127.0.0.1:{port}"), "--config"]);
+    command.arg(workspace.config());
+    let mut collector = rogue_testkit::process::Running::spawn(command);
+    collector.wait_for_stderr("collector running", 1);
+    collector
+}
+
+/// The receiver is down while the findings come, then answers 500, then
+/// 200; the collector is restarted in between: each finding arrives once,
+/// in order, and the spool ends empty.
+#[test]
+fn a_webhook_gets_every_finding_exactly_once_through_a_dead_endpoint_500s_and_a_restart() {
+    let (hook_port, collect_port, metrics_port) = (free_port(), free_port(), free_port());
+    let url = format!("http://127.0.0.1:{hook_port}/findings");
+    let config = format!(
+        "internal_networks: [192.0.2.0/24, 2001:db8:10::/48]\nstore: {{retention_days: 36500}}\n\
+         metrics: {{listen: \"127.0.0.1:{metrics_port}\"}}\noutput: {{findings: [\"{url}\"], observer: central}}\n"
+    );
+    let workspace = Workspace::new("webhook", &config, &example_whitelist());
+    let receiver_dir = workspace.dir.join("receiver");
+    std::fs::create_dir_all(&receiver_dir).unwrap();
+
+    // Down: the findings of the method's cases go to the spool.
+    let collector = start_collector(&workspace, collect_port);
+    let exported = std::process::Command::new(rogue_testkit::process::ROGUE)
+        .args(["-q", "flows", "--format", "none", "--pcap"])
+        .arg(scenario_capture("all", 1))
+        .args(["--ipfix", &format!("tcp://127.0.0.1:{collect_port}")])
+        .output()
+        .unwrap();
+    assert!(exported.status.success(), "{}", String::from_utf8_lossy(&exported.stderr));
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    collector.signal(libc::SIGTERM);
+    let stopped = collector.finish();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    assert!(stopped.stderr.contains(&format!("{url} does not take findings")), "{}", stopped.stderr);
+    let spool = std::fs::read_dir(workspace.dir.join("spool")).unwrap().next().unwrap().unwrap().path();
+    let spooled = std::fs::read_to_string(spool.join("queue")).unwrap();
+    assert_eq!(spooled.lines().count(), 7, "the seven findings wait on disk:\n{spooled}");
+
+    // 500s, across a restart.
+    std::fs::write(receiver_dir.join("status"), "500").unwrap();
+    let mut receiver = std::process::Command::new("python3")
+        .args(["-c", RECEIVER, &hook_port.to_string()])
+        .arg(&receiver_dir)
+        .spawn()
+        .unwrap();
+    let collector = start_collector(&workspace, collect_port);
+    wait_until("two requests answered 500", || requests(&receiver_dir).len() >= 2);
+    // Then the endpoint takes them.
+    std::fs::write(receiver_dir.join("status"), "200").unwrap();
+    wait_until("seven findings taken", || requests(&receiver_dir).iter().filter(|r| r["status"] == 200).count() >= 7);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let metrics = rogue_testkit::process::scrape_metrics(metrics_port);
+    collector.signal(libc::SIGTERM);
+    let stopped = collector.finish();
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+
+    let all = requests(&receiver_dir);
+    let failed = all.iter().filter(|r| r["status"] == 500).count();
+    let taken: Vec<&Value> = all.iter().filter(|r| r["status"] == 200).collect();
+    assert!(failed >= 2, "{all:#?}");
+    assert_eq!(taken.len(), 7, "each finding once: {taken:#?}");
+    let bodies: Vec<Value> = taken.iter().map(|r| serde_json::from_str(r["body"].as_str().unwrap()).unwrap()).collect();
+    let spooled: Vec<Value> = spooled.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(bodies, spooled, "in the order they were spooled");
+    for (request, body) in taken.iter().zip(&bodies) {
+        assert_eq!(request["type"], "application/json");
+        assert_eq!((body["event"].as_str(), body["observer"].as_str()), (Some("opened"), Some("central")));
+    }
+    let keys: std::collections::BTreeSet<&str> = taken.iter().map(|r| r["key"].as_str().unwrap()).collect();
+    assert_eq!(keys.len(), 7, "an idempotency key each");
+    let label = format!("{{sink=\"{url}\"}}");
+    assert_eq!(metrics[&format!("rogue_sink_delivered_total{label}")], 7.0);
+    assert_eq!(metrics[&format!("rogue_sink_spooled{label}")], 0.0);
+    assert_eq!(metrics[&format!("rogue_sink_dropped_total{label}")], 0.0);
+    assert!(metrics[&format!("rogue_sink_errors_total{label}")] >= failed as f64 - 1.0);
+    assert_eq!(std::fs::metadata(spool.join("queue")).unwrap().len(), 0, "the delivered spool is emptied");
+}

@@ -98,6 +98,10 @@ pub struct Metrics {
     findings: Family<FindingLabels, Gauge>,
     findings_emitted: Counter,
     sink_errors: Family<SinkLabel, Counter>,
+    sink_delivered: Family<SinkLabel, Counter>,
+    sink_refused: Family<SinkLabel, Counter>,
+    sink_dropped: Family<SinkLabel, Counter>,
+    sink_spooled: Family<SinkLabel, Gauge>,
     export_errors: Family<SinkLabel, Counter>,
     evaluations: Counter,
     evaluation_errors: Counter,
@@ -174,6 +178,10 @@ impl Metrics {
             findings: Family::default(),
             findings_emitted: Counter::default(),
             sink_errors: Family::default(),
+            sink_delivered: Family::default(),
+            sink_refused: Family::default(),
+            sink_dropped: Family::default(),
+            sink_spooled: Family::default(),
             export_errors: Family::default(),
             evaluations: Counter::default(),
             evaluation_errors: Counter::default(),
@@ -276,6 +284,18 @@ impl Metrics {
         rogue.register("findings", "Stored findings by kind and status", m.findings.clone());
         rogue.register("findings_emitted", "Findings sent to the sinks", m.findings_emitted.clone());
         rogue.register("sink_errors", "Findings a sink failed to take (retried)", m.sink_errors.clone());
+        rogue.register("sink_delivered", "Findings a webhook's endpoint took (2xx)", m.sink_delivered.clone());
+        rogue.register(
+            "sink_refused",
+            "Findings a webhook's endpoint refused for good (4xx but 408 and 429; skipped)",
+            m.sink_refused.clone(),
+        );
+        rogue.register(
+            "sink_dropped",
+            "Findings dropped because a webhook's spool was full (output.spool_max_bytes)",
+            m.sink_dropped.clone(),
+        );
+        rogue.register("sink_spooled", "Findings waiting in a webhook's spool", m.sink_spooled.clone());
         rogue.register("export_errors", "IPFIX exports that failed, by destination", m.export_errors.clone());
         rogue.register("evaluations", "Evaluations of the method", m.evaluations.clone());
         rogue.register(
@@ -470,6 +490,32 @@ impl Metrics {
         for destination in exports {
             let _ = self.export_errors.get_or_create(&SinkLabel { sink: destination.clone() });
         }
+    }
+
+    /// A webhook sink: its counters at 0 from the start.
+    pub fn name_webhook(&self, url: &str) {
+        let label = SinkLabel { sink: url.to_string() };
+        let _ = self.sink_errors.get_or_create(&label);
+        let _ = self.sink_delivered.get_or_create(&label);
+        let _ = self.sink_refused.get_or_create(&label);
+        let _ = self.sink_dropped.get_or_create(&label);
+        let _ = self.sink_spooled.get_or_create(&label);
+    }
+
+    pub fn sink_delivered(&self, sink: &str) {
+        self.sink_delivered.get_or_create(&SinkLabel { sink: sink.to_string() }).inc();
+    }
+
+    pub fn sink_refused(&self, sink: &str) {
+        self.sink_refused.get_or_create(&SinkLabel { sink: sink.to_string() }).inc();
+    }
+
+    pub fn sink_dropped(&self, sink: &str) {
+        self.sink_dropped.get_or_create(&SinkLabel { sink: sink.to_string() }).inc();
+    }
+
+    pub fn set_sink_spooled(&self, sink: &str, findings: u64) {
+        self.sink_spooled.get_or_create(&SinkLabel { sink: sink.to_string() }).set(findings as i64);
     }
 
     /// An evaluation succeeded at `unix_seconds`.

@@ -27,6 +27,7 @@ pub mod schedule;
 pub mod sinks;
 pub mod source;
 pub mod systemd;
+pub mod webhook;
 pub mod writer;
 
 use std::{
@@ -158,7 +159,7 @@ impl<S: FlowSource> Agent<S> {
         clock: Box<dyn Clock + Send>,
     ) -> anyhow::Result<Agent<S>> {
         let config = &engine.config;
-        let emitter = Emitter::new(Sinks::open(config)?);
+        let emitter = Emitter::new(Sinks::open(config, &metrics)?);
         let exporters = Exporters::open(&export_destinations(config), config.export.observation_domain)?;
         let destinations: Vec<String> = export_destinations(config).iter().map(ToString::to_string).collect();
         metrics.name_outputs(&emitter.sinks.names(), &destinations);
@@ -362,7 +363,7 @@ impl<S: FlowSource> Agent<S> {
         let loaded = (|| -> anyhow::Result<(Config, Whitelist, Sinks)> {
             let config = Config::load(&path)?;
             let whitelist = Whitelist::load(&config.whitelist_path(), &config.services.names())?;
-            let sinks = Sinks::open(&config)?;
+            let sinks = Sinks::open(&config, &self.metrics)?;
             Ok((config, whitelist, sinks))
         })();
         let (config, whitelist, sinks) = match loaded {

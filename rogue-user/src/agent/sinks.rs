@@ -1,8 +1,9 @@
 //! Where the agent's findings go: lines on stdout, lines appended to a file
 //! (synced to disk after each, so a reader tailing it never sees a finding
 //! that a crash could take back), and syslog in RFC 5424 form, to the local
-//! socket or over UDP (RFC 5426) to a collector. Each sink writes its
-//! format: rogue's JSON, ECS JSON or CEF (see [`crate::output`]).
+//! socket or over UDP (RFC 5426) to a collector; and webhooks, POSTed
+//! without loss (see [`super::webhook`]). Each sink writes its format:
+//! rogue's JSON, ECS JSON or CEF (see [`crate::output`]).
 
 use std::{
     fs::File,
@@ -10,8 +11,13 @@ use std::{
     net::{ToSocketAddrs, UdpSocket},
     os::unix::{fs::OpenOptionsExt, net::UnixDatagram},
     path::PathBuf,
+    sync::Arc,
 };
 
+use super::{
+    metrics::Metrics,
+    webhook::{Webhook, WebhookError},
+};
 use crate::{
     config::{Config, FindingFormat, FindingSink, hostname},
     output::{Presentation, finding_line},
@@ -38,6 +44,8 @@ pub enum SinkError {
     LocalSyslog(#[source] io::Error),
     #[error("output.findings: cannot reach the syslog server {server}")]
     RemoteSyslog { server: String, source: io::Error },
+    #[error(transparent)]
+    Webhook(#[from] WebhookError),
 }
 
 /// Why a finding is emitted.
@@ -62,6 +70,7 @@ enum Sink {
     Stdout,
     File(File),
     Syslog(Syslog),
+    Webhook(Webhook),
 }
 
 /// The sinks of `output.findings`, each with the name it is configured by
@@ -73,7 +82,8 @@ pub struct Sinks {
 
 impl Sinks {
     /// Opens every configured sink; fails naming the first that cannot be.
-    pub fn open(config: &Config) -> Result<Sinks, SinkError> {
+    /// Webhooks start delivering their spools (in the current tokio runtime).
+    pub fn open(config: &Config, metrics: &Arc<Metrics>) -> Result<Sinks, SinkError> {
         let mut sinks = Vec::new();
         for spec in &config.output.findings {
             let (name, sink) = match &spec.to {
@@ -90,6 +100,18 @@ impl Sinks {
                 }
                 FindingSink::LocalSyslog => ("syslog".to_string(), Sink::Syslog(Syslog::local()?)),
                 FindingSink::RemoteSyslog(server) => (format!("syslog://{server}"), Sink::Syslog(Syslog::udp(server)?)),
+                FindingSink::Webhook(url) => {
+                    metrics.name_webhook(url);
+                    let content_type = match spec.format {
+                        FindingFormat::Cef => "text/plain; charset=utf-8",
+                        FindingFormat::Jsonl | FindingFormat::Ecs => "application/json",
+                    };
+                    let spool = config.resolve(&spool_dir(url));
+                    let ca_file = spec.ca_file.as_ref().map(|path| config.resolve_beside(path));
+                    let max = config.output.spool_max_bytes.0;
+                    let webhook = Webhook::open(url, content_type, ca_file.as_deref(), spool, max, metrics.clone())?;
+                    (url.clone(), Sink::Webhook(webhook))
+                }
             };
             sinks.push((name, sink, spec.format));
         }
@@ -112,6 +134,9 @@ impl Sinks {
                 }
                 Sink::File(file) => writeln!(file, "{line}").and_then(|()| file.sync_data()),
                 Sink::Syslog(syslog) => syslog.send(event, finding, &line),
+                // A full spool drops the finding (counted there); it is not
+                // offered again, or the other sinks would take it twice.
+                Sink::Webhook(webhook) => webhook.send(&line).map(drop),
             };
             if let Err(e) = result {
                 failed.push((name.clone(), e));
@@ -119,6 +144,11 @@ impl Sinks {
         }
         failed
     }
+}
+
+/// A webhook's spool, under the state directory: one per URL.
+fn spool_dir(url: &str) -> PathBuf {
+    PathBuf::from("spool").join(&blake3::hash(url.as_bytes()).to_hex()[..16])
 }
 
 struct Syslog {

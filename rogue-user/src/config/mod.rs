@@ -526,12 +526,17 @@ pub struct OutputConfig {
     pub observer: String,
     /// The severity of each kind of finding.
     pub severity: SeverityConfig,
+    /// What each webhook sink may hold on disk (under the state directory)
+    /// while its endpoint does not take findings; past it the newest are
+    /// dropped, counted.
+    pub spool_max_bytes: Positive,
 }
 
 impl Default for OutputConfig {
     fn default() -> Self {
         OutputConfig {
-            findings: vec![SinkSpec { to: FindingSink::Stdout, format: FindingFormat::Jsonl }],
+            findings: vec![SinkSpec { to: FindingSink::Stdout, format: FindingFormat::Jsonl, ca_file: None }],
+            spool_max_bytes: Positive(64 << 20),
             observer: String::new(),
             severity: SeverityConfig::default(),
         }
@@ -635,6 +640,10 @@ pub enum FindingFormat {
 pub struct SinkSpec {
     pub to: FindingSink,
     pub format: FindingFormat,
+    /// For an https webhook: a CA certificate (PEM) to trust besides the
+    /// system's roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl<'de> Deserialize<'de> for SinkSpec {
@@ -643,7 +652,13 @@ impl<'de> Deserialize<'de> for SinkSpec {
         #[serde(deny_unknown_fields)]
         struct WithFormat {
             to: FindingSink,
+            #[serde(default = "jsonl")]
             format: FindingFormat,
+            #[serde(default)]
+            ca_file: Option<PathBuf>,
+        }
+        fn jsonl() -> FindingFormat {
+            FindingFormat::Jsonl
         }
         struct Visitor;
         impl<'de> serde::de::Visitor<'de> for Visitor {
@@ -655,12 +670,12 @@ impl<'de> Deserialize<'de> for SinkSpec {
             }
             fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<SinkSpec, E> {
                 let to = FindingSink::deserialize(serde::de::value::StrDeserializer::<E>::new(text))?;
-                Ok(SinkSpec { to, format: FindingFormat::Jsonl })
+                Ok(SinkSpec { to, format: FindingFormat::Jsonl, ca_file: None })
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<SinkSpec, A::Error> {
-                let WithFormat { to, format } =
+                let WithFormat { to, format, ca_file } =
                     WithFormat::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-                Ok(SinkSpec { to, format })
+                Ok(SinkSpec { to, format, ca_file })
             }
         }
         deserializer.deserialize_any(Visitor)
@@ -668,12 +683,14 @@ impl<'de> Deserialize<'de> for SinkSpec {
 }
 
 /// One place findings go: `stdout`, `syslog` (the local socket /dev/log),
-/// `syslog://HOST:PORT` (UDP), or anything else as a file path.
+/// `syslog://HOST:PORT` (UDP), an `http://` or `https://` URL (a webhook,
+/// POSTed), or anything else as a file path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FindingSink {
     Stdout,
     LocalSyslog,
     RemoteSyslog(String),
+    Webhook(String),
     File(PathBuf),
 }
 
@@ -683,6 +700,13 @@ impl<'de> Deserialize<'de> for FindingSink {
         Ok(match text.as_str() {
             "stdout" => FindingSink::Stdout,
             "syslog" => FindingSink::LocalSyslog,
+            _ if text.starts_with("http://") || text.starts_with("https://") => {
+                let host = text.split_once("://").map(|(_, rest)| rest).unwrap_or_default();
+                if host.is_empty() || host.starts_with('/') {
+                    return Err(serde::de::Error::custom(format!("{text}: a webhook URL names its host")));
+                }
+                FindingSink::Webhook(text)
+            }
             _ => match text.strip_prefix("syslog://") {
                 Some(server) => {
                     check_host_port(server).map_err(serde::de::Error::custom)?;
@@ -701,6 +725,7 @@ impl fmt::Display for FindingSink {
             FindingSink::Stdout => f.write_str("stdout"),
             FindingSink::LocalSyslog => f.write_str("syslog"),
             FindingSink::RemoteSyslog(server) => write!(f, "syslog://{server}"),
+            FindingSink::Webhook(url) => f.write_str(url),
             FindingSink::File(path) => write!(f, "{}", path.display()),
         }
     }
@@ -1039,9 +1064,15 @@ impl Config {
         effective
     }
 
+    /// A path rogue reads as configuration (the whitelist, a CA file),
+    /// relative to the configuration's directory.
+    pub fn resolve_beside(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() { path.to_path_buf() } else { self.dir.join(path) }
+    }
+
     /// The whitelist, relative to the configuration's directory.
     pub fn whitelist_path(&self) -> PathBuf {
-        if self.whitelist.is_absolute() { self.whitelist.clone() } else { self.dir.join(&self.whitelist) }
+        self.resolve_beside(&self.whitelist)
     }
 
     pub fn is_internal(&self, addr: IpAddr) -> bool {

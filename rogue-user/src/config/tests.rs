@@ -69,7 +69,7 @@ fn finding_sinks_are_stdout_syslog_a_syslog_server_or_a_file_each_in_a_format() 
          metrics: {listen: null}",
     )
     .unwrap();
-    let jsonl = |to| SinkSpec { to, format: FindingFormat::Jsonl };
+    let jsonl = |to| SinkSpec { to, format: FindingFormat::Jsonl, ca_file: None };
     assert_eq!(
         config.output.findings,
         [
@@ -77,8 +77,12 @@ fn finding_sinks_are_stdout_syslog_a_syslog_server_or_a_file_each_in_a_format() 
             jsonl(FindingSink::LocalSyslog),
             jsonl(FindingSink::RemoteSyslog("192.0.2.5:514".into())),
             jsonl(FindingSink::File("findings.jsonl".into())),
-            SinkSpec { to: FindingSink::RemoteSyslog("192.0.2.6:514".into()), format: FindingFormat::Cef },
-            SinkSpec { to: FindingSink::File("ecs.jsonl".into()), format: FindingFormat::Ecs },
+            SinkSpec {
+                to: FindingSink::RemoteSyslog("192.0.2.6:514".into()),
+                format: FindingFormat::Cef,
+                ca_file: None
+            },
+            SinkSpec { to: FindingSink::File("ecs.jsonl".into()), format: FindingFormat::Ecs, ca_file: None },
         ]
     );
     let unknown =

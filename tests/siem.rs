@@ -342,3 +342,112 @@ fn a_webhook_gets_every_finding_exactly_once_through_a_dead_endpoint_500s_and_a_
     assert!(metrics[&format!("rogue_sink_errors_total{label}")] >= failed as f64 - 1.0);
     assert_eq!(std::fs::metadata(spool.join("queue")).unwrap().len(), 0, "the delivered spool is emptied");
 }
+
+/// GET `path` from 127.0.0.1:`port`: the body of a 200 answer, else None.
+/// HTTP/1.0, so that the body comes whole, not in chunks.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    (head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200")).then(|| body.to_string())
+}
+
+/// Debian's prometheus-alertmanager on loopback, with no receiver and no
+/// cluster; stopped when dropped.
+struct AlertmanagerServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl AlertmanagerServer {
+    fn start(dir: &std::path::Path) -> AlertmanagerServer {
+        let port = free_port();
+        std::fs::write(dir.join("alertmanager.yml"), "route: {receiver: none}\nreceivers: [{name: none}]\n").unwrap();
+        let child = rogue_testkit::require("prometheus-alertmanager")
+            .arg(format!("--config.file={}", dir.join("alertmanager.yml").display()))
+            .arg(format!("--storage.path={}", dir.join("alertmanager").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = AlertmanagerServer { child, port };
+        wait_until("the Alertmanager is ready", || http_get(port, "/-/ready").is_some());
+        server
+    }
+
+    /// The alerts it holds active, by their `finding` label.
+    fn active(&self) -> std::collections::BTreeMap<String, Value> {
+        let body = http_get(self.port, "/api/v2/alerts?active=true&silenced=false&inhibited=false").unwrap_or_default();
+        let alerts: Vec<Value> = serde_json::from_str(&body).unwrap_or_default();
+        alerts.into_iter().map(|a| (a["labels"]["finding"].as_str().unwrap_or_default().to_string(), a)).collect()
+    }
+}
+
+impl Drop for AlertmanagerServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every open finding is an alert in a real Alertmanager within an
+/// evaluation, with its labels and annotations; acknowledging one and
+/// whitelisting a host resolve theirs.
+#[test]
+fn findings_are_alerts_in_alertmanager_and_resolve_when_acknowledged_or_whitelisted() {
+    let workspace = Workspace::new("alertmanager", "internal_networks: [192.0.2.0/24]\n", &example_whitelist());
+    let alertmanager = AlertmanagerServer::start(&workspace.dir);
+    let config = format!(
+        "internal_networks: [192.0.2.0/24, 2001:db8:10::/48]\nstore: {{retention_days: 36500}}\nmetrics: {{listen: null}}\n\
+         detection: {{evaluate_seconds: 1}}\noutput: {{findings: [\"alertmanager+http://127.0.0.1:{}\"], observer: central, \
+         report_url: \"https://soc.example.org/rogue/{{host}}/\"}}\n",
+        alertmanager.port
+    );
+    std::fs::write(workspace.config(), config).unwrap();
+    let collect_port = free_port();
+    let collector = start_collector(&workspace, collect_port);
+    let exported = std::process::Command::new(rogue_testkit::process::ROGUE)
+        .args(["-q", "flows", "--format", "none", "--pcap"])
+        .arg(scenario_capture("all", 1))
+        .args(["--ipfix", &format!("tcp://127.0.0.1:{collect_port}")])
+        .output()
+        .unwrap();
+    assert!(exported.status.success(), "{}", String::from_utf8_lossy(&exported.stderr));
+    wait_until("seven alerts", || alertmanager.active().len() == 7);
+
+    let findings = workspace.json(&["findings", "--format", "jsonl"]);
+    let alerts = alertmanager.active();
+    for finding in &findings {
+        let alert = &alerts[&finding["id"].to_string()];
+        let labels = &alert["labels"];
+        assert_eq!(labels["kind"], finding["kind"]);
+        assert_eq!(labels["host"], finding["host"]);
+        assert_eq!((labels["service"].as_str(), labels["observer"].as_str()), (Some("smtp"), Some("central")));
+        assert_eq!(labels["severity"], finding["severity"]);
+        assert_eq!(alert["annotations"]["description"], finding["message"]);
+        let report = format!("https://soc.example.org/rogue/{}/", finding["host"].as_str().unwrap());
+        assert_eq!(alert["annotations"]["report"], report.as_str());
+        assert_eq!(alert["status"]["state"], "active");
+    }
+
+    let burst = findings.iter().find(|f| f["kind"] == "fanout_burst").unwrap()["id"].to_string();
+    let acked = workspace.rogue(&["findings", "ack", &burst, "--by", "carol"]);
+    assert!(acked.status.success(), "{}", acked.stderr);
+    wait_until("the acknowledged burst resolved", || !alertmanager.active().contains_key(&burst));
+    let accepted = workspace.rogue(&["whitelist", "accept", "192.0.2.77", "--by", "alice", "--reason", "ticket 12"]);
+    assert!(accepted.status.success(), "{}", accepted.stderr);
+    collector.signal(libc::SIGHUP);
+    wait_until("the whitelisted host's alert resolved", || {
+        alertmanager.active().values().all(|a| a["labels"]["host"] != "192.0.2.77")
+    });
+    let left = alertmanager.active();
+    assert_eq!(left.len(), 5, "{left:#?}");
+    collector.signal(libc::SIGTERM);
+    assert!(collector.finish().status.success());
+}

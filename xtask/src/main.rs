@@ -45,6 +45,7 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("man", "man-db"),
     ("systemd-analyze", "systemd"),
     ("promtool", "prometheus"),
+    ("prometheus-alertmanager", "prometheus-alertmanager"),
 ];
 /// The flow tools the offline benchmark compares rogue with.
 const BENCH_PACKAGES: &[(&str, &str)] =

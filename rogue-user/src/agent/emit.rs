@@ -27,8 +27,16 @@ impl Emitter {
 
     /// Emits every stored finding whose material evidence differs from what
     /// was last emitted of it (whatever changed it: an evaluation, a
-    /// whitelist reload, `rogue findings ack` from a shell).
-    pub fn emit_changes(&mut self, store: &mut Store, metrics: &Metrics) -> Result<(), StoreError> {
+    /// whitelist reload, `rogue findings ack` from a shell); and tells the
+    /// Alertmanagers the state of them all, at `now_ms`, for the next
+    /// `interval`s.
+    pub fn emit_changes(
+        &mut self,
+        store: &mut Store,
+        metrics: &Metrics,
+        now_ms: i64,
+        interval: std::time::Duration,
+    ) -> Result<(), StoreError> {
         let emitted = store.emitted()?;
         let findings = store.findings(None, None)?;
         let mut counts: BTreeMap<(String, String), i64> = BTreeMap::new();
@@ -55,6 +63,7 @@ impl Emitter {
             }
         }
         metrics.set_findings(counts);
+        self.sinks.sync_alerts(&findings, now_ms, interval);
         Ok(())
     }
 }

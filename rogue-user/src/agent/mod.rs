@@ -21,6 +21,7 @@
 //! drain. The clock is passed in, so every stage but the sources runs in
 //! unit tests as any user.
 
+pub mod alertmanager;
 pub mod emit;
 pub mod metrics;
 pub mod schedule;
@@ -351,7 +352,9 @@ impl<S: FlowSource> Agent<S> {
             let ingested = rfc3339_millis(source.ingested_ms * 1_000_000);
             info!("retention: removed {} {} (ingested {ingested})", source.kind, source.name);
         }
-        self.emitter.emit_changes(&mut self.engine.store, &self.metrics)?;
+        let (now_ms, interval) =
+            (self.clock.now().div_euclid(1_000_000), self.engine.config.detection.evaluate_seconds.0);
+        self.emitter.emit_changes(&mut self.engine.store, &self.metrics, now_ms, Duration::from_secs(interval))?;
         Ok(())
     }
 

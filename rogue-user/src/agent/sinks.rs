@@ -15,6 +15,7 @@ use std::{
 };
 
 use super::{
+    alertmanager::Alertmanager,
     metrics::Metrics,
     webhook::{Webhook, WebhookError},
 };
@@ -46,6 +47,8 @@ pub enum SinkError {
     RemoteSyslog { server: String, source: io::Error },
     #[error(transparent)]
     Webhook(#[from] WebhookError),
+    #[error("output.findings: alertmanager+{base}: {reason}")]
+    Alertmanager { base: String, reason: String },
 }
 
 /// Why a finding is emitted.
@@ -71,6 +74,7 @@ enum Sink {
     File(File),
     Syslog(Syslog),
     Webhook(Webhook),
+    Alertmanager(Alertmanager),
 }
 
 /// The sinks of `output.findings`, each with the name it is configured by
@@ -112,6 +116,13 @@ impl Sinks {
                     let webhook = Webhook::open(url, content_type, ca_file.as_deref(), spool, max, metrics.clone())?;
                     (url.clone(), Sink::Webhook(webhook))
                 }
+                FindingSink::Alertmanager(base) => {
+                    let presentation = Presentation::of(&config.output);
+                    let alertmanager =
+                        Alertmanager::new(base, presentation, &config.output.report_url, metrics.clone())
+                            .map_err(|reason| SinkError::Alertmanager { base: base.clone(), reason })?;
+                    (alertmanager.name().to_string(), Sink::Alertmanager(alertmanager))
+                }
             };
             sinks.push((name, sink, spec.format));
         }
@@ -137,12 +148,25 @@ impl Sinks {
                 // A full spool drops the finding (counted there); it is not
                 // offered again, or the other sinks would take it twice.
                 Sink::Webhook(webhook) => webhook.send(&line).map(drop),
+                // A state, sent whole at each evaluation (sync_alerts).
+                Sink::Alertmanager(_) => Ok(()),
             };
             if let Err(e) = result {
                 failed.push((name.clone(), e));
             }
         }
         failed
+    }
+}
+
+impl Sinks {
+    /// Tells each Alertmanager the state of every finding.
+    pub fn sync_alerts(&self, findings: &[StoredFinding], now_ms: i64, interval: std::time::Duration) {
+        for (_, sink, _) in &self.sinks {
+            if let Sink::Alertmanager(alertmanager) = sink {
+                alertmanager.sync(findings, now_ms, interval);
+            }
+        }
     }
 }
 

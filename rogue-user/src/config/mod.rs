@@ -526,6 +526,9 @@ pub struct OutputConfig {
     pub observer: String,
     /// The severity of each kind of finding.
     pub severity: SeverityConfig,
+    /// A link to a host's report for the Alertmanager's alerts, `{host}`
+    /// replaced by the address (empty: none).
+    pub report_url: String,
     /// What each webhook sink may hold on disk (under the state directory)
     /// while its endpoint does not take findings; past it the newest are
     /// dropped, counted.
@@ -537,6 +540,7 @@ impl Default for OutputConfig {
         OutputConfig {
             findings: vec![SinkSpec { to: FindingSink::Stdout, format: FindingFormat::Jsonl, ca_file: None }],
             spool_max_bytes: Positive(64 << 20),
+            report_url: String::new(),
             observer: String::new(),
             severity: SeverityConfig::default(),
         }
@@ -684,13 +688,16 @@ impl<'de> Deserialize<'de> for SinkSpec {
 
 /// One place findings go: `stdout`, `syslog` (the local socket /dev/log),
 /// `syslog://HOST:PORT` (UDP), an `http://` or `https://` URL (a webhook,
-/// POSTed), or anything else as a file path.
+/// POSTed), `alertmanager+http(s)://HOST:PORT` (Prometheus Alertmanager's
+/// API v2), or anything else as a file path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FindingSink {
     Stdout,
     LocalSyslog,
     RemoteSyslog(String),
     Webhook(String),
+    /// The Alertmanager's base URL (`http://HOST:PORT`).
+    Alertmanager(String),
     File(PathBuf),
 }
 
@@ -700,6 +707,15 @@ impl<'de> Deserialize<'de> for FindingSink {
         Ok(match text.as_str() {
             "stdout" => FindingSink::Stdout,
             "syslog" => FindingSink::LocalSyslog,
+            _ if text.starts_with("alertmanager+http://") || text.starts_with("alertmanager+https://") => {
+                let base = text.trim_start_matches("alertmanager+").trim_end_matches('/').to_string();
+                if base.split_once("://").is_none_or(|(_, host)| host.is_empty()) {
+                    return Err(serde::de::Error::custom(format!(
+                        "{text}: name the Alertmanager as alertmanager+http://HOST:PORT"
+                    )));
+                }
+                FindingSink::Alertmanager(base)
+            }
             _ if text.starts_with("http://") || text.starts_with("https://") => {
                 let host = text.split_once("://").map(|(_, rest)| rest).unwrap_or_default();
                 if host.is_empty() || host.starts_with('/') {
@@ -726,6 +742,7 @@ impl fmt::Display for FindingSink {
             FindingSink::LocalSyslog => f.write_str("syslog"),
             FindingSink::RemoteSyslog(server) => write!(f, "syslog://{server}"),
             FindingSink::Webhook(url) => f.write_str(url),
+            FindingSink::Alertmanager(base) => write!(f, "alertmanager+{base}"),
             FindingSink::File(path) => write!(f, "{}", path.display()),
         }
     }

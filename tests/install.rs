@@ -388,6 +388,7 @@ fn expected_files() -> BTreeSet<String> {
             "/usr/share/doc/rogue/examples/rogue.yaml",
             "/usr/share/doc/rogue/examples/whitelist.yaml",
             "/usr/share/doc/rogue/examples/prometheus/rogue-alerts.yml",
+            "/usr/share/doc/rogue/examples/grafana/rogue-dashboard.json",
         ]
         .map(String::from),
     );

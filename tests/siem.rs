@@ -451,3 +451,146 @@ fn findings_are_alerts_in_alertmanager_and_resolve_when_acknowledged_or_whitelis
     collector.signal(libc::SIGTERM);
     assert!(collector.finish().status.success());
 }
+
+/// `text` as a URL query value: everything but unreserved characters
+/// percent-encoded.
+fn query_value(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Every panel of the shipped Grafana dashboard is valid PromQL that returns
+/// data: Debian's Prometheus scrapes a running agent (metering a veth with
+/// traffic) and a running collector (fed a capture's flows), and evaluates
+/// each panel's expression through its HTTP API.
+#[test]
+fn every_dashboard_panel_is_valid_promql_with_data_from_a_real_prometheus() {
+    rogue_testkit::needs_root!("the XDP flow meter and network namespaces");
+    use rogue_testkit::netns::{Netns, in_netns, veth};
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/grafana/rogue-dashboard.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let (gateway, peer) = (Netns::new("grafana-gw"), Netns::new("grafana-peer"));
+    veth(&gateway, "gw0", &peer, "peer0");
+    let (agent_metrics, collect_metrics, collect_port, prometheus_port) = (19925, 19926, 14739, 19090);
+    let agent_workspace = Workspace::new(
+        "grafana-agent",
+        &format!(
+            "internal_networks: [192.0.2.0/24]\ninterfaces: [gw0]\nmetrics: {{listen: \"127.0.0.1:{agent_metrics}\"}}\n\
+             capture: {{drain_seconds: 1}}\ndetection: {{evaluate_seconds: 1}}\n"
+        ),
+        &example_whitelist(),
+    );
+    let collect_workspace = Workspace::new(
+        "grafana-collect",
+        &format!(
+            "internal_networks: [192.0.2.0/24, 2001:db8:10::/48]\nstore: {{retention_days: 36500}}\n\
+             metrics: {{listen: \"127.0.0.1:{collect_metrics}\"}}\ndetection: {{evaluate_seconds: 1}}\n"
+        ),
+        &example_whitelist(),
+    );
+    let mut agent = gateway.command(rogue_testkit::process::ROGUE);
+    agent.args(["agent", "--no-dns", "--config"]).arg(agent_workspace.config());
+    let mut agent = rogue_testkit::process::Running::spawn(agent);
+    agent.wait_for_stderr("agent running", 1);
+    let mut collector = gateway.command(rogue_testkit::process::ROGUE);
+    collector.args(["collect", "--no-dns", "--listen", &format!("127.0.0.1:{collect_port}"), "--config"]);
+    collector.arg(collect_workspace.config());
+    let mut collector = rogue_testkit::process::Running::spawn(collector);
+    collector.wait_for_stderr("collector running", 1);
+
+    let prometheus_dir = agent_workspace.dir.join("prometheus");
+    std::fs::create_dir_all(&prometheus_dir).unwrap();
+    std::fs::write(
+        prometheus_dir.join("prometheus.yml"),
+        format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  \
+             - job_name: rogue-agent\n    static_configs: [{{targets: [\"127.0.0.1:{agent_metrics}\"]}}]\n  \
+             - job_name: rogue-collect\n    static_configs: [{{targets: [\"127.0.0.1:{collect_metrics}\"]}}]\n"
+        ),
+    )
+    .unwrap();
+    let mut prometheus = gateway
+        .command("prometheus")
+        .arg(format!("--config.file={}", prometheus_dir.join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", prometheus_dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // Traffic through the meter, and a capture's flows into the collector.
+    use rogue_testkit::packets::{ethernet, ipv4, udp};
+    let frame =
+        ethernet(0x0800, &ipv4([192, 0, 2, 2].into(), [192, 0, 2, 1].into(), 17, &[], 0, &udp(4000, 53, &[1; 100])));
+    let sending = in_netns(&peer, move || {
+        let ifindex = rogue::capture::host::if_index("peer0").unwrap();
+        for _ in 0..20 {
+            rogue_testkit::netns::send_raw(ifindex, &frame, 50);
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    });
+    let exported = gateway
+        .command(rogue_testkit::process::ROGUE)
+        .args(["-q", "flows", "--format", "none", "--pcap"])
+        .arg(scenario_capture("misconfiguration", 1))
+        .args(["--ipfix", &format!("tcp://127.0.0.1:{collect_port}")])
+        .output()
+        .unwrap();
+    assert!(exported.status.success(), "{}", String::from_utf8_lossy(&exported.stderr));
+
+    sending.join().unwrap();
+    let expressions: Vec<(String, String)> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|panel| {
+            let title = panel["title"].as_str().unwrap().to_string();
+            panel["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |t| (title.clone(), t["expr"].as_str().unwrap().to_string()))
+        })
+        .collect();
+    assert!(expressions.len() >= 14, "{expressions:?}");
+    let answers = in_netns(&gateway, move || {
+        let query = |expr: &str| -> Option<Value> {
+            let body = http_get(prometheus_port, &format!("/api/v1/query?query={}", query_value(expr)))?;
+            serde_json::from_str(&body).ok()
+        };
+        // Until every expression has data (a rate needs two scrapes in its
+        // range), 60 s at most; then what each gave.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let answers: Vec<(String, String, Option<Value>)> =
+                expressions.iter().map(|(title, expr)| (title.clone(), expr.clone(), query(expr))).collect();
+            let empty =
+                |a: &Option<Value>| a.as_ref().is_none_or(|a| a["data"]["result"].as_array().is_none_or(Vec::is_empty));
+            if answers.iter().all(|(_, _, a)| !empty(a)) || std::time::Instant::now() > deadline {
+                return answers;
+            }
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    })
+    .join()
+    .unwrap();
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    for (title, expr, answer) in &answers {
+        let answer = answer.as_ref().unwrap_or_else(|| panic!("{title}: Prometheus did not answer {expr}"));
+        assert_eq!(answer["status"], "success", "{title}: {expr}: {answer}");
+        assert!(!answer["data"]["result"].as_array().unwrap().is_empty(), "{title}: {expr} returned no data");
+    }
+    agent.signal(libc::SIGTERM);
+    collector.signal(libc::SIGTERM);
+    assert!(agent.finish().status.success());
+    assert!(collector.finish().status.success());
+}

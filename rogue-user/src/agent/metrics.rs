@@ -126,6 +126,7 @@ pub struct Metrics {
     last_evaluation: Gauge,
     evaluate_interval: Gauge,
     build_info: Family<BuildLabels, Gauge>,
+    flow_map_entries: Gauge,
 }
 
 /// Seconds from 100 µs to about 26 s.
@@ -148,6 +149,7 @@ impl Metrics {
         let mut m = Metrics {
             last_evaluation: Gauge::default(),
             evaluate_interval: Gauge::default(),
+            flow_map_entries: Gauge::default(),
             build_info: Family::default(),
             registry: Registry::default(),
             kernel_packets: Family::default(),
@@ -205,6 +207,11 @@ impl Metrics {
         let r = &mut m.registry;
         let rogue = r.sub_registry_with_prefix("rogue");
         if role == Role::Meter {
+            rogue.register(
+                "flow_map_entries",
+                "Entries each kernel flow map holds (capture.flow_map_entries): what a drain's entries fill",
+                m.flow_map_entries.clone(),
+            );
             rogue.register("drains", "Drains of the kernel flow maps", m.drains.clone());
             rogue.register("drained_entries", "Flow map entries drained", m.drained_entries.clone());
             rogue.register_with_unit("drain", "Time one drain took", Unit::Seconds, m.drain_seconds.clone());
@@ -522,6 +529,10 @@ impl Metrics {
     pub fn evaluated_at(&self, unix_seconds: i64) {
         self.evaluations.inc();
         self.last_evaluation.set(unix_seconds);
+    }
+
+    pub fn set_flow_map_entries(&self, entries: u32) {
+        self.flow_map_entries.set(entries as i64);
     }
 
     pub fn set_evaluate_interval(&self, seconds: u64) {

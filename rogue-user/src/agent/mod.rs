@@ -110,6 +110,7 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
                 let source = MeterSource::attach(&config, &interfaces)?;
                 let engine = open(config)?;
                 let metrics = serve_metrics(&engine.config, Role::Meter).await?;
+                metrics.set_flow_map_entries(engine.config.capture.flow_map_entries.0);
                 let what = format!("agent running: metering {}", source.describe());
                 Agent::new(options, engine, source, metrics, Box::new(SystemClock))?.run(&what).await
             }

@@ -220,9 +220,10 @@ fn the_alerting_rules_check_and_fire_as_their_tests_say() {
     assert!(stdout.contains("SUCCESS"), "{stdout}");
 }
 
-/// An HTTP server (Python's http.server) that answers each POST with the
-/// status in `DIR/status` and writes each request to `DIR/requests` as a
-/// JSON line: status, Content-Type, Idempotency-Key, body.
+/// An HTTP server (Python's http.server; HTTPS with a certificate and key
+/// after the directory) that answers each POST with the status in
+/// `DIR/status` and writes each request to `DIR/requests` as a JSON line:
+/// status, Content-Type, Idempotency-Key, body.
 const RECEIVER: &str = r#"
 import http.server, json, os, sys
 directory = sys.argv[2]
@@ -238,8 +239,34 @@ class Receiver(http.server.BaseHTTPRequestHandler):
         self.end_headers()
     def log_message(self, *args):
         pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Receiver).serve_forever()
+server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Receiver)
+if len(sys.argv) > 3:
+    import ssl
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(sys.argv[3], sys.argv[4])
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
 "#;
+
+/// The receiver running, stopped when dropped (also when a test fails).
+struct Receiver(std::process::Child);
+
+impl Receiver {
+    fn start(port: u16, dir: &std::path::Path, tls: &[&std::path::Path]) -> Receiver {
+        let mut command = std::process::Command::new("python3");
+        command.args(["-c", RECEIVER, &port.to_string()]).arg(dir).args(tls);
+        let receiver = Receiver(command.spawn().unwrap());
+        wait_until("the receiver listens", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        receiver
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -303,11 +330,7 @@ fn a_webhook_gets_every_finding_exactly_once_through_a_dead_endpoint_500s_and_a_
 
     // 500s, across a restart.
     std::fs::write(receiver_dir.join("status"), "500").unwrap();
-    let mut receiver = std::process::Command::new("python3")
-        .args(["-c", RECEIVER, &hook_port.to_string()])
-        .arg(&receiver_dir)
-        .spawn()
-        .unwrap();
+    let receiver = Receiver::start(hook_port, &receiver_dir, &[]);
     let collector = start_collector(&workspace, collect_port);
     wait_until("two requests answered 500", || requests(&receiver_dir).len() >= 2);
     // Then the endpoint takes them.
@@ -317,8 +340,7 @@ fn a_webhook_gets_every_finding_exactly_once_through_a_dead_endpoint_500s_and_a_
     let metrics = rogue_testkit::process::scrape_metrics(metrics_port);
     collector.signal(libc::SIGTERM);
     let stopped = collector.finish();
-    let _ = receiver.kill();
-    let _ = receiver.wait();
+    drop(receiver);
     assert!(stopped.status.success(), "{}", stopped.stderr);
 
     let all = requests(&receiver_dir);
@@ -593,4 +615,62 @@ fn every_dashboard_panel_is_valid_promql_with_data_from_a_real_prometheus() {
     collector.signal(libc::SIGTERM);
     assert!(agent.finish().status.success());
     assert!(collector.finish().status.success());
+}
+
+/// An https webhook whose certificate no system root vouches for: refused
+/// (the findings wait), and taken once the sink names the CA file.
+#[test]
+fn an_https_webhook_is_trusted_through_its_ca_file_and_only_then() {
+    let workspace = Workspace::new("webhook-tls", "internal_networks: [192.0.2.0/24]\n", &example_whitelist());
+    let dir = &workspace.dir;
+    // A CA, and a server certificate it signed for 127.0.0.1 (rustls takes
+    // no self-signed leaf: a CA certificate is no end entity).
+    std::fs::write(dir.join("leaf.ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+    for args in [
+        "req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=rogue-test-ca -keyout ca.key -out ca.pem",
+        "req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout key.pem -out leaf.csr",
+        "x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile leaf.ext -out cert.pem",
+    ] {
+        let made = rogue_testkit::require("openssl").args(args.split(' ')).current_dir(dir).output().unwrap();
+        assert!(made.status.success(), "openssl {args}: {}", String::from_utf8_lossy(&made.stderr));
+    }
+    let (hook_port, collect_port) = (free_port(), free_port());
+    std::fs::write(dir.join("status"), "200").unwrap();
+    let receiver = Receiver::start(hook_port, dir, &[&dir.join("cert.pem"), &dir.join("key.pem")]);
+    let url = format!("https://127.0.0.1:{hook_port}/findings");
+    let configure = |ca: &str| {
+        let config = format!(
+            "internal_networks: [192.0.2.0/24, 2001:db8:10::/48]\nstore: {{retention_days: 36500}}\nmetrics: {{listen: null}}\n\
+             detection: {{evaluate_seconds: 1}}\noutput: {{findings: [{{to: \"{url}\", format: ecs{ca}}}]}}\n"
+        );
+        std::fs::write(workspace.config(), config).unwrap();
+    };
+    configure("");
+    let mut collector = start_collector(&workspace, collect_port);
+    let exported = std::process::Command::new(rogue_testkit::process::ROGUE)
+        .args(["-q", "flows", "--format", "none", "--pcap"])
+        .arg(scenario_capture("misconfiguration", 1))
+        .args(["--ipfix", &format!("tcp://127.0.0.1:{collect_port}")])
+        .output()
+        .unwrap();
+    assert!(exported.status.success());
+    let url_refused = format!("{url} does not take findings");
+    collector.wait_for_stderr(&url_refused, 1);
+    assert!(requests(dir).is_empty(), "no finding reaches an endpoint rogue does not trust");
+    // Trusting the CA: SIGHUP.
+    configure(", ca_file: ca.pem");
+    collector.signal(libc::SIGHUP);
+    wait_until("the two findings taken over TLS", || requests(dir).len() >= 2);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    collector.signal(libc::SIGTERM);
+    let stopped = collector.finish();
+    drop(receiver);
+    let refusal = stopped.stderr.lines().find(|l| l.contains(&url_refused)).unwrap_or_default().to_lowercase();
+    assert!(refusal.contains("certificate"), "the refusal says why: {refusal}");
+    let taken = requests(dir);
+    assert_eq!(taken.len(), 2, "{taken:#?}");
+    for request in &taken {
+        let body: Value = serde_json::from_str(request["body"].as_str().unwrap()).unwrap();
+        assert_eq!(body["event"]["kind"], "alert", "the sink's format: ECS");
+    }
 }

@@ -319,3 +319,42 @@ async fn deliver(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spool(name: &str, max_bytes: u64) -> Spool {
+        let dir = std::env::temp_dir().join(format!("rogue-spool-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Spool { dir, max_bytes, writing: Mutex::new(()) }
+    }
+
+    #[test]
+    fn the_spool_keeps_its_bound_delivers_in_order_and_starts_afresh_once_delivered() {
+        let spool = spool("bound", 20);
+        assert!(spool.append("finding-1").unwrap(), "10 bytes");
+        assert!(spool.append("finding-2").unwrap(), "20 bytes: at the bound");
+        assert!(!spool.append("finding-3").unwrap(), "past the bound: dropped");
+        assert_eq!(spool.pending(), 2);
+        let (first, past) = spool.next().unwrap().unwrap();
+        assert_eq!((first.as_str(), past), ("finding-1", 10));
+        spool.set_cursor(past).unwrap();
+        assert!(spool.append("finding-4").unwrap(), "room again once one is delivered");
+        let (second, past) = spool.next().unwrap().unwrap();
+        assert_eq!(second, "finding-2");
+        spool.set_cursor(past).unwrap();
+        spool.compact().unwrap();
+        assert_eq!(spool.queue_len().unwrap(), 30, "not compacted while one waits");
+        let (third, past) = spool.next().unwrap().unwrap();
+        assert_eq!(third, "finding-4");
+        spool.set_cursor(past).unwrap();
+        spool.compact().unwrap();
+        assert_eq!((spool.queue_len().unwrap(), spool.cursor().unwrap(), spool.pending()), (0, 0, 0));
+        // A line cut by a crash mid-write waits for its end.
+        std::fs::write(spool.queue(), "half a find").unwrap();
+        assert!(spool.next().unwrap().is_none());
+        let _ = std::fs::remove_dir_all(&spool.dir);
+    }
+}

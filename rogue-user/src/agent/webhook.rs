@@ -16,10 +16,13 @@
 
 use std::{
     fs::{File, OpenOptions},
-    io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write},
+    io::{self, BufRead, BufReader, Seek, SeekFrom, Write},
     os::{fd::AsRawFd, unix::fs::OpenOptionsExt},
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -51,6 +54,9 @@ struct Spool {
     /// Held while appending or compacting, so a compaction never drops a
     /// line written beside it.
     writing: Mutex<()>,
+    /// Findings waiting: counted in the file once when the spool opens,
+    /// then kept as they are appended and passed.
+    pending: AtomicU64,
 }
 
 pub struct Webhook {
@@ -78,8 +84,7 @@ impl Webhook {
         let lock = OpenOptions::new().create(true).append(true).mode(0o600).open(spool_dir.join("lock"));
         let lock = lock.map_err(spool_error)?;
         let client = client(url, ca_file)?;
-        let spool = Arc::new(Spool { dir: spool_dir.clone(), max_bytes, writing: Mutex::new(()) });
-        spool.queue_len().map_err(spool_error)?;
+        let spool = Arc::new(Spool::open(spool_dir.clone(), max_bytes).map_err(spool_error)?);
         let spooled = Arc::new(tokio::sync::Notify::new());
         let delivery = tokio::spawn(deliver(
             spool.clone(),
@@ -136,6 +141,12 @@ fn client(url: &str, ca_file: Option<&Path>) -> Result<reqwest::Client, WebhookE
 }
 
 impl Spool {
+    fn open(dir: PathBuf, max_bytes: u64) -> io::Result<Spool> {
+        let spool = Spool { dir, max_bytes, writing: Mutex::new(()), pending: AtomicU64::new(0) };
+        spool.pending.store(spool.count_pending()?, Ordering::Relaxed);
+        Ok(spool)
+    }
+
     fn queue(&self) -> PathBuf {
         self.dir.join("queue")
     }
@@ -178,6 +189,7 @@ impl Spool {
         let mut queue = OpenOptions::new().create(true).append(true).mode(0o600).open(self.queue())?;
         queue.write_all(format!("{line}\n").as_bytes())?;
         queue.sync_data()?;
+        self.pending.fetch_add(1, Ordering::Relaxed);
         Ok(true)
     }
 
@@ -192,7 +204,7 @@ impl Spool {
         };
         queue.seek(SeekFrom::Start(at))?;
         let mut line = String::new();
-        BufReader::new(queue.take(u64::MAX)).read_line(&mut line)?;
+        BufReader::new(queue).read_line(&mut line)?;
         if !line.ends_with('\n') {
             return Ok(None);
         }
@@ -213,13 +225,32 @@ impl Spool {
     }
 
     fn pending(&self) -> u64 {
-        let (length, at) = (self.queue_len().unwrap_or(0), self.cursor().unwrap_or(0));
-        let Ok(queue) = File::open(self.queue()) else { return 0 };
-        let mut queue = BufReader::new(queue);
-        if at >= length || queue.seek(SeekFrom::Start(at)).is_err() {
-            return 0;
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Moves the cursor past the finding that ended at `past`.
+    fn pass(&self, past: u64) -> io::Result<()> {
+        self.set_cursor(past)?;
+        self.pending.fetch_sub(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The whole lines from the cursor on, counted in the file.
+    fn count_pending(&self) -> io::Result<u64> {
+        let at = self.cursor()?;
+        let mut queue = match File::open(self.queue()) {
+            Ok(file) => BufReader::new(file),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        queue.seek(SeekFrom::Start(at))?;
+        let (mut whole, mut line) = (0, Vec::new());
+        while queue.read_until(b'\n', &mut line)? > 0 {
+            // A piece with no line break is a write a crash cut short.
+            whole += u64::from(line.ends_with(b"\n"));
+            line.clear();
         }
-        queue.lines().count() as u64
+        Ok(whole)
     }
 }
 
@@ -313,7 +344,7 @@ async fn deliver(
                 continue;
             }
         }
-        if let Err(e) = spool.set_cursor(past) {
+        if let Err(e) = spool.pass(past) {
             error!("{url}: moving the spool's cursor failed: {e}; the finding may be sent again");
             tokio::time::sleep(backoff).await;
         }
@@ -328,7 +359,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rogue-spool-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        Spool { dir, max_bytes, writing: Mutex::new(()) }
+        Spool::open(dir, max_bytes).unwrap()
     }
 
     #[test]
@@ -340,21 +371,26 @@ mod tests {
         assert_eq!(spool.pending(), 2);
         let (first, past) = spool.next().unwrap().unwrap();
         assert_eq!((first.as_str(), past), ("finding-1", 10));
-        spool.set_cursor(past).unwrap();
+        spool.pass(past).unwrap();
         assert!(spool.append("finding-4").unwrap(), "room again once one is delivered");
         let (second, past) = spool.next().unwrap().unwrap();
         assert_eq!(second, "finding-2");
-        spool.set_cursor(past).unwrap();
+        spool.pass(past).unwrap();
         spool.compact().unwrap();
         assert_eq!(spool.queue_len().unwrap(), 30, "not compacted while one waits");
         let (third, past) = spool.next().unwrap().unwrap();
         assert_eq!(third, "finding-4");
-        spool.set_cursor(past).unwrap();
+        spool.pass(past).unwrap();
         spool.compact().unwrap();
         assert_eq!((spool.queue_len().unwrap(), spool.cursor().unwrap(), spool.pending()), (0, 0, 0));
-        // A line cut by a crash mid-write waits for its end.
-        std::fs::write(spool.queue(), "half a find").unwrap();
-        assert!(spool.next().unwrap().is_none());
+        // A line cut by a crash mid-write waits for its end, and counts
+        // once it has one, also for a spool opened afresh.
+        std::fs::write(spool.queue(), "finding-5\nhalf a find").unwrap();
+        let reopened = Spool::open(spool.dir.clone(), 20).unwrap();
+        assert_eq!(reopened.pending(), 1);
+        assert_eq!(reopened.next().unwrap().unwrap().0, "finding-5");
+        reopened.pass(10).unwrap();
+        assert!(reopened.next().unwrap().is_none());
         let _ = std::fs::remove_dir_all(&spool.dir);
     }
 }

@@ -52,7 +52,7 @@ use crate::{
     engine::{Engine, Paths, WhitelistFile},
     ipfix::{collect::Batch, export::Exporters},
     store::{Access, StoreError},
-    time::{MILLIS_PER_DAY, Nanos, rfc3339_millis},
+    time::{MILLIS_PER_DAY, NANOS_PER_SEC, Nanos, millis, rfc3339_millis},
 };
 use emit::Emitter;
 use metrics::{Metrics, Role};
@@ -162,9 +162,10 @@ impl<S: FlowSource> Agent<S> {
     ) -> anyhow::Result<Agent<S>> {
         let config = &engine.config;
         let emitter = Emitter::new(Sinks::open(config, &metrics)?);
-        let exporters = Exporters::open(&export_destinations(config), config.export.observation_domain)?;
-        let destinations: Vec<String> = export_destinations(config).iter().map(ToString::to_string).collect();
-        metrics.name_outputs(&emitter.sinks.names(), &destinations);
+        let destinations = export_destinations(config);
+        let exporters = Exporters::open(&destinations, config.export.observation_domain)?;
+        let names: Vec<String> = destinations.iter().map(ToString::to_string).collect();
+        metrics.name_outputs(&emitter.sinks.names(), &names);
         metrics.set_evaluate_interval(config.detection.evaluate_seconds.0);
         let resolver = match engine.dns.enabled {
             true => Some(Arc::new(Resolver::new(&config.dns).context("setting up the DNS resolver")?)),
@@ -333,7 +334,7 @@ impl<S: FlowSource> Agent<S> {
     /// next evaluation: the agent keeps metering.
     fn evaluate(&mut self) {
         match self.try_evaluate() {
-            Ok(()) => self.metrics.evaluated_at(self.clock.now().div_euclid(1_000_000_000)),
+            Ok(()) => self.metrics.evaluated_at(self.clock.now().div_euclid(NANOS_PER_SEC)),
             Err(e) => self.evaluation_failed(&e),
         }
     }
@@ -353,8 +354,7 @@ impl<S: FlowSource> Agent<S> {
             let ingested = rfc3339_millis(source.ingested_ms * 1_000_000);
             info!("retention: removed {} {} (ingested {ingested})", source.kind, source.name);
         }
-        let (now_ms, interval) =
-            (self.clock.now().div_euclid(1_000_000), self.engine.config.detection.evaluate_seconds.0);
+        let (now_ms, interval) = (millis(self.clock.now()), self.engine.config.detection.evaluate_seconds.0);
         self.emitter.emit_changes(&mut self.engine.store, &self.metrics, now_ms, Duration::from_secs(interval))?;
         Ok(())
     }

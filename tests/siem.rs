@@ -286,6 +286,18 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// `rogue flows` (started by `rogue`) exporting a scenario's flows as IPFIX
+/// over TCP to the collector on `port`.
+fn export_scenario(mut rogue: std::process::Command, scenario: &str, port: u16) {
+    let exported = rogue
+        .args(["-q", "flows", "--format", "none", "--pcap"])
+        .arg(scenario_capture(scenario, 1))
+        .args(["--ipfix", &format!("tcp://127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert!(exported.status.success(), "{}", String::from_utf8_lossy(&exported.stderr));
+}
+
 fn start_collector(workspace: &Workspace, port: u16) -> rogue_testkit::process::Running {
     let mut command = std::process::Command::new(rogue_testkit::process::ROGUE);
     command.args(["-v", "collect", "--no-dns", "--listen", &format!("127.0.0.1:{port}"), "--config"]);
@@ -312,13 +324,7 @@ fn a_webhook_gets_every_finding_exactly_once_through_a_dead_endpoint_500s_and_a_
 
     // Down: the findings of the method's cases go to the spool.
     let collector = start_collector(&workspace, collect_port);
-    let exported = std::process::Command::new(rogue_testkit::process::ROGUE)
-        .args(["-q", "flows", "--format", "none", "--pcap"])
-        .arg(scenario_capture("all", 1))
-        .args(["--ipfix", &format!("tcp://127.0.0.1:{collect_port}")])
-        .output()
-        .unwrap();
-    assert!(exported.status.success(), "{}", String::from_utf8_lossy(&exported.stderr));
+    export_scenario(std::process::Command::new(rogue_testkit::process::ROGUE), "all", collect_port);
     std::thread::sleep(std::time::Duration::from_secs(3));
     collector.signal(libc::SIGTERM);
     let stopped = collector.finish();
@@ -434,13 +440,7 @@ fn findings_are_alerts_in_alertmanager_and_resolve_when_acknowledged_or_whitelis
     std::fs::write(workspace.config(), config).unwrap();
     let collect_port = free_port();
     let collector = start_collector(&workspace, collect_port);
-    let exported = std::process::Command::new(rogue_testkit::process::ROGUE)
-        .args(["-q", "flows", "--format", "none", "--pcap"])
-        .arg(scenario_capture("all", 1))
-        .args(["--ipfix", &format!("tcp://127.0.0.1:{collect_port}")])
-        .output()
-        .unwrap();
-    assert!(exported.status.success(), "{}", String::from_utf8_lossy(&exported.stderr));
+    export_scenario(std::process::Command::new(rogue_testkit::process::ROGUE), "all", collect_port);
     wait_until("seven alerts", || alertmanager.active().len() == 7);
 
     let findings = workspace.json(&["findings", "--format", "jsonl"]);
@@ -559,14 +559,7 @@ fn every_dashboard_panel_is_valid_promql_with_data_from_a_real_prometheus() {
             std::thread::sleep(std::time::Duration::from_millis(300));
         }
     });
-    let exported = gateway
-        .command(rogue_testkit::process::ROGUE)
-        .args(["-q", "flows", "--format", "none", "--pcap"])
-        .arg(scenario_capture("misconfiguration", 1))
-        .args(["--ipfix", &format!("tcp://127.0.0.1:{collect_port}")])
-        .output()
-        .unwrap();
-    assert!(exported.status.success(), "{}", String::from_utf8_lossy(&exported.stderr));
+    export_scenario(gateway.command(rogue_testkit::process::ROGUE), "misconfiguration", collect_port);
 
     sending.join().unwrap();
     let expressions: Vec<(String, String)> = dashboard["panels"]
@@ -647,13 +640,7 @@ fn an_https_webhook_is_trusted_through_its_ca_file_and_only_then() {
     };
     configure("");
     let mut collector = start_collector(&workspace, collect_port);
-    let exported = std::process::Command::new(rogue_testkit::process::ROGUE)
-        .args(["-q", "flows", "--format", "none", "--pcap"])
-        .arg(scenario_capture("misconfiguration", 1))
-        .args(["--ipfix", &format!("tcp://127.0.0.1:{collect_port}")])
-        .output()
-        .unwrap();
-    assert!(exported.status.success());
+    export_scenario(std::process::Command::new(rogue_testkit::process::ROGUE), "misconfiguration", collect_port);
     let url_refused = format!("{url} does not take findings");
     collector.wait_for_stderr(&url_refused, 1);
     assert!(requests(dir).is_empty(), "no finding reaches an endpoint rogue does not trust");

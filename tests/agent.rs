@@ -345,7 +345,7 @@ fn dns_answers_arrive_in_the_background_and_fill_in_the_characteristics() {
     let rogue = events.iter().find(|e| named(e)).unwrap();
     let c = &rogue["characteristics"];
     assert_eq!(
-        (&c["ptr"], &c["fcrdns"], &c["name_match"], &c["mx"]),
+        (&c["ptr"], &c["fcrdns"], &c["name_match"], &c["record_target"]),
         (&"smtp-gw.example.org".into(), &true.into(), &true.into(), &false.into()),
         "{rogue}"
     );

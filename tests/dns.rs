@@ -40,16 +40,14 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn smtp() -> rogue::config::Service {
-    Config::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rogue.yaml"))
-        .unwrap()
-        .services
-        .all()
-        .remove(0)
+    Config::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rogue.yaml")).unwrap().services.all()
+        [0]
+    .clone()
 }
 
 fn names(resolver: &Resolver, host: &str) -> HostNames {
     let runtime = runtime();
-    let mx = runtime.block_on(resolver.mx_set());
+    let mx = runtime.block_on(resolver.record_targets(rogue::config::DnsRecord::Mx));
     runtime.block_on(resolver.host_names(host.parse().unwrap(), &smtp(), &mx))
 }
 
@@ -60,34 +58,40 @@ fn names_confirmations_and_mx_targets_come_from_a_real_dns_server() {
 
     let mx1 = names(&resolver, "192.0.2.25");
     assert_eq!(mx1.ptr.as_deref(), Some("mx1.example.org"));
-    assert_eq!((mx1.fcrdns, mx1.name_match, mx1.mx), (Some(true), Some(true), Some(true)));
-    assert_eq!(mx1.mx_targets.len(), 1);
-    assert_eq!((mx1.mx_targets[0].domain.as_str(), mx1.mx_targets[0].preference), ("example.org", 10));
+    assert_eq!((mx1.fcrdns, mx1.name_match, mx1.record_target), (Some(true), Some(true), Some(true)));
+    assert_eq!(mx1.record_targets.len(), 1);
+    assert_eq!((mx1.record_targets[0].domain.as_str(), mx1.record_targets[0].preference), ("example.org", 10));
 
     let mx2 = names(&resolver, "2001:db8:10::25");
     assert_eq!(mx2.ptr.as_deref(), Some("mx2.example.org"));
-    assert_eq!((mx2.fcrdns, mx2.mx), (Some(true), Some(true)), "the IPv6 MX target");
-    assert_eq!((mx2.mx_targets[0].target.as_str(), mx2.mx_targets[0].preference), ("mx2.example.org", 20));
+    assert_eq!((mx2.fcrdns, mx2.record_target), (Some(true), Some(true)), "the IPv6 MX target");
+    assert_eq!((mx2.record_targets[0].target.as_str(), mx2.record_targets[0].preference), ("mx2.example.org", 20));
 
     let relay = names(&resolver, "192.0.2.40");
     assert_eq!(
-        (relay.ptr.as_deref(), relay.fcrdns, relay.name_match, relay.mx),
+        (relay.ptr.as_deref(), relay.fcrdns, relay.name_match, relay.record_target),
         (Some("relay1.example.org"), Some(true), Some(true), Some(true))
     );
-    assert_eq!(relay.mx_targets[0].domain, "example.net");
+    assert_eq!(relay.record_targets[0].domain, "example.net");
 
     let unnamed = names(&resolver, "192.0.2.41");
     assert_eq!(
         unnamed,
-        HostNames { ptr: None, fcrdns: Some(false), name_match: Some(false), mx: Some(false), ..HostNames::default() }
+        HostNames {
+            ptr: None,
+            fcrdns: Some(false),
+            name_match: Some(false),
+            record_target: Some(false),
+            ..HostNames::default()
+        }
     );
     // Without configured domains, whether a host is an MX target is unknown.
     let unconfigured = Resolver::new(&DnsConfig { mx_domains: vec![], ..dns_config(nsd.addr, 2_000) }).unwrap();
-    assert_eq!(names(&unconfigured, "192.0.2.25").mx, None);
+    assert_eq!(names(&unconfigured, "192.0.2.25").record_target, None);
 
     let spoofed = names(&resolver, "192.0.2.60");
     assert_eq!(spoofed.ptr.as_deref(), Some("mail.example.org"), "reported, but not believed");
-    assert_eq!((spoofed.fcrdns, spoofed.name_match, spoofed.mx), (Some(false), Some(false), Some(false)));
+    assert_eq!((spoofed.fcrdns, spoofed.name_match, spoofed.record_target), (Some(false), Some(false), Some(false)));
 
     let gateway = names(&resolver, "192.0.2.77");
     assert_eq!(
@@ -116,7 +120,7 @@ fn a_dns_server_that_never_answers_leaves_the_characteristics_unknown_until_one_
     let finding = findings.iter().find(|f| f["kind"] == "rogue_server").unwrap();
     let c = &finding["characteristics"];
     assert_eq!(
-        (&c["ptr"], &c["fcrdns"], &c["name_match"], &c["mx"]),
+        (&c["ptr"], &c["fcrdns"], &c["name_match"], &c["record_target"]),
         (&Value::Null, &Value::Null, &Value::Null, &Value::Null)
     );
     assert!(finding["message"].as_str().unwrap().contains("DNS did not answer"), "{finding}");
@@ -131,14 +135,14 @@ fn a_dns_server_that_never_answers_leaves_the_characteristics_unknown_until_one_
     let c = &finding["characteristics"];
     assert_eq!(c["ptr"], "smtp-gw.example.org");
     assert_eq!(
-        (c["fcrdns"].as_bool(), c["name_match"].as_bool(), c["mx"].as_bool()),
+        (c["fcrdns"].as_bool(), c["name_match"].as_bool(), c["record_target"].as_bool()),
         (Some(true), Some(true), Some(false))
     );
     assert!(
         finding["message"]
             .as_str()
             .unwrap()
-            .contains("its name smtp-gw.example.org is forward-confirmed and follows the mail naming convention")
+            .contains("its name smtp-gw.example.org is forward-confirmed and follows the SMTP naming convention")
     );
 }
 
@@ -155,7 +159,7 @@ fn analyze_gives_each_finding_its_dns_characteristics_and_suggests_exactly_the_m
             c["ptr"].as_str().map(str::to_string),
             c["fcrdns"].as_bool(),
             c["name_match"].as_bool(),
-            c["mx"].as_bool(),
+            c["record_target"].as_bool(),
             f["suggest_whitelist"].as_bool().unwrap(),
         )
     };
@@ -175,7 +179,7 @@ fn analyze_gives_each_finding_its_dns_characteristics_and_suggests_exactly_the_m
     let evidence = relay["message"].as_str().unwrap();
     assert!(evidence.contains("it is an MX target of example.net (MX 30 relay1.example.org)"), "{evidence}");
     assert!(
-        evidence.contains("behaves like a mail server and is an MX target and has a forward-confirmed mail name"),
+        evidence.contains("behaves like an SMTP server and is an MX target and has a forward-confirmed SMTP name"),
         "{evidence}"
     );
     let spoofed = rogue.iter().find(|f| f["host"] == "192.0.2.60").unwrap();
@@ -185,7 +189,7 @@ fn analyze_gives_each_finding_its_dns_characteristics_and_suggests_exactly_the_m
     let hosts = workspace.json(&["hosts", "--format", "jsonl"]);
     let mx = hosts.iter().find(|h| h["host"] == "2001:db8:10::25").unwrap();
     assert_eq!(
-        (mx["characteristics"]["ptr"].as_str(), mx["characteristics"]["mx"].as_bool()),
+        (mx["characteristics"]["ptr"].as_str(), mx["characteristics"]["record_target"].as_bool()),
         (Some("mx2.example.org"), Some(true))
     );
 }
@@ -263,9 +267,12 @@ fn ipv4_hosts_are_settled_by_a_answers_when_aaaa_is_refused() {
             .unwrap();
     let rogue_host = names(&resolver, "192.0.2.77");
     assert_eq!(rogue_host.ptr.as_deref(), Some("smtp-gw.example.org"));
-    assert_eq!((rogue_host.fcrdns, rogue_host.name_match, rogue_host.mx), (Some(true), Some(true), Some(false)));
+    assert_eq!(
+        (rogue_host.fcrdns, rogue_host.name_match, rogue_host.record_target),
+        (Some(true), Some(true), Some(false))
+    );
     let mx = names(&resolver, "192.0.2.25");
-    assert_eq!((mx.fcrdns, mx.mx), (Some(true), Some(true)));
+    assert_eq!((mx.fcrdns, mx.record_target), (Some(true), Some(true)));
 
     let config = format!(
         "internal_networks: [192.0.2.0/24, 2001:db8:10::/48]\n\
@@ -277,7 +284,7 @@ fn ipv4_hosts_are_settled_by_a_answers_when_aaaa_is_refused() {
     let evidence = findings[0]["message"].as_str().unwrap();
     assert!(evidence.contains("its name smtp-gw.example.org is forward-confirmed"), "{evidence}");
     assert!(!evidence.contains("did not answer"), "{evidence}");
-    assert_eq!(findings[0]["characteristics"]["mx"], false);
+    assert_eq!(findings[0]["characteristics"]["record_target"], false);
 }
 
 /// Queries the system resolver (a counting listener in the namespace) gets

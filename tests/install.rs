@@ -176,7 +176,7 @@ fn config_check_names_every_problem_with_its_line_and_prints_what_takes_effect()
     // --print: the effective settings, themselves a configuration that checks.
     let printed = workspace.rogue(&["config", "check", "--print"]);
     assert!(printed.stdout.contains(&format!("  path: {dir}/rogue.db\n")), "{}", printed.stdout);
-    assert!(printed.stdout.contains("mail_share_threshold: 0.85\n"), "defaults filled in: {}", printed.stdout);
+    assert!(printed.stdout.contains("    share_threshold: 0.85\n"), "defaults filled in: {}", printed.stdout);
     let elsewhere = Scratch::new("printed");
     std::fs::write(elsewhere.0.join("printed.yaml"), &printed.stdout).unwrap();
     let again = rogue_in(&elsewhere.0, &["config", "check", "--print", "-c", "printed.yaml"]);
@@ -199,7 +199,7 @@ fn config_check_names_every_problem_with_its_line_and_prints_what_takes_effect()
     let whitelist = workspace.dir.join("whitelist.yaml");
     let expected = [
         format!("{}: dns.min_ttl_seconds: 600 is more than dns.max_ttl_seconds (60) at line 6", config.display()),
-        format!("{}: dns.negative_ttl_seconds: 300 is less than dns.min_ttl_seconds (600)", config.display()),
+        format!("{}: dns.negative_ttl_seconds: 300 is less than dns.min_ttl_seconds (600) at line 4", config.display()),
         format!(
             "{}: capture.active_timeout_seconds: 60 is less than capture.idle_timeout_seconds (600): a flow would \
              end before it could idle at line 9",

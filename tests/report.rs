@@ -152,8 +152,10 @@ fn the_figures_are_pngs_of_the_stated_size_with_ink_and_svgs_that_parse() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|d| d["smtp_flows"].as_u64() > Some(0))
-        .map(|d| (d["day"].as_i64().unwrap(), d["smtp_flows"].as_u64().unwrap(), d["smtp_bytes"].as_u64().unwrap()))
+        .filter(|d| d["service_flows"].as_u64() > Some(0))
+        .map(|d| {
+            (d["day"].as_i64().unwrap(), d["service_flows"].as_u64().unwrap(), d["service_bytes"].as_u64().unwrap())
+        })
         .collect();
     let (before, after): (Vec<&(i64, u64, u64)>, Vec<_>) = smtp.iter().partition(|d| d.0 < step_day);
     assert!(!before.is_empty() && before.iter().all(|d| d.1 == 6), "{smtp:?}");
@@ -223,7 +225,12 @@ fn all_writes_an_index_linking_a_report_for_every_host_with_findings() {
     let links: Vec<&str> = page["links"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
     assert_eq!(
         links,
-        ["192.0.2.40/index.html", "192.0.2.41/index.html", "192.0.2.60/index.html", "192.0.2.77/index.html"]
+        [
+            "192.0.2.40-smtp/index.html",
+            "192.0.2.41-smtp/index.html",
+            "192.0.2.60-smtp/index.html",
+            "192.0.2.77-smtp/index.html"
+        ]
     );
     for link in links {
         assert!(out.join(link).exists(), "{link}");
@@ -273,7 +280,7 @@ fn months_of_traffic_on_thousands_of_ports_make_one_readable_plot() {
     let workspace = Workspace::new("report-long", CONFIG, &example_whitelist());
     let config = Config::load(&workspace.config()).unwrap();
     let mut store = Store::open(&config.store_path(), rogue::store::Access::Create).unwrap();
-    let mut profiler = Profiler::new(config.internal_networks.clone(), config.services.all(), 600);
+    let mut profiler = Profiler::new(config.internal_networks.clone(), config.services.all().to_vec(), 600);
     let start = 1_199_145_600 * NANOS_PER_SEC; // 2008-01-01
     for i in 0..200_000i64 {
         let port = 1024 + (i * 7919 % 60_000) as u16;
@@ -294,7 +301,7 @@ fn months_of_traffic_on_thousands_of_ports_make_one_readable_plot() {
     }
     let ingest = store.ingest().unwrap();
     let source = ingest.add_source("capture", "synthetic", 0).unwrap();
-    ingest.write(source, &config.services.all(), &profiler.take()).unwrap();
+    ingest.write(source, config.services.all(), &profiler.take()).unwrap();
     let span = rogue::profile::FlowSpan {
         flows: 200_000,
         packets: 800_000,
@@ -368,9 +375,9 @@ fn links_in_the_output_directory_are_not_followed() {
     std::fs::create_dir_all(&all).unwrap();
     let elsewhere = workspace.dir.join("elsewhere");
     std::fs::create_dir_all(&elsewhere).unwrap();
-    std::os::unix::fs::symlink(&elsewhere, all.join("192.0.2.77")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, all.join("192.0.2.77-smtp")).unwrap();
     let refused = workspace.rogue(&["report", "--all", "--out", all.to_str().unwrap()]);
     assert_eq!(refused.status.code(), Some(1), "{}", refused.stderr);
-    assert!(refused.stderr.contains("192.0.2.77: it is not a directory (a symbolic link?)"), "{}", refused.stderr);
+    assert!(refused.stderr.contains("192.0.2.77-smtp: it is not a directory (a symbolic link?)"), "{}", refused.stderr);
     assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0, "nothing was written through the link");
 }

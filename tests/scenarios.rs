@@ -54,7 +54,7 @@ fn the_vpn_failure_host_is_a_rogue_server_that_behaves_like_a_mail_server() {
     assert_eq!(finding["first_seen"].as_str().unwrap()[..10], *"2008-02-07");
     assert_eq!(finding["last_seen"].as_str().unwrap()[..10], *"2008-02-20");
     assert_eq!(finding["characteristics"]["server_days"], 14, "a server every day of the two weeks");
-    assert!(finding["characteristics"]["mail_share"].as_f64().unwrap() >= 0.85);
+    assert!(finding["characteristics"]["share"].as_f64().unwrap() >= 0.85);
     assert_eq!(finding["suggest_whitelist"], true);
     assert_eq!(finding["external_servers"], 0);
     let clients = finding["external_clients"].as_u64().unwrap();
@@ -62,7 +62,7 @@ fn the_vpn_failure_host_is_a_rogue_server_that_behaves_like_a_mail_server() {
     // SMTP flows: the 30 conversations a day on port 25, two flows each (the
     // other mail ports count towards the mail share, not as SMTP).
     assert_eq!(finding["flows"], 14 * 30 * 2, "{finding}");
-    assert!(finding["message"].as_str().unwrap().contains("behaves like a mail server but is not on the whitelist"));
+    assert!(finding["message"].as_str().unwrap().contains("behaves like an SMTP server but is not on the whitelist"));
 }
 
 #[test]
@@ -240,7 +240,7 @@ fn calibration_reports_the_mail_share_of_the_whitelisted_servers() {
     }
     let mx = calibration["hosts_shares"].as_array().unwrap().iter().find(|h| h["host"] == "192.0.2.25").unwrap();
     // The store measures the last 14 days; the flows cover the whole capture.
-    assert!((mx["mail_share"].as_f64().unwrap() - mail as f64 / all as f64).abs() < 0.01, "{mx} vs {mail}/{all}");
+    assert!((mx["share"].as_f64().unwrap() - mail as f64 / all as f64).abs() < 0.01, "{mx} vs {mail}/{all}");
     let min = calibration["min"].as_f64().unwrap();
     assert!(
         min <= calibration["median"].as_f64().unwrap() && calibration["median"].as_f64() <= calibration["max"].as_f64()
@@ -336,4 +336,66 @@ fn whitelist_entries_are_added_listed_and_removed_by_address() {
     assert_eq!(text, example_whitelist(), "back to the file as it was, comments and all");
     let absent = workspace.rogue(&["whitelist", "remove", "198.51.100.0/28"]);
     assert_eq!(absent.status.code(), Some(1));
+}
+
+/// The method beyond mail: with every service rogue ships turned on, the
+/// `services` scenario's rogues are found, each with its service, and none
+/// of its traps (scans nobody answers, a resolver asking from port 53, NTP
+/// and SSH clients, SYN scans) nor its known servers. The same capture with
+/// SMTP alone gives nothing: the other services are configuration.
+#[test]
+fn rogue_dns_ntp_dhcp_ssh_and_rdp_servers_are_found_each_with_its_service() {
+    // A look-back longer than the capture, so each finding counts every flow.
+    let config = format!(
+        "{CONFIG}services: {{smtp: {{}}, dns: {{}}, ntp: {{}}, dhcp: {{}}, ssh: {{}}, rdp: {{}}}}\n\
+         detection: {{history_days: 60}}\n"
+    );
+    let whitelist = format!(
+        "{}- {{address: 192.0.2.53, service: dns, name: ns1.example.org}}\n\
+         - {{address: 192.0.2.67, service: dhcp, name: dhcp1.example.org}}\n",
+        example_whitelist()
+    );
+    let workspace = Workspace::new("services", &config, &whitelist);
+    let findings = workspace.analyze(&[&scenario_capture("services", 1)]);
+    let mut found: Vec<(&str, &str, &str)> = findings
+        .iter()
+        .map(|f| (f["kind"].as_str().unwrap(), f["service"].as_str().unwrap(), f["host"].as_str().unwrap()))
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            ("rogue_server", "dhcp", "192.0.2.68"),
+            ("rogue_server", "dns", "192.0.2.54"),
+            ("rogue_server", "ntp", "192.0.2.123"),
+            ("rogue_server", "rdp", "192.0.2.33"),
+            ("rogue_server", "ssh", "192.0.2.53"),
+        ],
+        "{findings:#?}"
+    );
+    let finding = |service: &str| findings.iter().find(|f| f["service"] == service).unwrap();
+    // Every exchange answered, and only those: 40 queries a day from day 10
+    // (2008-02-11) to day 38, two flows each.
+    let dns = finding("dns");
+    assert_eq!((dns["flows"].as_u64(), dns["roles"].clone()), (Some(29 * 40 * 2), serde_json::json!(["server"])));
+    assert_eq!(dns["first_seen"].as_str().unwrap()[..10], *"2008-02-11");
+    // NTP: 40 client exchanges and 10 symmetric ones a day.
+    assert_eq!(finding("ntp")["flows"], 29 * 50 * 2);
+    // DHCP: the rogue's offers to the broadcast address, 5 a day.
+    let dhcp = finding("dhcp");
+    assert_eq!((dhcp["flows"].as_u64(), dhcp["rule"]["peers"].as_str()), (Some(29 * 5), Some("any")));
+    // A host can be a finding for one service and whitelisted for another.
+    let hosts = workspace.json(&["hosts", "--format", "jsonl"]);
+    let standing = |service: &str, host: &str| {
+        hosts
+            .iter()
+            .find(|h| h["service"] == service && h["host"] == host)
+            .map(|h| h["verdict"].as_str().unwrap().to_string())
+    };
+    assert_eq!(standing("dns", "192.0.2.53").as_deref(), Some("whitelisted"));
+    assert_eq!(standing("ssh", "192.0.2.53").as_deref(), Some("rogue"));
+    assert_eq!(standing("dns", "192.0.2.55"), None, "asking from port 53 makes a client, which dns does not record");
+
+    let smtp_only = Workspace::new("services-smtp", CONFIG, &example_whitelist());
+    assert_eq!(kinds(&smtp_only.analyze(&[&scenario_capture("services", 1)])), Vec::<(String, String)>::new());
 }

@@ -107,7 +107,7 @@ fn ecs_findings_use_ecs_fields_with_their_types_and_allowed_values_and_carry_rog
     assert_eq!(first[0], burst["at"]);
     assert_eq!(burst["rule"]["peers"], 20);
     assert_eq!(burst["verdict"], "anomaly");
-    assert_eq!(burst["schema_version"], 2);
+    assert_eq!(burst["schema_version"], 3);
 }
 
 /// A CEF line's header fields and extension, read by the spec's grammar:

@@ -153,7 +153,7 @@ pub fn ingest_files(
     let summary = std::thread::scope(|scope| {
         let (to_store, messages) = mpsc::sync_channel(2);
         let (source_ids, sources) = mpsc::channel();
-        let writer = scope.spawn(|| write_to_store(store, &names, options.kind, &services, source_ids, messages));
+        let writer = scope.spawn(|| write_to_store(store, &names, options.kind, services, source_ids, messages));
         let Ok(sources) = sources.recv() else {
             return Err(writer.join().expect("the store writer does not panic").unwrap_err());
         };

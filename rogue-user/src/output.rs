@@ -12,10 +12,12 @@ use crate::{
     time::rfc3339_millis,
 };
 
-/// The version of the finding schema (README, "Findings"). 2: `kind`,
-/// `status`, `verdict`, `severity`, `observer`, `rule`, `message`,
-/// `acknowledged`, and a fan-out's `servers` (1 had `type` and `state`).
-pub const FINDING_SCHEMA_VERSION: u32 = 2;
+/// The version of the finding schema (README, "Findings"). 3: the
+/// characteristics of any service, `share` and `record_target` (2 had
+/// `mail_share` and `mx`); 2: `kind`, `status`, `verdict`, `severity`,
+/// `observer`, `rule`, `message`, `acknowledged`, and a fan-out's `servers`
+/// (1 had `type` and `state`).
+pub const FINDING_SCHEMA_VERSION: u32 = 3;
 
 /// The ECS version the `ecs` format follows.
 pub const ECS_VERSION: &str = "8.17.0";
@@ -152,11 +154,12 @@ pub fn finding_ecs(finding: &StoredFinding, presentation: &Presentation) -> Valu
 /// header, `\`, `=` and line breaks in the extension).
 pub fn finding_cef(finding: &StoredFinding, presentation: &Presentation, event: &str) -> String {
     let severity = presentation.severity.of(&finding.kind);
+    let service = finding.service.to_uppercase();
     let name = match finding.kind.as_str() {
-        "rogue_server" => "Rogue mail server",
-        "fanout_burst" => "Fan-out to external mail servers",
-        "volume_spike" => "Mail volume spike",
-        other => other,
+        "rogue_server" => format!("Rogue {service} server"),
+        "fanout_burst" => format!("Fan-out to external {service} servers"),
+        "volume_spike" => format!("{service} volume spike"),
+        other => other.to_string(),
     };
     let address = match finding.host {
         std::net::IpAddr::V4(v4) => format!("src={v4}"),
@@ -183,7 +186,7 @@ pub fn finding_cef(finding: &StoredFinding, presentation: &Presentation, event: 
         "CEF:0|rogue|rogue|{}|{}|{}|{}|{}",
         cef_header(env!("CARGO_PKG_VERSION")),
         cef_header(&finding.kind),
-        cef_header(name),
+        cef_header(&name),
         severity.score(),
         extension.join(" ")
     )
@@ -237,9 +240,9 @@ pub fn finding_summary(finding: &StoredFinding) -> String {
         "rogue_server" => {
             let roles: Vec<&str> = d["roles"].as_array().into_iter().flatten().filter_map(|r| r.as_str()).collect();
             let share =
-                d["characteristics"]["mail_share"].as_f64().map_or("-".to_string(), |s| format!("{:.0}%", s * 100.0));
+                d["characteristics"]["share"].as_f64().map_or("-".to_string(), |s| format!("{:.0}%", s * 100.0));
             format!(
-                "{}; {} flows; {} clients, {} servers; {} server days; mail share {share}{}",
+                "{}; {} flows; {} clients, {} servers; {} server days; share {share}{}",
                 roles.join("+"),
                 number("flows"),
                 number("external_clients"),
@@ -356,7 +359,7 @@ mod tests {
         assert_eq!(
             line,
             format!(
-                "CEF:0|rogue|rogue|{}|rogue_server|Rogue mail server|8|rt=1204012800000 src=192.0.2.77 \
+                "CEF:0|rogue|rogue|{}|rogue_server|Rogue SMTP server|8|rt=1204012800000 src=192.0.2.77 \
                  dvchost=gw|1\\=a app=smtp externalId=7 cs1=open cs1Label=status cs2=rogue cs2Label=verdict \
                  cs3=opened cs3Label=event shost=bad|name\\\\with\\=equals\\nand\\rbreaks msg=serves \\= mail",
                 env!("CARGO_PKG_VERSION")

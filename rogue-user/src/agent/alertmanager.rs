@@ -110,7 +110,7 @@ pub fn alerts(
 
 fn alert(finding: &StoredFinding, ends_ms: i64, presentation: &Presentation, report_url: &str) -> Value {
     let alertname = match finding.kind.as_str() {
-        "rogue_server" => "RogueMailServer",
+        "rogue_server" => "RogueServer",
         "fanout_burst" => "RogueFanoutBurst",
         _ => "RogueVolumeSpike",
     };

@@ -83,7 +83,7 @@ pub fn material_evidence(finding: &StoredFinding) -> String {
             "ptr": c["ptr"],
             "name_match": c["name_match"],
             "fcrdns": c["fcrdns"],
-            "mx": c["mx"],
+            "record_target": c["record_target"],
             "suggest_whitelist": d["suggest_whitelist"],
         }),
         _ => json!({ "state": finding.state }),
@@ -109,7 +109,7 @@ mod tests {
             time_ms: flows as i64,
             details: json!({
                 "roles": roles, "flows": flows, "suggest_whitelist": false,
-                "characteristics": {"server_days": flows, "ptr": ptr, "name_match": null, "fcrdns": null, "mx": null},
+                "characteristics": {"server_days": flows, "ptr": ptr, "name_match": null, "fcrdns": null, "record_target": null},
             }),
             created_ms: 0,
             updated_ms: 0,

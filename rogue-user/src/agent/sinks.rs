@@ -279,7 +279,7 @@ mod tests {
         let message = rfc5424("gw1", "2026-11-26T10:00:00.000Z", Event::Opened, &open, &line);
         let expected_head = format!(
             "<28>1 2026-11-26T10:00:00.000Z gw1 rogue {} finding [rogue@32473 event=\"opened\" id=\"7\" \
-             type=\"rogue_server\" host=\"192.0.2.77\" state=\"open\"] {{\"event\":\"opened\",\"schema_version\":2,\"id\":7,",
+             type=\"rogue_server\" host=\"192.0.2.77\" state=\"open\"] {{\"event\":\"opened\",\"schema_version\":3,\"id\":7,",
             std::process::id()
         );
         assert!(message.starts_with(&expected_head), "{message}");

@@ -173,6 +173,6 @@ fn each_sink_writes_its_format_of_the_same_findings() {
     assert_eq!((ecs["event"]["action"].as_str(), ecs["event"]["kind"].as_str()), (Some("opened"), Some("alert")));
     assert_eq!(ecs["rogue"]["id"], own["id"]);
     assert_eq!(cef.lines().count(), 1);
-    assert!(cef.starts_with("CEF:0|rogue|rogue|") && cef.contains("|rogue_server|Rogue mail server|8|"), "{cef}");
+    assert!(cef.starts_with("CEF:0|rogue|rogue|") && cef.contains("|rogue_server|Rogue SMTP server|8|"), "{cef}");
     assert!(cef.contains(" src=192.0.2.77 dvchost=gw-7 ") && cef.contains(" cs3=opened cs3Label=event"), "{cef}");
 }

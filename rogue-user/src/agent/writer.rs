@@ -174,7 +174,7 @@ impl StoreWriter {
                 (None, None) => ingest.source_named(self.kind, &unwritten.origin, now_ms)?,
             };
             sources.insert(unwritten.origin.clone(), source);
-            ingest.write(source, &services, &unwritten.batch)?;
+            ingest.write(source, services, &unwritten.batch)?;
             ingest.extend_source(source, &unwritten.span)?;
             ingest.add_rejected(source, unwritten.rejected)?;
         }

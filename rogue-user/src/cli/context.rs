@@ -25,7 +25,7 @@ use clap::Args;
 
 use super::listing::{ListFormat, Listing, format_or_default};
 use crate::{
-    config::FindingFormat,
+    config::{FindingFormat, Service},
     detect::{Detector, Window},
     dns::Resolver,
     engine::{Engine, Paths, WhitelistFile},
@@ -129,6 +129,15 @@ impl Context {
             DnsUse::Stored { resolve } => (enabled && resolve, false),
         };
         Context { engine, asks_dns, keeps_answers, resolver: OnceCell::new() }
+    }
+
+    /// The configured service `name`, or an error listing those there are.
+    pub fn service(&self, name: &str) -> anyhow::Result<Service> {
+        let services = &self.engine.config.services;
+        match services.get(name) {
+            Some(service) => Ok(service.clone()),
+            None => anyhow::bail!("no service {name:?} in the configuration ({})", services.names().join(", ")),
+        }
     }
 
     pub fn detector(&self) -> Detector<'_> {

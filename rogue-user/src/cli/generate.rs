@@ -12,13 +12,15 @@ use crate::scenario::{Case, Size, generate};
 #[command(after_help = "Example:\n  rogue generate --scenario all --out scenario.pcap\n  \
     rogue analyze --config config/rogue.yaml --pcap scenario.pcap")]
 pub struct GenerateArgs {
-    /// Which traffic: the background alone, one of the method's cases over it, or all
+    /// Which traffic: the background alone, one of the method's cases over it, all three, or the
+    /// method beyond mail
     #[arg(long, default_value = "all", value_parser = super::one_of::<Case>(&[
         ("background", "Ordinary traffic only: no finding is right"),
         ("vpn-failure", "A host serving mail for two weeks after a VPN failure"),
         ("new-mail-servers", "Two hosts going from a few SMTP flows a day to thousands"),
         ("misconfiguration", "A host opening SMTP to 75 external servers within a minute"),
         ("all", "The three cases over the background"),
+        ("services", "Rogue DNS, NTP, DHCP, SSH and RDP servers, and their traps, over the background"),
     ]))]
     pub scenario: Case,
     /// Where to write the pcap

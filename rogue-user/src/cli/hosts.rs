@@ -41,12 +41,12 @@ pub fn run(args: HostsArgs) -> anyhow::Result<ExitCode> {
     context.resolve_hosts(Window { from_ms: i64::MIN, to_ms: i64::MAX }, None)?;
     let header = format!(
         "{:<7} {:<40} {:<13} {:>8} {:>12} {:>7} {:>7} {:>6} {:>6}  verdict",
-        "service", "host", "roles", "flows", "bytes", "clients", "servers", "days", "mail"
+        "service", "host", "roles", "flows", "bytes", "clients", "servers", "days", "share"
     );
     let mut listing = Listing::stdout(format_or_default(args.format), HOST_COLUMNS, &header)?;
     let detector = context.detector();
     for service in detector.services() {
-        for report in detector.hosts(&context.engine.store, &service)? {
+        for report in detector.hosts(&context.engine.store, service)? {
             let peers = if args.peers { Some(peers(&context, &report)?) } else { None };
             let names = match &peers {
                 Some(peers) => context.peer_names(&peers.iter().map(|p| p.peer).collect::<Vec<_>>())?,
@@ -96,7 +96,7 @@ pub fn row(report: &HostReport) -> String {
         a.external_clients,
         a.external_servers,
         c.server_days,
-        c.mail_share.map_or("-".into(), |s| format!("{:.0}%", s * 100.0)),
+        c.share.map_or("-".into(), |s| format!("{:.0}%", s * 100.0)),
         report.verdict()
     )
 }

@@ -15,6 +15,7 @@ use super::{
     parse_time,
 };
 use crate::{
+    config::Service,
     detect::Window,
     report::{self, HostPage, IndexEntry, Request},
     store::Access,
@@ -33,9 +34,15 @@ pub struct ReportArgs {
     /// The host to report on
     #[arg(long, value_name = "ADDR")]
     pub host: Option<IpAddr>,
-    /// Every host with findings, with an index page
+    /// Every host with findings, with an index page (a page for each
+    /// service it has findings of)
     #[arg(long)]
     pub all: bool,
+    /// The service to report on [default: with --host, the first configured
+    /// service the host has qualifying flows of; with --all, each service
+    /// of each host's findings]
+    #[arg(long, value_name = "NAME")]
+    pub service: Option<String>,
     /// Start of the period [default: the host's first traffic in the store]
     #[arg(long, value_name = "TIME", value_parser = parse_time, allow_hyphen_values = true)]
     pub from: Option<i64>,
@@ -66,19 +73,32 @@ pub fn run(args: ReportArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let request = |host| Request { host, from_ms: args.from, to_ms: args.to, bin_seconds: args.bin };
     let written = match args.host {
         Some(host) => {
-            let page = page(&context, request(host))?;
+            let service = match &args.service {
+                Some(name) => context.service(name)?,
+                None => first_service_of(&context, host)?,
+            };
+            let page = page(&context, &service, request(host))?;
             report::write_host(&page, &args.out, &generated)?
         }
         None => {
-            let hosts: BTreeSet<IpAddr> =
-                context.engine.store.findings(None, None)?.into_iter().map(|f| f.host).collect();
+            let wanted = args.service.as_deref().map(|name| context.service(name)).transpose()?;
+            let pages: BTreeSet<(IpAddr, String)> = context
+                .engine
+                .store
+                .findings(None, None)?
+                .into_iter()
+                .filter(|f| wanted.as_ref().is_none_or(|s| s.name == f.service))
+                .map(|f| (f.host, f.service))
+                .collect();
             let mut files = Vec::new();
             let mut entries = Vec::new();
-            for host in hosts {
-                let page = page(&context, request(host))?;
-                let dir = report::host_dir_in(&args.out, host)?;
+            for (host, service) in pages {
+                // Findings of a service no longer configured have no page.
+                let Ok(service) = context.service(&service) else { continue };
+                let page = page(&context, &service, request(host))?;
+                let dir = report::host_dir_in(&args.out, host, &service.name)?;
                 files.extend(report::write_host(&page, &dir, &generated)?);
-                entries.push(index_entry(&page, report::host_dir(host)));
+                entries.push(index_entry(&page, report::host_dir(host, &service.name)));
             }
             files.push(report::write_index(&entries, &args.out, &generated)?);
             files
@@ -96,11 +116,22 @@ pub fn run(args: ReportArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A host's page, with its peers' PTR names.
-fn page(context: &Context, request: Request) -> anyhow::Result<HostPage> {
+/// The first configured service `host` has qualifying flows of, else the
+/// first configured.
+fn first_service_of(context: &Context, host: IpAddr) -> anyhow::Result<Service> {
+    let services = context.engine.config.services.all();
+    for service in services {
+        if context.engine.store.service_host(&service.name, host, i64::MIN, i64::MAX)?.is_some() {
+            return Ok(service.clone());
+        }
+    }
+    Ok(services[0].clone())
+}
+
+/// A host's page for `service`, with its peers' PTR names.
+fn page(context: &Context, service: &Service, request: Request) -> anyhow::Result<HostPage> {
     let detector = context.detector();
-    let smtp = &detector.services()[0];
-    let mut page = report::gather(&context.engine.store, &detector, smtp, request)?;
+    let mut page = report::gather(&context.engine.store, &detector, service, request)?;
     let peers: Vec<IpAddr> = page.clients.iter().chain(&page.servers).map(|p| p.peer).collect();
     page.peer_names = context.peer_names(&peers)?;
     Ok(page)
@@ -114,7 +145,11 @@ fn index_entry(page: &HostPage, dir: String) -> IndexEntry {
     IndexEntry {
         host: page.host,
         ptr: page.ptr.clone(),
-        verdict: page.report.as_ref().map_or("no SMTP activity".into(), |r| r.verdict().to_string()),
+        service: page.service.name.clone(),
+        verdict: page
+            .report
+            .as_ref()
+            .map_or(format!("no {} activity", page.service.title()), |r| r.verdict().to_string()),
         findings: kinds.iter().map(|(kind, n)| format!("{n} {kind}")).collect::<Vec<_>>().join(", "),
         last_ms: page.findings.iter().map(|f| f.time_ms).max().unwrap_or(0),
         dir,

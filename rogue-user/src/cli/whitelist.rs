@@ -261,11 +261,9 @@ fn print_reports(reports: &[HostReport], format: ListFormat) -> io::Result<()> {
     listing.finish()
 }
 
-/// Mail share of every host with traffic that the whitelist covers.
+/// The service share of every host with traffic that the whitelist covers.
 fn calibrate(context: &Context, service: &str, format: ListFormat) -> anyhow::Result<()> {
-    let Some(service) = context.engine.config.services.all().into_iter().find(|s| s.name == service) else {
-        bail!("no service {service:?} in the configuration ({})", context.engine.config.services.names().join(", "));
-    };
+    let service = context.service(service)?;
     let Some(window) = context.latest_window()? else { bail!("the store is empty; analyze some traffic first") };
     let mut shares = Vec::new();
     for host in context.engine.store.active_hosts(window.from_ms, window.to_ms)? {
@@ -295,7 +293,7 @@ fn calibrate(context: &Context, service: &str, format: ListFormat) -> anyhow::Re
         "median": quantile(&values, 0.5), "q3": quantile(&values, 0.75), "max": max,
         "threshold_keeping_all": keeps_all, "configured_threshold": service.share_threshold,
         "kept_by_configured": kept,
-        "hosts_shares": shares.iter().map(|(h, s)| json!({"host": h, "mail_share": s})).collect::<Vec<_>>(),
+        "hosts_shares": shares.iter().map(|(h, s)| json!({"host": h, "share": s})).collect::<Vec<_>>(),
     });
     const COLUMNS: &[&str] = &[
         "service",

@@ -217,61 +217,10 @@ impl Default for VolumeSpikeConfig {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServicesConfig {
-    pub smtp: ServiceConfig,
-}
-
-impl ServicesConfig {
-    /// Every configured service with its name.
-    pub fn all(&self) -> Vec<Service> {
-        vec![Service::new("smtp", &self.smtp)]
-    }
-
-    /// The names of the configured services.
-    pub fn names(&self) -> Vec<String> {
-        self.all().into_iter().map(|s| s.name).collect()
-    }
-}
-
-/// A service the method watches. SMTP is the one rogue ships; the engine
-/// takes any service described this way.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServiceConfig {
-    /// The service's ports: a flow from or to one of them may be a service flow.
-    pub ports: Vec<u16>,
-    /// A service flow has at least this many packets and bytes (IP-layer),
-    /// counted in its one direction.
-    pub min_packets: Positive,
-    pub min_bytes: Positive,
-    /// Ports whose traffic counts towards the service share (mail share).
-    pub mail_ports: Vec<u16>,
-    /// Share of a host's bytes on `mail_ports` at which it behaves like a
-    /// server of the service (the method's 85%).
-    pub mail_share_threshold: Fraction,
-    /// The naming convention: a regular expression (case-insensitive)
-    /// matched against a PTR name's host label and each of its parts split
-    /// at `-`.
-    pub name_pattern: NamePattern,
-}
-
-impl Default for ServiceConfig {
-    fn default() -> Self {
-        ServiceConfig {
-            ports: vec![25],
-            min_packets: Positive(3),
-            min_bytes: Positive(120),
-            mail_ports: vec![25, 465, 587, 110, 995, 143, 993],
-            mail_share_threshold: Fraction(0.85),
-            name_pattern: NamePattern::new(DEFAULT_NAME_PATTERN).expect("a valid pattern"),
-        }
-    }
-}
-
-/// Host labels of mail servers: smtp, mail, relay, mx, mta, with optional digits.
-pub const DEFAULT_NAME_PATTERN: &str = "^(smtp|mail|relay|mx|mta)[0-9]*$";
+mod services;
+pub use services::{
+    DEFAULT_NAME_PATTERN, DnsRecord, PRESETS, Peers, Role, Service, ServiceSpec, ServicesConfig, Transport, preset,
+};
 
 /// A naming-convention pattern, compiled when the configuration is read.
 #[derive(Clone, Debug)]
@@ -366,40 +315,6 @@ impl FromStr for DnsServer {
 impl<'de> Deserialize<'de> for DnsServer {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// A service with its name, as the engine uses it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Service {
-    pub name: String,
-    pub ports: Vec<u16>,
-    pub min_packets: u64,
-    pub min_bytes: u64,
-    pub share_ports: Vec<u16>,
-    pub share_threshold: f64,
-    pub name_pattern: NamePattern,
-}
-
-impl Service {
-    pub fn new(name: &str, config: &ServiceConfig) -> Service {
-        Service {
-            name: name.to_string(),
-            ports: config.ports.clone(),
-            min_packets: config.min_packets.0,
-            min_bytes: config.min_bytes.0,
-            share_ports: config.mail_ports.clone(),
-            share_threshold: config.mail_share_threshold.0,
-            name_pattern: config.name_pattern.clone(),
-        }
-    }
-
-    pub fn is_service_port(&self, port: u16) -> bool {
-        self.ports.contains(&port)
-    }
-
-    pub fn is_share_port(&self, port: u16) -> bool {
-        self.share_ports.contains(&port)
     }
 }
 
@@ -1017,14 +932,17 @@ impl Config {
     fn problems(&self, text: &str) -> Vec<String> {
         let mut problems = Vec::new();
         let mut problem = |keys: &[&str], message: String| {
-            let line = line_of(text, keys).map_or(String::new(), |line| format!(" at line {line}"));
+            // The key itself, else the nearest enclosing one written (a key
+            // missing from the file is the problem).
+            let line = (1..=keys.len()).rev().find_map(|n| line_of(text, &keys[..n]));
+            let line = line.map_or(String::new(), |line| format!(" at line {line}"));
             problems.push(format!("{}: {message}{line}", keys.join(".")));
         };
         if self.internal_networks.is_empty() {
             problem(&["internal_networks"], "list at least one network (rogue profiles the hosts in them)".into());
         }
-        if self.services.smtp.ports.is_empty() {
-            problem(&["services", "smtp", "ports"], "list at least one port".into());
+        for (keys, message) in self.services.problems() {
+            problem(&keys.iter().map(String::as_str).collect::<Vec<_>>(), message);
         }
         let dns = &self.dns;
         if dns.min_ttl_seconds.0 > dns.max_ttl_seconds.0 {
@@ -1068,6 +986,7 @@ impl Config {
         let mut effective = self.clone();
         effective.store.path = self.store_path();
         effective.whitelist = self.whitelist_path();
+        effective.services = self.services.effective();
         for sink in &mut effective.output.findings {
             if let FindingSink::File(path) = &mut sink.to {
                 *path = self.resolve(path);

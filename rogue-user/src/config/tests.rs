@@ -172,7 +172,7 @@ fn values_that_contradict_each_other_name_their_line() {
     assert_eq!(
         ttl,
         "/etc/rogue/rogue.yaml: dns.min_ttl_seconds: 600 is more than dns.max_ttl_seconds (60) at line 4\n\
-         /etc/rogue/rogue.yaml: dns.negative_ttl_seconds: 300 is less than dns.min_ttl_seconds (600)"
+         /etc/rogue/rogue.yaml: dns.negative_ttl_seconds: 300 is less than dns.min_ttl_seconds (600) at line 2"
     );
     let flow_style =
         parse("internal_networks: [192.0.2.0/24]\ndns: {min_ttl_seconds: 600, max_ttl_seconds: 60}\n").unwrap_err();
@@ -206,4 +206,86 @@ fn keys_are_found_on_their_lines() {
     assert_eq!(line_of(text, &["dns", "min_ttl_seconds"]), Some(5));
     assert_eq!(line_of(text, &["store", "min_ttl_seconds"]), Some(7));
     assert_eq!(line_of(text, &["capture", "drain_seconds"]), None);
+}
+
+#[test]
+fn services_are_any_names_over_presets_in_the_files_order() {
+    let config = parse(
+        "internal_networks: [192.0.2.0/24]\nservices:\n  rdp: {}\n  dns:\n    share_threshold: 0.9\n  smtp:\n  \
+         tftp: {transport: [udp], ports: [69]}\n",
+    )
+    .unwrap();
+    assert_eq!(config.services.names(), ["rdp", "dns", "smtp", "tftp"]);
+    let [rdp, dns, smtp, tftp] = config.services.all() else { panic!("four services") };
+    assert_eq!(
+        (rdp.ports.as_slice(), rdp.roles.as_slice(), rdp.peers),
+        (&[3389][..], &[Role::Server][..], Peers::External)
+    );
+    assert_eq!(
+        (rdp.transport.as_slice(), rdp.min_packets, rdp.min_bytes),
+        (&[Transport::Tcp, Transport::Udp][..], 3, 120)
+    );
+    assert_eq!((dns.share_ports.as_slice(), dns.share_threshold, dns.dns_record), (&[53, 853][..], 0.9, DnsRecord::Ns));
+    assert_eq!(
+        (smtp.roles.as_slice(), smtp.peers, smtp.dns_record),
+        (&[Role::Server, Role::Client][..], Peers::Any, DnsRecord::Mx)
+    );
+    // A service rogue does not know: generic defaults for one datagram.
+    assert_eq!((tftp.min_packets, tftp.min_bytes, tftp.share_ports.as_slice()), (1, 28, &[69][..]));
+    assert!(tftp.name_pattern.is_match("tftp2") && !tftp.name_pattern.is_match("mail"));
+    // --print writes every service in full, itself a configuration that reads the same.
+    let printed = to_yaml(&config.effective());
+    let again = parse(&printed).unwrap();
+    assert_eq!(again.services.all(), config.services.all(), "{printed}");
+}
+
+#[test]
+fn the_keys_of_rogue_0_1_still_read_and_services_are_checked() {
+    let old = parse("internal_networks: [192.0.2.0/24]\nservices:\n  smtp:\n    mail_ports: [25, 587]\n    mail_share_threshold: 0.7\n").unwrap();
+    let smtp = &old.services.all()[0];
+    assert_eq!((smtp.share_ports.as_slice(), smtp.share_threshold), (&[25, 587][..], 0.7));
+    let both =
+        parse("internal_networks: [192.0.2.0/24]\nservices:\n  smtp:\n    mail_ports: [25]\n    share_ports: [25]\n")
+            .unwrap_err();
+    assert!(both.contains("duplicate field `share_ports`"), "{both}");
+
+    let unknown = parse("internal_networks: [192.0.2.0/24]\nservices:\n  smtp: {}\n  gopher: {}\n").unwrap_err();
+    assert!(
+        unknown.contains(
+            "services.gopher.ports: list at least one port (rogue knows smtp, dns, ntp, dhcp, ssh, rdp by name"
+        ) && unknown.contains("line 4"),
+        "{unknown}"
+    );
+    let none = parse("internal_networks: [192.0.2.0/24]\nservices: {}\n").unwrap_err();
+    assert!(none.contains("services: define at least one service"), "{none}");
+    let roles = parse("internal_networks: [192.0.2.0/24]\nservices:\n  ssh:\n    roles: []\n").unwrap_err();
+    assert!(roles.contains("services.ssh.roles: list server, client or both") && roles.contains("line 4"), "{roles}");
+    let clash = parse("internal_networks: [192.0.2.0/24]\nservices:\n  dhcp:\n    client_ports: [67]\n").unwrap_err();
+    assert!(clash.contains("services.dhcp.client_ports: 67 is also one of ports"), "{clash}");
+    let name = parse("internal_networks: [192.0.2.0/24]\nservices:\n  Web Server: {ports: [80]}\n").unwrap_err();
+    assert!(name.contains("a service's name is lower-case letters"), "{name}");
+    let transport = parse("internal_networks: [192.0.2.0/24]\nservices:\n  ssh: {transport: [sctp]}\n").unwrap_err();
+    assert!(transport.contains("services.ssh.transport[0]: unknown variant `sctp`"), "{transport}");
+}
+
+/// The services the example shows commented out are the ones rogue ships:
+/// uncommented, each reads as its preset.
+#[test]
+fn the_examples_commented_services_state_the_presets() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/rogue.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let uncommented: String = text
+        .lines()
+        .map(|line| match line.strip_prefix("  # ") {
+            Some(rest) if rest.starts_with(' ') || rest.split(':').next().is_some_and(|k| PRESETS.contains(&k)) => {
+                format!("  {rest}\n")
+            }
+            _ => format!("{line}\n"),
+        })
+        .collect();
+    let config = Config::parse(&path, uncommented, "/etc/rogue".into(), SYSTEM_STATE_DIR.into()).unwrap();
+    assert_eq!(config.services.names(), PRESETS);
+    for service in config.services.all() {
+        assert_eq!(service, &Service::named(&service.name), "{}", service.name);
+    }
 }

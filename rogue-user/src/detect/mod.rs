@@ -1,6 +1,7 @@
 //! Detection: the method's rules over what the store knows. For each service
 //! and each internal host with qualifying flows, the characteristics (days as
-//! a server in the look-back, share of bytes on mail ports; DNS ones are
+//! a server in the look-back, share of bytes on the service's share ports,
+//! mail ports for SMTP; DNS ones are
 //! filled in by the dns stage), the whitelist and the administrators'
 //! verdicts give a host report; from those come the findings:
 //! - `rogue_server`: a host with qualifying flows that is not whitelisted;
@@ -73,23 +74,24 @@ pub struct Characteristics {
     pub server_days: u64,
     /// Days in the look-back for which rogue had data.
     pub days_with_data: u64,
-    /// Share of the host's bytes on mail ports; `None` without traffic.
-    pub mail_share: Option<f64>,
+    /// Share of the host's bytes on the service's share ports; `None`
+    /// without traffic.
+    pub share: Option<f64>,
     pub ptr: Option<String>,
     pub name_match: Option<bool>,
     pub fcrdns: Option<bool>,
-    pub mx: Option<bool>,
+    pub record_target: Option<bool>,
 }
 
 impl Characteristics {
     pub fn to_json(&self) -> Value {
         json!({
             "server_days": self.server_days,
-            "mail_share": self.mail_share.map(|s| (s * 1e4).round() / 1e4),
+            "share": self.share.map(|s| (s * 1e4).round() / 1e4),
             "ptr": self.ptr,
             "name_match": self.name_match,
             "fcrdns": self.fcrdns,
-            "mx": self.mx,
+            "record_target": self.record_target,
         })
     }
 }
@@ -192,7 +194,7 @@ pub struct Detector<'a> {
 }
 
 impl Detector<'_> {
-    pub fn services(&self) -> Vec<Service> {
+    pub fn services(&self) -> &[Service] {
         self.config.services.all()
     }
 
@@ -250,11 +252,11 @@ impl Detector<'_> {
         let characteristics = Characteristics {
             server_days: store.server_days(&service.name, host, window.from_ms, window.to_ms)?,
             days_with_data: covered.range(days).count() as u64,
-            mail_share: (total > 0).then(|| share as f64 / total as f64),
+            share: (total > 0).then(|| share as f64 / total as f64),
             ptr: names.ptr.clone(),
             name_match: names.name_match,
             fcrdns: names.fcrdns,
-            mx: names.mx,
+            record_target: names.record_target,
         };
         let whitelisted = self.whitelist.matching(host, &service.name).cloned();
         let rejected = store.verdict(&service.name, host)?.filter(|v| v.verdict == "rogue");
@@ -276,20 +278,20 @@ impl Detector<'_> {
     }
 
     /// The method's behavioural test: a server on several days, with most of
-    /// its traffic on mail ports.
+    /// its traffic on the service's share ports.
     fn behaves_like_a_server(&self, service: &Service, c: &Characteristics) -> bool {
         c.server_days >= self.config.detection.suggest_min_server_days.0
-            && c.mail_share.is_some_and(|share| share >= service.share_threshold)
+            && c.share.is_some_and(|share| share >= service.share_threshold)
     }
 
     fn evidence(&self, service: &Service, report: &HostReport, names: Option<&HostNames>) -> String {
         let a = &report.activity;
         let c = &report.characteristics;
-        let name = service.name.to_uppercase();
+        let (name, a_name) = (service.title(), service.a_title());
         let mut parts = Vec::new();
         if a.roles.contains(&Role::Server) {
             parts.push(format!(
-                "acted as an {name} server on {} of the {} days with data, talking to {} external clients",
+                "acted as {a_name} server on {} of the {} days with data, talking to {} external clients",
                 c.server_days, c.days_with_data, a.external_clients
             ));
         }
@@ -297,17 +299,18 @@ impl Detector<'_> {
             parts.push(format!("sent {name} to {} external servers", a.external_servers));
         }
         let mut sentence = format!("{} {} in {} qualifying flows", a.host, parts.join(" and "), a.flows);
-        match c.mail_share {
+        match c.share {
             Some(share) => {
                 sentence += &format!(
-                    "; {:.0}% of its bytes were on mail ports (threshold {:.0}%)",
+                    "; {:.0}% of its bytes were on {name} ports ({}; threshold {:.0}%)",
                     share * 100.0,
+                    port_list(&service.share_ports),
                     service.share_threshold * 100.0
                 )
             }
             None => sentence += "; its total traffic is unknown",
         }
-        sentence += &self.dns_evidence(names);
+        sentence += &self.dns_evidence(service, names);
         sentence += &match (&report.whitelisted, &report.rejected) {
             (Some(entry), _) => format!(
                 "; whitelisted as {} ({})",
@@ -318,23 +321,23 @@ impl Detector<'_> {
             (None, None) if report.suggest_whitelist => {
                 let mut held = Vec::new();
                 if self.behaves_like_a_server(service, c) {
-                    held.push("behaves like a mail server");
+                    held.push(format!("behaves like {a_name} server"));
                 }
-                if c.mx == Some(true) {
-                    held.push("is an MX target");
+                if c.record_target == Some(true) {
+                    held.push(format!("is an {} target", service.dns_record.as_str()));
                 }
                 if c.name_match == Some(true) {
-                    held.push("has a forward-confirmed mail name");
+                    held.push(format!("has a forward-confirmed {name} name"));
                 }
                 format!("; it {} but is not on the whitelist: verify it, then accept or reject it", held.join(" and "))
             }
-            (None, None) => "; it is not on the whitelist and does not behave like a mail server".to_string(),
+            (None, None) => format!("; it is not on the whitelist and does not behave like {a_name} server"),
         };
         sentence + "."
     }
 
     /// What DNS said, as a clause of the evidence sentence.
-    fn dns_evidence(&self, names: Option<&HostNames>) -> String {
+    fn dns_evidence(&self, service: &Service, names: Option<&HostNames>) -> String {
         if !self.dns.enabled {
             return "; DNS lookups were off (--no-dns)".into();
         }
@@ -343,27 +346,32 @@ impl Detector<'_> {
         };
         let mut clauses = Vec::new();
         match (&names.ptr, names.fcrdns) {
-            (Some(ptr), Some(true)) if names.name_match == Some(true) => {
-                clauses.push(format!("its name {ptr} is forward-confirmed and follows the mail naming convention"))
-            }
+            (Some(ptr), Some(true)) if names.name_match == Some(true) => clauses.push(format!(
+                "its name {ptr} is forward-confirmed and follows the {} naming convention",
+                service.title()
+            )),
             (Some(ptr), Some(true)) => clauses.push(format!("its name {ptr} is forward-confirmed")),
             (Some(ptr), Some(false)) => clauses.push(format!("its name {ptr} does not resolve back to it")),
             (Some(ptr), None) => clauses.push(format!("its name {ptr} could not be confirmed (DNS did not answer)")),
             (None, Some(false)) => clauses.push("it has no PTR name".into()),
             (None, _) => clauses.push("DNS did not answer for its name (looked up again next time)".into()),
         }
-        match names.mx {
+        let record = service.dns_record.as_str();
+        match names.record_target {
             Some(true) => {
                 let targets: Vec<String> = names
-                    .mx_targets
+                    .record_targets
                     .iter()
-                    .map(|t| format!("{} (MX {} {})", t.domain, t.preference, t.target))
+                    .map(|t| match t.record.as_str() {
+                        "MX" => format!("{} (MX {} {})", t.domain, t.preference, t.target),
+                        other => format!("{} ({other} {})", t.domain, t.target),
+                    })
                     .collect();
-                clauses.push(format!("it is an MX target of {}", targets.join(", ")))
+                clauses.push(format!("it is an {record} target of {}", targets.join(", ")))
             }
             Some(false) => {}
-            None if names.mx_unconfigured => {}
-            None => clauses.push("whether it is an MX target is unknown (DNS did not answer)".into()),
+            None if names.records_unconfigured => {}
+            None => clauses.push(format!("whether it is an {record} target is unknown (DNS did not answer)")),
         }
         format!("; {}", clauses.join("; "))
     }
@@ -397,15 +405,15 @@ impl Detector<'_> {
                     continue;
                 };
                 let in_period = || store.service_host(&service.name, host, period.from_ms, period.to_ms);
-                let Some(report) = self.latest_report(store, &service, host, last_ms, &covered, in_period)? else {
+                let Some(report) = self.latest_report(store, service, host, last_ms, &covered, in_period)? else {
                     continue;
                 };
                 let state = report.rejected.is_some().then_some("confirmed_rogue");
-                findings.push(rogue_server(&report, state, self.config, &service));
+                findings.push(rogue_server(&report, state, self.config, service));
                 for mut finding in self
-                    .fanout_bursts(store, &service, host, period)?
+                    .fanout_bursts(store, service, host, period)?
                     .into_iter()
-                    .chain(self.volume_spikes(store, &service, host, period, &covered)?)
+                    .chain(self.volume_spikes(store, service, host, period, &covered)?)
                 {
                     finding.state = state;
                     findings.push(finding);
@@ -573,11 +581,16 @@ fn rogue_server(report: &HostReport, state: Option<&'static str>, config: &Confi
         "rule".into(),
         json!({
             "name": "rogue_server",
-            "description": "an internal host not on the whitelist with qualifying flows of the service, as a server or a client",
+            "description": "an internal host not on the whitelist with qualifying flows of the service in one of its roles",
             "min_packets": service.min_packets,
             "min_bytes": service.min_bytes,
+            "transport": service.transport,
             "ports": service.ports,
+            "share_ports": service.share_ports,
             "share_threshold": service.share_threshold,
+            "roles": service.roles,
+            "peers": service.peers,
+            "dns_record": service.dns_record,
             "history_days": config.detection.history_days.0,
             "suggest_min_server_days": config.detection.suggest_min_server_days.0,
         }),
@@ -605,9 +618,15 @@ fn first_contacts(opened: &[(i64, IpAddr)]) -> Vec<Value> {
 }
 
 /// The method's administrative test, for a host acting as a server: an MX
-/// target of the organisation, or a forward-confirmed mail name.
+/// target of the organisation (MX for mail), or a forward-confirmed name
+/// following the service's convention.
 fn looks_like_a_server(c: &Characteristics) -> bool {
-    c.server_days > 0 && (c.mx == Some(true) || c.name_match == Some(true))
+    c.server_days > 0 && (c.record_target == Some(true) || c.name_match == Some(true))
+}
+
+/// `25, 465, 587`
+fn port_list(ports: &[u16]) -> String {
+    ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")
 }
 
 fn distinct_count(addrs: &[IpAddr]) -> usize {

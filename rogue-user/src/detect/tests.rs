@@ -34,7 +34,7 @@ fn fixture(name: &str, whitelist: &str) -> Fixture {
 
 impl Fixture {
     fn ingest(&mut self, flows: &[FlowRecord]) {
-        let services = self.config.services.all();
+        let services = self.config.services.all().to_vec();
         let mut profiler = Profiler::new(self.config.internal_networks.clone(), services.clone(), 600);
         let mut span = crate::profile::FlowSpan::default();
         for flow in flows {
@@ -139,12 +139,16 @@ fn a_host_is_suggested_when_it_serves_on_several_days_with_a_mail_share_at_the_t
     let at = reports.iter().find(|r| r.host().to_string() == "192.0.2.77").unwrap();
     let below = reports.iter().find(|r| r.host().to_string() == "192.0.2.78").unwrap();
     assert_eq!(at.characteristics.server_days, 3);
-    assert!(at.characteristics.mail_share.unwrap() >= 0.85 && at.suggest_whitelist, "{:?}", at.characteristics);
-    assert!(below.characteristics.mail_share.unwrap() < 0.85 && !below.suggest_whitelist);
+    assert!(at.characteristics.share.unwrap() >= 0.85 && at.suggest_whitelist, "{:?}", at.characteristics);
+    assert!(below.characteristics.share.unwrap() < 0.85 && !below.suggest_whitelist);
     assert!(at.evidence.contains("acted as an SMTP server on 3 of the 3 days with data"), "{}", at.evidence);
-    assert!(at.evidence.contains("85% of its bytes were on mail ports (threshold 85%)"), "{}", at.evidence);
-    assert!(at.evidence.contains("behaves like a mail server but is not on the whitelist"), "{}", at.evidence);
-    assert!(below.evidence.contains("does not behave like a mail server"), "{}", below.evidence);
+    assert!(
+        at.evidence.contains("85% of its bytes were on SMTP ports (25, 465, 587, 110, 995, 143, 993; threshold 85%)"),
+        "{}",
+        at.evidence
+    );
+    assert!(at.evidence.contains("behaves like an SMTP server but is not on the whitelist"), "{}", at.evidence);
+    assert!(below.evidence.contains("does not behave like an SMTP server"), "{}", below.evidence);
 }
 
 #[test]
@@ -156,7 +160,7 @@ fn a_server_on_fewer_days_than_required_is_not_suggested() {
     }
     f.ingest(&flows);
     let report = &f.reports()[0];
-    assert_eq!(report.characteristics.mail_share, Some(1.0));
+    assert_eq!(report.characteristics.share, Some(1.0));
     assert_eq!(report.characteristics.server_days, 2);
     assert!(!report.suggest_whitelist);
 }

@@ -2,8 +2,8 @@
 //! whether that name resolves back to the host (forward-confirmed reverse
 //! DNS: an attacker controls its own PTR records, not the forward zone of
 //! the name it claims), whether the name follows the service's naming
-//! convention, and whether the host is an MX target of the organisation's
-//! domains.
+//! convention, and whether the host is a target of the service's record
+//! (MX for mail, NS for DNS) in the organisation's domains.
 //!
 //! Lookups go through hickory-resolver with a per-query timeout, bounded
 //! concurrency and its cache (TTLs honoured between a floor and a ceiling,
@@ -37,9 +37,9 @@ use hickory_resolver::{
 use tokio::sync::Semaphore;
 
 use crate::{
-    config::{DnsConfig, Service},
+    config::{DnsConfig, DnsRecord, Service},
     detect::DnsFacts,
-    store::{HostNames, MxTarget},
+    store::{HostNames, RecordTarget},
 };
 
 /// A lookup that did not get an answer; the characteristic stays unknown.
@@ -71,23 +71,25 @@ impl Family {
     }
 }
 
-/// The addresses of the MX targets of the configured domains.
+/// The addresses of the targets of one record type (MX, NS) of the
+/// configured domains.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MxSet {
-    pub targets: HashMap<IpAddr, Vec<MxTarget>>,
-    /// Domains whose MX lookup got no answer: `mx` is unknown, not false.
+pub struct RecordTargets {
+    pub targets: HashMap<IpAddr, Vec<RecordTarget>>,
+    /// Domains whose lookup got no answer: `record_target` is unknown, not false.
     pub unanswered: Vec<String>,
     /// Domains with a target whose A (IPv4) or AAAA (IPv6) lookup got no
-    /// answer: `mx` is unknown for hosts of that family.
+    /// answer: `record_target` is unknown for hosts of that family.
     pub unanswered_v4: Vec<String>,
     pub unanswered_v6: Vec<String>,
-    /// No domains are configured: `mx` is unknown for every host.
+    /// No domains are configured, or the service checks no record:
+    /// `record_target` is unknown for every host.
     pub unconfigured: bool,
 }
 
-impl MxSet {
-    /// Whether `addr` is an MX target: known either way only when every
-    /// lookup its family needs was answered.
+impl RecordTargets {
+    /// Whether `addr` is a target: known either way only when every lookup
+    /// its family needs was answered.
     fn status(&self, addr: IpAddr) -> Option<bool> {
         let family_unanswered = match Family::of(addr) {
             Family::V4 => &self.unanswered_v4,
@@ -245,16 +247,21 @@ impl Resolver {
         answer
     }
 
-    /// The addresses of every MX target of the configured domains, with the
-    /// records that point at them.
-    pub async fn mx_set(&self) -> MxSet {
-        let mut set = MxSet { unconfigured: self.mx_domains.is_empty(), ..MxSet::default() };
+    /// The addresses of every target of `record` (MX, NS) of the configured
+    /// domains, with the records that point at them.
+    pub async fn record_targets(&self, record: DnsRecord) -> RecordTargets {
+        let record_type = match record {
+            DnsRecord::Mx => RecordType::MX,
+            DnsRecord::Ns => RecordType::NS,
+            DnsRecord::None => return RecordTargets { unconfigured: true, ..RecordTargets::default() },
+        };
+        let mut set = RecordTargets { unconfigured: self.mx_domains.is_empty(), ..RecordTargets::default() };
         for domain in &self.mx_domains {
             let Ok(name) = Name::from_ascii(format!("{}.", domain.trim_end_matches('.'))) else {
                 set.unanswered.push(domain.clone());
                 continue;
             };
-            let records = match self.lookup(&name, RecordType::MX).await {
+            let records = match self.lookup(&name, record_type).await {
                 Ok(records) => records,
                 Err(_) => {
                     set.unanswered.push(domain.clone());
@@ -262,11 +269,19 @@ impl Resolver {
                 }
             };
             for record in records {
-                let RData::MX(mx) = record else { continue };
-                let target =
-                    MxTarget { domain: domain.clone(), target: display_name(&mx.exchange), preference: mx.preference };
+                let (exchange, preference) = match record {
+                    RData::MX(mx) => (mx.exchange, mx.preference),
+                    RData::NS(ns) => (ns.0, 0),
+                    _ => continue,
+                };
+                let target = RecordTarget {
+                    domain: domain.clone(),
+                    record: record_type.to_string(),
+                    target: display_name(&exchange),
+                    preference,
+                };
                 let (v4, v6) =
-                    tokio::join!(self.addresses(&mx.exchange, Family::V4), self.addresses(&mx.exchange, Family::V6));
+                    tokio::join!(self.addresses(&exchange, Family::V4), self.addresses(&exchange, Family::V6));
                 for (answer, unanswered) in [(v4, &mut set.unanswered_v4), (v6, &mut set.unanswered_v6)] {
                     match answer {
                         Ok(addrs) => {
@@ -282,13 +297,13 @@ impl Resolver {
         set
     }
 
-    /// The PTR name, forward confirmation, naming convention and MX status
-    /// of `addr` for `service`.
-    pub async fn host_names(&self, addr: IpAddr, service: &Service, mx: &MxSet) -> HostNames {
+    /// The PTR name, forward confirmation, naming convention and record
+    /// target status of `addr` for `service` (`targets`: of its record).
+    pub async fn host_names(&self, addr: IpAddr, service: &Service, targets: &RecordTargets) -> HostNames {
         let mut names = HostNames {
-            mx: mx.status(addr),
-            mx_targets: mx.targets.get(&addr).cloned().unwrap_or_default(),
-            mx_unconfigured: mx.unconfigured,
+            record_target: targets.status(addr),
+            record_targets: targets.targets.get(&addr).cloned().unwrap_or_default(),
+            records_unconfigured: targets.unconfigured,
             ..HostNames::default()
         };
         let ptrs = match self.ptr(addr).await {
@@ -327,10 +342,15 @@ impl Resolver {
 
     /// [`host_names`](Self::host_names) for many hosts at once.
     pub async fn resolve(&self, hosts: &[(Service, IpAddr)]) -> DnsFacts {
-        let mx = self.mx_set().await;
+        let mut targets = HashMap::new();
+        for record in hosts.iter().map(|(service, _)| service.dns_record) {
+            if let std::collections::hash_map::Entry::Vacant(e) = targets.entry(record) {
+                e.insert(self.record_targets(record).await);
+            }
+        }
         let lookups = hosts.iter().map(|(service, addr)| {
-            let mx = &mx;
-            async move { ((service.name.clone(), *addr), self.host_names(*addr, service, mx).await) }
+            let targets = &targets[&service.dns_record];
+            async move { ((service.name.clone(), *addr), self.host_names(*addr, service, targets).await) }
         });
         let hosts = join_all(lookups).await.into_iter().collect();
         DnsFacts { enabled: true, hosts }

@@ -1,7 +1,7 @@
 use hickory_resolver::proto::rr::Name;
 
 use super::*;
-use crate::config::{DnsServer, Service, ServiceConfig};
+use crate::config::{DnsServer, Service};
 
 fn name(text: &str) -> Name {
     Name::from_ascii(text).unwrap()
@@ -9,7 +9,7 @@ fn name(text: &str) -> Name {
 
 #[test]
 fn the_naming_convention_matches_the_host_label_or_its_parts() {
-    let smtp = Service::new("smtp", &ServiceConfig::default());
+    let smtp = Service::named("smtp");
     for matching in
         ["mail.example.org", "SMTP2.example.org", "mx-out.example.org", "relay-1.example.org", "mta.example.org"]
     {
@@ -40,16 +40,24 @@ fn dns_servers_are_an_address_with_or_without_a_port() {
 /// unanswered AAAA leaves IPv6 hosts unknown and IPv4 hosts certain.
 #[test]
 fn the_mx_status_needs_only_the_hosts_own_family_answered() {
-    let target = MxTarget { domain: "example.org".into(), target: "mx1.example.org".into(), preference: 10 };
-    let mx = MxSet {
+    let target = RecordTarget {
+        domain: "example.org".into(),
+        record: "MX".into(),
+        target: "mx1.example.org".into(),
+        preference: 10,
+    };
+    let mx = RecordTargets {
         targets: [("192.0.2.25".parse().unwrap(), vec![target])].into_iter().collect(),
         unanswered_v6: vec!["example.org".into()],
-        ..MxSet::default()
+        ..RecordTargets::default()
     };
     assert_eq!(mx.status("192.0.2.25".parse().unwrap()), Some(true));
     assert_eq!(mx.status("192.0.2.77".parse().unwrap()), Some(false), "every A lookup was answered");
     assert_eq!(mx.status("2001:db8:10::77".parse().unwrap()), None, "an AAAA lookup was not");
-    let no_mx_answer = MxSet { unanswered: vec!["example.org".into()], ..mx.clone() };
+    let no_mx_answer = RecordTargets { unanswered: vec!["example.org".into()], ..mx.clone() };
     assert_eq!(no_mx_answer.status("192.0.2.77".parse().unwrap()), None);
-    assert_eq!(MxSet { unconfigured: true, ..MxSet::default() }.status("192.0.2.77".parse().unwrap()), None);
+    assert_eq!(
+        RecordTargets { unconfigured: true, ..RecordTargets::default() }.status("192.0.2.77".parse().unwrap()),
+        None
+    );
 }

@@ -1,33 +1,48 @@
 //! Profiles: what each completed flow says about the internal hosts at its
 //! ends. Per host and time bin: port usage by direction (destination ports of
 //! inbound flows, source ports of outbound flows), totals, and the traffic on
-//! each service's share ports (mail ports); and the qualifying service flows
-//! (SMTP flows) with the host's role and the peer. A [`ProfileBatch`] gathers
-//! these in memory until the store writes them.
+//! each service's share ports (mail ports for SMTP); and the qualifying
+//! service flows with the host's role and the peer. A [`ProfileBatch`]
+//! gathers these in memory until the store writes them.
 //!
-//! A service flow is TCP with a service port (25) on one side, at least
-//! `min_packets` packets and `min_bytes` IP-layer bytes in its own direction,
-//! and, on the other side, an ephemeral port (1024 and up) or a service port:
-//! a host whose ephemeral port happens to be 25 while it talks to a web
-//! server (peer port 443) is not serving mail.
+//! A service flow is of one of the service's transports, with a service
+//! port on one side and at least `min_packets` packets and `min_bytes`
+//! IP-layer bytes in its own direction. Who serves depends on the transport:
+//! - TCP: the other side has an ephemeral port (1024 and up) or a service
+//!   port, since a host whose ephemeral port happens to be 25 while it talks
+//!   to a web server (peer port 443) is not serving mail. A host is a
+//!   *server* in a flow where it sends from, or receives on, the service
+//!   port; a *client* where it sends to an external service port, or
+//!   receives the reply from one.
+//! - UDP: only an answered exchange counts ([`answers`]): the side that
+//!   answered from a service port is the server, the side that asked its
+//!   client; a datagram nobody answered (a scan) makes no one a server, and a
+//!   client asking from a service port (a resolver querying from port 53) is
+//!   still the client. Where the protocol fixes the clients' port (DHCP's
+//!   68, `client_ports`), a flow from a service port to a client port is an
+//!   answer by itself, whatever its destination (a broadcast).
 //!
-//! Roles, as the method defines them: a host is a *server* in a flow where it
-//! sends from, or receives on, the service port; a *client* where it sends to
-//! an external service port, or receives the reply from one (the other half
-//! of the same conversation). A host sending to an internal service port is
-//! submitting mail to its own relay, which gives it no role.
+//! A host asking an internal server is using its own network's service,
+//! which gives it no role. With `peers: external`, only flows with an
+//! external peer give roles; and only the roles a service finds (`roles`)
+//! are recorded.
 
+mod answers;
+
+pub use answers::Exchanges;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+pub use crate::config::Role;
 use crate::{
-    config::{Config, Service},
+    config::{Config, Peers, Service},
     flows::{FastMap, FlowRecord},
     time::{NANOS_PER_SEC, Nanos},
 };
 
 const TCP: u8 = 6;
+const UDP: u8 = 17;
 const NANOS_PER_DAY: Nanos = 86_400 * NANOS_PER_SEC;
 const FIRST_EPHEMERAL_PORT: u16 = 1024;
 
@@ -38,29 +53,6 @@ pub enum Direction {
     Inbound = 0,
     /// From the host: its source port is recorded.
     Outbound = 1,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Role {
-    Server,
-    Client,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Server => "server",
-            Role::Client => "client",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Role> {
-        match text {
-            "server" => Some(Role::Server),
-            "client" => Some(Role::Client),
-            _ => None,
-        }
-    }
 }
 
 /// Flows, packets and bytes.
@@ -154,16 +146,35 @@ pub struct Profiler {
     services: Vec<Service>,
     bin_seconds: i64,
     batch: ProfileBatch,
+    exchanges: Exchanges,
 }
+
+/// How long, in data time, a UDP flow waits for its other direction by
+/// default: a meter's idle and active timeouts (nfdump's), the furthest
+/// apart two directions of one exchange complete.
+const DEFAULT_ANSWER_HORIZON: Nanos =
+    (crate::config::DEFAULT_IDLE_TIMEOUT_SECS + crate::config::DEFAULT_ACTIVE_TIMEOUT_SECS) as Nanos * NANOS_PER_SEC;
+const DEFAULT_OPEN_EXCHANGES: usize = 1_000_000;
 
 impl Profiler {
     pub fn new(internal: Vec<IpNet>, services: Vec<Service>, bin_seconds: u64) -> Profiler {
-        Profiler { internal, services, bin_seconds: bin_seconds as i64, batch: ProfileBatch::default() }
+        let exchanges = Exchanges::new(DEFAULT_ANSWER_HORIZON, DEFAULT_OPEN_EXCHANGES);
+        Profiler { internal, services, bin_seconds: bin_seconds as i64, batch: ProfileBatch::default(), exchanges }
     }
 
-    /// A profiler of the configured internal networks, services and bins.
+    /// A profiler of the configured internal networks, services and bins;
+    /// UDP flows wait for their answer as long as the meter's timeouts, and
+    /// as many exchanges are open as the flow cache holds flows.
     pub fn for_config(config: &Config) -> Profiler {
-        Profiler::new(config.internal_networks.clone(), config.services.all(), config.detection.bin_seconds.0)
+        let mut profiler = Profiler::new(
+            config.internal_networks.clone(),
+            config.services.all().to_vec(),
+            config.detection.bin_seconds.0,
+        );
+        let capture = &config.capture;
+        let horizon = (capture.idle_timeout_seconds.0 + capture.active_timeout_seconds.0) as Nanos * NANOS_PER_SEC;
+        profiler.exchanges = Exchanges::new(horizon, capture.flow_cache_entries.0 as usize);
+        profiler
     }
 
     pub fn services(&self) -> &[Service] {
@@ -174,9 +185,19 @@ impl Profiler {
         &self.batch
     }
 
+    /// The UDP exchanges waiting for an answer, and those never answered.
+    pub fn exchanges(&self) -> &Exchanges {
+        &self.exchanges
+    }
+
     /// Hands over what was gathered and starts a new batch.
     pub fn take(&mut self) -> ProfileBatch {
         std::mem::take(&mut self.batch)
+    }
+
+    /// The end of the input: UDP flows still waiting were never answered.
+    pub fn finish(&mut self) {
+        self.exchanges.finish();
     }
 
     fn is_internal(&self, addr: IpAddr) -> bool {
@@ -187,54 +208,147 @@ impl Profiler {
     pub fn add(&mut self, flow: &FlowRecord) {
         let src_internal = self.is_internal(flow.src);
         let dst_internal = self.is_internal(flow.dst);
-        if !(src_internal || dst_internal) {
+        if src_internal || dst_internal {
+            self.batch.flows += 1;
+            *self.batch.days.entry(flow.start.div_euclid(NANOS_PER_DAY)).or_default() += 1;
+            let bin = self.bin_of(flow);
+            for (host, direction, internal) in
+                [(flow.src, Direction::Outbound, src_internal), (flow.dst, Direction::Inbound, dst_internal)]
+            {
+                if internal {
+                    self.add_traffic(flow, bin, host, direction);
+                }
+            }
+        }
+        self.add_service_flows(flow, src_internal, dst_internal);
+    }
+
+    fn bin_of(&self, flow: &FlowRecord) -> i64 {
+        (flow.start.div_euclid(NANOS_PER_SEC)).div_euclid(self.bin_seconds) * self.bin_seconds
+    }
+
+    /// Port usage, totals and share-port traffic of one internal end.
+    fn add_traffic(&mut self, flow: &FlowRecord, bin: i64, host: IpAddr, direction: Direction) {
+        self.batch.host_bins.entry((host, bin)).or_default().add(flow);
+        if !has_ports(flow.proto) {
             return;
         }
-        self.batch.flows += 1;
-        *self.batch.days.entry(flow.start.div_euclid(NANOS_PER_DAY)).or_default() += 1;
-        let bin = (flow.start.div_euclid(NANOS_PER_SEC)).div_euclid(self.bin_seconds) * self.bin_seconds;
-        if src_internal {
-            self.add_side(flow, bin, flow.src, Direction::Outbound, dst_internal);
-        }
-        if dst_internal {
-            self.add_side(flow, bin, flow.dst, Direction::Inbound, src_internal);
+        let port = match direction {
+            Direction::Inbound => flow.dport,
+            Direction::Outbound => flow.sport,
+        };
+        let key = PortUsageKey { host, bin, direction, proto: flow.proto, port };
+        self.batch.port_usage.entry(key).or_default().add(flow);
+        for (index, service) in self.services.iter().enumerate() {
+            if service.is_share_port(flow.sport) || service.is_share_port(flow.dport) {
+                self.batch.share_bins.entry((index, host, bin)).or_default().add(flow);
+            }
         }
     }
 
-    fn add_side(&mut self, flow: &FlowRecord, bin: i64, host: IpAddr, direction: Direction, peer_internal: bool) {
-        self.batch.host_bins.entry((host, bin)).or_default().add(flow);
-        if has_ports(flow.proto) {
-            let port = match direction {
-                Direction::Inbound => flow.dport,
-                Direction::Outbound => flow.sport,
-            };
-            let key = PortUsageKey { host, bin, direction, proto: flow.proto, port };
-            self.batch.port_usage.entry(key).or_default().add(flow);
+    /// The service flows `flow` gives, now or (UDP) once its exchange is
+    /// answered.
+    fn add_service_flows(&mut self, flow: &FlowRecord, src_internal: bool, dst_internal: bool) {
+        if !(src_internal || dst_internal) {
+            return;
         }
-        for (index, service) in self.services.iter().enumerate() {
-            if has_ports(flow.proto) && (service.is_share_port(flow.sport) || service.is_share_port(flow.dport)) {
-                self.batch.share_bins.entry((index, host, bin)).or_default().add(flow);
+        let internal = [src_internal, dst_internal];
+        let mut waits_for_answer = false;
+        for index in 0..self.services.len() {
+            let service = &self.services[index];
+            if !service.carries(flow.proto) {
+                continue;
             }
-            if let Some(role) = role(service, flow, direction, peer_internal) {
-                let outbound = direction == Direction::Outbound;
-                let (peer, host_port, peer_port) =
-                    if outbound { (flow.dst, flow.sport, flow.dport) } else { (flow.src, flow.dport, flow.sport) };
-                self.batch.service_flows.push(ServiceFlow {
-                    service: index,
-                    host,
-                    role,
-                    peer,
-                    peer_internal,
-                    host_port,
-                    peer_port,
-                    outbound,
-                    start: flow.start,
-                    end: flow.end,
-                    packets: flow.packets,
-                    bytes: flow.bytes,
-                    tcp_flags: flow.tcp_flags,
-                });
+            match flow.proto {
+                TCP if qualifies(service, flow) => self.add_tcp_roles(index, flow, internal),
+                UDP => match udp_kind(service, flow) {
+                    UdpKind::Answer if qualifies(service, flow) => {
+                        self.record(index, flow, internal, [Role::Server, Role::Client])
+                    }
+                    UdpKind::Exchange => waits_for_answer = true,
+                    UdpKind::Answer | UdpKind::Request | UdpKind::Other => {}
+                },
+                _ => {}
             }
+        }
+        if !waits_for_answer {
+            return;
+        }
+        for answered in self.exchanges.offer(flow) {
+            let src_internal = self.is_internal(answered.flow.src);
+            let internal = [src_internal, self.is_internal(answered.flow.dst)];
+            for index in 0..self.services.len() {
+                let service = &self.services[index];
+                let flow = &answered.flow;
+                if !service.carries(UDP) || udp_kind(service, flow) != UdpKind::Exchange || !qualifies(service, flow) {
+                    continue;
+                }
+                // The answering side's port must be the service's.
+                let answerer_port = if answered.sender_asked { flow.dport } else { flow.sport };
+                if !service.is_service_port(answerer_port) {
+                    continue;
+                }
+                let roles =
+                    if answered.sender_asked { [Role::Client, Role::Server] } else { [Role::Server, Role::Client] };
+                self.record(index, flow, internal, roles);
+            }
+        }
+    }
+
+    fn add_tcp_roles(&mut self, index: usize, flow: &FlowRecord, internal: [bool; 2]) {
+        let service = &self.services[index];
+        let side_role = |host_port, peer_port| {
+            if service_side(service, host_port, peer_port) {
+                Some(Role::Server)
+            } else if service_side(service, peer_port, host_port) {
+                Some(Role::Client)
+            } else {
+                None
+            }
+        };
+        let (Some(src_role), Some(dst_role)) = (side_role(flow.sport, flow.dport), side_role(flow.dport, flow.sport))
+        else {
+            return;
+        };
+        self.record(index, flow, internal, [src_role, dst_role]);
+    }
+
+    /// Records `flow` for each internal end with its role (`roles`: the
+    /// sender's, the receiver's), where the service finds that role and the
+    /// peer is one that gives it.
+    fn record(&mut self, index: usize, flow: &FlowRecord, internal: [bool; 2], roles: [Role; 2]) {
+        let service = &self.services[index];
+        for (outbound, host_internal, peer_internal, role) in
+            [(true, internal[0], internal[1], roles[0]), (false, internal[1], internal[0], roles[1])]
+        {
+            let peer_gives_role = match role {
+                // Using the LAN's own server is no part in the service.
+                Role::Client => !peer_internal,
+                Role::Server => service.peers == Peers::Any || !peer_internal,
+            };
+            if !host_internal || !peer_gives_role || !service.finds(role) {
+                continue;
+            }
+            let (host, peer, host_port, peer_port) = if outbound {
+                (flow.src, flow.dst, flow.sport, flow.dport)
+            } else {
+                (flow.dst, flow.src, flow.dport, flow.sport)
+            };
+            self.batch.service_flows.push(ServiceFlow {
+                service: index,
+                host,
+                role,
+                peer,
+                peer_internal,
+                host_port,
+                peer_port,
+                outbound,
+                start: flow.start,
+                end: flow.end,
+                packets: flow.packets,
+                bytes: flow.bytes,
+                tcp_flags: flow.tcp_flags,
+            });
         }
     }
 }
@@ -243,35 +357,44 @@ fn has_ports(proto: u8) -> bool {
     matches!(proto, 6 | 17 | 132 | 136)
 }
 
-/// Whether `flow` is a qualifying flow of `service` (see the module comment).
+/// Whether `flow` is big enough, and of a transport and ports, to be a
+/// flow of `service` (see the module comment).
 pub fn qualifies(service: &Service, flow: &FlowRecord) -> bool {
-    flow.proto == TCP
-        && flow.packets >= service.min_packets
-        && flow.bytes >= service.min_bytes
-        && (service_side(service, flow.sport, flow.dport) || service_side(service, flow.dport, flow.sport))
+    let ports = match flow.proto {
+        TCP => service_side(service, flow.sport, flow.dport) || service_side(service, flow.dport, flow.sport),
+        UDP => service.is_service_port(flow.sport) || service.is_service_port(flow.dport),
+        _ => false,
+    };
+    ports && service.carries(flow.proto) && flow.packets >= service.min_packets && flow.bytes >= service.min_bytes
 }
 
-/// `port` is the service port of the conversation: a service port facing an
-/// ephemeral or service port.
+/// `port` is the service port of a TCP conversation: a service port facing
+/// an ephemeral or service port.
 fn service_side(service: &Service, port: u16, other: u16) -> bool {
     service.is_service_port(port) && (other >= FIRST_EPHEMERAL_PORT || service.is_service_port(other))
 }
 
-/// The role a qualifying flow gives the internal host at one of its ends.
-pub fn role(service: &Service, flow: &FlowRecord, direction: Direction, peer_internal: bool) -> Option<Role> {
-    if !qualifies(service, flow) {
-        return None;
-    }
-    let (host_port, peer_port) = match direction {
-        Direction::Outbound => (flow.sport, flow.dport),
-        Direction::Inbound => (flow.dport, flow.sport),
-    };
-    if service_side(service, host_port, peer_port) {
-        Some(Role::Server)
-    } else if service_side(service, peer_port, host_port) && !peer_internal {
-        Some(Role::Client)
+/// What a UDP flow is to a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum UdpKind {
+    /// From a service port to a client port: an answer by itself.
+    Answer,
+    /// From a client port to a service port: asks, proves nothing.
+    Request,
+    /// Touches a service port: waits for its other direction.
+    Exchange,
+    Other,
+}
+
+fn udp_kind(service: &Service, flow: &FlowRecord) -> UdpKind {
+    if service.is_service_port(flow.sport) && service.is_client_port(flow.dport) {
+        UdpKind::Answer
+    } else if service.is_client_port(flow.sport) && service.is_service_port(flow.dport) {
+        UdpKind::Request
+    } else if service.is_service_port(flow.sport) || service.is_service_port(flow.dport) {
+        UdpKind::Exchange
     } else {
-        None
+        UdpKind::Other
     }
 }
 

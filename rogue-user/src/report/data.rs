@@ -57,9 +57,11 @@ impl ExistencePlot {
         [format!("{} - {} bytes", self.min, self.q1), middle, format!("> {} bytes", self.q3)]
     }
 
-    /// Reserved ports (below 1024) with any mark: the only ones labelled.
-    pub fn reserved_ports(&self) -> Vec<u16> {
-        let mut ports: Vec<u16> = self.cells.iter().map(|c| c.port).filter(|&p| p < 1024).collect();
+    /// The ports labelled: reserved ports (below 1024) and the service's
+    /// own ports (RDP's 3389), each where it has a mark.
+    pub fn labelled_ports(&self, service_ports: &[u16]) -> Vec<u16> {
+        let labelled = |port: u16| port < 1024 || service_ports.contains(&port);
+        let mut ports: Vec<u16> = self.cells.iter().map(|c| c.port).filter(|&p| labelled(p)).collect();
         ports.sort_unstable();
         ports.dedup();
         ports
@@ -153,8 +155,9 @@ pub fn port_scale(port: u16) -> f64 {
 pub struct DayActivity {
     /// Days since the epoch.
     pub day: i64,
-    pub smtp_flows: u64,
-    pub smtp_bytes: u64,
+    /// The host's qualifying flows of the page's service, and their bytes.
+    pub service_flows: u64,
+    pub service_bytes: u64,
     pub all_flows: u64,
     pub all_bytes: u64,
 }
@@ -189,7 +192,11 @@ mod tests {
         );
         assert_eq!((plot.min, plot.q1, plot.q3, plot.max), (50, 50, 300, 300));
         assert_eq!(plot.legend(), ["50 - 50 bytes", "51 - 300 bytes", "> 300 bytes"]);
-        assert_eq!(plot.reserved_ports(), [25, 53]);
+        assert_eq!(plot.labelled_ports(&[]), [25, 53]);
+        assert_eq!(
+            existence(&[(600, 0, 6, 3389, 1, 5, 9)], Direction::Inbound, 600, 0, 1200).labelled_ports(&[3389]),
+            [3389]
+        );
         let one_volume = existence(&usage[..1], Direction::Inbound, 1200, 0, 3600);
         assert_eq!(one_volume.legend(), ["100 - 100 bytes", "none (Q1 = Q3)", "> 100 bytes"]);
     }

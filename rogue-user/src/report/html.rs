@@ -95,7 +95,11 @@ pub fn host_page(page: &HostPage, generated: &str) -> String {
 fn verdict(out: &mut String, page: &HostPage) {
     out.push_str("<section id=\"verdict\">");
     let Some(report) = &page.report else {
-        out.push_str("<h2>Verdict</h2><p>No SMTP activity in the store for this host.</p></section>\n");
+        let _ = writeln!(
+            out,
+            "<h2>Verdict</h2><p>No {} activity in the store for this host.</p></section>",
+            escape(&page.service.title())
+        );
         return;
     };
     let c = &report.characteristics;
@@ -106,14 +110,17 @@ fn verdict(out: &mut String, page: &HostPage) {
         escape(&report.evidence)
     );
     let yes_no = |v: Option<bool>| v.map_or("unknown", |b| if b { "yes" } else { "no" });
+    let share = format!("{} share", page.service.title());
+    let record = format!("{} target", page.service.dns_record.as_str());
     let rows = [
         ("roles", report.roles().join(", ")),
         ("server days", format!("{} of {} days with data", c.server_days, c.days_with_data)),
-        ("mail share", c.mail_share.map_or("unknown".into(), |s| format!("{:.1}%", s * 100.0))),
+        ("service", page.service.name.clone()),
+        (&share, c.share.map_or("unknown".into(), |s| format!("{:.1}%", s * 100.0))),
         ("PTR name", c.ptr.clone().unwrap_or_else(|| "none or unknown".into())),
         ("forward-confirmed", yes_no(c.fcrdns).into()),
         ("naming convention", yes_no(c.name_match).into()),
-        ("MX target", yes_no(c.mx).into()),
+        (&record, yes_no(c.record_target).into()),
         (
             "whitelist",
             report.whitelisted.as_ref().map_or("not whitelisted".into(), |e| {
@@ -152,19 +159,21 @@ fn verdict(out: &mut String, page: &HostPage) {
 }
 
 fn activity(out: &mut String, page: &HostPage) {
-    out.push_str(
+    let _ = write!(
+        out,
         "<section id=\"activity\"><h2>Activity history</h2><figure><img src=\"activity.png\" alt=\"flows and bytes \
-         per day\"><figcaption>Flows and bytes per day, SMTP and all traffic. <a href=\"activity.svg\">SVG</a> \
-         &middot; <a href=\"activity.json\">data</a></figcaption></figure>\n<table><tr><th>day</th><th>SMTP flows\
-         </th><th>SMTP bytes</th><th>all flows</th><th>all bytes</th></tr>",
+         per day\"><figcaption>Flows and bytes per day, {name} and all traffic. <a href=\"activity.svg\">SVG</a> \
+         &middot; <a href=\"activity.json\">data</a></figcaption></figure>\n<table><tr><th>day</th><th>{name} flows\
+         </th><th>{name} bytes</th><th>all flows</th><th>all bytes</th></tr>",
+        name = escape(&page.service.title())
     );
     for d in &page.days {
         let _ = write!(
             out,
             "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
             day(d.day * MILLIS_PER_DAY),
-            d.smtp_flows,
-            d.smtp_bytes,
+            d.service_flows,
+            d.service_bytes,
             d.all_flows,
             d.all_bytes
         );
@@ -204,7 +213,7 @@ pub fn index_page(entries: &[IndexEntry], generated: &str) -> String {
     let _ = write!(
         out,
         "<header><h1>Hosts with findings</h1><p class=\"muted\">{} hosts &middot; generated {} by rogue {}</p></header>\n\
-         <table><tr><th>host</th><th>PTR name</th><th>verdict</th><th>findings</th><th>last activity</th></tr>",
+         <table><tr><th>host</th><th>service</th><th>PTR name</th><th>verdict</th><th>findings</th><th>last activity</th></tr>",
         entries.len(),
         escape(generated),
         env!("CARGO_PKG_VERSION")
@@ -212,9 +221,10 @@ pub fn index_page(entries: &[IndexEntry], generated: &str) -> String {
     for e in entries {
         let _ = write!(
             out,
-            "<tr><td><a href=\"{}/index.html\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td><a href=\"{}/index.html\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&e.dir),
             escape(&e.host.to_string()),
+            escape(&e.service),
             escape(e.ptr.as_deref().unwrap_or("")),
             escape(&e.verdict),
             escape(&e.findings),

@@ -1,8 +1,8 @@
 //! Reports: what an analyst hands to the network owner. For one host: the
 //! verdict and characteristics with the findings, the method's existence
 //! plots (destination ports inbound, source ports outbound), the activity
-//! history (flows and bytes per day, SMTP and all traffic) and the external
-//! clients and servers; as DIR/index.html with the figures as PNG and SVG
+//! history (flows and bytes per day, the service's and all traffic) and the
+//! external clients and servers, for one service; as DIR/index.html with the figures as PNG and SVG
 //! and their data as JSON. `--all` writes one such directory per host with
 //! findings and an index page linking them.
 
@@ -60,6 +60,7 @@ pub struct Request {
 /// Everything one host's page shows.
 pub struct HostPage {
     pub host: IpAddr,
+    pub service: Service,
     pub ptr: Option<String>,
     pub report: Option<HostReport>,
     pub findings: Vec<StoredFinding>,
@@ -80,6 +81,7 @@ pub struct HostPage {
 /// One line of the `--all` index.
 pub struct IndexEntry {
     pub host: IpAddr,
+    pub service: String,
     pub ptr: Option<String>,
     pub verdict: String,
     pub findings: String,
@@ -113,8 +115,8 @@ pub fn gather(store: &Store, detector: &Detector<'_>, service: &Service, request
         .host_daily(host, from_ms, to_ms)?
         .into_iter()
         .map(|(day, flows, bytes)| {
-            let (smtp_flows, smtp_bytes) = smtp.get(&day).copied().unwrap_or_default();
-            DayActivity { day, smtp_flows, smtp_bytes, all_flows: flows, all_bytes: bytes }
+            let (service_flows, service_bytes) = smtp.get(&day).copied().unwrap_or_default();
+            DayActivity { day, service_flows, service_bytes, all_flows: flows, all_bytes: bytes }
         })
         .collect();
 
@@ -124,9 +126,10 @@ pub fn gather(store: &Store, detector: &Detector<'_>, service: &Service, request
         .filter(|p| !p.internal)
         .partition(|p| p.role == Role::Server);
     let report = detector.hosts(store, service)?.into_iter().find(|r| r.host() == host);
-    let findings = store.findings_for_host(host)?;
+    let findings = store.findings_for_host(host)?.into_iter().filter(|f| f.service == service.name).collect();
     Ok(HostPage {
         host,
+        service: service.clone(),
         ptr: report.as_ref().and_then(|r| r.characteristics.ptr.clone()),
         report,
         findings,
@@ -156,11 +159,13 @@ pub fn write_host(page: &HostPage, dir: &Path, generated: &str) -> Result<Vec<Pa
     );
     for (plot, what) in [(&page.inbound, "Destination ports inbound"), (&page.outbound, "Source ports outbound")] {
         let name = format!("existence-{}", plot.direction);
-        let figure = plot::Existence { plot, title: format!("{what}: {host}, {period}, {} s bins", plot.bin_seconds) };
+        let title = format!("{what}: {host}, {period}, {} s bins", plot.bin_seconds);
+        let figure = plot::Existence { plot, title, service_ports: &page.service.ports };
         files.extend(draw(&figure, &dir.join(&name), plot::EXISTENCE_SIZE)?);
         files.push(write_json(&dir.join(format!("{name}.json")), plot)?);
     }
-    let figure = plot::Activity { days: &page.days, title: format!("Activity of {host}, {period}") };
+    let title = format!("Activity of {host}, {period}");
+    let figure = plot::Activity { days: &page.days, title, service: page.service.title() };
     files.extend(draw(&figure, &dir.join("activity"), plot::ACTIVITY_SIZE)?);
     files.push(write_json(&dir.join("activity.json"), &page.days)?);
     files.push(write_text(&dir.join("index.html"), &html::host_page(page, generated))?);
@@ -181,9 +186,9 @@ fn make_dir(dir: &Path) -> Result<()> {
 /// Creates `out/HOST` for a host's report in an `--all` run. Something
 /// other than a directory there (a symbolic link, say: the output directory
 /// may be shared, and rogue may run as root) is refused, not followed.
-pub fn host_dir_in(out: &Path, host: IpAddr) -> Result<PathBuf> {
+pub fn host_dir_in(out: &Path, host: IpAddr, service: &str) -> Result<PathBuf> {
     make_dir(out)?;
-    let dir = out.join(host_dir(host));
+    let dir = out.join(host_dir(host, service));
     match std::fs::create_dir(&dir) {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         other => other.map_err(|source| ReportError::Write { path: dir.clone(), source })?,
@@ -196,8 +201,8 @@ pub fn host_dir_in(out: &Path, host: IpAddr) -> Result<PathBuf> {
 }
 
 /// A directory name for a host's report (no `:` from IPv6).
-pub fn host_dir(host: IpAddr) -> String {
-    host.to_string().replace(':', "_")
+pub fn host_dir(host: IpAddr, service: &str) -> String {
+    format!("{}-{service}", host.to_string().replace(':', "_"))
 }
 
 fn draw(figure: &impl plot::Figure, stem: &Path, size: (u32, u32)) -> Result<[PathBuf; 2]> {

@@ -25,7 +25,7 @@ pub const ACTIVITY_SIZE: (u32, u32) = (1200, 640);
 
 /// Colours of the three volume classes, low to high.
 const CLASS_COLOURS: [RGBColor; 3] = [RGBColor(70, 130, 180), RGBColor(245, 160, 20), RGBColor(200, 30, 30)];
-const SMTP_COLOUR: RGBColor = RGBColor(200, 30, 30);
+const SERVICE_COLOUR: RGBColor = RGBColor(200, 30, 30);
 const ALL_COLOUR: RGBColor = RGBColor(70, 130, 180);
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -67,6 +67,8 @@ pub fn png_and_svg(figure: &impl Figure, size: (u32, u32)) -> Result<(Vec<u8>, S
 pub struct Existence<'a> {
     pub plot: &'a ExistencePlot,
     pub title: String,
+    /// The service's ports, labelled even above 1023.
+    pub service_ports: &'a [u16],
 }
 
 impl Figure for Existence<'_> {
@@ -74,13 +76,15 @@ impl Figure for Existence<'_> {
     where
         DB::ErrorType: 'static,
     {
-        existence(root, self.plot, &self.title)
+        existence(root, self.plot, &self.title, self.service_ports)
     }
 }
 
 pub struct Activity<'a> {
     pub days: &'a [DayActivity],
     pub title: String,
+    /// The service's name, for its series.
+    pub service: String,
 }
 
 impl Figure for Activity<'_> {
@@ -88,7 +92,7 @@ impl Figure for Activity<'_> {
     where
         DB::ErrorType: 'static,
     {
-        activity(root, self.days, &self.title)
+        activity(root, self.days, &self.title, &self.service)
     }
 }
 
@@ -98,7 +102,12 @@ fn date(seconds: i64, with_time: bool) -> String {
 }
 
 /// The method's existence plot: a mark where the host used a port in a bin.
-fn existence<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, plot: &ExistencePlot, title: &str) -> Result<()>
+fn existence<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    plot: &ExistencePlot,
+    title: &str,
+    service_ports: &[u16],
+) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
@@ -154,7 +163,7 @@ where
     // is left out. The compressed part is named once.
     let label = TextStyle::from((FAMILY, 12).into_font()).pos(Pos::new(HPos::Right, VPos::Center));
     let mut last_y = [i32::MAX; 2];
-    for port in plot.reserved_ports() {
+    for port in plot.labelled_ports(service_ports) {
         let (x, y) = chart.backend_coord(&(plot.from, port_scale(port) + mark / 2.0));
         if let Some(column) = (0..2).find(|&c| last_y[c] - y >= 12) {
             root.draw(&Text::new(port.to_string(), (x - 6 - 32 * column as i32, y), label.clone()))?;
@@ -167,12 +176,17 @@ where
     Ok(())
 }
 
-/// A panel of the activity plot: its title, the host's SMTP series and its
+/// A panel of the activity plot: its title, the host's service series and its
 /// all-traffic series.
 type Panel = (&'static str, fn(&DayActivity) -> u64, fn(&DayActivity) -> u64);
 
-/// Flows and bytes per day: the host's SMTP traffic and all its traffic.
-fn activity<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, days: &[DayActivity], title: &str) -> Result<()>
+/// Flows and bytes per day: the host's service traffic and all its traffic.
+fn activity<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    days: &[DayActivity],
+    title: &str,
+    service: &str,
+) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
@@ -181,8 +195,10 @@ where
     let (upper, lower) = root.split_vertically(root.dim_in_pixel().1 / 2);
     let first = days.first().map_or(0, |d| d.day);
     let last = days.last().map_or(0, |d| d.day) + 1;
-    let panels: [Panel; 2] =
-        [("flows per day", |d| d.smtp_flows, |d| d.all_flows), ("bytes per day", |d| d.smtp_bytes, |d| d.all_bytes)];
+    let panels: [Panel; 2] = [
+        ("flows per day", |d| d.service_flows, |d| d.all_flows),
+        ("bytes per day", |d| d.service_bytes, |d| d.all_bytes),
+    ];
     for (area, (name, smtp, all)) in [upper, lower].into_iter().zip(panels) {
         let top = days.iter().map(|d| smtp(d).max(all(d))).max().unwrap_or(1).max(1) as f64 * 1.1;
         let mut chart = ChartBuilder::on(&area)
@@ -200,7 +216,7 @@ where
             .label_style((FAMILY, 12))
             .axis_desc_style((FAMILY, 13))
             .draw()?;
-        for (series, colour, value) in [("all traffic", ALL_COLOUR, all), ("SMTP", SMTP_COLOUR, smtp)] {
+        for (series, colour, value) in [("all traffic", ALL_COLOUR, all), (service, SERVICE_COLOUR, smtp)] {
             let points: Vec<(i64, f64)> = days.iter().map(|d| (d.day, value(d) as f64)).collect();
             chart
                 .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))?

@@ -19,6 +19,17 @@
 //!   then 14,000 a day from 2008-02-23.
 //! - `misconfiguration`: 192.0.2.60 opens SMTP to 75 external mail servers
 //!   within a minute on 2008-03-10, after a burst to 12 on 2008-02-08.
+//! - `services` (not part of `all`): the method beyond mail, every day from
+//!   2008-02-11 (day 10). Rogues: an open resolver (192.0.2.54) answering
+//!   the Internet's queries, an NTP server (192.0.2.123) answering external
+//!   clients, a second DHCP server (192.0.2.68) answering the LAN's
+//!   broadcasts, SSH on the resolver 192.0.2.53 (whitelisted for DNS, not
+//!   for SSH) and RDP (192.0.2.33) reached from outside. Known: 192.0.2.53
+//!   answering the Internet for the organisation's zones and the DHCP server
+//!   192.0.2.67. Traps: a scan of port 53 and 123 nobody answers, a resolver
+//!   asking from source port 53 (192.0.2.55), workstations asking external
+//!   NTP servers, a SYN scan of port 22 and 3389, and workstations using SSH
+//!   and RDP outside.
 
 use std::{
     io::{self, Write},
@@ -43,6 +54,8 @@ pub enum Case {
     Misconfiguration,
     /// The three cases over the background
     All,
+    /// Rogue DNS, NTP, DHCP, SSH and RDP servers over the background
+    Services,
 }
 
 impl std::str::FromStr for Case {
@@ -55,6 +68,7 @@ impl std::str::FromStr for Case {
             "new-mail-servers" => Ok(Case::NewMailServers),
             "misconfiguration" => Ok(Case::Misconfiguration),
             "all" => Ok(Case::All),
+            "services" => Ok(Case::Services),
             other => Err(format!("{other:?} is not a scenario")),
         }
     }
@@ -62,7 +76,7 @@ impl std::str::FromStr for Case {
 
 impl Case {
     fn has(self, case: Case) -> bool {
-        self == case || (self == Case::All && case != Case::Background)
+        self == case || (self == Case::All && !matches!(case, Case::Background | Case::Services))
     }
 }
 
@@ -79,6 +93,14 @@ pub const PORT_25_CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 120);
 pub const REFUSED_CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 130);
 pub const SCANNER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 66);
 pub const WEB_SERVER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 80);
+pub const OPEN_RESOLVER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 54);
+pub const PORT_53_CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 55);
+pub const NTP_SERVER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 123);
+pub const DHCP_SERVER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 67);
+pub const ROGUE_DHCP_SERVER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 68);
+pub const RDP_HOST: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 33);
+/// The first day of the `services` scenario's servers.
+pub const SERVICES_FROM_DAY: i64 = 10;
 
 /// The day (0 = 2008-02-01) the VPN failure starts, and how long it lasts.
 pub const VPN_DAYS: std::ops::Range<i64> = 6..20;
@@ -158,6 +180,9 @@ pub fn generate(case: Case, seed: u64, size: Size, out: impl Write) -> io::Resul
         }
         if case.has(Case::Misconfiguration) {
             today.misconfiguration(day);
+        }
+        if case.has(Case::Services) && day >= SERVICES_FROM_DAY {
+            today.services();
         }
         frames.sort_by_key(|f| f.time);
         for frame in &frames {
@@ -342,6 +367,72 @@ impl Day<'_> {
         for i in 0..peers {
             let at = burst + i as Nanos * 50 * NANOS_PER_SEC / MISCONFIGURATION_PEERS as Nanos;
             self.smtp(MISCONFIGURED.into(), v4(203, 0, 113, first + i), at, 2_000);
+        }
+    }
+}
+
+impl Day<'_> {
+    fn internet_host(&mut self) -> IpAddr {
+        v4(198, 51, 100, self.rng.random_range(100..200))
+    }
+
+    /// A day of the `services` scenario (see the module comment).
+    fn services(&mut self) {
+        for _ in 0..40 {
+            // The organisation's authoritative server, and the open resolver.
+            for resolver in [RESOLVER, OPEN_RESOLVER] {
+                let (asker, at, port) = (self.internet_host(), self.any_time(), self.ephemeral_port());
+                udp_exchange(asker, port, resolver.into(), 53, at, (45, 160), self.frames);
+            }
+            let (client, at, port) = (self.internet_host(), self.any_time(), self.ephemeral_port());
+            udp_exchange(client, port, NTP_SERVER.into(), 123, at, (48, 48), self.frames);
+            let (workstation, at, port) = (self.workstation(), self.any_time(), self.ephemeral_port());
+            udp_exchange(workstation, port, v4(203, 0, 113, 123), 123, at, (48, 48), self.frames);
+        }
+        for _ in 0..10 {
+            // Symmetric NTP (port 123 both ends) answered by the rogue.
+            let (peer, at) = (self.internet_host(), self.any_time());
+            udp_exchange(peer, 123, NTP_SERVER.into(), 123, at, (48, 48), self.frames);
+            // A resolver asking from port 53, answered: it is the client.
+            let at = self.any_time();
+            udp_exchange(PORT_53_CLIENT.into(), 53, v4(203, 0, 113, 53), 53, at, (45, 200), self.frames);
+            // Scans of 53 and 123 nobody answers.
+            for port in [53, 123] {
+                let (target, at, from) =
+                    (v4(192, 0, 2, self.rng.random_range(1..=254)), self.any_time(), self.ephemeral_port());
+                self.frames
+                    .push(packets::Frame { time: at, bytes: packets::udp(SCANNER.into(), from, target, port, 40) });
+            }
+        }
+        for _ in 0..5 {
+            // DHCP: a broadcast discover, answered by both servers.
+            let at = self.any_time();
+            let broadcast = IpAddr::V4(Ipv4Addr::BROADCAST);
+            self.frames.push(packets::Frame {
+                time: at,
+                bytes: packets::udp(Ipv4Addr::UNSPECIFIED.into(), 68, broadcast, 67, 300),
+            });
+            for (server, delay) in [(DHCP_SERVER, 1), (ROGUE_DHCP_SERVER, 2)] {
+                let time = at + delay * NANOS_PER_SEC / 100;
+                self.frames.push(packets::Frame { time, bytes: packets::udp(server.into(), 67, broadcast, 68, 300) });
+            }
+        }
+        for _ in 0..8 {
+            let ssh = vec![(From::Server, 40), (From::Client, 1_200), (From::Server, 1_500), (From::Client, 600)];
+            let (peer, at) = (self.internet_host(), self.any_time());
+            self.conversation(peer, RESOLVER.into(), 22, at, ssh.clone());
+            let (peer, at) = (self.internet_host(), self.any_time());
+            self.request(peer, RDP_HOST.into(), 3389, at, (1_500, 9_000));
+            // Workstations using SSH and RDP outside, and SYN scans of both.
+            let (workstation, server, at) = (self.workstation(), self.internet_host(), self.any_time());
+            self.conversation(workstation, server, 22, at, ssh);
+            let (workstation, at) = (self.workstation(), self.any_time());
+            self.request(workstation, v4(203, 0, 113, 89), 3389, at, (1_500, 9_000));
+            for port in [22, 3389] {
+                let (target, at, from) =
+                    (v4(192, 0, 2, self.rng.random_range(1..=254)), self.any_time(), self.ephemeral_port());
+                refused(SCANNER.into(), from, target, port, at, self.frames);
+            }
         }
     }
 }

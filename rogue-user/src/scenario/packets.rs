@@ -142,7 +142,7 @@ fn tcp(from: &Endpoint, to: &Endpoint, flags: u8, len: usize) -> Vec<u8> {
     bytes
 }
 
-fn udp(from: IpAddr, from_port: u16, to: IpAddr, to_port: u16, len: usize) -> Vec<u8> {
+pub fn udp(from: IpAddr, from_port: u16, to: IpAddr, to_port: u16, len: usize) -> Vec<u8> {
     let ip = ethernet();
     let builder = match (from, to) {
         (IpAddr::V4(s), IpAddr::V4(d)) => ip.ipv4(s.octets(), d.octets(), 64),

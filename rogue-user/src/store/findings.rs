@@ -64,10 +64,14 @@ pub struct Verdict {
     pub at_ms: i64,
 }
 
-/// One MX record pointing at an address.
+/// One record (MX, NS) of an organisation's domain pointing at an address.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-pub struct MxTarget {
+pub struct RecordTarget {
     pub domain: String,
+    /// The record type; stores written before services other than SMTP
+    /// hold only MX records, without it.
+    #[serde(default = "mx")]
+    pub record: String,
     pub target: String,
     pub preference: u16,
 }
@@ -81,10 +85,15 @@ pub struct HostNames {
     pub ptr: Option<String>,
     pub fcrdns: Option<bool>,
     pub name_match: Option<bool>,
-    pub mx: Option<bool>,
-    pub mx_targets: Vec<MxTarget>,
-    /// No `dns.mx_domains` configured, hence `mx` unknown.
-    pub mx_unconfigured: bool,
+    pub record_target: Option<bool>,
+    pub record_targets: Vec<RecordTarget>,
+    /// No `dns.mx_domains` configured, or no record checked for the
+    /// service: `record_target` unknown.
+    pub records_unconfigured: bool,
+}
+
+fn mx() -> String {
+    "MX".into()
 }
 
 impl HostNames {
@@ -99,12 +108,19 @@ impl HostNames {
         } else {
             (self.ptr, self.fcrdns, self.name_match)
         };
-        let (mx, mx_targets) = match self.mx {
-            Some(_) => (self.mx, self.mx_targets),
-            None if self.mx_unconfigured => (None, Vec::new()),
-            None => (older.mx, older.mx_targets.clone()),
+        let (record_target, record_targets) = match self.record_target {
+            Some(_) => (self.record_target, self.record_targets),
+            None if self.records_unconfigured => (None, Vec::new()),
+            None => (older.record_target, older.record_targets.clone()),
         };
-        HostNames { ptr, fcrdns, name_match, mx, mx_targets, mx_unconfigured: self.mx_unconfigured }
+        HostNames {
+            ptr,
+            fcrdns,
+            name_match,
+            record_target,
+            record_targets,
+            records_unconfigured: self.records_unconfigured,
+        }
     }
 }
 
@@ -361,9 +377,9 @@ impl Store {
                     ptr: row.get(2)?,
                     fcrdns: row.get(3)?,
                     name_match: row.get(4)?,
-                    mx: row.get(5)?,
-                    mx_targets: serde_json::from_str(&targets).unwrap_or_default(),
-                    mx_unconfigured: row.get(7)?,
+                    record_target: row.get(5)?,
+                    record_targets: serde_json::from_str(&targets).unwrap_or_default(),
+                    records_unconfigured: row.get(7)?,
                 };
                 Ok(((row.get(0)?, addr(row, 1)?), names))
             })?;
@@ -396,9 +412,9 @@ impl Store {
                         names.ptr,
                         names.fcrdns,
                         names.name_match,
-                        names.mx,
-                        serde_json::to_string(&names.mx_targets).expect("plain data"),
-                        names.mx_unconfigured,
+                        names.record_target,
+                        serde_json::to_string(&names.record_targets).expect("plain data"),
+                        names.records_unconfigured,
                         now_ms
                     ])?;
                 }

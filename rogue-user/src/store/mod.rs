@@ -30,7 +30,7 @@ pub mod retention;
 mod schema;
 mod write;
 
-pub use findings::{Acknowledgement, HostNames, MxTarget, RecordedSettings, StoredFinding, Upsert, Verdict};
+pub use findings::{Acknowledgement, HostNames, RecordTarget, RecordedSettings, StoredFinding, Upsert, Verdict};
 pub use read::{HostActivity, Peer, Pending, Source};
 pub use retention::Pruned;
 pub use write::Ingest;

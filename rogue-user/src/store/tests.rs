@@ -1,9 +1,5 @@
 use super::*;
-use crate::{
-    config::{Service, ServiceConfig},
-    flows::FlowRecord,
-    profile::Profiler,
-};
+use crate::{config::Service, flows::FlowRecord, profile::Profiler};
 use crate::{
     profile::{FlowSpan, Role},
     time::{NANOS_PER_SEC, Nanos, millis},
@@ -25,7 +21,7 @@ fn temp_store(name: &str) -> (Store, PathBuf) {
 }
 
 fn smtp() -> Vec<Service> {
-    vec![Service::new("smtp", &ServiceConfig::default())]
+    vec![Service::named("smtp")]
 }
 
 fn flow(src: &str, sport: u16, dst: &str, dport: u16, start: Nanos, bytes: u64) -> FlowRecord {
@@ -389,15 +385,21 @@ fn dns_answers_are_kept_and_an_unanswered_lookup_keeps_the_last_answer() {
         ptr: Some("mx1.example.org".into()),
         fcrdns: Some(true),
         name_match: Some(true),
-        mx: Some(true),
-        mx_targets: vec![MxTarget { domain: "example.org".into(), target: "mx1.example.org".into(), preference: 10 }],
-        mx_unconfigured: false,
+        record_target: Some(true),
+        record_targets: vec![RecordTarget {
+            domain: "example.org".into(),
+            record: "MX".into(),
+            target: "mx1.example.org".into(),
+            preference: 10,
+        }],
+        records_unconfigured: false,
     };
     store.save_host_names(&[(key.clone(), answered.clone())].into_iter().collect(), 1).unwrap();
     assert_eq!(store.host_names().unwrap()[&key], answered);
     store.save_host_names(&[(key.clone(), HostNames::default())].into_iter().collect(), 2).unwrap();
     assert_eq!(store.host_names().unwrap()[&key], answered, "a timeout is not news");
-    let gone = HostNames { fcrdns: Some(false), name_match: Some(false), mx: Some(false), ..HostNames::default() };
+    let gone =
+        HostNames { fcrdns: Some(false), name_match: Some(false), record_target: Some(false), ..HostNames::default() };
     store.save_host_names(&[(key.clone(), gone.clone())].into_iter().collect(), 3).unwrap();
     assert_eq!(store.host_names().unwrap()[&key], gone, "\"no such name\" is");
 }

@@ -22,6 +22,7 @@ use rogue_testkit::{
     netns::{Netns, in_netns, veth},
     packets::{ethernet, ipv4, udp},
     process::{Finished, ROGUE, Running, scrape_metrics},
+    servicenet::{self, ServiceNet},
 };
 use serde_json::Value;
 
@@ -228,8 +229,8 @@ fn real_smtp_sessions_through_the_gateway_become_findings_in_every_sink_in_time(
     // 78 sessions of at least 10 packets each way through the gateway.
     assert!(metric(&metrics, "rogue_kernel_packets_total{interface=\"gw-in\"}") > 780.0);
     assert_eq!(metric(&metrics, "rogue_findings_emitted_total"), 3.0);
-    assert_eq!(metric(&metrics, "rogue_findings{kind=\"fanout_burst\",status=\"open\"}"), 1.0);
-    assert_eq!(metric(&metrics, "rogue_findings{kind=\"rogue_server\",status=\"open\"}"), 2.0);
+    assert_eq!(metric(&metrics, "rogue_findings{service=\"smtp\",kind=\"fanout_burst\",status=\"open\"}"), 1.0);
+    assert_eq!(metric(&metrics, "rogue_findings{service=\"smtp\",kind=\"rogue_server\",status=\"open\"}"), 2.0);
     assert!(metric(&metrics, "rogue_flows_completed_total") >= 156.0, "two flows per session");
     assert!(metric(&metrics, "rogue_evaluations_total") >= 3.0);
     // What an operator alerts on: the build, the last evaluation (within the
@@ -358,6 +359,79 @@ fn dns_answers_arrive_in_the_background_and_fill_in_the_characteristics() {
     assert_eq!(metric(&metrics, "rogue_dns_unanswered_total"), 0.0);
     assert_eq!(file_events(&workspace).len(), events.len(), "the same answers are not news");
     stop(agent);
+}
+
+/// The method beyond mail, live: real servers of DNS (dnsmasq), NTP
+/// (chronyd), DHCP (dnsmasq) and SSH (sshd) on the LAN, real clients (dig,
+/// chronyd -Q and ssh from the Internet, udhcpc on the LAN). Only the rogue
+/// ones become findings, each with its service: not the whitelisted
+/// resolver and DHCP server, not a scan of port 53 where nothing listens.
+#[test]
+fn open_resolvers_ntp_and_ssh_served_outside_and_a_second_dhcp_server_are_found_live() {
+    rogue_testkit::needs_root!("the XDP flow meter and network namespaces");
+    let net = ServiceNet::start();
+    let config = format!(
+        "internal_networks: [192.0.2.0/24]\n\
+         interfaces: [{}]\n\
+         services: {{smtp: {{}}, dns: {{}}, ntp: {{}}, dhcp: {{}}, ssh: {{}}, rdp: {{}}}}\n\
+         detection: {{evaluate_seconds: {EVALUATE_SECONDS}}}\n\
+         capture: {{drain_seconds: {DRAIN_SECONDS}, idle_timeout_seconds: {IDLE_SECONDS}, xdp_mode: native}}\n\
+         output: {{findings: [findings.jsonl]}}\n\
+         metrics: {{listen: null}}\n",
+        servicenet::METERED.join(", ")
+    );
+    let whitelist = format!(
+        "- {{address: {}, service: dns, name: ns1.example.org}}\n\
+         - {{address: {}, service: dhcp, name: dhcp1.example.org}}\n",
+        servicenet::RESOLVER,
+        servicenet::DHCP_SERVER
+    );
+    let workspace = Workspace::new("agent-services", &config, &whitelist);
+    let agent = start_agent(&net.gateway, &workspace);
+
+    for resolver in [servicenet::RESOLVER, servicenet::OPEN_RESOLVER] {
+        assert_eq!(net.query(resolver).as_deref(), Some("192.0.2.80"), "{resolver} answers the Internet");
+    }
+    assert_eq!(net.query(servicenet::SSH_SERVER), None, "nothing listens on port 53 there: a scan");
+    let time = net.ask_time();
+    let said = String::from_utf8_lossy(&time.stderr).to_string() + &String::from_utf8_lossy(&time.stdout);
+    assert!(time.status.success() && said.contains("System clock wrong by"), "chronyd -Q:\n{said}");
+    let ssh = net.try_ssh();
+    assert!(String::from_utf8_lossy(&ssh.stderr).contains("Permission denied"), "ssh: {ssh:?}");
+    let lease = net.lease();
+    let said = String::from_utf8_lossy(&lease.stderr).to_string() + &String::from_utf8_lossy(&lease.stdout);
+    assert!(lease.status.success() && said.contains("lease of 192.0.2."), "udhcpc:\n{said}");
+
+    let expected = [
+        ("dhcp", servicenet::ROGUE_DHCP_SERVER),
+        ("dns", servicenet::OPEN_RESOLVER),
+        ("ntp", servicenet::NTP_SERVER),
+        ("ssh", servicenet::SSH_SERVER),
+    ];
+    let found = |events: &[Value]| -> Vec<(String, String)> {
+        let mut found: Vec<(String, String)> = events
+            .iter()
+            .filter(|e| e["kind"] == "rogue_server")
+            .map(|e| (e["service"].as_str().unwrap().to_string(), e["host"].as_str().unwrap().to_string()))
+            .collect();
+        found.sort();
+        found.dedup();
+        found
+    };
+    let all_found = |e: &Value| {
+        let _ = e;
+        found(&file_events(&workspace)).len() >= expected.len()
+    };
+    wait_for_event(&workspace, FINDING_BUDGET + Duration::from_secs(EVALUATE_SECONDS), all_found);
+    // One more evaluation: nothing else turns up.
+    std::thread::sleep(Duration::from_secs(EVALUATE_SECONDS + 1));
+    stop(agent);
+    let events = file_events(&workspace);
+    let expected: Vec<(String, String)> = expected.iter().map(|(s, h)| (s.to_string(), h.to_string())).collect();
+    assert_eq!(found(&events), expected, "{events:#?}");
+    assert!(events.iter().all(|e| e["kind"] == "rogue_server"), "{events:#?}");
+    let ntp = events.iter().find(|e| e["service"] == "ntp").unwrap();
+    assert_eq!((ntp["roles"].clone(), ntp["external_clients"].as_u64()), (serde_json::json!(["server"]), Some(1)));
 }
 
 /// The capabilities the systemd unit grants, as setpriv(1) names them.

@@ -445,3 +445,29 @@ fn a_full_disk_keeps_the_collector_up_and_what_it_drops_is_counted() {
     assert!(stopped.stderr.contains("database or disk is full"), "the cause is logged: {}", stopped.stderr);
     assert!(stopped.stderr.contains("dropped the oldest"), "{}", stopped.stderr);
 }
+
+/// Services beyond mail from flows a router exported: the IPFIX file of the
+/// `services` scenario gives the findings of its capture, each service's
+/// (UDP answers are paired from the exported flows as from the capture's).
+#[test]
+fn an_ipfix_file_gives_the_findings_of_every_service_as_the_capture_does() {
+    let config = format!("{CONFIG}services: {{smtp: {{}}, dns: {{}}, ntp: {{}}, dhcp: {{}}, ssh: {{}}, rdp: {{}}}}\n");
+    let whitelist = format!("{}- {{address: 192.0.2.53, service: dns}}\n", example_whitelist());
+    let capture = scenario_capture("services", 1);
+    let whole = Workspace::new("ipfix-services-whole", &config, &whitelist);
+    let expected = by_identity(&whole.analyze(&[&capture]));
+    assert_eq!(expected.len(), 6, "dns, ntp, two dhcp, ssh and rdp: {expected:#?}");
+    let flows = Workspace::new("ipfix-services", &config, &whitelist);
+    let file = flows.dir.join("services.ipfix");
+    let written = Command::new(ROGUE)
+        .args(["-q", "flows", "--format", "none", "--pcap"])
+        .arg(&capture)
+        .arg("--write")
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(written.success());
+    let analyzed = flows.rogue(&["analyze", "--format", "jsonl", "--ipfix", file.to_str().unwrap()]);
+    assert!(analyzed.status.success(), "{}", analyzed.stderr);
+    assert_eq!(by_identity(&analyzed.json_lines()), expected);
+}

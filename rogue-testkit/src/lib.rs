@@ -298,5 +298,6 @@ pub mod mailnet;
 pub mod netns;
 pub mod packets;
 pub mod process;
+pub mod servicenet;
 pub mod systemd;
 pub mod tshark;

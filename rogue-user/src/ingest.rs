@@ -112,6 +112,9 @@ pub struct IngestSummary {
     /// Files already in the store whose evaluation never completed: not read
     /// again; the caller evaluates them.
     pub resumed: Vec<(PathBuf, Source)>,
+    /// UDP flows on a service port whose other direction never came: no
+    /// server is made of them (see profile::answers).
+    pub udp_unanswered: u64,
 }
 
 /// Reads `paths` as one stream into `store`. `on_progress` hears the bytes
@@ -317,6 +320,8 @@ impl Reader<'_> {
             send(ToStore::Profiles { source, batch: profiler.take() });
         }
         summary.counters = meter.counters;
+        profiler.finish();
+        summary.udp_unanswered = profiler.exchanges().unanswered;
         Ok(summary)
     }
 
@@ -366,6 +371,8 @@ impl Reader<'_> {
             summary.add_file(path, source, span, rejected, &mut send);
             summary.counters.packets += span.packets;
         }
+        profiler.finish();
+        summary.udp_unanswered = profiler.exchanges().unanswered;
         Ok(summary)
     }
 

@@ -46,6 +46,11 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("systemd-analyze", "systemd"),
     ("promtool", "prometheus"),
     ("prometheus-alertmanager", "prometheus-alertmanager"),
+    ("dig", "bind9-dnsutils"),
+    ("chronyd", "chrony"),
+    ("sshd", "openssh-server"),
+    ("ssh", "openssh-client"),
+    ("udhcpc", "udhcpc"),
 ];
 /// The flow tools the offline benchmark compares rogue with.
 const BENCH_PACKAGES: &[(&str, &str)] =
@@ -310,12 +315,25 @@ fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
         bail!("run as root, or install them yourself: sudo apt-get install {}", packages.join(" "));
     }
     status(Command::new("apt-get").args(["update", "-qq"]))?;
-    status(
+    // Packages of daemons (chrony, ssh) start them on install where no
+    // policy says otherwise: the tests run their own, in namespaces, and a
+    // chronyd of the machine's would ask the Internet for the time.
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let own_policy = !policy.exists();
+    if own_policy {
+        std::fs::write(policy, "#!/bin/sh\n# cargo xtask: no daemon starts while test tools install\nexit 101\n")?;
+        std::fs::set_permissions(policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    }
+    let installed = status(
         Command::new("apt-get")
             .args(["install", "-y", "-qq", "--no-install-recommends"])
             .args(packages)
             .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
+    );
+    if own_policy {
+        std::fs::remove_file(policy)?;
+    }
+    installed
 }
 
 fn is_root() -> bool {

@@ -29,19 +29,21 @@ impl Emitter {
     /// was last emitted of it (whatever changed it: an evaluation, a
     /// whitelist reload, `rogue findings ack` from a shell); and tells the
     /// Alertmanagers the state of them all, at `now_ms`, for the next
-    /// `interval`s.
+    /// `interval`s. `services` are the configured ones, whose counts of
+    /// findings are metrics even at 0.
     pub fn emit_changes(
         &mut self,
         store: &mut Store,
         metrics: &Metrics,
+        services: &[String],
         now_ms: i64,
         interval: std::time::Duration,
     ) -> Result<(), StoreError> {
         let emitted = store.emitted()?;
         let findings = store.findings(None, None)?;
-        let mut counts: BTreeMap<(String, String), i64> = BTreeMap::new();
+        let mut counts: BTreeMap<(String, String, String), i64> = BTreeMap::new();
         for finding in &findings {
-            *counts.entry((finding.kind.clone(), finding.state.clone())).or_default() += 1;
+            *counts.entry((finding.service.clone(), finding.kind.clone(), finding.state.clone())).or_default() += 1;
             let evidence = material_evidence(finding);
             let event = match emitted.get(&finding.id) {
                 Some(last) if *last == evidence => continue,
@@ -62,7 +64,7 @@ impl Emitter {
                 info!("finding {id} {what}: {kind} {host} ({state})");
             }
         }
-        metrics.set_findings(counts);
+        metrics.set_findings(services, counts);
         self.sinks.sync_alerts(&findings, now_ms, interval);
         Ok(())
     }

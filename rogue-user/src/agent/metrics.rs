@@ -38,6 +38,7 @@ pub struct InterfaceLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FindingLabels {
+    pub service: String,
     pub kind: String,
     pub status: String,
 }
@@ -95,6 +96,9 @@ pub struct Metrics {
     dns_lookups: Counter,
     dns_cache_hits: Counter,
     dns_unanswered: Counter,
+    udp_unanswered: Counter,
+    udp_evicted: Counter,
+    udp_exchanges_open: Gauge,
     findings: Family<FindingLabels, Gauge>,
     findings_emitted: Counter,
     sink_errors: Family<SinkLabel, Counter>,
@@ -177,6 +181,9 @@ impl Metrics {
             dns_lookups: Counter::default(),
             dns_cache_hits: Counter::default(),
             dns_unanswered: Counter::default(),
+            udp_unanswered: Counter::default(),
+            udp_evicted: Counter::default(),
+            udp_exchanges_open: Gauge::default(),
             findings: Family::default(),
             findings_emitted: Counter::default(),
             sink_errors: Family::default(),
@@ -288,6 +295,21 @@ impl Metrics {
         rogue.register("dns_lookups", "DNS lookups asked for", m.dns_lookups.clone());
         rogue.register("dns_cache_hits", "DNS lookups answered from the cache", m.dns_cache_hits.clone());
         rogue.register("dns_unanswered", "DNS lookups that got no answer", m.dns_unanswered.clone());
+        rogue.register(
+            "udp_unanswered_flows",
+            "UDP flows on a service port whose other direction never came (scans; no server made of them)",
+            m.udp_unanswered.clone(),
+        );
+        rogue.register(
+            "udp_exchanges_evicted",
+            "UDP exchanges given up on early because capture.flow_cache_entries were waiting for an answer",
+            m.udp_evicted.clone(),
+        );
+        rogue.register(
+            "udp_exchanges_open",
+            "UDP exchanges on service ports waiting for, or having had, an answer",
+            m.udp_exchanges_open.clone(),
+        );
         rogue.register("findings", "Stored findings by kind and status", m.findings.clone());
         rogue.register("findings_emitted", "Findings sent to the sinks", m.findings_emitted.clone());
         rogue.register("sink_errors", "Findings a sink failed to take (retried)", m.sink_errors.clone());
@@ -469,21 +491,39 @@ impl Metrics {
         self.store_write_errors.inc();
     }
 
+    pub fn udp_unanswered(&self, flows: u64, evicted: u64) {
+        self.udp_unanswered.inc_by(flows);
+        self.udp_evicted.inc_by(evicted);
+    }
+
+    pub fn set_udp_exchanges_open(&self, open: usize) {
+        self.udp_exchanges_open.set(open as i64);
+    }
+
     pub fn set_dns(&self, stats: &DnsStats) {
         set(&self.dns_lookups, stats.lookups.load(Ordering::Relaxed));
         set(&self.dns_cache_hits, stats.cache_hits.load(Ordering::Relaxed));
         set(&self.dns_unanswered, stats.unanswered.load(Ordering::Relaxed));
     }
 
-    /// The number of stored findings of each kind and status; every pair
-    /// is there, at 0 where there is none.
-    pub fn set_findings(&self, counts: impl IntoIterator<Item = ((String, String), i64)>) {
-        let counts: std::collections::HashMap<(String, String), i64> = counts.into_iter().collect();
+    /// The number of stored findings of each service, kind and status;
+    /// every one of `services` has every pair, at 0 where there is none
+    /// (and a service no longer configured keeps its findings' series).
+    pub fn set_findings(&self, services: &[String], counts: impl IntoIterator<Item = ((String, String, String), i64)>) {
+        let counts: std::collections::HashMap<(String, String, String), i64> = counts.into_iter().collect();
+        let mut services: Vec<String> = services.to_vec();
+        services.extend(counts.keys().map(|(service, _, _)| service.clone()));
+        services.sort();
+        services.dedup();
         self.findings.clear();
-        for kind in FINDING_KINDS {
-            for status in FINDING_STATUSES {
-                let count = counts.get(&(kind.to_string(), status.to_string())).copied().unwrap_or(0);
-                self.findings.get_or_create(&FindingLabels { kind: kind.into(), status: status.into() }).set(count);
+        for service in &services {
+            for kind in FINDING_KINDS {
+                for status in FINDING_STATUSES {
+                    let key = (service.clone(), kind.to_string(), status.to_string());
+                    let count = counts.get(&key).copied().unwrap_or(0);
+                    let (service, kind, status) = key;
+                    self.findings.get_or_create(&FindingLabels { service, kind, status }).set(count);
+                }
             }
         }
     }
@@ -682,7 +722,7 @@ mod tests {
         metrics.set_kernel("gw-in", &counters);
         metrics.set_coverage("gw-in", 1_000, 1_000);
         metrics.set_coverage("gw-out", 400, 300);
-        metrics.set_findings([(("rogue_server".into(), "open".into()), 2)]);
+        metrics.set_findings(&["smtp".into()], [(("dns".into(), "rogue_server".into(), "open".into()), 2)]);
         let text = metrics.encode();
         for line in [
             "rogue_kernel_packets_total{interface=\"gw-in\"} 1000",
@@ -690,8 +730,9 @@ mod tests {
             "rogue_kernel_malformed_total{interface=\"gw-in\"} 3",
             "rogue_coverage_ratio{interface=\"gw-in\"} 1.0",
             "rogue_coverage_ratio{interface=\"gw-out\"} 0.75",
-            "rogue_findings{kind=\"rogue_server\",status=\"open\"} 2",
-            "rogue_findings{kind=\"volume_spike\",status=\"confirmed_rogue\"} 0",
+            "rogue_findings{service=\"dns\",kind=\"rogue_server\",status=\"open\"} 2",
+            "rogue_findings{service=\"smtp\",kind=\"rogue_server\",status=\"open\"} 0",
+            "rogue_findings{service=\"smtp\",kind=\"volume_spike\",status=\"confirmed_rogue\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
         }
@@ -702,7 +743,7 @@ mod tests {
     fn each_role_exports_its_own_families_and_every_counter_from_the_start() {
         let (meter, collector) = (Metrics::new(Role::Meter), Metrics::new(Role::Collector));
         meter.name_outputs(&["stdout", "syslog"], &["udp://192.0.2.9:4739".into()]);
-        meter.set_findings([]);
+        meter.set_findings(&["smtp".into()], []);
         let (meter, collector) = (meter.encode(), collector.encode());
         // Families without series print nothing; plain counters print 0.
         assert!(meter.lines().any(|l| l == "rogue_drains_total 0"));
@@ -713,7 +754,7 @@ mod tests {
             "rogue_sink_errors_total{sink=\"stdout\"} 0",
             "rogue_sink_errors_total{sink=\"syslog\"} 0",
             "rogue_export_errors_total{sink=\"udp://192.0.2.9:4739\"} 0",
-            "rogue_findings{kind=\"fanout_burst\",status=\"whitelisted\"} 0",
+            "rogue_findings{service=\"smtp\",kind=\"fanout_burst\",status=\"whitelisted\"} 0",
             "rogue_last_evaluation_timestamp_seconds 0",
         ] {
             assert!(meter.lines().any(|l| l == line), "{line} missing from:\n{meter}");

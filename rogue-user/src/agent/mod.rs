@@ -355,7 +355,9 @@ impl<S: FlowSource> Agent<S> {
             info!("retention: removed {} {} (ingested {ingested})", source.kind, source.name);
         }
         let (now_ms, interval) = (millis(self.clock.now()), self.engine.config.detection.evaluate_seconds.0);
-        self.emitter.emit_changes(&mut self.engine.store, &self.metrics, now_ms, Duration::from_secs(interval))?;
+        let services = self.engine.config.services.names();
+        let (store, metrics) = (&mut self.engine.store, &self.metrics);
+        self.emitter.emit_changes(store, metrics, &services, now_ms, Duration::from_secs(interval))?;
         Ok(())
     }
 
@@ -399,7 +401,7 @@ impl<S: FlowSource> Agent<S> {
         self.engine.config = config;
         self.engine.whitelist = whitelist;
         self.emitter.sinks = sinks;
-        self.writer.renew_profilers(&self.engine.config);
+        self.writer.renew_profilers(&self.engine.config, &self.metrics);
         true
     }
 

@@ -44,6 +44,25 @@ struct Origin {
     rejected_total: u64,
     /// When (by the clock) its last flow arrived.
     last_flow: Nanos,
+    /// What of its profiler's unanswered and evicted UDP flows the metrics
+    /// already count.
+    udp_counted: (u64, u64),
+}
+
+impl Origin {
+    /// Adds to the metrics the UDP flows found unanswered since last time.
+    fn count_udp(&mut self, metrics: &Metrics) {
+        let exchanges = self.profiler.exchanges();
+        let now = (exchanges.unanswered, exchanges.evicted);
+        metrics.udp_unanswered(now.0 - self.udp_counted.0, now.1 - self.udp_counted.1);
+        self.udp_counted = now;
+    }
+
+    /// Its profiler ends: what still waits for an answer never got one.
+    fn retire_profiler(&mut self, metrics: &Metrics) {
+        self.profiler.finish();
+        self.count_udp(metrics);
+    }
 }
 
 /// A batch of profiles waiting for the store.
@@ -92,6 +111,7 @@ impl StoreWriter {
             rejected: 0,
             rejected_total: 0,
             last_flow: now,
+            udp_counted: (0, 0),
         });
         entry.last_flow = now;
         let mut rejected = 0;
@@ -118,6 +138,8 @@ impl StoreWriter {
         if rejected > 0 {
             metrics.rejected(origin, rejected);
         }
+        entry.count_udp(metrics);
+        metrics.set_udp_exchanges_open(self.origins.values().map(|o| o.profiler.exchanges().open()).sum());
     }
 
     /// Writes every pending profile in one transaction. On failure they
@@ -219,19 +241,23 @@ impl StoreWriter {
         let forgotten: Vec<String> =
             silent.iter().take(idle_ones.max(excess)).map(|(name, _)| (*name).clone()).collect();
         for name in &forgotten {
-            self.origins.remove(name);
+            if let Some(mut origin) = self.origins.remove(name) {
+                origin.retire_profiler(metrics);
+            }
         }
         metrics.set_origins(self.origins.len(), &forgotten);
     }
 
     /// New profilers, once nothing is pending: profiles made under an older
     /// configuration are written under it.
-    pub fn renew_profilers(&mut self, config: &Config) {
+    pub fn renew_profilers(&mut self, config: &Config, metrics: &Metrics) {
         if !self.backlog.is_empty() || self.origins.values().any(|o| o.unwritten.flows > 0) {
             return;
         }
         for origin in self.origins.values_mut() {
+            origin.retire_profiler(metrics);
             origin.profiler = Profiler::for_config(config);
+            origin.udp_counted = (0, 0);
         }
     }
 }

@@ -215,6 +215,10 @@ fn summary_line(summary: &IngestSummary, period: Window, stored: &[(StoredFindin
     if !summary.resumed.is_empty() {
         line += &format!("; {} file(s) stored earlier evaluated now", summary.resumed.len());
     }
+    if summary.udp_unanswered > 0 {
+        line +=
+            &format!("; {} UDP flows to service ports never answered (no server made of them)", summary.udp_unanswered);
+    }
     line
 }
 

@@ -6,7 +6,9 @@
 //! port waits here for the flow of the other direction; when both are seen,
 //! the side whose first flow started first asked. A flow whose other
 //! direction does not complete within the horizon (in data time) was never
-//! answered, and is counted as such.
+//! answered, and is counted as such. When both directions start in the same
+//! clock tick, the end with the higher port asked (clients ask from
+//! ephemeral ports).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -110,8 +112,14 @@ impl Exchanges {
             exchange.waiting.push(flow.clone());
             return Vec::new();
         };
-        // Equal starts (one clock tick) leave the lower end as the asker.
-        let asker = if higher < lower { 1 } else { 0 };
+        let asker = match higher.cmp(&lower) {
+            std::cmp::Ordering::Less => 1,
+            std::cmp::Ordering::Greater => 0,
+            // One tick of a coarse clock (the kernel's, 4 to 10 ms) holds a
+            // question and its answer: the asker is then the end with the
+            // higher port, as clients ask from ephemeral ports.
+            std::cmp::Ordering::Equal => usize::from(key.1.1 > key.0.1),
+        };
         let mut settled = std::mem::take(&mut exchange.waiting);
         settled.push(flow.clone());
         settled

@@ -228,3 +228,12 @@ fn open_exchanges_are_bounded_and_the_evicted_counted() {
     profiler.finish();
     assert_eq!((profiler.exchanges().open(), profiler.exchanges().unanswered), (0, 5));
 }
+
+#[test]
+fn a_question_and_its_answer_in_one_clock_tick_are_told_apart_by_their_ports() {
+    // The kernel's coarse clock gives both directions the same start.
+    let query = datagram("198.51.100.7", 40000, "192.0.2.53", 53, 1_000, 60);
+    let answer = datagram("192.0.2.53", 53, "198.51.100.7", 40000, 1_000, 120);
+    let served = vec![("dns".to_string(), "192.0.2.53".to_string(), Role::Server, "198.51.100.7".to_string()); 2];
+    assert_eq!(udp_roles(&mut profiler_of(&["dns"]), &[answer, query]), served);
+}

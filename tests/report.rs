@@ -381,3 +381,43 @@ fn links_in_the_output_directory_are_not_followed() {
     assert!(refused.stderr.contains("192.0.2.77-smtp: it is not a directory (a symbolic link?)"), "{}", refused.stderr);
     assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0, "nothing was written through the link");
 }
+
+/// A report for a service beyond mail: the page, the activity and the
+/// existence plot speak of the service (RDP's port 3389 labelled though it
+/// is not reserved), and `--all` writes a page per host and service.
+#[test]
+fn a_report_follows_its_service_and_labels_the_services_own_ports() {
+    let config = format!("{CONFIG}services: {{smtp: {{}}, rdp: {{}}, ssh: {{}}}}\n");
+    let workspace = Workspace::new("report-rdp", &config, &example_whitelist());
+    let findings = workspace.analyze(&[&scenario_capture("services", 1)]);
+    let rdp = findings.iter().find(|f| f["service"] == "rdp").expect("an rdp finding");
+    let out = report(&workspace, &["--host", "192.0.2.33"]);
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    for text in [
+        "<th>RDP flows</th>",
+        "<th>RDP share</th>",
+        "<th>DNS record</th><td>none checked for the service</td>",
+        "acted as an RDP server",
+    ] {
+        assert!(html.contains(text), "{text} missing from the page");
+    }
+    assert!(!html.contains("SMTP"), "the page is the RDP one");
+    let days = json(&out.join("activity.json"));
+    let rdp_flows: u64 = days.as_array().unwrap().iter().map(|d| d["service_flows"].as_u64().unwrap()).sum();
+    // Every RDP session of the period (8 a day for 29 days, two flows
+    // each), not the finding's look-back of 14 days.
+    assert_eq!(rdp_flows, 29 * 8 * 2, "the activity counts the service's flows");
+    assert!(rdp["flows"].as_u64().unwrap() < rdp_flows);
+    let svg = std::fs::read_to_string(out.join("existence-inbound.svg")).unwrap();
+    assert!(svg.contains(">\n3389\n</text>"), "the service's port is labelled");
+
+    let out = workspace.dir.join("all-services");
+    let all = workspace.rogue(&["report", "--all", "--out", out.to_str().unwrap()]);
+    assert!(all.status.success(), "{}", all.stderr);
+    for dir in ["192.0.2.33-rdp", "192.0.2.53-ssh"] {
+        assert!(out.join(dir).join("index.html").is_file(), "{dir}");
+    }
+    let unknown = workspace.rogue(&["report", "--host", "192.0.2.33", "--service", "ntp", "--out", "x"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(unknown.stderr.contains("no service \"ntp\" in the configuration (smtp, rdp, ssh)"), "{}", unknown.stderr);
+}

@@ -15,12 +15,13 @@ mod veth;
 
 use std::path::{Path, PathBuf};
 
-const SECTIONS: [(&str, &str); 8] = [
+const SECTIONS: [(&str, &str); 9] = [
     ("kernel", "Kernel program cost per packet"),
     ("veth", "veth throughput"),
     ("drain", "Draining the flow maps"),
     ("offline", "Offline: one 10-million-packet capture, every tool"),
     ("scaling", "Scaling of rogue analyze"),
+    ("services", "Services beyond mail: one defined against six"),
     ("agent", "The agent under load"),
     ("collector", "The collector on loopback"),
     ("exporters", "The collector under a flood of exporters"),
@@ -82,6 +83,7 @@ fn section(name: &str, dir: &Path) -> String {
         "drain" => drain::run(),
         "offline" => offline::run(dir),
         "scaling" => offline::scaling(dir),
+        "services" => offline::services(dir),
         "agent" => agent::run(dir),
         "collector" => collector::run(dir),
         "exporters" => exporters::run(dir),

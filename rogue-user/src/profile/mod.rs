@@ -265,7 +265,11 @@ impl Profiler {
                     UdpKind::Answer if qualifies(service, flow) => {
                         self.record(index, flow, internal, [Role::Server, Role::Client])
                     }
-                    UdpKind::Exchange => waits_for_answer = true,
+                    // Between two internal hosts only `peers: any` gives a
+                    // role: no other service waits for such an answer.
+                    UdpKind::Exchange => {
+                        waits_for_answer |= service.peers == Peers::Any || !(src_internal && dst_internal)
+                    }
                     UdpKind::Answer | UdpKind::Request | UdpKind::Other => {}
                 },
                 _ => {}

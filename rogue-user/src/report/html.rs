@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use super::{HostPage, IndexEntry};
 use crate::{
+    config::DnsRecord,
     output::finding_summary,
     store::Peer,
     time::{MILLIS_PER_DAY, rfc3339_millis},
@@ -111,7 +112,10 @@ fn verdict(out: &mut String, page: &HostPage) {
     );
     let yes_no = |v: Option<bool>| v.map_or("unknown", |b| if b { "yes" } else { "no" });
     let share = format!("{} share", page.service.title());
-    let record = format!("{} target", page.service.dns_record.as_str());
+    let (record, record_value) = match page.service.dns_record {
+        DnsRecord::None => ("DNS record".to_string(), "none checked for the service".to_string()),
+        record => (format!("{} target", record.as_str()), yes_no(c.record_target).to_string()),
+    };
     let rows = [
         ("roles", report.roles().join(", ")),
         ("server days", format!("{} of {} days with data", c.server_days, c.days_with_data)),
@@ -120,7 +124,7 @@ fn verdict(out: &mut String, page: &HostPage) {
         ("PTR name", c.ptr.clone().unwrap_or_else(|| "none or unknown".into())),
         ("forward-confirmed", yes_no(c.fcrdns).into()),
         ("naming convention", yes_no(c.name_match).into()),
-        (&record, yes_no(c.record_target).into()),
+        (&record, record_value),
         (
             "whitelist",
             report.whitelisted.as_ref().map_or("not whitelisted".into(), |e| {

@@ -138,8 +138,26 @@ impl StoreWriter {
         if rejected > 0 {
             metrics.rejected(origin, rejected);
         }
-        entry.count_udp(metrics);
+        self.bound_exchanges(origin, config.capture.flow_cache_entries.0 as usize);
+        if let Some(entry) = self.origins.get_mut(origin) {
+            entry.count_udp(metrics);
+        }
         metrics.set_udp_exchanges_open(self.origins.values().map(|o| o.profiler.exchanges().open()).sum());
+    }
+
+    /// Keeps the UDP exchanges open across every origin within `bound` (each
+    /// profiler keeps its own within it too): past it, the origin just fed
+    /// gives up its oldest, counted. An exporter can send any number of
+    /// unanswered flows, but not hold more memory than the flow cache would.
+    fn bound_exchanges(&mut self, fed: &str, bound: usize) {
+        let open: usize = self.origins.values().map(|o| o.profiler.exchanges().open()).sum();
+        if open <= bound {
+            return;
+        }
+        if let Some(origin) = self.origins.get_mut(fed) {
+            let keep = origin.profiler.exchanges().open().saturating_sub(open - bound);
+            origin.profiler.exchanges_mut().shrink_to(keep);
+        }
     }
 
     /// Writes every pending profile in one transaction. On failure they

@@ -114,7 +114,7 @@ pub enum WhitelistAction {
         #[arg(long, default_value = "smtp")]
         service: String,
     },
-    /// The mail share of the whitelisted servers, to choose the threshold
+    /// The service share of the whitelisted servers (their bytes on its share ports), to choose the threshold
     Calibrate {
         /// The service whose threshold to calibrate
         #[arg(long, default_value = "smtp")]
@@ -311,7 +311,7 @@ fn calibrate(context: &Context, service: &str, format: ListFormat) -> anyhow::Re
     let mut listing = Listing::stdout(format, COLUMNS, "")?;
     listing.record(&record, || {
         format!(
-            "mail share of the {} whitelisted {} hosts with traffic in the last {} days:\n  \
+            "share of the {} whitelisted {} hosts with traffic in the last {} days on the service's share ports:\n  \
              min {:.3}  1st quartile {:.3}  median {:.3}  3rd quartile {:.3}  max {:.3}\n\
              a threshold of {keeps_all:.2} or lower keeps all of them; the configured {:.2} keeps {kept} of {}",
             values.len(),

@@ -162,10 +162,10 @@ impl Default for StoreConfig {
 pub struct DetectionConfig {
     /// Width of a time bin for port usage (and the existence plot).
     pub bin_seconds: Positive,
-    /// How far back characteristics (server days, mail share) look.
+    /// How far back characteristics (server days, service share) look.
     pub history_days: Positive,
     /// Days as a server, in the look-back, from which a host that also has
-    /// the mail share of a mail server is suggested for the whitelist.
+    /// the service share of a server of the service is suggested for the whitelist.
     pub suggest_min_server_days: Positive,
     pub fanout: FanoutConfig,
     pub volume_spike: VolumeSpikeConfig,

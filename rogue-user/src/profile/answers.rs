@@ -154,6 +154,14 @@ impl Exchanges {
         }
     }
 
+    /// Gives up on the oldest exchanges until at most `open` are open (a
+    /// bound shared with other profilers: the collector's exporters).
+    pub fn shrink_to(&mut self, open: usize) {
+        while self.open.len() > open {
+            self.evict_oldest();
+        }
+    }
+
     fn forget(&mut self, key: &ExchangeKey) {
         if let Some(exchange) = self.open.remove(key) {
             self.unanswered += exchange.waiting.len() as u64;

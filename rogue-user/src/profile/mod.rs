@@ -190,6 +190,10 @@ impl Profiler {
         &self.exchanges
     }
 
+    pub fn exchanges_mut(&mut self) -> &mut Exchanges {
+        &mut self.exchanges
+    }
+
     /// Hands over what was gathered and starts a new batch.
     pub fn take(&mut self) -> ProfileBatch {
         std::mem::take(&mut self.batch)

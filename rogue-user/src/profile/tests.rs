@@ -225,6 +225,8 @@ fn open_exchanges_are_bounded_and_the_evicted_counted() {
     udp_roles(&mut profiler, &probes);
     let exchanges = profiler.exchanges();
     assert_eq!((exchanges.open(), exchanges.evicted, exchanges.unanswered), (2, 3, 3));
+    profiler.exchanges_mut().shrink_to(1);
+    assert_eq!((profiler.exchanges().open(), profiler.exchanges().evicted, profiler.exchanges().unanswered), (1, 4, 4));
     profiler.finish();
     assert_eq!((profiler.exchanges().open(), profiler.exchanges().unanswered), (0, 5));
 }

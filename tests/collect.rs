@@ -146,6 +146,18 @@ fn two_sensors_exporting_halves_give_the_collector_the_findings_of_the_whole_cap
     assert_eq!(expected.len(), 7, "the method's seven findings");
 }
 
+/// `rogue flows --write FILE`: the capture's flows as an IPFIX file.
+fn write_ipfix(capture: &std::path::Path, file: &std::path::Path) {
+    let written = Command::new(ROGUE)
+        .args(["-q", "flows", "--format", "none", "--pcap"])
+        .arg(capture)
+        .arg("--write")
+        .arg(file)
+        .status()
+        .unwrap();
+    assert!(written.success());
+}
+
 #[test]
 fn an_ipfix_file_of_the_capture_gives_the_findings_of_the_capture() {
     let capture = scenario_capture("all", 1);
@@ -153,14 +165,7 @@ fn an_ipfix_file_of_the_capture_gives_the_findings_of_the_capture() {
     let expected = by_identity(&whole.analyze(&[&capture]));
     let flows = Workspace::new("ipfix-file", CONFIG, &example_whitelist());
     let file = flows.dir.join("scenario.ipfix");
-    let written = Command::new(ROGUE)
-        .args(["-q", "flows", "--format", "none", "--pcap"])
-        .arg(&capture)
-        .arg("--write")
-        .arg(&file)
-        .status()
-        .unwrap();
-    assert!(written.success());
+    write_ipfix(&capture, &file);
     let analyzed = flows.rogue(&["analyze", "--format", "jsonl", "--ipfix", file.to_str().unwrap()]);
     assert!(analyzed.status.success(), "{}", analyzed.stderr);
     assert_eq!(by_identity(&analyzed.json_lines()), expected);
@@ -459,14 +464,7 @@ fn an_ipfix_file_gives_the_findings_of_every_service_as_the_capture_does() {
     assert_eq!(expected.len(), 6, "dns, ntp, two dhcp, ssh and rdp: {expected:#?}");
     let flows = Workspace::new("ipfix-services", &config, &whitelist);
     let file = flows.dir.join("services.ipfix");
-    let written = Command::new(ROGUE)
-        .args(["-q", "flows", "--format", "none", "--pcap"])
-        .arg(&capture)
-        .arg("--write")
-        .arg(&file)
-        .status()
-        .unwrap();
-    assert!(written.success());
+    write_ipfix(&capture, &file);
     let analyzed = flows.rogue(&["analyze", "--format", "jsonl", "--ipfix", file.to_str().unwrap()]);
     assert!(analyzed.status.success(), "{}", analyzed.stderr);
     assert_eq!(by_identity(&analyzed.json_lines()), expected);

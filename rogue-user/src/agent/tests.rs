@@ -176,3 +176,37 @@ fn each_sink_writes_its_format_of_the_same_findings() {
     assert!(cef.starts_with("CEF:0|rogue|rogue|") && cef.contains("|rogue_server|Rogue SMTP server|8|"), "{cef}");
     assert!(cef.contains(" src=192.0.2.77 dvchost=gw-7 ") && cef.contains(" cs3=opened cs3Label=event"), "{cef}");
 }
+
+/// Exporters sending queries nobody answers hold at most the flow cache's
+/// bound of UDP exchanges between them; what they are made to give up is
+/// counted, and what a forgotten exporter still waited for too.
+#[test]
+fn unanswered_udp_from_many_exporters_stays_within_one_bound_and_is_counted() {
+    let extra = "services: {smtp: {}, dns: {}}\ncapture: {flow_cache_entries: 10}\ncollect: {max_exporters: 2}\n";
+    let (_dir, paths) = workspace("udp-bound", extra);
+    let (time, _) = clock();
+    let probes = |exporter: u16| -> Vec<FlowRecord> {
+        (0..8)
+            .map(|i| {
+                let mut flow = crate::flows::tcp_flow("198.51.100.66", 50_000 + i, "192.0.2.53", 53, NOW - HOUR, 1, 60);
+                flow.proto = 17;
+                flow.sport += exporter * 100;
+                flow
+            })
+            .collect()
+    };
+    let exporters = (1..=3).map(|i| batch(&format!("192.0.2.{i}:4739 domain 0"), probes(i)));
+    let mut collector = agent(&paths, Access::Create, source("collect", vec![exporters.collect()]), time);
+    collector.drain().unwrap();
+    let metrics = collector.metrics.encode();
+    // 24 probes: 8 + 8 fit 10 open (6 given up), then 8 more (8 given up);
+    // the first exporter, let go past max_exporters, takes its 8 along.
+    assert!(metrics.contains("rogue_udp_exchanges_evicted_total 14"), "{metrics}");
+    let open = metric_value(&metrics, "rogue_udp_exchanges_open");
+    let unanswered = metric_value(&metrics, "rogue_udp_unanswered_flows_total");
+    assert_eq!((open, unanswered), (2.0, 22.0), "every probe open or counted, once: {metrics}");
+}
+
+fn metric_value(metrics: &str, name: &str) -> f64 {
+    metrics.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
+}

@@ -30,6 +30,8 @@ pub struct StoreWriter {
     /// Profiles that store writes could not take yet, oldest first.
     backlog: VecDeque<Unwritten>,
     dropped: u64,
+    /// UDP exchanges open across the origins' profilers.
+    udp_open: usize,
 }
 
 /// What one origin gave since its profiles last went to the store.
@@ -47,6 +49,8 @@ struct Origin {
     /// What of its profiler's unanswered and evicted UDP flows the metrics
     /// already count.
     udp_counted: (u64, u64),
+    /// Its profiler's UDP exchanges open after its last flows.
+    udp_open: usize,
 }
 
 impl Origin {
@@ -75,7 +79,7 @@ struct Unwritten {
 
 impl StoreWriter {
     pub fn new(kind: &'static str) -> StoreWriter {
-        StoreWriter { kind, origins: BTreeMap::new(), backlog: VecDeque::new(), dropped: 0 }
+        StoreWriter { kind, origins: BTreeMap::new(), backlog: VecDeque::new(), dropped: 0, udp_open: 0 }
     }
 
     /// Origins held in memory.
@@ -112,6 +116,7 @@ impl StoreWriter {
             rejected_total: 0,
             last_flow: now,
             udp_counted: (0, 0),
+            udp_open: 0,
         });
         entry.last_flow = now;
         let mut rejected = 0;
@@ -138,26 +143,21 @@ impl StoreWriter {
         if rejected > 0 {
             metrics.rejected(origin, rejected);
         }
-        self.bound_exchanges(origin, config.capture.flow_cache_entries.0 as usize);
-        if let Some(entry) = self.origins.get_mut(origin) {
-            entry.count_udp(metrics);
+        // The UDP exchanges open across every origin stay within the flow
+        // cache's bound (each profiler keeps its own within it too): past it
+        // the origin just fed gives up its oldest, counted. An exporter can
+        // send any number of unanswered flows, but not hold more memory
+        // than the flow cache would. The total is kept, not summed, as a
+        // collector may hold thousands of origins.
+        let bound = config.capture.flow_cache_entries.0 as usize;
+        let others = self.udp_open - entry.udp_open;
+        if others + entry.profiler.exchanges().open() > bound {
+            entry.profiler.exchanges_mut().shrink_to(bound.saturating_sub(others));
         }
-        metrics.set_udp_exchanges_open(self.origins.values().map(|o| o.profiler.exchanges().open()).sum());
-    }
-
-    /// Keeps the UDP exchanges open across every origin within `bound` (each
-    /// profiler keeps its own within it too): past it, the origin just fed
-    /// gives up its oldest, counted. An exporter can send any number of
-    /// unanswered flows, but not hold more memory than the flow cache would.
-    fn bound_exchanges(&mut self, fed: &str, bound: usize) {
-        let open: usize = self.origins.values().map(|o| o.profiler.exchanges().open()).sum();
-        if open <= bound {
-            return;
-        }
-        if let Some(origin) = self.origins.get_mut(fed) {
-            let keep = origin.profiler.exchanges().open().saturating_sub(open - bound);
-            origin.profiler.exchanges_mut().shrink_to(keep);
-        }
+        entry.udp_open = entry.profiler.exchanges().open();
+        self.udp_open = others + entry.udp_open;
+        entry.count_udp(metrics);
+        metrics.set_udp_exchanges_open(self.udp_open);
     }
 
     /// Writes every pending profile in one transaction. On failure they
@@ -261,8 +261,10 @@ impl StoreWriter {
         for name in &forgotten {
             if let Some(mut origin) = self.origins.remove(name) {
                 origin.retire_profiler(metrics);
+                self.udp_open -= origin.udp_open;
             }
         }
+        metrics.set_udp_exchanges_open(self.udp_open);
         metrics.set_origins(self.origins.len(), &forgotten);
     }
 
@@ -276,6 +278,9 @@ impl StoreWriter {
             origin.retire_profiler(metrics);
             origin.profiler = Profiler::for_config(config);
             origin.udp_counted = (0, 0);
+            origin.udp_open = 0;
         }
+        self.udp_open = 0;
+        metrics.set_udp_exchanges_open(0);
     }
 }

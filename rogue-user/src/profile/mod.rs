@@ -29,7 +29,7 @@
 
 mod answers;
 
-pub use answers::Exchanges;
+pub use answers::{Answered, Exchanges};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -283,21 +283,25 @@ impl Profiler {
             return;
         }
         for answered in self.exchanges.offer(flow) {
-            let src_internal = self.is_internal(answered.flow.src);
-            let internal = [src_internal, self.is_internal(answered.flow.dst)];
-            for index in 0..self.services.len() {
-                let service = &self.services[index];
-                let flow = &answered.flow;
-                if !service.carries(UDP) || udp_kind(service, flow) != UdpKind::Exchange || !qualifies(service, flow) {
-                    continue;
-                }
-                // The answering side's port must be the service's.
-                let answerer_port = if answered.sender_asked { flow.dport } else { flow.sport };
-                if !service.is_service_port(answerer_port) {
-                    continue;
-                }
-                let roles =
-                    if answered.sender_asked { [Role::Client, Role::Server] } else { [Role::Server, Role::Client] };
+            self.add_answered(&answered);
+        }
+    }
+
+    /// The service flows of a UDP flow whose exchange is known: the side
+    /// that answered from a service port serves, the side that asked is its
+    /// client.
+    fn add_answered(&mut self, answered: &Answered) {
+        let flow = &answered.flow;
+        let internal = [self.is_internal(flow.src), self.is_internal(flow.dst)];
+        let answerer_port = if answered.sender_asked { flow.dport } else { flow.sport };
+        let roles = if answered.sender_asked { [Role::Client, Role::Server] } else { [Role::Server, Role::Client] };
+        for index in 0..self.services.len() {
+            let service = &self.services[index];
+            let settles = service.carries(UDP)
+                && udp_kind(service, flow) == UdpKind::Exchange
+                && service.is_service_port(answerer_port)
+                && qualifies(service, flow);
+            if settles {
                 self.record(index, flow, internal, roles);
             }
         }

@@ -91,7 +91,7 @@ enum Task {
         args: Vec<OsString>,
     },
     /// Run the benchmarks and write BENCHMARKS.md (needs root); with section
-    /// names (kernel veth drain offline scaling services agent), only those, printed
+    /// names (kernel veth drain offline churn scaling services agent), only those, printed
     Bench { sections: Vec<String> },
 }
 

@@ -15,11 +15,12 @@ mod veth;
 
 use std::path::{Path, PathBuf};
 
-const SECTIONS: [(&str, &str); 9] = [
+const SECTIONS: [(&str, &str); 10] = [
     ("kernel", "Kernel program cost per packet"),
     ("veth", "veth throughput"),
     ("drain", "Draining the flow maps"),
     ("offline", "Offline: one 10-million-packet capture, every tool"),
+    ("churn", "Short flows: a busy gateway's churn, every tool"),
     ("scaling", "Scaling of rogue analyze"),
     ("services", "Services beyond mail: one defined against six"),
     ("agent", "The agent under load"),
@@ -82,6 +83,7 @@ fn section(name: &str, dir: &Path) -> String {
         "veth" => veth::run(),
         "drain" => drain::run(),
         "offline" => offline::run(dir),
+        "churn" => offline::churn(dir),
         "scaling" => offline::scaling(dir),
         "services" => offline::services(dir),
         "agent" => agent::run(dir),

@@ -21,6 +21,7 @@ pub struct GenerateArgs {
         ("misconfiguration", "A host opening SMTP to 75 external servers within a minute"),
         ("all", "The three cases over the background"),
         ("services", "Rogue DNS, NTP, DHCP, SSH and RDP servers, and their traps, over the background"),
+        ("churn", "Many short conversations at once, as on a busy gateway (for benchmarks)"),
     ]))]
     pub scenario: Case,
     /// Where to write the pcap

@@ -56,6 +56,9 @@ pub enum Case {
     All,
     /// Rogue DNS, NTP, DHCP, SSH and RDP servers over the background
     Services,
+    /// Many short conversations at once, as on a busy gateway: for the
+    /// benchmarks of per-flow work
+    Churn,
 }
 
 impl std::str::FromStr for Case {
@@ -69,6 +72,7 @@ impl std::str::FromStr for Case {
             "misconfiguration" => Ok(Case::Misconfiguration),
             "all" => Ok(Case::All),
             "services" => Ok(Case::Services),
+            "churn" => Ok(Case::Churn),
             other => Err(format!("{other:?} is not a scenario")),
         }
     }
@@ -76,7 +80,7 @@ impl std::str::FromStr for Case {
 
 impl Case {
     fn has(self, case: Case) -> bool {
-        self == case || (self == Case::All && !matches!(case, Case::Background | Case::Services))
+        self == case || (self == Case::All && !matches!(case, Case::Background | Case::Services | Case::Churn))
     }
 }
 
@@ -157,6 +161,17 @@ impl Size {
 pub fn generate(case: Case, seed: u64, size: Size, out: impl Write) -> io::Result<Generated> {
     let mut writer = PcapWriter::new(io::BufWriter::with_capacity(1 << 20, out))?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    match case {
+        Case::Churn => churn(&mut writer, &mut rng, size)?,
+        _ => days(case, &mut writer, &mut rng, size)?,
+    }
+    let frames = writer.frames;
+    writer.finish()?;
+    Ok(Generated { frames })
+}
+
+/// The method's time line, day by day: the background and the cases.
+fn days(case: Case, writer: &mut PcapWriter<impl Write>, rng: &mut ChaCha8Rng, size: Size) -> io::Result<()> {
     let mut frames = Vec::new();
     for day in 0..DAYS {
         frames.clear();
@@ -164,13 +179,8 @@ pub fn generate(case: Case, seed: u64, size: Size, out: impl Write) -> io::Resul
         // day after day would make one flow of many days for a flow meter
         // whose timeouts are expired by wall-clock time (softflowd -r).
         let next_port = rng.random_range(EPHEMERAL_PORTS);
-        let mut today = Day {
-            start: day_start(day),
-            rng: &mut rng,
-            frames: &mut frames,
-            next_port,
-            workstations: size.workstations.max(1),
-        };
+        let mut today =
+            Day { start: day_start(day), rng, frames: &mut frames, next_port, workstations: size.workstations.max(1) };
         today.background(size.scale.max(1));
         if case.has(Case::VpnFailure) && VPN_DAYS.contains(&day) {
             today.vpn_failure();
@@ -184,14 +194,50 @@ pub fn generate(case: Case, seed: u64, size: Size, out: impl Write) -> io::Resul
         if case.has(Case::Services) && day >= SERVICES_FROM_DAY {
             today.services();
         }
-        frames.sort_by_key(|f| f.time);
-        for frame in &frames {
-            writer.write(frame)?;
-        }
+        write_in_time_order(writer, &mut frames)?;
     }
-    let frames = writer.frames;
-    writer.finish()?;
-    Ok(Generated { frames })
+    Ok(())
+}
+
+fn write_in_time_order(writer: &mut PcapWriter<impl Write>, frames: &mut [Frame]) -> io::Result<()> {
+    frames.sort_by_key(|f| f.time);
+    frames.iter().try_for_each(|frame| writer.write(frame))
+}
+
+/// Short conversations per unit of scale in the `churn` capture, over
+/// [`CHURN_SECONDS`]: web requests of ten packets (at most six a flow) and
+/// DNS exchanges of one packet each way.
+pub const CHURN_CONVERSATIONS: u32 = 60_000;
+pub const CHURN_EXCHANGES: u32 = 30_000;
+pub const CHURN_SECONDS: i64 = 600;
+
+/// The `churn` capture: `size.scale` times [`CHURN_CONVERSATIONS`] and
+/// [`CHURN_EXCHANGES`] between `size.workstations` clients and 40,000
+/// servers within ten minutes of the first day, so tens of thousands of
+/// flows are open at once and most of the work is per flow.
+fn churn(writer: &mut PcapWriter<impl Write>, rng: &mut ChaCha8Rng, size: Size) -> io::Result<()> {
+    let mut frames = Vec::new();
+    let mut today = Day {
+        start: day_start(0),
+        rng,
+        frames: &mut frames,
+        next_port: *EPHEMERAL_PORTS.start(),
+        workstations: size.workstations.max(1),
+    };
+    let within = CHURN_SECONDS * NANOS_PER_SEC;
+    let scale = size.scale.max(1);
+    for _ in 0..CHURN_CONVERSATIONS * scale {
+        let (client, at) = (today.workstation(), today.start + today.rng.random_range(0..within));
+        let server = v4(198, 51, 100 + today.rng.random_range(0..2u8) * 103, today.rng.random_range(1..=200));
+        today.request(client, server, 443, at, (100, 300));
+    }
+    for _ in 0..CHURN_EXCHANGES * scale {
+        let (client, at, port) =
+            (today.workstation(), today.start + today.rng.random_range(0..within), today.ephemeral_port());
+        let resolver = v4(203, 0, 113, today.rng.random_range(1..=200));
+        udp_exchange(client, port, resolver, 53, at, (40, 120), today.frames);
+    }
+    write_in_time_order(writer, &mut frames)
 }
 
 /// One day of traffic being built.
@@ -457,6 +503,33 @@ mod tests {
         assert_eq!(first, make(7));
         assert_ne!(first, make(8));
         assert!(first.len() > 1_000_000);
+    }
+
+    #[test]
+    fn the_churn_capture_is_short_conversations_within_ten_minutes() {
+        let mut bytes = Vec::new();
+        let generated = generate(Case::Churn, 1, Size { scale: 1, workstations: 1_000 }, &mut bytes).unwrap();
+        // Ten packets a web request (six from the client), two a DNS exchange.
+        let expected = CHURN_CONVERSATIONS as u64 * 10 + CHURN_EXCHANGES as u64 * 2;
+        assert_eq!(generated.frames, expected);
+        let mut times = Vec::new();
+        let mut reader = pcap_parser::LegacyPcapReader::new(1 << 16, bytes.as_slice()).unwrap();
+        loop {
+            use pcap_parser::traits::PcapReaderIterator;
+            match reader.next() {
+                Ok((offset, pcap_parser::PcapBlockOwned::Legacy(frame))) => {
+                    times.push(frame.ts_sec as i64);
+                    reader.consume(offset);
+                }
+                Ok((offset, _)) => reader.consume(offset),
+                Err(pcap_parser::PcapError::Eof) => break,
+                Err(pcap_parser::PcapError::Incomplete(_)) => reader.refill().unwrap(),
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert_eq!(times.len() as u64, expected);
+        let first = day_start(0) / NANOS_PER_SEC;
+        assert!(times.iter().all(|t| (first..first + CHURN_SECONDS + 1).contains(t)), "within ten minutes");
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //!
 //! A service flow is of one of the service's transports, with a service
 //! port on one side and at least `min_packets` packets and `min_bytes`
-//! IP-layer bytes in its own direction. Who serves depends on the transport:
+//! IP-layer bytes in its own direction (for TCP, at least [`TCP_FLOOR`]).
+//! Who serves depends on the transport:
 //! - TCP: the other side has an ephemeral port (1024 and up) or a service
 //!   port, since a host whose ephemeral port happens to be 25 while it talks
 //!   to a web server (peer port 443) is not serving mail. A host is a
@@ -369,15 +370,27 @@ fn has_ports(proto: u8) -> bool {
     matches!(proto, 6 | 17 | 132 | 136)
 }
 
+/// The least a TCP flow carries to be more than a connection attempt or
+/// its refusal, whatever a service's own thresholds (DNS's 1 packet is a
+/// UDP datagram's): a SYN is one packet of 40 to 60 bytes, and so is the
+/// reset that refuses it, and neither makes anyone a server. The method's
+/// SMTP thresholds, a handshake's worth.
+pub const TCP_FLOOR: (u64, u64) = (3, 120);
+
 /// Whether `flow` is big enough, and of a transport and ports, to be a
 /// flow of `service` (see the module comment).
 pub fn qualifies(service: &Service, flow: &FlowRecord) -> bool {
-    let ports = match flow.proto {
-        TCP => service_side(service, flow.sport, flow.dport) || service_side(service, flow.dport, flow.sport),
-        UDP => service.is_service_port(flow.sport) || service.is_service_port(flow.dport),
-        _ => false,
+    let (ports, floor) = match flow.proto {
+        TCP => {
+            (service_side(service, flow.sport, flow.dport) || service_side(service, flow.dport, flow.sport), TCP_FLOOR)
+        }
+        UDP => (service.is_service_port(flow.sport) || service.is_service_port(flow.dport), (1, 1)),
+        _ => (false, (1, 1)),
     };
-    ports && service.carries(flow.proto) && flow.packets >= service.min_packets && flow.bytes >= service.min_bytes
+    ports
+        && service.carries(flow.proto)
+        && flow.packets >= service.min_packets.max(floor.0)
+        && flow.bytes >= service.min_bytes.max(floor.1)
 }
 
 /// `port` is the service port of a TCP conversation: a service port facing

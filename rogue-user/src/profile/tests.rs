@@ -239,3 +239,18 @@ fn a_question_and_its_answer_in_one_clock_tick_are_told_apart_by_their_ports() {
     let served = vec![("dns".to_string(), "192.0.2.53".to_string(), Role::Server, "198.51.100.7".to_string()); 2];
     assert_eq!(udp_roles(&mut profiler_of(&["dns"]), &[answer, query]), served);
 }
+
+#[test]
+fn a_tcp_syn_or_the_reset_refusing_it_serves_nothing_whatever_the_services_thresholds() {
+    // DNS counts one packet of 40 bytes, a UDP datagram's worth; over TCP
+    // that is a bare SYN, or the reset a closed port answers with.
+    let mut dns = profiler_of(&["dns"]);
+    let syn = crate::flows::tcp_flow("203.0.113.66", 40000, "192.0.2.30", 53, 1_000 * SEC, 1, 60);
+    let reset = crate::flows::tcp_flow("192.0.2.30", 53, "203.0.113.66", 40000, 1_000 * SEC, 1, 40);
+    assert_eq!(udp_roles(&mut dns, &[syn, reset]), vec![]);
+    // A query over TCP: five packets each way.
+    let query = crate::flows::tcp_flow("203.0.113.7", 40001, "192.0.2.53", 53, 1_000 * SEC, 5, 260);
+    let answer = crate::flows::tcp_flow("192.0.2.53", 53, "203.0.113.7", 40001, 1_000 * SEC, 4, 300);
+    let served = vec![("dns".to_string(), "192.0.2.53".to_string(), Role::Server, "203.0.113.7".to_string()); 2];
+    assert_eq!(udp_roles(&mut dns, &[query, answer]), served);
+}

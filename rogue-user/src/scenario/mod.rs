@@ -28,7 +28,7 @@
 //!   answering the Internet for the organisation's zones and the DHCP server
 //!   192.0.2.67. Traps: a scan of port 53 and 123 nobody answers, a resolver
 //!   asking from source port 53 (192.0.2.55), workstations asking external
-//!   NTP servers, a SYN scan of port 22 and 3389, and workstations using SSH
+//!   NTP servers, a SYN scan of ports 22, 53 and 3389, and workstations using SSH
 //!   and RDP outside.
 
 use std::{
@@ -474,7 +474,7 @@ impl Day<'_> {
             self.conversation(workstation, server, 22, at, ssh);
             let (workstation, at) = (self.workstation(), self.any_time());
             self.request(workstation, v4(203, 0, 113, 89), 3389, at, (1_500, 9_000));
-            for port in [22, 3389] {
+            for port in [22, 53, 3389] {
                 let (target, at, from) =
                     (v4(192, 0, 2, self.rng.random_range(1..=254)), self.any_time(), self.ephemeral_port());
                 refused(SCANNER.into(), from, target, port, at, self.frames);

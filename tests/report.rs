@@ -417,7 +417,19 @@ fn a_report_follows_its_service_and_labels_the_services_own_ports() {
     for dir in ["192.0.2.33-rdp", "192.0.2.53-ssh"] {
         assert!(out.join(dir).join("index.html").is_file(), "{dir}");
     }
+    // A service taken out of the configuration: its findings' pages are
+    // not written, and rogue says so.
+    std::fs::write(workspace.config(), format!("{CONFIG}services: {{smtp: {{}}, rdp: {{}}}}\n")).unwrap();
+    let out = workspace.dir.join("without-ssh");
+    let without = workspace.rogue(&["report", "--all", "--out", out.to_str().unwrap()]);
+    assert!(without.status.success(), "{}", without.stderr);
+    assert!(
+        without.stderr.contains("192.0.2.53 has findings of ssh, which is no longer configured: no page for them"),
+        "{}",
+        without.stderr
+    );
+    assert!(out.join("192.0.2.33-rdp").is_dir() && !out.join("192.0.2.53-ssh").exists());
     let unknown = workspace.rogue(&["report", "--host", "192.0.2.33", "--service", "ntp", "--out", "x"]);
     assert_eq!(unknown.status.code(), Some(1));
-    assert!(unknown.stderr.contains("no service \"ntp\" in the configuration (smtp, rdp, ssh)"), "{}", unknown.stderr);
+    assert!(unknown.stderr.contains("no service \"ntp\" in the configuration (smtp, rdp)"), "{}", unknown.stderr);
 }

@@ -93,8 +93,14 @@ pub fn run(args: ReportArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             let mut files = Vec::new();
             let mut entries = Vec::new();
             for (host, service) in pages {
-                // Findings of a service no longer configured have no page.
-                let Ok(service) = context.service(&service) else { continue };
+                // Findings of a service no longer configured have no page:
+                // said, not skipped in silence.
+                let Ok(service) = context.service(&service) else {
+                    eprintln!(
+                        "rogue: {host} has findings of {service}, which is no longer configured: no page for them"
+                    );
+                    continue;
+                };
                 let page = page(&context, &service, request(host))?;
                 let dir = report::host_dir_in(&args.out, host, &service.name)?;
                 files.extend(report::write_host(&page, &dir, &generated)?);

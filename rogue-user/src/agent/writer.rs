@@ -46,26 +46,38 @@ struct Origin {
     rejected_total: u64,
     /// When (by the clock) its last flow arrived.
     last_flow: Nanos,
-    /// What of its profiler's unanswered and evicted UDP flows the metrics
-    /// already count.
-    udp_counted: (u64, u64),
-    /// Its profiler's UDP exchanges open after its last flows.
-    udp_open: usize,
+}
+
+/// What of a profiler's UDP exchanges the metrics show: those open, and the
+/// flows found unanswered and given up so far. The difference across a
+/// change to the profiler is what the metrics gain.
+#[derive(Clone, Copy)]
+struct UdpState {
+    open: usize,
+    unanswered: u64,
+    evicted: u64,
+}
+
+impl UdpState {
+    fn of(profiler: &Profiler) -> UdpState {
+        let exchanges = profiler.exchanges();
+        UdpState { open: exchanges.open(), unanswered: exchanges.unanswered, evicted: exchanges.evicted }
+    }
+
+    /// Counts what changed since `before`.
+    fn count_since(self, before: UdpState, metrics: &Metrics) {
+        metrics.udp_unanswered(self.unanswered - before.unanswered, self.evicted - before.evicted);
+    }
 }
 
 impl Origin {
-    /// Adds to the metrics the UDP flows found unanswered since last time.
-    fn count_udp(&mut self, metrics: &Metrics) {
-        let exchanges = self.profiler.exchanges();
-        let now = (exchanges.unanswered, exchanges.evicted);
-        metrics.udp_unanswered(now.0 - self.udp_counted.0, now.1 - self.udp_counted.1);
-        self.udp_counted = now;
-    }
-
     /// Its profiler ends: what still waits for an answer never got one.
-    fn retire_profiler(&mut self, metrics: &Metrics) {
+    /// Returns the exchanges it had open.
+    fn retire_profiler(&mut self, metrics: &Metrics) -> usize {
+        let before = UdpState::of(&self.profiler);
         self.profiler.finish();
-        self.count_udp(metrics);
+        UdpState::of(&self.profiler).count_since(before, metrics);
+        before.open
     }
 }
 
@@ -115,10 +127,9 @@ impl StoreWriter {
             rejected: 0,
             rejected_total: 0,
             last_flow: now,
-            udp_counted: (0, 0),
-            udp_open: 0,
         });
         entry.last_flow = now;
+        let before = UdpState::of(&entry.profiler);
         let mut rejected = 0;
         for flow in flows {
             if bounds.admits_flow(flow) {
@@ -150,13 +161,13 @@ impl StoreWriter {
         // than the flow cache would. The total is kept, not summed, as a
         // collector may hold thousands of origins.
         let bound = config.capture.flow_cache_entries.0 as usize;
-        let others = self.udp_open - entry.udp_open;
+        let others = self.udp_open - before.open;
         if others + entry.profiler.exchanges().open() > bound {
             entry.profiler.exchanges_mut().shrink_to(bound.saturating_sub(others));
         }
-        entry.udp_open = entry.profiler.exchanges().open();
-        self.udp_open = others + entry.udp_open;
-        entry.count_udp(metrics);
+        let after = UdpState::of(&entry.profiler);
+        after.count_since(before, metrics);
+        self.udp_open = others + after.open;
         metrics.set_udp_exchanges_open(self.udp_open);
     }
 
@@ -260,8 +271,7 @@ impl StoreWriter {
             silent.iter().take(idle_ones.max(excess)).map(|(name, _)| (*name).clone()).collect();
         for name in &forgotten {
             if let Some(mut origin) = self.origins.remove(name) {
-                origin.retire_profiler(metrics);
-                self.udp_open -= origin.udp_open;
+                self.udp_open -= origin.retire_profiler(metrics);
             }
         }
         metrics.set_udp_exchanges_open(self.udp_open);
@@ -275,12 +285,9 @@ impl StoreWriter {
             return;
         }
         for origin in self.origins.values_mut() {
-            origin.retire_profiler(metrics);
+            self.udp_open -= origin.retire_profiler(metrics);
             origin.profiler = Profiler::for_config(config);
-            origin.udp_counted = (0, 0);
-            origin.udp_open = 0;
         }
-        self.udp_open = 0;
-        metrics.set_udp_exchanges_open(0);
+        metrics.set_udp_exchanges_open(self.udp_open);
     }
 }

@@ -219,7 +219,8 @@ impl Default for VolumeSpikeConfig {
 
 mod services;
 pub use services::{
-    DEFAULT_NAME_PATTERN, DnsRecord, PRESETS, Peers, Role, Service, ServiceSpec, ServicesConfig, Transport, preset,
+    DATAGRAM, DEFAULT_NAME_PATTERN, DnsRecord, HANDSHAKE, PRESETS, Peers, Role, Service, ServiceSpec, ServicesConfig,
+    Transport, preset,
 };
 
 /// A naming-convention pattern, compiled when the configuration is read.

@@ -120,6 +120,16 @@ pub const PRESETS: [&str; 6] = ["smtp", "dns", "ntp", "dhcp", "ssh", "rdp"];
 /// Host labels of mail servers: smtp, mail, relay, mx, mta, with optional digits.
 pub const DEFAULT_NAME_PATTERN: &str = "^(smtp|mail|relay|mx|mta)[0-9]*$";
 
+/// The least a TCP flow carries, per direction, to be more than a
+/// connection attempt or its refusal: a SYN is one packet of 40 to 60 bytes,
+/// and so is the reset that refuses it. The method's SMTP thresholds (3
+/// packets, 120 IP-layer bytes), a handshake's worth; the profiles hold
+/// every TCP service to it, whatever its own thresholds.
+pub const HANDSHAKE: (u64, u64) = (3, 120);
+
+/// The least UDP datagram: IPv4 and UDP headers, no payload.
+pub const DATAGRAM: (u64, u64) = (1, 28);
+
 /// The definition of a service rogue knows by name. Thresholds per direction
 /// of a flow, in IP-layer bytes: a TCP service needs a handshake's worth
 /// (3 packets, 120 bytes: a SYN scan is one packet); a UDP exchange is one
@@ -146,7 +156,7 @@ pub fn preset(name: &str) -> Option<ServiceSpec> {
             roles: Some(vec![Role::Server, Role::Client]),
             peers: Some(Peers::Any),
             dns_record: Some(DnsRecord::Mx),
-            ..spec(&[Tcp], &[25], (3, 120), &[25, 465, 587, 110, 995, 143, 993], DEFAULT_NAME_PATTERN)
+            ..spec(&[Tcp], &[25], HANDSHAKE, &[25, 465, 587, 110, 995, 143, 993], DEFAULT_NAME_PATTERN)
         },
         "dns" => ServiceSpec {
             dns_record: Some(DnsRecord::Ns),
@@ -158,8 +168,8 @@ pub fn preset(name: &str) -> Option<ServiceSpec> {
             peers: Some(Peers::Any),
             ..spec(&[Udp], &[67], (1, 268), &[67, 68], "^(dhcp|dhcpd|kea)[0-9]*$")
         },
-        "ssh" => spec(&[Tcp], &[22], (3, 120), &[22], "^(ssh|bastion|jump)[0-9]*$"),
-        "rdp" => spec(&[Tcp, Udp], &[3389], (3, 120), &[3389], "^(rdp|rds|ts|terminal)[0-9]*$"),
+        "ssh" => spec(&[Tcp], &[22], HANDSHAKE, &[22], "^(ssh|bastion|jump)[0-9]*$"),
+        "rdp" => spec(&[Tcp, Udp], &[3389], HANDSHAKE, &[3389], "^(rdp|rds|ts|terminal)[0-9]*$"),
         _ => return None,
     })
 }
@@ -262,13 +272,13 @@ impl ServiceSpec {
         let base = preset(name).unwrap_or_default();
         let transport = self.transport.clone().or(base.transport).unwrap_or_else(|| vec![Transport::Tcp]);
         let ports = self.ports.clone().or(base.ports).unwrap_or_default();
-        let handshake = transport.contains(&Transport::Tcp);
+        let least = if transport.contains(&Transport::Tcp) { HANDSHAKE } else { DATAGRAM };
         let generic_name = || NamePattern::new(&format!("^{}[0-9]*$", regex::escape(name))).expect("an escaped name");
         Service {
             name: name.to_string(),
             client_ports: self.client_ports.clone().or(base.client_ports).unwrap_or_default(),
-            min_packets: self.min_packets.or(base.min_packets).map_or(if handshake { 3 } else { 1 }, |p| p.0),
-            min_bytes: self.min_bytes.or(base.min_bytes).map_or(if handshake { 120 } else { 28 }, |b| b.0),
+            min_packets: self.min_packets.or(base.min_packets).map_or(least.0, |p| p.0),
+            min_bytes: self.min_bytes.or(base.min_bytes).map_or(least.1, |b| b.0),
             share_ports: self.share_ports.clone().or(base.share_ports).unwrap_or_else(|| ports.clone()),
             share_threshold: self.share_threshold.or(base.share_threshold).map_or(0.85, |s| s.0),
             name_pattern: self.name_pattern.clone().or(base.name_pattern).unwrap_or_else(generic_name),

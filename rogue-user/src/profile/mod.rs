@@ -7,7 +7,7 @@
 //!
 //! A service flow is of one of the service's transports, with a service
 //! port on one side and at least `min_packets` packets and `min_bytes`
-//! IP-layer bytes in its own direction (for TCP, at least [`TCP_FLOOR`]).
+//! IP-layer bytes in its own direction (for TCP, at least a [`HANDSHAKE`]).
 //! Who serves depends on the transport:
 //! - TCP: the other side has an ephemeral port (1024 and up) or a service
 //!   port, since a host whose ephemeral port happens to be 25 while it talks
@@ -37,7 +37,7 @@ use ipnet::IpNet;
 
 pub use crate::config::Role;
 use crate::{
-    config::{Config, Peers, Service},
+    config::{Config, DATAGRAM, HANDSHAKE, Peers, Service},
     flows::{FastMap, FlowRecord},
     time::{NANOS_PER_SEC, Nanos},
 };
@@ -160,6 +160,15 @@ const DEFAULT_OPEN_EXCHANGES: usize = 1_000_000;
 impl Profiler {
     pub fn new(internal: Vec<IpNet>, services: Vec<Service>, bin_seconds: u64) -> Profiler {
         let exchanges = Exchanges::new(DEFAULT_ANSWER_HORIZON, DEFAULT_OPEN_EXCHANGES);
+        Profiler::with_exchanges(internal, services, bin_seconds, exchanges)
+    }
+
+    fn with_exchanges(
+        internal: Vec<IpNet>,
+        services: Vec<Service>,
+        bin_seconds: u64,
+        exchanges: Exchanges,
+    ) -> Profiler {
         Profiler { internal, services, bin_seconds: bin_seconds as i64, batch: ProfileBatch::default(), exchanges }
     }
 
@@ -167,15 +176,11 @@ impl Profiler {
     /// UDP flows wait for their answer as long as the meter's timeouts, and
     /// as many exchanges are open as the flow cache holds flows.
     pub fn for_config(config: &Config) -> Profiler {
-        let mut profiler = Profiler::new(
-            config.internal_networks.clone(),
-            config.services.all().to_vec(),
-            config.detection.bin_seconds.0,
-        );
         let capture = &config.capture;
         let horizon = (capture.idle_timeout_seconds.0 + capture.active_timeout_seconds.0) as Nanos * NANOS_PER_SEC;
-        profiler.exchanges = Exchanges::new(horizon, capture.flow_cache_entries.0 as usize);
-        profiler
+        let exchanges = Exchanges::new(horizon, capture.flow_cache_entries.0 as usize);
+        let (internal, services) = (config.internal_networks.clone(), config.services.all().to_vec());
+        Profiler::with_exchanges(internal, services, config.detection.bin_seconds.0, exchanges)
     }
 
     pub fn services(&self) -> &[Service] {
@@ -224,8 +229,8 @@ impl Profiler {
                     self.add_traffic(flow, bin, host, direction);
                 }
             }
+            self.add_service_flows(flow, src_internal, dst_internal);
         }
-        self.add_service_flows(flow, src_internal, dst_internal);
     }
 
     fn bin_of(&self, flow: &FlowRecord) -> i64 {
@@ -254,9 +259,6 @@ impl Profiler {
     /// The service flows `flow` gives, now or (UDP) once its exchange is
     /// answered.
     fn add_service_flows(&mut self, flow: &FlowRecord, src_internal: bool, dst_internal: bool) {
-        if !(src_internal || dst_internal) {
-            return;
-        }
         let internal = [src_internal, dst_internal];
         let mut waits_for_answer = false;
         for index in 0..self.services.len() {
@@ -370,27 +372,22 @@ fn has_ports(proto: u8) -> bool {
     matches!(proto, 6 | 17 | 132 | 136)
 }
 
-/// The least a TCP flow carries to be more than a connection attempt or
-/// its refusal, whatever a service's own thresholds (DNS's 1 packet is a
-/// UDP datagram's): a SYN is one packet of 40 to 60 bytes, and so is the
-/// reset that refuses it, and neither makes anyone a server. The method's
-/// SMTP thresholds, a handshake's worth.
-pub const TCP_FLOOR: (u64, u64) = (3, 120);
-
 /// Whether `flow` is big enough, and of a transport and ports, to be a
-/// flow of `service` (see the module comment).
+/// flow of `service` (see the module comment). A TCP flow needs at least
+/// a [`HANDSHAKE`] whatever the service's thresholds (DNS's 1 packet is a
+/// UDP datagram's): less is a SYN or the reset refusing it.
 pub fn qualifies(service: &Service, flow: &FlowRecord) -> bool {
-    let (ports, floor) = match flow.proto {
+    let (ports, least) = match flow.proto {
         TCP => {
-            (service_side(service, flow.sport, flow.dport) || service_side(service, flow.dport, flow.sport), TCP_FLOOR)
+            (service_side(service, flow.sport, flow.dport) || service_side(service, flow.dport, flow.sport), HANDSHAKE)
         }
-        UDP => (service.is_service_port(flow.sport) || service.is_service_port(flow.dport), (1, 1)),
-        _ => (false, (1, 1)),
+        UDP => (service.is_service_port(flow.sport) || service.is_service_port(flow.dport), DATAGRAM),
+        _ => return false,
     };
     ports
         && service.carries(flow.proto)
-        && flow.packets >= service.min_packets.max(floor.0)
-        && flow.bytes >= service.min_bytes.max(floor.1)
+        && flow.packets >= service.min_packets.max(least.0)
+        && flow.bytes >= service.min_bytes.max(least.1)
 }
 
 /// `port` is the service port of a TCP conversation: a service port facing

@@ -89,15 +89,15 @@ fn analyze_with(dir: &Path, config: &Path, capture: &Path) -> Command {
     command
 }
 
-/// The flows `rogue analyze` makes of `capture`, from its summary line.
-fn flows_of(dir: &Path, capture: &Path) -> u64 {
-    let command = analyze_with(dir, &config(dir), capture);
-    let args: Vec<_> = command.get_args().skip(1).map(|a| a.to_owned()).collect();
-    let output = Command::new(ROGUE).args(args).output().expect("rogue analyze");
+/// The flows rogue makes of `capture`, from the summary `rogue flows` prints.
+fn flows_of(capture: &Path) -> u64 {
+    let output =
+        Command::new(ROGUE).args(["flows", "--format", "none", "--pcap"]).arg(capture).output().expect("rogue flows");
     let summary = String::from_utf8_lossy(&output.stderr);
-    let words: Vec<&str> = summary.split_whitespace().collect();
-    let at = words.iter().position(|w| w.starts_with("flows")).unwrap_or_else(|| panic!("no flows in {summary:?}"));
-    words[at - 1].parse().unwrap_or_else(|_| panic!("no flow count in {summary:?}"))
+    summary
+        .lines()
+        .find_map(|line| line.strip_prefix("# flows")?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no flow count in {summary:?}"))
 }
 
 /// The other tools, each reading the capture into its own flow output.
@@ -223,7 +223,7 @@ const CHURN_WORKSTATIONS: u32 = 5_000;
 /// conversations at once.
 pub fn churn(dir: &Path) -> String {
     let capture = generate(dir, "churn", "churn", CHURN_SCALE, CHURN_WORKSTATIONS);
-    let flows = flows_of(dir, &capture.path);
+    let flows = flows_of(&capture.path);
     let table = every_tool(dir, &capture);
     let _ = std::fs::remove_file(&capture.path);
     format!(
@@ -276,7 +276,7 @@ const SERVICES_SCALE: u32 = 24;
 /// per packet does not change with them.
 pub fn services(dir: &Path) -> String {
     let capture = generate(dir, "services", "services", SERVICES_SCALE, SERVICES_SCALE * WORKSTATIONS_PER_SCALE);
-    let flows = flows_of(dir, &capture.path);
+    let flows = flows_of(&capture.path);
     let all = "services: {smtp: {}, dns: {}, ntp: {}, dhcp: {}, ssh: {}, rdp: {}}\n";
     let configs =
         [("SMTP alone", config_with(dir, "smtp.yaml", "")), ("six services", config_with(dir, "six.yaml", all))];

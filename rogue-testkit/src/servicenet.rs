@@ -103,13 +103,26 @@ impl ServiceNet {
             command.args([&format!("--listen-address={resolver}"), "--address=/example.org/192.0.2.80"]);
             self.spawn(command);
         }
-        for (netns, range) in [(&self.dhcp, "192.0.2.150,192.0.2.169"), (&self.rogue_dhcp, "192.0.2.170,192.0.2.189")] {
-            let mut command = netns.command("dnsmasq");
-            command.args(["-k", "--conf-file=/dev/null", "--port=0", "--pid-file=", "--interface=eth0", "--no-ping"]);
-            command.arg(format!("--dhcp-range={range},255.255.255.0,1h"));
-            command.arg(format!("--dhcp-leasefile={}", self.dir.join(format!("{}.leases", netns.name)).display()));
-            let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("dnsmasq");
-            self.servers.push(child);
+        let dhcp_servers = [(&self.dhcp, "192.0.2.150,192.0.2.169"), (&self.rogue_dhcp, "192.0.2.170,192.0.2.189")];
+        let dhcp_servers: Vec<Command> = dhcp_servers
+            .into_iter()
+            .map(|(netns, range)| {
+                let mut command = netns.command("dnsmasq");
+                command.args([
+                    "-k",
+                    "--conf-file=/dev/null",
+                    "--port=0",
+                    "--pid-file=",
+                    "--interface=eth0",
+                    "--no-ping",
+                ]);
+                command.arg(format!("--dhcp-range={range},255.255.255.0,1h"));
+                command.arg(format!("--dhcp-leasefile={}", self.dir.join(format!("{}.leases", netns.name)).display()));
+                command
+            })
+            .collect();
+        for command in dhcp_servers {
+            self.spawn(command);
         }
         let chrony = self.dir.join("chrony.conf");
         let pid = self.dir.join("chronyd.pid");

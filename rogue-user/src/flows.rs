@@ -36,6 +36,9 @@ use crate::{
 
 pub mod format;
 pub mod meter;
+mod table;
+
+use table::{FlowTable, Slot};
 
 /// How often (in seconds of data time) the cache looks for flows to complete.
 pub const SWEEP_INTERVAL_SECS: i64 = 10;
@@ -104,6 +107,14 @@ impl Timeouts {
     }
 }
 
+impl Timeouts {
+    /// The second after which `flow` is due: idle past the idle timeout, or
+    /// open past the active timeout.
+    fn deadline(self, flow: &ActiveFlow) -> i64 {
+        second(flow.last).saturating_add(self.idle).min(second(flow.first).saturating_add(self.active))
+    }
+}
+
 impl Default for Timeouts {
     fn default() -> Self {
         Timeouts::from_secs(config::DEFAULT_IDLE_TIMEOUT_SECS, config::DEFAULT_ACTIVE_TIMEOUT_SECS)
@@ -166,7 +177,7 @@ impl Rejected {
 }
 
 pub struct FlowCache {
-    active: HashMap<FlowKey, ActiveFlow, FastHasher>,
+    table: FlowTable,
     timeouts: Timeouts,
     /// Flows held at most (see [`FlowCache::with_limit`]).
     limit: usize,
@@ -178,6 +189,8 @@ pub struct FlowCache {
     last_check: i64,
     last_sweep: Option<i64>,
     stats: FlowCacheStats,
+    /// Slots being completed, with their flows' starts (reused).
+    completing: Vec<(Nanos, u32)>,
 }
 
 impl FlowCache {
@@ -190,7 +203,7 @@ impl FlowCache {
     /// early exports (as nfpcapd and softflowd do when their caches fill).
     pub fn with_limit(timeouts: Timeouts, limit: usize) -> FlowCache {
         FlowCache {
-            active: HashMap::default(),
+            table: FlowTable::default(),
             timeouts,
             limit: limit.max(1),
             interfaces: HashMap::new(),
@@ -198,6 +211,7 @@ impl FlowCache {
             last_check: 0,
             last_sweep: None,
             stats: FlowCacheStats::default(),
+            completing: Vec::new(),
         }
     }
 
@@ -212,26 +226,30 @@ impl FlowCache {
 
     /// Flows currently held (not yet completed).
     pub fn len(&self) -> usize {
-        self.active.len()
+        self.table.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.active.is_empty()
+        self.table.len() == 0
     }
 
     /// Adds packets of one flow, then sweeps if data time has moved on enough.
     /// Completed flows are appended to `out`.
     pub fn add(&mut self, key: &FlowKey, delta: FlowDelta, out: &mut Vec<FlowRecord>) {
-        match self.active.get_mut(key) {
-            Some(flow) => {
+        let hash = self.table.hash(key);
+        match self.table.find(hash, key) {
+            Some(slot) => {
+                let flow = self.table.flow_mut(slot);
                 flow.packets += delta.packets;
                 flow.bytes += delta.bytes;
                 flow.first = flow.first.min(delta.first);
                 flow.last = flow.last.max(delta.last);
                 flow.tcp_flags |= delta.tcp_flags;
+                let deadline = self.timeouts.deadline(flow);
+                self.table.set_deadline(slot, deadline);
             }
             None => {
-                if self.active.len() >= self.limit {
+                if self.table.len() >= self.limit {
                     self.export_idlest(out);
                 }
                 let flow = ActiveFlow {
@@ -241,8 +259,8 @@ impl FlowCache {
                     last: delta.last,
                     tcp_flags: delta.tcp_flags,
                 };
-                self.active.insert(*key, flow);
-                self.stats.peak_active = self.stats.peak_active.max(self.active.len() as u64);
+                self.table.insert(hash, *key, flow, self.timeouts.deadline(&flow));
+                self.stats.peak_active = self.stats.peak_active.max(self.table.len() as u64);
             }
         }
         self.advance(delta.last, out);
@@ -270,61 +288,61 @@ impl FlowCache {
     pub fn sweep(&mut self, now: Nanos, out: &mut Vec<FlowRecord>) {
         let now = second(now);
         self.last_sweep = Some(now);
-        let Timeouts { idle, active } = self.timeouts;
-        let mut idle_expired = 0;
-        let mut active_expired = 0;
-        let interfaces = &self.interfaces;
-        let from = out.len();
-        self.active.retain(|key, flow| {
-            let is_idle = now - second(flow.last) > idle;
-            let is_long = now - second(flow.first) > active;
-            if !(is_idle || is_long) {
-                return true;
-            }
-            if is_idle {
-                idle_expired += 1;
-            } else {
-                active_expired += 1;
-            }
-            out.push(record(key, flow, interfaces));
-            false
-        });
-        sort_by_start(&mut out[from..]);
+        let mut due = std::mem::take(&mut self.completing);
+        due.extend(self.table.due(now).map(|slot| (self.table.slot(slot).flow.first, slot)));
+        let idle_expired = due.iter().filter(|&&(_, slot)| self.is_idle(slot, now)).count() as u64;
+        let active_expired = due.len() as u64 - idle_expired;
+        self.complete(due, out);
         self.stats.idle_expired += idle_expired;
         self.stats.active_expired += active_expired;
         self.stats.flows_completed += idle_expired + active_expired;
     }
 
+    fn is_idle(&self, slot: u32, now: i64) -> bool {
+        now - second(self.table.slot(slot).flow.last) > self.timeouts.idle
+    }
+
     /// Completes the eighth of the flows (at least one) idle longest.
     fn export_idlest(&mut self, out: &mut Vec<FlowRecord>) {
-        let count = (self.active.len() / 8).max(1);
-        let mut lasts: Vec<Nanos> = self.active.values().map(|f| f.last).collect();
+        let count = (self.table.len() / 8).max(1);
+        let mut lasts: Vec<Nanos> = self.table.open().map(|slot| self.table.slot(slot).flow.last).collect();
         let (_, &mut cutoff, _) = lasts.select_nth_unstable(count - 1);
-        let mut left = count;
-        let interfaces = &self.interfaces;
-        let from = out.len();
-        self.active.retain(|key, flow| {
-            if left == 0 || flow.last > cutoff {
-                return true;
-            }
-            left -= 1;
-            out.push(record(key, flow, interfaces));
-            false
-        });
-        sort_by_start(&mut out[from..]);
+        let mut idlest = std::mem::take(&mut self.completing);
+        let open = self.table.open().map(|slot| (self.table.slot(slot).flow, slot));
+        idlest.extend(open.filter(|(flow, _)| flow.last <= cutoff).take(count).map(|(flow, slot)| (flow.first, slot)));
+        self.complete(idlest, out);
         self.stats.early_exported += count as u64;
         self.stats.flows_completed += count as u64;
     }
 
     /// Completes every flow (end of input, or shutdown).
     pub fn flush(&mut self, out: &mut Vec<FlowRecord>) {
-        let flushed = self.active.len() as u64;
-        let from = out.len();
-        out.extend(self.active.iter().map(|(key, flow)| record(key, flow, &self.interfaces)));
-        sort_by_start(&mut out[from..]);
-        self.active.clear();
+        let mut all = std::mem::take(&mut self.completing);
+        all.extend(self.table.open().map(|slot| (self.table.slot(slot).flow.first, slot)));
+        let flushed = all.len() as u64;
+        self.complete(all, out);
+        self.table.clear();
         self.stats.flushed += flushed;
         self.stats.flows_completed += flushed;
+    }
+
+    /// Closes the flows of `slots` (each with its start), appending their
+    /// records to `out` in start order (hash order is random), then keeps
+    /// the emptied vector for the next time.
+    fn complete(&mut self, mut slots: Vec<(Nanos, u32)>, out: &mut Vec<FlowRecord>) {
+        // Starts differ almost always: the records' full order is
+        // computed only for ties.
+        let table = &self.table;
+        slots.sort_unstable_by(|&(a_start, a), &(b_start, b)| {
+            a_start.cmp(&b_start).then_with(|| order(&table.slot(a).key).cmp(&order(&table.slot(b).key)))
+        });
+        out.reserve(slots.len());
+        for &(_, slot) in &slots {
+            let Slot { key, flow } = self.table.remove(slot);
+            out.push(record(&key, &flow, &self.interfaces));
+        }
+        slots.clear();
+        self.completing = slots;
     }
 }
 
@@ -332,11 +350,9 @@ fn second(time: Nanos) -> i64 {
     time.div_euclid(NANOS_PER_SEC)
 }
 
-/// Hash order is random; completed flows come out in start order instead.
-fn sort_by_start(flows: &mut [FlowRecord]) {
-    flows.sort_unstable_by(|a, b| {
-        (a.start, a.src, a.dst, a.sport, a.dport, a.proto).cmp(&(b.start, b.src, b.dst, b.sport, b.dport, b.proto))
-    });
+/// The order of flows with the same start: as their records'.
+fn order(key: &FlowKey) -> (IpAddr, IpAddr, u16, u16, u8) {
+    (address(&key.src_addr), address(&key.dst_addr), key.src_port, key.dst_port, key.proto)
 }
 
 fn record(key: &FlowKey, flow: &ActiveFlow, interfaces: &HashMap<u32, Arc<str>>) -> FlowRecord {

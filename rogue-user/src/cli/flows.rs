@@ -4,7 +4,10 @@ use std::{
     io::{self, BufWriter, IsTerminal, Write},
     path::PathBuf,
     process::ExitCode,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -175,19 +178,55 @@ impl<W: Write> FlowOutput<W> {
     }
 }
 
+/// Completed flows in flight from the cache to the output: a few hundred
+/// thousand records at most, enough that neither side waits on the other.
+const FLOW_BATCHES_IN_FLIGHT: usize = 16;
+
+/// Meters the files on threads of their own (see flows::meter) while this
+/// thread writes the flows they complete: formatting costs as much as
+/// keeping the cache, so each gets a CPU.
 fn files(paths: &[PathBuf], cache: FlowCache, output: &mut FlowOutput<impl Write>) -> anyhow::Result<()> {
+    let (to_output, completed) = std::sync::mpsc::sync_channel(FLOW_BATCHES_IN_FLIGHT);
+    let (meter, written) = std::thread::scope(|scope| {
+        let metering = scope.spawn(move || meter_files(paths, cache, to_output));
+        let written = completed.iter().try_for_each(|flows: Vec<FlowRecord>| output.write(&flows));
+        // A failed output (a closed pipe) stops the metering: it finds no
+        // one to hand its flows to.
+        drop(completed);
+        (metering.join().expect("metering does not panic"), written)
+    });
+    written?;
+    let meter = meter?;
+    output.finish()?;
+    let mut summary = summary_lines(&meter.counters, &meter.cache.stats(), output.flows);
+    summary.extend(output.export_lines());
+    if meter.files_truncated > 0 {
+        summary.push(("truncated files", meter.files_truncated.to_string()));
+    }
+    output.summary(&summary);
+    Ok(())
+}
+
+/// Meters each file in turn, sending the flows it completes to `to_output`
+/// until it has no one to send them to.
+fn meter_files(
+    paths: &[PathBuf],
+    cache: FlowCache,
+    to_output: std::sync::mpsc::SyncSender<Vec<FlowRecord>>,
+) -> anyhow::Result<FileMeter> {
     let mut meter = FileMeter::new(cache);
-    let mut write_error = None;
-    for path in paths {
-        let summary = meter.file(path, |flows| {
-            if write_error.is_none() {
-                write_error = output.write(flows).err();
-            }
-        })?;
-        let summary = summary.file;
-        if let Some(e) = write_error.take() {
-            return Err(e.into());
+    let output_gone = AtomicBool::new(false);
+    let mut send = |flows: &mut Vec<FlowRecord>| {
+        if to_output.send(std::mem::take(flows)).is_err() {
+            output_gone.store(true, Ordering::Relaxed);
         }
+    };
+    for path in paths {
+        let metered = meter.file_with(path, &mut send, |_| {}, || output_gone.load(Ordering::Relaxed));
+        if output_gone.load(Ordering::Relaxed) {
+            return Ok(meter);
+        }
+        let summary = metered?.file;
         if let Some(offset) = summary.cut_at {
             warn!(
                 "{}: the file ends inside the packet record at byte {offset} (an interrupted capture?); read the {} \
@@ -200,15 +239,8 @@ fn files(paths: &[PathBuf], cache: FlowCache, output: &mut FlowOutput<impl Write
     }
     let mut rest = Vec::new();
     meter.cache.flush(&mut rest);
-    output.write(&rest)?;
-    output.finish()?;
-    let mut summary = summary_lines(&meter.counters, &meter.cache.stats(), output.flows);
-    summary.extend(output.export_lines());
-    if meter.files_truncated > 0 {
-        summary.push(("truncated files", meter.files_truncated.to_string()));
-    }
-    output.summary(&summary);
-    Ok(())
+    send(&mut rest);
+    Ok(meter)
 }
 
 /// SIGINT and SIGTERM, caught from the start: a signal that arrives while

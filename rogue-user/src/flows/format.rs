@@ -5,10 +5,7 @@
 //! nfdump and IPFIX millisecond fields do), so flows compare directly with
 //! other tools.
 
-use std::{
-    fmt::Write as _,
-    io::{self, Write},
-};
+use std::io::{self, Write};
 
 use super::FlowRecord;
 use crate::time::{NANOS_PER_SEC, Nanos, rfc3339_millis, rfc3339_of_millis};
@@ -49,8 +46,7 @@ pub enum FlowWriter<W: Write> {
     /// The output, and whether a flow is in the array yet.
     JsonArray(W, bool),
     JsonLines(W),
-    // Boxed: the CSV writer holds its buffer inline.
-    Csv(Box<csv::Writer<W>>, CsvFields),
+    Csv(W, CsvRow),
     None,
 }
 
@@ -58,9 +54,8 @@ impl<W: Write> FlowWriter<W> {
     pub fn new(format: Format, mut out: W) -> io::Result<FlowWriter<W>> {
         Ok(match format {
             Format::Csv => {
-                let mut csv = csv::Writer::from_writer(out);
-                csv.write_record(FIELDS)?;
-                FlowWriter::Csv(Box::new(csv), CsvFields::default())
+                writeln!(out, "{}", FIELDS.join(","))?;
+                FlowWriter::Csv(out, CsvRow::default())
             }
             Format::Table => {
                 writeln!(
@@ -87,7 +82,7 @@ impl<W: Write> FlowWriter<W> {
                 *started = true;
                 serde_json::to_writer(&mut *out, &JsonFlow::of(flow)).map_err(io::Error::from)
             }
-            FlowWriter::Csv(csv, fields) => fields.write(csv, flow),
+            FlowWriter::Csv(out, row) => out.write_all(row.of(flow)),
             FlowWriter::Table(out) => writeln!(
                 out,
                 "{:<23} {:>10.3} {:<5} {:>41} {:>41} {:<8} {:>9} {:>12} {}",
@@ -107,8 +102,10 @@ impl<W: Write> FlowWriter<W> {
 
     pub fn flush(&mut self) -> io::Result<()> {
         match self {
-            FlowWriter::Csv(csv, _) => csv.flush(),
-            FlowWriter::Table(out) | FlowWriter::JsonLines(out) | FlowWriter::JsonArray(out, _) => out.flush(),
+            FlowWriter::Csv(out, _)
+            | FlowWriter::Table(out)
+            | FlowWriter::JsonLines(out)
+            | FlowWriter::JsonArray(out, _) => out.flush(),
             FlowWriter::None => Ok(()),
         }
     }
@@ -186,54 +183,60 @@ fn endpoint(addr: std::net::IpAddr, port: String) -> String {
     }
 }
 
-/// One field buffer and the date of the last day written, reused from row
-/// to row: flows are written by the million, and a String per field and a
-/// calendar computation per time cost as much as reading the capture.
+/// One CSV row, built in a buffer reused from row to row, with the date of
+/// the last day written: flows are written by the million, and a String per
+/// field and a calendar computation per time cost as much as reading the
+/// capture. Every field but the interface name is digits, dots, colons and
+/// dashes, which never need quotes; the name is quoted as RFC 4180 (and the
+/// csv crate) would, so a comma or quote in it cannot shift the columns.
 #[derive(Default)]
-pub struct CsvFields {
-    field: String,
+pub struct CsvRow {
+    row: Vec<u8>,
     /// The day (since the epoch) and its `YYYY-MM-DDT`.
     date: Option<(i64, String)>,
 }
 
-impl CsvFields {
-    fn write<W: Write>(&mut self, csv: &mut csv::Writer<W>, flow: &FlowRecord) -> io::Result<()> {
-        self.address(csv, flow.src)?;
-        self.address(csv, flow.dst)?;
+impl CsvRow {
+    /// The row of `flow`, its line end included.
+    fn of(&mut self, flow: &FlowRecord) -> &[u8] {
+        self.row.clear();
+        self.address(flow.src);
+        self.address(flow.dst);
         let mut number = itoa::Buffer::new();
         for value in [flow.sport.into(), flow.dport.into(), flow.proto.into(), flow.packets, flow.bytes] {
-            csv.write_field(number.format(value))?;
+            self.row.extend_from_slice(number.format(value).as_bytes());
+            self.row.push(b',');
         }
-        self.time(csv, flow.start)?;
-        self.time(csv, flow.end)?;
-        csv.write_field(number.format(flow.tcp_flags))?;
-        csv.write_field(flow.interface.as_deref().unwrap_or(""))?;
-        Ok(csv.write_record(None::<&[u8]>)?)
+        self.time(flow.start);
+        self.time(flow.end);
+        self.row.extend_from_slice(number.format(flow.tcp_flags).as_bytes());
+        self.row.push(b',');
+        self.text(flow.interface.as_deref().unwrap_or(""));
+        self.row.push(b'\n');
+        &self.row
     }
 
     /// IPv4 by hand (most flows' addresses); IPv6 as the standard library
     /// prints it, for its zero compression.
-    fn address<W: Write>(&mut self, csv: &mut csv::Writer<W>, address: std::net::IpAddr) -> io::Result<()> {
-        self.field.clear();
+    fn address(&mut self, address: std::net::IpAddr) {
         match address {
             std::net::IpAddr::V4(v4) => {
                 let mut number = itoa::Buffer::new();
-                for (i, octet) in v4.octets().into_iter().enumerate() {
-                    if i > 0 {
-                        self.field.push('.');
-                    }
-                    self.field.push_str(number.format(octet));
+                for octet in v4.octets() {
+                    self.row.extend_from_slice(number.format(octet).as_bytes());
+                    self.row.push(b'.');
                 }
+                self.row.pop();
             }
             std::net::IpAddr::V6(v6) => {
-                let _ = write!(self.field, "{v6}");
+                let _ = write!(self.row, "{v6}");
             }
         }
-        Ok(csv.write_field(&self.field)?)
+        self.row.push(b',');
     }
 
     /// As [`rfc3339_millis`], with the calendar consulted once a day.
-    fn time<W: Write>(&mut self, csv: &mut csv::Writer<W>, time: Nanos) -> io::Result<()> {
+    fn time(&mut self, time: Nanos) {
         const MILLIS_PER_DAY: i64 = 86_400_000;
         let millis = time.div_euclid(1_000_000);
         let (day, of_day) = (millis.div_euclid(MILLIS_PER_DAY), millis.rem_euclid(MILLIS_PER_DAY));
@@ -243,22 +246,43 @@ impl CsvFields {
             let date = midnight.strip_suffix("00:00:00.000Z").expect("midnight");
             self.date = Some((day, date.to_string()));
         }
-        self.field.clear();
-        self.field.push_str(&self.date.as_ref().expect("just set").1);
-        let digits = |field: &mut String, value: i64, width: u32| {
-            for place in (0..width).rev() {
-                field.push(char::from(b'0' + (value / 10i64.pow(place) % 10) as u8));
+        self.row.extend_from_slice(self.date.as_ref().expect("just set").1.as_bytes());
+        let (hours, minutes, seconds) = (of_day / 3_600_000, of_day / 60_000 % 60, of_day / 1_000 % 60);
+        let millis = of_day % 1_000;
+        let digit = |value: i64| b'0' + value as u8;
+        self.row.extend_from_slice(&[
+            digit(hours / 10),
+            digit(hours % 10),
+            b':',
+            digit(minutes / 10),
+            digit(minutes % 10),
+            b':',
+            digit(seconds / 10),
+            digit(seconds % 10),
+            b'.',
+            digit(millis / 100),
+            digit(millis / 10 % 10),
+            digit(millis % 10),
+            b'Z',
+            b',',
+        ]);
+    }
+
+    /// Text as one field: in quotes, its quotes doubled, when it holds a
+    /// comma, a quote or a line end.
+    fn text(&mut self, text: &str) {
+        if !text.bytes().any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n')) {
+            self.row.extend_from_slice(text.as_bytes());
+            return;
+        }
+        self.row.push(b'"');
+        for byte in text.bytes() {
+            if byte == b'"' {
+                self.row.push(b'"');
             }
-        };
-        digits(&mut self.field, of_day / 3_600_000, 2);
-        self.field.push(':');
-        digits(&mut self.field, of_day / 60_000 % 60, 2);
-        self.field.push(':');
-        digits(&mut self.field, of_day / 1_000 % 60, 2);
-        self.field.push('.');
-        digits(&mut self.field, of_day % 1_000, 3);
-        self.field.push('Z');
-        Ok(csv.write_field(&self.field)?)
+            self.row.push(byte);
+        }
+        self.row.push(b'"');
     }
 }
 
@@ -288,13 +312,59 @@ mod tests {
     use super::*;
 
     fn csv_times(times: &[Nanos]) -> Vec<String> {
-        let mut csv = csv::Writer::from_writer(Vec::new());
-        let mut fields = CsvFields::default();
+        let mut row = CsvRow::default();
+        let mut fields = Vec::new();
         for &time in times {
-            fields.time(&mut csv, time).unwrap();
-            csv.write_record(None::<&[u8]>).unwrap();
+            row.row.clear();
+            row.time(time);
+            fields.push(String::from_utf8(row.row.clone()).unwrap().trim_end_matches(',').to_string());
         }
-        String::from_utf8(csv.into_inner().unwrap()).unwrap().lines().map(str::to_string).collect()
+        fields
+    }
+
+    /// What a CSV reader makes of the rows: every field as the record has
+    /// it, whatever an interface's name holds.
+    #[test]
+    fn csv_rows_read_back_field_for_field() {
+        let names = ["eth0", "", "a,b", "say \"hi\"", "two\nlines", "cr\rhere", ",\""];
+        let mut out = FlowWriter::new(Format::Csv, Vec::new()).unwrap();
+        let mut flows = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let mut flow = crate::flows::tcp_flow(
+                "192.0.2.1",
+                1000 + i as u16,
+                "2001:db8::25",
+                25,
+                1_202_860_800_123_456_789,
+                7,
+                9000,
+            );
+            flow.interface = (!name.is_empty()).then(|| std::sync::Arc::from(*name));
+            out.write(&flow).unwrap();
+            flows.push(flow);
+        }
+        out.finish().unwrap();
+        let FlowWriter::Csv(bytes, _) = out else { unreachable!() };
+        let mut reader = csv::Reader::from_reader(bytes.as_slice());
+        assert_eq!(reader.headers().unwrap().iter().collect::<Vec<_>>(), FIELDS);
+        let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), names.len());
+        for (row, flow) in rows.iter().zip(&flows) {
+            let expected = [
+                flow.src.to_string(),
+                flow.dst.to_string(),
+                flow.sport.to_string(),
+                "25".into(),
+                "6".into(),
+                "7".into(),
+                "9000".into(),
+                "2008-02-13T00:00:00.123Z".into(),
+                "2008-02-13T00:00:01.123Z".into(),
+                "27".into(),
+                flow.interface.as_deref().unwrap_or("").to_string(),
+            ];
+            assert_eq!(row.iter().collect::<Vec<_>>(), expected);
+        }
     }
 
     #[test]

@@ -3,16 +3,35 @@
 //! counted into the same counters and fed to a flow cache; frames dated
 //! outside the given [`TimeBounds`] are rejected first (counted, never
 //! metered).
+//!
+//! Two threads share the work, as two CPUs do live (the kernel parses, the
+//! agent keeps the cache): a reading thread reads and parses frames and
+//! hands batches of packets to the caller's thread, which keeps the flow
+//! cache and consumes the flows it completes. Packets reach the cache in
+//! file order, so the flows are the same as from one thread.
 
-use std::path::Path;
+use std::{
+    path::Path,
+    sync::mpsc::{Receiver, SyncSender, sync_channel},
+};
 
-use rogue_common::{MeterCounters, parse::parse};
+use rogue_common::{FlowKey, MeterCounters, parse::parse};
 
 use super::{FlowCache, FlowRecord, Rejected, TimeBounds};
-use crate::capture::{
-    CaptureError, FileSummary, FlowDelta,
-    file::{CapturedFrame, FrameSink, read_frames},
+use crate::{
+    capture::{
+        CaptureError, FileSummary, FlowDelta,
+        file::{CapturedFrame, FrameSink, read_frames},
+    },
+    time::Nanos,
 };
+
+/// Packets a batch holds (64 bytes each: 256 KiB, within a CPU's L2).
+const BATCH_PACKETS: usize = 4096;
+
+/// Batches in flight between the threads: enough to ride out a slow
+/// moment on either side, few enough to bound memory (1 MiB).
+const BATCHES_IN_FLIGHT: usize = 4;
 
 /// What metering one file found: the file (its times those of the frames
 /// admitted, with bounds), and the frames rejected.
@@ -31,46 +50,11 @@ pub struct FileMeter {
     pub counters: MeterCounters,
     pub files_truncated: u64,
     pub bounds: Option<TimeBounds>,
-    /// The current file's admitted frames' times and rejected frames.
-    admitted: MeteredFile,
 }
 
 impl FileMeter {
     pub fn new(cache: FlowCache) -> FileMeter {
-        FileMeter {
-            cache,
-            counters: MeterCounters::default(),
-            files_truncated: 0,
-            bounds: None,
-            admitted: MeteredFile::default(),
-        }
-    }
-
-    /// Meters one frame; completed flows are appended to `out`.
-    #[inline]
-    pub fn frame(&mut self, frame: &CapturedFrame<'_>, out: &mut Vec<FlowRecord>) {
-        if let Some(bounds) = &self.bounds {
-            if !bounds.admits(frame.time) {
-                self.admitted.rejected.add(frame.time);
-                return;
-            }
-            self.admitted.file.saw(frame.time);
-        }
-        let packet = parse(frame.data, frame.link);
-        self.counters.count(&packet, frame.wire_len as u64);
-        if !packet.has_flow() {
-            return;
-        }
-        let mut key = packet.key;
-        key.ifindex = frame.interface;
-        let delta = FlowDelta {
-            packets: 1,
-            bytes: packet.ip_bytes as u64,
-            first: frame.time,
-            last: frame.time,
-            tcp_flags: packet.tcp_flags,
-        };
-        self.cache.add(&key, delta, out);
+        FileMeter { cache, counters: MeterCounters::default(), files_truncated: 0, bounds: None }
     }
 
     /// Meters a whole file, handing completed flows to `on_flows` as they
@@ -88,35 +72,126 @@ impl FileMeter {
     pub fn file_with(
         &mut self,
         path: &Path,
-        on_flows: impl FnMut(&mut Vec<FlowRecord>),
-        on_progress: impl FnMut(u64),
-        stopped: impl Fn() -> bool,
+        mut on_flows: impl FnMut(&mut Vec<FlowRecord>),
+        mut on_progress: impl FnMut(u64),
+        stopped: impl Fn() -> bool + Sync,
     ) -> Result<MeteredFile, CaptureError> {
-        self.admitted = MeteredFile::default();
-        let mut sink = MeterSink { meter: self, out: Vec::new(), on_flows, on_progress, stopped };
-        let mut file = read_frames(path, &mut sink)?;
+        let (to_cache, batches) = sync_channel::<Batch>(BATCHES_IN_FLIGHT);
+        let (recycle, recycled) = sync_channel::<Batch>(BATCHES_IN_FLIGHT + 1);
+        let bounds = self.bounds;
+        let (read, parsed) = std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                let mut parser = Parser::new(bounds, to_cache, recycled, &stopped);
+                let read = read_frames(path, &mut parser);
+                parser.send();
+                (read, parser.parsed)
+            });
+            let mut out = Vec::new();
+            for mut batch in batches {
+                self.take(&mut batch, &mut out);
+                if !out.is_empty() {
+                    on_flows(&mut out);
+                    out.clear();
+                }
+                if let Some(bytes) = batch.read {
+                    on_progress(bytes);
+                }
+                let _ = recycle.try_send(batch);
+            }
+            reader.join().expect("the reading thread does not panic")
+        });
+        self.counters.add(&parsed.counters);
+        let mut file = read?;
         if file.cut_at.is_some() {
             self.files_truncated += 1;
         }
-        let admitted = std::mem::take(&mut self.admitted);
         if self.bounds.is_some() {
-            (file.first, file.last) = (admitted.file.first, admitted.file.last);
+            (file.first, file.last) = (parsed.admitted.first, parsed.admitted.last);
         }
-        Ok(MeteredFile { file, rejected: admitted.rejected })
+        Ok(MeteredFile { file, rejected: parsed.rejected })
+    }
+
+    /// Adds a batch's packets to the cache, in order.
+    fn take(&mut self, batch: &mut Batch, out: &mut Vec<FlowRecord>) {
+        for (id, name) in batch.interfaces.drain(..) {
+            self.cache.name_interface(id, &name);
+        }
+        for packet in batch.packets.drain(..) {
+            let delta = FlowDelta {
+                packets: 1,
+                bytes: packet.ip_bytes as u64,
+                first: packet.time,
+                last: packet.time,
+                tcp_flags: packet.tcp_flags,
+            };
+            self.cache.add(&packet.key, delta, out);
+        }
     }
 }
 
-struct MeterSink<'m, F, P, S> {
-    meter: &'m mut FileMeter,
-    out: Vec<FlowRecord>,
-    on_flows: F,
-    on_progress: P,
-    stopped: S,
+/// One parsed packet that belongs to a flow.
+struct FlowPacket {
+    key: FlowKey,
+    time: Nanos,
+    ip_bytes: u32,
+    tcp_flags: u8,
 }
 
-impl<F: FnMut(&mut Vec<FlowRecord>), P: FnMut(u64), S: Fn() -> bool> FrameSink for MeterSink<'_, F, P, S> {
+/// Packets for the cache, and what came with them.
+#[derive(Default)]
+struct Batch {
+    /// Interfaces the file named before these packets.
+    interfaces: Vec<(u32, String)>,
+    packets: Vec<FlowPacket>,
+    /// Bytes of the file read when the batch was sent, now and then.
+    read: Option<u64>,
+}
+
+/// What the reading thread counted: every frame, and the times of those
+/// admitted.
+#[derive(Default)]
+struct Parsed {
+    counters: MeterCounters,
+    admitted: FileSummary,
+    rejected: Rejected,
+}
+
+/// The reading thread's half: admits, parses and counts frames, and sends
+/// the cache its packets in batches.
+struct Parser<'s, S> {
+    bounds: Option<TimeBounds>,
+    parsed: Parsed,
+    batch: Batch,
+    to_cache: SyncSender<Batch>,
+    recycled: Receiver<Batch>,
+    stopped: &'s S,
+}
+
+impl<'s, S: Fn() -> bool> Parser<'s, S> {
+    fn new(bounds: Option<TimeBounds>, to_cache: SyncSender<Batch>, recycled: Receiver<Batch>, stopped: &'s S) -> Self {
+        let batch = Batch { packets: Vec::with_capacity(BATCH_PACKETS), ..Batch::default() };
+        Parser { bounds, parsed: Parsed::default(), batch, to_cache, recycled, stopped }
+    }
+
+    /// Sends the batch being filled (if it holds anything) and starts the next.
+    fn send(&mut self) {
+        if self.batch.packets.is_empty() && self.batch.interfaces.is_empty() && self.batch.read.is_none() {
+            return;
+        }
+        let next = self
+            .recycled
+            .try_recv()
+            .unwrap_or_else(|_| Batch { packets: Vec::with_capacity(BATCH_PACKETS), ..Batch::default() });
+        let full = std::mem::replace(&mut self.batch, next);
+        // The cache's side only ends when this side does.
+        let _ = self.to_cache.send(full);
+    }
+}
+
+impl<S: Fn() -> bool> FrameSink for Parser<'_, S> {
     fn progress(&mut self, bytes: u64) {
-        (self.on_progress)(bytes);
+        self.batch.read = Some(bytes);
+        self.send();
     }
 
     fn stopped(&self) -> bool {
@@ -124,14 +199,36 @@ impl<F: FnMut(&mut Vec<FlowRecord>), P: FnMut(u64), S: Fn() -> bool> FrameSink f
     }
 
     fn interface(&mut self, id: u32, name: &str) {
-        self.meter.cache.name_interface(id, name);
+        // A later section may name the same id again: its packets so far
+        // were named by the earlier one.
+        self.send();
+        self.batch.interfaces.push((id, name.to_string()));
     }
 
+    #[inline]
     fn frame(&mut self, frame: CapturedFrame<'_>) {
-        self.meter.frame(&frame, &mut self.out);
-        if !self.out.is_empty() {
-            (self.on_flows)(&mut self.out);
-            self.out.clear();
+        if let Some(bounds) = &self.bounds {
+            if !bounds.admits(frame.time) {
+                self.parsed.rejected.add(frame.time);
+                return;
+            }
+            self.parsed.admitted.saw(frame.time);
+        }
+        let packet = parse(frame.data, frame.link);
+        self.parsed.counters.count(&packet, frame.wire_len as u64);
+        if !packet.has_flow() {
+            return;
+        }
+        let mut key = packet.key;
+        key.ifindex = frame.interface;
+        self.batch.packets.push(FlowPacket {
+            key,
+            time: frame.time,
+            ip_bytes: packet.ip_bytes,
+            tcp_flags: packet.tcp_flags,
+        });
+        if self.batch.packets.len() == BATCH_PACKETS {
+            self.send();
         }
     }
 }

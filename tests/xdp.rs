@@ -102,6 +102,32 @@ fn a_full_flow_map_counts_the_packets_and_bytes_that_found_no_slot() {
     assert_eq!(meter.drain().unwrap().flows.len(), 1);
 }
 
+/// A drain reads the map's two halves of buckets on two threads: every
+/// flow comes out once, wherever its bucket, and the map is left empty.
+#[test]
+fn a_drain_takes_every_flow_once_and_leaves_the_map_empty() {
+    rogue_testkit::needs_root!("loading BPF programs");
+    let mut meter = XdpMeter::load(4096, KernelLog::Off).unwrap();
+    let frame = |port: u16| {
+        use rogue_testkit::packets::{CLIENT_V4, SERVER_V4, ethernet, ipv4, udp};
+        ethernet(0x0800, &ipv4(CLIENT_V4, SERVER_V4, 17, &[], 0, &udp(port, 53, &[0; 12])))
+    };
+    let ports = 10_000..13_000u16;
+    for port in ports.clone() {
+        run(&mut meter, &frame(port));
+    }
+    run(&mut meter, &frame(10_000));
+    let drained = meter.drain().unwrap();
+    let mut seen: Vec<u16> = drained.flows.iter().map(|f| f.key.src_port).collect();
+    seen.sort_unstable();
+    assert_eq!(seen, ports.collect::<Vec<_>>(), "each flow once");
+    assert_eq!(drained.flows.iter().map(|f| f.stats.packets).sum::<u64>(), 3001);
+    assert_eq!(meter.counters().unwrap().insert_failed_packets, 0);
+    // The next drain reads the other map; the one after, this one again.
+    assert_eq!(meter.drain().unwrap().flows.len(), 0);
+    assert_eq!(meter.drain().unwrap().flows.len(), 0, "the drained map was left empty");
+}
+
 /// Per flow key: packets, IP bytes, TCP flags.
 type FlowTable = BTreeMap<FlowKey, (u64, u64, u8)>;
 

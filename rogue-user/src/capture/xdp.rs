@@ -164,7 +164,7 @@ impl XdpMeter {
             ebpf,
             log,
             writing: 0,
-            drainer: BatchDrainer::new(cpus),
+            drainer: BatchDrainer::new(cpus, flow_map_entries),
             attachments: Vec::new(),
             links: Vec::new(),
             drains: 0,

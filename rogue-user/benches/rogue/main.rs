@@ -11,6 +11,7 @@ mod exporters;
 mod kernel;
 mod measure;
 mod offline;
+mod scaling;
 mod veth;
 
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ const SECTIONS: [(&str, &str); 10] = [
     ("drain", "Draining the flow maps"),
     ("offline", "Offline: one 10-million-packet capture, every tool"),
     ("churn", "Short flows: a busy gateway's churn, every tool"),
-    ("scaling", "Scaling of rogue analyze"),
+    ("scaling", "Scaling: time and memory as packets and hosts grow"),
     ("services", "Services beyond mail: one defined against six"),
     ("agent", "The agent under load"),
     ("collector", "The collector on loopback"),
@@ -55,6 +56,7 @@ fn main() {
     if chosen.is_empty() {
         let path: PathBuf = root.join("BENCHMARKS.md");
         std::fs::write(&path, document).unwrap();
+        std::fs::copy(dir.join(scaling::PLOT), root.join(scaling::PLOT)).unwrap();
         eprintln!("bench: wrote {}", path.display());
     }
 }
@@ -84,7 +86,7 @@ fn section(name: &str, dir: &Path) -> String {
         "drain" => drain::run(),
         "offline" => offline::run(dir),
         "churn" => offline::churn(dir),
-        "scaling" => offline::scaling(dir),
+        "scaling" => scaling::run(dir, &dir.join(scaling::PLOT)),
         "services" => offline::services(dir),
         "agent" => agent::run(dir),
         "collector" => collector::run(dir),

@@ -2,8 +2,7 @@
 //! method's cases over a scaled background of mail, web, IMAP, submission
 //! and DNS between hundreds of hosts) read by `rogue flows`, `rogue
 //! analyze` and the other flow tools Debian has that read pcap files, each
-//! run on the same file in the same session; then how `rogue analyze` grows
-//! with the capture's size and with its number of hosts.
+//! run on the same file in the same session (scaling.rs has how they grow).
 
 use std::{
     fs::File,
@@ -18,9 +17,7 @@ const RUNS: usize = 3;
 /// The offline capture: the method's cases over 56 times the background,
 /// just over 10 million packets.
 const OFFLINE_SCALE: u32 = 56;
-/// Scaling: the background alone at these scales, and the first with ten
-/// times the workstations.
-const SCALES: [u32; 3] = [4, 16, 64];
+/// Workstations per unit of scale, as the scaling bench's base has them.
 const WORKSTATIONS_PER_SCALE: u32 = 50;
 
 pub struct Capture {
@@ -67,14 +64,14 @@ fn quiet(mut command: Command) -> Command {
     command
 }
 
-fn rogue_flows(capture: &Path) -> Command {
+pub fn rogue_flows(capture: &Path) -> Command {
     let mut command = quiet(Command::new(ROGUE));
     command.args(["-q", "flows", "--format", "csv", "--pcap"]).arg(capture);
     command
 }
 
 /// `rogue analyze` into a fresh store each time.
-fn rogue_analyze(dir: &Path, capture: &Path) -> Command {
+pub fn rogue_analyze(dir: &Path, capture: &Path) -> Command {
     analyze_with(dir, &config(dir), capture)
 }
 
@@ -233,36 +230,6 @@ pub fn churn(dir: &Path) -> String {
          packets/s and 3 times the best other tool.\n",
         capture.packets,
         capture.packets as f64 / flows as f64,
-    )
-}
-
-/// `rogue analyze` as the capture grows and as its hosts multiply.
-pub fn scaling(dir: &Path) -> String {
-    let mut table = Table::new(&["capture", "packets", "seconds", "million packets/s", "peak RSS (MiB)"]);
-    let mut cases: Vec<(String, u32, u32)> = SCALES
-        .iter()
-        .map(|&scale| (format!("{}x", scale / SCALES[0]), scale, SCALES[0] * WORKSTATIONS_PER_SCALE))
-        .collect();
-    cases.push(("1x, 10x the hosts".into(), SCALES[0], 10 * SCALES[0] * WORKSTATIONS_PER_SCALE));
-    for (name, scale, workstations) in cases {
-        let capture = generate(dir, &format!("scaling-{scale}-{workstations}"), "background", scale, workstations);
-        let run = median_run(RUNS, || rogue_analyze(dir, &capture.path));
-        table.row(&[
-            format!("{name} ({workstations} workstations)"),
-            capture.packets.to_string(),
-            format!("{:.2}", run.wall.as_secs_f64()),
-            millions(capture.packets as f64 / run.wall.as_secs_f64()),
-            mib(run.max_rss),
-        ]);
-        let _ = std::fs::remove_file(&capture.path);
-    }
-    format!(
-        "{}\nThe background alone, at {:?} times its base volume with the workstations fixed, then the base volume \
-         with ten times the workstations; medians of {RUNS} runs. Peak memory levels off near 240 MiB however \
-         long the capture: SQLite's page cache (at most 128 MiB) and at most three batches of 200,000 profile \
-         entries (one being filled, two waiting for the writer).\n",
-        table.into_string(),
-        SCALES
     )
 }
 

@@ -308,6 +308,9 @@ impl<S: FlowSource> Agent<S> {
         }
         let now = self.clock.now();
         self.writer.take(&self.engine.config, &batch.origin, &batch.flows, now, &self.metrics);
+        if self.writer.is_full(&self.engine.config) {
+            self.writer.write_early(&mut self.engine.store, &self.engine.config, now, &self.metrics);
+        }
         let failed = [self.exporters.export(&batch.flows), self.exporters.flush()].concat();
         for destination in failed {
             self.metrics.export_failed(&destination);

@@ -133,6 +133,36 @@ fn a_store_that_cannot_be_written_keeps_its_flows_then_drops_the_oldest_counted(
     assert!(metrics.contains("rogue_store_write_errors_total 3"), "{metrics}");
 }
 
+/// Flows arriving faster than drains come round wait for the store up to
+/// `store.max_pending_flows`, then are written at once; while the store
+/// fails, the oldest past the bound are dropped, counted: memory does not
+/// grow with the rate.
+#[test]
+fn flows_past_the_pending_bound_are_written_before_the_drain_or_dropped_counted() {
+    let (_dir, paths) = workspace("pending-bound", "store: {max_pending_flows: 5}\n");
+    let (time, _) = clock();
+    let mut collector = agent(&paths, Access::Create, source("collect", Vec::new()), time);
+    let exporter = "192.0.2.9:4739 domain 0";
+    collector.take(&batch(exporter, smtp_to("192.0.2.77", NOW - HOUR, 3)));
+    assert_eq!((collector.writer.pending_flows(), collector.engine.store.count("service_flows").unwrap()), (3, 0));
+    collector.take(&batch(exporter, smtp_to("192.0.2.77", NOW - HOUR / 2, 3)));
+    assert_eq!(
+        (collector.writer.pending_flows(), collector.engine.store.count("service_flows").unwrap()),
+        (0, 6),
+        "written at the bound, with no drain"
+    );
+    drop(collector);
+
+    let (time, _) = clock();
+    // Read-only, every write fails, as on a full disk.
+    let mut failing = agent(&paths, Access::ReadOnly, source("collect", Vec::new()), time);
+    for i in 0..4 {
+        failing.take(&batch(&format!("192.0.2.{}:4739 domain 0", i + 10), smtp_to("192.0.2.77", NOW - HOUR, 3)));
+    }
+    assert_eq!((failing.writer.pending_flows(), failing.writer.dropped()), (3, 9), "the newest kept, the rest counted");
+    assert!(failing.metrics.encode().contains("rogue_store_dropped_flows_total 9"));
+}
+
 #[test]
 fn silent_exporters_are_let_go_and_never_more_than_the_bound_are_held() {
     let (_dir, paths) = workspace("origins", "collect: {max_exporters: 2, exporter_idle_seconds: 60}\n");

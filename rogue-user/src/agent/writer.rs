@@ -6,6 +6,8 @@
 //! What a write cannot store (a full disk) stays pending, oldest first, up
 //! to `store.max_pending_flows`; past it the oldest drain's flows are
 //! dropped, counted and logged, so stored and dropped add up to every flow.
+//! Flows arriving faster than drains come round are written as soon as
+//! that many wait, so memory is bounded whatever the rate.
 //! Origins silent for `collect.exporter_idle_seconds`, and past
 //! `collect.max_exporters` the longest silent, are let go: exporters are
 //! whoever sends, and memory must not grow with them.
@@ -175,16 +177,7 @@ impl StoreWriter {
     /// stay pending for the next write, the error and its cause logged and
     /// counted, and the oldest past `store.max_pending_flows` are dropped.
     pub fn write(&mut self, store: &mut Store, config: &Config, now: Nanos, metrics: &Metrics) {
-        for (name, origin) in &mut self.origins {
-            if origin.unwritten.flows > 0 || origin.rejected > 0 {
-                self.backlog.push_back(Unwritten {
-                    origin: name.clone(),
-                    batch: origin.profiler.take(),
-                    span: std::mem::take(&mut origin.unwritten),
-                    rejected: std::mem::take(&mut origin.rejected),
-                });
-            }
-        }
+        self.queue_profiles();
         if self.backlog.is_empty() {
             return;
         }
@@ -203,6 +196,40 @@ impl StoreWriter {
                 metrics.store_write_failed();
                 error!("writing {} flows to the store failed (kept, retried next drain): {e}", self.pending_flows());
                 self.trim_backlog(config.store.max_pending_flows.0, metrics);
+            }
+        }
+    }
+
+    /// Whether the flows waiting for the store have reached
+    /// `store.max_pending_flows`: flows can arrive faster than drains come
+    /// round (a collector taking a million a second), and memory must not
+    /// grow with the rate.
+    pub fn is_full(&self, config: &Config) -> bool {
+        self.pending_flows() >= config.store.max_pending_flows.0
+    }
+
+    /// For a writer that [is full](Self::is_full): writes now, rather than
+    /// at the next drain; or, while the store is failing (the drains retry
+    /// it), drops the oldest pending flows past the bound, counted.
+    pub fn write_early(&mut self, store: &mut Store, config: &Config, now: Nanos, metrics: &Metrics) {
+        if self.backlog.is_empty() {
+            self.write(store, config, now, metrics);
+        } else {
+            self.queue_profiles();
+            self.trim_backlog(config.store.max_pending_flows.0, metrics);
+        }
+    }
+
+    /// Every origin's profiles so far, to the end of the backlog.
+    fn queue_profiles(&mut self) {
+        for (name, origin) in &mut self.origins {
+            if origin.unwritten.flows > 0 || origin.rejected > 0 {
+                self.backlog.push_back(Unwritten {
+                    origin: name.clone(),
+                    batch: origin.profiler.take(),
+                    span: std::mem::take(&mut origin.unwritten),
+                    rejected: std::mem::take(&mut origin.rejected),
+                });
             }
         }
     }

@@ -22,7 +22,7 @@ use crate::{
 
 pub mod data;
 mod html;
-mod plot;
+pub mod plot;
 
 pub use html::escape;
 

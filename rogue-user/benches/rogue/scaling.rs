@@ -9,7 +9,10 @@ use std::{
     process::Command,
 };
 
-use plotters::{coord::Shift, prelude::*};
+use plotters::{
+    coord::{Shift, combinators::LogCoord, ranged1d::ValueFormatter, types::RangedCoordf64},
+    prelude::*,
+};
 use rogue::report::plot::{Figure, png_and_svg};
 use rogue_testkit::process::{Finished, ROGUE};
 
@@ -89,7 +92,11 @@ pub fn run(dir: &Path, plot: &Path) -> String {
          {BASE_WORKSTATIONS} workstations, then at scale {BASE_SCALE} with {:?} times the workstations; medians of \
          {RUNS} runs, the largest peak RSS of them. The collector is `rogue collect --no-dns` sent the capture's \
          flows as one IPFIX file over TCP, timed to its exit with every flow stored and evaluated. Time per packet \
-         at 16x against 1x (1.00 is linear): {}. The figures are drawn in [scaling.png](scaling.png).\n\n\
+         at 16x against 1x (1.00 is linear): {}. Peak memory of `rogue flows` is its flow cache; that of analyze \
+         and the collector grows with the store until SQLite's page cache (at most 128 MiB) is full, besides at \
+         most three batches of 200,000 profile entries (analyze) or `store.max_pending_flows` (500,000) flows' \
+         profiles (the collector, which writes once that many wait): bounds of the configuration, not of the \
+         capture, and none grows with the hosts. The figures are drawn in [scaling.png](scaling.png).\n\n\
          ![time and peak memory as packets and hosts grow](scaling.png)\n",
         table.into_string(),
         PACKET_FACTORS,
@@ -162,18 +169,23 @@ impl Figure for ScalingFigure<'_> {
         let hosts = |p: &Point| (p.hosts_factor * BASE_WORKSTATIONS) as f64;
         let seconds = |p: &Point, tool: usize| p.tools[tool].0;
         let memory = |p: &Point, tool: usize| p.tools[tool].1 as f64 / (1 << 20) as f64;
-        panel(&panels[0], "time as packets grow", "million packets", "seconds", &by_packets, packets, seconds)?;
-        panel(&panels[1], "peak memory as packets grow", "million packets", "MiB", &by_packets, packets, memory)?;
-        panel(&panels[2], "peak memory as hosts grow", "workstations", "MiB", &by_hosts, hosts, memory)?;
+        let log = |lo: f64, hi: f64| -> LogCoord<f64> { (lo / 2.0..hi * 2.0).log_scale().into() };
+        let from_zero = |_: f64, hi: f64| RangedCoordf64::from(0.0..hi * 1.2);
+        let time = "time as packets grow";
+        panel(&panels[0], time, "million packets", "seconds", &by_packets, packets, seconds, log)?;
+        let memory_by_packets = "peak memory as packets grow";
+        panel(&panels[1], memory_by_packets, "million packets", "MiB", &by_packets, packets, memory, from_zero)?;
+        panel(&panels[2], "peak memory as hosts grow", "workstations", "MiB", &by_hosts, hosts, memory, from_zero)?;
         root.present()?;
         Ok(())
     }
 }
 
-/// One panel, both axes logarithmic: a time that grows in proportion to
-/// packets is a line of slope one, a memory that does not grow is flat.
+/// One panel, its x axis logarithmic (the factors are 1, 4, 16 and 1, 10,
+/// 100); times on a logarithmic axis too, where growth in proportion to
+/// packets is a line of slope one; memory from 0, where flat is flat.
 #[allow(clippy::too_many_arguments)]
-fn panel<DB: DrawingBackend>(
+fn panel<DB: DrawingBackend, Y: Ranged<ValueType = f64> + ValueFormatter<f64>>(
     area: &DrawingArea<DB, Shift>,
     title: &str,
     x_label: &str,
@@ -181,6 +193,7 @@ fn panel<DB: DrawingBackend>(
     points: &[&Point],
     x: impl Fn(&Point) -> f64,
     y: impl Fn(&Point, usize) -> f64,
+    y_axis: impl Fn(f64, f64) -> Y,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
     DB::ErrorType: 'static,
@@ -194,8 +207,18 @@ where
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d((x_min / 1.5..x_max * 1.5).log_scale(), (y_min / 2.0..y_max * 2.0).log_scale())?;
-    chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw()?;
+        .build_cartesian_2d((x_min / 1.5..x_max * 1.5).log_scale(), y_axis(y_min, y_max))?;
+    let number = |v: &f64| if *v >= 10.0 { format!("{v:.0}") } else { format!("{v}") };
+    chart
+        .configure_mesh()
+        .light_line_style(TRANSPARENT)
+        .x_labels(6)
+        .y_labels(8)
+        .x_label_formatter(&number)
+        .y_label_formatter(&number)
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .draw()?;
     for (tool, name) in TOOLS.iter().enumerate() {
         let colour = COLOURS[tool];
         let line = points.iter().map(|p| (x(p), y(p, tool)));

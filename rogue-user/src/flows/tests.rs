@@ -151,3 +151,89 @@ fn plausible_times_are_bounded_by_the_clock_for_files_and_by_the_retention_too_w
     rejected.add(now + 5 * SEC);
     assert_eq!((rejected.records, rejected.earliest, rejected.latest), (2, Some(now + 5 * SEC), Some(now + 10 * SEC)));
 }
+
+/// The slab table against the rule it implements, kept as plainly as it
+/// can be said (every open flow looked at, at every sweep): over a long
+/// run of packets on thousands of keys, partly out of order, with flows
+/// coming and going so slots are freed and reused, both complete the same
+/// flows at the same sweeps, in the same order.
+#[test]
+fn the_table_completes_exactly_the_flows_a_plain_sweep_over_every_flow_does() {
+    use std::collections::BTreeMap;
+
+    use rand::{RngExt, SeedableRng};
+
+    let timeouts = Timeouts::from_secs(30, 120);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
+    let mut cache = FlowCache::new(timeouts);
+    let mut plain = PlainCache { timeouts, open: BTreeMap::new(), now: 0, last_check: 0, last_sweep: None };
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let mut now = 1_000 * SEC;
+    for _ in 0..200_000 {
+        now += rng.random_range(0..20_000_000);
+        // Late packets too: up to two seconds behind.
+        let at = now - rng.random_range(0..2 * SEC);
+        let port = rng.random_range(0..3_000u16);
+        let delta = FlowDelta { tcp_flags: rng.random_range(0..=255u8), ..packet(at, rng.random_range(40..1500)) };
+        cache.add(&key(port), delta, &mut ours);
+        plain.add(key(port), delta, &mut theirs);
+        assert_eq!(ours.len(), theirs.len(), "the same flows complete at the same sweep");
+    }
+    cache.flush(&mut ours);
+    let mut rest: Vec<FlowRecord> = plain.open.iter().map(|(key, flow)| record(key, flow, &HashMap::new())).collect();
+    rest.sort_by_key(|f| (f.start, f.sport));
+    theirs.extend(rest);
+    assert!(ours.len() > 10_000, "flows come and go: {}", ours.len());
+    assert_eq!(ours, theirs);
+    let stats = cache.stats();
+    assert_eq!(stats.idle_expired + stats.active_expired + stats.flushed, ours.len() as u64);
+    assert!(stats.active_expired > 0 && stats.idle_expired > 0);
+}
+
+/// The sweep as the module comment says it, over a sorted map.
+struct PlainCache {
+    timeouts: Timeouts,
+    open: std::collections::BTreeMap<FlowKey, ActiveFlow>,
+    /// The latest data time seen.
+    now: Nanos,
+    last_check: i64,
+    last_sweep: Option<i64>,
+}
+
+impl PlainCache {
+    fn add(&mut self, key: FlowKey, delta: FlowDelta, out: &mut Vec<FlowRecord>) {
+        let flow = self.open.entry(key).or_insert(ActiveFlow {
+            packets: 0,
+            bytes: 0,
+            first: delta.first,
+            last: delta.last,
+            tcp_flags: 0,
+        });
+        flow.packets += delta.packets;
+        flow.bytes += delta.bytes;
+        flow.first = flow.first.min(delta.first);
+        flow.last = flow.last.max(delta.last);
+        flow.tcp_flags |= delta.tcp_flags;
+        self.now = self.now.max(delta.last);
+        let now = self.now.div_euclid(SEC);
+        if now - self.last_check <= 1 {
+            return;
+        }
+        self.last_check = now;
+        match self.last_sweep {
+            None => self.last_sweep = Some(now),
+            Some(last) if now - last > SWEEP_INTERVAL_SECS => {
+                self.last_sweep = Some(now);
+                let Timeouts { idle, active } = self.timeouts;
+                let due =
+                    |f: &ActiveFlow| now - f.last.div_euclid(SEC) > idle || now - f.first.div_euclid(SEC) > active;
+                let mut completed: Vec<FlowRecord> =
+                    self.open.iter().filter(|(_, f)| due(f)).map(|(k, f)| record(k, f, &HashMap::new())).collect();
+                self.open.retain(|_, f| !due(f));
+                completed.sort_by_key(|f| (f.start, f.sport));
+                out.extend(completed);
+            }
+            Some(_) => {}
+        }
+    }
+}

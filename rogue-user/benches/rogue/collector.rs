@@ -38,16 +38,7 @@ pub struct Collected {
 pub fn run(dir: &Path) -> String {
     let capture = generate(dir, "collector", "all", SCALE, SCALE * 50);
     let file = dir.join("collector.ipfix");
-    let written: Finished = Command::new(ROGUE)
-        .args(["flows", "--format", "none", "--pcap"])
-        .arg(&capture.path)
-        .arg("--write")
-        .arg(&file)
-        .output()
-        .unwrap()
-        .into();
-    assert!(written.status.success(), "{}", written.stderr);
-    let flows = written.summary_number("flows");
+    let flows = ipfix_file(&capture.path, &file);
 
     let mut table = Table::new(&[
         "exporter",
@@ -113,6 +104,21 @@ fn row(table: &mut Table, exporter: &str, flows: u64, runs: &[Collected]) {
         lost.join(", "),
         mib(runs.iter().map(|r| r.peak_rss).max().unwrap_or(0)),
     ]);
+}
+
+/// The flows of `capture` written to the IPFIX file `file` by `rogue
+/// flows --write`; returns how many.
+pub fn ipfix_file(capture: &Path, file: &Path) -> u64 {
+    let written: Finished = Command::new(ROGUE)
+        .args(["flows", "--format", "none", "--pcap"])
+        .arg(capture)
+        .arg("--write")
+        .arg(file)
+        .output()
+        .unwrap()
+        .into();
+    assert!(written.status.success(), "{}", written.stderr);
+    written.summary_number("flows")
 }
 
 /// The collector sent the IPFIX file `file` over TCP.

@@ -4,17 +4,13 @@
 //! (the capture's flows as an IPFIX file over TCP, into the store); a table,
 //! and the same figures drawn in scaling.png beside BENCHMARKS.md.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::path::Path;
 
 use plotters::{
     coord::{Shift, combinators::LogCoord, ranged1d::ValueFormatter, types::RangedCoordf64},
     prelude::*,
 };
 use rogue::report::plot::{Figure, png_and_svg};
-use rogue_testkit::process::{Finished, ROGUE};
 
 use crate::{
     collector,
@@ -125,17 +121,8 @@ fn measure(dir: &Path, packets_factor: u32, hosts_factor: u32) -> Point {
 /// The collector taking the capture's flows: their number, the median
 /// seconds to its exit and the largest peak RSS.
 fn collect(dir: &Path, capture: &Capture) -> (u64, (f64, u64)) {
-    let file: PathBuf = dir.join("scaling.ipfix");
-    let written: Finished = Command::new(ROGUE)
-        .args(["flows", "--format", "none", "--pcap"])
-        .arg(&capture.path)
-        .arg("--write")
-        .arg(&file)
-        .output()
-        .unwrap()
-        .into();
-    assert!(written.status.success(), "{}", written.stderr);
-    let flows = written.summary_number("flows");
+    let file = dir.join("scaling.ipfix");
+    let flows = collector::ipfix_file(&capture.path, &file);
     let runs: Vec<collector::Collected> = (0..RUNS).map(|_| collector::over_tcp(dir, flows, &file)).collect();
     let _ = std::fs::remove_file(&file);
     for run in &runs {

@@ -141,8 +141,9 @@ pub struct StoreConfig {
     /// counted), never stored: no clock is that far ahead, but a forged
     /// packet or datagram can be.
     pub max_future_seconds: Positive,
-    /// Flows the agent holds while the store cannot be written (a full
-    /// disk); past it the oldest are dropped, counted and logged.
+    /// Flows the agent holds for the store: as many waiting are written at
+    /// once, before the next drain; while the store cannot be written (a
+    /// full disk), past it the oldest are dropped, counted and logged.
     pub max_pending_flows: Positive,
 }
 

@@ -25,6 +25,7 @@ use std::{
 use rusqlite::{Connection, OpenFlags};
 
 mod findings;
+pub mod ports;
 mod read;
 pub mod retention;
 mod schema;
@@ -130,6 +131,7 @@ impl Store {
         } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(|e| error_at(path, e))?;
         let store = Store { conn, path: path.into() };
+        store.run(ports::define_functions)?;
         store.run(|c| {
             c.pragma_update(None, "synchronous", "NORMAL")?;
             c.pragma_update(None, "foreign_keys", "ON")?;

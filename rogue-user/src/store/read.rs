@@ -2,11 +2,14 @@
 //! peers and port usage in a window, summed over every source; and the
 //! sources themselves.
 
-use std::{collections::BTreeSet, net::IpAddr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Result, Store, addr};
+use super::{Result, Store, StoreError, addr, ports};
 use crate::profile::Role;
 
 /// A source of flows in the store: a capture or IPFIX file, the agent's
@@ -341,18 +344,31 @@ impl Store {
     /// Port usage of `host`, every source's added up, by bin, direction,
     /// protocol and port.
     pub fn port_usage(&self, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Vec<PortUsageRow>> {
-        self.run(|c| {
-            let mut statement = c.prepare(
-                "SELECT bin, direction, proto, port, sum(flows), sum(packets), sum(bytes) FROM port_usage
-                 WHERE host = ? AND bin BETWEEN ? AND ? GROUP BY bin, direction, proto, port
-                 ORDER BY bin, direction, proto, port",
-            )?;
+        let packed: Vec<(i64, Option<Vec<u8>>)> = self.run(|c| {
+            let mut statement = c.prepare("SELECT bin, ports FROM host_bins WHERE host = ? AND bin BETWEEN ? AND ?")?;
             let rows = statement
                 .query_map(params![host.to_string(), from_ms.div_euclid(1000), to_ms.div_euclid(1000)], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+                    Ok((r.get(0)?, r.get(1)?))
                 })?;
             rows.collect()
-        })
+        })?;
+        let mut usage: BTreeMap<(i64, ports::PortKey), [u64; 3]> = BTreeMap::new();
+        for (bin, packed) in packed {
+            let entries = ports::unpack(packed.as_deref().unwrap_or_default()).ok_or_else(|| StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("the port usage of {host} in the bin at {bin} s is not a packing"),
+            })?;
+            for (key, counts) in entries {
+                let total = usage.entry((bin, key)).or_default();
+                for (sum, count) in total.iter_mut().zip(counts) {
+                    *sum += count;
+                }
+            }
+        }
+        let rows = usage.into_iter().map(|((bin, (direction, proto, port)), [flows, packets, bytes])| {
+            (bin, direction, proto, port, flows, packets, bytes)
+        });
+        Ok(rows.collect())
     }
 }
 

@@ -12,7 +12,7 @@
 //! hand (`rogue store prune`). Findings, verdicts and DNS answers are not
 //! traffic and stay.
 
-use rusqlite::{Transaction, params};
+use rusqlite::Transaction;
 
 use super::{
     Result, Source, Store, error_at,
@@ -56,12 +56,7 @@ impl Store {
     /// returns the rows of traffic removed.
     pub fn remove_source(&mut self, id: i64) -> Result<usize> {
         self.write_transaction(|tx| {
-            let hosts = distinct_hosts(tx, "SELECT DISTINCT host FROM host_bins WHERE source_id = ?", params![id])?;
             let mut removed = 0;
-            let mut usage = tx.prepare("DELETE FROM port_usage WHERE host = ? AND source_id = ?")?;
-            for host in &hosts {
-                removed += usage.execute(params![host, id])?;
-            }
             for table in ["host_bins", "share_bins", "data_days", "service_flows"] {
                 removed += tx.execute(&format!("DELETE FROM {table} WHERE source_id = ?"), [id])?;
             }
@@ -78,17 +73,6 @@ impl Store {
         let cutoff_day = cutoff_ms.div_euclid(MILLIS_PER_DAY);
         self.write_transaction(|tx| {
             let mut removed = 0;
-            // port_usage has no index on bin (it would double the cost of
-            // every write); its key starts with the host, so go host by host.
-            let hosts = distinct_hosts(
-                tx,
-                &format!("SELECT DISTINCT host FROM host_bins WHERE bin < ? AND {which}"),
-                params![cutoff_bin],
-            )?;
-            let mut usage = tx.prepare(&format!("DELETE FROM port_usage WHERE host = ? AND bin < ? AND {which}"))?;
-            for host in &hosts {
-                removed += usage.execute(params![host, cutoff_bin])?;
-            }
             for (table, column, cutoff) in [
                 ("host_bins", "bin", cutoff_bin),
                 ("share_bins", "bin", cutoff_bin),
@@ -122,14 +106,4 @@ impl Store {
         tx.commit().map_err(|e| error_at(path, e))?;
         Ok(value)
     }
-}
-
-fn distinct_hosts(
-    tx: &Transaction<'_>,
-    sql: &str,
-    parameters: &[&dyn rusqlite::ToSql],
-) -> rusqlite::Result<Vec<String>> {
-    let mut statement = tx.prepare(sql)?;
-    let rows = statement.query_map(parameters, |row| row.get(0))?;
-    rows.collect()
 }

@@ -236,4 +236,18 @@ pub const MIGRATIONS: &[&str] = &[
     "ALTER TABLE findings ADD COLUMN ack_by TEXT;
      ALTER TABLE findings ADD COLUMN ack_reason TEXT;
      ALTER TABLE findings ADD COLUMN ack_ms INTEGER;",
+    // 8: a host's port usage in a bin is packed into its host_bins row
+    // (store::ports), one row where port_usage had one per port: those rows
+    // were a third of the time of storing profiles. A port_usage row always
+    // came with the host_bins row of its host, bin and source; should one
+    // be missing, it is made (counting nothing) so no port usage is lost.
+    "ALTER TABLE host_bins ADD COLUMN ports BLOB;
+     INSERT INTO host_bins (host, bin, source_id, flows, packets, bytes)
+         SELECT DISTINCT host, bin, source_id, 0, 0, 0 FROM port_usage AS p
+         WHERE NOT EXISTS (SELECT 1 FROM host_bins AS h
+                           WHERE h.host = p.host AND h.bin = p.bin AND h.source_id = p.source_id);
+     UPDATE host_bins SET ports = (
+         SELECT rogue_pack_ports(direction, proto, port, flows, packets, bytes) FROM port_usage AS p
+         WHERE p.host = host_bins.host AND p.bin = host_bins.bin AND p.source_id = host_bins.source_id);
+     DROP TABLE port_usage;",
 ];

@@ -433,3 +433,63 @@ fn a_store_whose_last_user_died_is_told_from_one_in_use() {
     drop(Store::open(&path, Access::ReadWrite).unwrap());
     assert!(closed_cleanly(&path), "closed by rogue");
 }
+
+/// Port usage written in several writes of one source (an agent's drains)
+/// adds up per port in its host's bin, and sources add up when read.
+#[test]
+fn port_usage_of_successive_writes_and_sources_adds_up_per_port() {
+    let (mut store, _) = temp_store("ports-merge");
+    let base = 1_728_000_000 * SEC;
+    let host: IpAddr = "192.0.2.5".parse().unwrap();
+    let profiler = || Profiler::new(vec!["192.0.2.0/24".parse().unwrap()], smtp(), 600);
+    let write = |store: &mut Store, source: Option<i64>, flows: &[FlowRecord]| {
+        let mut profiler = profiler();
+        flows.iter().for_each(|f| profiler.add(f));
+        let ingest = store.ingest().unwrap();
+        let source = source.unwrap_or_else(|| ingest.add_source("live", "gw", 0).unwrap());
+        ingest.write(source, &smtp(), &profiler.take()).unwrap();
+        ingest.commit().unwrap();
+        source
+    };
+    let inbound = |sport, bytes| flow("198.51.100.7", sport, "192.0.2.5", 25, base + 10 * SEC, bytes);
+    let source =
+        write(&mut store, None, &[inbound(40_000, 100), flow("192.0.2.5", 51_000, "203.0.113.9", 443, base, 7)]);
+    write(&mut store, Some(source), &[inbound(40_001, 200), inbound(40_002, 300)]);
+    write(&mut store, None, &[inbound(40_003, 400)]);
+    let bin = 1_728_000_000;
+    assert_eq!(
+        store.port_usage(host, millis(base), millis(base + 600 * SEC)).unwrap(),
+        vec![(bin, 0, 6, 25, 4, 20, 1000), (bin, 1, 6, 51_000, 1, 5, 7)]
+    );
+    let count: i64 = store.conn.query_row("SELECT count(*) FROM host_bins", [], |r| r.get(0)).unwrap();
+    assert_eq!(count, 2, "one row per host, bin and source");
+}
+
+/// A store of schema version 7 keeps every port's usage, packed into the
+/// rows of its host and bin, and one whose host_bins row went missing too.
+#[test]
+fn port_usage_stored_before_version_8_is_packed_into_its_host_bins() {
+    let path = temp_dir("v7").join("rogue.db");
+    let old = rusqlite::Connection::open(&path).unwrap();
+    for migration in &schema::MIGRATIONS[..7] {
+        old.execute_batch(migration).unwrap();
+    }
+    old.pragma_update(None, "user_version", 7).unwrap();
+    old.execute_batch(
+        "INSERT INTO sources (id, kind, name, ingested_ms) VALUES (1, 'live', 'gw', 0), (2, 'capture', 'a.pcap', 0);
+         INSERT INTO host_bins VALUES ('192.0.2.5', 1728000000, 1, 3, 10, 1000), ('192.0.2.5', 1728000000, 2, 1, 1, 60);
+         INSERT INTO port_usage VALUES ('192.0.2.5', 1728000000, 1, 6, 52000, 1, 1, 2, 100),
+                                       ('192.0.2.5', 1728000000, 0, 6, 25, 1, 2, 8, 900),
+                                       ('192.0.2.5', 1728000000, 0, 6, 25, 2, 1, 1, 60),
+                                       ('192.0.2.6', 1728000600, 0, 17, 53, 2, 1, 1, 80);",
+    )
+    .unwrap();
+    drop(old);
+    let store = Store::open(&path, Access::ReadWrite).unwrap();
+    let usage = |host: &str| store.port_usage(host.parse().unwrap(), 1_728_000_000_000, 1_728_001_200_000).unwrap();
+    assert_eq!(usage("192.0.2.5"), vec![(1_728_000_000, 0, 6, 25, 3, 9, 960), (1_728_000_000, 1, 6, 52000, 1, 2, 100)]);
+    assert_eq!(usage("192.0.2.6"), vec![(1_728_000_600, 0, 17, 53, 1, 1, 80)]);
+    let tables: i64 =
+        store.conn.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'port_usage'", [], |r| r.get(0)).unwrap();
+    assert_eq!(tables, 0);
+}

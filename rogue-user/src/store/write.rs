@@ -7,7 +7,7 @@ use std::{net::IpAddr, path::Path, rc::Rc};
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::{
-    Result, Source, Store, error_at,
+    Result, Source, Store, error_at, ports,
     read::{SOURCES, source_row},
 };
 use crate::{
@@ -117,37 +117,19 @@ impl Ingest<'_> {
 
 fn write_batch(tx: &Transaction<'_>, source: i64, services: &[Service], batch: &ProfileBatch) -> rusqlite::Result<()> {
     let mut text = AddressText::default();
-    let mut usage = tx.prepare_cached(
-        "INSERT INTO port_usage (host, bin, direction, proto, port, source_id, flows, packets, bytes)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (host, bin, direction, proto, port, source_id) DO UPDATE SET flows = flows + excluded.flows,
-             packets = packets + excluded.packets, bytes = bytes + excluded.bytes",
-    )?;
-    // In key order, so the B-tree is walked forward rather than at random.
-    let mut port_usage: Vec<_> = batch.port_usage.iter().collect();
-    port_usage.sort_unstable_by_key(|(key, _)| **key);
-    for (key, counts) in port_usage {
-        usage.execute(params![
-            text.of(key.host),
-            key.bin,
-            key.direction as u8,
-            key.proto,
-            key.port,
-            source,
-            counts.flows,
-            counts.packets,
-            counts.bytes
-        ])?;
-    }
     let mut host_bins = tx.prepare_cached(
-        "INSERT INTO host_bins (host, bin, source_id, flows, packets, bytes) VALUES (?, ?, ?, ?, ?, ?)
+        "INSERT INTO host_bins (host, bin, source_id, flows, packets, bytes, ports) VALUES (?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (host, bin, source_id) DO UPDATE SET flows = flows + excluded.flows,
-             packets = packets + excluded.packets, bytes = bytes + excluded.bytes",
+             packets = packets + excluded.packets, bytes = bytes + excluded.bytes,
+             ports = rogue_merge_ports(ports, excluded.ports)",
     )?;
+    let mut ports = packed_ports(batch);
+    // In key order, so the B-tree is walked forward rather than at random.
     let mut bins: Vec<_> = batch.host_bins.iter().collect();
     bins.sort_unstable_by_key(|(key, _)| **key);
     for ((host, bin), counts) in bins {
-        host_bins.execute(params![text.of(*host), bin, source, counts.flows, counts.packets, counts.bytes])?;
+        let packed = ports.remove(&(*host, *bin));
+        host_bins.execute(params![text.of(*host), bin, source, counts.flows, counts.packets, counts.bytes, packed])?;
     }
     let mut share_bins = tx.prepare_cached(
         "INSERT INTO share_bins (service, host, bin, source_id, flows, packets, bytes) VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -196,6 +178,20 @@ fn write_batch(tx: &Transaction<'_>, source: i64, services: &[Service], batch: &
         ])?;
     }
     Ok(())
+}
+
+/// The batch's port usage packed per host and bin (store::ports).
+fn packed_ports(batch: &ProfileBatch) -> FastMap<(IpAddr, i64), Vec<u8>> {
+    let mut usage: Vec<_> = batch.port_usage.iter().collect();
+    usage.sort_unstable_by_key(|(key, _)| **key);
+    let mut packed = FastMap::default();
+    for run in usage.chunk_by(|(a, _), (b, _)| (a.host, a.bin) == (b.host, b.bin)) {
+        let entries = run.iter().map(|(key, counts)| {
+            ((key.direction as u8, key.proto, key.port), [counts.flows, counts.packets, counts.bytes])
+        });
+        packed.insert((run[0].0.host, run[0].0.bin), ports::pack(entries));
+    }
+    packed
 }
 
 /// Addresses as the store writes them (text), each formatted once a batch.

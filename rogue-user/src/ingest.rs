@@ -121,11 +121,12 @@ pub struct IngestSummary {
 /// read so far across all files. The caller evaluates what came in (and
 /// what [`IngestSummary::resumed`] names), then applies retention.
 ///
-/// Three things run at once: this thread reads, meters and profiles; a
-/// second writes the profiles to the store as they come (at most two
-/// batches wait between them, so memory stays bounded); and one thread per
-/// file hashes it. A file found already in the store is refused before the
-/// transaction commits, so nothing of it stays.
+/// Three things run at once: a thread reads and parses captures, hashing
+/// each file's bytes as it reads them (an IPFIX file is hashed on a thread
+/// of its own); this thread meters and profiles; a third writes the
+/// profiles to the store as they come (at most two batches wait between
+/// them, so memory stays bounded). A file found already in the store is
+/// refused before the transaction commits, so nothing of it stays.
 pub fn ingest_files(
     config: &Config,
     store: &mut Store,
@@ -145,7 +146,14 @@ pub fn ingest_files(
         // before reading it, so such a file is evaluated, not read again.
         resume_or_refuse(store, paths, also_sha256)?
     } else {
-        let hashing = paths.iter().map(|path| Hashes::start(path.clone(), also_sha256)).collect();
+        let hashing = paths
+            .iter()
+            .map(|path| match options.kind {
+                // Hashed as they are read, rather than read twice.
+                FileKind::Capture => Hashes::WhileReading(Box::new(ContentHasher::new(also_sha256))),
+                FileKind::Ipfix => Hashes::start(path.clone(), also_sha256),
+            })
+            .collect();
         (paths.to_vec(), hashing, Vec::new())
     };
     if paths.is_empty() {
@@ -153,6 +161,7 @@ pub fn ingest_files(
     }
     let services = config.services.all();
     let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    let mut hashes = hashes;
     let summary = std::thread::scope(|scope| {
         let (to_store, messages) = mpsc::sync_channel(2);
         let (source_ids, sources) = mpsc::channel();
@@ -162,7 +171,7 @@ pub fn ingest_files(
         };
         let reader = Reader { config, options, sources: &sources, to_store: &to_store };
         let read = match options.kind {
-            FileKind::Capture => reader.captures(&paths, &mut on_progress),
+            FileKind::Capture => reader.captures(&paths, &mut hashes, &mut on_progress),
             FileKind::Ipfix => reader.ipfix(&paths, &mut on_progress),
         };
         let finished = read.and_then(|summary| {
@@ -192,10 +201,13 @@ pub fn ingest_files(
     Ok(IngestSummary { resumed, ..summary })
 }
 
-/// Each file's content hashes: known already, or being computed.
+/// Each file's content hashes: known already, being computed on a thread
+/// of their own, or as the file is read.
 enum Hashes {
     Known(Vec<String>),
     Hashing(JoinHandle<Result<Vec<String>, IngestError>>),
+    // Boxed: a BLAKE3 hasher holds 2 KiB of state.
+    WhileReading(Box<ContentHasher>),
 }
 
 impl Hashes {
@@ -207,6 +219,7 @@ impl Hashes {
         match self {
             Hashes::Known(hashes) => Ok(hashes),
             Hashes::Hashing(thread) => thread.join().expect("hashing does not panic"),
+            Hashes::WhileReading(hasher) => Ok(hasher.finish()),
         }
     }
 }
@@ -274,7 +287,12 @@ struct Reader<'a> {
 impl Reader<'_> {
     /// Reads, meters and profiles every capture, sending profiles to the
     /// writer under each file's source.
-    fn captures(&self, paths: &[PathBuf], on_progress: &mut impl FnMut(u64)) -> Result<IngestSummary, IngestError> {
+    fn captures(
+        &self,
+        paths: &[PathBuf],
+        hashes: &mut [Hashes],
+        on_progress: &mut impl FnMut(u64),
+    ) -> Result<IngestSummary, IngestError> {
         let capture = &self.config.capture;
         let timeouts = Timeouts::from_secs(capture.idle_timeout_seconds.0, capture.active_timeout_seconds.0);
         let mut meter = FileMeter::new(FlowCache::new(timeouts));
@@ -284,9 +302,14 @@ impl Reader<'_> {
         let mut read_before = 0;
         let mut send = sender(self.to_store);
         let stop = self.options.stop;
-        for (path, &source) in paths.iter().zip(self.sources) {
+        for ((path, &source), hashes) in paths.iter().zip(self.sources).zip(hashes) {
             let before = meter.counters;
             let mut flows_read = 0;
+            let mut tap = |bytes: &[u8]| {
+                if let Hashes::WhileReading(hasher) = &mut *hashes {
+                    hasher.update(bytes);
+                }
+            };
             let file = meter
                 .file_with(
                     path,
@@ -296,6 +319,7 @@ impl Reader<'_> {
                     },
                     |bytes| on_progress(read_before + bytes),
                     || stop.load(Ordering::Relaxed) != 0,
+                    &mut tap,
                 )
                 .map_err(|e| self.interrupted_or(e, paths.len()))?;
             let rejected = file.rejected;
@@ -491,21 +515,42 @@ fn write_to_store(
 fn content_hashes(path: &Path, also_sha256: bool) -> Result<Vec<String>, IngestError> {
     let read_error = |source| IngestError::Read { path: path.into(), source };
     let mut file = std::fs::File::open(path).map_err(read_error)?;
-    let (mut blake3, mut sha256) = (blake3::Hasher::new(), also_sha256.then(Sha256::new));
+    let mut hasher = ContentHasher::new(also_sha256);
     let mut buffer = vec![0u8; 1 << 20];
     loop {
         let read = file.read(&mut buffer).map_err(read_error)?;
         if read == 0 {
             break;
         }
-        blake3.update(&buffer[..read]);
-        if let Some(sha256) = &mut sha256 {
-            sha256.update(&buffer[..read]);
+        hasher.update(&buffer[..read]);
+    }
+    Ok(hasher.finish())
+}
+
+/// A file's content hashes, from its bytes in order.
+struct ContentHasher {
+    blake3: blake3::Hasher,
+    sha256: Option<Sha256>,
+}
+
+impl ContentHasher {
+    fn new(also_sha256: bool) -> ContentHasher {
+        ContentHasher { blake3: blake3::Hasher::new(), sha256: also_sha256.then(Sha256::new) }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        self.blake3.update(bytes);
+        if let Some(sha256) = &mut self.sha256 {
+            sha256.update(bytes);
         }
     }
-    let mut hashes = vec![format!("blake3:{}", blake3.finalize().to_hex())];
-    if let Some(sha256) = sha256 {
-        hashes.push(format!("sha256:{}", sha256.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>()));
+
+    /// `blake3:HEX`, then `sha256:HEX` if asked for.
+    fn finish(self) -> Vec<String> {
+        let mut hashes = vec![format!("blake3:{}", self.blake3.finalize().to_hex())];
+        if let Some(sha256) = self.sha256 {
+            hashes.push(format!("sha256:{}", sha256.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>()));
+        }
+        hashes
     }
-    Ok(hashes)
 }

@@ -101,7 +101,19 @@ pub trait FrameSink {
 
 /// Reads the capture at `path` (`-` is stdin) into `sink`.
 pub fn read_frames(path: &Path, sink: &mut impl FrameSink) -> Result<FileSummary, CaptureError> {
-    let mut reader = create_reader(READ_BUFFER_BYTES, open(path)?).map_err(|e| CaptureError::Format {
+    read_frames_tapped(path, sink, &mut |_| {})
+}
+
+/// [`read_frames`], handing `tap` every byte of the file as it is read (to
+/// hash it without reading it twice). After a file read whole, `tap` has
+/// seen all of it.
+pub fn read_frames_tapped(
+    path: &Path,
+    sink: &mut impl FrameSink,
+    tap: &mut (dyn FnMut(&[u8]) + Send),
+) -> Result<FileSummary, CaptureError> {
+    let file = Tapped { inner: open(path)?, tap };
+    let mut reader = create_reader(READ_BUFFER_BYTES, file).map_err(|e| CaptureError::Format {
         path: path.into(),
         detail: match e {
             PcapError::Eof => "the file is empty".into(),
@@ -145,6 +157,20 @@ pub fn read_frames(path: &Path, sink: &mut impl FrameSink) -> Result<FileSummary
         }
     }
     Ok(file.summary)
+}
+
+/// A reader that shows what it reads to its tap.
+struct Tapped<'t, R> {
+    inner: R,
+    tap: &'t mut (dyn FnMut(&[u8]) + Send),
+}
+
+impl<R: Read> Read for Tapped<'_, R> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        let read = self.inner.read(buffer)?;
+        (self.tap)(&buffer[..read]);
+        Ok(read)
+    }
 }
 
 /// The file at `path`, or stdin for `-`.

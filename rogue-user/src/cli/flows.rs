@@ -222,7 +222,7 @@ fn meter_files(
         }
     };
     for path in paths {
-        let metered = meter.file_with(path, &mut send, |_| {}, || output_gone.load(Ordering::Relaxed));
+        let metered = meter.file_with(path, &mut send, |_| {}, || output_gone.load(Ordering::Relaxed), &mut |_| {});
         if output_gone.load(Ordering::Relaxed) {
             return Ok(meter);
         }

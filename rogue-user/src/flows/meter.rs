@@ -21,7 +21,7 @@ use super::{FlowCache, FlowRecord, Rejected, TimeBounds};
 use crate::{
     capture::{
         CaptureError, FileSummary, FlowDelta,
-        file::{CapturedFrame, FrameSink, read_frames},
+        file::{CapturedFrame, FrameSink, read_frames_tapped},
     },
     time::Nanos,
 };
@@ -64,17 +64,19 @@ impl FileMeter {
         path: &Path,
         on_flows: impl FnMut(&mut Vec<FlowRecord>),
     ) -> Result<MeteredFile, CaptureError> {
-        self.file_with(path, on_flows, |_| {}, || false)
+        self.file_with(path, on_flows, |_| {}, || false, &mut |_| {})
     }
 
     /// [`file`](Self::file), telling `on_progress` the bytes read now and
-    /// then, and stopping (an error) once `stopped` says so.
+    /// then, stopping (an error) once `stopped` says so, and handing `tap`
+    /// every byte of the file (on the reading thread, as it reads).
     pub fn file_with(
         &mut self,
         path: &Path,
         mut on_flows: impl FnMut(&mut Vec<FlowRecord>),
         mut on_progress: impl FnMut(u64),
         stopped: impl Fn() -> bool + Sync,
+        tap: &mut (dyn FnMut(&[u8]) + Send),
     ) -> Result<MeteredFile, CaptureError> {
         let (to_cache, batches) = sync_channel::<Batch>(BATCHES_IN_FLIGHT);
         let (recycle, recycled) = sync_channel::<Batch>(BATCHES_IN_FLIGHT + 1);
@@ -82,7 +84,7 @@ impl FileMeter {
         let (read, parsed) = std::thread::scope(|scope| {
             let reader = scope.spawn(|| {
                 let mut parser = Parser::new(bounds, to_cache, recycled, &stopped);
-                let read = read_frames(path, &mut parser);
+                let read = read_frames_tapped(path, &mut parser, tap);
                 parser.send();
                 (read, parser.parsed)
             });

@@ -33,8 +33,17 @@ impl Store {
     /// Applies retention as of `now_ms` (the wall clock).
     pub fn apply_retention(&mut self, retention_days: u64, now_ms: i64) -> Result<Pruned> {
         let cutoff_ms = now_ms.saturating_sub(retention_days as i64 * MILLIS_PER_DAY);
-        let live = format!("source_id IN (SELECT id FROM sources WHERE {LIVE})");
-        let mut pruned = Pruned { rows: self.remove_before(cutoff_ms, &live)?, sources: Vec::new() };
+        // Only live sources with data before the cutoff have any to lose:
+        // asking the rest would scan every old row of every capture.
+        let aging = format!("{LIVE} AND first_ms < {cutoff_ms}");
+        let any_aging = self.run(|c| {
+            c.query_row(&format!("SELECT EXISTS (SELECT 1 FROM sources WHERE {aging})"), [], |row| row.get(0))
+        })?;
+        let rows = match any_aging {
+            true => self.remove_before(cutoff_ms, &format!("source_id IN (SELECT id FROM sources WHERE {aging})"))?,
+            false => 0,
+        };
+        let mut pruned = Pruned { rows, sources: Vec::new() };
         let expired = self.run(|c| {
             let mut statement = c.prepare(&format!("{SOURCES} WHERE NOT {LIVE} AND ingested_ms < ? ORDER BY id"))?;
             let rows = statement.query_map([cutoff_ms], source_row)?;

@@ -177,7 +177,7 @@ fn row(table: &mut Table, name: &str, packets: u64, run: &Run, reference: f64) {
 
 pub fn run(dir: &Path) -> String {
     let capture = generate(dir, "offline", "all", OFFLINE_SCALE, OFFLINE_SCALE * WORKSTATIONS_PER_SCALE);
-    let table = every_tool(dir, &capture);
+    let table = every_tool(dir, &capture, RUNS);
     let size = File::open(&capture.path).unwrap().metadata().unwrap().len();
     format!(
         "{table}\nOne capture of {} packets ({:.2} GB, {} workstations, the method's three cases inside), read from \
@@ -193,16 +193,16 @@ pub fn run(dir: &Path) -> String {
 
 /// `rogue flows`, `rogue analyze` and every peer installed on `capture`,
 /// side by side, as a table.
-fn every_tool(dir: &Path, capture: &Capture) -> String {
-    let flows = median_run(RUNS, || rogue_flows(&capture.path));
+fn every_tool(dir: &Path, capture: &Capture, runs: usize) -> String {
+    let flows = median_run(runs, || rogue_flows(&capture.path));
     let reference = capture.packets as f64 / flows.wall.as_secs_f64();
     let mut table = Table::new(&["tool", "seconds", "million packets/s", "vs rogue flows", "peak RSS (MiB)"]);
     row(&mut table, "rogue flows --pcap", capture.packets, &flows, reference);
-    let analyze = median_run(RUNS, || rogue_analyze(dir, &capture.path));
+    let analyze = median_run(runs, || rogue_analyze(dir, &capture.path));
     row(&mut table, "rogue analyze --pcap (into SQLite)", capture.packets, &analyze, reference);
     for (name, program, command) in peers(dir, &capture.path) {
         if installed(program) {
-            let run = median_run(RUNS, &command);
+            let run = median_run(runs, &command);
             row(&mut table, name, capture.packets, &run, reference);
         } else {
             table.row(&[name.to_string(), "not installed".into(), String::new(), String::new(), String::new()]);
@@ -213,7 +213,11 @@ fn every_tool(dir: &Path, capture: &Capture) -> String {
 
 /// The churn capture: the short flows of a busy gateway, at this scale
 /// (`rogue generate --scenario churn`).
-const CHURN_SCALE: u32 = 2;
+const CHURN_SCALE: u32 = 4;
+/// Runs of each tool on it: its runs are short (a fraction of a second),
+/// so the machine's moments weigh more on each; more of them steady the
+/// median.
+const CHURN_RUNS: usize = 7;
 const CHURN_WORKSTATIONS: u32 = 5_000;
 
 /// Where the work grows with flows rather than packets: many short
@@ -221,12 +225,12 @@ const CHURN_WORKSTATIONS: u32 = 5_000;
 pub fn churn(dir: &Path) -> String {
     let capture = generate(dir, "churn", "churn", CHURN_SCALE, CHURN_WORKSTATIONS);
     let flows = flows_of(&capture.path);
-    let table = every_tool(dir, &capture);
+    let table = every_tool(dir, &capture, CHURN_RUNS);
     let _ = std::fs::remove_file(&capture.path);
     format!(
         "{table}\nOne capture of {} packets in {flows} flows ({:.1} packets a flow), {CHURN_WORKSTATIONS} \
          workstations making short web requests and DNS queries within ten minutes, so tens of thousands of flows \
-         are open at once; medians of {RUNS} runs, as above. Targets (issue 17): rogue flows at least 5 million \
+         are open at once; medians of {CHURN_RUNS} runs, as above. Targets (issue 17): rogue flows at least 5 million \
          packets/s and 3 times the best other tool.\n",
         capture.packets,
         capture.packets as f64 / flows as f64,

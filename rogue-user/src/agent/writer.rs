@@ -31,6 +31,10 @@ pub struct StoreWriter {
     origins: BTreeMap<String, Origin>,
     /// Profiles that store writes could not take yet, oldest first.
     backlog: VecDeque<Unwritten>,
+    /// Flows waiting for the store, in the origins' profilers and the
+    /// backlog: kept as a total, since it is asked at every batch and a
+    /// collector may hold thousands of origins.
+    pending: u64,
     dropped: u64,
     /// UDP exchanges open across the origins' profilers.
     udp_open: usize,
@@ -93,7 +97,7 @@ struct Unwritten {
 
 impl StoreWriter {
     pub fn new(kind: &'static str) -> StoreWriter {
-        StoreWriter { kind, origins: BTreeMap::new(), backlog: VecDeque::new(), dropped: 0, udp_open: 0 }
+        StoreWriter { kind, origins: BTreeMap::new(), backlog: VecDeque::new(), pending: 0, dropped: 0, udp_open: 0 }
     }
 
     /// Origins held in memory.
@@ -103,8 +107,7 @@ impl StoreWriter {
 
     /// Flows waiting for the store.
     pub fn pending_flows(&self) -> u64 {
-        let unwritten: u64 = self.origins.values().map(|o| o.unwritten.flows).sum();
-        unwritten + self.backlog.iter().map(|u| u.span.flows).sum::<u64>()
+        self.pending
     }
 
     /// Flows dropped, and rejected, so far.
@@ -137,6 +140,7 @@ impl StoreWriter {
             if bounds.admits_flow(flow) {
                 entry.profiler.add(flow);
                 entry.unwritten.add(flow);
+                self.pending += 1;
                 continue;
             }
             if entry.rejected_total + rejected == 0 {
@@ -189,7 +193,9 @@ impl StoreWriter {
                         origin.source = Some(source);
                     }
                 }
+                // Every origin's profiles went to the backlog first.
                 self.backlog.clear();
+                self.pending = 0;
                 metrics.store_written(started.elapsed().as_secs_f64());
             }
             Err(e) => {
@@ -264,11 +270,10 @@ impl StoreWriter {
     /// drain's flows of one origin, dropped whole; the newest is always
     /// kept, whatever its size, for the next try.
     fn trim_backlog(&mut self, bound: u64, metrics: &Metrics) {
-        let mut pending: u64 = self.backlog.iter().map(|u| u.span.flows).sum();
         let mut dropped = 0;
-        while pending > bound && self.backlog.len() > 1 {
+        while self.pending > bound && self.backlog.len() > 1 {
             let Some(oldest) = self.backlog.pop_front() else { break };
-            pending -= oldest.span.flows;
+            self.pending -= oldest.span.flows;
             dropped += oldest.span.flows;
         }
         if dropped > 0 {

@@ -48,6 +48,19 @@ fn ingest_as(store: &mut Store, kind: &str, name: &str, now_ms: i64, flows: &[Fl
     source
 }
 
+/// A store at schema `version`, as a rogue of that version made it, with
+/// `rows` inserted; its path.
+fn old_store(name: &str, version: usize, rows: &str) -> PathBuf {
+    let path = temp_dir(name).join("rogue.db");
+    let old = rusqlite::Connection::open(&path).unwrap();
+    for migration in &schema::MIGRATIONS[..version] {
+        old.execute_batch(migration).unwrap();
+    }
+    old.pragma_update(None, "user_version", version as i64).unwrap();
+    old.execute_batch(rows).unwrap();
+    path
+}
+
 #[test]
 fn a_new_store_is_created_and_migrated_once() {
     let (store, path) = temp_store("new");
@@ -63,18 +76,11 @@ fn a_new_store_is_created_and_migrated_once() {
 
 #[test]
 fn a_store_of_schema_version_3_keeps_its_capture_hashes_as_sha256() {
-    let dir = std::env::temp_dir().join(format!("rogue-store-{}-v3", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("rogue.db");
-    let old = rusqlite::Connection::open(&path).unwrap();
-    for migration in &schema::MIGRATIONS[..3] {
-        old.execute_batch(migration).unwrap();
-    }
-    old.pragma_update(None, "user_version", 3).unwrap();
-    old.execute("INSERT INTO sources (kind, name, sha256, ingested_ms) VALUES ('capture', 'old.pcap', 'ab12', 7)", [])
-        .unwrap();
-    drop(old);
+    let path = old_store(
+        "v3",
+        3,
+        "INSERT INTO sources (kind, name, sha256, ingested_ms) VALUES ('capture', 'old.pcap', 'ab12', 7)",
+    );
     let mut store = Store::open(&path, Access::ReadOnly).unwrap();
     assert_eq!(store.schema_version().unwrap(), schema::MIGRATIONS.len() as i64);
     assert!(store.has_sha256_hashes().unwrap());
@@ -263,22 +269,16 @@ fn a_read_only_store_names_its_file_when_written() {
 /// A store of schema version 4 keeps its traffic, under a source of its own.
 #[test]
 fn traffic_stored_before_version_5_is_kept_under_a_migrated_source() {
-    let path = temp_dir("v4").join("rogue.db");
-    let old = rusqlite::Connection::open(&path).unwrap();
-    for migration in &schema::MIGRATIONS[..4] {
-        old.execute_batch(migration).unwrap();
-    }
-    old.pragma_update(None, "user_version", 4).unwrap();
-    old.execute_batch(
+    let path = old_store(
+        "v4",
+        4,
         "INSERT INTO sources (kind, name, content_hash, first_ms, last_ms, ingested_ms)
              VALUES ('capture', 'old.pcap', 'blake3:00', 1728000000000, 1728000600000, 5);
          INSERT INTO host_bins VALUES ('192.0.2.5', 1728000000, 3, 10, 1000);
          INSERT INTO port_usage VALUES ('192.0.2.5', 1728000000, 0, 6, 25, 3, 10, 1000);
          INSERT INTO share_bins VALUES ('smtp', '192.0.2.5', 1728000000, 3, 10, 1000);
          INSERT INTO data_days VALUES (20000, 3);",
-    )
-    .unwrap();
-    drop(old);
+    );
     let store = Store::open(&path, Access::ReadWrite).unwrap();
     let sources = store.sources().unwrap();
     assert_eq!(sources.len(), 2);
@@ -469,22 +469,16 @@ fn port_usage_of_successive_writes_and_sources_adds_up_per_port() {
 /// rows of its host and bin, and one whose host_bins row went missing too.
 #[test]
 fn port_usage_stored_before_version_8_is_packed_into_its_host_bins() {
-    let path = temp_dir("v7").join("rogue.db");
-    let old = rusqlite::Connection::open(&path).unwrap();
-    for migration in &schema::MIGRATIONS[..7] {
-        old.execute_batch(migration).unwrap();
-    }
-    old.pragma_update(None, "user_version", 7).unwrap();
-    old.execute_batch(
+    let path = old_store(
+        "v7",
+        7,
         "INSERT INTO sources (id, kind, name, ingested_ms) VALUES (1, 'live', 'gw', 0), (2, 'capture', 'a.pcap', 0);
          INSERT INTO host_bins VALUES ('192.0.2.5', 1728000000, 1, 3, 10, 1000), ('192.0.2.5', 1728000000, 2, 1, 1, 60);
          INSERT INTO port_usage VALUES ('192.0.2.5', 1728000000, 1, 6, 52000, 1, 1, 2, 100),
                                        ('192.0.2.5', 1728000000, 0, 6, 25, 1, 2, 8, 900),
                                        ('192.0.2.5', 1728000000, 0, 6, 25, 2, 1, 1, 60),
                                        ('192.0.2.6', 1728000600, 0, 17, 53, 2, 1, 1, 80);",
-    )
-    .unwrap();
-    drop(old);
+    );
     let store = Store::open(&path, Access::ReadWrite).unwrap();
     let usage = |host: &str| store.port_usage(host.parse().unwrap(), 1_728_000_000_000, 1_728_001_200_000).unwrap();
     assert_eq!(usage("192.0.2.5"), vec![(1_728_000_000, 0, 6, 25, 3, 9, 960), (1_728_000_000, 1, 6, 52000, 1, 2, 100)]);

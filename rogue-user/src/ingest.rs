@@ -141,7 +141,7 @@ pub fn ingest_files(
         return Err(CaptureError::Directory { path: path.clone() }.into());
     }
     let also_sha256 = store.has_sha256_hashes()?;
-    let (paths, hashes, resumed) = if store.pending_files()?.is_some() {
+    let (paths, mut hashes, resumed) = if store.pending_files()?.is_some() {
         // Some file was stored but not evaluated: know each file's content
         // before reading it, so such a file is evaluated, not read again.
         resume_or_refuse(store, paths, also_sha256)?
@@ -161,7 +161,6 @@ pub fn ingest_files(
     }
     let services = config.services.all();
     let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-    let mut hashes = hashes;
     let summary = std::thread::scope(|scope| {
         let (to_store, messages) = mpsc::sync_channel(2);
         let (source_ids, sources) = mpsc::channel();

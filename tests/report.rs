@@ -276,10 +276,10 @@ fn hostile_names_are_escaped_in_the_html_and_the_svg() {
 /// keeps at most 1,500 columns, and the report is written in seconds.
 #[test]
 fn months_of_traffic_on_thousands_of_ports_make_one_readable_plot() {
-    use rogue::{config::Config, flows::FlowRecord, profile::Profiler, store::Store, time::NANOS_PER_SEC};
+    use rogue::{config::Config, flows::FlowRecord, profile::Profiler, time::NANOS_PER_SEC};
     let workspace = Workspace::new("report-long", CONFIG, &example_whitelist());
     let config = Config::load(&workspace.config()).unwrap();
-    let mut store = Store::open(&config.store_path(), rogue::store::Access::Create).unwrap();
+    let mut store = rogue::store::open(&config.store_path(), rogue::store::Access::Create).unwrap();
     let mut profiler = Profiler::new(config.internal_networks.clone(), config.services.all().to_vec(), 600);
     let start = 1_199_145_600 * NANOS_PER_SEC; // 2008-01-01
     for i in 0..200_000i64 {
@@ -299,7 +299,7 @@ fn months_of_traffic_on_thousands_of_ports_make_one_readable_plot() {
             interface: None,
         });
     }
-    let ingest = store.ingest().unwrap();
+    let mut ingest = store.ingest().unwrap();
     let source = ingest.add_source("capture", "synthetic", 0).unwrap();
     ingest.write(source, config.services.all(), &profiler.take()).unwrap();
     let span = rogue::profile::FlowSpan {

@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use crate::{
     config::{self, Config, ConfigError},
     detect::{Detector, DnsFacts, Window, whitelist::Whitelist},
-    store::{Access, Pending, Pruned, RecordedSettings, Store, StoreError, StoredFinding, Upsert},
+    store::{self, Access, Pending, Pruned, RecordedSettings, Store, StoreError, StoredFinding, Upsert},
 };
 
 /// Where a command finds its files.
@@ -44,7 +44,7 @@ pub struct Engine {
     /// The configuration's file; None when the store's recorded settings
     /// stand in for it.
     pub config_file: Option<PathBuf>,
-    pub store: Store,
+    pub store: Box<dyn Store>,
     pub whitelist: Whitelist,
     /// What DNS answered, as the store holds it (disabled when DNS is off).
     pub dns: DnsFacts,
@@ -61,8 +61,8 @@ impl Engine {
         };
         match (&paths.db, whitelist, access) {
             (Some(db), WhitelistFile::Existing, Access::ReadOnly | Access::ReadWrite) => {
-                let store = Store::open(db, access)?;
-                let (config, whitelist) = recorded(&store, not_found)?;
+                let store = store::open(db, access)?;
+                let (config, whitelist) = recorded(&*store, not_found)?;
                 Engine::assemble(paths, config, None, store, whitelist)
             }
             _ => Err(not_found.into()),
@@ -77,7 +77,7 @@ impl Engine {
         access: Access,
         whitelist: WhitelistFile,
     ) -> anyhow::Result<Engine> {
-        let store = Store::open(&store_path(paths, &config), access)?;
+        let store = store::open(&store_path(paths, &config), access)?;
         let (path, services) = (config.whitelist_path(), config.services.names());
         let whitelist = match whitelist {
             WhitelistFile::Existing => Whitelist::load(&path, &services)?,
@@ -90,7 +90,7 @@ impl Engine {
         paths: &Paths,
         config: Config,
         config_file: Option<PathBuf>,
-        store: Store,
+        store: Box<dyn Store>,
         whitelist: Whitelist,
     ) -> anyhow::Result<Engine> {
         let dns = match !paths.no_dns && config.dns.enabled {
@@ -125,13 +125,13 @@ impl Engine {
         let settings = self.settings();
         let Engine { config, store, whitelist, dns, .. } = self;
         let detector = Detector { config, whitelist, dns };
-        let findings = detector.evaluate(store, period)?;
+        let findings = detector.evaluate(&**store, period)?;
         let covered = Pending { from_ms: period.from_ms, to_ms: period.to_ms, seq };
-        let stored = store.in_transaction(|store| {
-            let stored = detector.record(store, &findings, now_ms)?;
+        let mut stored = Vec::new();
+        store.in_transaction(&mut |store| {
+            stored = detector.record(store, &findings, now_ms)?;
             store.mark_evaluated(covered)?;
-            store.record_settings(&settings)?;
-            Ok(stored)
+            store.record_settings(&settings)
         })?;
         let pruned = store.apply_retention(config.store.retention_days.0, now_ms)?;
         Ok(Evaluated { findings: stored, pruned })
@@ -146,8 +146,8 @@ pub struct Evaluated {
 
 /// The configuration and whitelist `store` records, for a command that
 /// found no configuration file (`not_found` says where it looked).
-fn recorded(store: &Store, not_found: ConfigError) -> anyhow::Result<(Config, Whitelist)> {
-    let db = store.path().display();
+fn recorded(store: &dyn Store, not_found: ConfigError) -> anyhow::Result<(Config, Whitelist)> {
+    let db = store.location();
     let Some(recorded) = store.recorded_settings()? else {
         return Err(anyhow::Error::new(not_found)
             .context(format!("{db} records no configuration either (no evaluation has written it yet)")));

@@ -129,7 +129,7 @@ pub struct IngestSummary {
 /// refused before the transaction commits, so nothing of it stays.
 pub fn ingest_files(
     config: &Config,
-    store: &mut Store,
+    store: &mut dyn Store,
     paths: &[PathBuf],
     options: IngestOptions<'_>,
     mut on_progress: impl FnMut(u64),
@@ -227,7 +227,7 @@ impl Hashes {
 /// files stored and evaluated (refused), and new files with their hashes.
 #[allow(clippy::type_complexity)]
 fn resume_or_refuse(
-    store: &Store,
+    store: &dyn Store,
     paths: &[PathBuf],
     also_sha256: bool,
 ) -> Result<(Vec<PathBuf>, Vec<Hashes>, Vec<(PathBuf, Source)>), IngestError> {
@@ -473,7 +473,7 @@ fn profile(profiler: &mut Profiler, source: i64, flows: &[FlowRecord], send: &mu
 /// `source_ids`), writes what arrives, and commits only on `Finish` with no
 /// file already in the store. Any other end rolls everything back.
 fn write_to_store(
-    store: &mut Store,
+    store: &mut dyn Store,
     names: &[String],
     kind: FileKind,
     services: &[Service],
@@ -481,7 +481,7 @@ fn write_to_store(
     messages: mpsc::Receiver<ToStore>,
 ) -> Result<(), IngestError> {
     let now_ms = jiff::Timestamp::now().as_millisecond();
-    let ingest = store.ingest()?;
+    let mut ingest = store.ingest()?;
     let sources: Vec<i64> =
         names.iter().map(|name| ingest.add_source(kind.as_str(), name, now_ms)).collect::<Result<_, _>>()?;
     let _ = source_ids.send(sources.clone());

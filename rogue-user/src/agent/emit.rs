@@ -33,7 +33,7 @@ impl Emitter {
     /// findings are metrics even at 0.
     pub fn emit_changes(
         &mut self,
-        store: &mut Store,
+        store: &mut dyn Store,
         metrics: &Metrics,
         services: &[String],
         now_ms: i64,

@@ -187,7 +187,7 @@ impl<S: FlowSource> Agent<S> {
             config.capture.drain_seconds.0,
             config.detection.evaluate_seconds.0,
             self.emitter.sinks.names().join(", "),
-            self.engine.store.path().display()
+            self.engine.store.location()
         );
         let mut drain_tick = ticker(config.capture.drain_seconds.0);
         let mut evaluate_tick = ticker(config.detection.evaluate_seconds.0);
@@ -261,7 +261,7 @@ impl<S: FlowSource> Agent<S> {
     }
 
     fn hosts_to_resolve(&self) -> anyhow::Result<Vec<(Service, IpAddr)>> {
-        Ok(self.engine.detector().hosts_to_resolve(&self.engine.store, self.period()?)?)
+        Ok(self.engine.detector().hosts_to_resolve(&*self.engine.store, self.period()?)?)
     }
 
     /// The period's hosts DNS was not asked about yet.
@@ -277,7 +277,7 @@ impl<S: FlowSource> Agent<S> {
     /// fixed start for a whole day keeps a burst's key the same from one
     /// evaluation to the next.
     fn period(&self) -> Result<Window, StoreError> {
-        let store = &self.engine.store;
+        let store = &*self.engine.store;
         let newest_ms = store.newest_ms()?.unwrap_or_else(|| crate::time::millis(self.clock.now()));
         let day_before = (newest_ms.div_euclid(MILLIS_PER_DAY) - 1) * MILLIS_PER_DAY;
         let from_ms = store.pending()?.map_or(day_before, |pending| pending.from_ms.min(day_before));
@@ -309,7 +309,7 @@ impl<S: FlowSource> Agent<S> {
         let now = self.clock.now();
         self.writer.take(&self.engine.config, &batch.origin, &batch.flows, now, &self.metrics);
         if self.writer.is_full(&self.engine.config) {
-            self.writer.write_early(&mut self.engine.store, &self.engine.config, now, &self.metrics);
+            self.writer.write_early(&mut *self.engine.store, &self.engine.config, now, &self.metrics);
         }
         let failed = [self.exporters.export(&batch.flows), self.exporters.flush()].concat();
         for destination in failed {
@@ -319,7 +319,7 @@ impl<S: FlowSource> Agent<S> {
 
     fn write(&mut self) {
         let now = self.clock.now();
-        self.writer.write(&mut self.engine.store, &self.engine.config, now, &self.metrics);
+        self.writer.write(&mut *self.engine.store, &self.engine.config, now, &self.metrics);
     }
 
     /// DNS answers: over what was known, and kept in the store (should the
@@ -359,7 +359,7 @@ impl<S: FlowSource> Agent<S> {
         }
         let (now_ms, interval) = (millis(self.clock.now()), self.engine.config.detection.evaluate_seconds.0);
         let services = self.engine.config.services.names();
-        let (store, metrics) = (&mut self.engine.store, &self.metrics);
+        let (store, metrics) = (&mut *self.engine.store, &self.metrics);
         self.emitter.emit_changes(store, metrics, &services, now_ms, Duration::from_secs(interval))?;
         Ok(())
     }

@@ -180,7 +180,7 @@ impl StoreWriter {
     /// Writes every pending profile in one transaction. On failure they
     /// stay pending for the next write, the error and its cause logged and
     /// counted, and the oldest past `store.max_pending_flows` are dropped.
-    pub fn write(&mut self, store: &mut Store, config: &Config, now: Nanos, metrics: &Metrics) {
+    pub fn write(&mut self, store: &mut dyn Store, config: &Config, now: Nanos, metrics: &Metrics) {
         self.queue_profiles();
         if self.backlog.is_empty() {
             return;
@@ -217,7 +217,7 @@ impl StoreWriter {
     /// For a writer that [is full](Self::is_full): writes now, rather than
     /// at the next drain; or, while the store is failing (the drains retry
     /// it), drops the oldest pending flows past the bound, counted.
-    pub fn write_early(&mut self, store: &mut Store, config: &Config, now: Nanos, metrics: &Metrics) {
+    pub fn write_early(&mut self, store: &mut dyn Store, config: &Config, now: Nanos, metrics: &Metrics) {
         if self.backlog.is_empty() {
             self.write(store, config, now, metrics);
         } else {
@@ -243,14 +243,14 @@ impl StoreWriter {
     /// The backlog in one transaction; returns each origin's source row.
     fn write_backlog(
         &self,
-        store: &mut Store,
+        store: &mut dyn Store,
         config: &Config,
         now: Nanos,
     ) -> Result<BTreeMap<String, i64>, StoreError> {
         let services = config.services.all();
         let now_ms = crate::time::millis(now);
         let mut sources = BTreeMap::new();
-        let ingest = store.ingest()?;
+        let mut ingest = store.ingest()?;
         for unwritten in &self.backlog {
             let known = self.origins.get(&unwritten.origin).and_then(|o| o.source);
             let source = match (known, sources.get(&unwritten.origin)) {

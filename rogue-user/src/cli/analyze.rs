@@ -100,7 +100,7 @@ fn ingest(
     let progress = progress_bar(total_bytes, quiet);
     let started = Instant::now();
     let ingested =
-        ingest_files(&context.engine.config, &mut context.engine.store, files, options, |b| progress.set_position(b));
+        ingest_files(&context.engine.config, &mut *context.engine.store, files, options, |b| progress.set_position(b));
     progress.finish_and_clear();
     let summary = match ingested {
         Err(IngestError::Interrupted { path, files, signal }) => {
@@ -139,7 +139,7 @@ pub fn run_evaluate(args: EvaluateArgs, quiet: bool) -> anyhow::Result<ExitCode>
     let mut context = args.engine.open(Access::ReadWrite, DnsUse::LookUp)?;
     let Some(pending) = context.engine.store.pending()? else {
         if !quiet {
-            eprintln!("rogue: everything stored in {} is evaluated", context.engine.store.path().display());
+            eprintln!("rogue: everything stored in {} is evaluated", context.engine.store.location());
         }
         print_findings(&[], FindingsFormat::or_default(args.format), &context.presentation())?;
         return Ok(ExitCode::SUCCESS);

@@ -157,7 +157,7 @@ impl Context {
         if !self.asks_dns {
             return Ok(None);
         }
-        let hosts = self.detector().hosts_to_resolve(&self.engine.store, window)?;
+        let hosts = self.detector().hosts_to_resolve(&*self.engine.store, window)?;
         let (runtime, resolver) = self.resolver()?;
         let answers = runtime.block_on(async {
             tokio::select! {

@@ -46,7 +46,7 @@ pub fn run(args: HostsArgs) -> anyhow::Result<ExitCode> {
     let mut listing = Listing::stdout(format_or_default(args.format), HOST_COLUMNS, &header)?;
     let detector = context.detector();
     for service in detector.services() {
-        for report in detector.hosts(&context.engine.store, service)? {
+        for report in detector.hosts(&*context.engine.store, service)? {
             let peers = if args.peers { Some(peers(&context, &report)?) } else { None };
             let names = match &peers {
                 Some(peers) => context.peer_names(&peers.iter().map(|p| p.peer).collect::<Vec<_>>())?,

@@ -137,7 +137,7 @@ fn first_service_of(context: &Context, host: IpAddr) -> anyhow::Result<Service> 
 /// A host's page for `service`, with its peers' PTR names.
 fn page(context: &Context, service: &Service, request: Request) -> anyhow::Result<HostPage> {
     let detector = context.detector();
-    let mut page = report::gather(&context.engine.store, &detector, service, request)?;
+    let mut page = report::gather(&*context.engine.store, &detector, service, request)?;
     let peers: Vec<IpAddr> = page.clients.iter().chain(&page.servers).map(|p| p.peer).collect();
     page.peer_names = context.peer_names(&peers)?;
     Ok(page)

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     config::{self, Config},
-    store::{Access, Source, Store},
+    store::{self, Access, Source},
 };
 
 #[derive(Debug, Args)]
@@ -69,7 +69,7 @@ pub fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
         StoreAction::Check { full } => {
             // Opening checks the structure already when it is cheap; a
             // damaged store is reported whichever check finds it.
-            let store = Store::open(&path, Access::ReadOnly)?;
+            let store = store::open(&path, Access::ReadOnly)?;
             let problems = store.check(full)?;
             if problems.is_empty() {
                 writeln!(io::stdout(), "{}: ok", path.display())?;
@@ -81,7 +81,7 @@ pub fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
             bail!("store {} is damaged: {} problem(s) found", path.display(), problems.len());
         }
         StoreAction::Sources { format } => {
-            let store = Store::open(&path, Access::ReadOnly)?;
+            let store = store::open(&path, Access::ReadOnly)?;
             print_sources(&store.sources()?, format_or_default(format))?;
         }
         StoreAction::Prune { source, before, retention: true } if source.is_none() && before.is_none() => {
@@ -96,7 +96,7 @@ pub fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
             );
         }
         StoreAction::Prune { source, before, .. } => {
-            let mut store = Store::open(&path, Access::ReadWrite)?;
+            let mut store = store::open(&path, Access::ReadWrite)?;
             if let Some(id) = source {
                 let Some(found) = store.source(id)? else {
                     bail!("{} has no source {id} (`rogue store sources` lists them)", path.display());

@@ -247,7 +247,7 @@ fn reports(context: &Context, service: Option<&str>) -> anyhow::Result<Vec<HostR
     let detector = context.detector();
     let mut reports = Vec::new();
     for s in detector.services().iter().filter(|s| service.is_none_or(|name| s.name == name)) {
-        reports.extend(detector.hosts(&context.engine.store, s)?);
+        reports.extend(detector.hosts(&*context.engine.store, s)?);
     }
     Ok(reports)
 }

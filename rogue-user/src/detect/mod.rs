@@ -205,7 +205,7 @@ impl Detector<'_> {
 
     /// Every host with qualifying flows of `service` in the store, each
     /// measured over the look-back ending at its last activity.
-    pub fn hosts(&self, store: &Store, service: &Service) -> Result<Vec<HostReport>> {
+    pub fn hosts(&self, store: &dyn Store, service: &Service) -> Result<Vec<HostReport>> {
         let covered = store.covered_days()?;
         let mut reports = Vec::new();
         for active in store.service_hosts(&service.name, i64::MIN, i64::MAX)? {
@@ -220,7 +220,7 @@ impl Detector<'_> {
     /// the look-back hold none of its flows (one flow longer than it).
     fn latest_report(
         &self,
-        store: &Store,
+        store: &dyn Store,
         service: &Service,
         host: IpAddr,
         last_ms: i64,
@@ -238,7 +238,7 @@ impl Detector<'_> {
     /// The report on one host's `activity` in the window.
     fn report(
         &self,
-        store: &Store,
+        store: &dyn Store,
         service: &Service,
         activity: HostActivity,
         window: Window,
@@ -378,7 +378,7 @@ impl Detector<'_> {
 
     /// The hosts with activity of each service in `period`: those whose DNS
     /// characteristics an evaluation of `period` needs.
-    pub fn hosts_to_resolve(&self, store: &Store, period: Window) -> Result<Vec<(Service, IpAddr)>> {
+    pub fn hosts_to_resolve(&self, store: &dyn Store, period: Window) -> Result<Vec<(Service, IpAddr)>> {
         let mut hosts = Vec::new();
         for service in self.services() {
             for host in store.service_host_addresses(&service.name, period.from_ms, period.to_ms)? {
@@ -391,7 +391,7 @@ impl Detector<'_> {
     /// The findings about activity in `period`. Each host is measured over
     /// the look-back ending at its last activity in the period, so a capture
     /// spanning months is judged host by host as it would have been live.
-    pub fn evaluate(&self, store: &Store, period: Window) -> Result<Vec<Finding>> {
+    pub fn evaluate(&self, store: &dyn Store, period: Window) -> Result<Vec<Finding>> {
         let covered = store.covered_days()?;
         let mut findings = Vec::new();
         for service in self.services() {
@@ -425,7 +425,13 @@ impl Detector<'_> {
 
     /// Windows of `window_seconds` in which the host opened qualifying flows
     /// to at least `peers` distinct external servers; one finding per burst.
-    fn fanout_bursts(&self, store: &Store, service: &Service, host: IpAddr, period: Window) -> Result<Vec<Finding>> {
+    fn fanout_bursts(
+        &self,
+        store: &dyn Store,
+        service: &Service,
+        host: IpAddr,
+        period: Window,
+    ) -> Result<Vec<Finding>> {
         let config = &self.config.detection.fanout;
         let width_ms = config.window_seconds.0 as i64 * 1000;
         let opened = store.opened_to_external_servers(&service.name, host, period.from_ms, period.to_ms)?;
@@ -482,7 +488,7 @@ impl Detector<'_> {
     /// the day before did not: the onset of a new level, once.
     fn volume_spikes(
         &self,
-        store: &Store,
+        store: &dyn Store,
         service: &Service,
         host: IpAddr,
         period: Window,
@@ -550,7 +556,12 @@ impl Detector<'_> {
 
     /// Stores findings (see [`Store::upsert_finding`]); hosts now on the
     /// whitelist get their earlier findings marked `whitelisted`.
-    pub fn record(&self, store: &mut Store, findings: &[Finding], now_ms: i64) -> Result<Vec<(StoredFinding, Upsert)>> {
+    pub fn record(
+        &self,
+        store: &mut dyn Store,
+        findings: &[Finding],
+        now_ms: i64,
+    ) -> Result<Vec<(StoredFinding, Upsert)>> {
         for (service, host) in store.finding_hosts_not_in("whitelisted")? {
             if self.whitelist.matching(host, &service).is_some() {
                 store.set_host_findings_state(&service, host, "whitelisted", now_ms)?;

@@ -14,7 +14,7 @@ const BASE: Nanos = 13_900 * DAY; // 2008-01-22
 
 struct Fixture {
     dir: PathBuf,
-    store: Store,
+    store: Box<dyn Store>,
     config: Config,
     whitelist: Whitelist,
     dns: crate::detect::DnsFacts,
@@ -28,7 +28,7 @@ fn fixture(name: &str, whitelist: &str) -> Fixture {
     std::fs::write(dir.join("whitelist.yaml"), whitelist).unwrap();
     let config = Config::load(&dir.join("rogue.yaml")).unwrap();
     let whitelist = Whitelist::load(&config.whitelist_path(), &config.services.names()).unwrap();
-    let store = Store::open(&config.store_path(), crate::store::Access::Create).unwrap();
+    let store = crate::store::open(&config.store_path(), crate::store::Access::Create).unwrap();
     Fixture { dir, store, config, whitelist, dns: crate::detect::DnsFacts::disabled() }
 }
 
@@ -41,7 +41,7 @@ impl Fixture {
             profiler.add(flow);
             span.add(flow);
         }
-        let ingest = self.store.ingest().unwrap();
+        let mut ingest = self.store.ingest().unwrap();
         let source = ingest.add_source("capture", "test", 0).unwrap();
         ingest.write(source, &services, &profiler.take()).unwrap();
         ingest.extend_source(source, &span).unwrap();
@@ -55,18 +55,18 @@ impl Fixture {
     fn findings(&self) -> Vec<Finding> {
         let end = self.store.newest_ms().unwrap().unwrap();
         let detector = self.detector();
-        detector.evaluate(&self.store, detector.window(end)).unwrap()
+        detector.evaluate(&*self.store, detector.window(end)).unwrap()
     }
 
     fn record(&mut self, findings: &[Finding], now_ms: i64) -> Vec<(StoredFinding, Upsert)> {
         Detector { config: &self.config, whitelist: &self.whitelist, dns: &self.dns }
-            .record(&mut self.store, findings, now_ms)
+            .record(&mut *self.store, findings, now_ms)
             .unwrap()
     }
 
     fn reports(&self) -> Vec<HostReport> {
         let detector = self.detector();
-        detector.hosts(&self.store, &detector.services()[0]).unwrap()
+        detector.hosts(&*self.store, &detector.services()[0]).unwrap()
     }
 }
 
@@ -279,9 +279,9 @@ fn verdicts_and_the_whitelist_set_the_state_of_stored_findings() {
     std::fs::write(f.config.whitelist_path(), "- address: 192.0.2.77\n").unwrap();
     let whitelist = Whitelist::load(&f.config.whitelist_path(), &f.config.services.names()).unwrap();
     let detector = Detector { config: &f.config, whitelist: &whitelist, dns: &f.dns };
-    let findings = detector.evaluate(&f.store, window).unwrap();
+    let findings = detector.evaluate(&*f.store, window).unwrap();
     assert_eq!(kinds(&findings), vec![(FindingKind::RogueServer, "192.0.2.78".into())]);
-    detector.record(&mut f.store, &findings, 3).unwrap();
+    detector.record(&mut *f.store, &findings, 3).unwrap();
     assert_eq!(f.store.findings(None, Some("whitelisted")).unwrap()[0].host.to_string(), "192.0.2.77");
 }
 

@@ -91,7 +91,7 @@ pub struct IndexEntry {
 }
 
 /// Gathers the page of `request.host` for `service` from the store.
-pub fn gather(store: &Store, detector: &Detector<'_>, service: &Service, request: Request) -> Result<HostPage> {
+pub fn gather(store: &dyn Store, detector: &Detector<'_>, service: &Service, request: Request) -> Result<HostPage> {
     let host = request.host;
     let (first, last) = store.host_span(host)?.ok_or(ReportError::NoData(host))?;
     let stored_bin = detector.config.detection.bin_seconds.0 as i64;

@@ -1,45 +1,38 @@
-//! The store: SQLite (WAL) holding what rogue learns. Per internal host and
-//! time bin: port usage by direction, totals and share-port (mail) totals;
-//! the qualifying service flows with role and peer, from which peers and
-//! per-day server activity are views; the sources of flows (captures by
-//! content hash, so none is counted twice); findings with their state; the
-//! verdicts of administrators; and what DNS answered about hosts.
+//! The store: what rogue learns, behind one interface with two backends.
+//! Per internal host and time bin: port usage by direction, totals and
+//! share-port (mail) totals; the qualifying service flows with role and
+//! peer, from which peers and per-day server activity follow; the sources
+//! of flows (captures by content hash, so none is counted twice); findings
+//! with their state; the verdicts of administrators; and what DNS answered
+//! about hosts.
 //!
-//! Every row of traffic names the source it came from, so retention and
-//! removal touch one source's data and no other's (see [`retention`]), and
-//! each source says what of it is not evaluated yet, so an evaluation cut
-//! short (a crash, Ctrl-C during slow DNS, a full disk) is finished by the
-//! next one rather than lost.
+//! - [`sqlite`]: one file on one box, the default (embedded, nothing to run).
+//! - [`clickhouse`]: a ClickHouse server or cluster that many collectors and
+//!   agents write to and one evaluator reads (`store.backend: clickhouse`).
 //!
-//! The schema is versioned (`user_version`) and migrated on open. Times are
-//! milliseconds (bins seconds) since the epoch, in data time. Only the
-//! commands that gather traffic create a store ([`Access::Create`]); every
-//! other opens an existing one, and every error names the store's file.
+//! The method's rules live above this layer, in `detect`: a backend only
+//! answers the questions the traits below ask (sums, distinct peers, days),
+//! so both apply the same rules. Every row of traffic names the source it
+//! came from, so retention and removal touch one source's data and no
+//! other's; each source says what of it is not evaluated yet, so an
+//! evaluation cut short is finished by the next rather than lost. Times are
+//! milliseconds (bins seconds) since the epoch, in data time.
 
-use std::{
-    net::IpAddr,
-    os::fd::AsRawFd,
-    path::{Path, PathBuf},
+use std::{collections::HashMap, net::IpAddr, path::PathBuf};
+
+use crate::{
+    config::Service,
+    profile::{FlowSpan, ProfileBatch},
 };
 
-use rusqlite::{Connection, OpenFlags};
+mod model;
+pub mod sqlite;
 
-mod findings;
-pub mod ports;
-mod read;
-pub mod retention;
-mod schema;
-mod write;
-
-pub use findings::{Acknowledgement, HostNames, RecordTarget, RecordedSettings, StoredFinding, Upsert, Verdict};
-pub use read::{HostActivity, Peer, Pending, Source};
-pub use retention::Pruned;
-pub use write::Ingest;
-
-/// Stores at most this large are checked (`PRAGMA quick_check`) every time
-/// they are opened: about 80 ms at the 400 MB/s the check runs at. Larger
-/// ones are checked when their last user did not close them.
-const CHECK_ON_OPEN_BYTES: u64 = 32 << 20;
+pub use model::{
+    Acknowledgement, HostActivity, HostNames, Peer, Pending, PortUsageRow, Pruned, RecordTarget, RecordedSettings,
+    Source, StoredFinding, Upsert, Verdict,
+};
+pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -62,6 +55,21 @@ pub enum StoreError {
     ReadOnly { path: PathBuf, error: rusqlite::Error },
     #[error("store {path}: {error}")]
     Sql { path: PathBuf, error: rusqlite::Error },
+    /// The ClickHouse server did not answer, or answered something other
+    /// than a result (it is down, restarting, or unreachable).
+    #[error("ClickHouse store {server}: {detail}")]
+    Unreachable { server: String, detail: String },
+    /// The ClickHouse server refused a query (its exception, as it said it).
+    #[error("ClickHouse store {server}: {detail}")]
+    Refused { server: String, detail: String },
+}
+
+impl StoreError {
+    /// Whether trying again later can succeed (the server is away), as
+    /// opposed to an error that will recur.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unreachable { .. })
+    }
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -79,263 +87,200 @@ pub enum Access {
     ReadOnly,
 }
 
-pub struct Store {
-    conn: Connection,
-    path: PathBuf,
+/// Opens the SQLite store at `path`.
+pub fn open(path: &std::path::Path, access: Access) -> Result<Box<dyn Store>> {
+    Ok(Box::new(SqliteStore::open(path, access)?))
 }
 
-impl Store {
-    /// Opens the store at `path` as `access` allows, checks it when that is
-    /// cheap or its last user died holding it, and migrates it.
-    pub fn open(path: &Path, access: Access) -> Result<Store> {
-        let created = match std::fs::metadata(path) {
-            Ok(metadata) if metadata.is_dir() => return Err(not_a_store(path, "it is a directory")),
-            Ok(metadata) if !metadata.is_file() => return Err(not_a_store(path, "it is not a regular file")),
-            Ok(_) => false,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && access == Access::Create => {
-                create_private(path)?;
-                true
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StoreError::Missing { path: path.into() });
-            }
-            Err(e) => return Err(not_a_store(path, &format!("cannot read it: {e}"))),
-        };
-        let closed_cleanly = closed_cleanly(path);
-        let mut store = Store::connect(path, access)?;
-        if created {
-            store.conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| store.error(e))?;
-        }
-        store.check_header()?;
-        let size = std::fs::metadata(path).map_or(0, |m| m.len());
-        let writes = access != Access::ReadOnly;
-        if size <= CHECK_ON_OPEN_BYTES || (!closed_cleanly && writes) {
-            store.quick_check()?;
-        } else if !closed_cleanly {
-            tracing::warn!(
-                "store {}: the last program using it ended without closing it; `rogue store check` verifies it",
-                path.display()
-            );
-        }
-        if store.needs_migration()? && access == Access::ReadOnly {
-            store = Store::connect(path, Access::ReadWrite)?;
-        }
-        store.migrate()?;
-        Ok(store)
-    }
+/// Everything rogue asks of a store.
+pub trait Store: Traffic + Decisions + Retention + Send {
+    /// Where the store is, for messages: its file, or its server and database.
+    fn location(&self) -> String;
 
-    fn connect(path: &Path, access: Access) -> Result<Store> {
-        let flags = match access {
-            Access::ReadOnly => OpenFlags::SQLITE_OPEN_READ_ONLY,
-            Access::Create | Access::ReadWrite => OpenFlags::SQLITE_OPEN_READ_WRITE,
-        } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(|e| error_at(path, e))?;
-        let store = Store { conn, path: path.into() };
-        store.run(ports::define_functions)?;
-        store.run(|c| {
-            c.pragma_update(None, "synchronous", "NORMAL")?;
-            c.pragma_update(None, "foreign_keys", "ON")?;
-            c.busy_timeout(std::time::Duration::from_secs(10))?;
-            // A page cache of 128 MiB (SQLite's default is 2 MiB): an ingest's
-            // B-tree pages stay in memory rather than spilling to the WAL and
-            // being read back.
-            c.pragma_update(None, "cache_size", -131_072)
-        })?;
-        Ok(store)
-    }
+    /// Starts writing flows; nothing is visible to readers (or kept after a
+    /// crash) until [`Ingest::commit`].
+    fn ingest(&mut self) -> Result<Box<dyn Ingest + '_>>;
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
+    /// Runs `f` as one unit: on SQLite one transaction (all or nothing); on
+    /// ClickHouse, which has none, in order, each write idempotent, so a
+    /// unit cut short is completed by running it again.
+    fn in_transaction(&mut self, f: &mut dyn FnMut(&mut dyn Store) -> Result<()>) -> Result<()>;
 
-    /// Runs `f` on the connection; an error names the store's file.
-    fn run<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
-        f(&self.conn).map_err(|e| self.error(e))
-    }
-
-    fn error(&self, error: rusqlite::Error) -> StoreError {
-        error_at(&self.path, error)
-    }
-
-    /// Reading the header tells an SQLite database from any other file.
-    fn check_header(&self) -> Result<()> {
-        self.run(|c| c.query_row("PRAGMA schema_version", [], |row| row.get::<_, i64>(0))).map(drop)
-    }
-
-    /// `PRAGMA quick_check`: the B-trees' structure, page by page (not
-    /// whether indexes match their tables; `check(true)` does that too).
-    fn quick_check(&self) -> Result<()> {
-        let problems = self.check(false)?;
-        if problems.is_empty() {
-            return Ok(());
-        }
-        Err(StoreError::Corrupt { path: self.path.clone(), detail: summarise_problems(&problems) })
-    }
-
-    /// What SQLite's integrity check finds wrong; empty when the store is
-    /// sound. `full` also compares every index with its table.
-    pub fn check(&self, full: bool) -> Result<Vec<String>> {
-        let pragma = if full { "PRAGMA integrity_check" } else { "PRAGMA quick_check" };
-        let checked = self.run(|c| {
-            let mut statement = c.prepare(pragma)?;
-            let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
-            rows.collect::<rusqlite::Result<Vec<String>>>()
-        });
-        match checked {
-            Ok(lines) if lines == ["ok"] => Ok(Vec::new()),
-            Ok(lines) => Ok(lines.iter().flat_map(|l| l.lines()).map(str::to_string).collect()),
-            Err(StoreError::Corrupt { detail, .. }) => Ok(vec![detail]),
-            Err(e) => Err(e),
-        }
-    }
-
-    fn needs_migration(&self) -> Result<bool> {
-        Ok(self.schema_version()? < schema::MIGRATIONS.len() as i64)
-    }
-
-    fn migrate(&mut self) -> Result<()> {
-        let found = self.schema_version()?;
-        let known = schema::MIGRATIONS.len() as i64;
-        if found > known {
-            return Err(StoreError::TooNew { path: self.path.clone(), found, known });
-        }
-        if found == known {
-            return Ok(());
-        }
-        let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| error_at(&path, e))?;
-        for (version, sql) in schema::MIGRATIONS.iter().enumerate().skip(found as usize) {
-            tx.execute_batch(sql).map_err(|e| error_at(&path, e))?;
-            tx.pragma_update(None, "user_version", version as i64 + 1).map_err(|e| error_at(&path, e))?;
-        }
-        tx.commit().map_err(|e| error_at(&path, e))
-    }
+    /// What the backend's own check finds wrong; empty when sound. `full`
+    /// checks more (SQLite: every index against its table).
+    fn check(&self, full: bool) -> Result<Vec<String>>;
 
     /// The schema version after migrations.
-    pub(crate) fn schema_version(&self) -> Result<i64> {
-        self.run(|c| c.pragma_query_value(None, "user_version", |row| row.get(0)))
-    }
+    fn schema_version(&self) -> Result<i64>;
 
-    /// Runs `f` in one transaction: everything it wrote is kept if it
-    /// returns Ok, nothing otherwise.
-    pub fn in_transaction<T>(&mut self, f: impl FnOnce(&mut Store) -> Result<T>) -> Result<T> {
-        self.run(|c| c.execute_batch("BEGIN IMMEDIATE"))?;
-        match f(self) {
-            Ok(value) => {
-                self.run(|c| c.execute_batch("COMMIT"))?;
-                Ok(value)
-            }
-            Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
-                Err(e)
-            }
-        }
-    }
-
-    /// Rows in a table (for tests and diagnostics).
-    pub fn count(&self, table: &str) -> Result<u64> {
-        assert!(table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "table name");
-        self.run(|c| c.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| row.get(0)))
-    }
+    /// Rows of traffic or decisions in a table (for tests and diagnostics).
+    fn count(&self, table: &str) -> Result<u64>;
 }
 
-/// An SQLite error as a store error naming `path`: damage and a read-only
-/// file or file system get their own wording.
-fn error_at(path: &Path, error: rusqlite::Error) -> StoreError {
-    match sqlite_code(&error) {
-        Some(rusqlite::ErrorCode::NotADatabase) if !has_sqlite_header(path) => {
-            not_a_store(path, "it is not an SQLite database")
-        }
-        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
-            StoreError::Corrupt { path: path.into(), detail: error.to_string() }
-        }
-        Some(rusqlite::ErrorCode::ReadOnly) => StoreError::ReadOnly { path: path.into(), error },
-        _ => StoreError::Sql { path: path.into(), error },
-    }
+/// Writing flows from one or more sources; dropped without
+/// [`commit`](Ingest::commit), nothing of it stays.
+pub trait Ingest {
+    /// Registers a new source and returns its id.
+    fn add_source(&mut self, kind: &str, name: &str, now_ms: i64) -> Result<i64>;
+
+    /// The source of `kind` named `name`, registered if there is none: a
+    /// live origin (interfaces, an exporter) keeps one source across
+    /// restarts and returns.
+    fn source_named(&mut self, kind: &str, name: &str, now_ms: i64) -> Result<i64>;
+
+    /// The source whose content has `hash`, as this write sees it.
+    fn source_by_hash(&mut self, hash: &str) -> Result<Option<Source>>;
+
+    fn set_source_hash(&mut self, source: i64, hash: &str) -> Result<()>;
+
+    /// Widens the data time a source covers, adds to its counts and marks
+    /// what `span` holds as not evaluated yet.
+    fn extend_source(&mut self, source: i64, span: &FlowSpan) -> Result<()>;
+
+    /// Counts records of `source` rejected as dated outside the plausible window.
+    fn add_rejected(&mut self, source: i64, records: u64) -> Result<()>;
+
+    /// Adds a batch of profiles from `source`; `services` names the batch's
+    /// service indexes.
+    fn write(&mut self, source: i64, services: &[Service], batch: &ProfileBatch) -> Result<()>;
+
+    fn commit(self: Box<Self>) -> Result<()>;
 }
 
-fn sqlite_code(error: &rusqlite::Error) -> Option<rusqlite::ErrorCode> {
-    match error {
-        rusqlite::Error::SqliteFailure(failure, _) => Some(failure.code),
-        _ => None,
-    }
+/// What the method asks of the traffic: hosts' activity, roles, days,
+/// shares, peers and port usage in a window, summed over every source; and
+/// the sources themselves.
+pub trait Traffic {
+    /// Whether some capture's hash is SHA-256 (stored before SQLite
+    /// migration 4): a new capture must then be hashed that way too.
+    fn has_sha256_hashes(&self) -> Result<bool>;
+    /// Every source, oldest first.
+    fn sources(&self) -> Result<Vec<Source>>;
+    fn source(&self, id: i64) -> Result<Option<Source>>;
+    /// The source whose content has `hash`.
+    fn source_by_hash(&self, hash: &str) -> Result<Option<Source>>;
+    /// The span of what file sources (captures, IPFIX files) hold that no
+    /// evaluation covered yet, if any.
+    fn pending_files(&self) -> Result<Option<(i64, i64)>>;
+    /// The newest data time any source reached.
+    fn newest_ms(&self) -> Result<Option<i64>>;
+    /// What no evaluation has covered yet, if anything: from the earliest
+    /// unevaluated flow to the end of the newest source holding one.
+    fn pending(&self) -> Result<Option<Pending>>;
+    /// The current write sequence number: an evaluation that starts now
+    /// covers every write numbered up to it.
+    fn write_seq(&self) -> Result<i64>;
+    /// Days (since the epoch) on which the store saw traffic.
+    fn covered_days(&self) -> Result<std::collections::BTreeSet<i64>>;
+    /// The hosts with qualifying flows of `service` starting in the window.
+    fn service_host_addresses(&self, service: &str, from_ms: i64, to_ms: i64) -> Result<Vec<IpAddr>>;
+    /// When the last of `host`'s qualifying flows of `service` starting in
+    /// the window ended, if it had any.
+    fn service_host_last_ms(&self, service: &str, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Option<i64>>;
+    /// One host's activity for `service` in the window, if it had any.
+    fn service_host(&self, service: &str, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Option<HostActivity>>;
+    /// Every host with qualifying flows of `service` starting in the window, by address.
+    fn service_hosts(&self, service: &str, from_ms: i64, to_ms: i64) -> Result<Vec<HostActivity>>;
+    /// Distinct days on which `host` acted as a server of `service`.
+    fn server_days(&self, service: &str, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<u64>;
+    /// (bytes on the service's share ports, all bytes) of `host` in the window.
+    fn share_bytes(&self, service: &str, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<(u64, u64)>;
+    /// Per day (since the epoch) in the window: `host`'s qualifying flows and bytes.
+    fn daily_volumes(&self, service: &str, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Vec<(i64, u64, u64)>>;
+    /// (start, peer) of the qualifying flows `host` opened to external
+    /// servers in the window, by start (then peer).
+    fn opened_to_external_servers(
+        &self,
+        service: &str,
+        host: IpAddr,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(i64, IpAddr)>>;
+    /// `host`'s peers for `service` in the window, most bytes first.
+    fn peers(&self, service: &str, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Vec<Peer>>;
+    /// The first and last bin (seconds) with traffic of `host`.
+    fn host_span(&self, host: IpAddr) -> Result<Option<(i64, i64)>>;
+    /// Per day (since the epoch): all of `host`'s flows and bytes.
+    fn host_daily(&self, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Vec<(i64, u64, u64)>>;
+    /// Every internal host with traffic in the window, by address.
+    fn active_hosts(&self, from_ms: i64, to_ms: i64) -> Result<Vec<IpAddr>>;
+    /// Port usage of `host`, every source's added up, by bin, direction,
+    /// protocol and port.
+    fn port_usage(&self, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Vec<PortUsageRow>>;
 }
 
-/// Whether the file at `path` starts as every SQLite database does.
-fn has_sqlite_header(path: &Path) -> bool {
-    use std::io::Read;
-    let mut header = [0u8; 16];
-    std::fs::File::open(path).and_then(|mut file| file.read_exact(&mut header)).is_ok()
-        && &header == b"SQLite format 3\0"
+/// What rogue concluded and what people decided: findings with their
+/// state, the administrators' verdicts, what was last emitted of each
+/// finding, what DNS answered about hosts, and the settings the findings
+/// were reached with.
+pub trait Decisions {
+    /// Stores a finding, or updates the one with the same type, service,
+    /// host and key. Its state is kept unless `state` overrides it.
+    #[allow(clippy::too_many_arguments)]
+    fn upsert_finding(
+        &mut self,
+        kind: &str,
+        service: &str,
+        host: IpAddr,
+        key: &str,
+        time_ms: i64,
+        details: &serde_json::Value,
+        state: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(i64, Upsert)>;
+    /// Marks what `pending` described as evaluated, for every source whose
+    /// unevaluated flows lie in it and were written before the evaluation
+    /// began (a write that came in meanwhile stays pending for the next).
+    fn mark_evaluated(&mut self, pending: Pending) -> Result<usize>;
+    /// What was last emitted of each finding emitted so far, by id.
+    fn emitted(&self) -> Result<HashMap<i64, String>>;
+    fn set_emitted(&mut self, id: i64, evidence: &str) -> Result<()>;
+    /// Stored findings, oldest first: those whose time is at or after
+    /// `since_ms`, in `state` if given.
+    fn findings(&self, since_ms: Option<i64>, state: Option<&str>) -> Result<Vec<StoredFinding>>;
+    fn finding(&self, id: i64) -> Result<Option<StoredFinding>>;
+    /// Every finding about `host`, oldest first.
+    fn findings_for_host(&self, host: IpAddr) -> Result<Vec<StoredFinding>>;
+    /// Acknowledges the findings `ids`, all or none: returns the ids there
+    /// is no finding of, and then changes nothing.
+    fn acknowledge(&mut self, ids: &[i64], ack: &Acknowledgement) -> Result<Vec<i64>>;
+    fn set_finding_state(&mut self, id: i64, state: &str, now_ms: i64) -> Result<bool>;
+    /// (service, host) of every finding not in `state`.
+    fn finding_hosts_not_in(&self, state: &str) -> Result<Vec<(String, IpAddr)>>;
+    /// Sets the state of every finding for `host` and `service`.
+    fn set_host_findings_state(&mut self, service: &str, host: IpAddr, state: &str, now_ms: i64) -> Result<usize>;
+    fn verdict(&self, service: &str, host: IpAddr) -> Result<Option<Verdict>>;
+    fn set_verdict(&mut self, service: &str, host: IpAddr, verdict: &Verdict) -> Result<()>;
+    fn clear_verdict(&mut self, service: &str, host: IpAddr) -> Result<()>;
+    /// Records the settings of an evaluation.
+    fn record_settings(&mut self, settings: &RecordedSettings) -> Result<()>;
+    /// The settings the store was last evaluated with, if it was.
+    fn recorded_settings(&self) -> Result<Option<RecordedSettings>>;
+    /// What DNS last answered about each (service, host).
+    fn host_names(&self) -> Result<HashMap<(String, IpAddr), HostNames>>;
+    /// Keeps what DNS answered (see [`HostNames::over`] for what a lookup
+    /// without an answer keeps).
+    fn save_host_names(&mut self, answers: &HashMap<(String, IpAddr), HostNames>, now_ms: i64) -> Result<()>;
 }
 
-fn not_a_store(path: &Path, reason: &str) -> StoreError {
-    StoreError::NotAStore { path: path.into(), reason: reason.into() }
+/// How long the store keeps traffic. Retention is anchored to the wall
+/// clock, which no record can move (a packet stamped 2030, a spoofed IPFIX
+/// datagram dated 2100), and touches one source's data at a time:
+/// - live sources (the agent's interfaces, the collector's exporters) lose
+///   their bins and flows older than `retention_days` before now;
+/// - file sources (captures, IPFIX files) are kept whole for
+///   `retention_days` after they were ingested, then removed whole: a
+///   capture of 2008 analysed today is kept as long as one of today.
+///
+/// An analyst can also remove a source, or everything before a time, by
+/// hand (`rogue store prune`). Findings, verdicts and DNS answers are not
+/// traffic and stay.
+pub trait Retention {
+    /// Applies retention as of `now_ms` (the wall clock).
+    fn apply_retention(&mut self, retention_days: u64, now_ms: i64) -> Result<Pruned>;
+    /// Removes every source's traffic older than `before_ms` (data time).
+    fn prune_before(&mut self, before_ms: i64) -> Result<usize>;
+    /// Removes everything stored from source `id`, and the source itself;
+    /// returns the rows of traffic removed.
+    fn remove_source(&mut self, id: i64) -> Result<usize>;
 }
-
-/// The first problems an integrity check listed, on one line.
-fn summarise_problems(problems: &[String]) -> String {
-    let shown: Vec<&str> = problems.iter().take(3).map(String::as_str).collect();
-    let more = problems.len().saturating_sub(shown.len());
-    let mut text = shown.join("; ");
-    if more > 0 {
-        text += &format!("; and {more} more");
-    }
-    text
-}
-
-/// Creates the store's file readable by its owner only (it records who
-/// talked to whom); SQLite gives its WAL and shared-memory files the same
-/// permissions. The directory must exist: rogue does not guess where a
-/// store belongs (a packaged install has /var/lib/rogue).
-fn create_private(path: &Path) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let create_error = |reason: String| StoreError::Create { path: path.into(), reason };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-        && !dir.is_dir()
-    {
-        return Err(create_error(format!("the directory {} does not exist", dir.display())));
-    }
-    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(create_error(e.to_string())),
-        _ => Ok(()),
-    }
-}
-
-/// Whether the store's last user closed it. SQLite removes the WAL when the
-/// last connection closes, and every open connection holds a read lock on
-/// byte 128 of the shared-memory file (its "dead man switch"): a WAL with
-/// content and no such lock means a program died holding the store. Its
-/// committed transactions are safe (the WAL replays them); the check after
-/// it is a precaution against a disk that lied about what it wrote.
-fn closed_cleanly(path: &Path) -> bool {
-    let with_suffix = |suffix: &str| {
-        let mut name = path.as_os_str().to_owned();
-        name.push(suffix);
-        PathBuf::from(name)
-    };
-    if std::fs::metadata(with_suffix("-wal")).map_or(true, |m| m.len() == 0) {
-        return true;
-    }
-    let Ok(shm) = std::fs::File::open(with_suffix("-shm")) else { return false };
-    const DEAD_MAN_SWITCH: libc::off_t = 128;
-    let mut lock = libc::flock {
-        l_type: libc::F_WRLCK as libc::c_short,
-        l_whence: libc::SEEK_SET as libc::c_short,
-        l_start: DEAD_MAN_SWITCH,
-        l_len: 1,
-        l_pid: 0,
-    };
-    // SAFETY: F_GETLK on an open file with a valid flock; it only reports.
-    let rc = unsafe { libc::fcntl(shm.as_raw_fd(), libc::F_GETLK, &mut lock) };
-    rc == 0 && lock.l_type != libc::F_UNLCK as libc::c_short
-}
-
-/// The address in column `index`.
-fn addr(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<IpAddr> {
-    let text: String = row.get(index)?;
-    text.parse().map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e)))
-}
-
-#[cfg(test)]
-mod tests;

@@ -1,37 +1,20 @@
-//! How long the store keeps traffic. Retention is anchored to the wall
-//! clock, which no record can move (a packet stamped 2030, a spoofed IPFIX
-//! datagram dated 2100), and touches one source's data at a time:
-//! - live sources (the agent's interfaces, the collector's exporters) lose
-//!   their bins and flows older than `retention_days` before now;
-//! - file sources (captures, IPFIX files, rows migrated from before sources
-//!   were kept per row) are kept whole for `retention_days` after they were
-//!   ingested, then removed whole: a capture of 2008 analysed today is kept
-//!   as long as one of today.
-//!
-//! An analyst can also remove a source, or everything before a time, by
-//! hand (`rogue store prune`). Findings, verdicts and DNS answers are not
-//! traffic and stay.
+//! Retention on SQLite (the rule is [`Retention`]'s): rows deleted by
+//! source, and the sources' spans narrowed to what is left.
 
 use rusqlite::Transaction;
 
 use super::{
-    Result, Source, Store, error_at,
+    SqliteStore, error_at,
     read::{LIVE, SOURCES, source_row},
 };
-use crate::time::MILLIS_PER_DAY;
+use crate::{
+    store::{Pruned, Result, Retention, Source},
+    time::MILLIS_PER_DAY,
+};
 
-/// What a prune removed.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Pruned {
-    /// Rows of traffic (bins, port usage, flows, days).
-    pub rows: usize,
-    /// File sources removed whole.
-    pub sources: Vec<Source>,
-}
-
-impl Store {
+impl Retention for SqliteStore {
     /// Applies retention as of `now_ms` (the wall clock).
-    pub fn apply_retention(&mut self, retention_days: u64, now_ms: i64) -> Result<Pruned> {
+    fn apply_retention(&mut self, retention_days: u64, now_ms: i64) -> Result<Pruned> {
         let cutoff_ms = now_ms.saturating_sub(retention_days as i64 * MILLIS_PER_DAY);
         // Only live sources with data before the cutoff have any to lose:
         // asking the rest would scan every old row of every capture.
@@ -57,13 +40,13 @@ impl Store {
     }
 
     /// Removes every source's traffic older than `before_ms` (data time).
-    pub fn prune_before(&mut self, before_ms: i64) -> Result<usize> {
+    fn prune_before(&mut self, before_ms: i64) -> Result<usize> {
         self.remove_before(before_ms, "1")
     }
 
     /// Removes everything stored from source `id`, and the source itself;
     /// returns the rows of traffic removed.
-    pub fn remove_source(&mut self, id: i64) -> Result<usize> {
+    fn remove_source(&mut self, id: i64) -> Result<usize> {
         self.write_transaction(|tx| {
             let mut removed = 0;
             for table in ["host_bins", "share_bins", "data_days", "service_flows"] {
@@ -73,7 +56,9 @@ impl Store {
             Ok(removed)
         })
     }
+}
 
+impl SqliteStore {
     /// Removes the traffic older than `cutoff_ms` of the sources `which`
     /// (an SQL condition on `source_id`), and narrows what their rows say
     /// they cover.
@@ -109,7 +94,7 @@ impl Store {
 
     /// Runs `f` in a transaction of its own, committed if it succeeds.
     fn write_transaction<T>(&mut self, f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>) -> Result<T> {
-        let Store { conn, path } = self;
+        let SqliteStore { conn, path } = self;
         let tx = conn.transaction().map_err(|e| error_at(path, e))?;
         let value = f(&tx).map_err(|e| error_at(path, e))?;
         tx.commit().map_err(|e| error_at(path, e))?;

@@ -9,94 +9,25 @@ use std::{
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Result, Store, StoreError, addr, ports};
-use crate::profile::Role;
-
-/// A source of flows in the store: a capture or IPFIX file, the agent's
-/// interfaces, or an exporter of the collector.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Source {
-    pub id: i64,
-    /// `capture`, `ipfix`, `live`, `collect`, or `migrated` (rows stored
-    /// before sources were recorded per row).
-    pub kind: String,
-    pub name: String,
-    /// `blake3:HEX` (or `sha256:HEX` for captures stored before migration 4).
-    pub content_hash: Option<String>,
-    /// Data time the source's stored flows cover.
-    pub first_ms: Option<i64>,
-    pub last_ms: Option<i64>,
-    pub packets: u64,
-    pub flows: u64,
-    /// Wall clock of the ingest (of the first flow, for live sources).
-    pub ingested_ms: i64,
-    /// Data time from which the source's flows are not evaluated yet.
-    pub pending_from_ms: Option<i64>,
-    /// Records rejected as dated outside the plausible window.
-    pub rejected: u64,
-}
-
-impl Source {
-    /// Whether its data is kept or dropped whole (files), rather than bin
-    /// by bin as it ages (live sources).
-    pub fn is_file(&self) -> bool {
-        !matches!(self.kind.as_str(), "live" | "collect")
-    }
-}
+use super::{SqliteStore, addr, ports};
+use crate::{
+    profile::Role,
+    store::{HostActivity, Peer, Pending, PortUsageRow, Result, Source, StoreError, Traffic},
+};
 
 /// The SQL condition on `sources` of the live kinds (see [`Source::is_file`]).
 pub(super) const LIVE: &str = "kind IN ('live', 'collect')";
 
-/// What is stored but not evaluated yet: the data time it spans, and the
-/// write sequence number an evaluation of it saw.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Pending {
-    pub from_ms: i64,
-    pub to_ms: i64,
-    pub seq: i64,
-}
-
-/// One host's activity for one service in a window.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HostActivity {
-    pub host: IpAddr,
-    pub roles: BTreeSet<Role>,
-    pub flows: u64,
-    pub packets: u64,
-    pub bytes: u64,
-    pub first_ms: i64,
-    pub last_ms: i64,
-    pub external_clients: u64,
-    pub external_servers: u64,
-}
-
-/// One peer of a host for one service in a window.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Peer {
-    pub peer: IpAddr,
-    pub internal: bool,
-    /// The host's role towards this peer.
-    pub role: Role,
-    pub flows: u64,
-    pub packets: u64,
-    pub bytes: u64,
-    pub first_ms: i64,
-    pub last_ms: i64,
-}
-
-/// Port usage of a host in one bin: (bin, direction, proto, port, flows, packets, bytes).
-pub type PortUsageRow = (i64, u8, u8, u16, u64, u64, u64);
-
-impl Store {
+impl Traffic for SqliteStore {
     /// Whether some capture's hash is SHA-256 (stored before migration 4):
     /// a new capture must then be hashed that way too to be compared.
-    pub fn has_sha256_hashes(&self) -> Result<bool> {
+    fn has_sha256_hashes(&self) -> Result<bool> {
         let query = "SELECT EXISTS (SELECT 1 FROM sources WHERE content_hash LIKE 'sha256:%')";
         self.run(|c| c.query_row(query, [], |row| row.get(0)))
     }
 
     /// Every source, oldest first.
-    pub fn sources(&self) -> Result<Vec<Source>> {
+    fn sources(&self) -> Result<Vec<Source>> {
         self.run(|c| {
             let mut statement = c.prepare(&format!("{SOURCES} ORDER BY id"))?;
             let rows = statement.query_map([], source_row)?;
@@ -104,18 +35,18 @@ impl Store {
         })
     }
 
-    pub fn source(&self, id: i64) -> Result<Option<Source>> {
+    fn source(&self, id: i64) -> Result<Option<Source>> {
         self.run(|c| c.query_row(&format!("{SOURCES} WHERE id = ?"), [id], source_row).optional())
     }
 
     /// The source whose content has `hash`.
-    pub fn source_by_hash(&self, hash: &str) -> Result<Option<Source>> {
+    fn source_by_hash(&self, hash: &str) -> Result<Option<Source>> {
         self.run(|c| c.query_row(&format!("{SOURCES} WHERE content_hash = ?"), [hash], source_row).optional())
     }
 
     /// The span of what file sources (captures, IPFIX files) hold that no
     /// evaluation covered yet, if any.
-    pub fn pending_files(&self) -> Result<Option<(i64, i64)>> {
+    fn pending_files(&self) -> Result<Option<(i64, i64)>> {
         self.run(|c| {
             c.query_row(
                 &format!("SELECT min(pending_from_ms), max(last_ms) FROM sources WHERE pending_from_ms IS NOT NULL AND NOT {LIVE}"),
@@ -126,13 +57,13 @@ impl Store {
     }
 
     /// The newest data time any source reached.
-    pub fn newest_ms(&self) -> Result<Option<i64>> {
+    fn newest_ms(&self) -> Result<Option<i64>> {
         self.run(|c| c.query_row("SELECT max(last_ms) FROM sources", [], |row| row.get(0)))
     }
 
     /// What no evaluation has covered yet, if anything: from the earliest
     /// unevaluated flow to the end of the newest source holding one.
-    pub fn pending(&self) -> Result<Option<Pending>> {
+    fn pending(&self) -> Result<Option<Pending>> {
         self.run(|c| {
             let (from, to): (Option<i64>, Option<i64>) = c.query_row(
                 "SELECT min(pending_from_ms), max(last_ms) FROM sources WHERE pending_from_ms IS NOT NULL",
@@ -146,12 +77,12 @@ impl Store {
 
     /// The current write sequence number: an evaluation that starts now
     /// covers every write numbered up to it.
-    pub fn write_seq(&self) -> Result<i64> {
+    fn write_seq(&self) -> Result<i64> {
         self.run(|c| c.query_row("SELECT value FROM write_sequence", [], |row| row.get(0)))
     }
 
     /// Days (since the epoch) on which the store saw traffic.
-    pub fn covered_days(&self) -> Result<BTreeSet<i64>> {
+    fn covered_days(&self) -> Result<BTreeSet<i64>> {
         self.run(|c| {
             let mut statement = c.prepare_cached("SELECT DISTINCT day FROM data_days")?;
             let days = statement.query_map([], |row| row.get(0))?;
@@ -161,7 +92,7 @@ impl Store {
 
     /// The hosts with qualifying flows of `service` starting in the window,
     /// from the index alone (cheap beside their activity).
-    pub fn service_host_addresses(&self, service: &str, from_ms: i64, to_ms: i64) -> Result<Vec<IpAddr>> {
+    fn service_host_addresses(&self, service: &str, from_ms: i64, to_ms: i64) -> Result<Vec<IpAddr>> {
         self.run(|c| {
             let mut statement = c.prepare_cached(
                 "SELECT DISTINCT host FROM service_flows WHERE service = ? AND start_ms BETWEEN ? AND ? ORDER BY host",
@@ -173,7 +104,7 @@ impl Store {
 
     /// When the last of `host`'s qualifying flows of `service` starting in
     /// the window ended, if it had any.
-    pub fn service_host_last_ms(&self, service: &str, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Option<i64>> {
+    fn service_host_last_ms(&self, service: &str, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Option<i64>> {
         self.run(|c| {
             c.prepare_cached(
                 "SELECT max(end_ms) FROM service_flows WHERE service = ? AND host = ? AND start_ms BETWEEN ? AND ?",
@@ -183,7 +114,7 @@ impl Store {
     }
 
     /// One host's activity for `service` in the window, if it had any.
-    pub fn service_host(&self, service: &str, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Option<HostActivity>> {
+    fn service_host(&self, service: &str, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Option<HostActivity>> {
         // A statement of its own: one that also served every host could
         // not use the index on the host.
         let sql = format!("{HOST_ACTIVITY} AND host = ?4 GROUP BY host");
@@ -192,34 +123,13 @@ impl Store {
     }
 
     /// Every host with qualifying flows of `service` starting in the window.
-    pub fn service_hosts(&self, service: &str, from_ms: i64, to_ms: i64) -> Result<Vec<HostActivity>> {
+    fn service_hosts(&self, service: &str, from_ms: i64, to_ms: i64) -> Result<Vec<HostActivity>> {
         let sql = format!("{HOST_ACTIVITY} GROUP BY host ORDER BY host");
         self.host_activities(&sql, params![service, from_ms, to_ms])
     }
 
-    fn host_activities(&self, sql: &str, parameters: &[&dyn rusqlite::ToSql]) -> Result<Vec<HostActivity>> {
-        self.run(|c| {
-            let mut statement = c.prepare_cached(sql)?;
-            let rows = statement.query_map(parameters, |row| {
-                let roles: String = row.get(1)?;
-                Ok(HostActivity {
-                    host: addr(row, 0)?,
-                    roles: roles.split(',').filter_map(Role::parse).collect(),
-                    flows: row.get(2)?,
-                    packets: row.get(3)?,
-                    bytes: row.get(4)?,
-                    first_ms: row.get(5)?,
-                    last_ms: row.get(6)?,
-                    external_clients: row.get(7)?,
-                    external_servers: row.get(8)?,
-                })
-            })?;
-            rows.collect()
-        })
-    }
-
     /// Distinct days on which `host` acted as a server of `service`.
-    pub fn server_days(&self, service: &str, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<u64> {
+    fn server_days(&self, service: &str, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<u64> {
         self.run(|c| {
             c.prepare_cached(
                 "SELECT count(DISTINCT start_ms / 86400000) FROM service_flows
@@ -230,7 +140,7 @@ impl Store {
     }
 
     /// (bytes on the service's share ports, all bytes) of `host` in the window.
-    pub fn share_bytes(&self, service: &str, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<(u64, u64)> {
+    fn share_bytes(&self, service: &str, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<(u64, u64)> {
         let host = host.to_string();
         let (from, to) = (from_ms.div_euclid(1000), to_ms.div_euclid(1000));
         self.run(|c| {
@@ -247,7 +157,7 @@ impl Store {
     }
 
     /// Per day (since the epoch) in the window: `host`'s qualifying flows and bytes.
-    pub fn daily_volumes(&self, service: &str, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Vec<(i64, u64, u64)>> {
+    fn daily_volumes(&self, service: &str, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Vec<(i64, u64, u64)>> {
         self.run(|c| {
             let mut statement = c.prepare_cached(
                 "SELECT start_ms / 86400000 AS day, count(*), sum(bytes) FROM service_flows
@@ -262,7 +172,7 @@ impl Store {
 
     /// (start, peer) of the qualifying flows `host` opened to external
     /// servers in the window, by start.
-    pub fn opened_to_external_servers(
+    fn opened_to_external_servers(
         &self,
         service: &str,
         host: IpAddr,
@@ -283,7 +193,7 @@ impl Store {
     }
 
     /// `host`'s peers for `service` in the window, most bytes first.
-    pub fn peers(&self, service: &str, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Vec<Peer>> {
+    fn peers(&self, service: &str, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Vec<Peer>> {
         self.run(|c| {
             let mut statement = c.prepare_cached(
                 "SELECT peer, peer_internal, role, count(*), sum(packets), sum(bytes), min(start_ms), max(end_ms)
@@ -307,7 +217,7 @@ impl Store {
     }
 
     /// The first and last bin (seconds) with traffic of `host`.
-    pub fn host_span(&self, host: IpAddr) -> Result<Option<(i64, i64)>> {
+    fn host_span(&self, host: IpAddr) -> Result<Option<(i64, i64)>> {
         self.run(|c| {
             c.query_row("SELECT min(bin), max(bin) FROM host_bins WHERE host = ?", [host.to_string()], |row| {
                 Ok(row.get::<_, Option<i64>>(0)?.zip(row.get::<_, Option<i64>>(1)?))
@@ -316,7 +226,7 @@ impl Store {
     }
 
     /// Per day (since the epoch): all of `host`'s flows and bytes.
-    pub fn host_daily(&self, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Vec<(i64, u64, u64)>> {
+    fn host_daily(&self, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Vec<(i64, u64, u64)>> {
         self.run(|c| {
             let mut statement = c.prepare(
                 "SELECT bin / 86400 AS day, sum(flows), sum(bytes) FROM host_bins
@@ -331,7 +241,7 @@ impl Store {
     }
 
     /// Every internal host with traffic in the window.
-    pub fn active_hosts(&self, from_ms: i64, to_ms: i64) -> Result<Vec<IpAddr>> {
+    fn active_hosts(&self, from_ms: i64, to_ms: i64) -> Result<Vec<IpAddr>> {
         self.run(|c| {
             let mut statement =
                 c.prepare("SELECT DISTINCT host FROM host_bins WHERE bin BETWEEN ? AND ? ORDER BY host")?;
@@ -343,7 +253,7 @@ impl Store {
 
     /// Port usage of `host`, every source's added up, by bin, direction,
     /// protocol and port.
-    pub fn port_usage(&self, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Vec<PortUsageRow>> {
+    fn port_usage(&self, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Vec<PortUsageRow>> {
         let packed: Vec<(i64, Option<Vec<u8>>)> = self.run(|c| {
             let mut statement = c.prepare("SELECT bin, ports FROM host_bins WHERE host = ? AND bin BETWEEN ? AND ?")?;
             let rows = statement
@@ -369,6 +279,29 @@ impl Store {
             (bin, direction, proto, port, flows, packets, bytes)
         });
         Ok(rows.collect())
+    }
+}
+
+impl SqliteStore {
+    fn host_activities(&self, sql: &str, parameters: &[&dyn rusqlite::ToSql]) -> Result<Vec<HostActivity>> {
+        self.run(|c| {
+            let mut statement = c.prepare_cached(sql)?;
+            let rows = statement.query_map(parameters, |row| {
+                let roles: String = row.get(1)?;
+                Ok(HostActivity {
+                    host: addr(row, 0)?,
+                    roles: roles.split(',').filter_map(Role::parse).collect(),
+                    flows: row.get(2)?,
+                    packets: row.get(3)?,
+                    bytes: row.get(4)?,
+                    first_ms: row.get(5)?,
+                    last_ms: row.get(6)?,
+                    external_clients: row.get(7)?,
+                    external_servers: row.get(8)?,
+                })
+            })?;
+            rows.collect()
+        })
     }
 }
 

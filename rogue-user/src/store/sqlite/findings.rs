@@ -8,130 +8,19 @@ use std::{collections::HashMap, net::IpAddr};
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Pending, Result, Store, addr};
-
-/// The configuration and whitelist an evaluation used, as their files
-/// read then: `--db PATH` without a configuration file reads them back.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct RecordedSettings {
-    pub config_path: String,
-    pub config_text: String,
-    pub config_dir: String,
-    pub data_dir: String,
-    pub whitelist_path: String,
-    pub whitelist_text: String,
-}
-
-/// A finding as stored.
-#[derive(Clone, Debug, PartialEq)]
-pub struct StoredFinding {
-    pub id: i64,
-    pub kind: String,
-    pub service: String,
-    pub host: IpAddr,
-    /// Tells findings of one type and host apart (a burst's start, a day).
-    pub key: String,
-    pub state: String,
-    pub time_ms: i64,
-    pub details: serde_json::Value,
-    pub created_ms: i64,
-    pub updated_ms: i64,
-    /// Who acknowledged it, if anyone did.
-    pub acknowledged: Option<Acknowledgement>,
-}
-
-/// An analyst's acknowledgement of a finding.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Acknowledgement {
-    pub by: String,
-    pub reason: Option<String>,
-    pub at_ms: i64,
-}
-
-/// What storing a finding changed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Upsert {
-    New,
-    Changed,
-    Unchanged,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Verdict {
-    pub verdict: String,
-    pub by: String,
-    pub reason: String,
-    pub at_ms: i64,
-}
-
-/// One record (MX, NS) of an organisation's domain pointing at an address.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-pub struct RecordTarget {
-    pub domain: String,
-    /// The record type; stores written before services other than SMTP
-    /// hold only MX records, without it.
-    #[serde(default = "mx")]
-    pub record: String,
-    pub target: String,
-    pub preference: u16,
-}
-
-/// What DNS said about one host (for one service): `None` where no answer
-/// came; see the dns module.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct HostNames {
-    /// The PTR name (escaped, see `dns::display_name`); `None` when there
-    /// is none or the lookup failed.
-    pub ptr: Option<String>,
-    pub fcrdns: Option<bool>,
-    pub name_match: Option<bool>,
-    pub record_target: Option<bool>,
-    pub record_targets: Vec<RecordTarget>,
-    /// No `dns.mx_domains` configured, or no record checked for the
-    /// service: `record_target` unknown.
-    pub records_unconfigured: bool,
-}
-
-fn mx() -> String {
-    "MX".into()
-}
-
-impl HostNames {
-    /// These answers over `older` ones: what this lookup left unknown (it
-    /// got no answer) keeps the earlier answer.
-    pub fn over(self, older: &HostNames) -> HostNames {
-        // No answer about the name, or the same name with no answer about
-        // its forward records: what was known of it stands.
-        let unanswered = self.fcrdns.is_none() && (self.ptr.is_none() || self.ptr == older.ptr);
-        let (ptr, fcrdns, name_match) = if unanswered {
-            (older.ptr.clone(), older.fcrdns, older.name_match)
-        } else {
-            (self.ptr, self.fcrdns, self.name_match)
-        };
-        let (record_target, record_targets) = match self.record_target {
-            Some(_) => (self.record_target, self.record_targets),
-            None if self.records_unconfigured => (None, Vec::new()),
-            None => (older.record_target, older.record_targets.clone()),
-        };
-        HostNames {
-            ptr,
-            fcrdns,
-            name_match,
-            record_target,
-            record_targets,
-            records_unconfigured: self.records_unconfigured,
-        }
-    }
-}
+use super::{SqliteStore, addr};
+use crate::store::{
+    Acknowledgement, Decisions, HostNames, Pending, RecordedSettings, Result, StoredFinding, Upsert, Verdict,
+};
 
 const FINDING_COLUMNS: &str =
     "id, type, service, host, key, state, time_ms, details, created_ms, updated_ms, ack_by, ack_reason, ack_ms";
 
-impl Store {
+impl Decisions for SqliteStore {
     /// Stores a finding, or updates the one with the same type, service,
     /// host and key. Its state is kept unless `state` overrides it.
     #[allow(clippy::too_many_arguments)]
-    pub fn upsert_finding(
+    fn upsert_finding(
         &mut self,
         kind: &str,
         service: &str,
@@ -189,7 +78,7 @@ impl Store {
     /// unevaluated flows lie in it and were written before the evaluation
     /// began (a write that came in meanwhile, from another program, stays
     /// pending for the next).
-    pub fn mark_evaluated(&mut self, pending: Pending) -> Result<usize> {
+    fn mark_evaluated(&mut self, pending: Pending) -> Result<usize> {
         self.run(|c| {
             c.execute(
                 "UPDATE sources SET pending_from_ms = NULL, pending_seq = NULL
@@ -200,7 +89,7 @@ impl Store {
     }
 
     /// What was last emitted of each finding emitted so far, by id.
-    pub fn emitted(&self) -> Result<HashMap<i64, String>> {
+    fn emitted(&self) -> Result<HashMap<i64, String>> {
         self.run(|c| {
             let mut statement = c.prepare("SELECT id, emitted FROM findings WHERE emitted IS NOT NULL")?;
             let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
@@ -208,13 +97,13 @@ impl Store {
         })
     }
 
-    pub fn set_emitted(&mut self, id: i64, evidence: &str) -> Result<()> {
+    fn set_emitted(&mut self, id: i64, evidence: &str) -> Result<()> {
         self.run(|c| c.execute("UPDATE findings SET emitted = ? WHERE id = ?", params![evidence, id]).map(drop))
     }
 
     /// Stored findings, oldest first: those whose time is at or after
     /// `since_ms`, in `state` if given.
-    pub fn findings(&self, since_ms: Option<i64>, state: Option<&str>) -> Result<Vec<StoredFinding>> {
+    fn findings(&self, since_ms: Option<i64>, state: Option<&str>) -> Result<Vec<StoredFinding>> {
         self.run(|c| {
             let mut statement = c.prepare(&format!(
                 "SELECT {FINDING_COLUMNS} FROM findings WHERE time_ms >= ? AND (? IS NULL OR state = ?) ORDER BY time_ms, id"
@@ -224,14 +113,14 @@ impl Store {
         })
     }
 
-    pub fn finding(&self, id: i64) -> Result<Option<StoredFinding>> {
+    fn finding(&self, id: i64) -> Result<Option<StoredFinding>> {
         self.run(|c| {
             c.query_row(&format!("SELECT {FINDING_COLUMNS} FROM findings WHERE id = ?"), [id], finding_row).optional()
         })
     }
 
     /// Every finding about `host`, oldest first.
-    pub fn findings_for_host(&self, host: IpAddr) -> Result<Vec<StoredFinding>> {
+    fn findings_for_host(&self, host: IpAddr) -> Result<Vec<StoredFinding>> {
         self.run(|c| {
             let mut statement =
                 c.prepare(&format!("SELECT {FINDING_COLUMNS} FROM findings WHERE host = ? ORDER BY time_ms, id"))?;
@@ -243,7 +132,7 @@ impl Store {
     /// Acknowledges the findings `ids`, all or none: returns the ids there
     /// is no finding of, and then changes nothing (findings are never
     /// deleted, so what exists now exists at the update).
-    pub fn acknowledge(&mut self, ids: &[i64], ack: &Acknowledgement) -> Result<Vec<i64>> {
+    fn acknowledge(&mut self, ids: &[i64], ack: &Acknowledgement) -> Result<Vec<i64>> {
         let mut missing = Vec::new();
         for &id in ids {
             if self.finding(id)?.is_none() {
@@ -253,7 +142,7 @@ impl Store {
         if !missing.is_empty() {
             return Ok(missing);
         }
-        self.in_transaction(|store| {
+        self.transaction(|store| {
             for &id in ids {
                 store.run(|c| {
                     c.execute(
@@ -267,7 +156,7 @@ impl Store {
         })
     }
 
-    pub fn set_finding_state(&mut self, id: i64, state: &str, now_ms: i64) -> Result<bool> {
+    fn set_finding_state(&mut self, id: i64, state: &str, now_ms: i64) -> Result<bool> {
         self.run(|c| {
             c.execute("UPDATE findings SET state = ?, updated_ms = ? WHERE id = ?", params![state, now_ms, id])
                 .map(|changed| changed > 0)
@@ -275,7 +164,7 @@ impl Store {
     }
 
     /// (service, host) of every finding not in `state`.
-    pub fn finding_hosts_not_in(&self, state: &str) -> Result<Vec<(String, IpAddr)>> {
+    fn finding_hosts_not_in(&self, state: &str) -> Result<Vec<(String, IpAddr)>> {
         self.run(|c| {
             let mut statement = c.prepare("SELECT DISTINCT service, host FROM findings WHERE state != ?")?;
             let rows = statement.query_map([state], |row| Ok((row.get(0)?, addr(row, 1)?)))?;
@@ -284,7 +173,7 @@ impl Store {
     }
 
     /// Sets the state of every finding for `host` and `service`.
-    pub fn set_host_findings_state(&mut self, service: &str, host: IpAddr, state: &str, now_ms: i64) -> Result<usize> {
+    fn set_host_findings_state(&mut self, service: &str, host: IpAddr, state: &str, now_ms: i64) -> Result<usize> {
         self.run(|c| {
             c.execute(
                 "UPDATE findings SET state = ?, updated_ms = ? WHERE service = ? AND host = ? AND state != ?",
@@ -293,7 +182,7 @@ impl Store {
         })
     }
 
-    pub fn verdict(&self, service: &str, host: IpAddr) -> Result<Option<Verdict>> {
+    fn verdict(&self, service: &str, host: IpAddr) -> Result<Option<Verdict>> {
         self.run(|c| {
             c.query_row(
                 "SELECT verdict, by, reason, at_ms FROM verdicts WHERE service = ? AND host = ?",
@@ -304,7 +193,7 @@ impl Store {
         })
     }
 
-    pub fn set_verdict(&mut self, service: &str, host: IpAddr, verdict: &Verdict) -> Result<()> {
+    fn set_verdict(&mut self, service: &str, host: IpAddr, verdict: &Verdict) -> Result<()> {
         self.run(|c| {
             c.execute(
                 "INSERT INTO verdicts (service, host, verdict, by, reason, at_ms) VALUES (?, ?, ?, ?, ?, ?)
@@ -316,7 +205,7 @@ impl Store {
         })
     }
 
-    pub fn clear_verdict(&mut self, service: &str, host: IpAddr) -> Result<()> {
+    fn clear_verdict(&mut self, service: &str, host: IpAddr) -> Result<()> {
         self.run(|c| {
             c.execute("DELETE FROM verdicts WHERE service = ? AND host = ?", params![service, host.to_string()])
                 .map(drop)
@@ -324,7 +213,7 @@ impl Store {
     }
 
     /// Records the settings of an evaluation (in its transaction).
-    pub fn record_settings(&mut self, settings: &RecordedSettings) -> Result<()> {
+    fn record_settings(&mut self, settings: &RecordedSettings) -> Result<()> {
         let RecordedSettings { config_path, config_text, config_dir, data_dir, whitelist_path, whitelist_text } =
             settings;
         self.run(|c| {
@@ -347,7 +236,7 @@ impl Store {
     }
 
     /// The settings the store was last evaluated with, if it was.
-    pub fn recorded_settings(&self) -> Result<Option<RecordedSettings>> {
+    fn recorded_settings(&self) -> Result<Option<RecordedSettings>> {
         let values: HashMap<String, String> = self.run(|c| {
             let mut statement = c.prepare("SELECT name, value FROM settings")?;
             let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
@@ -366,7 +255,7 @@ impl Store {
     }
 
     /// What DNS last answered about each (service, host).
-    pub fn host_names(&self) -> Result<HashMap<(String, IpAddr), HostNames>> {
+    fn host_names(&self) -> Result<HashMap<(String, IpAddr), HostNames>> {
         self.run(|c| {
             let mut statement = c.prepare(
                 "SELECT service, host, ptr, fcrdns, name_match, mx, mx_targets, mx_unconfigured FROM dns_names",
@@ -389,9 +278,9 @@ impl Store {
 
     /// Keeps what DNS answered (see [`HostNames::over`] for what a lookup
     /// without an answer keeps).
-    pub fn save_host_names(&mut self, answers: &HashMap<(String, IpAddr), HostNames>, now_ms: i64) -> Result<()> {
+    fn save_host_names(&mut self, answers: &HashMap<(String, IpAddr), HostNames>, now_ms: i64) -> Result<()> {
         let known = self.host_names()?;
-        self.in_transaction(|store| {
+        self.transaction(|store| {
             store.run(|c| {
                 let mut upsert = c.prepare(
                     "INSERT INTO dns_names (service, host, ptr, fcrdns, name_match, mx, mx_targets, mx_unconfigured,

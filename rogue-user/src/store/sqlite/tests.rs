@@ -1,4 +1,5 @@
 use super::*;
+use crate::store::{Decisions, HostNames, Pending, RecordTarget, Retention, Traffic, Upsert};
 use crate::{config::Service, flows::FlowRecord, profile::Profiler};
 use crate::{
     profile::{FlowSpan, Role},
@@ -15,9 +16,9 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn temp_store(name: &str) -> (Store, PathBuf) {
+fn temp_store(name: &str) -> (SqliteStore, PathBuf) {
     let path = temp_dir(name).join("rogue.db");
-    (Store::open(&path, Access::Create).unwrap(), path)
+    (SqliteStore::open(&path, Access::Create).unwrap(), path)
 }
 
 fn smtp() -> Vec<Service> {
@@ -28,19 +29,19 @@ fn flow(src: &str, sport: u16, dst: &str, dport: u16, start: Nanos, bytes: u64) 
     crate::flows::tcp_flow(src, sport, dst, dport, start, 5, bytes)
 }
 
-fn ingest(store: &mut Store, flows: &[FlowRecord]) -> i64 {
+fn ingest(store: &mut SqliteStore, flows: &[FlowRecord]) -> i64 {
     ingest_as(store, "capture", "test.pcap", 0, flows)
 }
 
 /// Writes `flows` as a new source of `kind`, ingested at `now_ms`.
-fn ingest_as(store: &mut Store, kind: &str, name: &str, now_ms: i64, flows: &[FlowRecord]) -> i64 {
+fn ingest_as(store: &mut SqliteStore, kind: &str, name: &str, now_ms: i64, flows: &[FlowRecord]) -> i64 {
     let mut profiler = Profiler::new(vec!["192.0.2.0/24".parse().unwrap()], smtp(), 600);
     let mut span = FlowSpan::default();
     for flow in flows {
         profiler.add(flow);
         span.add(flow);
     }
-    let ingest = store.ingest().unwrap();
+    let mut ingest = store.ingest().unwrap();
     let source = ingest.add_source(kind, name, now_ms).unwrap();
     ingest.write(source, &smtp(), &profiler.take()).unwrap();
     ingest.extend_source(source, &span).unwrap();
@@ -66,7 +67,7 @@ fn a_new_store_is_created_and_migrated_once() {
     let (store, path) = temp_store("new");
     assert_eq!(store.schema_version().unwrap(), schema::MIGRATIONS.len() as i64);
     drop(store);
-    let again = Store::open(&path, Access::ReadWrite).unwrap();
+    let again = SqliteStore::open(&path, Access::ReadWrite).unwrap();
     assert_eq!(again.schema_version().unwrap(), schema::MIGRATIONS.len() as i64);
     let journal: String = again.conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
     assert_eq!(journal, "wal");
@@ -81,10 +82,10 @@ fn a_store_of_schema_version_3_keeps_its_capture_hashes_as_sha256() {
         3,
         "INSERT INTO sources (kind, name, sha256, ingested_ms) VALUES ('capture', 'old.pcap', 'ab12', 7)",
     );
-    let mut store = Store::open(&path, Access::ReadOnly).unwrap();
+    let mut store = SqliteStore::open(&path, Access::ReadOnly).unwrap();
     assert_eq!(store.schema_version().unwrap(), schema::MIGRATIONS.len() as i64);
     assert!(store.has_sha256_hashes().unwrap());
-    let ingest = store.ingest().unwrap();
+    let mut ingest = store.ingest().unwrap();
     assert_eq!(ingest.source_by_hash("sha256:ab12").unwrap().map(|s| s.name), Some("old.pcap".to_string()));
 }
 
@@ -93,7 +94,7 @@ fn a_store_from_a_newer_rogue_is_refused() {
     let (store, path) = temp_store("newer");
     store.conn.pragma_update(None, "user_version", 99).unwrap();
     drop(store);
-    let error = Store::open(&path, Access::ReadOnly).err().unwrap().to_string();
+    let error = SqliteStore::open(&path, Access::ReadOnly).err().unwrap().to_string();
     let known = schema::MIGRATIONS.len();
     assert!(error.contains(&format!("schema version 99 is newer than this rogue knows ({known})")), "{error}");
 }
@@ -102,7 +103,7 @@ fn a_store_from_a_newer_rogue_is_refused() {
 fn an_uncommitted_ingest_leaves_nothing() {
     let (mut store, _) = temp_store("rollback");
     {
-        let ingest = store.ingest().unwrap();
+        let mut ingest = store.ingest().unwrap();
         let source = ingest.add_source("capture", "x.pcap", 0).unwrap();
         ingest.set_source_hash(source, "abc").unwrap();
         assert!(ingest.source_by_hash("abc").unwrap().is_some());
@@ -189,12 +190,12 @@ fn only_the_commands_that_gather_traffic_create_a_store_and_never_its_directory(
     let dir = temp_dir("create");
     let missing = dir.join("typo.db");
     for access in [Access::ReadOnly, Access::ReadWrite] {
-        let error = Store::open(&missing, access).err().unwrap().to_string();
+        let error = SqliteStore::open(&missing, access).err().unwrap().to_string();
         assert!(error.starts_with(&format!("no store at {}: ", missing.display())), "{error}");
         assert!(!missing.exists(), "{access:?} created {}", missing.display());
     }
     let nowhere = dir.join("nonexistent/dir/x.db");
-    let error = Store::open(&nowhere, Access::Create).err().unwrap().to_string();
+    let error = SqliteStore::open(&nowhere, Access::Create).err().unwrap().to_string();
     assert_eq!(
         error,
         format!(
@@ -205,14 +206,14 @@ fn only_the_commands_that_gather_traffic_create_a_store_and_never_its_directory(
     );
     assert!(!dir.join("nonexistent").exists());
 
-    let error = Store::open(Path::new("/dev/null"), Access::ReadOnly).err().unwrap().to_string();
+    let error = SqliteStore::open(Path::new("/dev/null"), Access::ReadOnly).err().unwrap().to_string();
     assert_eq!(error, "/dev/null is not a rogue store: it is not a regular file");
     assert!(!Path::new("/dev/null-journal").exists() && !Path::new("/dev/null-wal").exists());
-    let error = Store::open(&dir, Access::ReadWrite).err().unwrap().to_string();
+    let error = SqliteStore::open(&dir, Access::ReadWrite).err().unwrap().to_string();
     assert_eq!(error, format!("{} is not a rogue store: it is a directory", dir.display()));
     let notes = dir.join("notes.txt");
     std::fs::write(&notes, "not a database, but long enough to have a header of one".repeat(100)).unwrap();
-    let error = Store::open(&notes, Access::ReadOnly).err().unwrap().to_string();
+    let error = SqliteStore::open(&notes, Access::ReadOnly).err().unwrap().to_string();
     assert_eq!(error, format!("{} is not a rogue store: it is not an SQLite database", notes.display()));
 }
 
@@ -251,7 +252,7 @@ fn a_damaged_store_is_an_error_naming_the_file() {
         }
     }
     for access in [Access::ReadOnly, Access::ReadWrite, Access::Create] {
-        let error = Store::open(&path, access).err().unwrap();
+        let error = SqliteStore::open(&path, access).err().unwrap();
         assert!(matches!(error, StoreError::Corrupt { .. }), "{access:?}: {error}");
         assert!(error.to_string().starts_with(&format!("store {} is damaged (", path.display())), "{error}");
     }
@@ -261,7 +262,7 @@ fn a_damaged_store_is_an_error_naming_the_file() {
 fn a_read_only_store_names_its_file_when_written() {
     let (store, path) = temp_store("read-only");
     drop(store);
-    let mut store = Store::open(&path, Access::ReadOnly).unwrap();
+    let mut store = SqliteStore::open(&path, Access::ReadOnly).unwrap();
     let error = store.set_finding_state(1, "acknowledged", 0).err().unwrap().to_string();
     assert!(error.starts_with(&format!("store {} cannot be written: ", path.display())), "{error}");
 }
@@ -279,7 +280,7 @@ fn traffic_stored_before_version_5_is_kept_under_a_migrated_source() {
          INSERT INTO share_bins VALUES ('smtp', '192.0.2.5', 1728000000, 3, 10, 1000);
          INSERT INTO data_days VALUES (20000, 3);",
     );
-    let store = Store::open(&path, Access::ReadWrite).unwrap();
+    let store = SqliteStore::open(&path, Access::ReadWrite).unwrap();
     let sources = store.sources().unwrap();
     assert_eq!(sources.len(), 2);
     let migrated = &sources[1];
@@ -335,7 +336,7 @@ fn retention_ages_live_traffic_by_the_clock_and_keeps_captures_whole_for_the_ret
     let pruned = store.apply_retention(90, now_ms).unwrap();
     assert_eq!(pruned.sources.iter().map(|s| s.id).collect::<Vec<_>>(), vec![expired]);
     assert!(store.source(expired).unwrap().is_none());
-    let flows_of = |store: &Store, source: i64| -> u64 {
+    let flows_of = |store: &SqliteStore, source: i64| -> u64 {
         store
             .run(|c| c.query_row("SELECT count(*) FROM service_flows WHERE source_id = ?", [source], |r| r.get(0)))
             .unwrap()
@@ -430,7 +431,7 @@ fn a_store_whose_last_user_died_is_told_from_one_in_use() {
     holder.stdin.take().unwrap().write_all(b"\n").unwrap();
     holder.wait().unwrap();
     assert!(!closed_cleanly(&path), "its user died holding it");
-    drop(Store::open(&path, Access::ReadWrite).unwrap());
+    drop(SqliteStore::open(&path, Access::ReadWrite).unwrap());
     assert!(closed_cleanly(&path), "closed by rogue");
 }
 
@@ -442,10 +443,10 @@ fn port_usage_of_successive_writes_and_sources_adds_up_per_port() {
     let base = 1_728_000_000 * SEC;
     let host: IpAddr = "192.0.2.5".parse().unwrap();
     let profiler = || Profiler::new(vec!["192.0.2.0/24".parse().unwrap()], smtp(), 600);
-    let write = |store: &mut Store, source: Option<i64>, flows: &[FlowRecord]| {
+    let write = |store: &mut SqliteStore, source: Option<i64>, flows: &[FlowRecord]| {
         let mut profiler = profiler();
         flows.iter().for_each(|f| profiler.add(f));
-        let ingest = store.ingest().unwrap();
+        let mut ingest = store.ingest().unwrap();
         let source = source.unwrap_or_else(|| ingest.add_source("live", "gw", 0).unwrap());
         ingest.write(source, &smtp(), &profiler.take()).unwrap();
         ingest.commit().unwrap();
@@ -479,7 +480,7 @@ fn port_usage_stored_before_version_8_is_packed_into_its_host_bins() {
                                        ('192.0.2.5', 1728000000, 0, 6, 25, 2, 1, 1, 60),
                                        ('192.0.2.6', 1728000600, 0, 17, 53, 2, 1, 1, 80);",
     );
-    let store = Store::open(&path, Access::ReadWrite).unwrap();
+    let store = SqliteStore::open(&path, Access::ReadWrite).unwrap();
     let usage = |host: &str| store.port_usage(host.parse().unwrap(), 1_728_000_000_000, 1_728_001_200_000).unwrap();
     assert_eq!(usage("192.0.2.5"), vec![(1_728_000_000, 0, 6, 25, 3, 9, 960), (1_728_000_000, 1, 6, 52000, 1, 2, 100)]);
     assert_eq!(usage("192.0.2.6"), vec![(1_728_000_600, 0, 17, 53, 1, 1, 80)]);

@@ -7,47 +7,48 @@ use std::{net::IpAddr, path::Path, rc::Rc};
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::{
-    Result, Source, Store, error_at, ports,
+    SqliteStore, error_at, ports,
     read::{SOURCES, source_row},
 };
 use crate::{
     config::Service,
     flows::FastMap,
     profile::{FlowSpan, ProfileBatch},
+    store::{Ingest, Result, Source},
     time::millis,
 };
 
-impl Store {
-    /// Starts writing flows; nothing is visible to readers (or kept after a
-    /// crash) until [`Ingest::commit`].
-    pub fn ingest(&mut self) -> Result<Ingest<'_>> {
-        let Store { conn, path } = self;
+impl SqliteStore {
+    /// Starts writing flows, in one transaction.
+    pub(super) fn begin_ingest(&mut self) -> Result<SqliteIngest<'_>> {
+        let SqliteStore { conn, path } = self;
         let tx = conn.transaction().map_err(|e| error_at(path, e))?;
         let seq = (|| {
             tx.execute("UPDATE write_sequence SET value = value + 1", [])?;
             tx.query_row("SELECT value FROM write_sequence", [], |row| row.get(0))
         })()
         .map_err(|e| error_at(path, e))?;
-        Ok(Ingest { tx, path, seq })
+        Ok(SqliteIngest { tx, path, seq })
     }
 }
 
-/// Writing flows from one or more sources; dropped without
-/// [`commit`](Ingest::commit), nothing of it stays.
-pub struct Ingest<'s> {
+/// Writing flows in one transaction; dropped without commit, nothing of it stays.
+pub struct SqliteIngest<'s> {
     tx: Transaction<'s>,
     path: &'s Path,
     /// This write's number (see [`Store::pending`]).
     seq: i64,
 }
 
-impl Ingest<'_> {
+impl SqliteIngest<'_> {
     fn run<T>(&self, f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>) -> Result<T> {
         f(&self.tx).map_err(|e| error_at(self.path, e))
     }
+}
 
+impl Ingest for SqliteIngest<'_> {
     /// Registers a new source and returns its id.
-    pub fn add_source(&self, kind: &str, name: &str, now_ms: i64) -> Result<i64> {
+    fn add_source(&mut self, kind: &str, name: &str, now_ms: i64) -> Result<i64> {
         self.run(|tx| {
             tx.execute("INSERT INTO sources (kind, name, ingested_ms) VALUES (?, ?, ?)", params![kind, name, now_ms])?;
             Ok(tx.last_insert_rowid())
@@ -57,7 +58,7 @@ impl Ingest<'_> {
     /// The source of `kind` named `name`, registered if there is none: a
     /// live origin (interfaces, an exporter) keeps one source across
     /// restarts and returns.
-    pub fn source_named(&self, kind: &str, name: &str, now_ms: i64) -> Result<i64> {
+    fn source_named(&mut self, kind: &str, name: &str, now_ms: i64) -> Result<i64> {
         let existing = self.run(|tx| {
             tx.query_row("SELECT max(id) FROM sources WHERE kind = ? AND name = ?", params![kind, name], |row| {
                 row.get::<_, Option<i64>>(0)
@@ -70,17 +71,17 @@ impl Ingest<'_> {
     }
 
     /// The source whose content has `hash`, as this transaction sees it.
-    pub fn source_by_hash(&self, hash: &str) -> Result<Option<Source>> {
+    fn source_by_hash(&mut self, hash: &str) -> Result<Option<Source>> {
         self.run(|tx| tx.query_row(&format!("{SOURCES} WHERE content_hash = ?"), [hash], source_row).optional())
     }
 
-    pub fn set_source_hash(&self, source: i64, hash: &str) -> Result<()> {
+    fn set_source_hash(&mut self, source: i64, hash: &str) -> Result<()> {
         self.run(|tx| tx.execute("UPDATE sources SET content_hash = ? WHERE id = ?", params![hash, source]).map(drop))
     }
 
     /// Widens the data time a source covers, adds to its counts and marks
     /// what `span` holds as not evaluated yet.
-    pub fn extend_source(&self, source: i64, span: &FlowSpan) -> Result<()> {
+    fn extend_source(&mut self, source: i64, span: &FlowSpan) -> Result<()> {
         let (Some(first), Some(last)) = (span.first, span.last) else { return Ok(()) };
         self.run(|tx| {
             tx.execute(
@@ -94,7 +95,7 @@ impl Ingest<'_> {
     }
 
     /// Counts records of `source` rejected as dated outside the plausible window.
-    pub fn add_rejected(&self, source: i64, records: u64) -> Result<()> {
+    fn add_rejected(&mut self, source: i64, records: u64) -> Result<()> {
         if records == 0 {
             return Ok(());
         }
@@ -105,11 +106,11 @@ impl Ingest<'_> {
 
     /// Adds a batch of profiles from `source`; `services` names the batch's
     /// service indexes.
-    pub fn write(&self, source: i64, services: &[Service], batch: &ProfileBatch) -> Result<()> {
+    fn write(&mut self, source: i64, services: &[Service], batch: &ProfileBatch) -> Result<()> {
         self.run(|tx| write_batch(tx, source, services, batch))
     }
 
-    pub fn commit(self) -> Result<()> {
+    fn commit(self: Box<Self>) -> Result<()> {
         let path = self.path;
         self.tx.commit().map_err(|e| error_at(path, e))
     }

@@ -564,7 +564,9 @@ fn a_million_packets_a_second_for_30_seconds_are_all_counted_while_findings_stil
     let finished = stop(agent);
     assert!(finished.stderr.contains("agent stopped"), "{}", finished.stderr);
     // At the stop every flow in progress was stored: all of the load's bytes.
-    let store = rogue::store::open(&workspace.dir.join("rogue.db"), rogue::store::Access::ReadOnly).unwrap();
+    use rogue::store::Traffic;
+    let store =
+        rogue::store::SqliteStore::open(&workspace.dir.join("rogue.db"), rogue::store::Access::ReadOnly).unwrap();
     let stored: u64 =
         store.host_daily("192.0.2.200".parse().unwrap(), 0, i64::MAX).unwrap().iter().map(|(_, _, bytes)| bytes).sum();
     assert_eq!(stored, generated * packet_len, "the load's IP bytes in the store");

@@ -55,7 +55,7 @@ fn start_collector_under(workspace: &Workspace, wrapper: &[&str]) -> (Running, u
     (collector, port)
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -84,7 +84,7 @@ fn stored_smtp_flows_by_origin(store: &Path) -> Vec<(String, i64, i64)> {
 }
 
 /// Findings as (type, host, key) with the fields that describe them.
-fn by_identity(findings: &[Value]) -> BTreeMap<(String, String, String), Value> {
+pub(crate) fn by_identity(findings: &[Value]) -> BTreeMap<(String, String, String), Value> {
     findings
         .iter()
         .map(|f| {
@@ -221,7 +221,7 @@ fn metered_config(port: u16, extra: &str) -> String {
 }
 
 /// `capture`'s flows sent to the collector on `port` as IPFIX over TCP.
-fn export_over_tcp(capture: &Path, port: u16, domain: u32) {
+pub(crate) fn export_over_tcp(capture: &Path, port: u16, domain: u32) {
     let exported = Command::new(ROGUE)
         .args(["-q", "flows", "--format", "none", "--pcap"])
         .arg(capture)
@@ -232,7 +232,7 @@ fn export_over_tcp(capture: &Path, port: u16, domain: u32) {
 }
 
 /// Waits until `condition` holds of the metrics on `port` (10 s at most).
-fn wait_for_metrics(
+pub(crate) fn wait_for_metrics(
     port: u16,
     what: &str,
     condition: impl Fn(&BTreeMap<String, f64>) -> bool,
@@ -248,7 +248,7 @@ fn wait_for_metrics(
     }
 }
 
-fn metric(metrics: &BTreeMap<String, f64>, name: &str) -> f64 {
+pub(crate) fn metric(metrics: &BTreeMap<String, f64>, name: &str) -> f64 {
     metrics.get(name).copied().unwrap_or(0.0)
 }
 

@@ -6,6 +6,7 @@
 mod agent;
 mod captures;
 mod cli;
+mod clickhouse;
 mod collect;
 mod dns;
 mod faults;

@@ -279,7 +279,7 @@ fn months_of_traffic_on_thousands_of_ports_make_one_readable_plot() {
     use rogue::{config::Config, flows::FlowRecord, profile::Profiler, time::NANOS_PER_SEC};
     let workspace = Workspace::new("report-long", CONFIG, &example_whitelist());
     let config = Config::load(&workspace.config()).unwrap();
-    let mut store = rogue::store::open(&config.store_path(), rogue::store::Access::Create).unwrap();
+    let mut store = rogue::store::open(&config, &config.store_path(), rogue::store::Access::Create).unwrap();
     let mut profiler = Profiler::new(config.internal_networks.clone(), config.services.all().to_vec(), 600);
     let start = 1_199_145_600 * NANOS_PER_SEC; // 2008-01-01
     for i in 0..200_000i64 {

@@ -291,6 +291,7 @@ pub fn say_skipped(why: &str) {
 }
 
 pub mod analysis;
+pub mod clickhouse;
 pub mod dns;
 pub mod generator;
 pub mod ipfix;

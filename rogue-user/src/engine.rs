@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use crate::{
     config::{self, Config, ConfigError},
     detect::{Detector, DnsFacts, Window, whitelist::Whitelist},
-    store::{self, Access, Pending, Pruned, RecordedSettings, Store, StoreError, StoredFinding, Upsert},
+    store::{self, Access, Pending, Pruned, RecordedSettings, SqliteStore, Store, StoreError, StoredFinding, Upsert},
 };
 
 /// Where a command finds its files.
@@ -61,7 +61,7 @@ impl Engine {
         };
         match (&paths.db, whitelist, access) {
             (Some(db), WhitelistFile::Existing, Access::ReadOnly | Access::ReadWrite) => {
-                let store = store::open(db, access)?;
+                let store: Box<dyn Store> = Box::new(SqliteStore::open(db, access)?);
                 let (config, whitelist) = recorded(&*store, not_found)?;
                 Engine::assemble(paths, config, None, store, whitelist)
             }
@@ -77,7 +77,7 @@ impl Engine {
         access: Access,
         whitelist: WhitelistFile,
     ) -> anyhow::Result<Engine> {
-        let store = store::open(&store_path(paths, &config), access)?;
+        let store = store::open(&config, &store_path(paths, &config), access)?;
         let (path, services) = (config.whitelist_path(), config.services.names());
         let whitelist = match whitelist {
             WhitelistFile::Existing => Whitelist::load(&path, &services)?,

@@ -51,6 +51,7 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("sshd", "openssh-server"),
     ("ssh", "openssh-client"),
     ("udhcpc", "udhcpc"),
+    ("clickhouse-server", "clickhouse-server"),
 ];
 /// The flow tools the offline benchmark compares rogue with.
 const BENCH_PACKAGES: &[(&str, &str)] =

@@ -129,6 +129,8 @@ pub struct Metrics {
     collector: OnceLock<Arc<CollectorStats>>,
     last_evaluation: Gauge,
     evaluate_interval: Gauge,
+    store_waiting_writes: Gauge,
+    store_pending_flows: Gauge,
     build_info: Family<BuildLabels, Gauge>,
     flow_map_entries: Gauge,
 }
@@ -153,6 +155,8 @@ impl Metrics {
         let mut m = Metrics {
             last_evaluation: Gauge::default(),
             evaluate_interval: Gauge::default(),
+            store_waiting_writes: Gauge::default(),
+            store_pending_flows: Gauge::default(),
             flow_map_entries: Gauge::default(),
             build_info: Family::default(),
             registry: Registry::default(),
@@ -400,6 +404,16 @@ impl Metrics {
             m.evaluate_interval.clone(),
         );
         rogue.register(
+            "store_pending_flows",
+            "Flows received or metered and not yet written to the store (held in memory)",
+            m.store_pending_flows.clone(),
+        );
+        rogue.register(
+            "store_waiting_writes",
+            "Writes kept on local disk until the store takes them (ClickHouse's spool; 0 on SQLite)",
+            m.store_waiting_writes.clone(),
+        );
+        rogue.register(
             "build_info",
             "rogue's version and the commit it was built from (always 1)",
             m.build_info.clone(),
@@ -573,6 +587,14 @@ impl Metrics {
 
     pub fn set_flow_map_entries(&self, entries: u32) {
         self.flow_map_entries.set(entries as i64);
+    }
+
+    pub fn set_store_pending_flows(&self, flows: u64) {
+        self.store_pending_flows.set(flows as i64);
+    }
+
+    pub fn set_store_waiting_writes(&self, writes: usize) {
+        self.store_waiting_writes.set(writes as i64);
     }
 
     pub fn set_evaluate_interval(&self, seconds: u64) {

@@ -244,6 +244,9 @@ impl<S: FlowSource> Agent<S> {
     /// Does what the schedule says: evaluate, or look hosts up beside the
     /// loop (all of the period's, or after answers those still unasked).
     fn step(&mut self, step: Step, after_answers: bool, answers: &mpsc::Sender<DnsFacts>) {
+        if !self.engine.config.detection.evaluate {
+            return;
+        }
         let (Step::LookUp, Some(resolver)) = (step, &self.resolver) else {
             if step == Step::Evaluate {
                 self.evaluate();
@@ -320,6 +323,14 @@ impl<S: FlowSource> Agent<S> {
     fn write(&mut self) {
         let now = self.clock.now();
         self.writer.write(&mut *self.engine.store, &self.engine.config, now, &self.metrics);
+        self.metrics.set_store_pending_flows(self.writer.pending_flows());
+        match self.engine.store.send_waiting() {
+            Ok(waiting) => self.metrics.set_store_waiting_writes(waiting),
+            Err(e) => {
+                self.metrics.set_store_waiting_writes(self.engine.store.unsent_writes());
+                warn!("{e}; {} writes wait on local disk for the store", self.engine.store.unsent_writes());
+            }
+        }
     }
 
     /// DNS answers: over what was known, and kept in the store (should the
@@ -336,6 +347,9 @@ impl<S: FlowSource> Agent<S> {
     /// cannot be read or written) is logged, counted and tried again at the
     /// next evaluation: the agent keeps metering.
     fn evaluate(&mut self) {
+        if !self.engine.config.detection.evaluate {
+            return;
+        }
         match self.try_evaluate() {
             Ok(()) => self.metrics.evaluated_at(self.clock.now().div_euclid(NANOS_PER_SEC)),
             Err(e) => self.evaluation_failed(&e),
@@ -439,7 +453,17 @@ impl<S: FlowSource> Agent<S> {
         if unwritten > 0 {
             bail!("{unwritten} flows could not be written to the store");
         }
-        self.try_evaluate()?;
+        let waiting = self.engine.store.unsent_writes();
+        if waiting > 0 {
+            warn!(
+                target: crate::LIFECYCLE,
+                "{waiting} writes wait on local disk for the store {}; the next rogue to open it sends them",
+                self.engine.store.location()
+            );
+        }
+        if self.engine.config.detection.evaluate {
+            self.try_evaluate()?;
+        }
         let (who, seconds) = (if self.source.kind() == "live" { "agent" } else { "collector" }, self.started.elapsed());
         info!(
             target: crate::LIFECYCLE,

@@ -110,6 +110,14 @@ fn ingest(
         }
         other => other?,
     };
+    let waiting = context.engine.store.unsent_writes();
+    if waiting > 0 {
+        anyhow::bail!(
+            "the store {} did not take the files' flows; they wait on local disk ({waiting} writes) and are sent \
+             when rogue next opens the store, so the files need not be analysed again",
+            context.engine.store.location()
+        );
+    }
     info!(
         "ingested {} packets, {} flows in {:.2} s",
         summary.counters.packets,

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     config::{self, Config},
-    store::{self, Access, Source},
+    store::{self, Access, Source, SqliteStore, Store},
 };
 
 #[derive(Debug, Args)]
@@ -61,27 +61,35 @@ pub enum StoreAction {
 
 pub fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
     let config = &args.config;
-    let path = match &config.db {
-        Some(path) => path.clone(),
-        None => Config::load(&config::locate(config.file.config.as_deref())?)?.store_path(),
+    // `--db` names an SQLite file; else the configuration names the store.
+    let open = |access| -> anyhow::Result<(Box<dyn Store>, String)> {
+        let store = match &config.db {
+            Some(path) => Box::new(SqliteStore::open(path, access)?) as Box<dyn Store>,
+            None => {
+                let loaded = Config::load(&config::locate(config.file.config.as_deref())?)?;
+                store::open(&loaded, &loaded.store_path(), access)?
+            }
+        };
+        let location = store.location();
+        Ok((store, location))
     };
     match args.action {
         StoreAction::Check { full } => {
             // Opening checks the structure already when it is cheap; a
             // damaged store is reported whichever check finds it.
-            let store = store::open(&path, Access::ReadOnly)?;
+            let (store, location) = open(Access::ReadOnly)?;
             let problems = store.check(full)?;
             if problems.is_empty() {
-                writeln!(io::stdout(), "{}: ok", path.display())?;
+                writeln!(io::stdout(), "{location}: ok")?;
                 return Ok(ExitCode::SUCCESS);
             }
             for problem in &problems {
-                writeln!(io::stdout(), "{}: {problem}", path.display())?;
+                writeln!(io::stdout(), "{location}: {problem}")?;
             }
-            bail!("store {} is damaged: {} problem(s) found", path.display(), problems.len());
+            bail!("store {location} is damaged: {} problem(s) found", problems.len());
         }
         StoreAction::Sources { format } => {
-            let store = store::open(&path, Access::ReadOnly)?;
+            let (store, _) = open(Access::ReadOnly)?;
             print_sources(&store.sources()?, format_or_default(format))?;
         }
         StoreAction::Prune { source, before, retention: true } if source.is_none() && before.is_none() => {
@@ -96,10 +104,10 @@ pub fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
             );
         }
         StoreAction::Prune { source, before, .. } => {
-            let mut store = store::open(&path, Access::ReadWrite)?;
+            let (mut store, location) = open(Access::ReadWrite)?;
             if let Some(id) = source {
                 let Some(found) = store.source(id)? else {
-                    bail!("{} has no source {id} (`rogue store sources` lists them)", path.display());
+                    bail!("{location} has no source {id} (`rogue store sources` lists them)");
                 };
                 let rows = store.remove_source(id)?;
                 eprintln!("rogue: removed source {id} ({} {}): {rows} rows", found.kind, found.name);

@@ -134,7 +134,14 @@ pub struct Config {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
+    /// Where rogue keeps what it learns: `sqlite` (the file `path`, on this
+    /// box) or `clickhouse` (a server that many collectors and agents write
+    /// to and one evaluates; see `clickhouse`).
+    pub backend: StoreBackend,
+    /// The SQLite file (backend `sqlite`).
     pub path: PathBuf,
+    /// The ClickHouse server (backend `clickhouse`).
+    pub clickhouse: ClickHouseConfig,
     /// How long traffic is kept, by the wall clock (see store::retention).
     pub retention_days: Positive,
     /// Records dated more than this after the wall clock are rejected (and
@@ -150,10 +157,54 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
+            backend: StoreBackend::Sqlite,
             path: "rogue.db".into(),
+            clickhouse: ClickHouseConfig::default(),
             retention_days: Positive(90),
             max_future_seconds: Positive(86_400),
             max_pending_flows: Positive(500_000),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    Sqlite,
+    Clickhouse,
+}
+
+/// A ClickHouse server's HTTP interface, and the database rogue's tables
+/// are in (created, with the tables, by the first rogue to connect).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClickHouseConfig {
+    /// `http://HOST:PORT` or `https://HOST:PORT` (ClickHouse's HTTP port,
+    /// 8123 by default; 8443 with TLS).
+    pub url: String,
+    pub database: String,
+    pub user: String,
+    /// A file holding the user's password (its first line), readable by
+    /// rogue only; none for a user without one.
+    pub password_file: Option<PathBuf>,
+    /// Where writes wait on local disk until ClickHouse has them (relative
+    /// to the data directory); see store::clickhouse::spool.
+    pub spool_dir: PathBuf,
+    /// How much may wait there; past it, a write is refused (the agent then
+    /// holds its flows, and drops and counts the oldest past
+    /// `store.max_pending_flows`).
+    pub spool_max_mib: Positive,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        ClickHouseConfig {
+            url: "http://127.0.0.1:8123".into(),
+            database: "rogue".into(),
+            user: "default".into(),
+            password_file: None,
+            spool_dir: "clickhouse-spool".into(),
+            spool_max_mib: Positive(1024),
         }
     }
 }
@@ -172,6 +223,11 @@ pub struct DetectionConfig {
     pub volume_spike: VolumeSpikeConfig,
     /// How often the agent applies the method to what it has stored.
     pub evaluate_seconds: Positive,
+    /// Whether this process applies the method. Where many collectors and
+    /// agents write to one ClickHouse store, one evaluates (its findings
+    /// cover every sensor) and the others set this to false: they meter or
+    /// collect and write, and emit nothing.
+    pub evaluate: bool,
 }
 
 impl Default for DetectionConfig {
@@ -183,6 +239,7 @@ impl Default for DetectionConfig {
             fanout: FanoutConfig::default(),
             volume_spike: VolumeSpikeConfig::default(),
             evaluate_seconds: Positive(60),
+            evaluate: true,
         }
     }
 }
@@ -946,6 +1003,23 @@ impl Config {
         for (keys, message) in self.services.problems() {
             problem(&keys.iter().map(String::as_str).collect::<Vec<_>>(), message);
         }
+        let clickhouse = &self.store.clickhouse;
+        if !(clickhouse.url.starts_with("http://") || clickhouse.url.starts_with("https://")) {
+            problem(
+                &["store", "clickhouse", "url"],
+                format!(
+                    "{:?} is not http://HOST:PORT or https://HOST:PORT (ClickHouse's HTTP interface)",
+                    clickhouse.url
+                ),
+            );
+        }
+        if clickhouse.database.is_empty() || !clickhouse.database.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            problem(
+                &["store", "clickhouse", "database"],
+                format!("{:?} is not a database name (letters, digits and _)", clickhouse.database),
+            );
+        }
         let dns = &self.dns;
         if dns.min_ttl_seconds.0 > dns.max_ttl_seconds.0 {
             problem(
@@ -982,11 +1056,21 @@ impl Config {
         self.resolve(&self.store.path)
     }
 
+    /// The ClickHouse server's settings, the password file found beside
+    /// the configuration (it is configuration, as the whitelist is).
+    pub fn clickhouse(&self) -> ClickHouseConfig {
+        let mut clickhouse = self.store.clickhouse.clone();
+        clickhouse.password_file = clickhouse.password_file.map(|path| self.resolve_beside(&path));
+        clickhouse.spool_dir = self.resolve(&clickhouse.spool_dir);
+        clickhouse
+    }
+
     /// This configuration with its relative paths resolved: what
     /// `rogue config check --print` shows, itself a valid configuration.
     pub fn effective(&self) -> Config {
         let mut effective = self.clone();
         effective.store.path = self.store_path();
+        effective.store.clickhouse = self.clickhouse();
         effective.whitelist = self.whitelist_path();
         effective.services = self.services.effective();
         for sink in &mut effective.output.findings {

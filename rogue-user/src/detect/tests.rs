@@ -28,7 +28,7 @@ fn fixture(name: &str, whitelist: &str) -> Fixture {
     std::fs::write(dir.join("whitelist.yaml"), whitelist).unwrap();
     let config = Config::load(&dir.join("rogue.yaml")).unwrap();
     let whitelist = Whitelist::load(&config.whitelist_path(), &config.services.names()).unwrap();
-    let store = crate::store::open(&config.store_path(), crate::store::Access::Create).unwrap();
+    let store = crate::store::open(&config, &config.store_path(), crate::store::Access::Create).unwrap();
     Fixture { dir, store, config, whitelist, dns: crate::detect::DnsFacts::disabled() }
 }
 

@@ -21,10 +21,11 @@
 use std::{collections::HashMap, net::IpAddr, path::PathBuf};
 
 use crate::{
-    config::Service,
+    config::{Config, Service, StoreBackend},
     profile::{FlowSpan, ProfileBatch},
 };
 
+pub mod clickhouse;
 mod model;
 pub mod sqlite;
 
@@ -55,6 +56,10 @@ pub enum StoreError {
     ReadOnly { path: PathBuf, error: rusqlite::Error },
     #[error("store {path}: {error}")]
     Sql { path: PathBuf, error: rusqlite::Error },
+    #[error(
+        "ClickHouse store {server}: its schema version {found} is newer than this rogue knows ({known}); upgrade rogue"
+    )]
+    TooNewServer { server: String, found: i64, known: i64 },
     /// The ClickHouse server did not answer, or answered something other
     /// than a result (it is down, restarting, or unreachable).
     #[error("ClickHouse store {server}: {detail}")]
@@ -87,9 +92,13 @@ pub enum Access {
     ReadOnly,
 }
 
-/// Opens the SQLite store at `path`.
-pub fn open(path: &std::path::Path, access: Access) -> Result<Box<dyn Store>> {
-    Ok(Box::new(SqliteStore::open(path, access)?))
+/// Opens the store `config` names: the SQLite file at `sqlite_path`
+/// (`--db`, else `store.path`), or the ClickHouse server.
+pub fn open(config: &Config, sqlite_path: &std::path::Path, access: Access) -> Result<Box<dyn Store>> {
+    match config.store.backend {
+        StoreBackend::Sqlite => Ok(Box::new(SqliteStore::open(sqlite_path, access)?)),
+        StoreBackend::Clickhouse => Ok(Box::new(clickhouse::ClickHouseStore::open(&config.clickhouse(), access)?)),
+    }
 }
 
 /// Everything rogue asks of a store.
@@ -115,6 +124,18 @@ pub trait Store: Traffic + Decisions + Retention + Send {
 
     /// Rows of traffic or decisions in a table (for tests and diagnostics).
     fn count(&self, table: &str) -> Result<u64>;
+
+    /// Writes committed but not in the store yet: ClickHouse's, waiting in
+    /// the spool for the server; none on SQLite.
+    fn unsent_writes(&self) -> usize {
+        0
+    }
+
+    /// Sends the writes waiting for the store, if it takes them now;
+    /// returns how many still wait.
+    fn send_waiting(&mut self) -> Result<usize> {
+        Ok(0)
+    }
 }
 
 /// Writing flows from one or more sources; dropped without

@@ -198,7 +198,7 @@ impl Traffic for SqliteStore {
             let mut statement = c.prepare_cached(
                 "SELECT peer, peer_internal, role, count(*), sum(packets), sum(bytes), min(start_ms), max(end_ms)
                  FROM service_flows WHERE service = ? AND host = ? AND start_ms BETWEEN ? AND ?
-                 GROUP BY peer, role ORDER BY sum(bytes) DESC, peer",
+                 GROUP BY peer, role ORDER BY sum(bytes) DESC, peer, role",
             )?;
             let rows = statement.query_map(params![service, host.to_string(), from_ms, to_ms], |row| {
                 Ok(Peer {

@@ -1,0 +1,140 @@
+//! A real ClickHouse server for tests (Debian's clickhouse-server, 18.16):
+//! on free loopback ports, its data in a directory of its own, stopped and
+//! removed on drop; it can be stopped and started again (an outage), and
+//! given the other servers of a cluster (`remote_servers`).
+
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::require;
+
+pub struct ClickHouse {
+    /// The HTTP interface's port (rogue's `store.clickhouse.url`).
+    pub http_port: u16,
+    /// The native protocol's port (what a cluster's servers talk over).
+    pub tcp_port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl ClickHouse {
+    pub fn start(name: &str) -> ClickHouse {
+        ClickHouse::with_cluster(name, "")
+    }
+
+    /// A server whose configuration holds `remote_servers` (the XML inside
+    /// that element): see [`cluster_xml`].
+    pub fn with_cluster(name: &str, remote_servers: &str) -> ClickHouse {
+        ClickHouse::configured(name, free_port(), free_port(), remote_servers)
+    }
+
+    /// A server on the ports given (a cluster's servers name each other's).
+    pub fn configured(name: &str, http_port: u16, tcp_port: u16, remote_servers: &str) -> ClickHouse {
+        require("clickhouse-server");
+        let dir = std::env::temp_dir().join(format!("rogue-clickhouse-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = dir.display();
+        std::fs::write(
+            dir.join("config.xml"),
+            format!(
+                "<yandex>\n  <logger><level>warning</level><log>{d}/server.log</log><errorlog>{d}/error.log</errorlog></logger>\n  \
+                 <http_port>{http_port}</http_port>\n  <tcp_port>{tcp_port}</tcp_port>\n  <listen_host>127.0.0.1</listen_host>\n  \
+                 <path>{d}/data/</path>\n  <tmp_path>{d}/tmp/</tmp_path>\n  <user_files_path>{d}/user_files/</user_files_path>\n  \
+                 <format_schema_path>{d}/format_schemas/</format_schema_path>\n  <users_config>users.xml</users_config>\n  \
+                 <default_profile>default</default_profile>\n  <default_database>default</default_database>\n  \
+                 <mark_cache_size>67108864</mark_cache_size>\n  <remote_servers>{remote_servers}</remote_servers>\n</yandex>\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("users.xml"),
+            "<yandex>\n  <profiles><default></default></profiles>\n  <users>\n    <default><password></password>\
+             <networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default>\n    \
+             <rogue><password>s3cret</password><networks><ip>127.0.0.1</ip></networks><profile>default</profile>\
+             <quota>default</quota></rogue>\n  </users>\n  <quotas><default></default></quotas>\n</yandex>\n",
+        )
+        .unwrap();
+        let mut server = ClickHouse { http_port, tcp_port, dir, child: None };
+        server.resume();
+        server
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// Starts the server (again) on its data, and waits until it answers.
+    pub fn resume(&mut self) {
+        assert!(self.child.is_none(), "the server runs");
+        let child = Command::new("clickhouse-server")
+            .arg(format!("--config-file={}", self.dir.join("config.xml").display()))
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.query("SELECT 1").is_ok_and(|answer| answer.trim() == "1") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let log = std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default();
+        panic!("clickhouse-server did not answer on port {} within 30 s:\n{log}", self.http_port);
+    }
+
+    /// Kills the server (SIGKILL: an outage, not a shutdown).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs `sql` as the default user; the server's answer, or its error.
+    pub fn query(&self, sql: &str) -> Result<String, String> {
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build();
+        match agent.post(&format!("{}/", self.url())).send_string(sql) {
+            Ok(response) => response.into_string().map_err(|e| e.to_string()),
+            Err(ureq::Error::Status(code, response)) => {
+                Err(format!("HTTP {code}: {}", response.into_string().unwrap_or_default()))
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// A query's answer, which must come.
+    pub fn answer(&self, sql: &str) -> String {
+        self.query(sql).unwrap_or_else(|e| panic!("{sql}: {e}")).trim().to_string()
+    }
+}
+
+impl Drop for ClickHouse {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The `remote_servers` XML of a cluster `name` with one shard per native
+/// port in `shards` (each one replica, on 127.0.0.1).
+pub fn cluster_xml(name: &str, shards: &[u16]) -> String {
+    let shards: String = shards
+        .iter()
+        .map(|port| format!("<shard><replica><host>127.0.0.1</host><port>{port}</port></replica></shard>"))
+        .collect();
+    format!("<{name}>{shards}</{name}>")
+}

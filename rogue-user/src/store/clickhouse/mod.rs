@@ -1,0 +1,294 @@
+//! The ClickHouse backend: one database that any number of collectors and
+//! agents write to, and one evaluator reads (`detection.evaluate`).
+//!
+//! Writes go through the local [`spool`] (on disk first, then sent, each
+//! insert idempotent), so a server that is down or restarting loses
+//! nothing and doubles nothing. Reads are the same questions the SQLite
+//! backend answers, in ClickHouse's SQL (see `read`). ClickHouse has no
+//! transactions: a unit of work ([`Store::in_transaction`]) runs in order,
+//! each of its writes replacing rows by key, so one cut short is completed
+//! by the next run. The oldest server supported is 18.16 (Debian's).
+
+use std::{
+    cell::{Cell, RefCell},
+    collections::{HashMap, VecDeque},
+};
+
+use crate::{
+    config::ClickHouseConfig,
+    store::{Access, Ingest, Result, Store, StoreError},
+};
+
+mod client;
+mod decisions;
+mod read;
+mod retention;
+mod schema;
+pub mod spool;
+mod write;
+
+use client::{Client, quote};
+use spool::{Batch, Spool, SpoolError};
+
+pub struct ClickHouseStore {
+    client: Client,
+    spool: Spool,
+    /// This process's name in batch ids and markers: host, process, start.
+    writer: String,
+    next_batch: u64,
+    /// Batches kept in the spool and not yet in ClickHouse, oldest first;
+    /// `true` where an attempt to send it was made (its inserts' fate is
+    /// then asked before they are sent again).
+    outbox: VecDeque<(Batch, bool)>,
+    /// The writes an evaluation saw as pending, by the token it was given
+    /// for them (see `read::pending`).
+    snapshots: RefCell<HashMap<i64, Vec<read::PendingWrite>>>,
+    next_snapshot: Cell<i64>,
+    /// The last version given to a replaced row (nanoseconds of the wall
+    /// clock, kept increasing).
+    last_version: Cell<u64>,
+    /// Sources known to exist, with whether they are live.
+    known_sources: RefCell<HashMap<i64, bool>>,
+}
+
+impl ClickHouseStore {
+    /// Connects, creates the database and tables if `access` allows,
+    /// migrates them, and sends what the spool holds.
+    pub fn open(config: &ClickHouseConfig, access: Access) -> Result<ClickHouseStore> {
+        let mut client = Client::new(config)?;
+        let server = client.location();
+        let exists: Vec<Named> =
+            client.select(&format!("SELECT name FROM system.databases WHERE name = {}", quote(client.database())))?;
+        if exists.is_empty() {
+            if access != Access::Create {
+                return Err(StoreError::Refused {
+                    server,
+                    detail: "no such database: `rogue analyze`, `rogue agent` and `rogue collect` create it".into(),
+                });
+            }
+            client.execute(&format!("CREATE DATABASE IF NOT EXISTS {}", client.database()))?;
+        }
+        client.enter_database();
+        migrate(&client)?;
+        let writer = writer_name();
+        let max_bytes = config.spool_max_mib.0.saturating_mul(1 << 20);
+        let spool = Spool::open(&config.spool_dir, &writer, max_bytes).map_err(|e| spool_error(&server, e))?;
+        let mut store = ClickHouseStore {
+            client,
+            spool,
+            writer,
+            next_batch: 1,
+            outbox: VecDeque::new(),
+            snapshots: RefCell::default(),
+            next_snapshot: Cell::new(1),
+            last_version: Cell::new(0),
+            known_sources: RefCell::default(),
+        };
+        if access != Access::ReadOnly {
+            let (waiting, damaged) = store.spool.waiting().map_err(|e| spool_error(&server, e))?;
+            for path in damaged {
+                tracing::error!(
+                    "{}: a write in the spool does not read whole; set aside as {}",
+                    server,
+                    path.display()
+                );
+            }
+            store.outbox.extend(waiting.into_iter().map(|batch| (batch, true)));
+            if let Err(e) = store.send_outbox() {
+                tracing::warn!("{e}; {} writes wait in {}", store.outbox.len(), store.spool.dir().display());
+            }
+        }
+        Ok(store)
+    }
+
+    /// A version for a replaced row, above every one this process gave.
+    fn version(&self) -> u64 {
+        let now = jiff::Timestamp::now().as_nanosecond() as u64;
+        let version = now.max(self.last_version.get() + 1);
+        self.last_version.set(version);
+        version
+    }
+
+    /// Keeps `batch` in the spool, then sends it with any before it. Once
+    /// kept, the write is done for the caller whatever the server says: the
+    /// batch is sent later if not now (the caller must not write its flows
+    /// again, or they would count twice).
+    fn commit_batch(&mut self, batch: Batch) -> Result<()> {
+        self.spool.keep(&batch).map_err(|e| spool_error(&self.client.location(), e))?;
+        self.outbox.push_back((batch, false));
+        if let Err(e) = self.send_outbox() {
+            let waiting = format!("{} writes wait in {}", self.outbox.len(), self.spool.dir().display());
+            match e.is_transient() {
+                true => tracing::warn!("{e}; {waiting}"),
+                false => tracing::error!("{e}; {waiting}, tried again at the next write"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the outbox, oldest first, until it is empty or an insert fails.
+    fn send_outbox(&mut self) -> Result<()> {
+        while let Some((batch, attempted)) = self.outbox.front_mut() {
+            let was_attempted = *attempted;
+            *attempted = true;
+            let batch = batch.clone();
+            self.send(&batch, was_attempted)?;
+            self.spool.sent(&batch).map_err(|e| spool_error(&self.client.location(), e))?;
+            self.outbox.pop_front();
+        }
+        Ok(())
+    }
+
+    /// Sends a batch's inserts in order. Where an earlier attempt was made,
+    /// or this one failed, an insert with a marker is sent only if the
+    /// server has no marker of it.
+    fn send(&self, batch: &Batch, attempted: bool) -> Result<()> {
+        for (index, chunk) in batch.chunks.iter().enumerate() {
+            if attempted && self.landed(chunk)? {
+                continue;
+            }
+            let query_id = format!("{}.{index}", batch.id);
+            if let Err(e) = self.client.insert(&chunk.table, &chunk.columns, &chunk.rows, &query_id) {
+                if self.landed(chunk).unwrap_or(false) {
+                    continue;
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether an insert with a marker is in its table.
+    fn landed(&self, chunk: &spool::Chunk) -> Result<bool> {
+        let Some(marker) = &chunk.marker else { return Ok(false) };
+        let found: Count = self.client.select_one(&format!(
+            "SELECT count() AS n FROM {} WHERE live = {} AND day = {} AND marker = {}",
+            chunk.table,
+            chunk.live,
+            date(chunk.day),
+            quote(marker)
+        ))?;
+        Ok(found.n > 0)
+    }
+}
+
+impl Store for ClickHouseStore {
+    fn location(&self) -> String {
+        self.client.location()
+    }
+
+    fn ingest(&mut self) -> Result<Box<dyn Ingest + '_>> {
+        Ok(Box::new(write::ClickHouseIngest::new(self)))
+    }
+
+    fn in_transaction(&mut self, f: &mut dyn FnMut(&mut dyn Store) -> Result<()>) -> Result<()> {
+        f(self)
+    }
+
+    fn check(&self, _full: bool) -> Result<Vec<String>> {
+        // The server checks its parts itself; what rogue can see is that
+        // every table is there.
+        let tables: Vec<Named> = self
+            .client
+            .select(&format!("SELECT name FROM system.tables WHERE database = {}", quote(self.client.database())))?;
+        let present: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+        Ok(TABLES
+            .iter()
+            .filter(|table| !present.contains(table))
+            .map(|table| format!("table {table} is missing"))
+            .collect())
+    }
+
+    fn schema_version(&self) -> Result<i64> {
+        schema_version(&self.client)
+    }
+
+    fn count(&self, table: &str) -> Result<u64> {
+        assert!(table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "table name");
+        let rows = match TRAFFIC.contains(&table) {
+            true => format!("SELECT count() AS n FROM {table} WHERE inserts = 0"),
+            false => format!("SELECT count() AS n FROM {table} FINAL"),
+        };
+        Ok(self.client.select_one::<Count>(&rows)?.n)
+    }
+
+    fn unsent_writes(&self) -> usize {
+        self.outbox.len()
+    }
+
+    fn send_waiting(&mut self) -> Result<usize> {
+        self.send_outbox()?;
+        Ok(self.outbox.len())
+    }
+}
+
+/// The tables of traffic (rows with markers; see schema).
+const TRAFFIC: &[&str] = &["host_bins", "port_usage", "share_bins", "data_days", "service_flows"];
+const TABLES: &[&str] = &[
+    "sources",
+    "source_writes",
+    "evaluated",
+    "host_bins",
+    "port_usage",
+    "share_bins",
+    "data_days",
+    "service_flows",
+    "findings",
+    "verdicts",
+    "settings",
+    "dns_names",
+];
+
+fn migrate(client: &Client) -> Result<()> {
+    client.execute(schema::VERSIONS)?;
+    let found = schema_version(client)?;
+    let known = schema::MIGRATIONS.len() as i64;
+    if found > known {
+        return Err(StoreError::TooNewServer { server: client.location(), found, known });
+    }
+    for (version, statements) in schema::MIGRATIONS.iter().enumerate().skip(found as usize) {
+        for statement in *statements {
+            client.execute(statement)?;
+        }
+        client.execute(&format!(
+            "INSERT INTO schema_versions VALUES ({}, {})",
+            version + 1,
+            jiff::Timestamp::now().as_millisecond()
+        ))?;
+    }
+    Ok(())
+}
+
+fn schema_version(client: &Client) -> Result<i64> {
+    Ok(client.select_one::<Count>("SELECT max(version) AS n FROM schema_versions")?.n as i64)
+}
+
+/// This process as a writer: unique among the processes writing to one
+/// server (host name, process id, start time), and a file name.
+fn writer_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host: String =
+        host.trim().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    let started = jiff::Timestamp::now().as_millisecond();
+    format!("{host}-{}-{started}", std::process::id())
+}
+
+fn spool_error(server: &str, error: SpoolError) -> StoreError {
+    StoreError::Refused { server: server.into(), detail: error.to_string() }
+}
+
+/// A `Date` literal for `days` since the epoch.
+fn date(days: u16) -> String {
+    let date = jiff::civil::date(1970, 1, 1) + jiff::Span::new().days(days as i64);
+    format!("toDate('{date}')")
+}
+
+#[derive(serde::Deserialize)]
+struct Count {
+    n: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct Named {
+    name: String,
+}

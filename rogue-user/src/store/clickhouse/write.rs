@@ -1,0 +1,450 @@
+//! Writing flows' profiles to ClickHouse: a write gathers RowBinary rows
+//! per table and partition, and its commit makes them one [`Batch`] (each
+//! insert with its marker row), kept in the spool and then sent.
+//!
+//! Source ids are made here, not by the server (it has no sequences): a
+//! live origin's id is a hash of its kind and name, so every process and
+//! every restart finds the same one; a file's is a hash of this write.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+};
+
+use super::{
+    ClickHouseStore,
+    client::RowBinary,
+    read,
+    spool::{Batch, Chunk},
+};
+use crate::{
+    config::Service,
+    profile::{FlowSpan, ProfileBatch},
+    store::{Ingest, Result, Source},
+    time::{MILLIS_PER_DAY, millis},
+};
+
+/// A source registered or changed by this write.
+struct SourceRow {
+    kind: String,
+    name: String,
+    content_hash: String,
+    ingested_ms: i64,
+    /// A live origin's row, written with each process's first write of it
+    /// (so that no write waits on a query while the server is away): the
+    /// row of the earliest `ingested_ms` is the one kept.
+    first_wins: bool,
+}
+
+impl SourceRow {
+    fn new(kind: &str, name: &str, ingested_ms: i64, first_wins: bool) -> SourceRow {
+        SourceRow { kind: kind.into(), name: name.into(), content_hash: String::new(), ingested_ms, first_wins }
+    }
+
+    /// Its version: the server keeps the row of the highest.
+    fn version(&self, store: &ClickHouseStore) -> u64 {
+        match self.first_wins {
+            true => u64::MAX - self.ingested_ms.max(0) as u64,
+            false => store.version(),
+        }
+    }
+}
+
+/// What this write adds to a source's counts and span.
+#[derive(Default)]
+struct SourceWrite {
+    first_ms: Option<i64>,
+    last_ms: Option<i64>,
+    packets: u64,
+    flows: u64,
+    rejected: u64,
+}
+
+pub struct ClickHouseIngest<'s> {
+    store: &'s mut ClickHouseStore,
+    batch: u64,
+    sources: BTreeMap<i64, SourceRow>,
+    writes: BTreeMap<i64, SourceWrite>,
+    traffic: TrafficRows,
+    added: u64,
+}
+
+impl<'s> ClickHouseIngest<'s> {
+    pub fn new(store: &'s mut ClickHouseStore) -> ClickHouseIngest<'s> {
+        let batch = store.next_batch;
+        store.next_batch += 1;
+        ClickHouseIngest {
+            store,
+            batch,
+            sources: BTreeMap::new(),
+            writes: BTreeMap::new(),
+            traffic: TrafficRows::new(INSERT_ROWS),
+            added: 0,
+        }
+    }
+
+    fn batch_id(&self) -> String {
+        format!("{}.{}", self.store.writer, self.batch)
+    }
+
+    /// Whether `source` is live (its traffic ages bin by bin).
+    fn is_live(&self, source: i64) -> Result<bool> {
+        if let Some(row) = self.sources.get(&source) {
+            return Ok(is_live_kind(&row.kind));
+        }
+        if let Some(&live) = self.store.known_sources.borrow().get(&source) {
+            return Ok(live);
+        }
+        let found = read::source_rows(&self.store.client, &format!("id = {source}"))?;
+        let live = found.first().is_some_and(|s| !s.is_file());
+        self.store.known_sources.borrow_mut().insert(source, live);
+        Ok(live)
+    }
+
+    fn rows(&mut self, table: &'static str, live: u8, day: u16) -> &mut RowBinary {
+        self.traffic.row(table, live, day)
+    }
+}
+
+/// Rows in one insert: below the server's `max_insert_block_size`
+/// (1,048,576), so that an insert is one block, written as one part (all
+/// or nothing) with its marker row.
+const INSERT_ROWS: usize = 500_000;
+
+fn is_live_kind(kind: &str) -> bool {
+    matches!(kind, "live" | "collect")
+}
+
+/// The partition day of a time in ms (Date holds days 0 to 65535).
+fn day_of_ms(ms: i64) -> u16 {
+    ms.div_euclid(MILLIS_PER_DAY).clamp(0, u16::MAX as i64) as u16
+}
+
+fn id_of(parts: &[&[u8]]) -> i64 {
+    let mut hasher = blake3::Hasher::new();
+    for part in parts {
+        hasher.update(&(part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    // 47 bits: positive, and short enough to type (`rogue store prune --source`).
+    (u64::from_le_bytes(hasher.finalize().as_bytes()[..8].try_into().expect("8 bytes")) >> 17) as i64
+}
+
+impl Ingest for ClickHouseIngest<'_> {
+    fn add_source(&mut self, kind: &str, name: &str, now_ms: i64) -> Result<i64> {
+        self.added += 1;
+        let writer = self.batch_id();
+        let id = id_of(&[b"file", writer.as_bytes(), &self.added.to_le_bytes(), kind.as_bytes(), name.as_bytes()]);
+        self.sources.insert(id, SourceRow::new(kind, name, now_ms, false));
+        Ok(id)
+    }
+
+    fn source_named(&mut self, kind: &str, name: &str, now_ms: i64) -> Result<i64> {
+        let id = id_of(&[b"named", kind.as_bytes(), name.as_bytes()]);
+        if !self.sources.contains_key(&id) && !self.store.known_sources.borrow().contains_key(&id) {
+            self.sources.insert(id, SourceRow::new(kind, name, now_ms, true));
+        }
+        Ok(id)
+    }
+
+    fn source_by_hash(&mut self, hash: &str) -> Result<Option<Source>> {
+        if let Some((&id, row)) = self.sources.iter().find(|(_, row)| row.content_hash == hash) {
+            return Ok(Some(Source {
+                id,
+                kind: row.kind.clone(),
+                name: row.name.clone(),
+                content_hash: Some(hash.into()),
+                first_ms: None,
+                last_ms: None,
+                packets: 0,
+                flows: 0,
+                ingested_ms: row.ingested_ms,
+                pending_from_ms: None,
+                rejected: 0,
+            }));
+        }
+        Ok(read::sources(&self.store.client, &format!("content_hash = {}", super::quote(hash)))?.pop())
+    }
+
+    fn set_source_hash(&mut self, source: i64, hash: &str) -> Result<()> {
+        if !self.sources.contains_key(&source) {
+            let Some(stored) = read::source_rows(&self.store.client, &format!("id = {source}"))?.pop() else {
+                return Ok(());
+            };
+            self.sources.insert(source, SourceRow::new(&stored.kind, &stored.name, stored.ingested_ms, false));
+        }
+        self.sources.get_mut(&source).expect("just made").content_hash = hash.into();
+        Ok(())
+    }
+
+    fn extend_source(&mut self, source: i64, span: &FlowSpan) -> Result<()> {
+        let (Some(first), Some(last)) = (span.first, span.last) else { return Ok(()) };
+        let write = self.writes.entry(source).or_default();
+        write.first_ms = Some(write.first_ms.map_or(millis(first), |f| f.min(millis(first))));
+        write.last_ms = Some(write.last_ms.map_or(millis(last), |l| l.max(millis(last))));
+        write.packets += span.packets;
+        write.flows += span.flows;
+        Ok(())
+    }
+
+    fn add_rejected(&mut self, source: i64, records: u64) -> Result<()> {
+        if records > 0 {
+            self.writes.entry(source).or_default().rejected += records;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, source: i64, services: &[Service], batch: &ProfileBatch) -> Result<()> {
+        let live = self.is_live(source)? as u8;
+        let mut text = AddressText::default();
+        for (&(host, bin), counts) in &batch.host_bins {
+            let day = day_of_ms(bin.saturating_mul(1000));
+            self.rows("host_bins", live, day)
+                .u8(live)
+                .u16(day)
+                .string(text.of(host))
+                .i64(bin)
+                .i64(source)
+                .string("")
+                .u64(counts.flows)
+                .u64(counts.packets)
+                .u64(counts.bytes)
+                .u64(0);
+        }
+        for (key, counts) in &batch.port_usage {
+            let day = day_of_ms(key.bin.saturating_mul(1000));
+            self.rows("port_usage", live, day)
+                .u8(live)
+                .u16(day)
+                .string(text.of(key.host))
+                .i64(key.bin)
+                .i64(source)
+                .u8(key.direction as u8)
+                .u8(key.proto)
+                .u16(key.port)
+                .string("")
+                .u64(counts.flows)
+                .u64(counts.packets)
+                .u64(counts.bytes)
+                .u64(0);
+        }
+        for (&(service, host, bin), counts) in &batch.share_bins {
+            let day = day_of_ms(bin.saturating_mul(1000));
+            self.rows("share_bins", live, day)
+                .u8(live)
+                .u16(day)
+                .string(&services[service].name)
+                .string(text.of(host))
+                .i64(bin)
+                .i64(source)
+                .string("")
+                .u64(counts.flows)
+                .u64(counts.packets)
+                .u64(counts.bytes)
+                .u64(0);
+        }
+        for (&day_number, &flows) in &batch.days {
+            let day = day_number.clamp(0, u16::MAX as i64) as u16;
+            self.rows("data_days", live, day).u8(live).u16(day).i64(source).string("").u64(flows).u64(0);
+        }
+        for flow in &batch.service_flows {
+            let start_ms = millis(flow.start);
+            let day = day_of_ms(start_ms);
+            self.rows("service_flows", live, day)
+                .u8(live)
+                .u16(day)
+                .i64(source)
+                .string("")
+                .string(&services[flow.service].name)
+                .string(text.of(flow.host))
+                .string(flow.role.as_str())
+                .string(text.of(flow.peer))
+                .u8(flow.peer_internal as u8)
+                .u16(flow.host_port)
+                .u16(flow.peer_port)
+                .u8(flow.outbound as u8)
+                .i64(start_ms)
+                .i64(millis(flow.end))
+                .u64(flow.packets)
+                .u64(flow.bytes)
+                .u8(flow.tcp_flags)
+                .u64(0);
+        }
+        Ok(())
+    }
+
+    fn commit(self: Box<Self>) -> Result<()> {
+        let ClickHouseIngest { store, batch, sources, writes, traffic, .. } = *self;
+        let id = format!("{}.{batch}", store.writer);
+        let mut chunks = Vec::new();
+        if !sources.is_empty() {
+            let mut rows = RowBinary::default();
+            for (&source, row) in &sources {
+                rows.i64(source)
+                    .string(&row.kind)
+                    .string(&row.name)
+                    .string(&row.content_hash)
+                    .i64(row.ingested_ms)
+                    .u64(row.version(store));
+            }
+            chunks.push(chunk("sources", SOURCE_COLUMNS, 0, 0, None, rows));
+        }
+        chunks.extend(traffic.into_chunks(&id));
+        let mut write_rows: BTreeMap<(u8, u16), RowBinary> = BTreeMap::new();
+        let live_of: HashMap<i64, bool> = sources.iter().map(|(&id, row)| (id, is_live_kind(&row.kind))).collect();
+        for (&source, write) in &writes {
+            let live = match live_of.get(&source) {
+                Some(&live) => live,
+                None => store.known_sources.borrow().get(&source).copied().unwrap_or(false),
+            } as u8;
+            let day = day_of_ms(write.first_ms.unwrap_or_else(|| jiff::Timestamp::now().as_millisecond()));
+            write_rows
+                .entry((live, day))
+                .or_default()
+                .u8(live)
+                .u16(day)
+                .i64(source)
+                .string(&store.writer)
+                .u64(batch)
+                .nullable_i64(write.first_ms)
+                .nullable_i64(write.last_ms)
+                .u64(write.packets)
+                .u64(write.flows)
+                .u64(write.rejected);
+        }
+        for ((live, day), rows) in write_rows {
+            chunks.push(chunk("source_writes", SOURCE_WRITE_COLUMNS, live, day, None, rows));
+        }
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        store.known_sources.borrow_mut().extend(live_of);
+        store.commit_batch(Batch { id, chunks })
+    }
+}
+
+/// Rows of traffic by table and partition (live, day), in inserts of at
+/// most `limit` rows each.
+struct TrafficRows {
+    limit: usize,
+    inserts: BTreeMap<Partition, Vec<(RowBinary, usize)>>,
+}
+
+/// (table, live, day).
+type Partition = (&'static str, u8, u16);
+
+impl TrafficRows {
+    fn new(limit: usize) -> TrafficRows {
+        TrafficRows { limit, inserts: BTreeMap::new() }
+    }
+
+    /// Where the next row of `table` in partition (live, day) goes.
+    fn row(&mut self, table: &'static str, live: u8, day: u16) -> &mut RowBinary {
+        let inserts = self.inserts.entry((table, live, day)).or_default();
+        if inserts.last().is_none_or(|(_, rows)| *rows >= self.limit) {
+            inserts.push((RowBinary::default(), 0));
+        }
+        let (binary, rows) = inserts.last_mut().expect("just made");
+        *rows += 1;
+        binary
+    }
+
+    /// The inserts of batch `id`, each with its marker row (`ID#N`).
+    fn into_chunks(self, id: &str) -> Vec<Chunk> {
+        let mut chunks = Vec::new();
+        for ((table, live, day), inserts) in self.inserts {
+            for (part, (mut rows, _)) in inserts.into_iter().enumerate() {
+                let marker = format!("{id}#{part}");
+                marker_row(&mut rows, table, live, day, &marker);
+                chunks.push(chunk(table, columns_of(table), live, day, Some(marker), rows));
+            }
+        }
+        chunks
+    }
+}
+
+const SOURCE_COLUMNS: &str = "id, kind, name, content_hash, ingested_ms, version";
+const SOURCE_WRITE_COLUMNS: &str = "live, day, source_id, writer, batch, first_ms, last_ms, packets, flows, rejected";
+
+fn columns_of(table: &str) -> &'static str {
+    match table {
+        "host_bins" => "live, day, host, bin, source_id, marker, flows, packets, bytes, inserts",
+        "port_usage" => {
+            "live, day, host, bin, source_id, direction, proto, port, marker, flows, packets, bytes, inserts"
+        }
+        "share_bins" => "live, day, service, host, bin, source_id, marker, flows, packets, bytes, inserts",
+        "data_days" => "live, day, source_id, marker, flows, inserts",
+        "service_flows" => {
+            "live, day, source_id, marker, service, host, role, peer, peer_internal, host_port, peer_port, outbound, \
+             start_ms, end_ms, packets, bytes, tcp_flags, inserts"
+        }
+        _ => unreachable!("{table} is not a table of traffic"),
+    }
+}
+
+/// The row that says this insert landed: no host and no service (no query
+/// of the method sees it), nothing counted but `inserts`.
+fn marker_row(rows: &mut RowBinary, table: &str, live: u8, day: u16, marker: &str) {
+    let (bin, start_ms) = (day as i64 * 86_400, day as i64 * MILLIS_PER_DAY);
+    rows.u8(live).u16(day);
+    match table {
+        "host_bins" => rows.string("").i64(bin).i64(0).string(marker).u64(0).u64(0).u64(0).u64(1),
+        "port_usage" => rows.string("").i64(bin).i64(0).u8(0).u8(0).u16(0).string(marker).u64(0).u64(0).u64(0).u64(1),
+        "share_bins" => rows.string("").string("").i64(bin).i64(0).string(marker).u64(0).u64(0).u64(0).u64(1),
+        "data_days" => rows.i64(0).string(marker).u64(0).u64(1),
+        "service_flows" => rows
+            .i64(0)
+            .string(marker)
+            .string("")
+            .string("")
+            .string("")
+            .string("")
+            .u8(0)
+            .u16(0)
+            .u16(0)
+            .u8(0)
+            .i64(start_ms)
+            .i64(start_ms)
+            .u64(0)
+            .u64(0)
+            .u8(0)
+            .u64(1),
+        _ => unreachable!("{table} is not a table of traffic"),
+    };
+}
+
+fn chunk(table: &str, columns: &str, live: u8, day: u16, marker: Option<String>, rows: RowBinary) -> Chunk {
+    Chunk { table: table.into(), columns: columns.into(), live, day, marker, rows: rows.bytes }
+}
+
+/// Addresses as the store writes them (text), each formatted once a write.
+#[derive(Default)]
+struct AddressText(HashMap<IpAddr, String>);
+
+impl AddressText {
+    fn of(&mut self, addr: IpAddr) -> &str {
+        self.0.entry(addr).or_insert_with(|| addr.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traffic_is_inserted_per_partition_in_parts_of_at_most_the_limit_each_with_its_marker() {
+        let mut traffic = TrafficRows::new(2);
+        for day in [7, 7, 7, 8] {
+            traffic.row("data_days", 1, day).u8(1).u16(day).i64(5).string("").u64(1).u64(0);
+        }
+        let chunks = traffic.into_chunks("w.3");
+        let described: Vec<(u16, Option<&str>, usize)> =
+            chunks.iter().map(|c| (c.day, c.marker.as_deref(), c.rows.len())).collect();
+        // A row of data_days is 1 + 2 + 8 + 1 + 8 + 8 = 28 bytes; a marker row
+        // names its marker ("w.3#N", 5 bytes) where a row has "".
+        assert_eq!(
+            described,
+            [(7, Some("w.3#0"), 3 * 28 + 5), (7, Some("w.3#1"), 2 * 28 + 5), (8, Some("w.3#0"), 2 * 28 + 5)]
+        );
+    }
+}

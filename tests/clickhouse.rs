@@ -1,0 +1,268 @@
+//! The ClickHouse store (`store.backend: clickhouse`) against a real server,
+//! Debian's clickhouse-server 18.16, on loopback: the scenarios and the
+//! shared captures give exactly the findings SQLite gives; analysts'
+//! actions read back the same; and a collector writing through an outage,
+//! killed in the middle of it, loses nothing and doubles nothing.
+
+use std::path::{Path, PathBuf};
+
+use rogue_testkit::{
+    analysis::{Workspace, example_whitelist, scenario_capture},
+    captures,
+    clickhouse::ClickHouse,
+    process::{ROGUE, Running},
+};
+use serde_json::Value;
+
+use crate::collect::{by_identity, export_over_tcp, free_port, metric, wait_for_metrics};
+
+/// The internal networks of every test here: the scenarios' and the shared
+/// captures' (private and documentation ranges).
+const NETWORKS: &str = "[192.0.2.0/24, 2001:db8::/32, 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fc00::/7]";
+
+fn sqlite_config(extra: &str) -> String {
+    format!("internal_networks: {NETWORKS}\nstore: {{retention_days: 36500}}\n{extra}")
+}
+
+/// A configuration whose store is `database` on `server`, spooling in the
+/// workspace; `extra` adds keys.
+fn clickhouse_config(server: &ClickHouse, database: &str, extra: &str) -> String {
+    format!(
+        "internal_networks: {NETWORKS}\nstore: {{backend: clickhouse, retention_days: 36500, \
+         clickhouse: {{url: \"{}\", database: {database}}}}}\n{extra}",
+        server.url()
+    )
+}
+
+/// What the query commands print, for comparing two stores.
+fn queries(workspace: &Workspace) -> Vec<(String, Vec<Value>)> {
+    [
+        vec!["findings", "--format", "jsonl"],
+        vec!["hosts", "--peers", "--format", "jsonl"],
+        vec!["whitelist", "suggest", "--format", "jsonl"],
+    ]
+    .into_iter()
+    .map(|args| (args.join(" "), workspace.json(&args)))
+    .collect()
+}
+
+/// `found` equals `expected`; if not, the first difference, not the whole.
+fn assert_same(found: &[Value], expected: &[Value], what: &str) {
+    if found == expected {
+        return;
+    }
+    let lines = |values: &[Value]| -> Vec<String> {
+        values
+            .iter()
+            .flat_map(|v| serde_json::to_string_pretty(v).unwrap().lines().map(String::from).collect::<Vec<_>>())
+            .collect()
+    };
+    let (found_lines, expected_lines) = (lines(found), lines(expected));
+    let at = found_lines
+        .iter()
+        .zip(&expected_lines)
+        .position(|(a, b)| a != b)
+        .unwrap_or(found_lines.len().min(expected_lines.len()));
+    let context = |lines: &[String]| lines[at.saturating_sub(8)..(at + 3).min(lines.len())].join("\n");
+    panic!(
+        "{what}: {} records where {} were expected; the first difference, at line {at}:\n--- found\n{}\n--- expected\n{}",
+        found.len(),
+        expected.len(),
+        context(&found_lines),
+        context(&expected_lines)
+    );
+}
+
+/// Every insert of traffic landed once: each marker row counts one insert
+/// (SummingMergeTree adds them up, so a part inserted twice shows as 2).
+fn assert_nothing_doubled(server: &ClickHouse, database: &str) {
+    for table in ["host_bins", "port_usage", "share_bins", "data_days", "service_flows"] {
+        let twice = server.answer(&format!(
+            "SELECT count() FROM (SELECT marker, sum(inserts) AS n FROM {database}.{table} WHERE marker != '' \
+             GROUP BY marker, live, day HAVING n != 1)"
+        ));
+        assert_eq!(twice, "0", "{database}.{table}: inserts landed other than once");
+    }
+}
+
+#[test]
+fn the_scenarios_and_the_shared_captures_give_the_findings_sqlite_gives_in_the_same_detail() {
+    let server = ClickHouse::start("parity");
+    let mut cases = vec![scenario_capture("all", 1), scenario_capture("services", 1)];
+    cases.extend(captures());
+    let (mut findings, mut records) = (0, 0);
+    for (index, capture) in cases.iter().enumerate() {
+        let name = rogue_testkit::stem(capture);
+        let database = format!("parity_{index}");
+        let sqlite = Workspace::new(&format!("parity-sqlite-{index}"), &sqlite_config(""), &example_whitelist());
+        let clickhouse = Workspace::new(
+            &format!("parity-ch-{index}"),
+            &clickhouse_config(&server, &database, ""),
+            &example_whitelist(),
+        );
+        let expected = sqlite.analyze(&[capture]);
+        assert_same(&clickhouse.analyze(&[capture]), &expected, &format!("{name}: the findings of analyze"));
+        for ((command, expected), (_, found)) in queries(&sqlite).into_iter().zip(queries(&clickhouse)) {
+            assert_same(&found, &expected, &format!("{name}: rogue {command}"));
+            records += expected.len();
+        }
+        findings += expected.len();
+        assert_nothing_doubled(&server, &database);
+    }
+    eprintln!("{} captures: {findings} findings and {records} records of the query commands the same", cases.len());
+    // The scenarios' 8 and the services' 8 findings, and those of the shared captures' SMTP hosts.
+    assert!(findings >= 18 && records >= 40, "{findings} findings, {records} records compared");
+}
+
+/// Removes the wall-clock times of analysts' actions, which differ between
+/// two runs; everything else must not.
+fn without_action_times(mut values: Vec<Value>) -> Vec<Value> {
+    fn strip(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                map.remove("at");
+                map.remove("verified_on");
+                map.values_mut().for_each(strip);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    values.iter_mut().for_each(strip);
+    values
+}
+
+#[test]
+fn acknowledging_rejecting_and_accepting_read_back_the_same_on_both_backends() {
+    let server = ClickHouse::start("actions");
+    let capture = scenario_capture("all", 1);
+    let sqlite = Workspace::new("actions-sqlite", &sqlite_config(""), &example_whitelist());
+    let clickhouse = Workspace::new("actions-ch", &clickhouse_config(&server, "actions", ""), &example_whitelist());
+    for workspace in [&sqlite, &clickhouse] {
+        workspace.analyze(&[&capture]);
+        for args in [
+            vec!["findings", "ack", "3", "--by", "alice", "--reason", "a test run"],
+            vec!["whitelist", "reject", "192.0.2.60", "--by", "bob", "--reason", "spam"],
+            vec!["whitelist", "accept", "192.0.2.77", "--by", "carol", "--reason", "the relay"],
+            vec!["evaluate"],
+        ] {
+            let done = workspace.rogue(&args);
+            assert!(done.status.success(), "rogue {args:?}: {}", done.stderr);
+        }
+    }
+    for ((command, expected), (_, found)) in queries(&sqlite).into_iter().zip(queries(&clickhouse)) {
+        assert_same(&without_action_times(found), &without_action_times(expected), &format!("rogue {command}"));
+    }
+    let findings = clickhouse.json(&["findings", "--format", "jsonl"]);
+    let acknowledged = findings.iter().find(|f| f["id"] == 3).unwrap();
+    assert_eq!(
+        (&acknowledged["status"], &acknowledged["acknowledged"]["by"]),
+        (&Value::from("acknowledged"), &Value::from("alice"))
+    );
+    assert!(findings.iter().all(|f| f["host"] != "192.0.2.77" || f["status"] == "whitelisted"), "{findings:#?}");
+}
+
+/// `rogue collect` with its metrics on a free port, once it says it runs.
+fn start_collector(workspace: &Workspace, metrics_port: u16, port: u16) -> Running {
+    let mut command = std::process::Command::new(ROGUE);
+    command.args(["-v", "collect", "--no-dns", "--listen", &format!("127.0.0.1:{port}"), "--config"]);
+    command.arg(workspace.config());
+    let mut collector = Running::spawn(command);
+    collector.wait_for_stderr("collector running", 1);
+    wait_for_metrics(metrics_port, "the collector serves its metrics", |_| true);
+    collector
+}
+
+/// Waits until the flows sent have all arrived (their count still for a
+/// second and a half) and none waits in memory for the store.
+fn all_written(metrics_port: u16) -> std::collections::BTreeMap<String, f64> {
+    let mut last = -1.0;
+    loop {
+        let metrics = wait_for_metrics(metrics_port, "every flow received is written", |m| {
+            metric(m, "rogue_store_pending_flows") == 0.0
+        });
+        let received = metric(&metrics, "rogue_collector_flows_total");
+        if received == last {
+            return metrics;
+        }
+        last = received;
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+    }
+}
+
+fn stored_flows(workspace: &Workspace) -> u64 {
+    workspace.json(&["store", "sources", "--format", "jsonl"]).iter().map(|s| s["flows"].as_u64().unwrap()).sum()
+}
+
+fn spooled(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map_or(0, |entries| entries.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".batch")).count())
+}
+
+/// ClickHouse killed while a collector writes: the collector keeps its
+/// writes on disk (counted in its metrics). The collector is then killed
+/// too (kill -9, between two writes), and a new one started: once the
+/// server is back, the new collector sends what the dead one kept. Every
+/// flow is stored once: the store holds what an SQLite collector that saw
+/// no outage holds, with the same findings.
+#[test]
+fn a_collector_through_a_clickhouse_outage_and_a_kill_loses_nothing_and_doubles_nothing() {
+    let mut server = ClickHouse::start("outage");
+    let (metrics_port, port) = (free_port(), free_port());
+    let extra = format!(
+        "metrics: {{listen: \"127.0.0.1:{metrics_port}\"}}\ncapture: {{drain_seconds: 1}}\n\
+         detection: {{evaluate_seconds: 3600}}\n"
+    );
+    let workspace = Workspace::new("outage", &clickhouse_config(&server, "outage", &extra), &example_whitelist());
+    let spool = workspace.dir.join("clickhouse-spool");
+    let captures: Vec<PathBuf> =
+        ["vpn-failure", "new-mail-servers", "misconfiguration"].iter().map(|s| scenario_capture(s, 1)).collect();
+
+    let collector = start_collector(&workspace, metrics_port, port);
+    export_over_tcp(&captures[0], port, 1);
+    wait_for_metrics(metrics_port, "the first flows are written", |m| {
+        metric(m, "rogue_store_write_seconds_count") >= 1.0 && metric(m, "rogue_store_waiting_writes") == 0.0
+    });
+    server.kill();
+    export_over_tcp(&captures[1], port, 2);
+    let down = all_written(metrics_port);
+    assert!(metric(&down, "rogue_store_waiting_writes") >= 1.0, "writes wait on disk: {down:#?}");
+    let received = metric(&down, "rogue_collector_flows_total");
+    assert!(spooled(&spool) >= 1, "the writes are files in {}", spool.display());
+    collector.signal(libc::SIGKILL);
+    let killed = collector.finish();
+    assert!(!killed.status.success());
+
+    server.resume();
+    let collector = start_collector(&workspace, metrics_port, port);
+    wait_for_metrics(metrics_port, "the dead collector's writes are sent", |m| {
+        metric(m, "rogue_store_waiting_writes") == 0.0
+    });
+    assert_eq!(spooled(&spool), 0, "the spool is empty once the server has everything");
+    export_over_tcp(&captures[2], port, 3);
+    all_written(metrics_port);
+    collector.signal(libc::SIGTERM);
+    let stopped = collector.finish();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let last = stopped.stderr.lines().find(|l| l.contains("collector stopped")).unwrap_or_default().to_string();
+
+    // The same three exports into SQLite, without an outage.
+    let (oracle_metrics, oracle_port) = (free_port(), free_port());
+    let oracle_extra = format!("metrics: {{listen: \"127.0.0.1:{oracle_metrics}\"}}\ncapture: {{drain_seconds: 1}}\n");
+    let oracle = Workspace::new("outage-oracle", &sqlite_config(&oracle_extra), &example_whitelist());
+    let reference = start_collector(&oracle, oracle_metrics, oracle_port);
+    for (domain, capture) in captures.iter().enumerate() {
+        export_over_tcp(capture, oracle_port, domain as u32 + 1);
+    }
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    reference.signal(libc::SIGTERM);
+    assert!(reference.finish().status.success());
+
+    let expected_flows = stored_flows(&oracle);
+    assert_eq!(stored_flows(&workspace), expected_flows, "every flow stored once ({received} before the kill; {last})");
+    assert_nothing_doubled(&server, "outage");
+    let findings = by_identity(&workspace.json(&["findings", "--format", "jsonl"]));
+    let expected = by_identity(&oracle.json(&["findings", "--format", "jsonl"]));
+    assert_eq!(findings, expected, "the findings of the collector that saw no outage");
+    assert!(!expected.is_empty());
+}

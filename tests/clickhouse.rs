@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use rogue_testkit::{
     analysis::{Workspace, example_whitelist, scenario_capture},
     captures,
-    clickhouse::ClickHouse,
+    clickhouse::{ClickHouse, ZooKeeper},
     process::{ROGUE, Running},
 };
 use serde_json::Value;
 
-use crate::collect::{by_identity, export_over_tcp, free_port, metric, wait_for_metrics};
+use crate::collect::{by_identity, export_over_tcp, free_port, halves, metric, stop_collector, wait_for_metrics};
 
 /// The internal networks of every test here: the scenarios' and the shared
 /// captures' (private and documentation ranges).
@@ -162,14 +162,13 @@ fn acknowledging_rejecting_and_accepting_read_back_the_same_on_both_backends() {
     assert!(findings.iter().all(|f| f["host"] != "192.0.2.77" || f["status"] == "whitelisted"), "{findings:#?}");
 }
 
-/// `rogue collect` with its metrics on a free port, once it says it runs.
-fn start_collector(workspace: &Workspace, metrics_port: u16, port: u16) -> Running {
+/// `rogue collect` on `port`, once it says it runs.
+fn start_collector(workspace: &Workspace, port: u16) -> Running {
     let mut command = std::process::Command::new(ROGUE);
     command.args(["-v", "collect", "--no-dns", "--listen", &format!("127.0.0.1:{port}"), "--config"]);
     command.arg(workspace.config());
     let mut collector = Running::spawn(command);
     collector.wait_for_stderr("collector running", 1);
-    wait_for_metrics(metrics_port, "the collector serves its metrics", |_| true);
     collector
 }
 
@@ -218,7 +217,7 @@ fn a_collector_through_a_clickhouse_outage_and_a_kill_loses_nothing_and_doubles_
     let captures: Vec<PathBuf> =
         ["vpn-failure", "new-mail-servers", "misconfiguration"].iter().map(|s| scenario_capture(s, 1)).collect();
 
-    let collector = start_collector(&workspace, metrics_port, port);
+    let collector = start_collector(&workspace, port);
     export_over_tcp(&captures[0], port, 1);
     wait_for_metrics(metrics_port, "the first flows are written", |m| {
         metric(m, "rogue_store_write_seconds_count") >= 1.0 && metric(m, "rogue_store_waiting_writes") == 0.0
@@ -234,7 +233,7 @@ fn a_collector_through_a_clickhouse_outage_and_a_kill_loses_nothing_and_doubles_
     assert!(!killed.status.success());
 
     server.resume();
-    let collector = start_collector(&workspace, metrics_port, port);
+    let collector = start_collector(&workspace, port);
     wait_for_metrics(metrics_port, "the dead collector's writes are sent", |m| {
         metric(m, "rogue_store_waiting_writes") == 0.0
     });
@@ -250,7 +249,7 @@ fn a_collector_through_a_clickhouse_outage_and_a_kill_loses_nothing_and_doubles_
     let (oracle_metrics, oracle_port) = (free_port(), free_port());
     let oracle_extra = format!("metrics: {{listen: \"127.0.0.1:{oracle_metrics}\"}}\ncapture: {{drain_seconds: 1}}\n");
     let oracle = Workspace::new("outage-oracle", &sqlite_config(&oracle_extra), &example_whitelist());
-    let reference = start_collector(&oracle, oracle_metrics, oracle_port);
+    let reference = start_collector(&oracle, oracle_port);
     for (domain, capture) in captures.iter().enumerate() {
         export_over_tcp(capture, oracle_port, domain as u32 + 1);
     }
@@ -265,4 +264,62 @@ fn a_collector_through_a_clickhouse_outage_and_a_kill_loses_nothing_and_doubles_
     let expected = by_identity(&oracle.json(&["findings", "--format", "jsonl"]));
     assert_eq!(findings, expected, "the findings of the collector that saw no outage");
     assert!(!expected.is_empty());
+}
+
+/// Two shards (two servers, a cluster in their `remote_servers`, the tables
+/// made ON CLUSTER through ZooKeeper): two collectors, one per server, each
+/// given half of the scenarios' flows and neither evaluating, then one
+/// evaluation: the findings of the whole capture analysed into SQLite. Each
+/// host's rows are on one shard, and both shards hold some.
+#[test]
+fn two_collectors_into_two_shards_give_the_findings_of_one_store() {
+    let zookeeper = ZooKeeper::start("shards");
+    let shards = ClickHouse::cluster("shards", "rogue_test", 2, &zookeeper);
+    let capture = scenario_capture("all", 1);
+    let whole = Workspace::new("shards-whole", &sqlite_config(""), &example_whitelist());
+    let expected = by_identity(&whole.analyze(&[&capture]));
+
+    let sensor_config = |shard: &ClickHouse, evaluate: bool| {
+        let extra = format!("detection: {{evaluate: {evaluate}}}\nmetrics: {{listen: null}}\n");
+        let config = clickhouse_config(shard, "sharded", &extra);
+        config.replace("database: sharded}", "database: sharded, cluster: rogue_test}")
+    };
+    let sensors: Vec<Workspace> = shards
+        .iter()
+        .enumerate()
+        .map(|(i, shard)| {
+            Workspace::new(&format!("shards-sensor-{i}"), &sensor_config(shard, false), &example_whitelist())
+        })
+        .collect();
+    let (first, second) = halves(&capture, "2008-02-20 00:00:00", &sensors[0].dir);
+    for (domain, (sensor, half)) in sensors.iter().zip([&first, &second]).enumerate() {
+        let port = free_port();
+        let collector = start_collector(sensor, port);
+        export_over_tcp(half, port, domain as u32 + 1);
+        let stopped = stop_collector(collector);
+        assert!(
+            stopped.stderr.contains("not evaluating") && stopped.stderr.contains(", 0 findings emitted"),
+            "a collector that does not evaluate says so, and emits nothing: {}",
+            stopped.stderr
+        );
+    }
+    let evaluator = Workspace::new("shards-evaluator", &sensor_config(&shards[1], true), &example_whitelist());
+    let evaluated = evaluator.rogue(&["evaluate", "--format", "jsonl"]);
+    assert!(evaluated.status.success(), "{}", evaluated.stderr);
+    assert_eq!(by_identity(&evaluated.json_lines()), expected, "the findings of the whole capture");
+
+    let hosts_of = |shard: &ClickHouse| -> std::collections::BTreeSet<String> {
+        let answer = shard.answer("SELECT DISTINCT host FROM sharded.host_bins_local WHERE host != '' FORMAT TSV");
+        answer.lines().map(String::from).collect()
+    };
+    let (on_first, on_second) = (hosts_of(&shards[0]), hosts_of(&shards[1]));
+    assert!(!on_first.is_empty() && !on_second.is_empty(), "both shards hold hosts: {on_first:?} {on_second:?}");
+    assert!(
+        on_first.is_disjoint(&on_second),
+        "a host's rows are on one shard: {:?}",
+        on_first.intersection(&on_second)
+    );
+    for shard in &shards {
+        assert_nothing_doubled(shard, "sharded");
+    }
 }

@@ -22,7 +22,7 @@ const CONFIG: &str =
     "internal_networks: [192.0.2.0/24, 2001:db8:10::/48]\nmetrics: {listen: null}\nstore: {retention_days: 36500}\n";
 
 /// `capture` cut at `at` (editcap): the packets before, and from it on.
-fn halves(capture: &Path, at: &str, dir: &Path) -> (PathBuf, PathBuf) {
+pub(crate) fn halves(capture: &Path, at: &str, dir: &Path) -> (PathBuf, PathBuf) {
     let (first, second) = (dir.join("first-half.pcap"), dir.join("second-half.pcap"));
     for (options, out) in [(["-B", at], &first), (["-A", at], &second)] {
         let status = require("editcap").args(options).arg(capture).arg(out).status().unwrap();
@@ -61,7 +61,7 @@ pub(crate) fn free_port() -> u16 {
 
 /// Stops the collector with SIGTERM once what the exporters sent has had
 /// time to arrive (its summary then counts it all), checking it exits well.
-fn stop_collector(collector: Running) -> Finished {
+pub(crate) fn stop_collector(collector: Running) -> Finished {
     std::thread::sleep(std::time::Duration::from_secs(3));
     collector.signal(libc::SIGTERM);
     let stopped = collector.finish();

@@ -1,7 +1,8 @@
 //! A real ClickHouse server for tests (Debian's clickhouse-server, 18.16):
 //! on free loopback ports, its data in a directory of its own, stopped and
-//! removed on drop; it can be stopped and started again (an outage), and
-//! given the other servers of a cluster (`remote_servers`).
+//! removed on drop; it can be killed and started again (an outage). And a
+//! cluster of them: servers that are each a shard, coordinated by a real
+//! ZooKeeper (Debian's), which ON CLUSTER statements need.
 
 use std::{
     net::TcpListener,
@@ -27,17 +28,31 @@ fn free_port() -> u16 {
 
 impl ClickHouse {
     pub fn start(name: &str) -> ClickHouse {
-        ClickHouse::with_cluster(name, "")
+        ClickHouse::configured(name, free_port(), free_port(), "")
     }
 
-    /// A server whose configuration holds `remote_servers` (the XML inside
-    /// that element): see [`cluster_xml`].
-    pub fn with_cluster(name: &str, remote_servers: &str) -> ClickHouse {
-        ClickHouse::configured(name, free_port(), free_port(), remote_servers)
+    /// The servers of `cluster`, one shard each, coordinated by `zookeeper`.
+    pub fn cluster(name: &str, cluster: &str, shards: usize, zookeeper: &ZooKeeper) -> Vec<ClickHouse> {
+        let ports: Vec<(u16, u16)> = (0..shards).map(|_| (free_port(), free_port())).collect();
+        let replicas: String = ports
+            .iter()
+            .map(|(_, tcp)| format!("<shard><replica><host>127.0.0.1</host><port>{tcp}</port></replica></shard>"))
+            .collect();
+        let extra = format!(
+            "<remote_servers><{cluster}>{replicas}</{cluster}></remote_servers>\n  \
+             <zookeeper><node><host>127.0.0.1</host><port>{}</port></node></zookeeper>\n  \
+             <distributed_ddl><path>/clickhouse/{name}/ddl</path></distributed_ddl>",
+            zookeeper.port
+        );
+        ports
+            .iter()
+            .enumerate()
+            .map(|(shard, &(http, tcp))| ClickHouse::configured(&format!("{name}-{shard}"), http, tcp, &extra))
+            .collect()
     }
 
-    /// A server on the ports given (a cluster's servers name each other's).
-    pub fn configured(name: &str, http_port: u16, tcp_port: u16, remote_servers: &str) -> ClickHouse {
+    /// A server on the ports given, `extra` XML in its configuration.
+    fn configured(name: &str, http_port: u16, tcp_port: u16, extra: &str) -> ClickHouse {
         require("clickhouse-server");
         let dir = std::env::temp_dir().join(format!("rogue-clickhouse-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -51,7 +66,7 @@ impl ClickHouse {
                  <path>{d}/data/</path>\n  <tmp_path>{d}/tmp/</tmp_path>\n  <user_files_path>{d}/user_files/</user_files_path>\n  \
                  <format_schema_path>{d}/format_schemas/</format_schema_path>\n  <users_config>users.xml</users_config>\n  \
                  <default_profile>default</default_profile>\n  <default_database>default</default_database>\n  \
-                 <mark_cache_size>67108864</mark_cache_size>\n  <remote_servers>{remote_servers}</remote_servers>\n</yandex>\n"
+                 <mark_cache_size>67108864</mark_cache_size>\n  {extra}\n</yandex>\n"
             ),
         )
         .unwrap();
@@ -129,12 +144,65 @@ impl Drop for ClickHouse {
     }
 }
 
-/// The `remote_servers` XML of a cluster `name` with one shard per native
-/// port in `shards` (each one replica, on 127.0.0.1).
-pub fn cluster_xml(name: &str, shards: &[u16]) -> String {
-    let shards: String = shards
-        .iter()
-        .map(|port| format!("<shard><replica><host>127.0.0.1</host><port>{port}</port></replica></shard>"))
-        .collect();
-    format!("<{name}>{shards}</{name}>")
+/// A ZooKeeper server (Debian's zookeeper) on a free loopback port, its
+/// data in a directory of its own, stopped and removed on drop.
+pub struct ZooKeeper {
+    pub port: u16,
+    dir: PathBuf,
+    child: Child,
+}
+
+impl ZooKeeper {
+    pub fn start(name: &str) -> ZooKeeper {
+        const SERVER: &str = "/usr/share/zookeeper/bin/zkServer.sh";
+        assert!(
+            std::path::Path::new(SERVER).exists(),
+            "ZooKeeper is not installed; `cargo xtask setup` installs the test tools (apt-get install zookeeper)"
+        );
+        let dir = std::env::temp_dir().join(format!("rogue-zookeeper-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let port = free_port();
+        std::fs::write(
+            dir.join("zoo.cfg"),
+            format!(
+                "tickTime=500\ndataDir={}/data\nclientPort={port}\nclientPortAddress=127.0.0.1\n\
+                 admin.enableServer=false\n4lw.commands.whitelist=ruok\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(SERVER)
+            .arg("start-foreground")
+            .arg(dir.join("zoo.cfg"))
+            .env("ZOO_LOG_DIR", &dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let zookeeper = ZooKeeper { port, dir, child };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !zookeeper.is_ok() {
+            assert!(Instant::now() < deadline, "ZooKeeper did not answer on port {port} within 60 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        zookeeper
+    }
+
+    /// ZooKeeper's own health check: "ruok", answered "imok".
+    fn is_ok(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        let mut answer = String::new();
+        stream.write_all(b"ruok").is_ok() && stream.read_to_string(&mut answer).is_ok() && answer == "imok"
+    }
+}
+
+impl Drop for ZooKeeper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

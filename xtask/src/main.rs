@@ -52,6 +52,7 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("ssh", "openssh-client"),
     ("udhcpc", "udhcpc"),
     ("clickhouse-server", "clickhouse-server"),
+    ("/usr/share/zookeeper/bin/zkServer.sh", "zookeeper"),
 ];
 /// The flow tools the offline benchmark compares rogue with.
 const BENCH_PACKAGES: &[(&str, &str)] =

@@ -181,14 +181,18 @@ impl<S: FlowSource> Agent<S> {
     /// DNS), SIGHUP to reload, SIGINT and SIGTERM to stop.
     async fn run(&mut self, what: &str) -> anyhow::Result<()> {
         let config = &self.engine.config;
+        let evaluating = match config.detection.evaluate {
+            true => format!("evaluating every {} s", config.detection.evaluate_seconds.0),
+            false => "not evaluating (detection.evaluate: false)".into(),
+        };
         info!(
             target: crate::LIFECYCLE,
-            "{what}; draining every {} s, evaluating every {} s; findings to {}; store {}",
+            "{what}; draining every {} s, {evaluating}; findings to {}; store {}",
             config.capture.drain_seconds.0,
-            config.detection.evaluate_seconds.0,
             self.emitter.sinks.names().join(", "),
             self.engine.store.location()
         );
+        self.metrics.set_store_waiting_writes(self.engine.store.unsent_writes());
         let mut drain_tick = ticker(config.capture.drain_seconds.0);
         let mut evaluate_tick = ticker(config.detection.evaluate_seconds.0);
         let mut hangup = signal(SignalKind::hangup())?;

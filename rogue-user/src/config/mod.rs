@@ -194,6 +194,11 @@ pub struct ClickHouseConfig {
     /// holds its flows, and drops and counts the oldest past
     /// `store.max_pending_flows`).
     pub spool_max_mib: Positive,
+    /// A cluster of the server's `remote_servers`: the tables are made ON
+    /// CLUSTER (which needs the cluster's ZooKeeper or Keeper) as local
+    /// tables on each shard and Distributed tables over them, a host's
+    /// traffic on one shard.
+    pub cluster: Option<String>,
 }
 
 impl Default for ClickHouseConfig {
@@ -205,6 +210,7 @@ impl Default for ClickHouseConfig {
             password_file: None,
             spool_dir: "clickhouse-spool".into(),
             spool_max_mib: Positive(1024),
+            cluster: None,
         }
     }
 }

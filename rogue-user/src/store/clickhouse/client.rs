@@ -27,6 +27,9 @@ pub struct Client {
     /// Whether queries run in the database (it exists): until then they
     /// run in the server's default one.
     in_database: bool,
+    /// Settings of every insert: on a cluster, that it returns once every
+    /// shard has its rows (`insert_distributed_sync`), not once queued.
+    insert_settings: Vec<(&'static str, &'static str)>,
 }
 
 impl Client {
@@ -45,7 +48,18 @@ impl Client {
         let agent = ureq::AgentBuilder::new().timeout_connect(CONNECT_TIMEOUT).timeout(QUERY_TIMEOUT).build();
         let credentials = format!("{}:{password}", config.user);
         let authorization = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials));
-        Ok(Client { agent, url: server, database: config.database.clone(), authorization, in_database: false })
+        let insert_settings = match config.cluster {
+            Some(_) => vec![("insert_distributed_sync", "1")],
+            None => Vec::new(),
+        };
+        Ok(Client {
+            agent,
+            url: server,
+            database: config.database.clone(),
+            authorization,
+            in_database: false,
+            insert_settings,
+        })
     }
 
     /// The server and database, for messages.
@@ -92,7 +106,9 @@ impl Client {
     /// retry never overlaps the attempt it repeats.
     pub fn insert(&self, table: &str, columns: &str, rows: &[u8], query_id: &str) -> Result<()> {
         let query = format!("INSERT INTO {table} ({columns}) FORMAT RowBinary");
-        self.post(&[("query", &query), ("query_id", query_id)], rows).map(drop)
+        let mut params = vec![("query", query.as_str()), ("query_id", query_id)];
+        params.extend(self.insert_settings.iter().copied());
+        self.post(&params, rows).map(drop)
     }
 
     fn post(&self, params: &[(&str, &str)], body: &[u8]) -> Result<String> {
@@ -171,6 +187,11 @@ pub struct RowBinary {
 impl RowBinary {
     pub fn u8(&mut self, value: u8) -> &mut Self {
         self.bytes.push(value);
+        self
+    }
+
+    pub fn u32(&mut self, value: u32) -> &mut Self {
+        self.bytes.extend_from_slice(&value.to_le_bytes());
         self
     }
 

@@ -194,7 +194,7 @@ impl Decisions for ClickHouseStore {
         }
         let mut rows = RowBinary::default();
         for write in &covered {
-            let day = jiff::civil::Date::strptime("%Y-%m-%d", &write.day)
+            let day = jiff::civil::Date::strptime("%Y-%m-%d", &write.date)
                 .map(|d| (d - jiff::civil::date(1970, 1, 1)).get_days() as u16)
                 .unwrap_or(0);
             rows.u8(write.live).u16(day).string(&write.writer).u64(write.batch);

@@ -27,11 +27,12 @@ mod schema;
 pub mod spool;
 mod write;
 
-use client::{Client, quote};
+use client::{Client, RowBinary, quote};
 use spool::{Batch, Spool, SpoolError};
 
 pub struct ClickHouseStore {
     client: Client,
+    layout: Layout,
     spool: Spool,
     /// This process's name in batch ids and markers: host, process, start.
     writer: String,
@@ -66,15 +67,18 @@ impl ClickHouseStore {
                     detail: "no such database: `rogue analyze`, `rogue agent` and `rogue collect` create it".into(),
                 });
             }
-            client.execute(&format!("CREATE DATABASE IF NOT EXISTS {}", client.database()))?;
+            let on_cluster = config.cluster.as_ref().map_or(String::new(), |c| format!(" ON CLUSTER {c}"));
+            client.execute(&format!("CREATE DATABASE IF NOT EXISTS {}{on_cluster}", client.database()))?;
         }
         client.enter_database();
-        migrate(&client)?;
+        let layout = Layout::of(&client, config.cluster.clone())?;
+        migrate(&client, layout.cluster.as_deref())?;
         let writer = writer_name();
         let max_bytes = config.spool_max_mib.0.saturating_mul(1 << 20);
         let spool = Spool::open(&config.spool_dir, &writer, max_bytes).map_err(|e| spool_error(&server, e))?;
         let mut store = ClickHouseStore {
             client,
+            layout,
             spool,
             writer,
             next_batch: 1,
@@ -222,6 +226,44 @@ impl Store for ClickHouseStore {
     }
 }
 
+/// Where the tables are: one server, or a cluster's shards.
+pub struct Layout {
+    /// `store.clickhouse.cluster`.
+    pub cluster: Option<String>,
+    pub database: String,
+    /// The shards' total weight: a row goes to the shard of its
+    /// `shard_key` modulo it (1 on one server).
+    pub slots: u64,
+}
+
+impl Layout {
+    fn of(client: &Client, cluster: Option<String>) -> Result<Layout> {
+        let database = client.database().to_string();
+        let Some(name) = cluster else { return Ok(Layout { cluster: None, database, slots: 1 }) };
+        let weight: Count = client.select_one(&format!(
+            "SELECT sum(shard_weight) AS n FROM (SELECT any(shard_weight) AS shard_weight FROM system.clusters
+             WHERE cluster = {} GROUP BY shard_num)",
+            quote(&name)
+        ))?;
+        if weight.n == 0 {
+            return Err(StoreError::Refused {
+                server: client.location(),
+                detail: format!("store.clickhouse.cluster: the server has no cluster {name:?} in its remote_servers"),
+            });
+        }
+        Ok(Layout { cluster: Some(name), database, slots: weight.n })
+    }
+
+    /// The table a statement that changes rows in place (ALTER) names: the
+    /// shards' local tables, on every server of the cluster.
+    pub fn local(&self, table: &str) -> String {
+        match &self.cluster {
+            Some(cluster) => format!("{}.{table}_local ON CLUSTER {cluster}", self.database),
+            None => table.to_string(),
+        }
+    }
+}
+
 /// The tables of traffic (rows with markers; see schema).
 const TRAFFIC: &[&str] = &["host_bins", "port_usage", "share_bins", "data_days", "service_flows"];
 const TABLES: &[&str] = &[
@@ -239,22 +281,21 @@ const TABLES: &[&str] = &[
     "dns_names",
 ];
 
-fn migrate(client: &Client) -> Result<()> {
-    client.execute(schema::VERSIONS)?;
+fn migrate(client: &Client, cluster: Option<&str>) -> Result<()> {
+    let create = |table: &schema::Table| {
+        table.create(client.database(), cluster).iter().try_for_each(|statement| client.execute(statement))
+    };
+    create(&schema::VERSIONS)?;
     let found = schema_version(client)?;
     let known = schema::MIGRATIONS.len() as i64;
     if found > known {
         return Err(StoreError::TooNewServer { server: client.location(), found, known });
     }
-    for (version, statements) in schema::MIGRATIONS.iter().enumerate().skip(found as usize) {
-        for statement in *statements {
-            client.execute(statement)?;
-        }
-        client.execute(&format!(
-            "INSERT INTO schema_versions VALUES ({}, {})",
-            version + 1,
-            jiff::Timestamp::now().as_millisecond()
-        ))?;
+    for (version, tables) in schema::MIGRATIONS.iter().enumerate().skip(found as usize) {
+        tables.iter().try_for_each(create)?;
+        let mut row = RowBinary::default();
+        row.u32(version as u32 + 1).i64(jiff::Timestamp::now().as_millisecond());
+        client.insert("schema_versions", "version, applied_ms", &row.bytes, &format!("migration-{}", version + 1))?;
     }
     Ok(())
 }

@@ -22,7 +22,8 @@ use crate::{
 #[derive(Clone, Debug, Deserialize)]
 pub struct PendingWrite {
     pub live: u8,
-    pub day: String,
+    /// The partition's day, YYYY-MM-DD.
+    pub date: String,
     pub writer: String,
     pub batch: u64,
     pub source_id: i64,
@@ -77,7 +78,7 @@ pub fn sources(client: &Client, condition: &str) -> Result<Vec<Source>> {
                 sum(flows) AS flow_count, sum(rejected) AS rejected_count,
                 minIf(first_ms, NOT evaluated AND first_ms IS NOT NULL) AS pending_from,
                 countIf(NOT evaluated AND first_ms IS NOT NULL) AS pending_writes
-         FROM (SELECT *, (writer, batch) IN (SELECT writer, batch FROM evaluated) AS evaluated
+         FROM (SELECT *, (writer, batch) GLOBAL IN (SELECT writer, batch FROM evaluated) AS evaluated
                FROM source_writes FINAL WHERE source_id IN ({}))
          GROUP BY source_id",
         ids.join(", ")
@@ -108,8 +109,8 @@ impl ClickHouseStore {
     /// The writes no evaluation covered yet.
     fn pending_writes(&self) -> Result<Vec<PendingWrite>> {
         self.client.select(
-            "SELECT live, toString(day) AS day, writer, batch, source_id, first_ms, last_ms FROM source_writes FINAL
-             WHERE (writer, batch) NOT IN (SELECT writer, batch FROM evaluated) AND first_ms IS NOT NULL",
+            "SELECT live, toString(day) AS date, writer, batch, source_id, first_ms, last_ms FROM source_writes FINAL
+             WHERE (writer, batch) GLOBAL NOT IN (SELECT writer, batch FROM evaluated) AND first_ms IS NOT NULL",
         )
     }
 

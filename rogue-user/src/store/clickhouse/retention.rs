@@ -23,61 +23,68 @@ const PARTITIONED: &[&str] =
 const MUTATION_TIMEOUT: Duration = Duration::from_secs(600);
 
 #[derive(Deserialize)]
-struct Part {
-    table: String,
-    partition_id: String,
+struct Partition {
+    live: u8,
+    /// YYYY-MM-DD.
+    date: String,
     rows: u64,
 }
 
 impl ClickHouseStore {
     /// Drops the partitions of `live` (1: live sources; None: both) whose
     /// day is before `before_day`; returns the rows of traffic they held.
+    /// The partitions are found from the rows (on a cluster, every shard's).
     fn drop_days_before(&self, before_day: i64, live: Option<u8>) -> Result<usize> {
-        let parts: Vec<Part> = self.client.select(&format!(
-            "SELECT table, partition_id, sum(rows) AS rows FROM system.parts
-             WHERE database = {} AND active AND table IN ({}) GROUP BY table, partition_id",
-            quote(self.client.database()),
-            PARTITIONED.iter().map(|t| quote(t)).collect::<Vec<_>>().join(", ")
-        ))?;
+        let before = jiff::civil::date(1970, 1, 1) + jiff::Span::new().days(before_day.clamp(0, u16::MAX as i64));
+        let live_condition = live.map_or(String::new(), |live| format!(" AND live = {live}"));
         let mut removed = 0;
-        for part in
-            parts.iter().filter(|part| partition_day(&part.partition_id, live).is_some_and(|day| day < before_day))
-        {
-            self.client.execute(&format!(
-                "ALTER TABLE {} DROP PARTITION ID {}",
-                part.table,
-                quote(&part.partition_id)
+        for table in PARTITIONED {
+            let data_rows = if TRAFFIC.contains(table) { "countIf(inserts = 0)" } else { "count()" };
+            let partitions: Vec<Partition> = self.client.select(&format!(
+                "SELECT live, toString(day) AS date, {data_rows} AS rows FROM {table}
+                 WHERE day < toDate('{before}'){live_condition} GROUP BY live, day"
             ))?;
-            if TRAFFIC.contains(&part.table.as_str()) {
-                removed += part.rows as usize;
+            for partition in &partitions {
+                let id = format!("{}-{}", partition.live, partition.date.replace('-', ""));
+                self.client.execute(&format!(
+                    "ALTER TABLE {} DROP PARTITION ID {}",
+                    self.layout.local(table),
+                    quote(&id)
+                ))?;
+                if TRAFFIC.contains(table) {
+                    removed += partition.rows as usize;
+                }
             }
         }
         Ok(removed)
     }
 
     /// Deletes the rows of `tables` where `condition` holds, and waits
-    /// until the server has.
+    /// until the server (every shard) has.
     fn delete_where(&self, tables: &[&str], condition: &str) -> Result<()> {
         for table in tables {
-            self.client.execute(&format!("ALTER TABLE {table} DELETE WHERE {condition}"))?;
+            self.client.execute(&format!("ALTER TABLE {} DELETE WHERE {condition}", self.layout.local(table)))?;
         }
         let started = Instant::now();
-        loop {
-            let running: Count = self.client.select_one(&format!(
-                "SELECT count() AS n FROM system.mutations WHERE database = {} AND NOT is_done",
-                quote(self.client.database())
-            ))?;
-            if running.n == 0 {
-                return Ok(());
+        for table in tables {
+            loop {
+                let left: Count =
+                    self.client.select_one(&format!("SELECT count() AS n FROM {table} WHERE {condition}"))?;
+                if left.n == 0 {
+                    break;
+                }
+                if started.elapsed() > MUTATION_TIMEOUT {
+                    return Err(StoreError::Refused {
+                        server: self.client.location(),
+                        detail: format!(
+                            "a removal from {table} ({condition}) is still running after {MUTATION_TIMEOUT:?}"
+                        ),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
-            if started.elapsed() > MUTATION_TIMEOUT {
-                return Err(StoreError::Refused {
-                    server: self.client.location(),
-                    detail: format!("a removal ({condition}) is still running after {MUTATION_TIMEOUT:?}"),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(50));
         }
+        Ok(())
     }
 
     fn traffic_rows(&self, condition: &str) -> Result<usize> {
@@ -142,17 +149,6 @@ impl Retention for ClickHouseStore {
         self.known_sources.borrow_mut().remove(&id);
         Ok(removed)
     }
-}
-
-/// The day (since the epoch) of a partition "LIVE-YYYYMMDD", if it is of
-/// `live` (or `live` is None).
-fn partition_day(partition_id: &str, live: Option<u8>) -> Option<i64> {
-    let (of, date) = partition_id.split_once('-')?;
-    if live.is_some_and(|live| of != live.to_string()) {
-        return None;
-    }
-    let date = jiff::civil::Date::strptime("%Y%m%d", date).ok()?;
-    Some((date - jiff::civil::date(1970, 1, 1)).get_days() as i64)
 }
 
 impl ClickHouseStore {

@@ -101,8 +101,11 @@ impl<'s> ClickHouseIngest<'s> {
         Ok(live)
     }
 
-    fn rows(&mut self, table: &'static str, live: u8, day: u16) -> &mut RowBinary {
-        self.traffic.row(table, live, day)
+    /// Where the next row of `table` goes, its partition (`live`, `day`)
+    /// and the shard its `shard_key` picks written.
+    fn rows(&mut self, table: &'static str, live: u8, day: u16, shard_key: u64) -> &mut RowBinary {
+        let slot = shard_key % self.store.layout.slots;
+        self.traffic.row((table, live, day, slot)).u8(live).u16(day)
     }
 }
 
@@ -196,32 +199,32 @@ impl Ingest for ClickHouseIngest<'_> {
 
     fn write(&mut self, source: i64, services: &[Service], batch: &ProfileBatch) -> Result<()> {
         let live = self.is_live(source)? as u8;
-        let mut text = AddressText::default();
+        let mut hosts = HostKeys::default();
         for (&(host, bin), counts) in &batch.host_bins {
+            let (text, key) = hosts.of(host);
             let day = day_of_ms(bin.saturating_mul(1000));
-            self.rows("host_bins", live, day)
-                .u8(live)
-                .u16(day)
-                .string(text.of(host))
+            self.rows("host_bins", live, day, key)
+                .string(text)
                 .i64(bin)
                 .i64(source)
+                .u64(key)
                 .string("")
                 .u64(counts.flows)
                 .u64(counts.packets)
                 .u64(counts.bytes)
                 .u64(0);
         }
-        for (key, counts) in &batch.port_usage {
-            let day = day_of_ms(key.bin.saturating_mul(1000));
-            self.rows("port_usage", live, day)
-                .u8(live)
-                .u16(day)
-                .string(text.of(key.host))
-                .i64(key.bin)
+        for (usage, counts) in &batch.port_usage {
+            let (text, key) = hosts.of(usage.host);
+            let day = day_of_ms(usage.bin.saturating_mul(1000));
+            self.rows("port_usage", live, day, key)
+                .string(text)
+                .i64(usage.bin)
                 .i64(source)
-                .u8(key.direction as u8)
-                .u8(key.proto)
-                .u16(key.port)
+                .u8(usage.direction as u8)
+                .u8(usage.proto)
+                .u16(usage.port)
+                .u64(key)
                 .string("")
                 .u64(counts.flows)
                 .u64(counts.packets)
@@ -229,36 +232,39 @@ impl Ingest for ClickHouseIngest<'_> {
                 .u64(0);
         }
         for (&(service, host, bin), counts) in &batch.share_bins {
+            let (text, key) = hosts.of(host);
             let day = day_of_ms(bin.saturating_mul(1000));
-            self.rows("share_bins", live, day)
-                .u8(live)
-                .u16(day)
+            self.rows("share_bins", live, day, key)
                 .string(&services[service].name)
-                .string(text.of(host))
+                .string(text)
                 .i64(bin)
                 .i64(source)
+                .u64(key)
                 .string("")
                 .u64(counts.flows)
                 .u64(counts.packets)
                 .u64(counts.bytes)
                 .u64(0);
         }
+        let source_key = id_of(&[&source.to_le_bytes()]) as u64;
         for (&day_number, &flows) in &batch.days {
             let day = day_number.clamp(0, u16::MAX as i64) as u16;
-            self.rows("data_days", live, day).u8(live).u16(day).i64(source).string("").u64(flows).u64(0);
+            self.rows("data_days", live, day, source_key).i64(source).u64(source_key).string("").u64(flows).u64(0);
         }
         for flow in &batch.service_flows {
+            let (peer, _) = hosts.of(flow.peer);
+            let peer = peer.to_string();
+            let (text, key) = hosts.of(flow.host);
             let start_ms = millis(flow.start);
             let day = day_of_ms(start_ms);
-            self.rows("service_flows", live, day)
-                .u8(live)
-                .u16(day)
+            self.rows("service_flows", live, day, key)
                 .i64(source)
+                .u64(key)
                 .string("")
                 .string(&services[flow.service].name)
-                .string(text.of(flow.host))
+                .string(text)
                 .string(flow.role.as_str())
-                .string(text.of(flow.peer))
+                .string(&peer)
                 .u8(flow.peer_internal as u8)
                 .u16(flow.host_port)
                 .u16(flow.peer_port)
@@ -323,24 +329,26 @@ impl Ingest for ClickHouseIngest<'_> {
     }
 }
 
-/// Rows of traffic by table and partition (live, day), in inserts of at
-/// most `limit` rows each.
+/// Rows of traffic by table, partition and shard, in inserts of at most
+/// `limit` rows each: each insert is then one part on one server, written
+/// whole or not at all, with its marker row.
 struct TrafficRows {
     limit: usize,
-    inserts: BTreeMap<Partition, Vec<(RowBinary, usize)>>,
+    inserts: BTreeMap<Destination, Vec<(RowBinary, usize)>>,
 }
 
-/// (table, live, day).
-type Partition = (&'static str, u8, u16);
+/// (table, live, day, slot): the slot is the shard key modulo the shards'
+/// total weight, which picks the shard (0 on one server).
+type Destination = (&'static str, u8, u16, u64);
 
 impl TrafficRows {
     fn new(limit: usize) -> TrafficRows {
         TrafficRows { limit, inserts: BTreeMap::new() }
     }
 
-    /// Where the next row of `table` in partition (live, day) goes.
-    fn row(&mut self, table: &'static str, live: u8, day: u16) -> &mut RowBinary {
-        let inserts = self.inserts.entry((table, live, day)).or_default();
+    /// Where the next row to `destination` goes.
+    fn row(&mut self, destination: Destination) -> &mut RowBinary {
+        let inserts = self.inserts.entry(destination).or_default();
         if inserts.last().is_none_or(|(_, rows)| *rows >= self.limit) {
             inserts.push((RowBinary::default(), 0));
         }
@@ -352,10 +360,10 @@ impl TrafficRows {
     /// The inserts of batch `id`, each with its marker row (`ID#N`).
     fn into_chunks(self, id: &str) -> Vec<Chunk> {
         let mut chunks = Vec::new();
-        for ((table, live, day), inserts) in self.inserts {
+        for ((table, live, day, slot), inserts) in self.inserts {
             for (part, (mut rows, _)) in inserts.into_iter().enumerate() {
-                let marker = format!("{id}#{part}");
-                marker_row(&mut rows, table, live, day, &marker);
+                let marker = format!("{id}#{slot}.{part}");
+                marker_row(&mut rows, table, live, day, slot, &marker);
                 chunks.push(chunk(table, columns_of(table), live, day, Some(marker), rows));
             }
         }
@@ -368,32 +376,36 @@ const SOURCE_WRITE_COLUMNS: &str = "live, day, source_id, writer, batch, first_m
 
 fn columns_of(table: &str) -> &'static str {
     match table {
-        "host_bins" => "live, day, host, bin, source_id, marker, flows, packets, bytes, inserts",
+        "host_bins" => "live, day, host, bin, source_id, shard_key, marker, flows, packets, bytes, inserts",
         "port_usage" => {
-            "live, day, host, bin, source_id, direction, proto, port, marker, flows, packets, bytes, inserts"
+            "live, day, host, bin, source_id, direction, proto, port, shard_key, marker, flows, packets, bytes, inserts"
         }
-        "share_bins" => "live, day, service, host, bin, source_id, marker, flows, packets, bytes, inserts",
-        "data_days" => "live, day, source_id, marker, flows, inserts",
+        "share_bins" => "live, day, service, host, bin, source_id, shard_key, marker, flows, packets, bytes, inserts",
+        "data_days" => "live, day, source_id, shard_key, marker, flows, inserts",
         "service_flows" => {
-            "live, day, source_id, marker, service, host, role, peer, peer_internal, host_port, peer_port, outbound, \
-             start_ms, end_ms, packets, bytes, tcp_flags, inserts"
+            "live, day, source_id, shard_key, marker, service, host, role, peer, peer_internal, host_port, peer_port, \
+             outbound, start_ms, end_ms, packets, bytes, tcp_flags, inserts"
         }
         _ => unreachable!("{table} is not a table of traffic"),
     }
 }
 
 /// The row that says this insert landed: no host and no service (no query
-/// of the method sees it), nothing counted but `inserts`.
-fn marker_row(rows: &mut RowBinary, table: &str, live: u8, day: u16, marker: &str) {
+/// of the method sees it), nothing counted but `inserts`, and the shard
+/// key of the insert's rows' shard (`slot`), so that it is in their part.
+fn marker_row(rows: &mut RowBinary, table: &str, live: u8, day: u16, slot: u64, marker: &str) {
     let (bin, start_ms) = (day as i64 * 86_400, day as i64 * MILLIS_PER_DAY);
     rows.u8(live).u16(day);
     match table {
-        "host_bins" => rows.string("").i64(bin).i64(0).string(marker).u64(0).u64(0).u64(0).u64(1),
-        "port_usage" => rows.string("").i64(bin).i64(0).u8(0).u8(0).u16(0).string(marker).u64(0).u64(0).u64(0).u64(1),
-        "share_bins" => rows.string("").string("").i64(bin).i64(0).string(marker).u64(0).u64(0).u64(0).u64(1),
-        "data_days" => rows.i64(0).string(marker).u64(0).u64(1),
+        "host_bins" => rows.string("").i64(bin).i64(0).u64(slot).string(marker).u64(0).u64(0).u64(0).u64(1),
+        "port_usage" => {
+            rows.string("").i64(bin).i64(0).u8(0).u8(0).u16(0).u64(slot).string(marker).u64(0).u64(0).u64(0).u64(1)
+        }
+        "share_bins" => rows.string("").string("").i64(bin).i64(0).u64(slot).string(marker).u64(0).u64(0).u64(0).u64(1),
+        "data_days" => rows.i64(0).u64(slot).string(marker).u64(0).u64(1),
         "service_flows" => rows
             .i64(0)
+            .u64(slot)
             .string(marker)
             .string("")
             .string("")
@@ -417,13 +429,20 @@ fn chunk(table: &str, columns: &str, live: u8, day: u16, marker: Option<String>,
     Chunk { table: table.into(), columns: columns.into(), live, day, marker, rows: rows.bytes }
 }
 
-/// Addresses as the store writes them (text), each formatted once a write.
+/// Addresses as the store writes them (text), with the shard key of a
+/// host's rows (a hash of its text: the same on every writer and version),
+/// each made once a write.
 #[derive(Default)]
-struct AddressText(HashMap<IpAddr, String>);
+struct HostKeys(HashMap<IpAddr, (String, u64)>);
 
-impl AddressText {
-    fn of(&mut self, addr: IpAddr) -> &str {
-        self.0.entry(addr).or_insert_with(|| addr.to_string())
+impl HostKeys {
+    fn of(&mut self, addr: IpAddr) -> (&str, u64) {
+        let (text, key) = self.0.entry(addr).or_insert_with(|| {
+            let text = addr.to_string();
+            let key = id_of(&[text.as_bytes()]) as u64;
+            (text, key)
+        });
+        (text, *key)
     }
 }
 
@@ -434,17 +453,22 @@ mod tests {
     #[test]
     fn traffic_is_inserted_per_partition_in_parts_of_at_most_the_limit_each_with_its_marker() {
         let mut traffic = TrafficRows::new(2);
-        for day in [7, 7, 7, 8] {
-            traffic.row("data_days", 1, day).u8(1).u16(day).i64(5).string("").u64(1).u64(0);
+        for (day, slot) in [(7, 0), (7, 0), (7, 0), (8, 0), (7, 1)] {
+            traffic.row(("data_days", 1, day, slot)).u8(1).u16(day).i64(5).u64(slot).string("").u64(1).u64(0);
         }
         let chunks = traffic.into_chunks("w.3");
         let described: Vec<(u16, Option<&str>, usize)> =
             chunks.iter().map(|c| (c.day, c.marker.as_deref(), c.rows.len())).collect();
-        // A row of data_days is 1 + 2 + 8 + 1 + 8 + 8 = 28 bytes; a marker row
-        // names its marker ("w.3#N", 5 bytes) where a row has "".
+        // A row of data_days is 1 + 2 + 8 + 8 + 1 + 8 + 8 = 36 bytes; a marker
+        // row names its marker ("w.3#S.N", 7 bytes) where a row has "".
         assert_eq!(
             described,
-            [(7, Some("w.3#0"), 3 * 28 + 5), (7, Some("w.3#1"), 2 * 28 + 5), (8, Some("w.3#0"), 2 * 28 + 5)]
+            [
+                (7, Some("w.3#0.0"), 3 * 36 + 7),
+                (7, Some("w.3#0.1"), 2 * 36 + 7),
+                (7, Some("w.3#1.0"), 2 * 36 + 7),
+                (8, Some("w.3#0.0"), 2 * 36 + 7)
+            ]
         );
     }
 }

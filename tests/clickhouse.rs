@@ -323,3 +323,209 @@ fn two_collectors_into_two_shards_give_the_findings_of_one_store() {
         assert_nothing_doubled(shard, "sharded");
     }
 }
+
+/// `text` with each `$__timeFilter(...)` (Grafana's macro) made true.
+fn without_grafana_macros(text: &str) -> String {
+    let mut rest = text;
+    let mut out = String::new();
+    while let Some(at) = rest.find("$__timeFilter(") {
+        out += &rest[..at];
+        let mut depth = 0;
+        let end = rest[at..]
+            .char_indices()
+            .find_map(|(i, c)| {
+                match c {
+                    '(' => depth += 1,
+                    ')' if depth == 1 => return Some(at + i + 1),
+                    ')' => depth -= 1,
+                    _ => {}
+                }
+                None
+            })
+            .unwrap();
+        out += "1";
+        rest = &rest[end..];
+    }
+    out + rest
+}
+
+/// The SQL of the README's "Querying rogue's tables", statement by statement.
+fn readme_queries() -> Vec<String> {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
+    let section = readme.split("#### Querying rogue's tables").nth(1).unwrap();
+    let section = section.split("\n### ").next().unwrap();
+    section
+        .split("```sql\n")
+        .skip(1)
+        .map(|block| block.split("```").next().unwrap())
+        .flat_map(|block| {
+            block.split(';').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The README's queries run on ClickHouse 18.16 and answer what rogue
+/// answers: on 2008-03-10 (the README's `yesterday()`) the misconfigured
+/// host talked SMTP to its 75 servers; a host's top peers are its peers in
+/// `rogue hosts --peers`. And `rogue report --all` writes the same files,
+/// byte for byte, from either backend.
+#[test]
+fn the_readmes_queries_and_the_reports_answer_as_rogue_does() {
+    let server = ClickHouse::start("readme");
+    let capture = scenario_capture("all", 1);
+    let sqlite = Workspace::new("readme-sqlite", &sqlite_config(""), &example_whitelist());
+    let clickhouse = Workspace::new("readme-ch", &clickhouse_config(&server, "rogue", ""), &example_whitelist());
+    sqlite.analyze(&[&capture]);
+    clickhouse.analyze(&[&capture]);
+
+    let queries = readme_queries();
+    assert_eq!(queries.len(), 5, "{queries:#?}");
+    let answers: Vec<String> = queries
+        .iter()
+        .map(|query| {
+            let query = without_grafana_macros(&query.replace("yesterday()", "toDate('2008-03-10')"));
+            server.query(&query).unwrap_or_else(|e| panic!("the README's query fails:\n{query}\n{e}"))
+        })
+        .collect();
+    let fields = |line: &str| line.split('\t').map(String::from).collect::<Vec<_>>();
+    let servers: Vec<Vec<String>> = answers[0].lines().map(fields).collect();
+    assert!(servers.iter().any(|row| row[0] == "192.0.2.60" && row[1] == "75"), "{servers:?}");
+
+    let hosts = clickhouse.json(&["hosts", "--peers", "--format", "jsonl"]);
+    let host = hosts.iter().find(|h| h["host"] == "192.0.2.77").unwrap();
+    let peers = host["peers"].as_array().unwrap();
+    let top: Vec<Vec<String>> = answers[1].lines().map(fields).collect();
+    assert_eq!(top.len(), peers.len().min(20));
+    for row in &top {
+        // The host's role towards the peer; `hosts` says what the peer is.
+        let kind = if row[1] == "server" { "client" } else { "server" };
+        let peer = peers.iter().find(|p| p["peer"] == row[0].as_str() && p["kind"] == kind).unwrap();
+        assert_eq!((peer["flows"].to_string(), peer["bytes"].to_string()), (row[2].clone(), row[3].clone()), "{row:?}");
+    }
+    assert!(top.windows(2).all(|w| w[0][3].parse::<u64>().unwrap() >= w[1][3].parse::<u64>().unwrap()));
+    for (query, answer) in queries.iter().zip(&answers).skip(2) {
+        assert!(!answer.trim().is_empty(), "no answer to the README's\n{query}");
+    }
+
+    let reports: Vec<PathBuf> = [&sqlite, &clickhouse]
+        .iter()
+        .map(|workspace| {
+            let out = workspace.dir.join("reports");
+            let written = workspace.rogue(&["report", "--all", "--out", out.to_str().unwrap()]);
+            assert!(written.status.success(), "{}", written.stderr);
+            out
+        })
+        .collect();
+    let files = |dir: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+        let mut files = Vec::new();
+        let mut dirs = vec![dir.to_path_buf()];
+        while let Some(next) = dirs.pop() {
+            for entry in std::fs::read_dir(&next).unwrap().flatten() {
+                let path = entry.path();
+                match path.is_dir() {
+                    true => dirs.push(path),
+                    false => {
+                        let bytes = std::fs::read(&path).unwrap();
+                        // The minute each page was made in may differ.
+                        let text = String::from_utf8_lossy(&bytes);
+                        let bytes = match text.find("generated ") {
+                            Some(at) => text[..at].as_bytes().to_vec(),
+                            None => bytes,
+                        };
+                        files.push((path.strip_prefix(dir).unwrap().to_path_buf(), bytes));
+                    }
+                }
+            }
+        }
+        files.sort();
+        files
+    };
+    let (expected, found) = (files(&reports[0]), files(&reports[1]));
+    assert!(expected.len() >= 20, "{} files", expected.len());
+    assert_eq!(found.iter().map(|f| &f.0).collect::<Vec<_>>(), expected.iter().map(|f| &f.0).collect::<Vec<_>>());
+    for ((path, found), (_, expected)) in found.iter().zip(&expected) {
+        assert!(found == expected, "{} differs between the backends", path.display());
+    }
+}
+
+/// (host, flows) of `rogue hosts`, in its order.
+fn host_flows(workspace: &Workspace) -> Vec<(String, u64)> {
+    let hosts = workspace.json(&["hosts", "--format", "jsonl"]);
+    hosts.iter().map(|h| (h["host"].as_str().unwrap().to_string(), h["flows"].as_u64().unwrap())).collect()
+}
+
+fn rogue_ok(workspace: &Workspace, args: &[&str]) {
+    let done = workspace.rogue(args);
+    assert!(done.status.success(), "rogue {args:?}: {}", done.stderr);
+}
+
+/// Removal by hand and retention leave the same traffic on both backends:
+/// one capture's source removed (its hosts go, the other's stay); every
+/// source's traffic before a time removed; and a collector's live traffic
+/// of 60 hours ago dropped by `store.retention_days: 1` while that of an
+/// hour ago stays (ClickHouse drops whole days; SQLite deletes by bin).
+#[test]
+fn removal_and_retention_leave_the_same_traffic_on_both_backends() {
+    let server = ClickHouse::start("retention");
+    let sqlite = Workspace::new("retention-sqlite", &sqlite_config(""), &example_whitelist());
+    let clickhouse = Workspace::new("retention-ch", &clickhouse_config(&server, "retention", ""), &example_whitelist());
+    let captures = [scenario_capture("vpn-failure", 1), scenario_capture("misconfiguration", 1)];
+    for workspace in [&sqlite, &clickhouse] {
+        workspace.analyze(&[&captures[0], &captures[1]]);
+        let sources = workspace.json(&["store", "sources", "--format", "jsonl"]);
+        let first = sources.iter().find(|s| s["name"].as_str().unwrap().ends_with("vpn-failure-1.pcap")).unwrap();
+        rogue_ok(workspace, &["store", "prune", "--source", &first["id"].to_string()]);
+    }
+    let after_removal = host_flows(&sqlite);
+    assert!(!after_removal.iter().any(|(host, _)| host == "192.0.2.77"), "{after_removal:?}");
+    assert!(after_removal.iter().any(|(host, _)| host == "192.0.2.60"), "{after_removal:?}");
+    assert_eq!(host_flows(&clickhouse), after_removal, "after removing a source");
+    for workspace in [&sqlite, &clickhouse] {
+        rogue_ok(workspace, &["store", "prune", "--before", "2008-03-01"]);
+    }
+    let after_prune = host_flows(&sqlite);
+    assert_ne!(after_prune, after_removal);
+    assert_eq!(host_flows(&clickhouse), after_prune, "after pruning before 2008-03-01");
+
+    // Live traffic: a collector given a flow of 60 hours ago and one of an
+    // hour ago, then retention of one day applied.
+    let now = jiff::Timestamp::now().as_second();
+    let old = rogue::flows::FlowRecord {
+        dst: "192.0.2.98".parse().unwrap(),
+        ..rogue_testkit::ipfix::flow_at(now - 60 * 3600)
+    };
+    let recent = rogue_testkit::ipfix::flow_at(now - 3600);
+    let live = |name: &str, config: String| {
+        let workspace = Workspace::new(name, &config, &example_whitelist());
+        let port = free_port();
+        let collector = start_collector(&workspace, port);
+        let mut encoder = rogue::ipfix::export::Encoder::new(1, rogue::ipfix::export::UDP_MESSAGE_BYTES);
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        use std::io::Write;
+        stream.write_all(&encoder.templates(0)).unwrap();
+        for message in encoder.data(&[old.clone(), recent.clone()], 0) {
+            stream.write_all(&message).unwrap();
+        }
+        drop(stream);
+        stop_collector(collector);
+        workspace
+    };
+    let sqlite_live = live(
+        "retention-live-sqlite",
+        sqlite_config("metrics: {listen: null}\n").replace("retention_days: 36500", "retention_days: 3"),
+    );
+    let clickhouse_live = live(
+        "retention-live-ch",
+        clickhouse_config(&server, "retention_live", "metrics: {listen: null}\n")
+            .replace("retention_days: 36500", "retention_days: 3"),
+    );
+    for workspace in [&sqlite_live, &clickhouse_live] {
+        let hosts: Vec<String> = host_flows(workspace).into_iter().map(|(host, _)| host).collect();
+        assert_eq!(hosts, ["192.0.2.98", "192.0.2.99"], "both flows stored");
+        let config =
+            std::fs::read_to_string(workspace.config()).unwrap().replace("retention_days: 3", "retention_days: 1");
+        std::fs::write(workspace.config(), config).unwrap();
+        rogue_ok(workspace, &["store", "prune", "--retention"]);
+        assert_eq!(host_flows(workspace), [("192.0.2.99".to_string(), 1)], "the old day dropped, the recent kept");
+    }
+}

@@ -55,8 +55,13 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("/usr/share/zookeeper/bin/zkServer.sh", "zookeeper"),
 ];
 /// The flow tools the offline benchmark compares rogue with.
-const BENCH_PACKAGES: &[(&str, &str)] =
-    &[("tshark", "tshark"), ("nfpcapd", "nfdump"), ("argus", "argus-server"), ("softflowd", "softflowd")];
+const BENCH_PACKAGES: &[(&str, &str)] = &[
+    ("tshark", "tshark"),
+    ("nfpcapd", "nfdump"),
+    ("argus", "argus-server"),
+    ("softflowd", "softflowd"),
+    ("clickhouse-server", "clickhouse-server"),
+];
 /// The Node.js package that drives Chromium in the report tests.
 const BROWSER_TESTS: &str = "tests/browser";
 /// Prefix of the network namespaces tests create (rogue-testkit/src/netns.rs).

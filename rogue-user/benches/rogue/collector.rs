@@ -22,11 +22,12 @@ use rogue_testkit::process::{Finished, ROGUE, Running, scrape_metrics};
 const RUNS: usize = 3;
 /// The method's cases over 16 times the background: about 3 million packets.
 const SCALE: u32 = 16;
-const METRICS_PORT: u16 = 19_925;
-const COLLECTOR_PORT: u16 = 14_739;
+pub const METRICS_PORT: u16 = 19_925;
+pub const COLLECTOR_PORT: u16 = 14_739;
 
 /// One run: seconds to the last flow received, seconds to the collector's
 /// exit, flows received, datagrams the socket dropped, peak RSS.
+#[derive(Clone)]
 pub struct Collected {
     pub received: f64,
     pub stored: f64,
@@ -285,27 +286,19 @@ fn wait_for_udp_listener(port: u16) {
 
 /// Starts a collector on a fresh store, runs `export`, and times the flows in.
 fn collect(dir: &Path, flows: u64, export: impl FnOnce()) -> Collected {
-    let config = dir.join("collector.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "internal_networks: [192.0.2.0/24, 10.0.0.0/8]\nstore: {{path: collector.db, retention_days: 36500}}\n\
-                 metrics: {{listen: \"127.0.0.1:{METRICS_PORT}\"}}\noutput: {{findings: [collector-findings.jsonl]}}\n"
-        ),
-    )
-    .unwrap();
-    std::fs::write(dir.join("whitelist.yaml"), "[]\n").unwrap();
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(dir.join(format!("collector.db{suffix}")));
     }
-    let mut command = Command::new(ROGUE);
-    command.args(["-v", "collect", "--no-dns", "--listen", &format!("127.0.0.1:{COLLECTOR_PORT}"), "--config"]);
-    command.arg(&config);
-    let mut collector = Running::spawn(command);
-    collector.wait_for_stderr("collector running", 1);
+    collect_into(dir, "{path: collector.db, retention_days: 36500}", flows, export)
+}
+
+/// One collector storing into `store` (the YAML of `store:`) sent `flows`
+/// by `export`: to the last flow received, and to its exit.
+pub fn collect_into(dir: &Path, store: &str, flows: u64, export: impl FnOnce()) -> Collected {
+    let collector = spawn_collector(dir, "collector", store, "", METRICS_PORT, COLLECTOR_PORT);
     let started = Instant::now();
     export();
-    let (received, socket_drops) = wait_for_flows(flows);
+    let (received, socket_drops) = wait_for_flows(METRICS_PORT, flows);
     let received_at = started.elapsed().as_secs_f64();
     let (_, _, peak_rss) = usage(collector.id());
     collector.signal(libc::SIGTERM);
@@ -315,11 +308,32 @@ fn collect(dir: &Path, flows: u64, export: impl FnOnce()) -> Collected {
     Collected { received: received_at, stored: stored_at, flows: received, socket_drops, peak_rss }
 }
 
+/// `rogue collect` named `name` in `dir`, storing into `store`, `extra`
+/// configuration added, once it runs.
+pub fn spawn_collector(dir: &Path, name: &str, store: &str, extra: &str, metrics_port: u16, port: u16) -> Running {
+    let config = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &config,
+        format!(
+            "internal_networks: [192.0.2.0/24, 10.0.0.0/8]\nstore: {store}\n\
+             metrics: {{listen: \"127.0.0.1:{metrics_port}\"}}\noutput: {{findings: [{name}-findings.jsonl]}}\n{extra}"
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("whitelist.yaml"), "[]\n").unwrap();
+    let mut command = Command::new(ROGUE);
+    command.args(["-v", "collect", "--no-dns", "--listen", &format!("127.0.0.1:{port}"), "--config"]);
+    command.arg(&config);
+    let mut collector = Running::spawn(command);
+    collector.wait_for_stderr("collector running", 1);
+    collector
+}
+
 /// Polls the collector's counters until every flow is in, or until they stop
 /// growing for a second (a lossy export): the flows and socket drops then.
-fn wait_for_flows(flows: u64) -> (u64, u64) {
+pub fn wait_for_flows(metrics_port: u16, flows: u64) -> (u64, u64) {
     let counters = || {
-        let metrics = scrape_metrics(METRICS_PORT);
+        let metrics = scrape_metrics(metrics_port);
         let get = |name: &str| metrics.get(name).copied().unwrap_or(0.0) as u64;
         (get("rogue_collector_flows_total"), get("rogue_collector_socket_drops_total"))
     };

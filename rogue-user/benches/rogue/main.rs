@@ -5,6 +5,7 @@
 //! drain` runs only the sections named and writes nothing.
 
 mod agent;
+mod clickhouse;
 mod collector;
 mod drain;
 mod exporters;
@@ -16,7 +17,7 @@ mod veth;
 
 use std::path::{Path, PathBuf};
 
-const SECTIONS: [(&str, &str); 10] = [
+const SECTIONS: [(&str, &str); 11] = [
     ("kernel", "Kernel program cost per packet"),
     ("veth", "veth throughput"),
     ("drain", "Draining the flow maps"),
@@ -27,6 +28,7 @@ const SECTIONS: [(&str, &str); 10] = [
     ("agent", "The agent under load"),
     ("collector", "The collector on loopback"),
     ("exporters", "The collector under a flood of exporters"),
+    ("clickhouse", "Flows into ClickHouse beside SQLite"),
 ];
 
 fn main() {
@@ -91,6 +93,7 @@ fn section(name: &str, dir: &Path) -> String {
         "agent" => agent::run(dir),
         "collector" => collector::run(dir),
         "exporters" => exporters::run(dir),
+        "clickhouse" => clickhouse::run(dir),
         _ => unreachable!("checked in main"),
     }
 }

@@ -131,6 +131,7 @@ pub struct Metrics {
     evaluate_interval: Gauge,
     store_waiting_writes: Gauge,
     store_pending_flows: Gauge,
+    store_set_aside_writes: Counter,
     build_info: Family<BuildLabels, Gauge>,
     flow_map_entries: Gauge,
 }
@@ -157,6 +158,7 @@ impl Metrics {
             evaluate_interval: Gauge::default(),
             store_waiting_writes: Gauge::default(),
             store_pending_flows: Gauge::default(),
+            store_set_aside_writes: Counter::default(),
             flow_map_entries: Gauge::default(),
             build_info: Family::default(),
             registry: Registry::default(),
@@ -409,6 +411,11 @@ impl Metrics {
             m.store_pending_flows.clone(),
         );
         rogue.register(
+            "store_set_aside_writes",
+            "Writes the store refused again and again, set aside on disk for an operator (since start)",
+            m.store_set_aside_writes.clone(),
+        );
+        rogue.register(
             "store_waiting_writes",
             "Writes kept on local disk until the store takes them (ClickHouse's spool; 0 on SQLite)",
             m.store_waiting_writes.clone(),
@@ -591,6 +598,14 @@ impl Metrics {
 
     pub fn set_store_pending_flows(&self, flows: u64) {
         self.store_pending_flows.set(flows as i64);
+    }
+
+    /// The store's count of writes set aside, since start.
+    pub fn set_store_set_aside_writes(&self, writes: u64) {
+        let counted = self.store_set_aside_writes.get();
+        if writes > counted {
+            self.store_set_aside_writes.inc_by(writes - counted);
+        }
     }
 
     pub fn set_store_waiting_writes(&self, writes: usize) {

@@ -328,7 +328,9 @@ impl<S: FlowSource> Agent<S> {
         let now = self.clock.now();
         self.writer.write(&mut *self.engine.store, &self.engine.config, now, &self.metrics);
         self.metrics.set_store_pending_flows(self.writer.pending_flows());
-        match self.engine.store.send_waiting() {
+        let sent = self.engine.store.send_waiting();
+        self.metrics.set_store_set_aside_writes(self.engine.store.set_aside_writes());
+        match sent {
             Ok(waiting) => self.metrics.set_store_waiting_writes(waiting),
             Err(e) => {
                 self.metrics.set_store_waiting_writes(self.engine.store.unsent_writes());

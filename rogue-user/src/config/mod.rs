@@ -176,7 +176,7 @@ pub enum StoreBackend {
 
 /// A ClickHouse server's HTTP interface, and the database rogue's tables
 /// are in (created, with the tables, by the first rogue to connect).
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClickHouseConfig {
     /// `http://HOST:PORT` or `https://HOST:PORT` (ClickHouse's HTTP port,
@@ -1019,11 +1019,17 @@ impl Config {
                 ),
             );
         }
-        if clickhouse.database.is_empty() || !clickhouse.database.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
+        let is_name = |name: &str| !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !is_name(&clickhouse.database) {
             problem(
                 &["store", "clickhouse", "database"],
                 format!("{:?} is not a database name (letters, digits and _)", clickhouse.database),
+            );
+        }
+        if let Some(cluster) = clickhouse.cluster.as_deref().filter(|c| !is_name(c)) {
+            problem(
+                &["store", "clickhouse", "cluster"],
+                format!("{cluster:?} is not a cluster name (letters, digits and _)"),
             );
         }
         let dns = &self.dns;

@@ -57,6 +57,9 @@ fn the_example_in_the_repository_is_valid_and_states_the_defaults() {
     assert_eq!(example.interfaces, minimal.interfaces);
     assert_eq!(example.store.max_future_seconds, minimal.store.max_future_seconds);
     assert_eq!(example.store.max_pending_flows, minimal.store.max_pending_flows);
+    assert_eq!(example.store.backend, minimal.store.backend);
+    assert_eq!(example.store.clickhouse, minimal.store.clickhouse);
+    assert_eq!(example.detection.evaluate, minimal.detection.evaluate);
     assert_eq!(example.dns.enabled, minimal.dns.enabled);
     assert_eq!(format!("{:?}", example.collect), format!("{:?}", minimal.collect));
 }
@@ -159,6 +162,37 @@ fn hosts_are_internal_by_prefix_for_both_families() {
     assert!(!config.is_internal("198.51.100.1".parse().unwrap()));
     assert!(config.is_internal("2001:db8:10::25".parse().unwrap()));
     assert!(!config.is_internal("2001:db8:11::25".parse().unwrap()));
+}
+
+/// A ClickHouse server's settings: a URL that is not HTTP, and names that
+/// would have to be quoted in SQL, are refused naming key and line; the
+/// password file is found beside the configuration, the spool in the state
+/// directory.
+#[test]
+fn clickhouse_settings_are_checked_and_their_paths_resolved() {
+    let bad = parse(
+        "internal_networks: [192.0.2.0/24]\nstore:\n  backend: clickhouse\n  clickhouse:\n    url: tcp://db:9000\n    \
+         database: \"rogue; DROP\"\n    cluster: \"a b\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        bad,
+        "/etc/rogue/rogue.yaml: store.clickhouse.url: \"tcp://db:9000\" is not http://HOST:PORT or https://HOST:PORT \
+         (ClickHouse's HTTP interface) at line 5\n\
+         /etc/rogue/rogue.yaml: store.clickhouse.database: \"rogue; DROP\" is not a database name (letters, digits and _) \
+         at line 6\n\
+         /etc/rogue/rogue.yaml: store.clickhouse.cluster: \"a b\" is not a cluster name (letters, digits and _) at line 7"
+    );
+    let good = parse(
+        "internal_networks: [192.0.2.0/24]\nstore: {backend: clickhouse, clickhouse: {password_file: secret, cluster: c1}}\n",
+    )
+    .unwrap();
+    let clickhouse = good.clickhouse();
+    assert_eq!(good.store.backend, StoreBackend::Clickhouse);
+    assert_eq!(clickhouse.password_file, Some(PathBuf::from("/etc/rogue/secret")));
+    assert_eq!(clickhouse.spool_dir, Path::new(SYSTEM_STATE_DIR).join("clickhouse-spool"));
+    assert_eq!(clickhouse.cluster.as_deref(), Some("c1"));
+    assert!(parse("internal_networks: [192.0.2.0/24]\nstore: {backend: postgres}\n").unwrap_err().contains("postgres"));
 }
 
 /// Values that must agree with each other are checked once all are read;

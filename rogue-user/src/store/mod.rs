@@ -136,6 +136,12 @@ pub trait Store: Traffic + Decisions + Retention + Send {
     fn send_waiting(&mut self) -> Result<usize> {
         Ok(0)
     }
+
+    /// Writes the store refused to take, again and again, and that were set
+    /// aside (kept on disk, for an operator) since this process started.
+    fn set_aside_writes(&self) -> u64 {
+        0
+    }
 }
 
 /// Writing flows from one or more sources; dropped without

@@ -130,7 +130,7 @@ impl Client {
                 let detail = exception(&text).unwrap_or_else(|| format!("HTTP {status}"));
                 // 5xx other than a query's own exception: the server is
                 // there but not serving (starting, overloaded).
-                match status >= 500 && !text.starts_with("Code:") {
+                match (status >= 500 && !text.starts_with("Code:")) || passing(&text) {
                     true => Err(self.unreachable(detail)),
                     false => Err(self.refused(detail)),
                 }
@@ -154,6 +154,17 @@ fn exception(text: &str) -> Option<String> {
     let line = text.lines().next()?.trim();
     let line = line.split(", e.what()").next().unwrap_or(line);
     (!line.is_empty()).then(|| line.to_string())
+}
+
+/// Whether the server's exception says it cannot take a query now rather
+/// than never: too many parts or queries, memory, timeouts, the network, a
+/// query of the same id still running (a retry beside its first attempt),
+/// ZooKeeper away, an insert whose fate it does not know.
+fn passing(text: &str) -> bool {
+    const PASSING: &[u32] =
+        &[159, 160, 202, 203, 209, 210, 216, 225, 236, 241, 242, 252, 279, 285, 286, 319, 394, 425, 999];
+    let code = text.strip_prefix("Code: ").and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next());
+    code.and_then(|code| code.parse().ok()).is_some_and(|code| PASSING.contains(&code))
 }
 
 fn first_line(sql: &str) -> &str {
@@ -250,6 +261,15 @@ impl RowBinary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_exceptions_that_pass_are_told_from_those_that_recur() {
+        assert!(passing("Code: 252, e.displayText() = DB::Exception: Too many parts (300)"));
+        assert!(passing("Code: 216, e.displayText() = DB::Exception: Query with id = w.1.3 is already running."));
+        assert!(!passing("Code: 33, e.displayText() = DB::Exception: Cannot read all data."));
+        assert!(!passing("Code: 60, e.displayText() = DB::Exception: Table rogue.x doesn't exist."));
+        assert!(!passing("HTTP 400"));
+    }
 
     #[test]
     fn literals_escape_what_would_end_or_bend_them() {

@@ -50,6 +50,10 @@ pub struct ClickHouseStore {
     last_version: Cell<u64>,
     /// Sources known to exist, with whether they are live.
     known_sources: RefCell<HashMap<i64, bool>>,
+    /// Times in a row the server refused the oldest write.
+    refusals: u32,
+    /// Writes set aside as refused, since this process started.
+    set_aside: u64,
 }
 
 impl ClickHouseStore {
@@ -87,6 +91,8 @@ impl ClickHouseStore {
             next_snapshot: Cell::new(1),
             last_version: Cell::new(0),
             known_sources: RefCell::default(),
+            refusals: 0,
+            set_aside: 0,
         };
         if access != Access::ReadOnly {
             let (waiting, damaged) = store.spool.waiting().map_err(|e| spool_error(&server, e))?;
@@ -131,50 +137,41 @@ impl ClickHouseStore {
     }
 
     /// Sends the outbox, oldest first, until it is empty or an insert fails.
+    /// A write the server refuses [`REFUSALS`] times in a row (it cannot
+    /// read it: a damaged file, a table changed under it) is set aside in
+    /// the spool as `.refused`, logged and counted, so that it does not
+    /// hold up every write after it.
     fn send_outbox(&mut self) -> Result<()> {
-        while let Some((batch, attempted)) = self.outbox.front_mut() {
-            let was_attempted = *attempted;
-            *attempted = true;
-            let batch = batch.clone();
-            self.send(&batch, was_attempted)?;
-            self.spool.sent(&batch).map_err(|e| spool_error(&self.client.location(), e))?;
-            self.outbox.pop_front();
-        }
-        Ok(())
-    }
-
-    /// Sends a batch's inserts in order. Where an earlier attempt was made,
-    /// or this one failed, an insert with a marker is sent only if the
-    /// server has no marker of it.
-    fn send(&self, batch: &Batch, attempted: bool) -> Result<()> {
-        for (index, chunk) in batch.chunks.iter().enumerate() {
-            if attempted && self.landed(chunk)? {
-                continue;
-            }
-            let query_id = format!("{}.{index}", batch.id);
-            if let Err(e) = self.client.insert(&chunk.table, &chunk.columns, &chunk.rows, &query_id) {
-                if self.landed(chunk).unwrap_or(false) {
-                    continue;
+        while let Some((batch, attempted)) = self.outbox.front() {
+            let server = self.client.location();
+            match send(&self.client, batch, *attempted) {
+                Ok(()) => {
+                    self.spool.sent(batch).map_err(|e| spool_error(&server, e))?;
+                    self.outbox.pop_front();
+                    self.refusals = 0;
                 }
-                return Err(e);
+                Err(e) if !e.is_transient() && self.refusals + 1 >= REFUSALS => {
+                    let aside = self.spool.set_aside(batch).map_err(|e| spool_error(&server, e))?;
+                    tracing::error!(
+                        "{e}; the write was refused {REFUSALS} times and is set aside as {}",
+                        aside.display()
+                    );
+                    self.outbox.pop_front();
+                    (self.refusals, self.set_aside) = (0, self.set_aside + 1);
+                }
+                Err(e) => {
+                    self.refusals += (!e.is_transient()) as u32;
+                    self.outbox.front_mut().expect("the front").1 = true;
+                    return Err(e);
+                }
             }
         }
         Ok(())
-    }
-
-    /// Whether an insert with a marker is in its table.
-    fn landed(&self, chunk: &spool::Chunk) -> Result<bool> {
-        let Some(marker) = &chunk.marker else { return Ok(false) };
-        let found: Count = self.client.select_one(&format!(
-            "SELECT count() AS n FROM {} WHERE live = {} AND day = {} AND marker = {}",
-            chunk.table,
-            chunk.live,
-            date(chunk.day),
-            quote(marker)
-        ))?;
-        Ok(found.n > 0)
     }
 }
+
+/// Refusals in a row after which a write is set aside.
+const REFUSALS: u32 = 3;
 
 impl Store for ClickHouseStore {
     fn location(&self) -> String {
@@ -224,6 +221,74 @@ impl Store for ClickHouseStore {
         self.send_outbox()?;
         Ok(self.outbox.len())
     }
+
+    fn set_aside_writes(&self) -> u64 {
+        self.set_aside
+    }
+}
+
+/// Inserts sent at once: a part is mostly the server's file work, which
+/// overlaps well (a write of a capture spanning 39 days is 195 inserts).
+const SENDERS: usize = 4;
+
+/// Sends a batch's inserts: the sources first and the record of the write
+/// (source_writes) last, in order, so a reader never sees a write recorded
+/// without its traffic; the traffic between, [`SENDERS`] at a time. Where
+/// an earlier attempt was made, or this one failed, an insert with a marker
+/// is sent only if the server has no marker of it.
+fn send(client: &Client, batch: &Batch, attempted: bool) -> Result<()> {
+    let chunks: Vec<(usize, &spool::Chunk)> = batch.chunks.iter().enumerate().collect();
+    let leading = chunks.iter().take_while(|(_, c)| c.marker.is_none()).count();
+    let trailing = chunks[leading..].iter().rev().take_while(|(_, c)| c.marker.is_none()).count();
+    let (head, rest) = chunks.split_at(leading);
+    let (traffic, tail) = rest.split_at(rest.len() - trailing);
+    let one = |&(index, chunk): &(usize, &spool::Chunk)| send_chunk(client, &batch.id, index, chunk, attempted);
+    head.iter().try_for_each(one)?;
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failures: Vec<StoreError> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..SENDERS.min(traffic.len()))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut failed = None;
+                    loop {
+                        let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(chunk) = traffic.get(at) else { return failed };
+                        if let Err(e) = one(chunk) {
+                            failed.get_or_insert(e);
+                        }
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().filter_map(|worker| worker.join().expect("a sender panicked")).collect()
+    });
+    if let Some(failure) = failures.into_iter().next() {
+        return Err(failure);
+    }
+    tail.iter().try_for_each(one)
+}
+
+fn send_chunk(client: &Client, batch: &str, index: usize, chunk: &spool::Chunk, attempted: bool) -> Result<()> {
+    if attempted && landed(client, chunk)? {
+        return Ok(());
+    }
+    match client.insert(&chunk.table, &chunk.columns, &chunk.rows, &format!("{batch}.{index}")) {
+        Err(_) if landed(client, chunk).unwrap_or(false) => Ok(()),
+        other => other,
+    }
+}
+
+/// Whether an insert with a marker is in its table.
+fn landed(client: &Client, chunk: &spool::Chunk) -> Result<bool> {
+    let Some(marker) = &chunk.marker else { return Ok(false) };
+    let found: Count = client.select_one(&format!(
+        "SELECT count() AS n FROM {} WHERE live = {} AND day = {} AND marker = {}",
+        chunk.table,
+        chunk.live,
+        date(chunk.day),
+        quote(marker)
+    ))?;
+    Ok(found.n > 0)
 }
 
 /// Where the tables are: one server, or a cluster's shards.

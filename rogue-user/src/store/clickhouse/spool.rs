@@ -159,6 +159,15 @@ impl Spool {
             .map_err(|error| SpoolError::Io { dir: self.dir.clone(), error })
     }
 
+    /// A batch the server will not take: kept as `ID.refused` for an
+    /// operator, no longer sent; returns where.
+    pub fn set_aside(&self, batch: &Batch) -> Result<PathBuf, SpoolError> {
+        let path = self.dir.join(format!("{}.batch", batch.id));
+        let aside = path.with_extension("refused");
+        std::fs::rename(&path, &aside).map_err(|error| SpoolError::Io { dir: self.dir.clone(), error })?;
+        Ok(aside)
+    }
+
     /// Bytes of batches waiting, of every writer.
     pub fn held_bytes(&self) -> std::io::Result<u64> {
         let mut held = 0;

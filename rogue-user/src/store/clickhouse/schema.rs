@@ -183,8 +183,10 @@ pub const MIGRATIONS: &[&[Table]] = &[&[
             emitted    Nullable(String),
             version    UInt64
         )",
-        engine: "ReplacingMergeTree(version) ORDER BY id",
-        sharding_key: "id",
+        // A finding is its (type, service, host, key), as on SQLite; its
+        // id is the evaluator's number for it.
+        engine: "ReplacingMergeTree(version) ORDER BY (type, service, host, key)",
+        sharding_key: "cityHash64(type, service, host, key)",
     },
     Table {
         name: "verdicts",

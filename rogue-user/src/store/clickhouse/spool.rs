@@ -147,9 +147,14 @@ impl Spool {
         }
         let path = self.dir.join(format!("{}.batch", batch.id));
         let temporary = self.dir.join(format!("{}.batch.tmp", batch.id));
-        let mut file = File::create(&temporary).map_err(io)?;
-        file.write_all(&batch.encode()).and_then(|_| file.sync_all()).map_err(io)?;
-        std::fs::rename(&temporary, &path).map_err(io)?;
+        let written = File::create(&temporary)
+            .and_then(|mut file| file.write_all(&batch.encode()).and_then(|_| file.sync_all()))
+            .and_then(|_| std::fs::rename(&temporary, &path));
+        if let Err(error) = written {
+            // A full disk: nothing of the write stays to fill it further.
+            let _ = std::fs::remove_file(&temporary);
+            return Err(io(error));
+        }
         File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io)
     }
 

@@ -137,7 +137,23 @@ fn acknowledging_rejecting_and_accepting_read_back_the_same_on_both_backends() {
     let server = ClickHouse::start("actions");
     let capture = scenario_capture("all", 1);
     let sqlite = Workspace::new("actions-sqlite", &sqlite_config(""), &example_whitelist());
-    let clickhouse = Workspace::new("actions-ch", &clickhouse_config(&server, "actions", ""), &example_whitelist());
+    // As a user with a password (the test server's `rogue`), from a file
+    // beside the configuration.
+    let as_rogue = clickhouse_config(&server, "actions", "")
+        .replace("database: actions}", "database: actions, user: rogue, password_file: password}");
+    let clickhouse = Workspace::new("actions-ch", &as_rogue, &example_whitelist());
+    let refused = clickhouse.rogue(&["hosts"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(refused.stderr.contains("cannot read store.clickhouse.password_file"), "{}", refused.stderr);
+    std::fs::write(clickhouse.dir.join("password"), "wrong\n").unwrap();
+    let refused = clickhouse.rogue(&["analyze", "--pcap", capture.to_str().unwrap()]);
+    assert!(
+        refused.stderr.contains(&format!("ClickHouse store {} database actions", server.url()))
+            && refused.stderr.contains("Wrong password for user rogue"),
+        "{}",
+        refused.stderr
+    );
+    std::fs::write(clickhouse.dir.join("password"), "s3cret\n").unwrap();
     for workspace in [&sqlite, &clickhouse] {
         workspace.analyze(&[&capture]);
         for args in [
@@ -200,10 +216,11 @@ fn spooled(dir: &Path) -> usize {
 
 /// ClickHouse killed while a collector writes: the collector keeps its
 /// writes on disk (counted in its metrics). The collector is then killed
-/// too (kill -9, between two writes), and a new one started: once the
-/// server is back, the new collector sends what the dead one kept. Every
-/// flow is stored once: the store holds what an SQLite collector that saw
-/// no outage holds, with the same findings.
+/// too (kill -9, between two writes), and a new one started while the
+/// server is still away: it collects into the spool too, and once the
+/// server is back sends its writes and the dead one's. Every flow is stored
+/// once: the store holds what an SQLite collector that saw no outage holds,
+/// with the same findings.
 #[test]
 fn a_collector_through_a_clickhouse_outage_and_a_kill_loses_nothing_and_doubles_nothing() {
     let mut server = ClickHouse::start("outage");
@@ -232,17 +249,21 @@ fn a_collector_through_a_clickhouse_outage_and_a_kill_loses_nothing_and_doubles_
     let killed = collector.finish();
     assert!(!killed.status.success());
 
-    server.resume();
+    // A collector started while the server is still away: it collects into
+    // the spool, the dead one's writes adopted beside its own.
     let collector = start_collector(&workspace, port);
-    wait_for_metrics(metrics_port, "the dead collector's writes are sent", |m| {
+    export_over_tcp(&captures[2], port, 3);
+    let still_down = all_written(metrics_port);
+    assert!(metric(&still_down, "rogue_store_waiting_writes") >= 2.0, "{still_down:#?}");
+    server.resume();
+    wait_for_metrics(metrics_port, "every write is sent once the server is back", |m| {
         metric(m, "rogue_store_waiting_writes") == 0.0
     });
     assert_eq!(spooled(&spool), 0, "the spool is empty once the server has everything");
-    export_over_tcp(&captures[2], port, 3);
-    all_written(metrics_port);
     collector.signal(libc::SIGTERM);
     let stopped = collector.finish();
     assert!(stopped.status.success(), "{}", stopped.stderr);
+    assert!(stopped.stderr.contains("writing into the spool"), "{}", stopped.stderr);
     let last = stopped.stderr.lines().find(|l| l.contains("collector stopped")).unwrap_or_default().to_string();
 
     // The same three exports into SQLite, without an outage.
@@ -528,4 +549,50 @@ fn removal_and_retention_leave_the_same_traffic_on_both_backends() {
         rogue_ok(workspace, &["store", "prune", "--retention"]);
         assert_eq!(host_flows(workspace), [("192.0.2.99".to_string(), 1)], "the old day dropped, the recent kept");
     }
+}
+
+/// A write in the spool the server cannot read (rows that do not match
+/// their columns, as a damaged disk or an old rogue might leave): the
+/// collector that adopts it is refused three times, sets it aside as
+/// `.refused`, counts it, and stores what it collects after it.
+#[test]
+fn a_write_the_server_cannot_read_is_set_aside_counted_and_holds_nothing_up() {
+    use rogue::store::clickhouse::spool::{Batch, Chunk, Spool};
+    let server = ClickHouse::start("refused");
+    let metrics_port = free_port();
+    let extra = format!("metrics: {{listen: \"127.0.0.1:{metrics_port}\"}}\ncapture: {{drain_seconds: 1}}\n");
+    let workspace = Workspace::new("refused", &clickhouse_config(&server, "refused", &extra), &example_whitelist());
+    let spool = workspace.dir.join("clickhouse-spool");
+    // A collector first, so the database and its tables exist.
+    let port = free_port();
+    stop_collector(start_collector(&workspace, port));
+    {
+        let mut dead = Spool::open(&spool, "dead", 1 << 20).unwrap();
+        let (id, _) = dead.next_id();
+        let chunk = Chunk {
+            table: "host_bins".into(),
+            columns: "live, day, host".into(),
+            live: 1,
+            day: 20_000,
+            marker: Some(format!("{id}#1.20000.0.0")),
+            rows: vec![1, 0x20, 0x4e, 200],
+        };
+        dead.keep(&Batch { id, chunks: vec![chunk] }).unwrap();
+    }
+    let collector = start_collector(&workspace, port);
+    wait_for_metrics(metrics_port, "the unreadable write is set aside", |m| {
+        metric(m, "rogue_store_set_aside_writes_total") == 1.0 && metric(m, "rogue_store_waiting_writes") == 0.0
+    });
+    let refused: Vec<String> = std::fs::read_dir(&spool)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|name| name.ends_with(".refused"))
+        .collect();
+    assert_eq!(refused.len(), 1, "kept for an operator: {refused:?}");
+    export_over_tcp(&scenario_capture("vpn-failure", 1), port, 1);
+    let stopped = stop_collector(collector);
+    assert!(stopped.stderr.contains("is set aside as"), "{}", stopped.stderr);
+    let hosts = host_flows(&workspace);
+    assert!(hosts.contains(&("192.0.2.77".to_string(), 840)), "what came after is stored: {hosts:?}");
 }

@@ -16,7 +16,10 @@ use anyhow::Context as _;
 use crate::{
     config::{self, Config, ConfigError},
     detect::{Detector, DnsFacts, Window, whitelist::Whitelist},
-    store::{self, Access, Pending, Pruned, RecordedSettings, SqliteStore, Store, StoreError, StoredFinding, Upsert},
+    store::{
+        self, Access, HostNames, Pending, Pruned, RecordedSettings, SqliteStore, Store, StoreError, StoredFinding,
+        Upsert,
+    },
 };
 
 /// Where a command finds its files.
@@ -94,7 +97,7 @@ impl Engine {
         whitelist: Whitelist,
     ) -> anyhow::Result<Engine> {
         let dns = match !paths.no_dns && config.dns.enabled {
-            true => DnsFacts { enabled: true, hosts: store.host_names()? },
+            true => DnsFacts { enabled: true, hosts: known_host_names(&*store)? },
             false => DnsFacts::disabled(),
         };
         Ok(Engine { config, config_file, store, whitelist, dns })
@@ -135,6 +138,20 @@ impl Engine {
         })?;
         let pruned = store.apply_retention(config.store.retention_days.0, now_ms)?;
         Ok(Evaluated { findings: stored, pruned })
+    }
+}
+
+/// What DNS answered before, as the store holds it; none, said, while a
+/// ClickHouse server is away (a collector starting then still collects).
+fn known_host_names(
+    store: &dyn Store,
+) -> Result<std::collections::HashMap<(String, std::net::IpAddr), HostNames>, StoreError> {
+    match store.host_names() {
+        Err(e) if e.is_transient() => {
+            tracing::warn!("{e}; starting without the DNS answers the store holds");
+            Ok(Default::default())
+        }
+        other => other,
     }
 }
 

@@ -36,11 +36,10 @@ pub struct ClickHouseStore {
     spool: Spool,
     /// This process's name in batch ids and markers: host, process, start.
     writer: String,
-    next_batch: u64,
-    /// Batches kept in the spool and not yet in ClickHouse, oldest first;
-    /// `true` where an attempt to send it was made (its inserts' fate is
-    /// then asked before they are sent again).
-    outbox: VecDeque<(Batch, bool)>,
+    /// The ids of the batches kept in the spool and not yet in ClickHouse,
+    /// oldest first; `true` where an attempt to send it was made (its
+    /// inserts' fate is then asked before they are sent again).
+    outbox: VecDeque<(String, bool)>,
     /// The writes an evaluation saw as pending, by the token it was given
     /// for them (see `read::pending`).
     snapshots: RefCell<HashMap<i64, Vec<read::PendingWrite>>>,
@@ -62,21 +61,22 @@ impl ClickHouseStore {
     pub fn open(config: &ClickHouseConfig, access: Access) -> Result<ClickHouseStore> {
         let mut client = Client::new(config)?;
         let server = client.location();
-        let exists: Vec<Named> =
-            client.select(&format!("SELECT name FROM system.databases WHERE name = {}", quote(client.database())))?;
-        if exists.is_empty() {
-            if access != Access::Create {
-                return Err(StoreError::Refused {
-                    server,
-                    detail: "no such database: `rogue analyze`, `rogue agent` and `rogue collect` create it".into(),
-                });
+        let layout = match connect(&mut client, config, access) {
+            Ok(layout) => {
+                layout.remember(&config.spool_dir);
+                layout
             }
-            let on_cluster = config.cluster.as_ref().map_or(String::new(), |c| format!(" ON CLUSTER {c}"));
-            client.execute(&format!("CREATE DATABASE IF NOT EXISTS {}{on_cluster}", client.database()))?;
-        }
-        client.enter_database();
-        let layout = Layout::of(&client, config.cluster.clone())?;
-        migrate(&client, layout.cluster.as_deref())?;
+            // A collector or agent (re)started while the server is away
+            // writes into the spool, as one running would: the server was
+            // known before, and its layout kept beside the spool.
+            Err(e) if e.is_transient() && access == Access::Create => {
+                let Some(layout) = Layout::remembered(&config.spool_dir, config) else { return Err(e) };
+                tracing::warn!("{e}; writing into the spool {} until it answers", config.spool_dir.display());
+                client.enter_database();
+                layout
+            }
+            Err(e) => return Err(e),
+        };
         let writer = writer_name();
         let max_bytes = config.spool_max_mib.0.saturating_mul(1 << 20);
         let spool = Spool::open(&config.spool_dir, &writer, max_bytes).map_err(|e| spool_error(&server, e))?;
@@ -85,7 +85,6 @@ impl ClickHouseStore {
             layout,
             spool,
             writer,
-            next_batch: 1,
             outbox: VecDeque::new(),
             snapshots: RefCell::default(),
             next_snapshot: Cell::new(1),
@@ -95,15 +94,8 @@ impl ClickHouseStore {
             set_aside: 0,
         };
         if access != Access::ReadOnly {
-            let (waiting, damaged) = store.spool.waiting().map_err(|e| spool_error(&server, e))?;
-            for path in damaged {
-                tracing::error!(
-                    "{}: a write in the spool does not read whole; set aside as {}",
-                    server,
-                    path.display()
-                );
-            }
-            store.outbox.extend(waiting.into_iter().map(|batch| (batch, true)));
+            let waiting = store.spool.waiting().map_err(|e| spool_error(&server, e))?;
+            store.outbox.extend(waiting.into_iter().map(|id| (id, true)));
             if let Err(e) = store.send_outbox() {
                 tracing::warn!("{e}; {} writes wait in {}", store.outbox.len(), store.spool.dir().display());
             }
@@ -125,7 +117,7 @@ impl ClickHouseStore {
     /// again, or they would count twice).
     fn commit_batch(&mut self, batch: Batch) -> Result<()> {
         self.spool.keep(&batch).map_err(|e| spool_error(&self.client.location(), e))?;
-        self.outbox.push_back((batch, false));
+        self.outbox.push_back((batch.id, false));
         if let Err(e) = self.send_outbox() {
             let waiting = format!("{} writes wait in {}", self.outbox.len(), self.spool.dir().display());
             match e.is_transient() {
@@ -142,22 +134,35 @@ impl ClickHouseStore {
     /// the spool as `.refused`, logged and counted, so that it does not
     /// hold up every write after it.
     fn send_outbox(&mut self) -> Result<()> {
-        while let Some((batch, attempted)) = self.outbox.front() {
-            let server = self.client.location();
-            match send(&self.client, batch, *attempted) {
+        let server = self.client.location();
+        while let Some((id, attempted)) = self.outbox.front() {
+            let batch = match self.spool.read(id).map_err(|e| spool_error(&server, e))? {
+                Ok(batch) => batch,
+                Err(aside) => {
+                    tracing::error!(
+                        "{server}: a write in the spool does not read whole; set aside as {}",
+                        aside.display()
+                    );
+                    self.outbox.pop_front();
+                    self.set_aside += 1;
+                    continue;
+                }
+            };
+            match send(&self.client, &batch, *attempted) {
                 Ok(()) => {
-                    self.spool.sent(batch).map_err(|e| spool_error(&server, e))?;
+                    self.spool.sent(id).map_err(|e| spool_error(&server, e))?;
                     self.outbox.pop_front();
                     self.refusals = 0;
                 }
                 Err(e) if !e.is_transient() && self.refusals + 1 >= REFUSALS => {
-                    let aside = self.spool.set_aside(batch).map_err(|e| spool_error(&server, e))?;
+                    let aside = self.spool.set_aside(id).map_err(|e| spool_error(&server, e))?;
                     tracing::error!(
                         "{e}; the write was refused {REFUSALS} times and is set aside as {}",
                         aside.display()
                     );
                     self.outbox.pop_front();
-                    (self.refusals, self.set_aside) = (0, self.set_aside + 1);
+                    self.refusals = 0;
+                    self.set_aside += 1;
                 }
                 Err(e) => {
                     self.refusals += (!e.is_transient()) as u32;
@@ -272,7 +277,15 @@ fn send_chunk(client: &Client, batch: &str, index: usize, chunk: &spool::Chunk, 
     if attempted && landed(client, chunk)? {
         return Ok(());
     }
-    match client.insert(&chunk.table, &chunk.columns, &chunk.rows, &format!("{batch}.{index}")) {
+    // An insert with a marker keeps its query id whoever sends it (a batch
+    // adopted from a writer that died): the server refuses a second query
+    // of an id while the first still runs. (A marker names one insert of a
+    // write into each table it has rows for.)
+    let query_id = match &chunk.marker {
+        Some(marker) => format!("{marker}@{}", chunk.table),
+        None => format!("{batch}.{index}"),
+    };
+    match client.insert(&chunk.table, &chunk.columns, &chunk.rows, &query_id) {
         Err(_) if landed(client, chunk).unwrap_or(false) => Ok(()),
         other => other,
     }
@@ -289,6 +302,27 @@ fn landed(client: &Client, chunk: &spool::Chunk) -> Result<bool> {
         quote(marker)
     ))?;
     Ok(found.n > 0)
+}
+
+/// Makes sure of the database (creating it if `access` allows) and its
+/// tables, and learns the layout.
+fn connect(client: &mut Client, config: &ClickHouseConfig, access: Access) -> Result<Layout> {
+    let exists: Vec<Named> =
+        client.select(&format!("SELECT name FROM system.databases WHERE name = {}", quote(client.database())))?;
+    if exists.is_empty() {
+        if access != Access::Create {
+            return Err(StoreError::Refused {
+                server: client.location(),
+                detail: "no such database: `rogue analyze`, `rogue agent` and `rogue collect` create it".into(),
+            });
+        }
+        let on_cluster = config.cluster.as_ref().map_or(String::new(), |c| format!(" ON CLUSTER {c}"));
+        client.execute(&format!("CREATE DATABASE IF NOT EXISTS {}{on_cluster}", client.database()))?;
+    }
+    client.enter_database();
+    let layout = Layout::of(client, config.cluster.clone())?;
+    migrate(client, layout.cluster.as_deref())?;
+    Ok(layout)
 }
 
 /// Where the tables are: one server, or a cluster's shards.
@@ -317,6 +351,29 @@ impl Layout {
             });
         }
         Ok(Layout { cluster: Some(name), database, slots: weight.n })
+    }
+
+    /// Keeps the layout beside the spool, for a start while the server is
+    /// away (a failure to is only logged: the next start tries again).
+    fn remember(&self, spool_dir: &std::path::Path) {
+        let text = format!("{}\n{}\n{}\n", self.database, self.cluster.as_deref().unwrap_or(""), self.slots);
+        if let Err(e) = std::fs::create_dir_all(spool_dir).and_then(|_| std::fs::write(spool_dir.join("layout"), text))
+        {
+            tracing::warn!("cannot keep the ClickHouse layout in {}: {e}", spool_dir.display());
+        }
+    }
+
+    /// The layout kept beside the spool, if it is the configuration's.
+    fn remembered(spool_dir: &std::path::Path, config: &ClickHouseConfig) -> Option<Layout> {
+        let text = std::fs::read_to_string(spool_dir.join("layout")).ok()?;
+        let mut lines = text.lines();
+        let (database, cluster, slots) = (lines.next()?, lines.next()?, lines.next()?.parse().ok()?);
+        let cluster = (!cluster.is_empty()).then(|| cluster.to_string());
+        (database == config.database && cluster == config.cluster && slots > 0).then(|| Layout {
+            cluster,
+            database: database.into(),
+            slots,
+        })
     }
 
     /// The table a statement that changes rows in place (ALTER) names: the

@@ -11,9 +11,11 @@
 //! so sending them twice changes nothing.
 //!
 //! Files are written whole (a temporary file, fsync, rename) and end with a
-//! BLAKE3 checksum. Each process writes under its own writer name and holds
-//! `WRITER.lock` while it runs; the batches of a writer whose lock is free
-//! (it died) are sent by the next process to open the store.
+//! BLAKE3 checksum; only the one being sent is in memory. Each process
+//! writes under its own writer name and holds `WRITER.lock` while it runs.
+//! The next process to open the spool adopts the batches of a writer whose
+//! lock is free (it died): it renames them into its own name, which only
+//! one process can do to a file, so no batch is sent by two.
 
 use std::{
     fs::File,
@@ -118,12 +120,15 @@ pub struct Spool {
     dir: PathBuf,
     writer: String,
     max_bytes: u64,
+    /// The sequence number of this writer's next batch.
+    next: u64,
     /// Held for the process's life: its batches are its own to send.
     _lock: File,
 }
 
 impl Spool {
-    /// Opens (creating) the spool in `dir` for `writer`.
+    /// Opens (creating) the spool in `dir` for `writer`, adopting the
+    /// batches of writers that died, oldest first.
     pub fn open(dir: &Path, writer: &str, max_bytes: u64) -> Result<Spool, SpoolError> {
         let io = |error| SpoolError::Io { dir: dir.into(), error };
         std::fs::create_dir_all(dir).map_err(io)?;
@@ -131,7 +136,51 @@ impl Spool {
         if !try_lock(&lock) {
             return Err(io(std::io::Error::other(format!("writer {writer} is taken by another process"))));
         }
-        Ok(Spool { dir: dir.into(), writer: writer.into(), max_bytes, _lock: lock })
+        let mut spool = Spool { dir: dir.into(), writer: writer.into(), max_bytes, next: 1, _lock: lock };
+        spool.adopt().map_err(io)?;
+        Ok(spool)
+    }
+
+    /// Renames the batches of every writer whose lock is free into this
+    /// writer's, in their order, then removes the dead writer's lock.
+    fn adopt(&mut self) -> std::io::Result<()> {
+        let names = self.names()?;
+        let mut dead: Vec<&str> = names.iter().filter_map(|n| n.strip_suffix(".lock")).collect();
+        dead.retain(|writer| *writer != self.writer);
+        for writer in dead {
+            // Opened, not created: a lock another adopter removed stays gone.
+            let Ok(lock) = std::fs::OpenOptions::new().write(true).open(self.dir.join(format!("{writer}.lock"))) else {
+                continue;
+            };
+            if !try_lock(&lock) {
+                continue;
+            }
+            let mut batches: Vec<&String> =
+                names.iter().filter(|n| n.ends_with(".batch") && batch_order(n).0 == writer).collect();
+            batches.sort_by_key(|n| batch_order(n));
+            for name in batches {
+                let (id, _) = self.next_id();
+                match std::fs::rename(self.dir.join(name), self.dir.join(format!("{id}.batch"))) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    other => other?,
+                }
+            }
+            std::fs::remove_file(self.dir.join(format!("{writer}.lock")))?;
+        }
+        File::open(&self.dir)?.sync_all()
+    }
+
+    fn names(&self) -> std::io::Result<Vec<String>> {
+        let entries = std::fs::read_dir(&self.dir)?;
+        Ok(entries.filter_map(|entry| entry.ok()?.file_name().into_string().ok()).collect())
+    }
+
+    /// The id of this writer's next batch, `WRITER.SEQUENCE`, and its
+    /// sequence number.
+    pub fn next_id(&mut self) -> (String, u64) {
+        let sequence = self.next;
+        self.next += 1;
+        (format!("{}.{sequence}", self.writer), sequence)
     }
 
     pub fn dir(&self) -> &Path {
@@ -145,7 +194,7 @@ impl Spool {
         if held > 0 && held + batch.bytes() > self.max_bytes {
             return Err(SpoolError::Full { dir: self.dir.clone(), held, adding: batch.bytes() });
         }
-        let path = self.dir.join(format!("{}.batch", batch.id));
+        let path = self.path(&batch.id);
         let temporary = self.dir.join(format!("{}.batch.tmp", batch.id));
         let written = File::create(&temporary)
             .and_then(|mut file| file.write_all(&batch.encode()).and_then(|_| file.sync_all()))
@@ -158,23 +207,50 @@ impl Spool {
         File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io)
     }
 
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.batch"))
+    }
+
+    /// This writer's batches, oldest first (the adopted ones among them).
+    pub fn waiting(&self) -> Result<Vec<String>, SpoolError> {
+        let names = self.names().map_err(|error| SpoolError::Io { dir: self.dir.clone(), error })?;
+        let mut own: Vec<&String> =
+            names.iter().filter(|n| n.ends_with(".batch") && batch_order(n).0 == self.writer).collect();
+        own.sort_by_key(|n| batch_order(n));
+        Ok(own.iter().map(|n| n.trim_end_matches(".batch").to_string()).collect())
+    }
+
+    /// The batch `id`, read whole; Err(path) where the file does not read
+    /// whole (a disk that lied), which is then set aside as `.damaged`.
+    pub fn read(&self, id: &str) -> Result<Result<Batch, PathBuf>, SpoolError> {
+        let io = |error| SpoolError::Io { dir: self.dir.clone(), error };
+        let path = self.path(id);
+        let bytes = std::fs::read(&path).map_err(io)?;
+        match Batch::decode(id.to_string(), &bytes) {
+            Some(batch) => Ok(Ok(batch)),
+            None => {
+                let aside = path.with_extension("damaged");
+                std::fs::rename(&path, &aside).map_err(io)?;
+                Ok(Err(aside))
+            }
+        }
+    }
+
     /// The batch is in ClickHouse: its file goes.
-    pub fn sent(&self, batch: &Batch) -> Result<(), SpoolError> {
-        std::fs::remove_file(self.dir.join(format!("{}.batch", batch.id)))
-            .map_err(|error| SpoolError::Io { dir: self.dir.clone(), error })
+    pub fn sent(&self, id: &str) -> Result<(), SpoolError> {
+        std::fs::remove_file(self.path(id)).map_err(|error| SpoolError::Io { dir: self.dir.clone(), error })
     }
 
     /// A batch the server will not take: kept as `ID.refused` for an
     /// operator, no longer sent; returns where.
-    pub fn set_aside(&self, batch: &Batch) -> Result<PathBuf, SpoolError> {
-        let path = self.dir.join(format!("{}.batch", batch.id));
-        let aside = path.with_extension("refused");
-        std::fs::rename(&path, &aside).map_err(|error| SpoolError::Io { dir: self.dir.clone(), error })?;
+    pub fn set_aside(&self, id: &str) -> Result<PathBuf, SpoolError> {
+        let aside = self.path(id).with_extension("refused");
+        std::fs::rename(self.path(id), &aside).map_err(|error| SpoolError::Io { dir: self.dir.clone(), error })?;
         Ok(aside)
     }
 
     /// Bytes of batches waiting, of every writer.
-    pub fn held_bytes(&self) -> std::io::Result<u64> {
+    fn held_bytes(&self) -> std::io::Result<u64> {
         let mut held = 0;
         for entry in std::fs::read_dir(&self.dir)? {
             let entry = entry?;
@@ -183,50 +259,6 @@ impl Spool {
             }
         }
         Ok(held)
-    }
-
-    /// The batches waiting: this writer's, and those of writers that died
-    /// (their lock is taken over, and released once they are sent), oldest
-    /// first within a writer. A file that does not read whole (a disk that
-    /// lied) is set aside as `.damaged` and named in the result.
-    pub fn waiting(&self) -> Result<(Vec<Batch>, Vec<PathBuf>), SpoolError> {
-        let io = |error| SpoolError::Io { dir: self.dir.clone(), error };
-        let mut names: Vec<String> = std::fs::read_dir(&self.dir)
-            .map_err(io)?
-            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-            .filter(|name| name.ends_with(".batch"))
-            .collect();
-        names.sort_by_key(|name| batch_order(name));
-        let (mut batches, mut damaged) = (Vec::new(), Vec::new());
-        for name in names {
-            let id = name.trim_end_matches(".batch").to_string();
-            let writer = id.rsplit_once('.').map_or(id.as_str(), |(writer, _)| writer);
-            if writer != self.writer && !self.take_over(writer).map_err(io)? {
-                continue;
-            }
-            let path = self.dir.join(&name);
-            let bytes = std::fs::read(&path).map_err(io)?;
-            match Batch::decode(id, &bytes) {
-                Some(batch) => batches.push(batch),
-                None => {
-                    let aside = path.with_extension("damaged");
-                    std::fs::rename(&path, &aside).map_err(io)?;
-                    damaged.push(aside);
-                }
-            }
-        }
-        Ok((batches, damaged))
-    }
-
-    /// Whether the writer `writer` is dead (its lock free); its lock is then
-    /// left locked by this process until it exits.
-    fn take_over(&self, writer: &str) -> std::io::Result<bool> {
-        let lock = File::create(self.dir.join(format!("{writer}.lock")))?;
-        let taken = try_lock(&lock);
-        if taken {
-            std::mem::forget(lock);
-        }
-        Ok(taken)
     }
 }
 
@@ -270,38 +302,46 @@ mod tests {
     fn a_batch_reads_back_as_written_and_a_damaged_one_is_set_aside() {
         let dir = temp_dir("roundtrip");
         let spool = Spool::open(&dir, "w1", 1 << 20).unwrap();
-        spool.keep(&batch("w1.2")).unwrap();
-        spool.keep(&batch("w1.10")).unwrap();
-        spool.keep(&batch("w1.3")).unwrap();
-        let (waiting, damaged) = spool.waiting().unwrap();
-        let ids: Vec<&str> = waiting.iter().map(|b| b.id.as_str()).collect();
-        assert_eq!((ids, damaged.len()), (vec!["w1.2", "w1.3", "w1.10"], 0));
-        assert_eq!(waiting[0], batch("w1.2"));
+        for id in ["w1.2", "w1.10", "w1.3"] {
+            spool.keep(&batch(id)).unwrap();
+        }
+        assert_eq!(spool.waiting().unwrap(), ["w1.2", "w1.3", "w1.10"]);
+        assert_eq!(spool.read("w1.2").unwrap().unwrap(), batch("w1.2"));
 
         let path = dir.join("w1.3.batch");
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[MAGIC.len() + 9] ^= 1;
         std::fs::write(&path, bytes).unwrap();
-        let (waiting, damaged) = spool.waiting().unwrap();
-        assert_eq!((waiting.len(), damaged), (2, vec![dir.join("w1.3.damaged")]));
-        spool.sent(&waiting[0]).unwrap();
-        assert_eq!(spool.waiting().unwrap().0.len(), 1);
+        assert_eq!(spool.read("w1.3").unwrap().unwrap_err(), dir.join("w1.3.damaged"));
+        spool.sent("w1.2").unwrap();
+        assert_eq!(spool.waiting().unwrap(), ["w1.10"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
-    fn a_live_writers_batches_are_its_own_and_a_dead_ones_are_taken_over() {
+    fn a_live_writers_batches_are_its_own_and_a_dead_ones_are_adopted_in_order_once() {
         let dir = temp_dir("writers");
-        let alive = Spool::open(&dir, "alive", 1 << 20).unwrap();
-        alive.keep(&batch("alive.1")).unwrap();
+        let mut alive = Spool::open(&dir, "alive", 1 << 20).unwrap();
+        let (id, _) = alive.next_id();
+        alive.keep(&batch(&id)).unwrap();
         {
-            let dead = Spool::open(&dir, "dead", 1 << 20).unwrap();
-            dead.keep(&batch("dead.1")).unwrap();
+            let mut dead = Spool::open(&dir, "dead", 1 << 20).unwrap();
+            for _ in 0..3 {
+                let (id, _) = dead.next_id();
+                dead.keep(&batch(&id)).unwrap();
+            }
             assert!(Spool::open(&dir, "dead", 1 << 20).is_err(), "one process per writer");
         }
+        let mut adopter = Spool::open(&dir, "adopter", 1 << 20).unwrap();
+        let adopted = adopter.waiting().unwrap();
+        assert_eq!(adopted, ["adopter.1", "adopter.2", "adopter.3"]);
+        // In the dead writer's order: its third batch is now the third.
+        assert_eq!(adopter.read("adopter.3").unwrap().unwrap().chunks, batch("dead.3").chunks);
+        assert_eq!(adopter.next_id(), ("adopter.4".to_string(), 4));
+        assert!(!dir.join("dead.lock").exists(), "the dead writer's lock goes with its batches");
         let other = Spool::open(&dir, "other", 1 << 20).unwrap();
-        let ids: Vec<String> = other.waiting().unwrap().0.into_iter().map(|b| b.id).collect();
-        assert_eq!(ids, vec!["dead.1"]);
+        assert!(other.waiting().unwrap().is_empty(), "an adopted batch is not adopted again");
+        assert_eq!(alive.waiting().unwrap(), ["alive.1"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -62,6 +62,8 @@ struct SourceWrite {
 
 pub struct ClickHouseIngest<'s> {
     store: &'s mut ClickHouseStore,
+    /// This write's id in the spool, and its sequence number.
+    id: String,
     batch: u64,
     sources: BTreeMap<i64, SourceRow>,
     writes: BTreeMap<i64, SourceWrite>,
@@ -71,20 +73,16 @@ pub struct ClickHouseIngest<'s> {
 
 impl<'s> ClickHouseIngest<'s> {
     pub fn new(store: &'s mut ClickHouseStore) -> ClickHouseIngest<'s> {
-        let batch = store.next_batch;
-        store.next_batch += 1;
+        let (id, batch) = store.spool.next_id();
         ClickHouseIngest {
             store,
+            id,
             batch,
             sources: BTreeMap::new(),
             writes: BTreeMap::new(),
             traffic: TrafficRows::new(INSERT_ROWS),
             added: 0,
         }
-    }
-
-    fn batch_id(&self) -> String {
-        format!("{}.{}", self.store.writer, self.batch)
     }
 
     /// Whether `source` is live (its traffic ages bin by bin).
@@ -136,8 +134,7 @@ fn id_of(parts: &[&[u8]]) -> i64 {
 impl Ingest for ClickHouseIngest<'_> {
     fn add_source(&mut self, kind: &str, name: &str, now_ms: i64) -> Result<i64> {
         self.added += 1;
-        let writer = self.batch_id();
-        let id = id_of(&[b"file", writer.as_bytes(), &self.added.to_le_bytes(), kind.as_bytes(), name.as_bytes()]);
+        let id = id_of(&[b"file", self.id.as_bytes(), &self.added.to_le_bytes(), kind.as_bytes(), name.as_bytes()]);
         self.sources.insert(id, SourceRow::new(kind, name, now_ms, false));
         Ok(id)
     }
@@ -280,8 +277,7 @@ impl Ingest for ClickHouseIngest<'_> {
     }
 
     fn commit(self: Box<Self>) -> Result<()> {
-        let ClickHouseIngest { store, batch, sources, writes, traffic, .. } = *self;
-        let id = format!("{}.{batch}", store.writer);
+        let ClickHouseIngest { store, id, batch, sources, writes, traffic, .. } = *self;
         let mut chunks = Vec::new();
         if !sources.is_empty() {
             let mut rows = RowBinary::default();
@@ -357,12 +353,13 @@ impl TrafficRows {
         binary
     }
 
-    /// The inserts of batch `id`, each with its marker row (`ID#N`).
+    /// The inserts of batch `id`, each with its marker row naming it:
+    /// `ID#LIVE.DAY.SLOT.PART`, unique in the table.
     fn into_chunks(self, id: &str) -> Vec<Chunk> {
         let mut chunks = Vec::new();
         for ((table, live, day, slot), inserts) in self.inserts {
             for (part, (mut rows, _)) in inserts.into_iter().enumerate() {
-                let marker = format!("{id}#{slot}.{part}");
+                let marker = format!("{id}#{live}.{day}.{slot}.{part}");
                 marker_row(&mut rows, table, live, day, slot, &marker);
                 chunks.push(chunk(table, columns_of(table), live, day, Some(marker), rows));
             }
@@ -460,14 +457,14 @@ mod tests {
         let described: Vec<(u16, Option<&str>, usize)> =
             chunks.iter().map(|c| (c.day, c.marker.as_deref(), c.rows.len())).collect();
         // A row of data_days is 1 + 2 + 8 + 8 + 1 + 8 + 8 = 36 bytes; a marker
-        // row names its marker ("w.3#S.N", 7 bytes) where a row has "".
+        // row names its marker ("w.3#L.D.S.N", 11 bytes) where a row has "".
         assert_eq!(
             described,
             [
-                (7, Some("w.3#0.0"), 3 * 36 + 7),
-                (7, Some("w.3#0.1"), 2 * 36 + 7),
-                (7, Some("w.3#1.0"), 2 * 36 + 7),
-                (8, Some("w.3#0.0"), 2 * 36 + 7)
+                (7, Some("w.3#1.7.0.0"), 3 * 36 + 11),
+                (7, Some("w.3#1.7.0.1"), 2 * 36 + 11),
+                (7, Some("w.3#1.7.1.0"), 2 * 36 + 11),
+                (8, Some("w.3#1.8.0.0"), 2 * 36 + 11)
             ]
         );
     }

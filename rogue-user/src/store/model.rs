@@ -1,7 +1,10 @@
 //! What the store holds and answers, as the rest of rogue sees it, whatever
 //! the backend: sources, activity, peers, findings, verdicts, DNS answers.
 
-use std::{collections::BTreeSet, net::IpAddr};
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::IpAddr,
+};
 
 use crate::profile::Role;
 
@@ -87,6 +90,35 @@ pub struct RecordedSettings {
     pub data_dir: String,
     pub whitelist_path: String,
     pub whitelist_text: String,
+}
+
+impl RecordedSettings {
+    /// As the store keeps them: (name, value).
+    pub fn pairs(&self) -> [(&'static str, &str); 6] {
+        [
+            ("config_path", &self.config_path),
+            ("config_text", &self.config_text),
+            ("config_dir", &self.config_dir),
+            ("data_dir", &self.data_dir),
+            ("whitelist_path", &self.whitelist_path),
+            ("whitelist_text", &self.whitelist_text),
+        ]
+    }
+
+    /// From the store's (name, value) pairs; None where no evaluation
+    /// recorded any.
+    pub fn from_pairs(values: &HashMap<String, String>) -> Option<RecordedSettings> {
+        let config_text = values.get("config_text")?;
+        let value = |name: &str| values.get(name).cloned().unwrap_or_default();
+        Some(RecordedSettings {
+            config_path: value("config_path"),
+            config_text: config_text.clone(),
+            config_dir: value("config_dir"),
+            data_dir: value("data_dir"),
+            whitelist_path: value("whitelist_path"),
+            whitelist_text: value("whitelist_text"),
+        })
+    }
 }
 
 /// A finding as stored.

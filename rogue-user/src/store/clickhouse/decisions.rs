@@ -328,42 +328,24 @@ impl Decisions for ClickHouseStore {
     }
 
     fn record_settings(&mut self, settings: &RecordedSettings) -> Result<()> {
-        let RecordedSettings { config_path, config_text, config_dir, data_dir, whitelist_path, whitelist_text } =
-            settings;
         let current = self.settings_map()?;
+        let changed: Vec<(&str, &str)> = settings
+            .pairs()
+            .into_iter()
+            .filter(|(name, value)| current.get(*name).map(String::as_str) != Some(value))
+            .collect();
+        if changed.is_empty() {
+            return Ok(());
+        }
         let mut rows = RowBinary::default();
-        let mut any = false;
-        for (name, value) in [
-            ("config_path", config_path),
-            ("config_text", config_text),
-            ("config_dir", config_dir),
-            ("data_dir", data_dir),
-            ("whitelist_path", whitelist_path),
-            ("whitelist_text", whitelist_text),
-        ] {
-            if current.get(name) != Some(value) {
-                rows.string(name).string(value).u64(self.version());
-                any = true;
-            }
+        for (name, value) in changed {
+            rows.string(name).string(value).u64(self.version());
         }
-        match any {
-            true => self.insert_now("settings", "name, value, version", rows),
-            false => Ok(()),
-        }
+        self.insert_now("settings", "name, value, version", rows)
     }
 
     fn recorded_settings(&self) -> Result<Option<RecordedSettings>> {
-        let values = self.settings_map()?;
-        let Some(config_text) = values.get("config_text") else { return Ok(None) };
-        let value = |name: &str| values.get(name).cloned().unwrap_or_default();
-        Ok(Some(RecordedSettings {
-            config_path: value("config_path"),
-            config_text: config_text.clone(),
-            config_dir: value("config_dir"),
-            data_dir: value("data_dir"),
-            whitelist_path: value("whitelist_path"),
-            whitelist_text: value("whitelist_text"),
-        }))
+        Ok(RecordedSettings::from_pairs(&self.settings_map()?))
     }
 
     fn host_names(&self) -> Result<HashMap<(String, IpAddr), HostNames>> {

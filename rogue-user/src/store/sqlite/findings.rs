@@ -17,8 +17,6 @@ const FINDING_COLUMNS: &str =
     "id, type, service, host, key, state, time_ms, details, created_ms, updated_ms, ack_by, ack_reason, ack_ms";
 
 impl Decisions for SqliteStore {
-    /// Stores a finding, or updates the one with the same type, service,
-    /// host and key. Its state is kept unless `state` overrides it.
     #[allow(clippy::too_many_arguments)]
     fn upsert_finding(
         &mut self,
@@ -74,10 +72,6 @@ impl Decisions for SqliteStore {
         })
     }
 
-    /// Marks what `pending` described as evaluated, for every source whose
-    /// unevaluated flows lie in it and were written before the evaluation
-    /// began (a write that came in meanwhile, from another program, stays
-    /// pending for the next).
     fn mark_evaluated(&mut self, pending: Pending) -> Result<usize> {
         self.run(|c| {
             c.execute(
@@ -88,7 +82,6 @@ impl Decisions for SqliteStore {
         })
     }
 
-    /// What was last emitted of each finding emitted so far, by id.
     fn emitted(&self) -> Result<HashMap<i64, String>> {
         self.run(|c| {
             let mut statement = c.prepare("SELECT id, emitted FROM findings WHERE emitted IS NOT NULL")?;
@@ -101,8 +94,6 @@ impl Decisions for SqliteStore {
         self.run(|c| c.execute("UPDATE findings SET emitted = ? WHERE id = ?", params![evidence, id]).map(drop))
     }
 
-    /// Stored findings, oldest first: those whose time is at or after
-    /// `since_ms`, in `state` if given.
     fn findings(&self, since_ms: Option<i64>, state: Option<&str>) -> Result<Vec<StoredFinding>> {
         self.run(|c| {
             let mut statement = c.prepare(&format!(
@@ -119,7 +110,6 @@ impl Decisions for SqliteStore {
         })
     }
 
-    /// Every finding about `host`, oldest first.
     fn findings_for_host(&self, host: IpAddr) -> Result<Vec<StoredFinding>> {
         self.run(|c| {
             let mut statement =
@@ -129,9 +119,6 @@ impl Decisions for SqliteStore {
         })
     }
 
-    /// Acknowledges the findings `ids`, all or none: returns the ids there
-    /// is no finding of, and then changes nothing (findings are never
-    /// deleted, so what exists now exists at the update).
     fn acknowledge(&mut self, ids: &[i64], ack: &Acknowledgement) -> Result<Vec<i64>> {
         let mut missing = Vec::new();
         for &id in ids {
@@ -163,7 +150,6 @@ impl Decisions for SqliteStore {
         })
     }
 
-    /// (service, host) of every finding not in `state`.
     fn finding_hosts_not_in(&self, state: &str) -> Result<Vec<(String, IpAddr)>> {
         self.run(|c| {
             let mut statement = c.prepare("SELECT DISTINCT service, host FROM findings WHERE state != ?")?;
@@ -172,7 +158,6 @@ impl Decisions for SqliteStore {
         })
     }
 
-    /// Sets the state of every finding for `host` and `service`.
     fn set_host_findings_state(&mut self, service: &str, host: IpAddr, state: &str, now_ms: i64) -> Result<usize> {
         self.run(|c| {
             c.execute(
@@ -212,49 +197,28 @@ impl Decisions for SqliteStore {
         })
     }
 
-    /// Records the settings of an evaluation (in its transaction).
     fn record_settings(&mut self, settings: &RecordedSettings) -> Result<()> {
-        let RecordedSettings { config_path, config_text, config_dir, data_dir, whitelist_path, whitelist_text } =
-            settings;
         self.run(|c| {
             let mut upsert = c.prepare_cached(
                 "INSERT INTO settings (name, value) VALUES (?, ?)
                  ON CONFLICT (name) DO UPDATE SET value = excluded.value WHERE value != excluded.value",
             )?;
-            for (name, value) in [
-                ("config_path", config_path),
-                ("config_text", config_text),
-                ("config_dir", config_dir),
-                ("data_dir", data_dir),
-                ("whitelist_path", whitelist_path),
-                ("whitelist_text", whitelist_text),
-            ] {
+            for (name, value) in settings.pairs() {
                 upsert.execute(params![name, value])?;
             }
             Ok(())
         })
     }
 
-    /// The settings the store was last evaluated with, if it was.
     fn recorded_settings(&self) -> Result<Option<RecordedSettings>> {
         let values: HashMap<String, String> = self.run(|c| {
             let mut statement = c.prepare("SELECT name, value FROM settings")?;
             let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
             rows.collect()
         })?;
-        let Some(config_text) = values.get("config_text") else { return Ok(None) };
-        let value = |name: &str| values.get(name).cloned().unwrap_or_default();
-        Ok(Some(RecordedSettings {
-            config_path: value("config_path"),
-            config_text: config_text.clone(),
-            config_dir: value("config_dir"),
-            data_dir: value("data_dir"),
-            whitelist_path: value("whitelist_path"),
-            whitelist_text: value("whitelist_text"),
-        }))
+        Ok(RecordedSettings::from_pairs(&values))
     }
 
-    /// What DNS last answered about each (service, host).
     fn host_names(&self) -> Result<HashMap<(String, IpAddr), HostNames>> {
         self.run(|c| {
             let mut statement = c.prepare(
@@ -276,8 +240,6 @@ impl Decisions for SqliteStore {
         })
     }
 
-    /// Keeps what DNS answered (see [`HostNames::over`] for what a lookup
-    /// without an answer keeps).
     fn save_host_names(&mut self, answers: &HashMap<(String, IpAddr), HostNames>, now_ms: i64) -> Result<()> {
         let known = self.host_names()?;
         self.transaction(|store| {

@@ -19,14 +19,11 @@ use crate::{
 pub(super) const LIVE: &str = "kind IN ('live', 'collect')";
 
 impl Traffic for SqliteStore {
-    /// Whether some capture's hash is SHA-256 (stored before migration 4):
-    /// a new capture must then be hashed that way too to be compared.
     fn has_sha256_hashes(&self) -> Result<bool> {
         let query = "SELECT EXISTS (SELECT 1 FROM sources WHERE content_hash LIKE 'sha256:%')";
         self.run(|c| c.query_row(query, [], |row| row.get(0)))
     }
 
-    /// Every source, oldest first.
     fn sources(&self) -> Result<Vec<Source>> {
         self.run(|c| {
             let mut statement = c.prepare(&format!("{SOURCES} ORDER BY id"))?;
@@ -39,13 +36,10 @@ impl Traffic for SqliteStore {
         self.run(|c| c.query_row(&format!("{SOURCES} WHERE id = ?"), [id], source_row).optional())
     }
 
-    /// The source whose content has `hash`.
     fn source_by_hash(&self, hash: &str) -> Result<Option<Source>> {
         self.run(|c| c.query_row(&format!("{SOURCES} WHERE content_hash = ?"), [hash], source_row).optional())
     }
 
-    /// The span of what file sources (captures, IPFIX files) hold that no
-    /// evaluation covered yet, if any.
     fn pending_files(&self) -> Result<Option<(i64, i64)>> {
         self.run(|c| {
             c.query_row(
@@ -56,13 +50,10 @@ impl Traffic for SqliteStore {
         })
     }
 
-    /// The newest data time any source reached.
     fn newest_ms(&self) -> Result<Option<i64>> {
         self.run(|c| c.query_row("SELECT max(last_ms) FROM sources", [], |row| row.get(0)))
     }
 
-    /// What no evaluation has covered yet, if anything: from the earliest
-    /// unevaluated flow to the end of the newest source holding one.
     fn pending(&self) -> Result<Option<Pending>> {
         self.run(|c| {
             let (from, to): (Option<i64>, Option<i64>) = c.query_row(
@@ -75,13 +66,10 @@ impl Traffic for SqliteStore {
         })
     }
 
-    /// The current write sequence number: an evaluation that starts now
-    /// covers every write numbered up to it.
     fn write_seq(&self) -> Result<i64> {
         self.run(|c| c.query_row("SELECT value FROM write_sequence", [], |row| row.get(0)))
     }
 
-    /// Days (since the epoch) on which the store saw traffic.
     fn covered_days(&self) -> Result<BTreeSet<i64>> {
         self.run(|c| {
             let mut statement = c.prepare_cached("SELECT DISTINCT day FROM data_days")?;
@@ -90,8 +78,6 @@ impl Traffic for SqliteStore {
         })
     }
 
-    /// The hosts with qualifying flows of `service` starting in the window,
-    /// from the index alone (cheap beside their activity).
     fn service_host_addresses(&self, service: &str, from_ms: i64, to_ms: i64) -> Result<Vec<IpAddr>> {
         self.run(|c| {
             let mut statement = c.prepare_cached(
@@ -102,8 +88,6 @@ impl Traffic for SqliteStore {
         })
     }
 
-    /// When the last of `host`'s qualifying flows of `service` starting in
-    /// the window ended, if it had any.
     fn service_host_last_ms(&self, service: &str, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Option<i64>> {
         self.run(|c| {
             c.prepare_cached(
@@ -113,7 +97,6 @@ impl Traffic for SqliteStore {
         })
     }
 
-    /// One host's activity for `service` in the window, if it had any.
     fn service_host(&self, service: &str, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Option<HostActivity>> {
         // A statement of its own: one that also served every host could
         // not use the index on the host.
@@ -122,13 +105,11 @@ impl Traffic for SqliteStore {
         Ok(self.host_activities(&sql, params![service, from_ms, to_ms, host])?.pop())
     }
 
-    /// Every host with qualifying flows of `service` starting in the window.
     fn service_hosts(&self, service: &str, from_ms: i64, to_ms: i64) -> Result<Vec<HostActivity>> {
         let sql = format!("{HOST_ACTIVITY} GROUP BY host ORDER BY host");
         self.host_activities(&sql, params![service, from_ms, to_ms])
     }
 
-    /// Distinct days on which `host` acted as a server of `service`.
     fn server_days(&self, service: &str, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<u64> {
         self.run(|c| {
             c.prepare_cached(
@@ -139,7 +120,6 @@ impl Traffic for SqliteStore {
         })
     }
 
-    /// (bytes on the service's share ports, all bytes) of `host` in the window.
     fn share_bytes(&self, service: &str, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<(u64, u64)> {
         let host = host.to_string();
         let (from, to) = (from_ms.div_euclid(1000), to_ms.div_euclid(1000));
@@ -156,7 +136,6 @@ impl Traffic for SqliteStore {
         })
     }
 
-    /// Per day (since the epoch) in the window: `host`'s qualifying flows and bytes.
     fn daily_volumes(&self, service: &str, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Vec<(i64, u64, u64)>> {
         self.run(|c| {
             let mut statement = c.prepare_cached(
@@ -170,8 +149,6 @@ impl Traffic for SqliteStore {
         })
     }
 
-    /// (start, peer) of the qualifying flows `host` opened to external
-    /// servers in the window, by start.
     fn opened_to_external_servers(
         &self,
         service: &str,
@@ -192,7 +169,6 @@ impl Traffic for SqliteStore {
         })
     }
 
-    /// `host`'s peers for `service` in the window, most bytes first.
     fn peers(&self, service: &str, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Vec<Peer>> {
         self.run(|c| {
             let mut statement = c.prepare_cached(
@@ -216,7 +192,6 @@ impl Traffic for SqliteStore {
         })
     }
 
-    /// The first and last bin (seconds) with traffic of `host`.
     fn host_span(&self, host: IpAddr) -> Result<Option<(i64, i64)>> {
         self.run(|c| {
             c.query_row("SELECT min(bin), max(bin) FROM host_bins WHERE host = ?", [host.to_string()], |row| {
@@ -225,7 +200,6 @@ impl Traffic for SqliteStore {
         })
     }
 
-    /// Per day (since the epoch): all of `host`'s flows and bytes.
     fn host_daily(&self, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Vec<(i64, u64, u64)>> {
         self.run(|c| {
             let mut statement = c.prepare(
@@ -240,7 +214,6 @@ impl Traffic for SqliteStore {
         })
     }
 
-    /// Every internal host with traffic in the window.
     fn active_hosts(&self, from_ms: i64, to_ms: i64) -> Result<Vec<IpAddr>> {
         self.run(|c| {
             let mut statement =
@@ -251,8 +224,6 @@ impl Traffic for SqliteStore {
         })
     }
 
-    /// Port usage of `host`, every source's added up, by bin, direction,
-    /// protocol and port.
     fn port_usage(&self, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Vec<PortUsageRow>> {
         let packed: Vec<(i64, Option<Vec<u8>>)> = self.run(|c| {
             let mut statement = c.prepare("SELECT bin, ports FROM host_bins WHERE host = ? AND bin BETWEEN ? AND ?")?;

@@ -13,7 +13,6 @@ use crate::{
 };
 
 impl Retention for SqliteStore {
-    /// Applies retention as of `now_ms` (the wall clock).
     fn apply_retention(&mut self, retention_days: u64, now_ms: i64) -> Result<Pruned> {
         let cutoff_ms = now_ms.saturating_sub(retention_days as i64 * MILLIS_PER_DAY);
         // Only live sources with data before the cutoff have any to lose:
@@ -39,13 +38,10 @@ impl Retention for SqliteStore {
         Ok(pruned)
     }
 
-    /// Removes every source's traffic older than `before_ms` (data time).
     fn prune_before(&mut self, before_ms: i64) -> Result<usize> {
         self.remove_before(before_ms, "1")
     }
 
-    /// Removes everything stored from source `id`, and the source itself;
-    /// returns the rows of traffic removed.
     fn remove_source(&mut self, id: i64) -> Result<usize> {
         self.write_transaction(|tx| {
             let mut removed = 0;

@@ -47,7 +47,6 @@ impl SqliteIngest<'_> {
 }
 
 impl Ingest for SqliteIngest<'_> {
-    /// Registers a new source and returns its id.
     fn add_source(&mut self, kind: &str, name: &str, now_ms: i64) -> Result<i64> {
         self.run(|tx| {
             tx.execute("INSERT INTO sources (kind, name, ingested_ms) VALUES (?, ?, ?)", params![kind, name, now_ms])?;
@@ -55,9 +54,6 @@ impl Ingest for SqliteIngest<'_> {
         })
     }
 
-    /// The source of `kind` named `name`, registered if there is none: a
-    /// live origin (interfaces, an exporter) keeps one source across
-    /// restarts and returns.
     fn source_named(&mut self, kind: &str, name: &str, now_ms: i64) -> Result<i64> {
         let existing = self.run(|tx| {
             tx.query_row("SELECT max(id) FROM sources WHERE kind = ? AND name = ?", params![kind, name], |row| {
@@ -70,7 +66,6 @@ impl Ingest for SqliteIngest<'_> {
         }
     }
 
-    /// The source whose content has `hash`, as this transaction sees it.
     fn source_by_hash(&mut self, hash: &str) -> Result<Option<Source>> {
         self.run(|tx| tx.query_row(&format!("{SOURCES} WHERE content_hash = ?"), [hash], source_row).optional())
     }
@@ -79,8 +74,6 @@ impl Ingest for SqliteIngest<'_> {
         self.run(|tx| tx.execute("UPDATE sources SET content_hash = ? WHERE id = ?", params![hash, source]).map(drop))
     }
 
-    /// Widens the data time a source covers, adds to its counts and marks
-    /// what `span` holds as not evaluated yet.
     fn extend_source(&mut self, source: i64, span: &FlowSpan) -> Result<()> {
         let (Some(first), Some(last)) = (span.first, span.last) else { return Ok(()) };
         self.run(|tx| {
@@ -94,7 +87,6 @@ impl Ingest for SqliteIngest<'_> {
         })
     }
 
-    /// Counts records of `source` rejected as dated outside the plausible window.
     fn add_rejected(&mut self, source: i64, records: u64) -> Result<()> {
         if records == 0 {
             return Ok(());
@@ -104,8 +96,6 @@ impl Ingest for SqliteIngest<'_> {
         })
     }
 
-    /// Adds a batch of profiles from `source`; `services` names the batch's
-    /// service indexes.
     fn write(&mut self, source: i64, services: &[Service], batch: &ProfileBatch) -> Result<()> {
         self.run(|tx| write_batch(tx, source, services, batch))
     }

@@ -76,7 +76,7 @@ fn assert_same(found: &[Value], expected: &[Value], what: &str) {
 /// Every insert of traffic landed once: each marker row counts one insert
 /// (SummingMergeTree adds them up, so a part inserted twice shows as 2).
 fn assert_nothing_doubled(server: &ClickHouse, database: &str) {
-    for table in ["host_bins", "port_usage", "share_bins", "data_days", "service_flows"] {
+    for table in ["host_bins", "port_usage", "share_bins", "data_days", "service_flows", "flows"] {
         let twice = server.answer(&format!(
             "SELECT count() FROM (SELECT marker, sum(inserts) AS n FROM {database}.{table} WHERE marker != '' \
              GROUP BY marker, live, day HAVING n != 1)"
@@ -388,19 +388,32 @@ fn readme_queries() -> Vec<String> {
 /// The README's queries run on ClickHouse 18.16 and answer what rogue
 /// answers: on 2008-03-10 (the README's `yesterday()`) the misconfigured
 /// host talked SMTP to its 75 servers; a host's top peers are its peers in
-/// `rogue hosts --peers`. And `rogue report --all` writes the same files,
-/// byte for byte, from either backend.
+/// `rogue hosts --peers`. With `raw_flows`, every flow analyze counted is
+/// in `flows`. And `rogue report --all` writes the same files, byte for
+/// byte, from either backend.
 #[test]
 fn the_readmes_queries_and_the_reports_answer_as_rogue_does() {
     let server = ClickHouse::start("readme");
     let capture = scenario_capture("all", 1);
     let sqlite = Workspace::new("readme-sqlite", &sqlite_config(""), &example_whitelist());
-    let clickhouse = Workspace::new("readme-ch", &clickhouse_config(&server, "rogue", ""), &example_whitelist());
+    let every_flow =
+        clickhouse_config(&server, "rogue", "").replace("database: rogue}", "database: rogue, raw_flows: true}");
+    let clickhouse = Workspace::new("readme-ch", &every_flow, &example_whitelist());
     sqlite.analyze(&[&capture]);
-    clickhouse.analyze(&[&capture]);
+    let analyzed = clickhouse.rogue(&["analyze", "--pcap", capture.to_str().unwrap()]);
+    assert!(analyzed.status.success(), "{}", analyzed.stderr);
+    // "analyzed 1 file: P packets, F flows, ...": every one of them kept.
+    let flows = analyzed.stderr.split(" packets, ").nth(1).and_then(|rest| rest.split(' ').next()).unwrap();
+    assert_eq!(server.answer("SELECT count() FROM rogue.flows WHERE inserts = 0"), flows, "{}", analyzed.stderr);
+    let checked = clickhouse.rogue(&["config", "check"]);
+    assert!(
+        checked.stderr.ends_with(&format!("store ClickHouse {} database rogue)\n", server.url())),
+        "{}",
+        checked.stderr
+    );
 
     let queries = readme_queries();
-    assert_eq!(queries.len(), 5, "{queries:#?}");
+    assert_eq!(queries.len(), 6, "{queries:#?}");
     let answers: Vec<String> = queries
         .iter()
         .map(|query| {

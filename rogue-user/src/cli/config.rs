@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use super::context::ConfigFile;
 use crate::{
     capture::host::check_interfaces,
-    config::{self, Config, to_yaml},
+    config::{self, Config, StoreBackend, to_yaml},
     detect::whitelist::Whitelist,
 };
 
@@ -57,12 +57,14 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     if !problems.is_empty() {
         return Ok(ExitCode::FAILURE);
     }
-    eprintln!(
-        "{}: ok (whitelist {}, store {})",
-        path.display(),
-        config.whitelist_path().display(),
-        config.store_path().display()
-    );
+    let store = match config.store.backend {
+        StoreBackend::Sqlite => config.store_path().display().to_string(),
+        StoreBackend::Clickhouse => {
+            let clickhouse = config.clickhouse();
+            format!("ClickHouse {} database {}", clickhouse.url, clickhouse.database)
+        }
+    };
+    eprintln!("{}: ok (whitelist {}, store {store})", path.display(), config.whitelist_path().display());
     Ok(ExitCode::SUCCESS)
 }
 

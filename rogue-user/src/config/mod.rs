@@ -199,6 +199,9 @@ pub struct ClickHouseConfig {
     /// tables on each shard and Distributed tables over them, a host's
     /// traffic on one shard.
     pub cluster: Option<String>,
+    /// Whether every flow is kept too (the table `flows`), for analysts'
+    /// own questions; the method needs only its profiles.
+    pub raw_flows: bool,
 }
 
 impl Default for ClickHouseConfig {
@@ -211,6 +214,7 @@ impl Default for ClickHouseConfig {
             spool_dir: "clickhouse-spool".into(),
             spool_max_mib: Positive(1024),
             cluster: None,
+            raw_flows: false,
         }
     }
 }
@@ -1066,6 +1070,12 @@ impl Config {
 
     pub fn store_path(&self) -> PathBuf {
         self.resolve(&self.store.path)
+    }
+
+    /// Whether the store keeps every flow besides the profiles (ClickHouse's
+    /// `raw_flows`).
+    pub fn keeps_raw_flows(&self) -> bool {
+        self.store.backend == StoreBackend::Clickhouse && self.store.clickhouse.raw_flows
     }
 
     /// The ClickHouse server's settings, the password file found beside

@@ -111,6 +111,8 @@ pub struct ProfileBatch {
     /// (service, host, bin): the host's traffic on the service's share ports.
     pub share_bins: FastMap<(usize, IpAddr, i64), Counts>,
     pub service_flows: Vec<ServiceFlow>,
+    /// Every flow, where the store keeps them (see `Config::keeps_raw_flows`).
+    pub raw_flows: Vec<FlowRecord>,
     /// Flows per day (since the epoch, by start): the days with data.
     pub days: FastMap<i64, u64>,
     pub flows: u64,
@@ -119,7 +121,11 @@ pub struct ProfileBatch {
 impl ProfileBatch {
     /// Entries held, to decide when to hand the batch to the store.
     pub fn size(&self) -> usize {
-        self.port_usage.len() + self.host_bins.len() + self.share_bins.len() + self.service_flows.len()
+        self.port_usage.len()
+            + self.host_bins.len()
+            + self.share_bins.len()
+            + self.service_flows.len()
+            + self.raw_flows.len()
     }
 }
 
@@ -148,6 +154,8 @@ pub struct Profiler {
     bin_seconds: i64,
     batch: ProfileBatch,
     exchanges: Exchanges,
+    /// Keep every flow in the batch too.
+    keep_flows: bool,
 }
 
 /// How long, in data time, a UDP flow waits for its other direction by
@@ -169,7 +177,8 @@ impl Profiler {
         bin_seconds: u64,
         exchanges: Exchanges,
     ) -> Profiler {
-        Profiler { internal, services, bin_seconds: bin_seconds as i64, batch: ProfileBatch::default(), exchanges }
+        let batch = ProfileBatch::default();
+        Profiler { internal, services, bin_seconds: bin_seconds as i64, batch, exchanges, keep_flows: false }
     }
 
     /// A profiler of the configured internal networks, services and bins;
@@ -180,7 +189,9 @@ impl Profiler {
         let horizon = (capture.idle_timeout_seconds.0 + capture.active_timeout_seconds.0) as Nanos * NANOS_PER_SEC;
         let exchanges = Exchanges::new(horizon, capture.flow_cache_entries.0 as usize);
         let (internal, services) = (config.internal_networks.clone(), config.services.all().to_vec());
-        Profiler::with_exchanges(internal, services, config.detection.bin_seconds.0, exchanges)
+        let mut profiler = Profiler::with_exchanges(internal, services, config.detection.bin_seconds.0, exchanges);
+        profiler.keep_flows = config.keeps_raw_flows();
+        profiler
     }
 
     pub fn services(&self) -> &[Service] {
@@ -216,6 +227,9 @@ impl Profiler {
 
     /// Adds one completed flow to the profiles of its internal ends.
     pub fn add(&mut self, flow: &FlowRecord) {
+        if self.keep_flows {
+            self.batch.raw_flows.push(flow.clone());
+        }
         let src_internal = self.is_internal(flow.src);
         let dst_internal = self.is_internal(flow.dst);
         if src_internal || dst_internal {

@@ -387,7 +387,7 @@ impl Layout {
 }
 
 /// The tables of traffic (rows with markers; see schema).
-const TRAFFIC: &[&str] = &["host_bins", "port_usage", "share_bins", "data_days", "service_flows"];
+const TRAFFIC: &[&str] = &["host_bins", "port_usage", "share_bins", "data_days", "service_flows", "flows"];
 const TABLES: &[&str] = &[
     "sources",
     "source_writes",
@@ -397,6 +397,7 @@ const TABLES: &[&str] = &[
     "share_bins",
     "data_days",
     "service_flows",
+    "flows",
     "findings",
     "verdicts",
     "settings",

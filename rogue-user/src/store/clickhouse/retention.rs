@@ -17,7 +17,7 @@ use crate::{
 
 /// Tables partitioned by (live, day).
 const PARTITIONED: &[&str] =
-    &["host_bins", "port_usage", "share_bins", "data_days", "service_flows", "source_writes", "evaluated"];
+    &["host_bins", "port_usage", "share_bins", "data_days", "service_flows", "flows", "source_writes", "evaluated"];
 
 /// How long a removal may take before rogue reports it unfinished.
 const MUTATION_TIMEOUT: Duration = Duration::from_secs(600);
@@ -128,6 +128,7 @@ impl Retention for ClickHouseStore {
             ("port_usage", format!("bin < {bin}")),
             ("share_bins", format!("bin < {bin}")),
             ("service_flows", format!("start_ms < {before_ms} AND service != ''")),
+            ("flows", format!("start_ms < {before_ms}")),
         ];
         for (table, condition) in &conditions {
             let count: Count = self

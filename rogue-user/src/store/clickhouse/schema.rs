@@ -164,6 +164,32 @@ pub const MIGRATIONS: &[&[Table]] = &[&[
         engine: "MergeTree PARTITION BY (live, day) ORDER BY (service, host, start_ms)",
         sharding_key: "shard_key",
     },
+    // Every flow, with `store.clickhouse.raw_flows` (off by default), for
+    // analysts: the method reads only the tables above.
+    Table {
+        name: "flows",
+        columns: "(
+            live      UInt8,
+            day       Date,
+            source_id Int64,
+            shard_key UInt64,
+            marker    String,
+            src       String,
+            dst       String,
+            sport     UInt16,
+            dport     UInt16,
+            proto     UInt8,
+            packets   UInt64,
+            bytes     UInt64,
+            start_ms  Int64,
+            end_ms    Int64,
+            tcp_flags UInt8,
+            interface String,
+            inserts   UInt64
+        )",
+        engine: "MergeTree PARTITION BY (live, day) ORDER BY (start_ms, src, dst)",
+        sharding_key: "shard_key",
+    },
     Table {
         name: "findings",
         columns: "(

@@ -248,6 +248,29 @@ impl Ingest for ClickHouseIngest<'_> {
             let day = day_number.clamp(0, u16::MAX as i64) as u16;
             self.rows("data_days", live, day, source_key).i64(source).u64(source_key).string("").u64(flows).u64(0);
         }
+        for flow in &batch.raw_flows {
+            let (src, key) = hosts.of(flow.src);
+            let src = src.to_string();
+            let (dst, _) = hosts.of(flow.dst);
+            let start_ms = millis(flow.start);
+            let interface = flow.interface.as_deref().unwrap_or_default().to_string();
+            self.rows("flows", live, day_of_ms(start_ms), key)
+                .i64(source)
+                .u64(key)
+                .string("")
+                .string(&src)
+                .string(dst)
+                .u16(flow.sport)
+                .u16(flow.dport)
+                .u8(flow.proto)
+                .u64(flow.packets)
+                .u64(flow.bytes)
+                .i64(start_ms)
+                .i64(millis(flow.end))
+                .u8(flow.tcp_flags)
+                .string(&interface)
+                .u64(0);
+        }
         for flow in &batch.service_flows {
             let (peer, _) = hosts.of(flow.peer);
             let peer = peer.to_string();
@@ -379,6 +402,10 @@ fn columns_of(table: &str) -> &'static str {
         }
         "share_bins" => "live, day, service, host, bin, source_id, shard_key, marker, flows, packets, bytes, inserts",
         "data_days" => "live, day, source_id, shard_key, marker, flows, inserts",
+        "flows" => {
+            "live, day, source_id, shard_key, marker, src, dst, sport, dport, proto, packets, bytes, start_ms, end_ms, \
+             tcp_flags, interface, inserts"
+        }
         "service_flows" => {
             "live, day, source_id, shard_key, marker, service, host, role, peer, peer_internal, host_port, peer_port, \
              outbound, start_ms, end_ms, packets, bytes, tcp_flags, inserts"
@@ -400,6 +427,22 @@ fn marker_row(rows: &mut RowBinary, table: &str, live: u8, day: u16, slot: u64, 
         }
         "share_bins" => rows.string("").string("").i64(bin).i64(0).u64(slot).string(marker).u64(0).u64(0).u64(0).u64(1),
         "data_days" => rows.i64(0).u64(slot).string(marker).u64(0).u64(1),
+        "flows" => rows
+            .i64(0)
+            .u64(slot)
+            .string(marker)
+            .string("")
+            .string("")
+            .u16(0)
+            .u16(0)
+            .u8(0)
+            .u64(0)
+            .u64(0)
+            .i64(start_ms)
+            .i64(start_ms)
+            .u8(0)
+            .string("")
+            .u64(1),
         "service_flows" => rows
             .i64(0)
             .u64(slot)

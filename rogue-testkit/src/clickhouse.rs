@@ -16,8 +16,6 @@ use crate::require;
 pub struct ClickHouse {
     /// The HTTP interface's port (rogue's `store.clickhouse.url`).
     pub http_port: u16,
-    /// The native protocol's port (what a cluster's servers talk over).
-    pub tcp_port: u16,
     dir: PathBuf,
     child: Option<Child>,
 }
@@ -78,7 +76,7 @@ impl ClickHouse {
              <quota>default</quota></rogue>\n  </users>\n  <quotas><default></default></quotas>\n</yandex>\n",
         )
         .unwrap();
-        let mut server = ClickHouse { http_port, tcp_port, dir, child: None };
+        let mut server = ClickHouse { http_port, dir, child: None };
         server.resume();
         server
     }

@@ -328,15 +328,12 @@ impl<S: FlowSource> Agent<S> {
         let now = self.clock.now();
         self.writer.write(&mut *self.engine.store, &self.engine.config, now, &self.metrics);
         self.metrics.set_store_pending_flows(self.writer.pending_flows());
-        let sent = self.engine.store.send_waiting();
-        self.metrics.set_store_set_aside_writes(self.engine.store.set_aside_writes());
-        match sent {
-            Ok(waiting) => self.metrics.set_store_waiting_writes(waiting),
-            Err(e) => {
-                self.metrics.set_store_waiting_writes(self.engine.store.unsent_writes());
-                warn!("{e}; {} writes wait on local disk for the store", self.engine.store.unsent_writes());
-            }
+        let store = &mut self.engine.store;
+        if let Err(e) = store.send_waiting() {
+            warn!("{e}; {} writes wait on local disk for the store", store.unsent_writes());
         }
+        self.metrics.set_store_waiting_writes(store.unsent_writes());
+        self.metrics.set_store_set_aside_writes(store.set_aside_writes());
     }
 
     /// DNS answers: over what was known, and kept in the store (should the

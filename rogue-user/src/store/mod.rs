@@ -30,8 +30,8 @@ mod model;
 pub mod sqlite;
 
 pub use model::{
-    Acknowledgement, HostActivity, HostNames, Peer, Pending, PortUsageRow, Pruned, RecordTarget, RecordedSettings,
-    Source, StoredFinding, Upsert, Verdict,
+    Acknowledgement, HostActivity, HostNames, LIVE_SQL, Peer, Pending, PortUsageRow, Pruned, RecordTarget,
+    RecordedSettings, Source, StoredFinding, Upsert, Verdict, is_live_kind,
 };
 pub use sqlite::SqliteStore;
 
@@ -131,10 +131,10 @@ pub trait Store: Traffic + Decisions + Retention + Send {
         0
     }
 
-    /// Sends the writes waiting for the store, if it takes them now;
-    /// returns how many still wait.
-    fn send_waiting(&mut self) -> Result<usize> {
-        Ok(0)
+    /// Sends the writes waiting for the store, if it takes them now (see
+    /// [`unsent_writes`](Store::unsent_writes) for those still waiting).
+    fn send_waiting(&mut self) -> Result<()> {
+        Ok(())
     }
 
     /// Writes the store refused to take, again and again, and that were set

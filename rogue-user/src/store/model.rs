@@ -36,9 +36,18 @@ impl Source {
     /// Whether its data is kept or dropped whole (files), rather than bin
     /// by bin as it ages (live sources).
     pub fn is_file(&self) -> bool {
-        !matches!(self.kind.as_str(), "live" | "collect")
+        !is_live_kind(&self.kind)
     }
 }
+
+/// Whether a source of `kind` is live: the agent's interfaces (`live`) or
+/// an exporter of the collector (`collect`).
+pub fn is_live_kind(kind: &str) -> bool {
+    matches!(kind, "live" | "collect")
+}
+
+/// The SQL condition on a source's `kind` that [`is_live_kind`] states.
+pub const LIVE_SQL: &str = "kind IN ('live', 'collect')";
 
 /// What is stored but not evaluated yet: the data time it spans, and the
 /// write sequence number an evaluation of it saw.

@@ -66,11 +66,11 @@ impl ClickHouseStore {
         self.insert_now("findings", &format!("{FINDING_COLUMNS}, version"), binary)
     }
 
-    /// Changes the findings where `condition` holds by `change` (which
-    /// says whether it changed one); returns how many changed.
-    fn update_findings(&self, condition: &str, change: impl Fn(&mut FindingRow) -> bool) -> Result<usize> {
+    /// Changes the findings where `condition` holds by `change`; returns
+    /// how many there were.
+    fn update_findings(&self, condition: &str, change: impl Fn(&mut FindingRow)) -> Result<usize> {
         let mut changed = self.finding_rows(condition)?;
-        changed.retain_mut(|row| change(row));
+        changed.iter_mut().for_each(change);
         self.write_findings(&changed)?;
         Ok(changed.len())
     }
@@ -78,7 +78,7 @@ impl ClickHouseStore {
     /// Inserts rows that replace others by key: sent at once (a state
     /// change is made by one command, which reports it failed if it did).
     fn insert_now(&self, table: &str, columns: &str, rows: RowBinary) -> Result<()> {
-        let query_id = format!("{}.{table}.{}", self.writer, self.version());
+        let query_id = format!("{}.{table}.{}", self.spool.writer(), self.version());
         self.client.insert(table, columns, &rows.bytes, &query_id)
     }
 
@@ -194,10 +194,7 @@ impl Decisions for ClickHouseStore {
         }
         let mut rows = RowBinary::default();
         for write in &covered {
-            let day = jiff::civil::Date::strptime("%Y-%m-%d", &write.date)
-                .map(|d| (d - jiff::civil::date(1970, 1, 1)).get_days() as u16)
-                .unwrap_or(0);
-            rows.u8(write.live).u16(day).string(&write.writer).u64(write.batch);
+            rows.u8(write.live).u16(write.day).string(&write.writer).u64(write.batch);
         }
         self.insert_now("evaluated", "live, day, writer, batch", rows)?;
         let sources: std::collections::BTreeSet<i64> = covered.iter().map(|w| w.source_id).collect();
@@ -215,7 +212,6 @@ impl Decisions for ClickHouseStore {
     fn set_emitted(&mut self, id: i64, evidence: &str) -> Result<()> {
         self.update_findings(&format!("id = {id}"), |row| {
             row.emitted = Some(evidence.into());
-            true
         })
         .map(drop)
     }
@@ -254,7 +250,6 @@ impl Decisions for ClickHouseStore {
             row.state = "acknowledged".into();
             (row.ack_by, row.ack_reason, row.ack_ms) = (Some(ack.by.clone()), ack.reason.clone(), Some(ack.at_ms));
             row.updated_ms = ack.at_ms;
-            true
         })?;
         Ok(Vec::new())
     }
@@ -262,7 +257,6 @@ impl Decisions for ClickHouseStore {
     fn set_finding_state(&mut self, id: i64, state: &str, now_ms: i64) -> Result<bool> {
         let changed = self.update_findings(&format!("id = {id}"), |row| {
             (row.state, row.updated_ms) = (state.into(), now_ms);
-            true
         })?;
         Ok(changed > 0)
     }
@@ -283,7 +277,6 @@ impl Decisions for ClickHouseStore {
         let condition = format!("service = {} AND host = '{host}' AND state != {}", quote(service), quote(state));
         self.update_findings(&condition, |row| {
             (row.state, row.updated_ms) = (state.into(), now_ms);
-            true
         })
     }
 

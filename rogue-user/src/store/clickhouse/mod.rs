@@ -33,9 +33,8 @@ use spool::{Batch, Spool, SpoolError};
 pub struct ClickHouseStore {
     client: Client,
     layout: Layout,
+    /// The spool, under this process's writer name (see [`writer_name`]).
     spool: Spool,
-    /// This process's name in batch ids and markers: host, process, start.
-    writer: String,
     /// The ids of the batches kept in the spool and not yet in ClickHouse,
     /// oldest first; `true` where an attempt to send it was made (its
     /// inserts' fate is then asked before they are sent again).
@@ -77,14 +76,12 @@ impl ClickHouseStore {
             }
             Err(e) => return Err(e),
         };
-        let writer = writer_name();
         let max_bytes = config.spool_max_mib.0.saturating_mul(1 << 20);
-        let spool = Spool::open(&config.spool_dir, &writer, max_bytes).map_err(|e| spool_error(&server, e))?;
+        let spool = Spool::open(&config.spool_dir, &writer_name(), max_bytes).map_err(|e| spool_error(&server, e))?;
         let mut store = ClickHouseStore {
             client,
             layout,
             spool,
-            writer,
             outbox: VecDeque::new(),
             snapshots: RefCell::default(),
             next_snapshot: Cell::new(1),
@@ -198,10 +195,11 @@ impl Store for ClickHouseStore {
             .client
             .select(&format!("SELECT name FROM system.tables WHERE database = {}", quote(self.client.database())))?;
         let present: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
-        Ok(TABLES
+        Ok(schema::MIGRATIONS
             .iter()
-            .filter(|table| !present.contains(table))
-            .map(|table| format!("table {table} is missing"))
+            .flat_map(|tables| tables.iter())
+            .filter(|table| !present.contains(&table.name))
+            .map(|table| format!("table {} is missing", table.name))
             .collect())
     }
 
@@ -222,9 +220,8 @@ impl Store for ClickHouseStore {
         self.outbox.len()
     }
 
-    fn send_waiting(&mut self) -> Result<usize> {
-        self.send_outbox()?;
-        Ok(self.outbox.len())
+    fn send_waiting(&mut self) -> Result<()> {
+        self.send_outbox()
     }
 
     fn set_aside_writes(&self) -> u64 {
@@ -388,21 +385,6 @@ impl Layout {
 
 /// The tables of traffic (rows with markers; see schema).
 const TRAFFIC: &[&str] = &["host_bins", "port_usage", "share_bins", "data_days", "service_flows", "flows"];
-const TABLES: &[&str] = &[
-    "sources",
-    "source_writes",
-    "evaluated",
-    "host_bins",
-    "port_usage",
-    "share_bins",
-    "data_days",
-    "service_flows",
-    "flows",
-    "findings",
-    "verdicts",
-    "settings",
-    "dns_names",
-];
 
 fn migrate(client: &Client, cluster: Option<&str>) -> Result<()> {
     let create = |table: &schema::Table| {

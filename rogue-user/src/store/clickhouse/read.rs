@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::{ClickHouseStore, Count, client::Client, quote};
 use crate::{
     profile::Role,
-    store::{HostActivity, Peer, Pending, PortUsageRow, Result, Source, StoreError, Traffic},
+    store::{HostActivity, LIVE_SQL, Peer, Pending, PortUsageRow, Result, Source, StoreError, Traffic},
 };
 
 /// A write not evaluated yet: the snapshot an evaluation takes of them
@@ -22,8 +22,8 @@ use crate::{
 #[derive(Clone, Debug, Deserialize)]
 pub struct PendingWrite {
     pub live: u8,
-    /// The partition's day, YYYY-MM-DD.
-    pub date: String,
+    /// The partition's day, in days since the epoch (as Date holds it).
+    pub day: u16,
     pub writer: String,
     pub batch: u64,
     pub source_id: i64,
@@ -38,12 +38,6 @@ pub struct SourceRow {
     pub name: String,
     pub content_hash: String,
     pub ingested_ms: i64,
-}
-
-impl SourceRow {
-    pub fn is_file(&self) -> bool {
-        !matches!(self.kind.as_str(), "live" | "collect")
-    }
 }
 
 /// The sources' own rows where `condition` holds.
@@ -109,7 +103,7 @@ impl ClickHouseStore {
     /// The writes no evaluation covered yet.
     fn pending_writes(&self) -> Result<Vec<PendingWrite>> {
         self.client.select(
-            "SELECT live, toString(day) AS date, writer, batch, source_id, first_ms, last_ms FROM source_writes FINAL
+            "SELECT live, toUInt16(day) AS day, writer, batch, source_id, first_ms, last_ms FROM source_writes FINAL
              WHERE (writer, batch) GLOBAL NOT IN (SELECT writer, batch FROM evaluated) AND first_ms IS NOT NULL",
         )
     }
@@ -228,7 +222,7 @@ impl Traffic for ClickHouseStore {
 
     fn pending_files(&self) -> Result<Option<(i64, i64)>> {
         let files: BTreeSet<i64> =
-            source_rows(&self.client, "kind NOT IN ('live', 'collect')")?.iter().map(|s| s.id).collect();
+            source_rows(&self.client, &format!("NOT {LIVE_SQL}"))?.iter().map(|s| s.id).collect();
         let writes = self.pending_writes()?;
         let pending: Vec<&PendingWrite> = writes.iter().filter(|w| files.contains(&w.source_id)).collect();
         let from = pending.iter().filter_map(|w| w.first_ms).min();

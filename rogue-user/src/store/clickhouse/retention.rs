@@ -9,15 +9,15 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::{ClickHouseStore, Count, TRAFFIC, quote, read};
+use super::{ClickHouseStore, Count, TRAFFIC, date, quote, read};
 use crate::{
-    store::{Pruned, Result, Retention, StoreError},
+    store::{LIVE_SQL, Pruned, Result, Retention, StoreError},
     time::MILLIS_PER_DAY,
 };
 
-/// Tables partitioned by (live, day).
-const PARTITIONED: &[&str] =
-    &["host_bins", "port_usage", "share_bins", "data_days", "service_flows", "flows", "source_writes", "evaluated"];
+/// Tables partitioned by (live, day) besides those of traffic: the record
+/// of each write, and of what evaluations covered.
+const WRITE_RECORDS: &[&str] = &["source_writes", "evaluated"];
 
 /// How long a removal may take before rogue reports it unfinished.
 const MUTATION_TIMEOUT: Duration = Duration::from_secs(600);
@@ -35,14 +35,14 @@ impl ClickHouseStore {
     /// day is before `before_day`; returns the rows of traffic they held.
     /// The partitions are found from the rows (on a cluster, every shard's).
     fn drop_days_before(&self, before_day: i64, live: Option<u8>) -> Result<usize> {
-        let before = jiff::civil::date(1970, 1, 1) + jiff::Span::new().days(before_day.clamp(0, u16::MAX as i64));
+        let before = date(before_day.clamp(0, u16::MAX as i64) as u16);
         let live_condition = live.map_or(String::new(), |live| format!(" AND live = {live}"));
         let mut removed = 0;
-        for table in PARTITIONED {
+        for table in TRAFFIC.iter().chain(WRITE_RECORDS) {
             let data_rows = if TRAFFIC.contains(table) { "countIf(inserts = 0)" } else { "count()" };
             let partitions: Vec<Partition> = self.client.select(&format!(
                 "SELECT live, toString(day) AS date, {data_rows} AS rows FROM {table}
-                 WHERE day < toDate('{before}'){live_condition} GROUP BY live, day"
+                 WHERE day < {before}{live_condition} GROUP BY live, day"
             ))?;
             for partition in &partitions {
                 let id = format!("{}-{}", partition.live, partition.date.replace('-', ""));
@@ -105,7 +105,7 @@ impl Retention for ClickHouseStore {
         let rows = self.drop_days_before(cutoff_ms.div_euclid(MILLIS_PER_DAY), Some(1))?;
         let mut pruned = Pruned { rows, sources: Vec::new() };
         let expired: Vec<i64> =
-            read::source_rows(&self.client, &format!("kind NOT IN ('live', 'collect') AND ingested_ms < {cutoff_ms}"))?
+            read::source_rows(&self.client, &format!("NOT {LIVE_SQL} AND ingested_ms < {cutoff_ms}"))?
                 .iter()
                 .map(|s| s.id)
                 .collect();

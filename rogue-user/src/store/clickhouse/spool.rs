@@ -183,6 +183,11 @@ impl Spool {
         (format!("{}.{sequence}", self.writer), sequence)
     }
 
+    /// This process's name in batch ids and markers.
+    pub fn writer(&self) -> &str {
+        &self.writer
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -9,6 +9,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
+    rc::Rc,
 };
 
 use super::{
@@ -20,7 +21,7 @@ use super::{
 use crate::{
     config::Service,
     profile::{FlowSpan, ProfileBatch},
-    store::{Ingest, Result, Source},
+    store::{Ingest, Result, Source, is_live_kind},
     time::{MILLIS_PER_DAY, millis},
 };
 
@@ -94,7 +95,7 @@ impl<'s> ClickHouseIngest<'s> {
             return Ok(live);
         }
         let found = read::source_rows(&self.store.client, &format!("id = {source}"))?;
-        let live = found.first().is_some_and(|s| !s.is_file());
+        let live = found.first().is_some_and(|s| is_live_kind(&s.kind));
         self.store.known_sources.borrow_mut().insert(source, live);
         Ok(live)
     }
@@ -111,10 +112,6 @@ impl<'s> ClickHouseIngest<'s> {
 /// (1,048,576), so that an insert is one block, written as one part (all
 /// or nothing) with its marker row.
 const INSERT_ROWS: usize = 500_000;
-
-fn is_live_kind(kind: &str) -> bool {
-    matches!(kind, "live" | "collect")
-}
 
 /// The partition day of a time in ms (Date holds days 0 to 65535).
 fn day_of_ms(ms: i64) -> u16 {
@@ -201,7 +198,7 @@ impl Ingest for ClickHouseIngest<'_> {
             let (text, key) = hosts.of(host);
             let day = day_of_ms(bin.saturating_mul(1000));
             self.rows("host_bins", live, day, key)
-                .string(text)
+                .string(&text)
                 .i64(bin)
                 .i64(source)
                 .u64(key)
@@ -215,7 +212,7 @@ impl Ingest for ClickHouseIngest<'_> {
             let (text, key) = hosts.of(usage.host);
             let day = day_of_ms(usage.bin.saturating_mul(1000));
             self.rows("port_usage", live, day, key)
-                .string(text)
+                .string(&text)
                 .i64(usage.bin)
                 .i64(source)
                 .u8(usage.direction as u8)
@@ -233,7 +230,7 @@ impl Ingest for ClickHouseIngest<'_> {
             let day = day_of_ms(bin.saturating_mul(1000));
             self.rows("share_bins", live, day, key)
                 .string(&services[service].name)
-                .string(text)
+                .string(&text)
                 .i64(bin)
                 .i64(source)
                 .u64(key)
@@ -249,17 +246,14 @@ impl Ingest for ClickHouseIngest<'_> {
             self.rows("data_days", live, day, source_key).i64(source).u64(source_key).string("").u64(flows).u64(0);
         }
         for flow in &batch.raw_flows {
-            let (src, key) = hosts.of(flow.src);
-            let src = src.to_string();
-            let (dst, _) = hosts.of(flow.dst);
+            let ((src, key), (dst, _)) = (hosts.of(flow.src), hosts.of(flow.dst));
             let start_ms = millis(flow.start);
-            let interface = flow.interface.as_deref().unwrap_or_default().to_string();
             self.rows("flows", live, day_of_ms(start_ms), key)
                 .i64(source)
                 .u64(key)
                 .string("")
                 .string(&src)
-                .string(dst)
+                .string(&dst)
                 .u16(flow.sport)
                 .u16(flow.dport)
                 .u8(flow.proto)
@@ -268,13 +262,11 @@ impl Ingest for ClickHouseIngest<'_> {
                 .i64(start_ms)
                 .i64(millis(flow.end))
                 .u8(flow.tcp_flags)
-                .string(&interface)
+                .string(flow.interface.as_deref().unwrap_or_default())
                 .u64(0);
         }
         for flow in &batch.service_flows {
-            let (peer, _) = hosts.of(flow.peer);
-            let peer = peer.to_string();
-            let (text, key) = hosts.of(flow.host);
+            let ((peer, _), (text, key)) = (hosts.of(flow.peer), hosts.of(flow.host));
             let start_ms = millis(flow.start);
             let day = day_of_ms(start_ms);
             self.rows("service_flows", live, day, key)
@@ -282,7 +274,7 @@ impl Ingest for ClickHouseIngest<'_> {
                 .u64(key)
                 .string("")
                 .string(&services[flow.service].name)
-                .string(text)
+                .string(&text)
                 .string(flow.role.as_str())
                 .string(&peer)
                 .u8(flow.peer_internal as u8)
@@ -300,6 +292,8 @@ impl Ingest for ClickHouseIngest<'_> {
     }
 
     fn commit(self: Box<Self>) -> Result<()> {
+        let live_of =
+            self.writes.keys().map(|&source| Ok((source, self.is_live(source)?))).collect::<Result<HashMap<_, _>>>()?;
         let ClickHouseIngest { store, id, batch, sources, writes, traffic, .. } = *self;
         let mut chunks = Vec::new();
         if !sources.is_empty() {
@@ -316,12 +310,8 @@ impl Ingest for ClickHouseIngest<'_> {
         }
         chunks.extend(traffic.into_chunks(&id));
         let mut write_rows: BTreeMap<(u8, u16), RowBinary> = BTreeMap::new();
-        let live_of: HashMap<i64, bool> = sources.iter().map(|(&id, row)| (id, is_live_kind(&row.kind))).collect();
         for (&source, write) in &writes {
-            let live = match live_of.get(&source) {
-                Some(&live) => live,
-                None => store.known_sources.borrow().get(&source).copied().unwrap_or(false),
-            } as u8;
+            let live = live_of[&source] as u8;
             let day = day_of_ms(write.first_ms.unwrap_or_else(|| jiff::Timestamp::now().as_millisecond()));
             write_rows
                 .entry((live, day))
@@ -329,7 +319,7 @@ impl Ingest for ClickHouseIngest<'_> {
                 .u8(live)
                 .u16(day)
                 .i64(source)
-                .string(&store.writer)
+                .string(store.spool.writer())
                 .u64(batch)
                 .nullable_i64(write.first_ms)
                 .nullable_i64(write.last_ms)
@@ -343,7 +333,8 @@ impl Ingest for ClickHouseIngest<'_> {
         if chunks.is_empty() {
             return Ok(());
         }
-        store.known_sources.borrow_mut().extend(live_of);
+        let registered = sources.iter().map(|(&id, row)| (id, is_live_kind(&row.kind)));
+        store.known_sources.borrow_mut().extend(registered);
         store.commit_batch(Batch { id, chunks })
     }
 }
@@ -473,16 +464,16 @@ fn chunk(table: &str, columns: &str, live: u8, day: u16, marker: Option<String>,
 /// host's rows (a hash of its text: the same on every writer and version),
 /// each made once a write.
 #[derive(Default)]
-struct HostKeys(HashMap<IpAddr, (String, u64)>);
+struct HostKeys(HashMap<IpAddr, (Rc<str>, u64)>);
 
 impl HostKeys {
-    fn of(&mut self, addr: IpAddr) -> (&str, u64) {
+    fn of(&mut self, addr: IpAddr) -> (Rc<str>, u64) {
         let (text, key) = self.0.entry(addr).or_insert_with(|| {
-            let text = addr.to_string();
+            let text: Rc<str> = addr.to_string().into();
             let key = id_of(&[text.as_bytes()]) as u64;
             (text, key)
         });
-        (text, *key)
+        (text.clone(), *key)
     }
 }
 

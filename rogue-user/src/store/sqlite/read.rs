@@ -12,11 +12,8 @@ use rusqlite::{OptionalExtension, params};
 use super::{SqliteStore, addr, ports};
 use crate::{
     profile::Role,
-    store::{HostActivity, Peer, Pending, PortUsageRow, Result, Source, StoreError, Traffic},
+    store::{HostActivity, LIVE_SQL, Peer, Pending, PortUsageRow, Result, Source, StoreError, Traffic},
 };
-
-/// The SQL condition on `sources` of the live kinds (see [`Source::is_file`]).
-pub(super) const LIVE: &str = "kind IN ('live', 'collect')";
 
 impl Traffic for SqliteStore {
     fn has_sha256_hashes(&self) -> Result<bool> {
@@ -43,7 +40,7 @@ impl Traffic for SqliteStore {
     fn pending_files(&self) -> Result<Option<(i64, i64)>> {
         self.run(|c| {
             c.query_row(
-                &format!("SELECT min(pending_from_ms), max(last_ms) FROM sources WHERE pending_from_ms IS NOT NULL AND NOT {LIVE}"),
+                &format!("SELECT min(pending_from_ms), max(last_ms) FROM sources WHERE pending_from_ms IS NOT NULL AND NOT {LIVE_SQL}"),
                 [],
                 |row| Ok(row.get::<_, Option<i64>>(0)?.zip(row.get::<_, Option<i64>>(1)?)),
             )

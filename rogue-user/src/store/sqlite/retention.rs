@@ -5,10 +5,10 @@ use rusqlite::Transaction;
 
 use super::{
     SqliteStore, error_at,
-    read::{LIVE, SOURCES, source_row},
+    read::{SOURCES, source_row},
 };
 use crate::{
-    store::{Pruned, Result, Retention, Source},
+    store::{LIVE_SQL, Pruned, Result, Retention, Source},
     time::MILLIS_PER_DAY,
 };
 
@@ -17,7 +17,7 @@ impl Retention for SqliteStore {
         let cutoff_ms = now_ms.saturating_sub(retention_days as i64 * MILLIS_PER_DAY);
         // Only live sources with data before the cutoff have any to lose:
         // asking the rest would scan every old row of every capture.
-        let aging = format!("{LIVE} AND first_ms < {cutoff_ms}");
+        let aging = format!("{LIVE_SQL} AND first_ms < {cutoff_ms}");
         let any_aging = self.run(|c| {
             c.query_row(&format!("SELECT EXISTS (SELECT 1 FROM sources WHERE {aging})"), [], |row| row.get(0))
         })?;
@@ -27,7 +27,8 @@ impl Retention for SqliteStore {
         };
         let mut pruned = Pruned { rows, sources: Vec::new() };
         let expired = self.run(|c| {
-            let mut statement = c.prepare(&format!("{SOURCES} WHERE NOT {LIVE} AND ingested_ms < ? ORDER BY id"))?;
+            let mut statement =
+                c.prepare(&format!("{SOURCES} WHERE NOT {LIVE_SQL} AND ingested_ms < ? ORDER BY id"))?;
             let rows = statement.query_map([cutoff_ms], source_row)?;
             rows.collect::<rusqlite::Result<Vec<Source>>>()
         })?;

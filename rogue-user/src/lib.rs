@@ -17,7 +17,11 @@
 //! - `dns`: the administrative characteristics, looked up;
 //! - `output`, `report`: findings as JSON and text; reports with plots;
 //! - `engine`: what commands and the agent open alike, and evaluation;
+//! - `triage`: the analyst's decisions (acknowledge, accept, reject,
+//!   whitelist entries) with their audit trail, from the CLI or the console;
 //! - `ingest`: files (captures, IPFIX) through flows and profiles to the store;
+//! - `serve`: the web console over the store (pages, and the decisions of
+//!   `triage` behind authentication);
 //! - `agent`: the daemon, its stages wired source -> flow cache -> store
 //!   writer -> engine -> emitter;
 //! - `cli`: the commands.
@@ -38,14 +42,16 @@ pub mod output;
 pub mod profile;
 pub mod report;
 pub mod scenario;
+pub mod serve;
 pub mod store;
 pub mod time;
+pub mod triage;
 
 /// The modules, lowest first: each may import only from modules before it
 /// (a test reads the sources to hold them to it).
-pub const LAYERS: [&str; 17] = [
+pub const LAYERS: [&str; 19] = [
     "time", "config", "scenario", "capture", "flows", "ipfix", "profile", "store", "detect", "dns", "output", "report",
-    "engine", "ingest", "agent", "cli", "main",
+    "engine", "triage", "ingest", "serve", "agent", "cli", "main",
 ];
 
 /// An error and its chain of causes on one line, as the CLI prints errors.

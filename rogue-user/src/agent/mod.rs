@@ -100,6 +100,7 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
                 let source = CollectorSource::listen(listen, &config.collect).await?;
                 let engine = open(config)?;
                 let metrics = serve_metrics(&engine.config, Role::Collector).await?;
+                serve_console(&options.paths, &engine.config).await?;
                 metrics.watch_collector(source.stats());
                 let what =
                     format!("collector running: IPFIX and NetFlow v5/v9 on udp://{listen}, IPFIX on tcp://{listen}");
@@ -110,6 +111,7 @@ pub fn run(options: AgentOptions) -> anyhow::Result<()> {
                 let source = MeterSource::attach(&config, &interfaces)?;
                 let engine = open(config)?;
                 let metrics = serve_metrics(&engine.config, Role::Meter).await?;
+                serve_console(&options.paths, &engine.config).await?;
                 metrics.set_flow_map_entries(engine.config.capture.flow_map_entries.0);
                 let what = format!("agent running: metering {}", source.describe());
                 Agent::new(options, engine, source, metrics, Box::new(SystemClock))?.run(&what).await
@@ -135,6 +137,26 @@ async fn serve_metrics(config: &Config, role: Role) -> anyhow::Result<Arc<Metric
         info!(target: crate::LIFECYCLE, "metrics on http://{listen}/metrics");
     }
     Ok(metrics)
+}
+
+/// The web console beside the agent, with `serve.with_agent` (bound now,
+/// as the metrics are). Its pages open the store as `rogue serve` does.
+async fn serve_console(paths: &Paths, config: &Config) -> anyhow::Result<()> {
+    if !config.serve.with_agent {
+        return Ok(());
+    }
+    let console = Arc::new(crate::serve::Console::new(Paths { no_dns: false, ..paths.clone() }, config)?);
+    let listen = config.serve.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("serve.listen: cannot listen on {listen}"))?;
+    tokio::spawn(async move {
+        if let Err(e) = crate::serve::serve(listener, console, std::future::pending()).await {
+            error!("the console stopped: {e}");
+        }
+    });
+    info!(target: crate::LIFECYCLE, "console on http://{listen}/");
+    Ok(())
 }
 
 pub struct Agent<S: FlowSource> {

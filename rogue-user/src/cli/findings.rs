@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::bail;
 use clap::{Args, Subcommand};
 
 use super::{
@@ -11,7 +10,10 @@ use super::{
     listing::FORMAT_HELP,
     non_empty, parse_time,
 };
-use crate::store::{Access, Acknowledgement};
+use crate::{
+    store::Access,
+    triage::{self, Decider, Via},
+};
 
 #[derive(Debug, Args)]
 #[command(after_help = TIME_FORMS)]
@@ -75,21 +77,14 @@ pub fn run(args: FindingsArgs) -> anyhow::Result<ExitCode> {
     let mut context = args.config.open(access)?;
     match args.action {
         Some(FindingsAction::Ack { ids, by, reason }) => {
-            let ack = Acknowledgement { by, reason, at_ms: jiff::Timestamp::now().as_millisecond() };
-            let missing = context.engine.store.acknowledge(&ids, &ack)?;
-            if !missing.is_empty() {
-                let missing: Vec<String> = missing.iter().map(i64::to_string).collect();
-                bail!(
-                    "there is no finding {} (`rogue findings` lists them); none was acknowledged",
-                    missing.join(", ")
-                );
-            }
+            let decider = Decider::now(by, Via::Cli);
+            triage::acknowledge(&mut context.engine, &ids, &decider, reason.as_deref())?;
             let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
             eprintln!(
                 "rogue: finding{} {} acknowledged by {}",
                 if ids.len() == 1 { "" } else { "s" },
                 ids.join(", "),
-                ack.by
+                decider.by
             );
         }
         None => {

@@ -17,6 +17,7 @@ pub mod generate;
 pub mod hosts;
 pub mod listing;
 pub mod report;
+pub mod serve;
 pub mod store;
 pub mod whitelist;
 
@@ -80,6 +81,7 @@ impl OptionsBeforeCommand {
             Command::Collect(args) => &mut args.engine,
             Command::Findings(args) => return self.into_files(&mut args.config),
             Command::Store(args) => return self.into_files(&mut args.config),
+            Command::Serve(args) => return self.into_files(&mut args.config),
             Command::Config(args) if self.db.is_none() => {
                 args.file.config = args.file.config.take().or(self.config);
                 return Ok(());
@@ -116,6 +118,8 @@ pub enum Command {
     Whitelist(whitelist::WhitelistArgs),
     /// Write a host's report (existence plots, activity, peers) as HTML, PNG and SVG
     Report(report::ReportArgs),
+    /// The web console: findings, hosts, whitelist and suggestions in a browser
+    Serve(serve::ServeArgs),
     /// Write a deterministic capture of the method's scenarios
     Generate(generate::GenerateArgs),
     /// Run the live gateway monitor: meter, store, evaluate and emit findings continuously
@@ -144,6 +148,7 @@ pub fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Findings(args) => findings::run(args),
         Command::Whitelist(args) => whitelist::run(args),
         Command::Report(args) => report::run(args, cli.quiet),
+        Command::Serve(args) => serve::run(args),
         Command::Generate(args) => generate::run(args, cli.quiet),
         Command::Agent(args) => agent::run(args),
         Command::Collect(args) => agent::collect(args),
@@ -355,7 +360,7 @@ mod tests {
             }
             let has = |id: &str| options.iter().any(|(option, _)| option == id);
             assert_eq!(has("no_dns"), engine.contains(&name), "{path}: --no-dns");
-            let reads_config = engine.contains(&name) || ["findings", "store", "config"].contains(&name);
+            let reads_config = engine.contains(&name) || ["findings", "store", "config", "serve"].contains(&name);
             assert_eq!(has("config"), reads_config, "{path}: -c");
             assert_eq!(has("db"), reads_config && name != "config", "{path}: --db");
             assert_eq!(has("verbose") && has("quiet"), path != "rogue" || has("verbose"), "{path}: -v -q");

@@ -75,7 +75,8 @@ pub fn run(args: ReportArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         Some(host) => {
             let service = match &args.service {
                 Some(name) => context.service(name)?,
-                None => first_service_of(&context, host)?,
+                None => report::first_service_of(&*context.engine.store, context.engine.config.services.all(), host)?
+                    .clone(),
             };
             let page = page(&context, &service, request(host))?;
             report::write_host(&page, &args.out, &generated)?
@@ -120,18 +121,6 @@ pub fn run(args: ReportArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The first configured service `host` has qualifying flows of, else the
-/// first configured.
-fn first_service_of(context: &Context, host: IpAddr) -> anyhow::Result<Service> {
-    let services = context.engine.config.services.all();
-    for service in services {
-        if context.engine.store.service_host(&service.name, host, i64::MIN, i64::MAX)?.is_some() {
-            return Ok(service.clone());
-        }
-    }
-    Ok(services[0].clone())
 }
 
 /// A host's page for `service`, with its peers' PTR names.

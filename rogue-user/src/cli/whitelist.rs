@@ -22,7 +22,8 @@ use crate::{
         HostReport, Window,
         whitelist::{Prefix, Whitelist, WhitelistEntry},
     },
-    store::{Access, Verdict},
+    store::Access,
+    triage::{self, Decider, Via},
 };
 
 #[derive(Debug, Args)]
@@ -73,6 +74,12 @@ pub enum WhitelistAction {
         /// Only the entry for this service
         #[arg(long)]
         service: Option<String>,
+        /// Who removes it, for the store's audit trail [default: the user running rogue]
+        #[arg(long, value_name = "NAME", value_parser = non_empty)]
+        by: Option<String>,
+        /// Why (recorded beside who and when)
+        #[arg(long, value_parser = non_empty)]
+        reason: Option<String>,
     },
     /// Hosts not on the whitelist whose characteristics are a server's, with evidence
     Suggest {
@@ -126,8 +133,6 @@ pub enum WhitelistAction {
 
 pub fn run(args: WhitelistArgs) -> anyhow::Result<ExitCode> {
     let config = &args.engine;
-    let today = jiff::ZonedDateTime::now().date();
-    let now_ms = jiff::Timestamp::now().as_millisecond();
     let all_time = Window { from_ms: i64::MIN, to_ms: i64::MAX };
     match args.action {
         WhitelistAction::List { format } => {
@@ -142,25 +147,25 @@ pub fn run(args: WhitelistArgs) -> anyhow::Result<ExitCode> {
             list(&whitelist, format_or_default(format))?
         }
         WhitelistAction::Add { address, by, service, name, reason, on, force } => {
-            let mut whitelist = load_whitelist(config, true)?;
+            let mut engine = config.open_for_whitelisting(DnsUse::Stored { resolve: false })?.engine;
+            let decider = Decider::now(by, Via::Cli);
             let entry = WhitelistEntry {
                 address,
                 service,
                 name,
                 reason,
-                verified_by: Some(by),
-                verified_on: Some(on.unwrap_or(today)),
+                verified_by: Some(decider.by.clone()),
+                verified_on: Some(on.unwrap_or(decider.today)),
                 force,
             };
-            whitelist.add(entry)?;
-            eprintln!("rogue: {address} added to {}", whitelist.path().display());
+            triage::add_entry(&mut engine, entry, &decider)?;
+            eprintln!("rogue: {address} added to {}", engine.whitelist.path().display());
         }
-        WhitelistAction::Remove { address, service } => {
-            let mut whitelist = load_whitelist(config, false)?;
-            let removed = whitelist.remove(address, service.as_deref())?;
-            if removed == 0 {
-                bail!("{address} is not in {}", whitelist.path().display());
-            }
+        WhitelistAction::Remove { address, service, by, reason } => {
+            let mut engine = config.open(Access::ReadWrite, DnsUse::Stored { resolve: false })?.engine;
+            let decider = Decider::now(by.unwrap_or_else(login_name), Via::Cli);
+            let reason = reason.unwrap_or_default();
+            let removed = triage::remove_entry(&mut engine, address, service.as_deref(), &decider, &reason)?;
             eprintln!("rogue: removed {removed} entr{} for {address}", if removed == 1 { "y" } else { "ies" });
         }
         WhitelistAction::Suggest { format, resolve } => {
@@ -173,35 +178,12 @@ pub fn run(args: WhitelistArgs) -> anyhow::Result<ExitCode> {
         WhitelistAction::Accept { host, by, reason, service, resolve } => {
             let mut context = config.open_for_whitelisting(DnsUse::Stored { resolve })?;
             context.resolve_hosts(all_time, None)?;
-            let report = reports(&context, Some(&service))?.into_iter().find(|r| r.host() == host);
-            let name = report.as_ref().and_then(|r| r.characteristics.ptr.clone());
-            let entry = WhitelistEntry {
-                address: Prefix(host.into()),
-                service: service.clone(),
-                name,
-                reason: Some(reason),
-                verified_by: Some(by),
-                verified_on: Some(today),
-                force: false,
-            };
-            context.engine.whitelist.add(entry)?;
-            context.engine.store.clear_verdict(&service, host)?;
-            let closed = context.engine.store.set_host_findings_state(&service, host, "whitelisted", now_ms)?;
+            let closed = triage::accept(&mut context.engine, host, &service, &Decider::now(by, Via::Cli), &reason)?;
             eprintln!("rogue: {host} whitelisted for {service}; {closed} finding(s) marked whitelisted");
         }
         WhitelistAction::Reject { host, by, reason, service } => {
-            let mut context = config.open_for_whitelisting(DnsUse::Stored { resolve: false })?;
-            if let Some(entry) = context.engine.whitelist.matching(host, &service) {
-                bail!(
-                    "{host} is on the whitelist as {} ({}); remove that entry first (`rogue whitelist remove {}`)",
-                    entry.address,
-                    context.engine.whitelist.path().display(),
-                    entry.address
-                );
-            }
-            let verdict = Verdict { verdict: "rogue".into(), by, reason, at_ms: now_ms };
-            context.engine.store.set_verdict(&service, host, &verdict)?;
-            let marked = context.engine.store.set_host_findings_state(&service, host, "confirmed_rogue", now_ms)?;
+            let mut engine = config.open_for_whitelisting(DnsUse::Stored { resolve: false })?.engine;
+            let marked = triage::reject(&mut engine, host, &service, &Decider::now(by, Via::Cli), &reason)?;
             eprintln!("rogue: {host} recorded as a confirmed rogue {service} server; {marked} finding(s) marked");
         }
         WhitelistAction::Calibrate { service, format } => {
@@ -210,6 +192,14 @@ pub fn run(args: WhitelistArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Who runs rogue: the user sudo was run by, else the login name.
+fn login_name() -> String {
+    ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// The whitelist alone (list, add, remove need no store); `create` starts

@@ -119,6 +119,8 @@ pub struct Config {
     pub export: ExportConfig,
     #[serde(default)]
     pub collect: CollectConfig,
+    #[serde(default)]
+    pub serve: ServeConfig,
     /// The directory of the configuration file; the whitelist's path
     /// starts here.
     #[serde(skip)]
@@ -869,6 +871,31 @@ impl Default for MetricsConfig {
     }
 }
 
+/// The web console (`rogue serve`, and `rogue agent` or `rogue collect`
+/// with `with_agent`). Read-only unless `allow_actions`; actions need
+/// `users_file`, and so does any address but loopback: never open by
+/// default, never open to the network.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    /// Analysts may acknowledge findings, accept and reject suggestions,
+    /// and add and remove whitelist entries through the console.
+    pub allow_actions: bool,
+    /// The console's users and their Argon2 password hashes (`rogue serve
+    /// --hash-password`), beside the configuration; with it, every page
+    /// needs a login.
+    pub users_file: Option<PathBuf>,
+    /// `rogue agent` and `rogue collect` serve the console too.
+    pub with_agent: bool,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig { listen: ([127, 0, 0, 1], 9926).into(), allow_actions: false, users_file: None, with_agent: false }
+    }
+}
+
 fn default_whitelist() -> PathBuf {
     "whitelist.yaml".into()
 }
@@ -1036,6 +1063,23 @@ impl Config {
                 format!("{cluster:?} is not a cluster name (letters, digits and _)"),
             );
         }
+        let serve = &self.serve;
+        if serve.allow_actions && serve.users_file.is_none() {
+            problem(
+                &["serve", "allow_actions"],
+                "needs serve.users_file: actions are never open to whoever reaches the console".into(),
+            );
+        }
+        if !serve.listen.ip().is_loopback() && serve.users_file.is_none() {
+            problem(
+                &["serve", "listen"],
+                format!(
+                    "{} is not a loopback address: the console shows the network's hosts, so it needs \
+                     serve.users_file there",
+                    serve.listen
+                ),
+            );
+        }
         let dns = &self.dns;
         if dns.min_ttl_seconds.0 > dns.max_ttl_seconds.0 {
             problem(
@@ -1095,6 +1139,7 @@ impl Config {
         effective.store.clickhouse = self.clickhouse();
         effective.whitelist = self.whitelist_path();
         effective.services = self.services.effective();
+        effective.serve.users_file = self.serve.users_file.as_deref().map(|path| self.resolve_beside(path));
         for sink in &mut effective.output.findings {
             if let FindingSink::File(path) = &mut sink.to {
                 *path = self.resolve(path);

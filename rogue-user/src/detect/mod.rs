@@ -215,6 +215,18 @@ impl Detector<'_> {
         Ok(reports)
     }
 
+    /// The report on one host, as [`hosts`](Self::hosts) has it, without
+    /// measuring every other host (a console's host page).
+    pub fn host(&self, store: &dyn Store, service: &Service, host: IpAddr) -> Result<Option<HostReport>> {
+        let Some(last_ms) = store.service_host_last_ms(&service.name, host, i64::MIN, i64::MAX)? else {
+            return Ok(None);
+        };
+        let covered = store.covered_days()?;
+        self.latest_report(store, service, host, last_ms, &covered, || {
+            store.service_host(&service.name, host, i64::MIN, i64::MAX)
+        })
+    }
+
     /// The report on `host` over the look-back ending at `last_ms`, when its
     /// last flow ended; `in_period` gives its activity to fall back on should
     /// the look-back hold none of its flows (one flow longer than it).

@@ -47,14 +47,16 @@ pub struct ExistencePlot {
 
 impl ExistencePlot {
     /// The legend's three ranges of bytes, as the method printed them
-    /// ("1 - 327"); the middle class is empty when the quartiles are equal.
+    /// ("1 - 327 bytes"), with thousands separated; a range of one value
+    /// says it once ("440 bytes"), and the middle class is empty when the
+    /// quartiles are equal.
     pub fn legend(&self) -> [String; 3] {
-        let middle = if self.q3 > self.q1 {
-            format!("{} - {} bytes", self.q1 + 1, self.q3)
-        } else {
-            "none (Q1 = Q3)".to_string()
+        let range = |low: u64, high: u64| match low == high {
+            true => format!("{} bytes", thousands(low)),
+            false => format!("{} - {} bytes", thousands(low), thousands(high)),
         };
-        [format!("{} - {} bytes", self.min, self.q1), middle, format!("> {} bytes", self.q3)]
+        let middle = if self.q3 > self.q1 { range(self.q1 + 1, self.q3) } else { "none (Q1 = Q3)".to_string() };
+        [range(self.min, self.q1), middle, format!("> {} bytes", thousands(self.q3))]
     }
 
     /// The ports labelled: reserved ports (below 1024) and the service's
@@ -66,6 +68,19 @@ impl ExistencePlot {
         ports.dedup();
         ports
     }
+}
+
+/// `n` with its thousands separated by commas: 1,234,567.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The bin width for a period: `wanted`, widened to a multiple of `stored`
@@ -191,14 +206,18 @@ mod tests {
             "outbound rows and rows after the period are left out"
         );
         assert_eq!((plot.min, plot.q1, plot.q3, plot.max), (50, 50, 300, 300));
-        assert_eq!(plot.legend(), ["50 - 50 bytes", "51 - 300 bytes", "> 300 bytes"]);
+        assert_eq!(plot.legend(), ["50 bytes", "51 - 300 bytes", "> 300 bytes"]);
         assert_eq!(plot.labelled_ports(&[]), [25, 53]);
         assert_eq!(
             existence(&[(600, 0, 6, 3389, 1, 5, 9)], Direction::Inbound, 600, 0, 1200).labelled_ports(&[3389]),
             [3389]
         );
         let one_volume = existence(&usage[..1], Direction::Inbound, 1200, 0, 3600);
-        assert_eq!(one_volume.legend(), ["100 - 100 bytes", "none (Q1 = Q3)", "> 100 bytes"]);
+        assert_eq!(one_volume.legend(), ["100 bytes", "none (Q1 = Q3)", "> 100 bytes"]);
+        assert_eq!(
+            [thousands(0), thousands(999), thousands(4_501), thousands(10_325_000)],
+            ["0", "999", "4,501", "10,325,000"]
+        );
     }
 
     #[test]

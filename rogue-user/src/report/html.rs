@@ -1,9 +1,13 @@
 //! The report pages: plain HTML with inline CSS and no script, opening from
-//! disk without a network. Every value is written through [`escape`].
+//! disk without a network, and printing to a clean PDF (the print rules
+//! drop what only a screen needs). The console (serve) shows the same
+//! sections with the figures inline. Every value is written through
+//! [`escape`].
 
 use std::fmt::Write as _;
 
 use super::{HostPage, IndexEntry};
+use crate::detect::HostReport;
 use crate::{
     config::DnsRecord,
     output::finding_summary,
@@ -11,12 +15,25 @@ use crate::{
     time::{MILLIS_PER_DAY, rfc3339_millis},
 };
 
-const STYLE: &str = "body{font-family:DejaVu Sans,Verdana,sans-serif;margin:2em;color:#222;max-width:1250px}\
+/// The pages' style, the report's and the console's.
+pub const STYLE: &str = "body{font-family:DejaVu Sans,Verdana,sans-serif;margin:2em;color:#222;max-width:1250px}\
 h1{margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}\
 .muted{color:#666}table{border-collapse:collapse;margin:.6em 0}th,td{border:1px solid #ccc;padding:.25em .6em;\
 text-align:left;font-size:.9em}td.n{text-align:right;font-variant-numeric:tabular-nums}\
-figure{margin:1em 0}img{max-width:100%;border:1px solid #ddd}.verdict{font-size:1.2em;font-weight:bold}\
-.state-open{color:#b00}.state-confirmed_rogue{color:#b00;font-weight:bold}.state-whitelisted{color:#070}";
+figure{margin:1em 0}img,figure svg{max-width:100%;height:auto;border:1px solid #ddd}\
+.verdict{font-size:1.2em;font-weight:bold}.advice{border-left:4px solid #b00;padding:.4em 1em;background:#fdf3f3}\
+.advice.ok{border-color:#070;background:#f3fbf3}\
+.state-open{color:#b00}.state-confirmed_rogue{color:#b00;font-weight:bold}.state-whitelisted{color:#070}\
+@media print{body{margin:0;max-width:none;font-size:10pt}nav,form,.screen{display:none}\
+section{break-inside:avoid-page}figure{break-inside:avoid}a{color:inherit;text-decoration:none}\
+h2{break-after:avoid}table{break-inside:auto}tr{break-inside:avoid}}";
+
+/// How a page shows its figures: as the files beside it (a report's
+/// directory), or inline (the console).
+pub enum Figures {
+    Files,
+    Inline { inbound: String, outbound: String, activity: String },
+}
 
 /// Text safe inside HTML elements and attribute values.
 pub fn escape(text: &str) -> String {
@@ -53,44 +70,135 @@ fn head(out: &mut String, title: &str) {
     );
 }
 
-/// The page of one host.
+/// The page of one host, as a report's index.html.
 pub fn host_page(page: &HostPage, generated: &str) -> String {
     let mut out = String::new();
-    let host = page.host.to_string();
-    let name = page.ptr.as_deref().map(|p| format!(" ({p})")).unwrap_or_default();
-    head(&mut out, &format!("rogue report: {host}{name}"));
+    head(&mut out, &format!("rogue report: {}", host_title(page)));
+    host_header(&mut out, page, generated);
+    host_sections(&mut out, page, &Figures::Files);
+    out.push_str("</body></html>\n");
+    out
+}
+
+/// "192.0.2.25 (mail.example.org)", or the address alone.
+pub fn host_title(page: &HostPage) -> String {
+    match &page.ptr {
+        Some(ptr) => format!("{} ({ptr})", page.host),
+        None => page.host.to_string(),
+    }
+}
+
+/// The host's heading and the period shown.
+pub fn host_header(out: &mut String, page: &HostPage, generated: &str) {
     let _ = writeln!(
         out,
-        "<header><h1>{}{}</h1><p class=\"muted\">{} to {} (UTC) &middot; {} s bins &middot; generated {} by rogue {}</p></header>",
-        escape(&host),
-        escape(&name),
+        "<header><h1>{}</h1><p class=\"muted\">{} to {} (UTC) &middot; {} s bins &middot; generated {} by rogue {}</p></header>",
+        escape(&host_title(page)),
         time(page.from * 1000),
         time(page.to * 1000),
         page.inbound.bin_seconds,
         escape(generated),
         env!("CARGO_PKG_VERSION"),
     );
-    verdict(&mut out, page);
+}
+
+/// What a host's page says below its heading: the advice, the verdict
+/// and findings, the figures, the comparison and the peers.
+pub fn host_sections(out: &mut String, page: &HostPage, figures: &Figures) {
+    advice(out, page);
+    verdict(out, page);
+    let host = escape(&page.host.to_string());
     let _ = writeln!(out, "<section id=\"ports\"><h2>Port usage</h2>");
-    for (file, what) in
-        [("existence-inbound", "Destination ports inbound"), ("existence-outbound", "Source ports outbound")]
-    {
-        let _ = writeln!(
-            out,
-            "<figure><img src=\"{file}.png\" alt=\"{what} of {h}\"><figcaption>{what}: a mark for each port used in a \
-             bin, coloured by byte volume. <a href=\"{file}.svg\">SVG</a> &middot; <a href=\"{file}.json\">data</a>\
-             </figcaption></figure>",
-            h = escape(&host),
-        );
+    for (file, what, inline) in [
+        ("existence-inbound", "Destination ports inbound", figures_inline(figures, 0)),
+        ("existence-outbound", "Source ports outbound", figures_inline(figures, 1)),
+    ] {
+        let caption = format!("{what}: a mark for each port used in a bin, coloured by byte volume.");
+        figure(out, file, &format!("{what} of {host}"), &caption, inline);
     }
     out.push_str("</section>\n");
-    activity(&mut out, page);
+    activity(out, page, figures_inline(figures, 2));
+    comparison(out, page);
     let clients: Vec<&Peer> = page.clients.iter().collect();
     let servers: Vec<&Peer> = page.servers.iter().collect();
-    peers(&mut out, page, "clients", &format!("{} clients connecting inbound", clients.len()), &clients);
-    peers(&mut out, page, "servers", &format!("{} servers connecting outbound", servers.len()), &servers);
-    out.push_str("</body></html>\n");
-    out
+    peers(out, page, "clients", &format!("{} clients connecting inbound", clients.len()), &clients);
+    peers(out, page, "servers", &format!("{} servers connecting outbound", servers.len()), &servers);
+}
+
+/// The inline SVG of figure `index` (inbound, outbound, activity), if inline.
+fn figures_inline(figures: &Figures, index: usize) -> Option<&str> {
+    match figures {
+        Figures::Files => None,
+        Figures::Inline { inbound, outbound, activity } => Some([inbound, outbound, activity][index].as_str()),
+    }
+}
+
+/// A figure: the SVG inline, or the PNG file with links to its SVG and data.
+fn figure(out: &mut String, file: &str, alt: &str, caption: &str, inline: Option<&str>) {
+    match inline {
+        Some(svg) => {
+            let _ = write!(out, "<figure>{svg}<figcaption>{caption}</figcaption></figure>");
+        }
+        None => {
+            let _ = write!(
+                out,
+                "<figure><img src=\"{file}.png\" alt=\"{alt}\"><figcaption>{caption} <a href=\"{file}.svg\">SVG</a> \
+                 &middot; <a href=\"{file}.json\">data</a></figcaption></figure>"
+            );
+        }
+    }
+}
+
+/// The verdict in plain words and the next step, for the host's owner.
+fn advice(out: &mut String, page: &HostPage) {
+    let Some(report) = &page.report else { return };
+    let advice = super::advice::advice(report, &page.service);
+    let class = if report.whitelisted.is_some() { "advice ok" } else { "advice" };
+    let _ = writeln!(
+        out,
+        "<section id=\"advice\" class=\"{class}\"><p><strong>{}</strong></p><p>Next step: {}</p></section>",
+        escape(&advice.finding),
+        escape(&advice.next)
+    );
+}
+
+/// This host beside a whitelisted server of the same service.
+fn comparison(out: &mut String, page: &HostPage) {
+    let (Some(this), Some(other)) = (&page.report, &page.comparison) else { return };
+    let _ = write!(
+        out,
+        "<section id=\"comparison\"><h2>Beside a whitelisted {} server</h2><table><tr><th></th><th>this host</th>\
+         <th>{}{}</th></tr>",
+        escape(&super::advice::plain_name(&page.service)),
+        escape(&other.host().to_string()),
+        escape(&other.whitelisted.as_ref().and_then(|e| e.name.clone()).map(|n| format!(" ({n})")).unwrap_or_default())
+    );
+    let share = |r: &HostReport| r.characteristics.share.map_or("unknown".into(), |s| format!("{:.1}%", s * 100.0));
+    let yes_no = |v: Option<bool>| v.map_or("unknown", |b| if b { "yes" } else { "no" }).to_string();
+    let lines: Vec<(&str, String, String)> = vec![
+        ("roles", this.roles().join(", "), other.roles().join(", ")),
+        ("qualifying flows", this.activity.flows.to_string(), other.activity.flows.to_string()),
+        ("external clients", this.activity.external_clients.to_string(), other.activity.external_clients.to_string()),
+        ("external servers", this.activity.external_servers.to_string(), other.activity.external_servers.to_string()),
+        (
+            "server days",
+            format!("{} of {}", this.characteristics.server_days, this.characteristics.days_with_data),
+            format!("{} of {}", other.characteristics.server_days, other.characteristics.days_with_data),
+        ),
+        ("service share", share(this), share(other)),
+        (
+            "PTR name",
+            this.characteristics.ptr.clone().unwrap_or("none or unknown".into()),
+            other.characteristics.ptr.clone().unwrap_or("none or unknown".into()),
+        ),
+        ("naming convention", yes_no(this.characteristics.name_match), yes_no(other.characteristics.name_match)),
+        ("DNS record target", yes_no(this.characteristics.record_target), yes_no(other.characteristics.record_target)),
+        ("whitelisted", yes_no(Some(this.whitelisted.is_some())), yes_no(Some(other.whitelisted.is_some()))),
+    ];
+    for (name, a, b) in lines {
+        let _ = write!(out, "<tr><th>{}</th><td>{}</td><td>{}</td></tr>", escape(name), escape(&a), escape(&b));
+    }
+    out.push_str("</table></section>\n");
 }
 
 fn verdict(out: &mut String, page: &HostPage) {
@@ -162,14 +270,22 @@ fn verdict(out: &mut String, page: &HostPage) {
     out.push_str("</section>\n");
 }
 
-fn activity(out: &mut String, page: &HostPage) {
+fn activity(out: &mut String, page: &HostPage, inline: Option<&str>) {
+    let name = escape(&page.service.title());
+    out.push_str("<section id=\"activity\"><h2>Activity history</h2>");
+    if let Some(began) = page.service_began {
+        let _ = write!(out, "<p>{name} activity began on {}.</p>", day(began * MILLIS_PER_DAY));
+    }
+    figure(
+        out,
+        "activity",
+        "flows and bytes per day",
+        &format!("Flows and bytes per day, {name} and all traffic."),
+        inline,
+    );
     let _ = write!(
         out,
-        "<section id=\"activity\"><h2>Activity history</h2><figure><img src=\"activity.png\" alt=\"flows and bytes \
-         per day\"><figcaption>Flows and bytes per day, {name} and all traffic. <a href=\"activity.svg\">SVG</a> \
-         &middot; <a href=\"activity.json\">data</a></figcaption></figure>\n<table><tr><th>day</th><th>{name} flows\
-         </th><th>{name} bytes</th><th>all flows</th><th>all bytes</th></tr>",
-        name = escape(&page.service.title())
+        "\n<table><tr><th>day</th><th>{name} flows</th><th>{name} bytes</th><th>all flows</th><th>all bytes</th></tr>"
     );
     for d in &page.days {
         let _ = write!(

@@ -17,11 +17,12 @@ use crate::{
     detect::{Detector, HostReport},
     profile::{Direction, Role},
     store::{Peer, Store, StoredFinding},
-    time::{NANOS_PER_SEC, rfc3339_millis},
+    time::{MILLIS_PER_DAY, NANOS_PER_SEC, rfc3339_millis},
 };
 
+pub mod advice;
 pub mod data;
-mod html;
+pub mod html;
 pub mod plot;
 
 pub use html::escape;
@@ -57,6 +58,10 @@ pub struct Request {
     pub bin_seconds: i64,
 }
 
+/// Days of the store's data shown before a host's service activity began,
+/// where the store has them, so the page shows the change.
+pub const DAYS_BEFORE: i64 = 7;
+
 /// Everything one host's page shows.
 pub struct HostPage {
     pub host: IpAddr,
@@ -66,13 +71,21 @@ pub struct HostPage {
     pub findings: Vec<StoredFinding>,
     pub inbound: ExistencePlot,
     pub outbound: ExistencePlot,
+    /// Every day of the period the store has data of, the host's traffic
+    /// on it (none: zeros).
     pub days: Vec<DayActivity>,
+    /// The day (since the epoch) the host's qualifying flows of the
+    /// service began, if it has any.
+    pub service_began: Option<i64>,
     /// External peers, by bytes: clients that connected to the host, and
     /// servers it connected to.
     pub clients: Vec<Peer>,
     pub servers: Vec<Peer>,
     /// PTR names of the peers (escaped), filled in by the caller.
     pub peer_names: BTreeMap<IpAddr, String>,
+    /// A whitelisted server of the same service, to compare with: the one
+    /// with the most qualifying flows among the whitelist's single addresses.
+    pub comparison: Option<HostReport>,
     /// The period shown, seconds: [from, to).
     pub from: i64,
     pub to: i64,
@@ -95,7 +108,14 @@ pub fn gather(store: &dyn Store, detector: &Detector<'_>, service: &Service, req
     let host = request.host;
     let (first, last) = store.host_span(host)?.ok_or(ReportError::NoData(host))?;
     let stored_bin = detector.config.detection.bin_seconds.0 as i64;
-    let from = request.from_ms.map_or(first, |ms| ms.div_euclid(1000));
+    let all_time = store.service_host(&service.name, host, i64::MIN, i64::MAX)?;
+    let service_began = all_time.as_ref().map(|a| a.first_ms.div_euclid(MILLIS_PER_DAY));
+    let covered = store.covered_days()?;
+    let default_from = match (service_began, covered.first()) {
+        (Some(began), Some(&first_day)) => first.min((began - DAYS_BEFORE).max(first_day) * 86_400),
+        _ => first,
+    };
+    let from = request.from_ms.map_or(default_from, |ms| ms.div_euclid(1000));
     let to = request.to_ms.map_or(last + stored_bin, |ms| ms.div_euclid(1000));
     if from >= to {
         let time = |seconds: i64| rfc3339_millis(seconds * NANOS_PER_SEC);
@@ -111,10 +131,14 @@ pub fn gather(store: &dyn Store, detector: &Detector<'_>, service: &Service, req
 
     let smtp: BTreeMap<i64, (u64, u64)> =
         store.daily_volumes(&service.name, host, from_ms, to_ms)?.into_iter().map(|(d, f, b)| (d, (f, b))).collect();
-    let days = store
-        .host_daily(host, from_ms, to_ms)?
+    let mut all: BTreeMap<i64, (u64, u64)> =
+        store.host_daily(host, from_ms, to_ms)?.into_iter().map(|(d, f, b)| (d, (f, b))).collect();
+    for &day in covered.range(from_ms.div_euclid(MILLIS_PER_DAY)..=to_ms.div_euclid(MILLIS_PER_DAY)) {
+        all.entry(day).or_default();
+    }
+    let days = all
         .into_iter()
-        .map(|(day, flows, bytes)| {
+        .map(|(day, (flows, bytes))| {
             let (service_flows, service_bytes) = smtp.get(&day).copied().unwrap_or_default();
             DayActivity { day, service_flows, service_bytes, all_flows: flows, all_bytes: bytes }
         })
@@ -125,7 +149,7 @@ pub fn gather(store: &dyn Store, detector: &Detector<'_>, service: &Service, req
         .into_iter()
         .filter(|p| !p.internal)
         .partition(|p| p.role == Role::Server);
-    let report = detector.hosts(store, service)?.into_iter().find(|r| r.host() == host);
+    let report = detector.host(store, service, host)?;
     let findings = store.findings_for_host(host)?.into_iter().filter(|f| f.service == service.name).collect();
     Ok(HostPage {
         host,
@@ -136,18 +160,60 @@ pub fn gather(store: &dyn Store, detector: &Detector<'_>, service: &Service, req
         inbound,
         outbound,
         days,
+        service_began,
         clients,
         servers,
         peer_names: BTreeMap::new(),
+        comparison: whitelisted_peer(store, detector, service, host)?,
         from,
         to,
     })
 }
 
-/// Writes the page of one host into `dir`; returns the files written.
-pub fn write_host(page: &HostPage, dir: &Path, generated: &str) -> Result<Vec<PathBuf>> {
-    make_dir(dir)?;
-    let mut files = Vec::new();
+/// Whitelisted single addresses of a service looked at for a comparison,
+/// at most: each costs a host's measurement.
+const COMPARED_ENTRIES: usize = 32;
+
+/// The whitelisted server of `service` (other than `host`) with the most
+/// qualifying flows, among the whitelist's single-address entries.
+fn whitelisted_peer(
+    store: &dyn Store,
+    detector: &Detector<'_>,
+    service: &Service,
+    host: IpAddr,
+) -> Result<Option<HostReport>> {
+    let mut best: Option<HostReport> = None;
+    let single = detector
+        .whitelist
+        .entries()
+        .iter()
+        .filter(|e| e.service == service.name && e.address.0.prefix_len() == e.address.0.max_prefix_len())
+        .map(|e| e.address.0.addr())
+        .filter(|&addr| addr != host)
+        .take(COMPARED_ENTRIES);
+    for addr in single {
+        if let Some(report) = detector.host(store, service, addr)?
+            && best.as_ref().is_none_or(|b| report.activity.flows > b.activity.flows)
+        {
+            best = Some(report);
+        }
+    }
+    Ok(best)
+}
+
+/// The first configured service `host` has qualifying flows of, else the
+/// first configured.
+pub fn first_service_of<'s>(store: &dyn Store, services: &'s [Service], host: IpAddr) -> Result<&'s Service> {
+    for service in services {
+        if store.service_host(&service.name, host, i64::MIN, i64::MAX)?.is_some() {
+            return Ok(service);
+        }
+    }
+    Ok(&services[0])
+}
+
+/// The three figures of a host's page, each with its file stem and size.
+fn figures<'a>(page: &'a HostPage) -> (plot::Existence<'a>, plot::Existence<'a>, plot::Activity<'a>) {
     let host = match &page.ptr {
         Some(ptr) => format!("{} ({ptr})", page.host),
         None => page.host.to_string(),
@@ -157,19 +223,53 @@ pub fn write_host(page: &HostPage, dir: &Path, generated: &str) -> Result<Vec<Pa
         &rfc3339_millis(page.from * NANOS_PER_SEC)[..10],
         &rfc3339_millis((page.to - 1) * NANOS_PER_SEC)[..10]
     );
-    for (plot, what) in [(&page.inbound, "Destination ports inbound"), (&page.outbound, "Source ports outbound")] {
-        let name = format!("existence-{}", plot.direction);
-        let title = format!("{what}: {host}, {period}, {} s bins", plot.bin_seconds);
-        let figure = plot::Existence { plot, title, service_ports: &page.service.ports };
-        files.extend(draw(&figure, &dir.join(&name), plot::EXISTENCE_SIZE)?);
-        files.push(write_json(&dir.join(format!("{name}.json")), plot)?);
+    let existence = |plot: &'a ExistencePlot, what: &str| plot::Existence {
+        plot,
+        title: format!("{what}: {host}, {period}, {} s bins", plot.bin_seconds),
+        service_ports: &page.service.ports,
+    };
+    (
+        existence(&page.inbound, "Destination ports inbound"),
+        existence(&page.outbound, "Source ports outbound"),
+        plot::Activity {
+            days: &page.days,
+            title: format!("Activity of {host}, {period}"),
+            service: page.service.title(),
+            began: page.service_began,
+        },
+    )
+}
+
+/// Writes the page of one host into `dir`; returns the files written.
+pub fn write_host(page: &HostPage, dir: &Path, generated: &str) -> Result<Vec<PathBuf>> {
+    make_dir(dir)?;
+    let mut files = Vec::new();
+    let (inbound, outbound, activity) = figures(page);
+    for figure in [&inbound, &outbound] {
+        let name = format!("existence-{}", figure.plot.direction);
+        files.extend(draw(figure, &dir.join(&name), plot::EXISTENCE_SIZE)?);
+        files.push(write_json(&dir.join(format!("{name}.json")), figure.plot)?);
     }
-    let title = format!("Activity of {host}, {period}");
-    let figure = plot::Activity { days: &page.days, title, service: page.service.title() };
-    files.extend(draw(&figure, &dir.join("activity"), plot::ACTIVITY_SIZE)?);
+    files.extend(draw(&activity, &dir.join("activity"), plot::ACTIVITY_SIZE)?);
     files.push(write_json(&dir.join("activity.json"), &page.days)?);
     files.push(write_text(&dir.join("index.html"), &html::host_page(page, generated))?);
     Ok(files)
+}
+
+/// The page's figures as SVG text, to be shown inline (the console).
+pub fn inline_figures(page: &HostPage) -> Result<html::Figures> {
+    let (inbound, outbound, activity) = figures(page);
+    let svg = |figure: &dyn Fn() -> std::result::Result<String, plot::PlotError>| {
+        figure().map_err(|e| ReportError::Draw {
+            path: format!("the plots of {}", page.host).into(),
+            message: e.to_string(),
+        })
+    };
+    Ok(html::Figures::Inline {
+        inbound: svg(&|| plot::svg(&inbound, plot::EXISTENCE_SIZE))?,
+        outbound: svg(&|| plot::svg(&outbound, plot::EXISTENCE_SIZE))?,
+        activity: svg(&|| plot::svg(&activity, plot::ACTIVITY_SIZE))?,
+    })
 }
 
 /// Writes the index of every host's report; returns its path.

@@ -14,6 +14,8 @@ use plotters::{
     },
 };
 
+use plotters_backend::{self as backend, BackendColor, BackendCoord, BackendTextStyle, DrawingErrorKind};
+
 use super::data::{DayActivity, ExistencePlot, port_scale};
 use crate::time::{NANOS_PER_SEC, rfc3339_millis};
 
@@ -28,7 +30,8 @@ const CLASS_COLOURS: [RGBColor; 3] = [RGBColor(70, 130, 180), RGBColor(245, 160,
 const SERVICE_COLOUR: RGBColor = RGBColor(200, 30, 30);
 const ALL_COLOUR: RGBColor = RGBColor(70, 130, 180);
 
-type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+pub type PlotError = Box<dyn std::error::Error + Send + Sync>;
+type Result<T> = std::result::Result<T, PlotError>;
 
 fn register_font() {
     static ONCE: Once = Once::new();
@@ -50,7 +53,7 @@ pub trait Figure {
 pub fn png_and_svg(figure: &impl Figure, size: (u32, u32)) -> Result<(Vec<u8>, String)> {
     register_font();
     let mut pixels = vec![0u8; size.0 as usize * size.1 as usize * 3];
-    figure.draw(BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area())?;
+    figure.draw(GlyphFix(BitMapBackend::with_buffer(&mut pixels, size)).into_drawing_area())?;
     let mut png = Vec::new();
     image::ImageEncoder::write_image(
         image::codecs::png::PngEncoder::new(&mut png),
@@ -62,6 +65,148 @@ pub fn png_and_svg(figure: &impl Figure, size: (u32, u32)) -> Result<(Vec<u8>, S
     let mut svg = String::new();
     figure.draw(SVGBackend::with_string(&mut svg, size).into_drawing_area())?;
     Ok((png, svg))
+}
+
+/// Draws `figure` as SVG text alone (a page that shows it inline).
+pub fn svg(figure: &impl Figure, size: (u32, u32)) -> Result<String> {
+    register_font();
+    let mut svg = String::new();
+    figure.draw(SVGBackend::with_string(&mut svg, size).into_drawing_area())?;
+    Ok(svg)
+}
+
+/// A bitmap backend whose text rogue draws: plotters 0.3.7 places each
+/// glyph at its advance but drops its left side bearing, so narrow glyphs
+/// shift and PNG labels read "SM TP" and "2008-02-1 3". SVGs leave text to
+/// the browser and need no fix.
+struct GlyphFix<B>(B);
+
+impl<B: DrawingBackend> DrawingBackend for GlyphFix<B> {
+    type ErrorType = B::ErrorType;
+
+    fn get_size(&self) -> (u32, u32) {
+        self.0.get_size()
+    }
+
+    fn ensure_prepared(&mut self) -> std::result::Result<(), DrawingErrorKind<B::ErrorType>> {
+        self.0.ensure_prepared()
+    }
+
+    fn present(&mut self) -> std::result::Result<(), DrawingErrorKind<B::ErrorType>> {
+        self.0.present()
+    }
+
+    fn draw_pixel(
+        &mut self,
+        point: BackendCoord,
+        color: BackendColor,
+    ) -> std::result::Result<(), DrawingErrorKind<B::ErrorType>> {
+        self.0.draw_pixel(point, color)
+    }
+
+    fn draw_line<S: backend::BackendStyle>(
+        &mut self,
+        from: BackendCoord,
+        to: BackendCoord,
+        style: &S,
+    ) -> std::result::Result<(), DrawingErrorKind<B::ErrorType>> {
+        self.0.draw_line(from, to, style)
+    }
+
+    fn draw_rect<S: backend::BackendStyle>(
+        &mut self,
+        upper_left: BackendCoord,
+        bottom_right: BackendCoord,
+        style: &S,
+        fill: bool,
+    ) -> std::result::Result<(), DrawingErrorKind<B::ErrorType>> {
+        self.0.draw_rect(upper_left, bottom_right, style, fill)
+    }
+
+    fn draw_path<S: backend::BackendStyle, I: IntoIterator<Item = BackendCoord>>(
+        &mut self,
+        path: I,
+        style: &S,
+    ) -> std::result::Result<(), DrawingErrorKind<B::ErrorType>> {
+        self.0.draw_path(path, style)
+    }
+
+    fn draw_circle<S: backend::BackendStyle>(
+        &mut self,
+        center: BackendCoord,
+        radius: u32,
+        style: &S,
+        fill: bool,
+    ) -> std::result::Result<(), DrawingErrorKind<B::ErrorType>> {
+        self.0.draw_circle(center, radius, style, fill)
+    }
+
+    fn fill_polygon<S: backend::BackendStyle, I: IntoIterator<Item = BackendCoord>>(
+        &mut self,
+        vert: I,
+        style: &S,
+    ) -> std::result::Result<(), DrawingErrorKind<B::ErrorType>> {
+        self.0.fill_polygon(vert, style)
+    }
+
+    fn draw_text<S: BackendTextStyle>(
+        &mut self,
+        text: &str,
+        style: &S,
+        pos: BackendCoord,
+    ) -> std::result::Result<(), DrawingErrorKind<B::ErrorType>> {
+        let color = style.color();
+        if color.alpha == 0.0 {
+            return Ok(());
+        }
+        let (pixels, width, height) = rasterise(text, style.size() as f32);
+        let anchor = style.anchor();
+        let dx = match anchor.h_pos {
+            HPos::Left => 0,
+            HPos::Right => -width,
+            HPos::Center => -width / 2,
+        };
+        let dy = match anchor.v_pos {
+            VPos::Top => 0,
+            VPos::Center => -height / 2,
+            VPos::Bottom => -height,
+        };
+        let (w, h) = self.get_size();
+        for (x, y, coverage) in pixels {
+            let (x, y) = style.transform().transform(x + dx, y + dy);
+            let (x, y) = (pos.0 + x, pos.1 + y);
+            if x >= 0 && x < w as i32 && y >= 0 && y < h as i32 {
+                let alpha = color.alpha * f64::from(coverage.min(1.0));
+                self.0.draw_pixel((x, y), BackendColor { alpha, rgb: color.rgb })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The pixels of `text` at `size` px in the built-in font, each with its
+/// coverage, from the top left of its box; and the box's width and height.
+fn rasterise(text: &str, size: f32) -> (Vec<(i32, i32, f32)>, i32, i32) {
+    use ab_glyph::{Font as _, FontRef, ScaleFont as _, point};
+    let font = FontRef::try_from_slice(FONT).expect("the built-in font parses");
+    let scaled = font.as_scaled(size);
+    let (mut caret, mut previous, mut pixels) = (0f32, None, Vec::new());
+    for c in text.chars() {
+        let id = scaled.glyph_id(c);
+        if let Some(previous) = previous {
+            caret += scaled.kern(previous, id);
+        }
+        let glyph = id.with_scale_and_position(scaled.scale(), point(caret, scaled.ascent()));
+        if let Some(outline) = font.outline_glyph(glyph) {
+            let bounds = outline.px_bounds();
+            outline.draw(|x, y, coverage| {
+                pixels.push((bounds.min.x as i32 + x as i32, bounds.min.y as i32 + y as i32, coverage))
+            });
+        }
+        caret += scaled.h_advance(id);
+        previous = Some(id);
+    }
+    (pixels, caret.round() as i32, (scaled.ascent() - scaled.descent()).round() as i32)
 }
 
 pub struct Existence<'a> {
@@ -85,6 +230,8 @@ pub struct Activity<'a> {
     pub title: String,
     /// The service's name, for its series.
     pub service: String,
+    /// The day the host's service activity began, marked.
+    pub began: Option<i64>,
 }
 
 impl Figure for Activity<'_> {
@@ -92,7 +239,7 @@ impl Figure for Activity<'_> {
     where
         DB::ErrorType: 'static,
     {
-        activity(root, self.days, &self.title, &self.service)
+        activity(root, self)
     }
 }
 
@@ -158,40 +305,90 @@ where
         .label_font((FAMILY, 13))
         .draw()?;
 
-    // Labels only for the reserved ports in use, in two columns so close
-    // ports (110 and 143) both get one; a label that fits in neither column
-    // is left out. The compressed part is named once.
+    // Labels for the reserved and service ports in use, and the compressed
+    // part named once; labels that would overlap (993 and 995) are spread
+    // apart, each with a leader to its port.
     let label = TextStyle::from((FAMILY, 12).into_font()).pos(Pos::new(HPos::Right, VPos::Center));
-    let mut last_y = [i32::MAX; 2];
-    for port in plot.labelled_ports(service_ports) {
-        let (x, y) = chart.backend_coord(&(plot.from, port_scale(port) + mark / 2.0));
-        if let Some(column) = (0..2).find(|&c| last_y[c] - y >= 12) {
-            root.draw(&Text::new(port.to_string(), (x - 6 - 32 * column as i32, y), label.clone()))?;
-            last_y[column] = y;
+    let mut labels: Vec<(String, i32)> = plot
+        .labelled_ports(service_ports)
+        .into_iter()
+        .map(|port| (port.to_string(), chart.backend_coord(&(plot.from, port_scale(port) + mark / 2.0)).1))
+        .collect();
+    labels.push(("1024-65535".into(), chart.backend_coord(&(plot.from, 1536.0)).1));
+    let (top, bottom) = (chart.backend_coord(&(plot.from, 2048.0)).1, chart.backend_coord(&(plot.from, 0.0)).1);
+    let x = chart.backend_coord(&(plot.from, 0.0)).0;
+    let wanted: Vec<i32> = labels.iter().map(|(_, y)| *y).collect();
+    for ((text, at), wanted) in labels.iter().zip(spread(&wanted, LABEL_SPACING, top, bottom)) {
+        if wanted != *at {
+            root.draw(&PathElement::new(vec![(x - 12, wanted), (x - 2, *at)], BLACK.mix(0.5)))?;
         }
+        root.draw(&Text::new(text.clone(), (x - 14, wanted), label.clone()))?;
     }
-    let (x, y) = chart.backend_coord(&(plot.from, 1536.0));
-    root.draw(&Text::new("1024-65535", (x - 6, y), label))?;
     root.present()?;
     Ok(())
+}
+
+/// Pixels between two port labels' centres, so 12 px text never overlaps.
+const LABEL_SPACING: i32 = 13;
+
+/// Positions for labels wanted at pixel rows `wanted`, in the same order:
+/// each as near its row as it can be while at least `spacing` from the
+/// others and within [top, bottom].
+pub fn spread(wanted: &[i32], spacing: i32, top: i32, bottom: i32) -> Vec<i32> {
+    let mut order: Vec<usize> = (0..wanted.len()).collect();
+    order.sort_by_key(|&i| wanted[i]);
+    let mut placed: Vec<i32> = order.iter().map(|&i| wanted[i]).collect();
+    // Down from the top, then back up from the bottom should the last
+    // have been pushed past it.
+    for i in 0..placed.len() {
+        placed[i] = placed[i].max(top + spacing / 2);
+        if i > 0 {
+            placed[i] = placed[i].max(placed[i - 1] + spacing);
+        }
+    }
+    for i in (0..placed.len()).rev() {
+        placed[i] = placed[i].min(bottom - spacing / 2);
+        if i + 1 < placed.len() {
+            placed[i] = placed[i].min(placed[i + 1] - spacing);
+        }
+    }
+    let mut positions = vec![0; wanted.len()];
+    for (rank, &i) in order.iter().enumerate() {
+        positions[i] = placed[rank];
+    }
+    positions
+}
+
+/// Bytes in the units a reader takes in at a glance: 950 B, 12.5 kB,
+/// 3.2 MB (powers of 1000, as network volumes are counted).
+pub fn human_bytes(bytes: f64) -> String {
+    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut value = bytes;
+    let mut unit = 0;
+    while value.abs() >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    match unit {
+        0 => format!("{value:.0} B"),
+        _ if value.abs() >= 100.0 => format!("{value:.0} {}", UNITS[unit]),
+        _ => format!("{value:.1} {}", UNITS[unit]),
+    }
 }
 
 /// A panel of the activity plot: its title, the host's service series and its
 /// all-traffic series.
 type Panel = (&'static str, fn(&DayActivity) -> u64, fn(&DayActivity) -> u64);
 
-/// Flows and bytes per day: the host's service traffic and all its traffic.
-fn activity<DB: DrawingBackend>(
-    root: DrawingArea<DB, Shift>,
-    days: &[DayActivity],
-    title: &str,
-    service: &str,
-) -> Result<()>
+/// Flows and bytes per day: the host's service traffic and all its
+/// traffic, with the day its service activity began marked.
+fn activity<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, figure: &Activity<'_>) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
+    let days = figure.days;
     root.fill(&WHITE)?;
-    let root = root.titled(title, (FAMILY, 20))?;
+    let root = root.titled(&figure.title, (FAMILY, 20))?;
     let (upper, lower) = root.split_vertically(root.dim_in_pixel().1 / 2);
     let first = days.first().map_or(0, |d| d.day);
     let last = days.last().map_or(0, |d| d.day) + 1;
@@ -199,29 +396,41 @@ where
         ("flows per day", |d| d.service_flows, |d| d.all_flows),
         ("bytes per day", |d| d.service_bytes, |d| d.all_bytes),
     ];
-    for (area, (name, smtp, all)) in [upper, lower].into_iter().zip(panels) {
-        let top = days.iter().map(|d| smtp(d).max(all(d))).max().unwrap_or(1).max(1) as f64 * 1.1;
+    for (index, (area, (name, service, all))) in [upper, lower].into_iter().zip(panels).enumerate() {
+        let top = days.iter().map(|d| service(d).max(all(d))).max().unwrap_or(1).max(1) as f64 * 1.1;
         let mut chart = ChartBuilder::on(&area)
             .margin(10)
             .margin_right(40)
             .x_label_area_size(30)
             .y_label_area_size(80)
             .build_cartesian_2d(first..last, 0f64..top)?;
+        let bytes = index == 1;
         chart
             .configure_mesh()
             .x_labels(10)
             .x_label_formatter(&|d| date(d * 86_400, false))
-            .y_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| if bytes { human_bytes(*v) } else { format!("{v:.0}") })
             .y_desc(name)
             .label_style((FAMILY, 12))
             .axis_desc_style((FAMILY, 13))
             .draw()?;
-        for (series, colour, value) in [("all traffic", ALL_COLOUR, all), (service, SERVICE_COLOUR, smtp)] {
+        if let Some(began) = figure.began.filter(|d| (first..last).contains(d)) {
+            let marker = BLACK.mix(0.6).stroke_width(1);
+            chart.draw_series(std::iter::once(PathElement::new(vec![(began, 0.0), (began, top)], marker)))?;
+            if index == 0 {
+                let label = format!("{} began {}", figure.service, date(began * 86_400, false));
+                let style = TextStyle::from((FAMILY, 12).into_font()).pos(Pos::new(HPos::Left, VPos::Top));
+                chart.draw_series(std::iter::once(Text::new(label, (began, top * 0.97), style)))?;
+            }
+        }
+        for (series, colour, value) in
+            [("all traffic", ALL_COLOUR, all), (figure.service.as_str(), SERVICE_COLOUR, service)]
+        {
             let points: Vec<(i64, f64)> = days.iter().map(|d| (d.day, value(d) as f64)).collect();
             chart
-                .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))?
+                .draw_series(LineSeries::new(points.clone(), Color::stroke_width(&colour, 2)))?
                 .label(series)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], colour.stroke_width(2)));
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], Color::stroke_width(&colour, 2)));
             chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, colour.filled())))?;
         }
         chart
@@ -234,4 +443,28 @@ where
     }
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_labels_are_spread_and_far_ones_stay() {
+        // 993 and 995 a pixel apart, 587 far below: the two are pushed
+        // apart around where they were, 587 stays.
+        assert_eq!(spread(&[100, 101, 300], 13, 0, 500), [100, 113, 300]);
+        assert_eq!(spread(&[300, 101, 100], 13, 0, 500), [300, 113, 100], "in the order given");
+        assert_eq!(spread(&[495, 496], 13, 0, 500), [481, 494], "kept within the plot");
+        let many = spread(&[50; 10], 13, 0, 500);
+        assert!(many.windows(2).all(|w| w[1] - w[0] >= 13), "{many:?}");
+    }
+
+    #[test]
+    fn bytes_read_in_units() {
+        assert_eq!(
+            [0.0, 950.0, 12_500.0, 3_200_000.0, 700_000.0, 1e15].map(human_bytes),
+            ["0 B", "950 B", "12.5 kB", "3.2 MB", "700 kB", "1.0 PB"]
+        );
+    }
 }

@@ -30,7 +30,7 @@ mod model;
 pub mod sqlite;
 
 pub use model::{
-    Acknowledgement, HostActivity, HostNames, LIVE_SQL, Peer, Pending, PortUsageRow, Pruned, RecordTarget,
+    Acknowledgement, Action, HostActivity, HostNames, LIVE_SQL, Peer, Pending, PortUsageRow, Pruned, RecordTarget,
     RecordedSettings, Source, StoredFinding, Upsert, Verdict, is_live_kind,
 };
 pub use sqlite::SqliteStore;
@@ -288,6 +288,10 @@ pub trait Decisions {
     /// Keeps what DNS answered (see [`HostNames::over`] for what a lookup
     /// without an answer keeps).
     fn save_host_names(&mut self, answers: &HashMap<(String, IpAddr), HostNames>, now_ms: i64) -> Result<()>;
+    /// Adds a decision to the audit trail.
+    fn record_action(&mut self, action: &Action) -> Result<()>;
+    /// The audit trail, newest first.
+    fn actions(&self) -> Result<Vec<Action>>;
 }
 
 /// How long the store keeps traffic. Retention is anchored to the wall

@@ -172,6 +172,27 @@ pub struct Verdict {
     pub at_ms: i64,
 }
 
+/// One decision an analyst made (the audit trail): who, when, what, on
+/// what, why, and through which door (`cli` or `web`). Never changed or
+/// removed once written.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Action {
+    /// Wall clock, ms.
+    pub at_ms: i64,
+    pub by: String,
+    /// `acknowledge`, `accept`, `reject`, `whitelist_add`, `whitelist_remove`.
+    pub action: String,
+    /// The service; empty for an acknowledgement of findings of several.
+    pub service: String,
+    /// The host address or whitelist prefix acted on.
+    pub subject: String,
+    /// The finding acted on, for an acknowledgement.
+    pub finding: Option<i64>,
+    pub reason: String,
+    /// `cli` or `web`.
+    pub via: String,
+}
+
 /// One record (MX, NS) of an organisation's domain pointing at an address.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct RecordTarget {

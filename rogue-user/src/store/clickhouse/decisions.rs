@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::{ClickHouseStore, Count, client::RowBinary, quote};
 use crate::store::{
-    Acknowledgement, Decisions, HostNames, Pending, RecordedSettings, Result, StoredFinding, Upsert, Verdict,
+    Acknowledgement, Action, Decisions, HostNames, Pending, RecordedSettings, Result, StoredFinding, Upsert, Verdict,
 };
 
 /// A finding's row, every column.
@@ -388,6 +388,51 @@ impl Decisions for ClickHouseStore {
             rows,
         )
     }
+
+    fn record_action(&mut self, action: &Action) -> Result<()> {
+        let mut row = RowBinary::default();
+        row.i64(action.at_ms)
+            .string(&action.by)
+            .string(&action.action)
+            .string(&action.service)
+            .string(&action.subject)
+            .nullable_i64(action.finding)
+            .string(&action.reason)
+            .string(&action.via);
+        self.insert_now("actions", ACTION_COLUMNS, row)
+    }
+
+    fn actions(&self) -> Result<Vec<Action>> {
+        let rows: Vec<ActionRow> =
+            self.client.select(&format!("SELECT {ACTION_COLUMNS} FROM actions ORDER BY at_ms DESC"))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Action {
+                at_ms: r.at_ms,
+                by: r.decided_by,
+                action: r.action,
+                service: r.service,
+                subject: r.subject,
+                finding: r.finding_id,
+                reason: r.reason,
+                via: r.via,
+            })
+            .collect())
+    }
+}
+
+const ACTION_COLUMNS: &str = "at_ms, decided_by, action, service, subject, finding_id, reason, via";
+
+#[derive(Deserialize)]
+struct ActionRow {
+    at_ms: i64,
+    decided_by: String,
+    action: String,
+    service: String,
+    subject: String,
+    finding_id: Option<i64>,
+    reason: String,
+    via: String,
 }
 
 const VERDICT_COLUMNS: &str = "service, host, verdict, decided_by, reason, at_ms, deleted, version";

@@ -15,10 +15,11 @@
 //! is in ReplacingMergeTree tables with a version, read with FINAL: one
 //! current row per key.
 
-pub const MIGRATIONS: &[&[Table]] = &[&[
-    Table {
-        name: "sources",
-        columns: "(
+pub const MIGRATIONS: &[&[Table]] = &[
+    &[
+        Table {
+            name: "sources",
+            columns: "(
             id           Int64,
             kind         String,                 -- capture | ipfix | live | collect
             name         String,
@@ -26,14 +27,14 @@ pub const MIGRATIONS: &[&[Table]] = &[&[
             ingested_ms  Int64,
             version      UInt64
         )",
-        engine: "ReplacingMergeTree(version) ORDER BY id",
-        sharding_key: "id",
-    },
-    // One row per source per write: what it covered and counted. A write
-    // is evaluated when its (writer, batch) is in `evaluated`.
-    Table {
-        name: "source_writes",
-        columns: "(
+            engine: "ReplacingMergeTree(version) ORDER BY id",
+            sharding_key: "id",
+        },
+        // One row per source per write: what it covered and counted. A write
+        // is evaluated when its (writer, batch) is in `evaluated`.
+        Table {
+            name: "source_writes",
+            columns: "(
             live      UInt8,
             day       Date,
             source_id Int64,
@@ -45,23 +46,23 @@ pub const MIGRATIONS: &[&[Table]] = &[&[
             flows     UInt64,
             rejected  UInt64
         )",
-        engine: "ReplacingMergeTree PARTITION BY (live, day) ORDER BY (source_id, writer, batch)",
-        sharding_key: "source_id",
-    },
-    Table {
-        name: "evaluated",
-        columns: "(
+            engine: "ReplacingMergeTree PARTITION BY (live, day) ORDER BY (source_id, writer, batch)",
+            sharding_key: "source_id",
+        },
+        Table {
+            name: "evaluated",
+            columns: "(
             live   UInt8,
             day    Date,
             writer String,
             batch  UInt64
         )",
-        engine: "ReplacingMergeTree PARTITION BY (live, day) ORDER BY (writer, batch)",
-        sharding_key: "batch",
-    },
-    Table {
-        name: "host_bins",
-        columns: "(
+            engine: "ReplacingMergeTree PARTITION BY (live, day) ORDER BY (writer, batch)",
+            sharding_key: "batch",
+        },
+        Table {
+            name: "host_bins",
+            columns: "(
             live      UInt8,
             day       Date,
             host      String,
@@ -74,15 +75,15 @@ pub const MIGRATIONS: &[&[Table]] = &[&[
             bytes     UInt64,
             inserts   UInt64
         )",
-        engine: "SummingMergeTree((flows, packets, bytes, inserts))
+            engine: "SummingMergeTree((flows, packets, bytes, inserts))
       PARTITION BY (live, day) ORDER BY (host, bin, source_id, marker)",
-        sharding_key: "shard_key",
-    },
-    // Destination ports of inbound flows (direction 0) and source ports of
-    // outbound flows (direction 1), per host and bin.
-    Table {
-        name: "port_usage",
-        columns: "(
+            sharding_key: "shard_key",
+        },
+        // Destination ports of inbound flows (direction 0) and source ports of
+        // outbound flows (direction 1), per host and bin.
+        Table {
+            name: "port_usage",
+            columns: "(
             live      UInt8,
             day       Date,
             host      String,
@@ -98,13 +99,13 @@ pub const MIGRATIONS: &[&[Table]] = &[&[
             bytes     UInt64,
             inserts   UInt64
         )",
-        engine: "SummingMergeTree((flows, packets, bytes, inserts))
+            engine: "SummingMergeTree((flows, packets, bytes, inserts))
       PARTITION BY (live, day) ORDER BY (host, bin, source_id, direction, proto, port, marker)",
-        sharding_key: "shard_key",
-    },
-    Table {
-        name: "share_bins",
-        columns: "(
+            sharding_key: "shard_key",
+        },
+        Table {
+            name: "share_bins",
+            columns: "(
             live      UInt8,
             day       Date,
             service   String,
@@ -118,13 +119,13 @@ pub const MIGRATIONS: &[&[Table]] = &[&[
             bytes     UInt64,
             inserts   UInt64
         )",
-        engine: "SummingMergeTree((flows, packets, bytes, inserts))
+            engine: "SummingMergeTree((flows, packets, bytes, inserts))
       PARTITION BY (live, day) ORDER BY (service, host, bin, source_id, marker)",
-        sharding_key: "shard_key",
-    },
-    Table {
-        name: "data_days",
-        columns: "(
+            sharding_key: "shard_key",
+        },
+        Table {
+            name: "data_days",
+            columns: "(
             live      UInt8,
             day       Date,
             source_id Int64,
@@ -133,14 +134,14 @@ pub const MIGRATIONS: &[&[Table]] = &[&[
             flows     UInt64,
             inserts   UInt64
         )",
-        engine: "SummingMergeTree((flows, inserts)) PARTITION BY (live, day) ORDER BY (day, source_id, marker)",
-        sharding_key: "shard_key",
-    },
-    // Qualifying service flows, seen from an internal host. A marker row
-    // has service '' (no query of a service sees it).
-    Table {
-        name: "service_flows",
-        columns: "(
+            engine: "SummingMergeTree((flows, inserts)) PARTITION BY (live, day) ORDER BY (day, source_id, marker)",
+            sharding_key: "shard_key",
+        },
+        // Qualifying service flows, seen from an internal host. A marker row
+        // has service '' (no query of a service sees it).
+        Table {
+            name: "service_flows",
+            columns: "(
             live          UInt8,
             day           Date,
             source_id     Int64,
@@ -161,14 +162,14 @@ pub const MIGRATIONS: &[&[Table]] = &[&[
             tcp_flags     UInt8,
             inserts       UInt64
         )",
-        engine: "MergeTree PARTITION BY (live, day) ORDER BY (service, host, start_ms)",
-        sharding_key: "shard_key",
-    },
-    // Every flow, with `store.clickhouse.raw_flows` (off by default), for
-    // analysts: the method reads only the tables above.
-    Table {
-        name: "flows",
-        columns: "(
+            engine: "MergeTree PARTITION BY (live, day) ORDER BY (service, host, start_ms)",
+            sharding_key: "shard_key",
+        },
+        // Every flow, with `store.clickhouse.raw_flows` (off by default), for
+        // analysts: the method reads only the tables above.
+        Table {
+            name: "flows",
+            columns: "(
             live      UInt8,
             day       Date,
             source_id Int64,
@@ -187,12 +188,12 @@ pub const MIGRATIONS: &[&[Table]] = &[&[
             interface String,
             inserts   UInt64
         )",
-        engine: "MergeTree PARTITION BY (live, day) ORDER BY (start_ms, src, dst)",
-        sharding_key: "shard_key",
-    },
-    Table {
-        name: "findings",
-        columns: "(
+            engine: "MergeTree PARTITION BY (live, day) ORDER BY (start_ms, src, dst)",
+            sharding_key: "shard_key",
+        },
+        Table {
+            name: "findings",
+            columns: "(
             id         Int64,
             type       String,
             service    String,
@@ -209,14 +210,14 @@ pub const MIGRATIONS: &[&[Table]] = &[&[
             emitted    Nullable(String),
             version    UInt64
         )",
-        // A finding is its (type, service, host, key), as on SQLite; its
-        // id is the evaluator's number for it.
-        engine: "ReplacingMergeTree(version) ORDER BY (type, service, host, key)",
-        sharding_key: "cityHash64(type, service, host, key)",
-    },
-    Table {
-        name: "verdicts",
-        columns: "(
+            // A finding is its (type, service, host, key), as on SQLite; its
+            // id is the evaluator's number for it.
+            engine: "ReplacingMergeTree(version) ORDER BY (type, service, host, key)",
+            sharding_key: "cityHash64(type, service, host, key)",
+        },
+        Table {
+            name: "verdicts",
+            columns: "(
             service    String,
             host       String,
             verdict    String,
@@ -226,22 +227,22 @@ pub const MIGRATIONS: &[&[Table]] = &[&[
             deleted    UInt8,
             version    UInt64
         )",
-        engine: "ReplacingMergeTree(version) ORDER BY (service, host)",
-        sharding_key: "cityHash64(service, host)",
-    },
-    Table {
-        name: "settings",
-        columns: "(
+            engine: "ReplacingMergeTree(version) ORDER BY (service, host)",
+            sharding_key: "cityHash64(service, host)",
+        },
+        Table {
+            name: "settings",
+            columns: "(
             name    String,
             value   String,
             version UInt64
         )",
-        engine: "ReplacingMergeTree(version) ORDER BY name",
-        sharding_key: "cityHash64(name)",
-    },
-    Table {
-        name: "dns_names",
-        columns: "(
+            engine: "ReplacingMergeTree(version) ORDER BY name",
+            sharding_key: "cityHash64(name)",
+        },
+        Table {
+            name: "dns_names",
+            columns: "(
             service         String,
             host            String,
             ptr             Nullable(String),
@@ -253,10 +254,29 @@ pub const MIGRATIONS: &[&[Table]] = &[&[
             looked_up_ms    Int64,
             version         UInt64
         )",
-        engine: "ReplacingMergeTree(version) ORDER BY (service, host)",
-        sharding_key: "cityHash64(service, host)",
-    },
-]];
+            engine: "ReplacingMergeTree(version) ORDER BY (service, host)",
+            sharding_key: "cityHash64(service, host)",
+        },
+    ],
+    &[
+        // The audit trail of analysts' decisions: rows are only ever added.
+        Table {
+            name: "actions",
+            columns: "(
+            at_ms      Int64,                    -- wall clock
+            decided_by String,
+            action     String,
+            service    String,
+            subject    String,                   -- host address or whitelist prefix
+            finding_id Nullable(Int64),
+            reason     String,
+            via        String                    -- cli | web
+        )",
+            engine: "MergeTree ORDER BY at_ms",
+            sharding_key: "at_ms",
+        },
+    ],
+];
 
 /// Where the versions applied are recorded (created before any migration).
 pub const VERSIONS: Table = Table {

@@ -10,7 +10,7 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{SqliteStore, addr};
 use crate::store::{
-    Acknowledgement, Decisions, HostNames, Pending, RecordedSettings, Result, StoredFinding, Upsert, Verdict,
+    Acknowledgement, Action, Decisions, HostNames, Pending, RecordedSettings, Result, StoredFinding, Upsert, Verdict,
 };
 
 const FINDING_COLUMNS: &str =
@@ -271,6 +271,48 @@ impl Decisions for SqliteStore {
                 }
                 Ok(())
             })
+        })
+    }
+
+    fn record_action(&mut self, action: &Action) -> Result<()> {
+        self.run(|c| {
+            c.execute(
+                "INSERT INTO actions (at_ms, by, action, service, subject, finding_id, reason, via)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                params![
+                    action.at_ms,
+                    action.by,
+                    action.action,
+                    action.service,
+                    action.subject,
+                    action.finding,
+                    action.reason,
+                    action.via
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    fn actions(&self) -> Result<Vec<Action>> {
+        self.run(|c| {
+            let mut statement = c.prepare_cached(
+                "SELECT at_ms, by, action, service, subject, finding_id, reason, via FROM actions
+                 ORDER BY at_ms DESC, id DESC",
+            )?;
+            let rows = statement.query_map([], |row| {
+                Ok(Action {
+                    at_ms: row.get(0)?,
+                    by: row.get(1)?,
+                    action: row.get(2)?,
+                    service: row.get(3)?,
+                    subject: row.get(4)?,
+                    finding: row.get(5)?,
+                    reason: row.get(6)?,
+                    via: row.get(7)?,
+                })
+            })?;
+            rows.collect()
         })
     }
 }

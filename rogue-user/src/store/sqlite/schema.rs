@@ -250,4 +250,17 @@ pub const MIGRATIONS: &[&str] = &[
          SELECT rogue_pack_ports(direction, proto, port, flows, packets, bytes) FROM port_usage AS p
          WHERE p.host = host_bins.host AND p.bin = host_bins.bin AND p.source_id = host_bins.source_id);
      DROP TABLE port_usage;",
+    // 9: the audit trail of analysts' decisions (acknowledge, accept,
+    // reject, whitelist add and remove), from the CLI and the web console.
+    "CREATE TABLE actions (
+        id         INTEGER PRIMARY KEY,
+        at_ms      INTEGER NOT NULL,    -- wall clock
+        by         TEXT NOT NULL,
+        action     TEXT NOT NULL,
+        service    TEXT NOT NULL,
+        subject    TEXT NOT NULL,       -- host address or whitelist prefix
+        finding_id INTEGER,
+        reason     TEXT NOT NULL,
+        via        TEXT NOT NULL        -- cli | web
+    );",
 ];

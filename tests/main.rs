@@ -17,5 +17,6 @@ mod output;
 mod parser;
 mod report;
 mod scenarios;
+mod serve;
 mod siem;
 mod xdp;

@@ -199,10 +199,18 @@ fn the_page_opens_in_headless_chromium_with_the_verdict_both_plots_and_both_tabl
         ]
     );
     let headings: Vec<&str> = page["headings"].as_array().unwrap().iter().map(|h| h.as_str().unwrap()).collect();
-    // All of the host's traffic: the burst to 12 servers on 02-08 and to 75 on 03-10.
+    // All of the host's traffic: the burst to 12 servers on 02-08 and to 75
+    // on 03-10; and beside it the busiest whitelisted MX.
     assert_eq!(
         headings,
-        ["Verdict", "Port usage", "Activity history", "0 clients connecting inbound", "87 servers connecting outbound"]
+        [
+            "Verdict",
+            "Port usage",
+            "Activity history",
+            "Beside a whitelisted mail server",
+            "0 clients connecting inbound",
+            "87 servers connecting outbound"
+        ]
     );
     let text = page["text"].as_str().unwrap();
     assert!(text.contains("rogue_server") && text.contains("fanout_burst") && text.contains("203.0.113.101"), "{text}");
@@ -270,6 +278,14 @@ fn hostile_names_are_escaped_in_the_html_and_the_svg() {
     let page = open_in_chromium(&out.join("index.html"), &out.join("screenshot.png"));
     assert_eq!(page["errors"], serde_json::json!([]));
     assert_eq!(page["images"].as_array().unwrap().len(), 3, "no image came from the name");
+
+    // The console's page of the host shows the names the store holds, as escaped.
+    let (_console, url) = crate::serve::serve(&workspace);
+    let html = ureq::get(&format!("{url}/host/192.0.2.60")).call().unwrap().into_string().unwrap();
+    assert!(html.contains(name), "the host's hostile name, escaped, in the console");
+    for forbidden in ["<img", "<script>", "\u{7}", "\u{0}"] {
+        assert!(!html.contains(forbidden), "{forbidden:?} in the console's page");
+    }
 }
 
 /// Six months of a host on thousands of ports: the bins widen so the plot

@@ -66,6 +66,12 @@ impl Running {
         }
     }
 
+    /// Waits for a stderr line containing `text`, and returns it.
+    pub fn stderr_line(&mut self, text: &str) -> String {
+        self.wait_for_stderr(text, 1);
+        self.stderr_seen.iter().find(|l| l.contains(text)).cloned().expect("waited for")
+    }
+
     pub fn id(&self) -> u32 {
         self.child.id()
     }

@@ -14,7 +14,7 @@
 use std::net::IpAddr;
 
 use crate::{
-    detect::whitelist::{Prefix, WhitelistEntry, WhitelistError},
+    detect::whitelist::{Prefix, Whitelist, WhitelistEntry, WhitelistError},
     engine::Engine,
     store::{Acknowledgement, Action, Store, StoreError, Verdict},
 };
@@ -172,36 +172,41 @@ pub fn reject(
     Ok(marked)
 }
 
-/// Adds an entry the decider verified.
-pub fn add_entry(engine: &mut Engine, entry: WhitelistEntry, decider: &Decider) -> Result<(), TriageError> {
-    let action = decider.action(
-        "whitelist_add",
-        &entry.service,
-        entry.address.to_string(),
-        entry.reason.as_deref().unwrap_or(""),
-    );
-    engine.whitelist.add(entry)?;
-    Ok(engine.store.record_action(&action)?)
+/// Adds an entry the decider verified; the audit trail records it in
+/// `store`, when there is one yet (the whitelist is often written before
+/// any traffic is).
+pub fn add_entry(
+    whitelist: &mut Whitelist,
+    store: Option<&mut dyn Store>,
+    entry: WhitelistEntry,
+    decider: &Decider,
+) -> Result<(), TriageError> {
+    let reason = entry.reason.clone().unwrap_or_default();
+    let action = decider.action("whitelist_add", &entry.service, entry.address.to_string(), &reason);
+    whitelist.add(entry)?;
+    if let Some(store) = store {
+        store.record_action(&action)?;
+    }
+    Ok(())
 }
 
-/// Removes the entries for `prefix` (of `service`, if given); returns how many.
+/// Removes the entries for `prefix` (of `service`, if given); returns how
+/// many. The audit trail records it in `store`, as for [`add_entry`].
 pub fn remove_entry(
-    engine: &mut Engine,
+    whitelist: &mut Whitelist,
+    store: Option<&mut dyn Store>,
     prefix: Prefix,
     service: Option<&str>,
     decider: &Decider,
     reason: &str,
 ) -> Result<usize, TriageError> {
-    let removed = engine.whitelist.remove(prefix, service)?;
+    let removed = whitelist.remove(prefix, service)?;
     if removed == 0 {
-        return Err(TriageError::NotWhitelisted { prefix, path: engine.whitelist.path().display().to_string() });
+        return Err(TriageError::NotWhitelisted { prefix, path: whitelist.path().display().to_string() });
     }
-    engine.store.record_action(&decider.action(
-        "whitelist_remove",
-        service.unwrap_or(""),
-        prefix.to_string(),
-        reason,
-    ))?;
+    if let Some(store) = store {
+        store.record_action(&decider.action("whitelist_remove", service.unwrap_or(""), prefix.to_string(), reason))?;
+    }
     Ok(removed)
 }
 

@@ -7,6 +7,7 @@
 mod agent;
 mod clickhouse;
 mod collector;
+mod console;
 mod drain;
 mod exporters;
 mod kernel;
@@ -17,7 +18,7 @@ mod veth;
 
 use std::path::{Path, PathBuf};
 
-const SECTIONS: [(&str, &str); 11] = [
+const SECTIONS: [(&str, &str); 12] = [
     ("kernel", "Kernel program cost per packet"),
     ("veth", "veth throughput"),
     ("drain", "Draining the flow maps"),
@@ -29,6 +30,7 @@ const SECTIONS: [(&str, &str); 11] = [
     ("collector", "The collector on loopback"),
     ("exporters", "The collector under a flood of exporters"),
     ("clickhouse", "Flows into ClickHouse beside SQLite"),
+    ("console", "The console: page render times"),
 ];
 
 fn main() {
@@ -94,6 +96,7 @@ fn section(name: &str, dir: &Path) -> String {
         "collector" => collector::run(dir),
         "exporters" => exporters::run(dir),
         "clickhouse" => clickhouse::run(dir),
+        "console" => console::run(dir),
         _ => unreachable!("checked in main"),
     }
 }

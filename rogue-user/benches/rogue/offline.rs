@@ -16,9 +16,10 @@ use rogue_testkit::process::ROGUE;
 const RUNS: usize = 3;
 /// The offline capture: the method's cases over 56 times the background,
 /// just over 10 million packets.
-const OFFLINE_SCALE: u32 = 56;
+pub const OFFLINE_SCALE: u32 = 56;
 /// Workstations per unit of scale, as the scaling bench's base has them.
 const WORKSTATIONS_PER_SCALE: u32 = 50;
+pub const OFFLINE_WORKSTATIONS: u32 = OFFLINE_SCALE * WORKSTATIONS_PER_SCALE;
 
 pub struct Capture {
     pub path: PathBuf,

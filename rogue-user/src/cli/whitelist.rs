@@ -22,7 +22,7 @@ use crate::{
         HostReport, Window,
         whitelist::{Prefix, Whitelist, WhitelistEntry},
     },
-    store::Access,
+    store::{Access, Store, StoreError},
     triage::{self, Decider, Via},
 };
 
@@ -147,7 +147,7 @@ pub fn run(args: WhitelistArgs) -> anyhow::Result<ExitCode> {
             list(&whitelist, format_or_default(format))?
         }
         WhitelistAction::Add { address, by, service, name, reason, on, force } => {
-            let mut engine = config.open_for_whitelisting(DnsUse::Stored { resolve: false })?.engine;
+            let (mut whitelist, mut store) = whitelist_and_store(config, true)?;
             let decider = Decider::now(by, Via::Cli);
             let entry = WhitelistEntry {
                 address,
@@ -158,14 +158,21 @@ pub fn run(args: WhitelistArgs) -> anyhow::Result<ExitCode> {
                 verified_on: Some(on.unwrap_or(decider.today)),
                 force,
             };
-            triage::add_entry(&mut engine, entry, &decider)?;
-            eprintln!("rogue: {address} added to {}", engine.whitelist.path().display());
+            triage::add_entry(&mut whitelist, store.as_deref_mut().map(|s| s as _), entry, &decider)?;
+            eprintln!("rogue: {address} added to {}", whitelist.path().display());
         }
         WhitelistAction::Remove { address, service, by, reason } => {
-            let mut engine = config.open(Access::ReadWrite, DnsUse::Stored { resolve: false })?.engine;
+            let (mut whitelist, mut store) = whitelist_and_store(config, false)?;
             let decider = Decider::now(by.unwrap_or_else(login_name), Via::Cli);
             let reason = reason.unwrap_or_default();
-            let removed = triage::remove_entry(&mut engine, address, service.as_deref(), &decider, &reason)?;
+            let removed = triage::remove_entry(
+                &mut whitelist,
+                store.as_deref_mut().map(|s| s as _),
+                address,
+                service.as_deref(),
+                &decider,
+                &reason,
+            )?;
             eprintln!("rogue: removed {removed} entr{} for {address}", if removed == 1 { "y" } else { "ies" });
         }
         WhitelistAction::Suggest { format, resolve } => {
@@ -192,6 +199,24 @@ pub fn run(args: WhitelistArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The whitelist (started if `create` and missing), and the store its
+/// changes are recorded in when there is one yet: an administrator often
+/// writes the whitelist before any traffic is stored, and is told the
+/// change is then in the file alone.
+fn whitelist_and_store(config: &EngineArgs, create: bool) -> anyhow::Result<(Whitelist, Option<Box<dyn Store>>)> {
+    let whitelist = load_whitelist(config, create)?;
+    let loaded = Config::load(&config::locate(config.files.file.config.as_deref())?)?;
+    let path = crate::engine::store_path(&config.paths(), &loaded);
+    match crate::store::open(&loaded, &path, Access::ReadWrite) {
+        Ok(store) => Ok((whitelist, Some(store))),
+        Err(StoreError::Missing { path }) => {
+            eprintln!("rogue: no store at {} yet: the whitelist file alone records this change", path.display());
+            Ok((whitelist, None))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Who runs rogue: the user sudo was run by, else the login name.

@@ -23,8 +23,11 @@ text-align:left;font-size:.9em}td.n{text-align:right;font-variant-numeric:tabula
 figure{margin:1em 0}img,figure svg{max-width:100%;height:auto;border:1px solid #ddd}\
 .verdict{font-size:1.2em;font-weight:bold}.advice{border-left:4px solid #b00;padding:.4em 1em;background:#fdf3f3}\
 .advice.ok{border-color:#070;background:#f3fbf3}\
-.state-open{color:#b00}.state-confirmed_rogue{color:#b00;font-weight:bold}.state-whitelisted{color:#070}\
-@media print{body{margin:0;max-width:none;font-size:10pt}nav,form,.screen{display:none}\
+.state-open{color:#b00}.state-confirmed_rogue{color:#b00;font-weight:bold}.state-whitelisted{color:#070}";
+
+/// The pages' print rules, last in any style sheet so they override it:
+/// a clean PDF, without what only a screen needs.
+pub const PRINT_STYLE: &str = "@media print{body{margin:0;max-width:none;font-size:10pt}nav,form,.screen{display:none}\
 section{break-inside:avoid-page}figure{break-inside:avoid}a{color:inherit;text-decoration:none}\
 h2{break-after:avoid}table{break-inside:auto}tr{break-inside:avoid}}";
 
@@ -65,7 +68,7 @@ fn time(ms: i64) -> String {
 fn head(out: &mut String, title: &str) {
     let _ = write!(
         out,
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body>\n",
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}{PRINT_STYLE}</style></head><body>\n",
         escape(title)
     );
 }
@@ -105,8 +108,18 @@ pub fn host_header(out: &mut String, page: &HostPage, generated: &str) {
 /// What a host's page says below its heading: the advice, the verdict
 /// and findings, the figures, the comparison and the peers.
 pub fn host_sections(out: &mut String, page: &HostPage, figures: &Figures) {
+    host_summary(out, page);
+    host_details(out, page, figures);
+}
+
+/// The advice, the verdict and the findings.
+pub fn host_summary(out: &mut String, page: &HostPage) {
     advice(out, page);
     verdict(out, page);
+}
+
+/// The figures, the activity, the comparison and the peers.
+pub fn host_details(out: &mut String, page: &HostPage, figures: &Figures) {
     let host = escape(&page.host.to_string());
     let _ = writeln!(out, "<section id=\"ports\"><h2>Port usage</h2>");
     for (file, what, inline) in [

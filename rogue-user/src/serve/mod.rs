@@ -388,13 +388,21 @@ fn decide(engine: &mut Engine, action: &str, form: &[(String, String)], decider:
                 verified_on: Some(decider.today),
                 force: false,
             };
-            triage::add_entry(engine, entry, decider)?;
+            triage::add_entry(&mut engine.whitelist, Some(&mut *engine.store as _), entry, decider)?;
             format!("{address} added to the whitelist")
         }
         "whitelist-remove" => {
             let text = required("address")?;
             let address: Prefix = text.parse().map_err(|e| anyhow::anyhow!("{text:?}: {e}"))?;
-            let removed = triage::remove_entry(engine, address, field(form, "service"), decider, reason.unwrap_or(""))?;
+            let store = Some(&mut *engine.store as _);
+            let removed = triage::remove_entry(
+                &mut engine.whitelist,
+                store,
+                address,
+                field(form, "service"),
+                decider,
+                reason.unwrap_or(""),
+            )?;
             format!("removed {removed} whitelist entr{} for {address}", if removed == 1 { "y" } else { "ies" })
         }
         other => anyhow::bail!("there is no action {other:?}"),

@@ -48,6 +48,7 @@ pub fn css() -> String {
            padding:.4em .8em}.sev-high{color:#b00;font-weight:bold}.sev-medium{color:#c60}.sev-low{color:#555}\
            .new{background:#fe9;padding:0 .3em;font-size:.8em}form.inline{display:inline}fieldset{border:1px solid \
            #ccc;margin:.6em 0}input[type=text],input[type=password]{min-width:18em}.filters label{margin-right:1em}"
+        + html::PRINT_STYLE
 }
 
 /// Who is looking, and what they may do.
@@ -207,7 +208,7 @@ pub fn findings(engine: &Engine, viewer: &Viewer, filter: &FindingsFilter) -> Re
         };
         let _ = write!(
             rows,
-            "<tr>{choose}<td class=\"sev-{level}\">{level}</td><td>{}{new}</td><td>{}</td><td>{}</td><td>{}</td>\
+            "<tr>{choose}<td class=\"sev-{level}\">{level}</td><td>{}</td><td>{}{new}</td><td>{}</td><td>{}</td>\
              <td><a href=\"/host/{}?service={}\">{}</a></td><td class=\"state-{}\">{}</td><td>{}</td><td class=\"n\">{}</td></tr>",
             time(f.time_ms),
             time(f.created_ms),
@@ -310,10 +311,11 @@ pub fn host(
         }
         out.push_str("</p>");
     }
+    html::host_summary(&mut out, &page);
     if viewer.can_act {
         decisions(&mut out, viewer, &page, &here);
     }
-    html::host_sections(&mut out, &page, &figures);
+    html::host_details(&mut out, &page, &figures);
     standing(&mut out, engine, host)?;
     out.push_str("</body></html>\n");
     Ok(out)

@@ -144,6 +144,11 @@ impl SqliteStore {
     /// Runs `f` in one transaction: everything it wrote is kept if it
     /// returns Ok, nothing otherwise.
     fn transaction<T>(&mut self, f: impl FnOnce(&mut SqliteStore) -> Result<T>) -> Result<T> {
+        // Inside another (in_transaction), a step joins it: the outer one
+        // commits or rolls back the whole.
+        if !self.conn.is_autocommit() {
+            return f(self);
+        }
         self.run(|c| c.execute_batch("BEGIN IMMEDIATE"))?;
         match f(self) {
             Ok(value) => {

@@ -160,12 +160,37 @@ fn acknowledging_rejecting_and_accepting_read_back_the_same_on_both_backends() {
             vec!["findings", "ack", "3", "--by", "alice", "--reason", "a test run"],
             vec!["whitelist", "reject", "192.0.2.60", "--by", "bob", "--reason", "spam"],
             vec!["whitelist", "accept", "192.0.2.77", "--by", "carol", "--reason", "the relay"],
+            vec!["whitelist", "add", "198.51.100.0/28", "--by", "dan", "--reason", "partner relays"],
+            vec!["whitelist", "remove", "198.51.100.0/28", "--by", "dan", "--reason", "contract over"],
             vec!["evaluate"],
         ] {
             let done = workspace.rogue(&args);
             assert!(done.status.success(), "rogue {args:?}: {}", done.stderr);
         }
     }
+    // The audit trail, the same on both, newest first.
+    let trail = |workspace: &Workspace| -> Vec<Vec<Value>> {
+        let keys = ["by", "action", "service", "subject", "finding", "reason", "via"];
+        let history = workspace.json(&["whitelist", "history", "--format", "jsonl"]);
+        history.iter().map(|a| keys.iter().map(|k| a[*k].clone()).collect()).collect()
+    };
+    let expected: Vec<Vec<Value>> = [
+        ["dan", "whitelist_remove", "", "198.51.100.0/28", "null", "contract over", "cli"],
+        ["dan", "whitelist_add", "smtp", "198.51.100.0/28", "null", "partner relays", "cli"],
+        ["carol", "accept", "smtp", "192.0.2.77", "null", "the relay", "cli"],
+        ["bob", "reject", "smtp", "192.0.2.60", "null", "spam", "cli"],
+    ]
+    .iter()
+    .map(|row| row.iter().map(|v| serde_json::from_str(v).unwrap_or_else(|_| Value::from(*v))).collect())
+    .chain(std::iter::once({
+        let findings = sqlite.json(&["findings", "--format", "jsonl"]);
+        let third = findings.iter().find(|f| f["id"] == 3).unwrap();
+        let (service, host) = (third["service"].clone(), third["host"].clone());
+        vec!["alice".into(), "acknowledge".into(), service, host, 3.into(), "a test run".into(), "cli".into()]
+    }))
+    .collect();
+    assert_eq!(trail(&sqlite), expected);
+    assert_eq!(trail(&clickhouse), expected);
     for ((command, expected), (_, found)) in queries(&sqlite).into_iter().zip(queries(&clickhouse)) {
         assert_same(&without_action_times(found), &without_action_times(expected), &format!("rogue {command}"));
     }

@@ -278,3 +278,36 @@ fn the_console_is_read_only_and_on_loopback_unless_configured_otherwise() {
         refused.stderr
     );
 }
+
+/// `serve.with_agent`: the collector serves the console too, and its pages
+/// show what the collector found while it runs.
+#[test]
+fn the_collector_serves_the_console_beside_its_work() {
+    use crate::collect::{export_over_tcp, free_port, stop_collector};
+    let console_port = free_port();
+    let config = format!(
+        "{NETWORKS}metrics: {{listen: null}}\ndetection: {{evaluate_seconds: 1}}\n\
+         serve: {{listen: \"127.0.0.1:{console_port}\", with_agent: true}}\n"
+    );
+    let workspace = Workspace::new("serve-collector", &config, &example_whitelist());
+    let port = free_port();
+    let mut command = Command::new(ROGUE);
+    command.args(["-v", "collect", "--no-dns", "--listen", &format!("127.0.0.1:{port}"), "--config"]);
+    command.arg(workspace.config());
+    let mut collector = Running::spawn(command);
+    collector.wait_for_stderr(&format!("console on http://127.0.0.1:{console_port}/"), 1);
+    collector.wait_for_stderr("collector running", 1);
+    export_over_tcp(&scenario_capture("misconfiguration", 1), port, 1);
+    let url = format!("http://127.0.0.1:{console_port}/");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let page = loop {
+        let page = agent().get(&url).call().unwrap().into_string().unwrap();
+        if page.contains("/host/192.0.2.60?") || std::time::Instant::now() > deadline {
+            break page;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(page.contains("<td>fanout_burst</td>") && page.contains("<td>rogue_server</td>"), "{page}");
+    let stopped = stop_collector(collector);
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+}

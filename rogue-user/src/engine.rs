@@ -48,6 +48,9 @@ pub struct Engine {
     /// stand in for it.
     pub config_file: Option<PathBuf>,
     pub store: Box<dyn Store>,
+    /// Where the SQLite store is (the ClickHouse store's spool is beside
+    /// it), for another connection to it (see [`Engine::reader`]).
+    pub store_path: PathBuf,
     pub whitelist: Whitelist,
     /// What DNS answered, as the store holds it (disabled when DNS is off).
     pub dns: DnsFacts,
@@ -100,7 +103,8 @@ impl Engine {
             true => DnsFacts { enabled: true, hosts: known_host_names(&*store)? },
             false => DnsFacts::disabled(),
         };
-        Ok(Engine { config, config_file, store, whitelist, dns })
+        let store_path = store_path(paths, &config);
+        Ok(Engine { config, config_file, store, store_path, whitelist, dns })
     }
 
     /// What an evaluation records of its settings.
@@ -115,6 +119,12 @@ impl Engine {
             whitelist_path: text(self.whitelist.path()),
             whitelist_text: self.whitelist.text().to_string(),
         }
+    }
+
+    /// Opens another, read-only connection to the engine's store (a page
+    /// read on several threads at once).
+    pub fn reader(config: &Config, store_path: &Path) -> Result<Box<dyn Store>, StoreError> {
+        store::open(config, store_path, Access::ReadOnly)
     }
 
     pub fn detector(&self) -> Detector<'_> {

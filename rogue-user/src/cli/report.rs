@@ -17,6 +17,7 @@ use super::{
 use crate::{
     config::Service,
     detect::Window,
+    engine::Engine,
     report::{self, HostPage, IndexEntry, Request},
     store::Access,
 };
@@ -126,7 +127,8 @@ pub fn run(args: ReportArgs, quiet: bool) -> anyhow::Result<ExitCode> {
 /// A host's page for `service`, with its peers' PTR names.
 fn page(context: &Context, service: &Service, request: Request) -> anyhow::Result<HostPage> {
     let detector = context.detector();
-    let mut page = report::gather(&*context.engine.store, &detector, service, request)?;
+    let (config, path) = (&context.engine.config, &context.engine.store_path);
+    let mut page = report::gather(&|| Engine::reader(config, path), &detector, service, request)?;
     let peers: Vec<IpAddr> = page.clients.iter().chain(&page.servers).map(|p| p.peer).collect();
     page.peer_names = context.peer_names(&peers)?;
     Ok(page)

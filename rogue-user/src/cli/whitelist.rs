@@ -1,8 +1,9 @@
 //! `rogue whitelist`: the hand-verified whitelist and the feedback loop:
 //! list, add and remove entries; suggest hosts that behave like servers;
 //! accept a suggestion (it joins the whitelist) or reject it (the host is a
-//! confirmed rogue and is no longer suggested); calibrate the mail-share
-//! threshold on the whitelisted servers.
+//! confirmed rogue and is no longer suggested); the audit trail of those
+//! decisions (and acknowledgements), from here and from the console;
+//! calibrate the mail-share threshold on the whitelisted servers.
 
 use std::{io, net::IpAddr, process::ExitCode};
 
@@ -11,7 +12,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::{
-    context::{Context, DnsUse, EngineArgs},
+    context::{Context, DnsUse, EngineArgs, table_time},
     hosts::{HOST_COLUMNS, host_json},
     listing::{FORMAT_HELP, ListFormat, Listing, format_or_default},
     non_empty,
@@ -22,7 +23,7 @@ use crate::{
         HostReport, Window,
         whitelist::{Prefix, Whitelist, WhitelistEntry},
     },
-    store::{Access, Store, StoreError},
+    store::{Access, Action, Store, StoreError},
     triage::{self, Decider, Via},
 };
 
@@ -121,6 +122,11 @@ pub enum WhitelistAction {
         #[arg(long, default_value = "smtp")]
         service: String,
     },
+    /// The audit trail: every decision (acknowledge, accept, reject, add, remove), newest first, with who, when, why and how
+    History {
+        #[arg(long, value_enum, help = FORMAT_HELP)]
+        format: Option<ListFormat>,
+    },
     /// The service share of the whitelisted servers (their bytes on its share ports), to choose the threshold
     Calibrate {
         /// The service whose threshold to calibrate
@@ -193,6 +199,10 @@ pub fn run(args: WhitelistArgs) -> anyhow::Result<ExitCode> {
             let marked = triage::reject(&mut engine, host, &service, &Decider::now(by, Via::Cli), &reason)?;
             eprintln!("rogue: {host} recorded as a confirmed rogue {service} server; {marked} finding(s) marked");
         }
+        WhitelistAction::History { format } => {
+            let context = config.open(Access::ReadOnly, DnsUse::Stored { resolve: false })?;
+            history(&context.engine.store.actions()?, format_or_default(format))?
+        }
         WhitelistAction::Calibrate { service, format } => {
             let context = config.open(Access::ReadOnly, DnsUse::Stored { resolve: false })?;
             calibrate(&context, &service, format_or_default(format))?
@@ -251,6 +261,35 @@ fn list(whitelist: &Whitelist, format: ListFormat) -> io::Result<()> {
                 entry.verified_by.as_deref().unwrap_or("-"),
                 entry.verified_on.map(|d| d.to_string()).unwrap_or("-".into()),
                 entry.reason.as_deref().unwrap_or("-"),
+            )
+        })?;
+    }
+    listing.finish()
+}
+
+fn history(actions: &[Action], format: ListFormat) -> io::Result<()> {
+    const COLUMNS: &[&str] = &["time", "by", "action", "service", "subject", "finding", "reason", "via"];
+    let header = format!(
+        "{:<20} {:<12} {:<17} {:<7} {:<24} {:>7}  {:<4} reason",
+        "time", "by", "action", "service", "on", "finding", "via"
+    );
+    let mut listing = Listing::stdout(format, COLUMNS, &header)?;
+    for a in actions {
+        let time = table_time(a.at_ms);
+        let record = json!({
+            "time": crate::time::rfc3339_millis(a.at_ms * 1_000_000), "by": a.by, "action": a.action,
+            "service": a.service, "subject": a.subject, "finding": a.finding, "reason": a.reason, "via": a.via,
+        });
+        listing.record(&record, || {
+            format!(
+                "{time:<20} {:<12} {:<17} {:<7} {:<24} {:>7}  {:<4} {}",
+                a.by,
+                a.action,
+                if a.service.is_empty() { "-" } else { &a.service },
+                a.subject,
+                a.finding.map_or("-".into(), |id| id.to_string()),
+                a.via,
+                if a.reason.is_empty() { "-" } else { &a.reason }
             )
         })?;
     }

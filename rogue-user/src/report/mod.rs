@@ -16,7 +16,7 @@ use crate::{
     config::Service,
     detect::{Detector, HostReport},
     profile::{Direction, Role},
-    store::{Peer, Store, StoredFinding},
+    store::{Peer, Store, StoreError, StoredFinding},
     time::{MILLIS_PER_DAY, NANOS_PER_SEC, rfc3339_millis},
 };
 
@@ -103,13 +103,32 @@ pub struct IndexEntry {
     pub dir: String,
 }
 
-/// Gathers the page of `request.host` for `service` from the store.
-pub fn gather(store: &dyn Store, detector: &Detector<'_>, service: &Service, request: Request) -> Result<HostPage> {
+/// Opens a connection of its own to the store a page is gathered from.
+pub type OpenStore<'a> = dyn Fn() -> std::result::Result<Box<dyn Store>, StoreError> + Sync + 'a;
+
+/// Gathers the page of `request.host` for `service` from the store. The
+/// three parts that each read all of the host's qualifying flows (its
+/// traffic, its measurement by the method, the whitelisted server it is
+/// compared with) run at once, each on a connection from `open`: a busy
+/// MX has hundreds of thousands of them.
+pub fn gather(open: &OpenStore<'_>, detector: &Detector<'_>, service: &Service, request: Request) -> Result<HostPage> {
+    std::thread::scope(|scope| {
+        let measured = scope.spawn(|| -> Result<_> { Ok(detector.host(&*open()?, service, request.host)?) });
+        let compared = scope.spawn(|| whitelisted_peer(&*open()?, detector, service, request.host));
+        let traffic = traffic(&*open()?, detector, service, request);
+        let report = measured.join().expect("measuring a host does not panic")?;
+        let comparison = compared.join().expect("measuring a host does not panic")?;
+        let ptr = report.as_ref().and_then(|r| r.characteristics.ptr.clone());
+        Ok(HostPage { report, ptr, comparison, ..traffic? })
+    })
+}
+
+/// The page's traffic: what `gather` reads besides the measurements.
+fn traffic(store: &dyn Store, detector: &Detector<'_>, service: &Service, request: Request) -> Result<HostPage> {
     let host = request.host;
     let (first, last) = store.host_span(host)?.ok_or(ReportError::NoData(host))?;
     let stored_bin = detector.config.detection.bin_seconds.0 as i64;
-    let all_time = store.service_host(&service.name, host, i64::MIN, i64::MAX)?;
-    let service_began = all_time.as_ref().map(|a| a.first_ms.div_euclid(MILLIS_PER_DAY));
+    let service_began = store.service_host_first_ms(&service.name, host)?.map(|ms| ms.div_euclid(MILLIS_PER_DAY));
     let covered = store.covered_days()?;
     let default_from = match (service_began, covered.first()) {
         (Some(began), Some(&first_day)) => first.min((began - DAYS_BEFORE).max(first_day) * 86_400),
@@ -129,8 +148,8 @@ pub fn gather(store: &dyn Store, detector: &Detector<'_>, service: &Service, req
     let inbound = data::existence(&usage, Direction::Inbound, bin, from, to);
     let outbound = data::existence(&usage, Direction::Outbound, bin, from, to);
 
-    let smtp: BTreeMap<i64, (u64, u64)> =
-        store.daily_volumes(&service.name, host, from_ms, to_ms)?.into_iter().map(|(d, f, b)| (d, (f, b))).collect();
+    let (peers, service_days) = store.peers_and_days(&service.name, host, from_ms, to_ms)?;
+    let smtp: BTreeMap<i64, (u64, u64)> = service_days.into_iter().map(|(d, f, b)| (d, (f, b))).collect();
     let mut all: BTreeMap<i64, (u64, u64)> =
         store.host_daily(host, from_ms, to_ms)?.into_iter().map(|(d, f, b)| (d, (f, b))).collect();
     for &day in covered.range(from_ms.div_euclid(MILLIS_PER_DAY)..=to_ms.div_euclid(MILLIS_PER_DAY)) {
@@ -144,18 +163,14 @@ pub fn gather(store: &dyn Store, detector: &Detector<'_>, service: &Service, req
         })
         .collect();
 
-    let (clients, servers): (Vec<Peer>, Vec<Peer>) = store
-        .peers(&service.name, host, from_ms, to_ms)?
-        .into_iter()
-        .filter(|p| !p.internal)
-        .partition(|p| p.role == Role::Server);
-    let report = detector.host(store, service, host)?;
+    let (clients, servers): (Vec<Peer>, Vec<Peer>) =
+        peers.into_iter().filter(|p| !p.internal).partition(|p| p.role == Role::Server);
     let findings = store.findings_for_host(host)?.into_iter().filter(|f| f.service == service.name).collect();
     Ok(HostPage {
         host,
         service: service.clone(),
-        ptr: report.as_ref().and_then(|r| r.characteristics.ptr.clone()),
-        report,
+        ptr: None,
+        report: None,
         findings,
         inbound,
         outbound,
@@ -164,7 +179,7 @@ pub fn gather(store: &dyn Store, detector: &Detector<'_>, service: &Service, req
         clients,
         servers,
         peer_names: BTreeMap::new(),
-        comparison: whitelisted_peer(store, detector, service, host)?,
+        comparison: None,
         from,
         to,
     })
@@ -205,7 +220,7 @@ fn whitelisted_peer(
 /// first configured.
 pub fn first_service_of<'s>(store: &dyn Store, services: &'s [Service], host: IpAddr) -> Result<&'s Service> {
     for service in services {
-        if store.service_host(&service.name, host, i64::MIN, i64::MAX)?.is_some() {
+        if store.service_host_first_ms(&service.name, host)?.is_some() {
             return Ok(service);
         }
     }

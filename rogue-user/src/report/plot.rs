@@ -62,9 +62,7 @@ pub fn png_and_svg(figure: &impl Figure, size: (u32, u32)) -> Result<(Vec<u8>, S
         size.1,
         image::ColorType::Rgb8,
     )?;
-    let mut svg = String::new();
-    figure.draw(SVGBackend::with_string(&mut svg, size).into_drawing_area())?;
-    Ok((png, svg))
+    Ok((png, svg(figure, size)?))
 }
 
 /// Draws `figure` as SVG text alone (a page that shows it inline).
@@ -72,7 +70,55 @@ pub fn svg(figure: &impl Figure, size: (u32, u32)) -> Result<String> {
     register_font();
     let mut svg = String::new();
     figure.draw(SVGBackend::with_string(&mut svg, size).into_drawing_area())?;
-    Ok(svg)
+    Ok(compact_rects(&svg))
+}
+
+/// `svg` with each run of filled rectangles of one colour (plotters writes
+/// one element of some 90 bytes per existence mark) as one path of
+/// `M x y h w v h h -w z` steps, the same picture in a fifth of the text.
+pub fn compact_rects(svg: &str) -> String {
+    let mut out = String::with_capacity(svg.len() / 3);
+    let mut run: Option<(String, String)> = None;
+    for line in svg.lines() {
+        match filled_rect(line) {
+            Some((fill, [x, y, w, h])) => {
+                let step = format!("M{x} {y}h{w}v{h}h-{w}z");
+                match &mut run {
+                    Some((colour, path)) if *colour == fill => path.push_str(&step),
+                    _ => {
+                        close_run(&mut out, run.take());
+                        run = Some((fill.to_string(), step));
+                    }
+                }
+            }
+            None => {
+                close_run(&mut out, run.take());
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    close_run(&mut out, run);
+    out
+}
+
+fn close_run(out: &mut String, run: Option<(String, String)>) {
+    if let Some((fill, path)) = run {
+        out.push_str(&format!("<path fill=\"{fill}\" d=\"{path}\"/>\n"));
+    }
+}
+
+/// The fill and x, y, width, height of a line plotters writes for an
+/// opaque filled rectangle without a stroke:
+/// `<rect x="115" y="499" width="1" height="3" opacity="1" fill="#4682B4" stroke="none"/>`.
+fn filled_rect(line: &str) -> Option<(&str, [&str; 4])> {
+    let attributes = line.strip_prefix("<rect x=\"")?.strip_suffix("\" stroke=\"none\"/>")?;
+    let values: Vec<&str> = attributes.split('"').collect();
+    let [x, " y=", y, " width=", w, " height=", h, " opacity=", "1", " fill=", fill] = values[..] else {
+        return None;
+    };
+    let number = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit() || b == b'-' || b == b'.');
+    [x, y, w, h].into_iter().all(number).then_some((fill, [x, y, w, h]))
 }
 
 /// A bitmap backend whose text rogue draws: plotters 0.3.7 places each
@@ -283,8 +329,21 @@ where
     // A mark at least 3 px high, however compressed the scale.
     let plot_height = chart.plotting_area().dim_in_pixel().1.max(1) as f64;
     let mark = 3.0 * 2048.0 / plot_height;
+    // One mark per pixel it covers, of the highest class there: months of
+    // an MX's ephemeral ports put hundreds of cells on one pixel, and
+    // drawing each would only bloat the figure (the JSON keeps them all).
+    let mut on_pixel: std::collections::HashMap<(i32, i32), &super::data::Cell> = std::collections::HashMap::new();
+    for cell in &plot.cells {
+        let pixel = chart.backend_coord(&(cell.bin, port_scale(cell.port)));
+        let kept = on_pixel.entry(pixel).or_insert(cell);
+        if cell.class > kept.class {
+            *kept = cell;
+        }
+    }
+    let mut marks: Vec<&super::data::Cell> = on_pixel.into_values().collect();
+    marks.sort_unstable();
     for (class, colour) in CLASS_COLOURS.iter().enumerate() {
-        let cells = plot.cells.iter().filter(|c| c.class as usize == class + 1);
+        let cells = marks.iter().filter(|c| c.class as usize == class + 1);
         chart
             .draw_series(cells.map(|c| {
                 let y = port_scale(c.port);
@@ -458,6 +517,20 @@ mod tests {
         assert_eq!(spread(&[495, 496], 13, 0, 500), [481, 494], "kept within the plot");
         let many = spread(&[50; 10], 13, 0, 500);
         assert!(many.windows(2).all(|w| w[1] - w[0] >= 13), "{many:?}");
+    }
+
+    #[test]
+    fn runs_of_filled_rectangles_become_one_path_each_and_nothing_else_changes() {
+        let svg = "<svg>\n<rect x=\"1\" y=\"2\" width=\"3\" height=\"4\" opacity=\"1\" fill=\"#4682B4\" stroke=\"none\"/>\n\
+                   <rect x=\"5\" y=\"6\" width=\"1\" height=\"3\" opacity=\"1\" fill=\"#4682B4\" stroke=\"none\"/>\n\
+                   <rect x=\"5\" y=\"9\" width=\"1\" height=\"3\" opacity=\"0.5\" fill=\"#4682B4\" stroke=\"none\"/>\n\
+                   <rect x=\"7\" y=\"8\" width=\"1\" height=\"3\" opacity=\"1\" fill=\"#C81E1E\" stroke=\"none\"/>\n</svg>\n";
+        assert_eq!(
+            compact_rects(svg),
+            "<svg>\n<path fill=\"#4682B4\" d=\"M1 2h3v4h-3zM5 6h1v3h-1z\"/>\n\
+             <rect x=\"5\" y=\"9\" width=\"1\" height=\"3\" opacity=\"0.5\" fill=\"#4682B4\" stroke=\"none\"/>\n\
+             <path fill=\"#C81E1E\" d=\"M7 8h1v3h-1z\"/>\n</svg>\n"
+        );
     }
 
     #[test]

@@ -287,7 +287,8 @@ pub fn host(
         None => report::first_service_of(&*engine.store, services, host)?,
     };
     let request = Request { host, from_ms: None, to_ms: None, bin_seconds: 600 };
-    let page = match report::gather(&*engine.store, &engine.detector(), service, request) {
+    let (config, path) = (&engine.config, &engine.store_path);
+    let page = match report::gather(&|| Engine::reader(config, path), &engine.detector(), service, request) {
         Err(e @ report::ReportError::NoData(_)) => return Err(PageError::NotFound(e.to_string())),
         other => other?,
     };

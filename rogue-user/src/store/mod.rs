@@ -204,6 +204,8 @@ pub trait Traffic {
     /// When the last of `host`'s qualifying flows of `service` starting in
     /// the window ended, if it had any.
     fn service_host_last_ms(&self, service: &str, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Option<i64>>;
+    /// When `host`'s first qualifying flow of `service` started, if it has any.
+    fn service_host_first_ms(&self, service: &str, host: IpAddr) -> Result<Option<i64>>;
     /// One host's activity for `service` in the window, if it had any.
     fn service_host(&self, service: &str, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Option<HostActivity>>;
     /// Every host with qualifying flows of `service` starting in the window, by address.
@@ -225,6 +227,18 @@ pub trait Traffic {
     ) -> Result<Vec<(i64, IpAddr)>>;
     /// `host`'s peers for `service` in the window, most bytes first.
     fn peers(&self, service: &str, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Vec<Peer>>;
+    /// [`peers`](Self::peers) and [`daily_volumes`](Self::daily_volumes)
+    /// at once (a backend may read the flows once for both).
+    #[allow(clippy::type_complexity)]
+    fn peers_and_days(
+        &self,
+        service: &str,
+        host: IpAddr,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<(Vec<Peer>, Vec<(i64, u64, u64)>)> {
+        Ok((self.peers(service, host, from_ms, to_ms)?, self.daily_volumes(service, host, from_ms, to_ms)?))
+    }
     /// The first and last bin (seconds) with traffic of `host`.
     fn host_span(&self, host: IpAddr) -> Result<Option<(i64, i64)>>;
     /// Per day (since the epoch): all of `host`'s flows and bytes.

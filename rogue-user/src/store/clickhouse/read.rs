@@ -279,6 +279,19 @@ impl Traffic for ClickHouseStore {
         self.addrs(rows)
     }
 
+    fn service_host_first_ms(&self, service: &str, host: IpAddr) -> Result<Option<i64>> {
+        #[derive(Deserialize)]
+        struct First {
+            flows: u64,
+            first_ms: i64,
+        }
+        let first: First = self.client.select_one(&format!(
+            "SELECT count() AS flows, min(start_ms) AS first_ms FROM service_flows WHERE {}",
+            host_service_window(service, host, i64::MIN, i64::MAX)
+        ))?;
+        Ok((first.flows > 0).then_some(first.first_ms))
+    }
+
     fn service_host_last_ms(&self, service: &str, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Option<i64>> {
         #[derive(Deserialize)]
         struct Last {

@@ -3,7 +3,7 @@
 //! sources themselves.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
 };
 
@@ -13,6 +13,7 @@ use super::{SqliteStore, addr, ports};
 use crate::{
     profile::Role,
     store::{HostActivity, LIVE_SQL, Peer, Pending, PortUsageRow, Result, Source, StoreError, Traffic},
+    time::MILLIS_PER_DAY,
 };
 
 impl Traffic for SqliteStore {
@@ -94,6 +95,13 @@ impl Traffic for SqliteStore {
         })
     }
 
+    fn service_host_first_ms(&self, service: &str, host: IpAddr) -> Result<Option<i64>> {
+        self.run(|c| {
+            c.prepare_cached("SELECT min(start_ms) FROM service_flows WHERE service = ? AND host = ?")?
+                .query_row(params![service, host.to_string()], |row| row.get(0))
+        })
+    }
+
     fn service_host(&self, service: &str, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Option<HostActivity>> {
         // A statement of its own: one that also served every host could
         // not use the index on the host.
@@ -134,16 +142,18 @@ impl Traffic for SqliteStore {
     }
 
     fn daily_volumes(&self, service: &str, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Vec<(i64, u64, u64)>> {
-        self.run(|c| {
-            let mut statement = c.prepare_cached(
-                "SELECT start_ms / 86400000 AS day, count(*), sum(bytes) FROM service_flows
-                 WHERE service = ? AND host = ? AND start_ms BETWEEN ? AND ? GROUP BY day ORDER BY day",
-            )?;
-            let rows = statement.query_map(params![service, host.to_string(), from_ms, to_ms], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-            })?;
-            rows.collect()
+        // Summed here: GROUP BY would sort every flow first (a busy MX has
+        // hundreds of thousands), a map of days does not.
+        let mut days: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+        self.each_service_flow("start_ms, bytes", service, host, from_ms, to_ms, |row| {
+            let day = row.get::<_, i64>(0)?.div_euclid(MILLIS_PER_DAY);
+            let counts = days.entry(day).or_default();
+            counts.0 += 1;
+            counts.1 += row.get::<_, u64>(1)?;
+            Ok(())
         })
+        .map_err(|e| self.error(e))?;
+        Ok(days.into_iter().map(|(day, (flows, bytes))| (day, flows, bytes)).collect())
     }
 
     fn opened_to_external_servers(
@@ -167,26 +177,78 @@ impl Traffic for SqliteStore {
     }
 
     fn peers(&self, service: &str, host: IpAddr, from_ms: i64, to_ms: i64) -> Result<Vec<Peer>> {
-        self.run(|c| {
-            let mut statement = c.prepare_cached(
-                "SELECT peer, peer_internal, role, count(*), sum(packets), sum(bytes), min(start_ms), max(end_ms)
-                 FROM service_flows WHERE service = ? AND host = ? AND start_ms BETWEEN ? AND ?
-                 GROUP BY peer, role ORDER BY sum(bytes) DESC, peer, role",
-            )?;
-            let rows = statement.query_map(params![service, host.to_string(), from_ms, to_ms], |row| {
-                Ok(Peer {
-                    peer: addr(row, 0)?,
-                    internal: row.get(1)?,
-                    role: Role::parse(row.get_ref(2)?.as_str()?).unwrap_or(Role::Client),
-                    flows: row.get(3)?,
-                    packets: row.get(4)?,
-                    bytes: row.get(5)?,
-                    first_ms: row.get(6)?,
-                    last_ms: row.get(7)?,
-                })
-            })?;
-            rows.collect()
+        Ok(self.peers_and_days(service, host, from_ms, to_ms)?.0)
+    }
+
+    fn peers_and_days(
+        &self,
+        service: &str,
+        host: IpAddr,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<(Vec<Peer>, Vec<(i64, u64, u64)>)> {
+        // One pass over the flows, summed in maps as daily_volumes; each
+        // peer's text is allocated once, not per flow.
+        #[derive(Default)]
+        struct Sums {
+            internal: bool,
+            flows: u64,
+            packets: u64,
+            bytes: u64,
+            first_ms: i64,
+            last_ms: i64,
+        }
+        let mut by_peer: HashMap<String, [Option<Sums>; 2]> = HashMap::new();
+        let mut days: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+        let columns = "peer, peer_internal, role, packets, bytes, start_ms, end_ms";
+        self.each_service_flow(columns, service, host, from_ms, to_ms, |row| {
+            let peer = row.get_ref(0)?.as_str()?;
+            let role = usize::from(row.get_ref(2)?.as_str()? == "server");
+            let roles = match by_peer.get_mut(peer) {
+                Some(roles) => roles,
+                None => by_peer.entry(peer.to_string()).or_default(),
+            };
+            let sums =
+                roles[role].get_or_insert_with(|| Sums { first_ms: i64::MAX, last_ms: i64::MIN, ..Sums::default() });
+            let (bytes, start_ms): (u64, i64) = (row.get(4)?, row.get(5)?);
+            sums.internal = row.get(1)?;
+            sums.flows += 1;
+            sums.packets += row.get::<_, u64>(3)?;
+            sums.bytes += bytes;
+            sums.first_ms = sums.first_ms.min(start_ms);
+            sums.last_ms = sums.last_ms.max(row.get(6)?);
+            let day = days.entry(start_ms.div_euclid(MILLIS_PER_DAY)).or_default();
+            day.0 += 1;
+            day.1 += bytes;
+            Ok(())
         })
+        .map_err(|e| self.error(e))?;
+        let mut peers = Vec::new();
+        for (text, roles) in by_peer {
+            let peer: IpAddr = text.parse().map_err(|e| {
+                self.error(rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+            })?;
+            for (role, sums) in [Role::Client, Role::Server].into_iter().zip(roles) {
+                let Some(s) = sums else { continue };
+                let entry = Peer {
+                    peer,
+                    internal: s.internal,
+                    role,
+                    flows: s.flows,
+                    packets: s.packets,
+                    bytes: s.bytes,
+                    first_ms: s.first_ms,
+                    last_ms: s.last_ms,
+                };
+                peers.push((text.clone(), entry));
+            }
+        }
+        // As SQL ordered them: by bytes, then the address as text, then the role.
+        peers.sort_by(|(a_text, a), (b_text, b)| {
+            b.bytes.cmp(&a.bytes).then_with(|| a_text.cmp(b_text)).then_with(|| a.role.as_str().cmp(b.role.as_str()))
+        });
+        let days = days.into_iter().map(|(day, (flows, bytes))| (day, flows, bytes)).collect();
+        Ok((peers.into_iter().map(|(_, peer)| peer).collect(), days))
     }
 
     fn host_span(&self, host: IpAddr) -> Result<Option<(i64, i64)>> {
@@ -270,6 +332,29 @@ impl SqliteStore {
             })?;
             rows.collect()
         })
+    }
+}
+
+impl SqliteStore {
+    /// Calls `each` with the `columns` of every qualifying flow of
+    /// `service` by `host` starting between `from_ms` and `to_ms`.
+    fn each_service_flow(
+        &self,
+        columns: &str,
+        service: &str,
+        host: IpAddr,
+        from_ms: i64,
+        to_ms: i64,
+        mut each: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<()>,
+    ) -> rusqlite::Result<()> {
+        let mut statement = self.conn.prepare_cached(&format!(
+            "SELECT {columns} FROM service_flows WHERE service = ? AND host = ? AND start_ms BETWEEN ? AND ?"
+        ))?;
+        let mut rows = statement.query(params![service, host.to_string(), from_ms, to_ms])?;
+        while let Some(row) = rows.next()? {
+            each(row)?;
+        }
+        Ok(())
     }
 }
 

@@ -286,7 +286,7 @@ fn the_collector_serves_the_console_beside_its_work() {
     use crate::collect::{export_over_tcp, free_port, stop_collector};
     let console_port = free_port();
     let config = format!(
-        "{NETWORKS}metrics: {{listen: null}}\ndetection: {{evaluate_seconds: 1}}\n\
+        "{NETWORKS}metrics: {{listen: null}}\ndetection: {{evaluate_seconds: 1}}\nstore: {{retention_days: 36500}}\n\
          serve: {{listen: \"127.0.0.1:{console_port}\", with_agent: true}}\n"
     );
     let workspace = Workspace::new("serve-collector", &config, &example_whitelist());

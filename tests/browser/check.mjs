@@ -3,20 +3,10 @@
 // (console, page, failed or network requests), the images with their
 // natural sizes, headings, tables, links and text. Writes a screenshot.
 // Usage: node check.mjs file:///path/index.html screenshot.png
-import { chromium } from 'playwright-core';
+import { open } from './chromium.mjs';
 
 const [url, screenshot] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-         '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
-const page = await browser.newPage({ viewport: { width: 1300, height: 900 } });
-const errors = [];
-page.on('console', (m) => { if (m.type() === 'error') errors.push(`console: ${m.text()}`); });
-page.on('pageerror', (e) => errors.push(`page: ${e.message}`));
-page.on('requestfailed', (r) => errors.push(`request failed: ${r.url()} ${r.failure()?.errorText}`));
-page.on('request', (r) => { if (!r.url().startsWith('file:')) errors.push(`network request: ${r.url()}`); });
+const { browser, page, errors } = await open('file:');
 await page.goto(url, { waitUntil: 'load' });
 const result = await page.evaluate(() => ({
   title: document.title,

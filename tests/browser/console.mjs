@@ -5,20 +5,10 @@
 // error (console, page, failed request, or any request off the server).
 // Writes screenshots into the directory given.
 // Usage: node console.mjs http://127.0.0.1:PORT USER PASSWORD SCREENSHOT_DIR
-import { chromium } from 'playwright-core';
+import { open } from './chromium.mjs';
 
 const [base, user, password, shots] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-         '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
-const page = await browser.newPage({ viewport: { width: 1300, height: 900 } });
-const errors = [];
-page.on('console', (m) => { if (m.type() === 'error') errors.push(`console: ${m.text()}`); });
-page.on('pageerror', (e) => errors.push(`page: ${e.message}`));
-page.on('requestfailed', (r) => errors.push(`request failed: ${r.url()} ${r.failure()?.errorText}`));
-page.on('request', (r) => { if (!r.url().startsWith(base + '/')) errors.push(`request off the server: ${r.url()}`); });
+const { browser, page, errors } = await open(base + '/');
 
 // Submits the form `form` (a locator) by its button and waits for the page it leads to.
 async function submit(form) {

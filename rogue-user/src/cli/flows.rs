@@ -266,6 +266,13 @@ impl StopSignals {
 }
 
 fn live(args: &FlowsArgs, mut cache: FlowCache, output: &mut FlowOutput<impl Write>) -> anyhow::Result<()> {
+    // Signals are caught before the meter attaches: Ctrl-C the moment it
+    // is attached still ends with the summary, not killed mid-way.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut stop = {
+        let _in_runtime = runtime.enter();
+        StopSignals::catch()?
+    };
     check_interfaces(&args.iface).map_err(anyhow::Error::msg)?;
     let mut meter = XdpMeter::load(args.flow_map_entries, args.kernel_log)?;
     let mut rx_at_start = Vec::new();
@@ -276,12 +283,10 @@ fn live(args: &FlowsArgs, mut cache: FlowCache, output: &mut FlowOutput<impl Wri
     }
     info!("metering {}; Ctrl-C to stop", args.iface.join(", "));
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let mut ticks = tokio::time::interval(args.interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.tick().await;
-        let mut stop = StopSignals::catch()?;
         let stop_after = until(args.duration);
         tokio::pin!(stop_after);
         loop {

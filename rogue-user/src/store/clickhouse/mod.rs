@@ -409,14 +409,18 @@ fn schema_version(client: &Client) -> Result<i64> {
     Ok(client.select_one::<Count>("SELECT max(version) AS n FROM schema_versions")?.n as i64)
 }
 
-/// This process as a writer: unique among the processes writing to one
-/// server (host name, process id, start time), and a file name.
+/// This connection as a writer: unique among the processes writing to one
+/// server (host name, process id, start time) and among the connections
+/// of one process (a console page reads on several at once), and a file
+/// name.
 fn writer_name() -> String {
+    static OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let host: String =
         host.trim().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
     let started = jiff::Timestamp::now().as_millisecond();
-    format!("{host}-{}-{started}", std::process::id())
+    let connection = OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{host}-{}-{started}-{connection}", std::process::id())
 }
 
 fn spool_error(server: &str, error: SpoolError) -> StoreError {

@@ -449,3 +449,27 @@ fn a_report_follows_its_service_and_labels_the_services_own_ports() {
     assert_eq!(unknown.status.code(), Some(1));
     assert!(unknown.stderr.contains("no service \"ntp\" in the configuration (smtp, rdp)"), "{}", unknown.stderr);
 }
+
+/// A host whose mail began in the capture: the page starts a week before
+/// (the store has those days), with the days of nothing shown as zeros,
+/// says when it began, and marks it on the figure.
+#[test]
+fn the_page_shows_the_week_before_the_service_began() {
+    let workspace = Workspace::new("report-before", CONFIG, &example_whitelist());
+    workspace.analyze(&[&scenario_capture("vpn-failure", 1)]);
+    let out = report(&workspace, &["--host", "192.0.2.77"]);
+    let days = json(&out.join("activity.json"));
+    let days = days.as_array().unwrap();
+    let began = days.iter().find(|d| d["service_flows"].as_u64() > Some(0)).unwrap()["day"].as_i64().unwrap();
+    let first = days[0]["day"].as_i64().unwrap();
+    let store_first = "2008-02-01T00:00:00Z".parse::<jiff::Timestamp>().unwrap().as_second() / 86_400;
+    assert_eq!(first, (began - 7).max(store_first), "a week before, or the store's first day");
+    assert!(began > store_first, "the scenario's server starts after the capture does");
+    let before: Vec<&Value> = days.iter().filter(|d| d["day"].as_i64().unwrap() < began).collect();
+    assert!(!before.is_empty() && before.iter().all(|d| d["service_flows"] == 0), "{before:?}");
+    let day = jiff::Timestamp::from_second(began * 86_400).unwrap().strftime("%Y-%m-%d").to_string();
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(html.contains(&format!("SMTP activity began on {day}.")), "{html}");
+    let svg = std::fs::read_to_string(out.join("activity.svg")).unwrap();
+    assert!(svg.contains(&format!("SMTP began {day}")), "the figure marks it");
+}

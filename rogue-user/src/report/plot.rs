@@ -534,6 +534,22 @@ mod tests {
     }
 
     #[test]
+    fn text_keeps_each_glyphs_bearing_so_words_do_not_break() {
+        // plotters' own rasteriser dropped the left bearing: "1" and "T"
+        // drew left of their advance, opening gaps ("2008-02-1 3", "SM TP").
+        for text in ["2008-02-13", "SMTP", "440 - 4,501 bytes"] {
+            let (pixels, width, _) = rasterise(text, 12.0);
+            let mut columns: Vec<i32> = pixels.iter().filter(|p| p.2 > 0.3).map(|p| p.0).collect();
+            columns.sort_unstable();
+            columns.dedup();
+            let widest_gap = columns.windows(2).map(|w| w[1] - w[0] - 1).max().unwrap_or(0);
+            let words_gap = if text.contains(' ') { 5 } else { 2 };
+            assert!(widest_gap <= words_gap, "{text:?}: a gap of {widest_gap} px between inked columns");
+            assert!((columns[0] >= 0) && (columns[columns.len() - 1] <= width + 1), "{text:?} within its box");
+        }
+    }
+
+    #[test]
     fn bytes_read_in_units() {
         assert_eq!(
             [0.0, 950.0, 12_500.0, 3_200_000.0, 700_000.0, 1e15].map(human_bytes),

@@ -88,6 +88,14 @@ impl SqliteStore {
             // being read back.
             c.pragma_update(None, "cache_size", -131_072)
         })?;
+        if access == Access::ReadOnly {
+            // A reader (a console page, a query command) maps the file
+            // rather than copying its pages into a cache of its own: pages
+            // open several at once, each reading the same host's flows.
+            // rogue never shrinks the file (no VACUUM), which is what makes
+            // a mapping unsafe.
+            store.run(|c| c.pragma_update(None, "mmap_size", 1i64 << 40))?;
+        }
         Ok(store)
     }
 

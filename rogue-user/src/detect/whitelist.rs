@@ -209,6 +209,7 @@ impl Whitelist {
 
     /// Appends an entry to the file.
     pub fn add(&mut self, entry: WhitelistEntry) -> Result<(), WhitelistError> {
+        let _editing = self.begin_edit()?;
         self.check(&entry).map_err(|problem| WhitelistError::Entry {
             path: self.path.clone(),
             entry: format!("{}: ", entry.address),
@@ -237,6 +238,7 @@ impl Whitelist {
     /// Cuts the entries for `address` (and `service`, if given) out of the
     /// file; returns how many.
     pub fn remove(&mut self, address: Prefix, service: Option<&str>) -> Result<usize, WhitelistError> {
+        let _editing = self.begin_edit()?;
         let doomed: Vec<usize> = (0..self.entries.len())
             .filter(|&i| self.entries[i].address == address && service.is_none_or(|s| self.entries[i].service == s))
             .collect();
@@ -282,6 +284,37 @@ impl Whitelist {
     }
 
     /// Replaces the file atomically (a reader never sees half of it).
+    /// Takes the lock beside the file (`PATH.lock`, held until the
+    /// returned file is dropped) and reads the file again under it: two
+    /// editors at once (the CLI and the console, two analysts) each change
+    /// the file as the other left it, and no entry is lost.
+    fn begin_edit(&mut self) -> Result<std::fs::File, WhitelistError> {
+        use std::os::fd::AsRawFd;
+        let lock_path = PathBuf::from(format!("{}.lock", self.path.display()));
+        let write_error = |source| WhitelistError::Write { path: lock_path.clone(), source };
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(write_error)?;
+        }
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(write_error)?;
+        // SAFETY: flock(2) on a descriptor this function owns.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(write_error(std::io::Error::last_os_error()));
+        }
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) if text != self.text => *self = Whitelist::parse(&self.path, text, &self.services)?,
+            Ok(_) => {}
+            // Not written yet: this edit starts it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(ConfigError::Read { path: self.path.clone(), source }.into()),
+        }
+        Ok(lock)
+    }
+
     fn save(&mut self, text: String) -> Result<(), WhitelistError> {
         let write_error = |source| WhitelistError::Write { path: self.path.clone(), source };
         let temporary = self.path.with_extension("yaml.tmp");
@@ -314,6 +347,27 @@ mod tests {
         let path = dir.join("whitelist.yaml");
         std::fs::write(&path, text).unwrap();
         path
+    }
+
+    #[test]
+    fn two_editors_at_once_each_keep_the_others_entry() {
+        let path = temp("editors", "# ours\n");
+        let services = ["smtp".to_string()];
+        let mut first = Whitelist::load(&path, &services).unwrap();
+        let mut second = Whitelist::load(&path, &services).unwrap();
+        first.add(entry("192.0.2.25")).unwrap();
+        second.add(entry("192.0.2.26")).unwrap();
+        let after = Whitelist::load(&path, &services).unwrap();
+        let addresses: Vec<String> = after.entries().iter().map(|e| e.address.to_string()).collect();
+        assert_eq!(addresses, ["192.0.2.25", "192.0.2.26"], "{}", after.text());
+        assert!(after.text().starts_with("# ours\n"));
+        first.remove("192.0.2.26".parse().unwrap(), None).unwrap();
+        assert_eq!(
+            Whitelist::load(&path, &services).unwrap().entries().len(),
+            1,
+            "the other's entry, removed as asked"
+        );
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
     fn entry(address: &str) -> WhitelistEntry {

@@ -55,9 +55,7 @@ fn start_collector_under(workspace: &Workspace, wrapper: &[&str]) -> (Running, u
     (collector, port)
 }
 
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+pub(crate) use rogue_testkit::free_port;
 
 /// Stops the collector with SIGTERM once what the exporters sent has had
 /// time to arrive (its summary then counts it all), checking it exits well.

@@ -242,7 +242,7 @@ fn config_check_names_every_problem_with_its_line_and_prints_what_takes_effect()
 fn the_collector_tells_systemd_its_state_and_the_journal_its_lifecycle() {
     let workspace = Workspace::new("notify", CONFIG, &example_whitelist());
     let notify = NotifySocket::bind("collector");
-    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = rogue_testkit::free_port();
     let mut command = Command::new(ROGUE);
     command.args(["collect", "--no-dns", "--listen", &format!("127.0.0.1:{port}"), "--config"]);
     command.arg(workspace.config());

@@ -76,7 +76,7 @@ fn an_ipfix_file_holds_the_templates_and_every_flow() {
 
 /// `rogue flows --listen` on a free loopback port, printing JSON; stopped by SIGINT.
 fn rogue_collector() -> (rogue_testkit::process::Running, u16) {
-    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = rogue_testkit::free_port();
     let mut command = Command::new(ROGUE);
     command.args(["-v", "flows", "--format", "jsonl", "--listen", &format!("127.0.0.1:{port}")]);
     let mut collector = rogue_testkit::process::Running::spawn(command);

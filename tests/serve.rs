@@ -258,6 +258,40 @@ fn the_console_is_read_only_and_on_loopback_unless_configured_otherwise() {
     let (code, _) = status(http.get(&format!("{url}/host/198.51.100.1")).call());
     assert_eq!(code, 404, "a host the store has no traffic of");
 
+    // The list's filters, and the rows alone for the live refresh.
+    let rows = |query: &str| -> Vec<Vec<String>> {
+        let page = http.get(&format!("{url}/{query}")).call().unwrap().into_string().unwrap();
+        let body = page.split("<tbody>").nth(1).map_or(page.as_str(), |b| b.split("</tbody>").next().unwrap());
+        body.split("<tr>")
+            .skip(1)
+            .map(|row| {
+                row.split("<td")
+                    .skip(1)
+                    .map(|cell| {
+                        let text = cell.split_once('>').unwrap().1.split("</td>").next().unwrap();
+                        text.split('<').next().unwrap().trim().to_string()
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let all = rows("?state=all");
+    assert_eq!(all.len(), workspace.json(&["findings", "--format", "jsonl"]).len());
+    assert_eq!(rows("?state=all&rows=1"), all, "the refresh's rows are the page's");
+    assert!(rows("?state=all&kind=fanout_burst").iter().all(|r| r[3] == "fanout_burst"));
+    assert_eq!(rows("?state=all&kind=fanout_burst").len(), 1);
+    assert_eq!(rows("?state=all&new=1d"), all, "every finding was first reported today");
+    assert_eq!(rows("?state=acknowledged"), Vec::<Vec<String>>::new());
+    // Most severe first, and within a severity the most recent first.
+    let rank = |s: &str| ["high", "medium", "low"].iter().position(|l| *l == s).unwrap();
+    for pair in all.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        assert!(rank(&a[0]) < rank(&b[0]) || (a[0] == b[0] && a[1] >= b[1]), "{a:?} before {b:?}");
+    }
+    let (code, body) = status(http.get(&format!("{url}/?new=soon")).call());
+    assert_eq!(code, 400);
+    assert!(body.contains("new=&quot;soon&quot;: choose 1d, 7d or 30d"), "{body}");
+
     let refused = workspace.rogue(&["serve", "--listen", "0.0.0.0:0"]);
     assert!(!refused.status.success());
     assert!(

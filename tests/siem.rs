@@ -268,10 +268,6 @@ impl Drop for Receiver {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn requests(dir: &std::path::Path) -> Vec<Value> {
     let text = std::fs::read_to_string(dir.join("requests")).unwrap_or_default();
     text.lines().map(|line| serde_json::from_str(line).unwrap()).collect()
@@ -312,7 +308,8 @@ fn start_collector(workspace: &Workspace, port: u16) -> rogue_testkit::process::
 /// in order, and the spool ends empty.
 #[test]
 fn a_webhook_gets_every_finding_exactly_once_through_a_dead_endpoint_500s_and_a_restart() {
-    let (hook_port, collect_port, metrics_port) = (free_port(), free_port(), free_port());
+    let (hook_port, collect_port, metrics_port) =
+        (rogue_testkit::free_port(), rogue_testkit::free_port(), rogue_testkit::free_port());
     let url = format!("http://127.0.0.1:{hook_port}/findings");
     let config = format!(
         "internal_networks: [192.0.2.0/24, 2001:db8:10::/48]\nstore: {{retention_days: 36500}}\n\
@@ -393,7 +390,7 @@ struct AlertmanagerServer {
 
 impl AlertmanagerServer {
     fn start(dir: &std::path::Path) -> AlertmanagerServer {
-        let port = free_port();
+        let port = rogue_testkit::free_port();
         std::fs::write(dir.join("alertmanager.yml"), "route: {receiver: none}\nreceivers: [{name: none}]\n").unwrap();
         let child = rogue_testkit::require("prometheus-alertmanager")
             .arg(format!("--config.file={}", dir.join("alertmanager.yml").display()))
@@ -438,7 +435,7 @@ fn findings_are_alerts_in_alertmanager_and_resolve_when_acknowledged_or_whitelis
         alertmanager.port
     );
     std::fs::write(workspace.config(), config).unwrap();
-    let collect_port = free_port();
+    let collect_port = rogue_testkit::free_port();
     let collector = start_collector(&workspace, collect_port);
     export_scenario(std::process::Command::new(rogue_testkit::process::ROGUE), "all", collect_port);
     wait_until("seven alerts", || alertmanager.active().len() == 7);
@@ -627,7 +624,7 @@ fn an_https_webhook_is_trusted_through_its_ca_file_and_only_then() {
         let made = rogue_testkit::require("openssl").args(args.split(' ')).current_dir(dir).output().unwrap();
         assert!(made.status.success(), "openssl {args}: {}", String::from_utf8_lossy(&made.stderr));
     }
-    let (hook_port, collect_port) = (free_port(), free_port());
+    let (hook_port, collect_port) = (rogue_testkit::free_port(), rogue_testkit::free_port());
     std::fs::write(dir.join("status"), "200").unwrap();
     let receiver = Receiver::start(hook_port, dir, &[&dir.join("cert.pem"), &dir.join("key.pem")]);
     let url = format!("https://127.0.0.1:{hook_port}/findings");

@@ -5,7 +5,6 @@
 //! ZooKeeper (Debian's), which ON CLUSTER statements need.
 
 use std::{
-    net::TcpListener,
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -20,18 +19,14 @@ pub struct ClickHouse {
     child: Option<Child>,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 impl ClickHouse {
     pub fn start(name: &str) -> ClickHouse {
-        ClickHouse::configured(name, free_port(), free_port(), "")
+        ClickHouse::configured(name, crate::free_port(), crate::free_port(), "")
     }
 
     /// The servers of `cluster`, one shard each, coordinated by `zookeeper`.
     pub fn cluster(name: &str, cluster: &str, shards: usize, zookeeper: &ZooKeeper) -> Vec<ClickHouse> {
-        let ports: Vec<(u16, u16)> = (0..shards).map(|_| (free_port(), free_port())).collect();
+        let ports: Vec<(u16, u16)> = (0..shards).map(|_| (crate::free_port(), crate::free_port())).collect();
         let replicas: String = ports
             .iter()
             .map(|(_, tcp)| format!("<shard><replica><host>127.0.0.1</host><port>{tcp}</port></replica></shard>"))
@@ -160,7 +155,7 @@ impl ZooKeeper {
         let dir = std::env::temp_dir().join(format!("rogue-zookeeper-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("data")).unwrap();
-        let port = free_port();
+        let port = crate::free_port();
         std::fs::write(
             dir.join("zoo.cfg"),
             format!(

@@ -36,16 +36,8 @@ impl Nsd {
         let dir = std::env::temp_dir().join(format!("rogue-nsd-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        // NSD listens on the port over UDP and TCP: a port free for UDP
-        // alone may be another test's TCP listener (a ClickHouse or a
-        // collector), and NSD then does not start.
-        let free_port = || loop {
-            let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let port = tcp.local_addr().unwrap().port();
-            if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-                return port;
-            }
-        };
+        // NSD listens on the port over UDP and TCP.
+        let free_port = crate::free_port;
         let port = match netns {
             Some(netns) => in_netns(netns, free_port).join().unwrap(),
             None => free_port(),
@@ -191,7 +183,8 @@ pub struct Dnsmasq {
 impl Dnsmasq {
     pub fn start(records: &[&str]) -> Dnsmasq {
         require("dnsmasq");
-        let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // dnsmasq listens on TCP too.
+        let port = crate::free_port();
         let child = Command::new("dnsmasq")
             .args(["--keep-in-foreground", "--no-daemon", "--bind-interfaces", "--listen-address=127.0.0.1"])
             .args(["--no-resolv", "--no-hosts", "--conf-file=/dev/null", "--user=root", "--pid-file="])

@@ -23,6 +23,20 @@ use rogue::{
 };
 use rogue_common::MeterCounters;
 
+/// A loopback port free for both TCP and UDP, in the calling thread's
+/// network namespace: rogue's collector, NSD and ClickHouse listen on
+/// both, and a port checked for one alone may be another test's listener
+/// on the other (tests run at once).
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// The real captures (see tests/captures/PROVENANCE.md).
 pub fn captures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/captures")

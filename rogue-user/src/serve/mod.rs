@@ -132,16 +132,23 @@ fn session(console: &Console, headers: &HeaderMap) -> Option<(String, Session)> 
     Some((token.to_string(), console.sessions.get(token)?))
 }
 
-/// Runs `render` on a blocking thread with the engine opened read-only.
-async fn read_page(
+/// A page at `here`: for whoever may see it (else the login page), by
+/// `render` on a blocking thread with the engine opened read-only.
+async fn page(
     console: Arc<Console>,
-    render: impl FnOnce(&Engine) -> Result<String, PageError> + Send + 'static,
+    headers: &HeaderMap,
+    here: &str,
+    render: impl FnOnce(&Engine, &Viewer) -> Result<String, PageError> + Send + 'static,
 ) -> Response {
+    let viewer = match viewer(&console, headers, here) {
+        Ok(viewer) => viewer,
+        Err(login) => return login.into_response(),
+    };
     let started = Instant::now();
     let result = tokio::task::spawn_blocking(move || {
         let engine =
             Engine::open(&console.paths, Access::ReadOnly, WhitelistFile::Existing).map_err(PageError::Failed)?;
-        render(&engine)
+        render(&engine, &viewer)
     })
     .await;
     tracing::debug!("page rendered in {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
@@ -172,11 +179,8 @@ async fn findings_page(
     headers: HeaderMap,
     Query(filter): Query<FindingsFilter>,
 ) -> Response {
-    let viewer = match viewer(&console, &headers, &filter.url()) {
-        Ok(viewer) => viewer,
-        Err(login) => return login.into_response(),
-    };
-    read_page(console, move |engine| pages::findings(engine, &viewer, &filter)).await
+    let here = filter.url();
+    page(console, &headers, &here, move |engine, viewer| pages::findings(engine, viewer, &filter)).await
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -191,13 +195,10 @@ async fn host_page(
     Path(host): Path<String>,
     Query(query): Query<HostQuery>,
 ) -> Response {
-    let viewer = match viewer(&console, &headers, &format!("/host/{}", pages::url_encode(&host))) {
-        Ok(viewer) => viewer,
-        Err(login) => return login.into_response(),
-    };
-    read_page(console, move |engine| {
+    let here = format!("/host/{}", pages::url_encode(&host));
+    page(console, &headers, &here, move |engine, viewer| {
         let host: IpAddr = host.parse().map_err(|_| PageError::BadRequest(format!("{host:?} is not an IP address")))?;
-        pages::host(engine, &viewer, host, query.service.as_deref(), query.notice.as_deref())
+        pages::host(engine, viewer, host, query.service.as_deref(), query.notice.as_deref())
     })
     .await
 }
@@ -212,11 +213,10 @@ async fn whitelist_page(
     headers: HeaderMap,
     Query(query): Query<NoticeQuery>,
 ) -> Response {
-    let viewer = match viewer(&console, &headers, "/whitelist") {
-        Ok(viewer) => viewer,
-        Err(login) => return login.into_response(),
-    };
-    read_page(console, move |engine| pages::whitelist(engine, &viewer, query.notice.as_deref())).await
+    page(console, &headers, "/whitelist", move |engine, viewer| {
+        pages::whitelist(engine, viewer, query.notice.as_deref())
+    })
+    .await
 }
 
 async fn suggestions_page(
@@ -224,19 +224,14 @@ async fn suggestions_page(
     headers: HeaderMap,
     Query(query): Query<NoticeQuery>,
 ) -> Response {
-    let viewer = match viewer(&console, &headers, "/suggestions") {
-        Ok(viewer) => viewer,
-        Err(login) => return login.into_response(),
-    };
-    read_page(console, move |engine| pages::suggestions(engine, &viewer, query.notice.as_deref())).await
+    page(console, &headers, "/suggestions", move |engine, viewer| {
+        pages::suggestions(engine, viewer, query.notice.as_deref())
+    })
+    .await
 }
 
 async fn history_page(State(console): State<Arc<Console>>, headers: HeaderMap) -> Response {
-    let viewer = match viewer(&console, &headers, "/history") {
-        Ok(viewer) => viewer,
-        Err(login) => return login.into_response(),
-    };
-    read_page(console, move |engine| pages::history(engine, &viewer)).await
+    page(console, &headers, "/history", pages::history).await
 }
 
 #[derive(serde::Deserialize, Default)]

@@ -10,7 +10,7 @@ use rogue_common::{
     MeterCounters,
     parse::{LinkType, parse, parse_ethernet},
 };
-use rogue_testkit::packets::{CLIENT_V4, ExpectedFlow, SERVER_V4, cases, ipv4, tcp};
+use rogue_testkit::packets::{CLIENT_V4, CLIENT_V6, ExpectedFlow, SERVER_V4, SERVER_V6, cases, ipv4, ipv6, tcp};
 
 /// What the userspace meter makes of one frame: its flow and counters.
 fn meter(frame: &[u8]) -> (Option<ExpectedFlow>, MeterCounters) {
@@ -54,14 +54,35 @@ fn cooked_raw_and_loopback_link_layers_reach_the_same_ip_packet() {
     let sll2 = [&[0x08, 0x00, 0, 0, 0, 0, 0, 3, 0, 1, 0, 6, 2, 0, 0, 0, 0, 0xaa, 0, 0][..], &ip].concat();
     let null_little_endian = [&[2, 0, 0, 0][..], &ip].concat();
     let loop_network_order = [&[0, 0, 0, 2][..], &ip].concat();
+    let ppp_framed = [&[0xff, 0x03, 0x00, 0x21][..], &ip].concat();
+    let ppp_bare = [&[0x00, 0x21][..], &ip].concat();
+    let ppp_compressed = [&[0x21][..], &ip].concat();
+    let cisco_hdlc = [&[0x0f, 0x00, 0x08, 0x00][..], &ip].concat();
     for (link, frame) in [
         (LinkType::LinuxSll, sll),
         (LinkType::LinuxSll2, sll2),
         (LinkType::RawIp, ip.clone()),
         (LinkType::Null, null_little_endian),
         (LinkType::Loop, loop_network_order),
+        (LinkType::Ppp, ppp_framed.clone()),
+        (LinkType::Ppp, ppp_bare),
+        (LinkType::Ppp, ppp_compressed),
+        (LinkType::PppHdlc, ppp_framed),
+        (LinkType::PppHdlc, cisco_hdlc.clone()),
+        (LinkType::CiscoHdlc, cisco_hdlc),
     ] {
-        assert_eq!(parse(&frame[..], link), ethernet, "{link:?}");
+        assert_eq!(parse(&frame[..], link), ethernet, "{link:?}: {:02x?}", &frame[..4]);
+    }
+    let ip6 = ipv6(CLIENT_V6, SERVER_V6, &[], 6, &tcp(40000, 25, 0x02, &[]));
+    let ethernet6 = parse_ethernet(&rogue_testkit::packets::ethernet(0x86dd, &ip6)[..]);
+    assert_eq!(parse(&[&[0xff, 0x03, 0x00, 0x57][..], &ip6].concat()[..], LinkType::Ppp), ethernet6);
+    assert_eq!(parse(&[&[0x8f, 0x00, 0x86, 0xdd][..], &ip6].concat()[..], LinkType::CiscoHdlc), ethernet6);
+    // LCP is PPP's own control: no flow, and not malformed.
+    let lcp = parse(&[0xff, 0x03, 0xc0, 0x21, 0x01, 0x01, 0x00, 0x04][..], LinkType::Ppp);
+    assert!(!lcp.has_flow() && !lcp.is_malformed());
+    assert!(parse(&[0xff, 0x03][..], LinkType::Ppp).is_malformed(), "cut before the protocol");
+    for (value, link) in [(9, LinkType::Ppp), (50, LinkType::PppHdlc), (104, LinkType::CiscoHdlc)] {
+        assert_eq!(LinkType::from_linktype(value), Some(link));
     }
     assert_eq!(LinkType::from_linktype(105), None, "802.11 is not read");
 }

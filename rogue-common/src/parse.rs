@@ -158,6 +158,14 @@ pub enum LinkType {
     Null,
     /// LINKTYPE_LOOP (108): 4-byte address family in network byte order.
     Loop,
+    /// LINKTYPE_PPP (9): the PPP protocol field first, after 0xff 0x03 when
+    /// the capture kept HDLC-like framing.
+    Ppp,
+    /// LINKTYPE_PPP_HDLC (50): PPP in HDLC-like framing (0xff 0x03, RFC
+    /// 1662), or Cisco PPP with HDLC framing (0x0f or 0x8f, RFC 1547).
+    PppHdlc,
+    /// LINKTYPE_C_HDLC (104): Cisco HDLC, an ethertype after address and control.
+    CiscoHdlc,
 }
 
 impl LinkType {
@@ -171,6 +179,9 @@ impl LinkType {
             12 | 14 | 101 | 228 | 229 => LinkType::RawIp,
             0 => LinkType::Null,
             108 => LinkType::Loop,
+            9 => LinkType::Ppp,
+            50 => LinkType::PppHdlc,
+            104 => LinkType::CiscoHdlc,
             _ => return None,
         })
     }
@@ -186,8 +197,44 @@ pub fn parse<F: Frame + ?Sized>(frame: &F, link: LinkType) -> Packet {
         LinkType::LinuxSll2 => ethertype_at(frame, 0, 20, &mut packet),
         LinkType::RawIp => ip_by_version(frame, 0, &mut packet),
         LinkType::Null | LinkType::Loop => null_family(frame, link, &mut packet),
+        LinkType::Ppp => ppp(frame, 0, &mut packet),
+        LinkType::PppHdlc => match frame.bytes::<1>(0) {
+            Some([0xff]) => ppp(frame, 0, &mut packet),
+            _ => ethertype_at(frame, 2, 4, &mut packet),
+        },
+        LinkType::CiscoHdlc => ethertype_at(frame, 2, 4, &mut packet),
     }
     packet
+}
+
+/// PPP from `offset`: HDLC-like address and control (0xff 0x03) if
+/// present, then the protocol field, one byte when compressed (RFC 1661:
+/// an odd first byte), two otherwise. IPv4 and IPv6 have flows; LCP and
+/// the other control protocols are not IP.
+#[inline(always)]
+fn ppp<F: Frame + ?Sized>(frame: &F, offset: usize, packet: &mut Packet) {
+    let offset = match frame.bytes::<2>(offset) {
+        Some([0xff, 0x03]) => offset + 2,
+        _ => offset,
+    };
+    let Some([first]) = frame.bytes::<1>(offset) else {
+        packet.class = Class::Malformed;
+        return;
+    };
+    let (protocol, payload) = if first & 1 == 1 {
+        (first as u16, offset + 1)
+    } else {
+        let Some(field) = frame.bytes::<2>(offset) else {
+            packet.class = Class::Malformed;
+            return;
+        };
+        (u16::from_be_bytes(field), offset + 2)
+    };
+    match protocol {
+        PPP_IPV4 => ipv4(frame, payload, packet),
+        PPP_IPV6 => ipv6(frame, payload, packet),
+        _ => {}
+    }
 }
 
 /// Parses an Ethernet frame: what the XDP program sees.

@@ -81,6 +81,9 @@ const PROGRESS_EVERY: u64 = 16_384;
 
 struct Interface {
     link: LinkType,
+    /// Bytes of frame check sequence at the end of each frame it captured
+    /// whole, to be cut off (libpcap's FCS rule).
+    fcs_bytes: usize,
     /// Timestamp units per second.
     resolution: u64,
     offset_secs: i64,
@@ -219,8 +222,8 @@ impl CaptureFile<'_> {
         match block {
             PcapBlockOwned::LegacyHeader(header) => {
                 let resolution = if header.is_nanosecond_precision() { NANOS_PER_SEC as u64 } else { 1_000_000 };
-                let interface =
-                    Interface { link: link_type(self.path, 0, header.network.0)?, resolution, offset_secs: 0 };
+                let (link, fcs_bytes) = legacy_link(self.path, header.network.0)?;
+                let interface = Interface { link, fcs_bytes, resolution, offset_secs: 0 };
                 self.legacy = Some((interface, header.is_bigendian(), header.snaplen));
             }
             PcapBlockOwned::Legacy(block) => {
@@ -238,7 +241,8 @@ impl CaptureFile<'_> {
                 let time = block.ts_sec as i64 * NANOS_PER_SEC + subsec;
                 let link = interface.link;
                 self.summary.saw(time);
-                sink.frame(CapturedFrame { data: block.data, wire_len: block.origlen, time, link, interface: 0 });
+                let (data, wire_len) = without_fcs(block.data, block.origlen, interface.fcs_bytes);
+                sink.frame(CapturedFrame { data, wire_len, time, link, interface: 0 });
             }
             PcapBlockOwned::NG(Block::SectionHeader(section)) => {
                 // Interface ids and byte order are per section.
@@ -254,27 +258,28 @@ impl CaptureFile<'_> {
                     sink.interface(id, name);
                 }
                 let link = link_type(self.path, id, idb.linktype.0)?;
-                self.interfaces.insert(id, Interface { link, resolution, offset_secs: idb.if_tsoffset });
+                // if_fcslen (option 13): the FCS bytes each frame ends with.
+                let fcs_bytes = idb.options.iter().find(|o| o.code.0 == 13).and_then(|o| o.value().first().copied());
+                let fcs_bytes = fcs_bytes.unwrap_or(0) as usize;
+                self.interfaces.insert(id, Interface { link, fcs_bytes, resolution, offset_secs: idb.if_tsoffset });
             }
             PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
                 let interface = self.interface(epb.if_id)?;
                 let units = ((epb.ts_high as u64) << 32) | epb.ts_low as u64;
                 let time = pcapng_time(units, interface.resolution, interface.offset_secs);
-                let link = interface.link;
+                let (link, fcs_bytes) = (interface.link, interface.fcs_bytes);
                 self.summary.saw(time);
-                sink.frame(CapturedFrame {
-                    data: &epb.data[..(epb.caplen as usize).min(epb.data.len())],
-                    wire_len: epb.origlen,
-                    time,
-                    link,
-                    interface: epb.if_id,
-                });
+                let captured = &epb.data[..(epb.caplen as usize).min(epb.data.len())];
+                let (data, wire_len) = without_fcs(captured, epb.origlen, fcs_bytes);
+                sink.frame(CapturedFrame { data, wire_len, time, link, interface: epb.if_id });
             }
             PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
                 // No timestamp, and always interface 0.
-                let link = self.interface(0)?.link;
+                let interface = self.interface(0)?;
+                let (link, fcs_bytes) = (interface.link, interface.fcs_bytes);
                 self.summary.saw(0);
-                sink.frame(CapturedFrame { data: spb.data, wire_len: spb.origlen, time: 0, link, interface: 0 });
+                let (data, wire_len) = without_fcs(spb.data, spb.origlen, fcs_bytes);
+                sink.frame(CapturedFrame { data, wire_len, time: 0, link, interface: 0 });
             }
             PcapBlockOwned::NG(_) => {}
         }
@@ -328,6 +333,27 @@ impl CaptureFile<'_> {
     }
 }
 
+/// A classic pcap header's link type and FCS length, as libpcap reads its
+/// `network` field: the link type in the low 16 bits, and when bit 26 is
+/// set, the FCS length in 16-bit words in the top 4 bits.
+fn legacy_link(path: &Path, network: i32) -> Result<(LinkType, usize), CaptureError> {
+    let field = network as u32;
+    let fcs_bytes = if field & 0x0400_0000 != 0 { (field >> 28) as usize * 2 } else { 0 };
+    Ok((link_type(path, 0, (field & 0xffff) as i32)?, fcs_bytes))
+}
+
+/// A frame without its trailing FCS, as libpcap hands it on: cut from the
+/// captured bytes when they hold the whole frame (a snapshot length that
+/// cut the frame short already left the FCS out), and from its length on
+/// the wire.
+fn without_fcs(data: &[u8], wire_len: u32, fcs_bytes: usize) -> (&[u8], u32) {
+    if fcs_bytes == 0 || wire_len as usize <= fcs_bytes {
+        return (data, wire_len);
+    }
+    let data = if data.len() >= wire_len as usize { &data[..data.len() - fcs_bytes] } else { data };
+    (data, wire_len - fcs_bytes as u32)
+}
+
 fn link_type(path: &Path, interface: u32, linktype: i32) -> Result<LinkType, CaptureError> {
     u32::try_from(linktype).ok().and_then(LinkType::from_linktype).ok_or_else(|| CaptureError::LinkType {
         path: path.into(),
@@ -358,5 +384,20 @@ mod tests {
         assert_eq!(pcapng_time(u64::MAX, 1, 0), i64::MAX, "no clock reaches it: rejected, not wrapped");
         assert_eq!(pcapng_time(u64::MAX, 1_000_000_000, i64::MAX), i64::MAX);
         assert!(pcapng_time(0, 1, i64::MIN) < 0);
+    }
+
+    #[test]
+    fn the_fcs_is_read_from_the_link_type_field_and_cut_as_libpcap_cuts_it() {
+        let path = Path::new("x.pcap");
+        assert_eq!(legacy_link(path, 1).unwrap(), (LinkType::Ethernet, 0));
+        // LT_FCS_LENGTH_PRESENT with 2 words of FCS: Ethernet with 4 bytes.
+        assert_eq!(legacy_link(path, (0x2000_0000u32 | 0x0400_0000 | 1) as i32).unwrap(), (LinkType::Ethernet, 4));
+        assert_eq!(legacy_link(path, (0x0001_0000u32 | 1) as i32).unwrap().0, LinkType::Ethernet, "reserved bits");
+        assert!(legacy_link(path, 105).is_err(), "802.11 is refused, named");
+        let frame = [1u8, 2, 3, 4, 5, 6, 0xfc, 0xfc, 0xfc, 0xfc];
+        assert_eq!(without_fcs(&frame, 10, 4), (&frame[..6], 6), "captured whole: the FCS cut off");
+        assert_eq!(without_fcs(&frame[..5], 10, 4), (&frame[..5], 6), "cut by the snapshot length: no FCS in it");
+        assert_eq!(without_fcs(&frame, 10, 0), (&frame[..], 10));
+        assert_eq!(without_fcs(&frame[..3], 3, 4), (&frame[..3], 3), "shorter than an FCS: left alone");
     }
 }

@@ -216,8 +216,8 @@ pub fn run(args: WhitelistArgs) -> anyhow::Result<ExitCode> {
 /// writes the whitelist before any traffic is stored, and is told the
 /// change is then in the file alone.
 fn whitelist_and_store(config: &EngineArgs, create: bool) -> anyhow::Result<(Whitelist, Option<Box<dyn Store>>)> {
-    let whitelist = load_whitelist(config, create)?;
-    let loaded = Config::load(&config::locate(config.files.file.config.as_deref())?)?;
+    let loaded = load_config(config)?;
+    let whitelist = whitelist_of(&loaded, create)?;
     let path = crate::engine::store_path(&config.paths(), &loaded);
     match crate::store::open(&loaded, &path, Access::ReadWrite) {
         Ok(store) => Ok((whitelist, Some(store))),
@@ -240,8 +240,16 @@ fn login_name() -> String {
 /// The whitelist alone (list, add, remove need no store); `create` starts
 /// one where there is none.
 fn load_whitelist(config: &EngineArgs, create: bool) -> anyhow::Result<Whitelist> {
-    let loaded = Config::load(&config::locate(config.files.file.config.as_deref())?)?;
-    let (path, services) = (loaded.whitelist_path(), loaded.services.names());
+    whitelist_of(&load_config(config)?, create)
+}
+
+fn load_config(config: &EngineArgs) -> anyhow::Result<Config> {
+    Ok(Config::load(&config::locate(config.files.file.config.as_deref())?)?)
+}
+
+/// The whitelist `config` names (started if `create` and missing).
+fn whitelist_of(config: &Config, create: bool) -> anyhow::Result<Whitelist> {
+    let (path, services) = (config.whitelist_path(), config.services.names());
     Ok(if create { Whitelist::load_or_new(&path, &services)? } else { Whitelist::load(&path, &services)? })
 }
 

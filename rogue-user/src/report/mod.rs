@@ -114,7 +114,7 @@ pub type OpenStore<'a> = dyn Fn() -> std::result::Result<Box<dyn Store>, StoreEr
 pub fn gather(open: &OpenStore<'_>, detector: &Detector<'_>, service: &Service, request: Request) -> Result<HostPage> {
     std::thread::scope(|scope| {
         let measured = scope.spawn(|| -> Result<_> { Ok(detector.host(&*open()?, service, request.host)?) });
-        let compared = scope.spawn(|| whitelisted_peer(&*open()?, detector, service, request.host));
+        let compared = scope.spawn(|| whitelisted_peer(open, detector, service, request.host));
         let traffic = traffic(&*open()?, detector, service, request);
         let report = measured.join().expect("measuring a host does not panic")?;
         let comparison = compared.join().expect("measuring a host does not panic")?;
@@ -192,22 +192,27 @@ const COMPARED_ENTRIES: usize = 32;
 /// The whitelisted server of `service` (other than `host`) with the most
 /// qualifying flows, among the whitelist's single-address entries.
 fn whitelisted_peer(
-    store: &dyn Store,
+    open: &OpenStore<'_>,
     detector: &Detector<'_>,
     service: &Service,
     host: IpAddr,
 ) -> Result<Option<HostReport>> {
-    let mut best: Option<HostReport> = None;
-    let single = detector
+    let candidates: Vec<IpAddr> = detector
         .whitelist
         .entries()
         .iter()
         .filter(|e| e.service == service.name && e.address.0.prefix_len() == e.address.0.max_prefix_len())
         .map(|e| e.address.0.addr())
         .filter(|&addr| addr != host)
-        .take(COMPARED_ENTRIES);
-    for addr in single {
-        if let Some(report) = detector.host(store, service, addr)?
+        .take(COMPARED_ENTRIES)
+        .collect();
+    if candidates.is_empty() {
+        return Ok(None);
+    }
+    let store = open()?;
+    let mut best: Option<HostReport> = None;
+    for addr in candidates {
+        if let Some(report) = detector.host(&*store, service, addr)?
             && best.as_ref().is_none_or(|b| report.activity.flows > b.activity.flows)
         {
             best = Some(report);
@@ -274,16 +279,16 @@ pub fn write_host(page: &HostPage, dir: &Path, generated: &str) -> Result<Vec<Pa
 /// The page's figures as SVG text, to be shown inline (the console).
 pub fn inline_figures(page: &HostPage) -> Result<html::Figures> {
     let (inbound, outbound, activity) = figures(page);
-    let svg = |figure: &dyn Fn() -> std::result::Result<String, plot::PlotError>| {
-        figure().map_err(|e| ReportError::Draw {
+    let drawn = |svg: std::result::Result<String, plot::PlotError>| {
+        svg.map_err(|e| ReportError::Draw {
             path: format!("the plots of {}", page.host).into(),
             message: e.to_string(),
         })
     };
     Ok(html::Figures::Inline {
-        inbound: svg(&|| plot::svg(&inbound, plot::EXISTENCE_SIZE))?,
-        outbound: svg(&|| plot::svg(&outbound, plot::EXISTENCE_SIZE))?,
-        activity: svg(&|| plot::svg(&activity, plot::ACTIVITY_SIZE))?,
+        inbound: drawn(plot::svg(&inbound, plot::EXISTENCE_SIZE))?,
+        outbound: drawn(plot::svg(&outbound, plot::EXISTENCE_SIZE))?,
+        activity: drawn(plot::svg(&activity, plot::ACTIVITY_SIZE))?,
     })
 }
 

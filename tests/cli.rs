@@ -23,7 +23,9 @@ fn capture(name: &str) -> PathBuf {
 }
 
 fn rogue(args: &[&str]) -> Finished {
-    Command::new(ROGUE).args(args).output().unwrap().into()
+    let mut command = Command::new(ROGUE);
+    command.args(args);
+    rogue_testkit::process::run(command)
 }
 
 fn flows_of(path: &Path, format: &str) -> Finished {

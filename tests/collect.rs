@@ -220,13 +220,11 @@ fn metered_config(port: u16, extra: &str) -> String {
 
 /// `capture`'s flows sent to the collector on `port` as IPFIX over TCP.
 pub(crate) fn export_over_tcp(capture: &Path, port: u16, domain: u32) {
-    let exported = Command::new(ROGUE)
-        .args(["-q", "flows", "--format", "none", "--pcap"])
-        .arg(capture)
-        .args(["--ipfix", &format!("tcp://127.0.0.1:{port}"), "--observation-domain", &domain.to_string()])
-        .output()
-        .unwrap();
-    assert!(exported.status.success(), "{}", String::from_utf8_lossy(&exported.stderr));
+    let mut exporter = Command::new(ROGUE);
+    exporter.args(["-q", "flows", "--format", "none", "--pcap"]).arg(capture);
+    exporter.args(["--ipfix", &format!("tcp://127.0.0.1:{port}"), "--observation-domain", &domain.to_string()]);
+    let exported = rogue_testkit::process::run(exporter);
+    assert!(exported.status.success(), "{}", exported.stderr);
 }
 
 /// Waits until `condition` holds of the metrics on `port` (10 s at most).

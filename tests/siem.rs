@@ -372,7 +372,7 @@ fn a_webhook_gets_every_finding_exactly_once_through_a_dead_endpoint_500s_and_a_
 /// HTTP/1.0, so that the body comes whole, not in chunks.
 fn http_get(port: u16, path: &str) -> Option<String> {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let mut stream = rogue_testkit::connect_local(port, std::time::Duration::from_secs(30)).ok()?;
     let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
     stream.write_all(request.as_bytes()).ok()?;
     let mut response = String::new();

@@ -52,7 +52,7 @@ impl Workspace {
         if !self.dns {
             command.env("ROGUE_NO_DNS", "1");
         }
-        command.output().unwrap().into()
+        crate::process::run(command)
     }
 
     /// `rogue analyze --format jsonl` on `captures`: the findings printed.

@@ -186,7 +186,7 @@ impl ZooKeeper {
     /// ZooKeeper's own health check: "ruok", answered "imok".
     fn is_ok(&self) -> bool {
         use std::io::{Read, Write};
-        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        let Ok(mut stream) = crate::connect_local(self.port, Duration::from_secs(5)) else { return false };
         let mut answer = String::new();
         stream.write_all(b"ruok").is_ok() && stream.read_to_string(&mut answer).is_ok() && answer == "imok"
     }

@@ -27,14 +27,47 @@ use rogue_common::MeterCounters;
 /// network namespace: rogue's collector, NSD and ClickHouse listen on
 /// both, and a port checked for one alone may be another test's listener
 /// on the other (tests run at once).
+///
+/// The port lies below the kernel's ephemeral range, which the kernel
+/// draws `bind(0)` and every outgoing connection's port from: there, a
+/// port found free could be given again to the next test, or become a
+/// client's source port before its server binds it, and a client that
+/// polls for a server still starting could be connected to itself (TCP
+/// simultaneous open) and wait for an answer forever. Each port is handed
+/// out once per process, from a place of its own per process.
 pub fn free_port() -> u16 {
+    static HANDED_OUT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    const FIRST: u32 = 10_000;
+    let span = ephemeral_ports_start().saturating_sub(FIRST).max(1_000);
+    let start = std::process::id().wrapping_mul(7_919) % span;
     loop {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        let n = HANDED_OUT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(n < span, "every port from {FIRST} to the ephemeral range was tried; none is free");
+        let port = (FIRST + (start + n) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
             return port;
         }
     }
+}
+
+/// The first port of the kernel's ephemeral range (32768 by default).
+fn ephemeral_ports_start() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+}
+
+/// A TCP connection to 127.0.0.1:`port`, which a reply must reach within
+/// `limit` (reads and writes time out): a server that accepts and never
+/// answers fails the test instead of holding up the suite.
+pub fn connect_local(port: u16, limit: std::time::Duration) -> std::io::Result<std::net::TcpStream> {
+    let stream = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), limit)?;
+    stream.set_read_timeout(Some(limit))?;
+    stream.set_write_timeout(Some(limit))?;
+    Ok(stream)
 }
 
 /// The real captures (see tests/captures/PROVENANCE.md).

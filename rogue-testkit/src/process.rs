@@ -3,7 +3,6 @@
 use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader, Read, Write},
-    net::TcpStream,
     process::{Child, Command, ExitStatus, Stdio},
     sync::mpsc,
     thread::JoinHandle,
@@ -115,6 +114,41 @@ impl Running {
     }
 }
 
+/// Runs `command` to its end, its stdin empty, as `output()` does but ten
+/// minutes at most: a command that never ends fails its test (killed, its
+/// output shown) rather than holding up the suite until CI gives up.
+pub fn run(mut command: Command) -> Finished {
+    const LIMIT: Duration = Duration::from_secs(600);
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    let read_all = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            pipe.read_to_end(&mut bytes).unwrap();
+            String::from_utf8(bytes).unwrap()
+        })
+    };
+    let stdout = read_all(Box::new(child.stdout.take().unwrap()));
+    let stderr = read_all(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} did not end within {LIMIT:?}; killed. Its stderr:\n{}", stderr.join().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Finished { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
+}
+
 /// A test that fails before it stops its program must not leave it running
 /// (an agent would keep its XDP program attached).
 impl Drop for Running {
@@ -162,7 +196,7 @@ impl Finished {
 /// GET /metrics from rogue's endpoint on 127.0.0.1:`port`, checked to be
 /// OpenMetrics: each sample line as name{labels} -> value.
 pub fn scrape_metrics(port: u16) -> BTreeMap<String, f64> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut stream = crate::connect_local(port, Duration::from_secs(30)).unwrap();
     stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();

@@ -18,6 +18,9 @@ use crate::{
 /// How long a query may take before the server counts as unreachable.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(120);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long (s) the server may wait for a shard to take an insert: less
+/// than [`QUERY_TIMEOUT`].
+const DISTRIBUTED_TIMEOUT: &str = "100";
 
 pub struct Client {
     agent: ureq::Agent,
@@ -48,8 +51,11 @@ impl Client {
         let agent = ureq::AgentBuilder::new().timeout_connect(CONNECT_TIMEOUT).timeout(QUERY_TIMEOUT).build();
         let credentials = format!("{}:{password}", config.user);
         let authorization = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials));
+        // The server gives up a shard that does not answer before rogue
+        // gives up the server (its own default is never): an insert left
+        // running there would refuse every retry of its query id.
         let insert_settings = match config.cluster {
-            Some(_) => vec![("insert_distributed_sync", "1")],
+            Some(_) => vec![("insert_distributed_sync", "1"), ("insert_distributed_timeout", DISTRIBUTED_TIMEOUT)],
             None => Vec::new(),
         };
         Ok(Client {

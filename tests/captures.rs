@@ -2,10 +2,16 @@
 //! through `rogue flows --pcap`'s code path, against two oracles: nfdump's
 //! nfpcapd flow tables, and tshark's dissection put through rogue's rules.
 
-use std::collections::{BTreeMap, HashSet};
+use std::{
+    collections::{BTreeMap, HashSet},
+    path::Path,
+};
 
 use rogue::flows::Timeouts;
-use rogue_testkit::{Row, assert_same_rows, captures, is_icmp, meter_capture, nfdump_oracle, stem, tshark};
+use rogue_common::MeterCounters;
+use rogue_testkit::{
+    Row, assert_same_rows, captures, captures_dir, is_icmp, meter_capture, nfdump_oracle, stem, tshark,
+};
 
 /// nfpcapd 1.7 exports every ICMP packet, and every UDP packet to or from
 /// port 53, as a flow of its own; rogue aggregates them like other flows.
@@ -201,4 +207,185 @@ fn every_smtp_host_of_the_real_captures_is_found_with_its_roles_and_peers() {
     }
     eprintln!("{hosts_found} SMTP hosts found with their roles and peers");
     assert!(hosts_found >= 15, "{hosts_found} SMTP hosts across the captures");
+}
+
+/// The real captures of link types other than Ethernet
+/// (tests/captures/link-layers, see PROVENANCE.md), with the LINKTYPE each
+/// must declare: every flow and counter equals tshark's dissection, the
+/// frames skipped counted by kind.
+#[test]
+fn every_link_type_capture_gives_the_flows_and_counters_of_tshark_dissection() {
+    let captures = [
+        ("tcpdump-ppp-mpls-traceroute", 9),
+        ("zeek-ppp-quic-ipv4-ipv6", 9),
+        ("tcpdump-cisco-hdlc-icmp-slarp-cdp", 104),
+        ("zeek-wlan-dns-mdns", 105),
+        ("tcpdump-frame-relay-ospfv3", 107),
+        ("zeek-radiotap-dns-mdns", 127),
+        ("tcpdump-radiotap-qos-htc-dhcp", 127),
+        ("tcpdump-radiotap-management", 127),
+        ("tcpdump-radiotap-protected", 127),
+        ("tcpdump-pktap-ethernet", 258),
+    ];
+    let mut total = MeterCounters::default();
+    for (name, linktype) in captures {
+        let capture = captures_dir().join("link-layers").join(format!("{name}.pcap"));
+        let (header, _) = pcap_records(&capture);
+        assert_eq!(u32::from_le_bytes(header[20..24].try_into().unwrap()), linktype, "{name}: its link type");
+        let frames = tshark::frames(&capture);
+        let (flows, counters) = meter_capture(&capture, Timeouts::default());
+        assert_same_rows(name, &rows(&flows), &rows(&tshark::flows(&frames, Timeouts::default())));
+        assert_eq!(counters.malformed, 0, "{name}");
+        assert_eq!(counters, tshark::counters(&frames), "{name}: counters");
+        total.add(&counters);
+    }
+    // What the set holds, so that no kind goes untested: 28 SLARP and CDP
+    // frames and 26 802.11 management, control and null-data frames, 3
+    // encrypted data frames, and
+    // IP in every file but those (18 of PPP's IPv4 packets in MPLS).
+    assert_eq!((total.link_control, total.encrypted), (28 + 26, 3));
+    assert_eq!((total.ipv4_packets, total.ipv6_packets), (18 + 22 + 10 + 2 + 2 + 1 + 1, 4 + 1 + 86 + 1));
+}
+
+/// A pcap record: its 16-byte header and its data.
+type Record = ([u8; 16], Vec<u8>);
+
+/// A classic little-endian pcap: its 24-byte header, and its records.
+fn pcap_records(capture: &Path) -> (Vec<u8>, Vec<Record>) {
+    let bytes = std::fs::read(capture).unwrap();
+    assert_eq!(bytes[..4], [0xd4, 0xc3, 0xb2, 0xa1], "{}: a little-endian pcap", capture.display());
+    let mut records = Vec::new();
+    let mut at = 24;
+    while at < bytes.len() {
+        let header: [u8; 16] = bytes[at..at + 16].try_into().unwrap();
+        let caplen = u32::from_le_bytes(header[8..12].try_into().unwrap()) as usize;
+        records.push((header, bytes[at + 16..at + 16 + caplen].to_vec()));
+        at += 16 + caplen;
+    }
+    (bytes[..24].to_vec(), records)
+}
+
+/// A frame made from an original Ethernet frame; None leaves it out.
+type Framing = Box<dyn Fn(&[u8]) -> Option<Vec<u8>>>;
+
+/// `records` as a pcap of link type `linktype`, each frame made by `framing`.
+fn reframed(out: &Path, linktype: u32, records: &[Record], framing: &Framing) {
+    let mut file = [&[0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0][..], &[0; 8], &262_144u32.to_le_bytes()].concat();
+    file.extend(linktype.to_le_bytes());
+    for (header, original) in records {
+        let Some(data) = framing(original) else { continue };
+        // On the wire, the frame grew or shrank as the captured bytes did.
+        let wire = u32::from_le_bytes(header[12..16].try_into().unwrap()) as usize + data.len() - original.len();
+        file.extend(&header[..8]);
+        file.extend((data.len() as u32).to_le_bytes());
+        file.extend((wire as u32).to_le_bytes());
+        file.extend(&data);
+    }
+    std::fs::write(out, file).unwrap();
+}
+
+/// The IP packet of an untagged Ethernet frame, and whether it is IPv6.
+fn ip_of(ethernet: &[u8]) -> Option<(&[u8], bool)> {
+    match ethernet.get(12..14)? {
+        [0x08, 0x00] => Some((&ethernet[14..], false)),
+        [0x86, 0xdd] => Some((&ethernet[14..], true)),
+        _ => None,
+    }
+}
+
+/// A framing of the Ethernet frame's IP packet (`f` is given it and
+/// whether it is IPv6).
+fn over_ip(f: impl Fn(&[u8], bool) -> Vec<u8> + 'static) -> Framing {
+    Box::new(move |frame| ip_of(frame).map(|(ip, v6)| f(ip, v6)))
+}
+
+fn ethertype(v6: bool) -> [u8; 2] {
+    if v6 { [0x86, 0xdd] } else { [0x08, 0x00] }
+}
+
+/// An 802.11 data frame to the AP (24-byte MAC header) with LLC/SNAP.
+fn wlan_data(ip: &[u8], v6: bool) -> Vec<u8> {
+    [&[0x08, 0x01, 0, 0][..], &[0x02; 18], &[0x10, 0x00], &[0xaa, 0xaa, 0x03, 0, 0, 0], &ethertype(v6), ip].concat()
+}
+
+/// The IP packets of real Ethernet captures, framed as each link type rogue
+/// reads frames them (the header bytes each standard gives): rogue makes
+/// the same flows of them as of the Ethernet original, and tshark, which
+/// dissects them on its own, agrees frame by frame.
+#[test]
+fn the_same_ip_packets_in_every_link_type_give_the_same_flows() {
+    let ppp = |v6: bool| if v6 { 0x57 } else { 0x21 };
+    let nlpid = |v6: bool| if v6 { 0x8e } else { 0xcc };
+    let framings: Vec<(&str, u32, Framing)> = vec![
+        ("ppp", 9, over_ip(move |ip, v6| [&[0xff, 0x03, 0x00, ppp(v6)][..], ip].concat())),
+        ("ppp-compressed", 9, over_ip(move |ip, v6| [&[ppp(v6)][..], ip].concat())),
+        ("ppp-hdlc", 50, over_ip(move |ip, v6| [&[0xff, 0x03, 0x00, ppp(v6)][..], ip].concat())),
+        ("cisco-hdlc", 104, over_ip(|ip, v6| [&[0x0f, 0x00][..], &ethertype(v6), ip].concat())),
+        ("frame-relay-nlpid", 107, over_ip(move |ip, v6| [&[0x18, 0x41, 0x03, nlpid(v6)][..], ip].concat())),
+        (
+            "frame-relay-3-byte-address",
+            107,
+            over_ip(move |ip, v6| [&[0x18, 0x40, 0x05, 0x03, nlpid(v6)][..], ip].concat()),
+        ),
+        (
+            "frame-relay-snap",
+            107,
+            over_ip(|ip, v6| [&[0x18, 0x41, 0x03, 0x00, 0x80, 0, 0, 0][..], &ethertype(v6), ip].concat()),
+        ),
+        ("frame-relay-cisco", 107, over_ip(|ip, v6| [&[0x18, 0x41][..], &ethertype(v6), ip].concat())),
+        ("wlan", 105, over_ip(wlan_data)),
+        (
+            "wlan-qos-4-addresses",
+            105,
+            over_ip(|ip, v6| {
+                let data = wlan_data(ip, v6);
+                [&[0x88, 0x03][..], &data[2..24], &[0x04; 6], &[0x00, 0x00], &data[24..]].concat()
+            }),
+        ),
+        ("radiotap", 127, over_ip(|ip, v6| [&[0, 0, 8, 0, 0, 0, 0, 0][..], &wlan_data(ip, v6)].concat())),
+        (
+            "prism",
+            119,
+            over_ip(|ip, v6| {
+                [&0x41u32.to_le_bytes()[..], &144u32.to_le_bytes(), &[0; 136], &wlan_data(ip, v6)].concat()
+            }),
+        ),
+        (
+            "avs",
+            163,
+            over_ip(|ip, v6| {
+                [&[0x80, 0x21, 0x10, 0x01][..], &64u32.to_be_bytes(), &[0; 56], &wlan_data(ip, v6)].concat()
+            }),
+        ),
+        ("raw", 101, over_ip(|ip, _| ip.to_vec())),
+        (
+            "pktap",
+            258,
+            Box::new(|frame| {
+                Some([&108u32.to_le_bytes()[..], &1u32.to_le_bytes(), &1u32.to_le_bytes(), &[0; 96], frame].concat())
+            }),
+        ),
+    ];
+    let dir = std::env::temp_dir().join(format!("rogue-reframed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for original in ["zeek-smtp-two-sessions", "zeek-smtp-ipv6-gmail", "suricata-lan-mixed-ipopts-ipv6-icmp"] {
+        let (_, records) = pcap_records(&captures_dir().join(format!("{original}.pcap")));
+        let untagged: Vec<_> = records.into_iter().filter(|(_, data)| ip_of(data).is_some()).collect();
+        let ethernet = dir.join(format!("{original}.pcap"));
+        reframed(&ethernet, 1, &untagged, &(Box::new(|frame: &[u8]| Some(frame.to_vec())) as Framing));
+        let (expected, on_ethernet) = meter_capture(&ethernet, Timeouts::default());
+        assert!(!expected.is_empty(), "{original}");
+        for (name, linktype, framing) in &framings {
+            let capture = dir.join(format!("{original}-{name}.pcap"));
+            reframed(&capture, *linktype, &untagged, framing);
+            let what = format!("{original} as {name}");
+            let (flows, counters) = meter_capture(&capture, Timeouts::default());
+            assert_same_rows(&what, &rows(&flows), &rows(&expected));
+            let by_tshark = tshark::flows(&tshark::frames(&capture), Timeouts::default());
+            assert_same_rows(&format!("{what}, by tshark"), &rows(&flows), &rows(&by_tshark));
+            let ip_counts = |c: &MeterCounters| (c.ipv4_packets, c.ipv6_packets, c.ipv4_bytes, c.ipv6_bytes, c.non_ip);
+            assert_eq!(ip_counts(&counters), ip_counts(&on_ethernet), "{what}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

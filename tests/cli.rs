@@ -180,15 +180,15 @@ fn errors_name_the_file_and_what_is_wrong_with_it() {
     assert_eq!(not_capture.status.code(), Some(1));
     assert!(not_capture.stderr.contains("notes.txt: not a pcap or pcapng file"), "{}", not_capture.stderr);
 
-    // A pcap of 802.11 frames (LINKTYPE_IEEE802_11, 105).
+    // A pcap of Token Ring frames (LINKTYPE_IEEE802_5, 6).
     let (mut header, records) = pcap_records(&capture(SMTP));
-    header[20..24].copy_from_slice(&105u32.to_le_bytes());
-    let wifi = dir.join("wifi.pcap");
-    std::fs::write(&wifi, [header, records[0].clone()].concat()).unwrap();
-    let unsupported = rogue(&["flows", "--pcap", wifi.to_str().unwrap()]);
+    header[20..24].copy_from_slice(&6u32.to_le_bytes());
+    let token_ring = dir.join("token-ring.pcap");
+    std::fs::write(&token_ring, [header, records[0].clone()].concat()).unwrap();
+    let unsupported = rogue(&["flows", "--pcap", token_ring.to_str().unwrap()]);
     assert_eq!(unsupported.status.code(), Some(1));
     assert!(
-        unsupported.stderr.contains("wifi.pcap: interface 0 has link type 105, which rogue cannot read"),
+        unsupported.stderr.contains("token-ring.pcap: interface 0 has link type 6, which rogue cannot read"),
         "{}",
         unsupported.stderr
     );

@@ -8,7 +8,7 @@ use rogue::{
 };
 use rogue_common::{
     MeterCounters,
-    parse::{LinkType, parse, parse_ethernet},
+    parse::{LinkType, NotIp, parse, parse_ethernet},
 };
 use rogue_testkit::packets::{CLIENT_V4, CLIENT_V6, ExpectedFlow, SERVER_V4, SERVER_V6, cases, ipv4, ipv6, tcp};
 
@@ -84,5 +84,96 @@ fn cooked_raw_and_loopback_link_layers_reach_the_same_ip_packet() {
     for (value, link) in [(9, LinkType::Ppp), (50, LinkType::PppHdlc), (104, LinkType::CiscoHdlc)] {
         assert_eq!(LinkType::from_linktype(value), Some(link));
     }
-    assert_eq!(LinkType::from_linktype(105), None, "802.11 is not read");
+}
+
+/// An 802.11 MAC header: frame control, duration, three addresses and the
+/// sequence control (24 bytes), and `extra` (a fourth address, QoS, HT).
+fn wlan_header(control: u8, flags: u8, extra: &[u8]) -> Vec<u8> {
+    [&[control, flags, 0, 0][..], &[0x02; 18], &[0x10, 0x00], extra].concat()
+}
+
+#[test]
+fn frame_relay_802_11_and_pktap_reach_the_same_ip_packet_and_name_what_they_skip() {
+    let ip = ipv4(CLIENT_V4, SERVER_V4, 6, &[], 0, &tcp(40000, 25, 0x02, &[]));
+    let ethernet_frame = rogue_testkit::packets::ethernet(0x0800, &ip);
+    let ethernet = parse_ethernet(&ethernet_frame[..]);
+    let snap_ipv4 = [0xaa, 0xaa, 0x03, 0x00, 0x00, 0x00, 0x08, 0x00];
+    let data = [wlan_header(0x08, 0x01, &[]), snap_ipv4.to_vec(), ip.clone()].concat();
+    let qos_data = [wlan_header(0x88, 0x01, &[0x00, 0x00]), snap_ipv4.to_vec(), ip.clone()].concat();
+    let qos_ht = [wlan_header(0x88, 0x81, &[0, 0, 0, 0, 0, 0]), snap_ipv4.to_vec(), ip.clone()].concat();
+    let four_addresses = [wlan_header(0x08, 0x03, &[0x04; 6]), snap_ipv4.to_vec(), ip.clone()].concat();
+    let radiotap = [&[0, 0, 8, 0, 0, 0, 0, 0][..], &data].concat();
+    let prism = [&0x41u32.to_le_bytes()[..], &144u32.to_le_bytes(), &[0; 136], &data].concat();
+    let avs = [&[0x80, 0x21, 0x10, 0x01][..], &64u32.to_be_bytes(), &[0; 56], &data].concat();
+    let pktap =
+        [&108u32.to_le_bytes()[..], &1u32.to_le_bytes(), &1u32.to_le_bytes(), &[0; 96], &ethernet_frame].concat();
+    // DLCI 100 as a two-byte Q.922 address.
+    let dlci = [0x18, 0x41];
+    let fr_nlpid = [&dlci[..], &[0x03, 0xcc], &ip].concat();
+    let fr_snap = [&dlci[..], &[0x03, 0x00, 0x80, 0x00, 0x00, 0x00, 0x08, 0x00], &ip].concat();
+    let fr_cisco = [&dlci[..], &[0x08, 0x00], &ip].concat();
+    for (link, frame) in [
+        (LinkType::Wlan, data.clone()),
+        (LinkType::Wlan, qos_data),
+        (LinkType::Wlan, qos_ht),
+        (LinkType::Wlan, four_addresses),
+        (LinkType::WlanRadiotap, radiotap),
+        (LinkType::WlanPrism, prism),
+        (LinkType::WlanPrism, avs.clone()),
+        (LinkType::WlanAvs, avs),
+        (LinkType::Pktap, pktap),
+        (LinkType::FrameRelay, fr_nlpid),
+        (LinkType::FrameRelay, fr_snap),
+        (LinkType::FrameRelay, fr_cisco),
+    ] {
+        assert_eq!(parse(&frame[..], link), ethernet, "{link:?}: {:02x?}", &frame[..8]);
+    }
+    let ip6 = ipv6(CLIENT_V6, SERVER_V6, &[], 6, &tcp(40000, 25, 0x02, &[]));
+    let ethernet6 = parse_ethernet(&rogue_testkit::packets::ethernet(0x86dd, &ip6)[..]);
+    assert_eq!(parse(&[&dlci[..], &[0x03, 0x8e], &ip6].concat()[..], LinkType::FrameRelay), ethernet6);
+
+    // What is skipped, and as what.
+    let beacon = wlan_header(0x80, 0x00, &[0; 12]);
+    let protected = [wlan_header(0x88, 0x41, &[0, 0]), vec![0x5a; 40]].concat();
+    let null_data = wlan_header(0x48, 0x01, &[]);
+    let lmi = [0x00, 0x01, 0x03, 0x08, 0x00, 0x75, 0x95];
+    let slarp = [0x8f, 0x00, 0x80, 0x35, 0, 0, 0, 2];
+    let lcp = [0xff, 0x03, 0xc0, 0x21, 0x01, 0x01, 0x00, 0x04];
+    let arp_over_wlan =
+        [wlan_header(0x08, 0x01, &[]), vec![0xaa, 0xaa, 0x03, 0, 0, 0, 0x08, 0x06], vec![0; 28]].concat();
+    let mut counters = MeterCounters::default();
+    for (link, frame, kind) in [
+        (LinkType::Wlan, beacon, NotIp::LinkControl),
+        (LinkType::Wlan, null_data, NotIp::LinkControl),
+        (LinkType::Wlan, protected, NotIp::Encrypted),
+        (LinkType::Wlan, arp_over_wlan, NotIp::OtherProtocol),
+        (LinkType::FrameRelay, lmi.to_vec(), NotIp::LinkControl),
+        (LinkType::CiscoHdlc, slarp.to_vec(), NotIp::LinkControl),
+        (LinkType::Ppp, lcp.to_vec(), NotIp::LinkControl),
+    ] {
+        let packet = parse(&frame[..], link);
+        assert!(!packet.has_flow() && !packet.is_malformed(), "{link:?} {kind:?}");
+        assert_eq!(packet.not_ip, kind, "{link:?}: {:02x?}", &frame[..4]);
+        counters.count(&packet, frame.len() as u64);
+    }
+    assert_eq!((counters.non_ip, counters.link_control, counters.encrypted), (7, 5, 1));
+
+    // Cut short or lying: malformed, never read past the frame.
+    assert!(parse(&data[..20], LinkType::Wlan).is_malformed(), "cut inside the MAC header");
+    assert!(parse(&[0, 0, 0xff, 0xff, 0, 0, 0, 0][..], LinkType::WlanRadiotap).is_malformed(), "it_len past the end");
+    assert!(parse(&[0x09, 0x01][..], LinkType::Wlan).is_malformed(), "protocol version 1");
+    assert!(parse(&[0x18][..], LinkType::FrameRelay).is_malformed(), "cut inside the address");
+    assert!(parse(&[&u32::MAX.to_le_bytes()[..], &[0; 8]].concat()[..], LinkType::Pktap).is_malformed());
+
+    for (value, link) in [
+        (105, LinkType::Wlan),
+        (107, LinkType::FrameRelay),
+        (119, LinkType::WlanPrism),
+        (127, LinkType::WlanRadiotap),
+        (163, LinkType::WlanAvs),
+        (258, LinkType::Pktap),
+    ] {
+        assert_eq!(LinkType::from_linktype(value), Some(link));
+    }
+    assert_eq!(LinkType::from_linktype(6), None, "Token Ring is not read");
 }

@@ -1,6 +1,6 @@
 //! The meter's counters: what every frame was counted as.
 
-use crate::parse::{Class, MARK_FRAGMENT, MARK_MPLS, MARK_PPPOE, MARK_VLAN, Packet};
+use crate::parse::{Class, MARK_FRAGMENT, MARK_MPLS, MARK_PPPOE, MARK_VLAN, NotIp, Packet};
 
 /// Cumulative counters, one copy per CPU in the kernel; userspace sums them.
 /// A capture reader keeps one copy and counts with the same [`count`] method,
@@ -21,6 +21,10 @@ pub struct MeterCounters {
     pub ipv6_bytes: u64,
     /// Frames that carry no IPv4/IPv6 packet rogue opens.
     pub non_ip: u64,
+    /// Of those, the link's own signalling (see [`NotIp::LinkControl`]).
+    pub link_control: u64,
+    /// Of those, 802.11 data frames whose body is encrypted.
+    pub encrypted: u64,
     /// Frames with at least one VLAN tag.
     pub vlan: u64,
     pub mpls: u64,
@@ -41,7 +45,14 @@ impl MeterCounters {
         self.packets += 1;
         self.bytes += frame_len;
         match packet.class {
-            Class::NonIp => self.non_ip += 1,
+            Class::NonIp => {
+                self.non_ip += 1;
+                match packet.not_ip {
+                    NotIp::OtherProtocol => {}
+                    NotIp::LinkControl => self.link_control += 1,
+                    NotIp::Encrypted => self.encrypted += 1,
+                }
+            }
             Class::Malformed => {}
             Class::Ipv4 => {
                 self.ipv4_packets += 1;
@@ -91,6 +102,8 @@ impl MeterCounters {
             ipv6_packets: f(self.ipv6_packets, other.ipv6_packets),
             ipv6_bytes: f(self.ipv6_bytes, other.ipv6_bytes),
             non_ip: f(self.non_ip, other.non_ip),
+            link_control: f(self.link_control, other.link_control),
+            encrypted: f(self.encrypted, other.encrypted),
             vlan: f(self.vlan, other.vlan),
             mpls: f(self.mpls, other.mpls),
             pppoe: f(self.pppoe, other.pppoe),

@@ -19,8 +19,14 @@
 //!   [`MARK_FRAGMENT`] (first fragments are marked too and keep their ports);
 //! - anything that is not IPv4 or IPv6 after at most two VLAN tags, an MPLS
 //!   label stack of up to [`MAX_MPLS_LABELS`] or a PPPoE session header is
-//!   [`Class::NonIp`]. Tunnels (IP-in-IP, 6in4, GRE, Teredo) are not opened:
-//!   the outer header is the flow, which is what crosses the gateway.
+//!   [`Class::NonIp`], said to be the link's own signalling, encrypted, or
+//!   another protocol ([`NotIp`]). Tunnels (IP-in-IP, 6in4, GRE, Teredo) are
+//!   not opened: the outer header is the flow, which is what crosses the
+//!   gateway.
+//!
+//! The kernel sees Ethernet only ([`parse_ethernet`]); the other link types
+//! are those of capture files, each a few header bytes before the same
+//! network-layer code.
 
 use crate::flow::{Address, FlowKey};
 
@@ -28,6 +34,9 @@ use crate::flow::{Address, FlowKey};
 pub trait Frame {
     /// The `N` bytes at `offset`, or `None` when the frame ends before them.
     fn bytes<const N: usize>(&self, offset: usize) -> Option<[u8; N]>;
+
+    /// The frame's length in bytes (what was captured of it).
+    fn frame_len(&self) -> usize;
 
     /// The four bytes at `offset` as one word in memory order.
     #[inline(always)]
@@ -47,6 +56,11 @@ pub trait Frame {
 }
 
 impl Frame for [u8] {
+    #[inline(always)]
+    fn frame_len(&self) -> usize {
+        self.len()
+    }
+
     #[inline(always)]
     fn bytes<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
         let end = offset.checked_add(N)?;
@@ -98,6 +112,28 @@ pub const ETHERTYPE_MPLS_MULTICAST: u16 = 0x8848;
 pub const ETHERTYPE_PPPOE_SESSION: u16 = 0x8864;
 const PPP_IPV4: u16 = 0x0021;
 const PPP_IPV6: u16 = 0x0057;
+const PPP_MPLS_UNICAST: u16 = 0x0281;
+const PPP_MPLS_MULTICAST: u16 = 0x0283;
+const CISCO_SLARP: u16 = 0x8035;
+const CISCO_CDP: u16 = 0x2000;
+/// Frame Relay's unnumbered-information control byte, and the NLPIDs
+/// after it (ISO/IEC TR 9577).
+const FR_UI: u8 = 0x03;
+const NLPID_IPV4: u8 = 0xcc;
+const NLPID_IPV6: u8 = 0x8e;
+const NLPID_SNAP: u8 = 0x80;
+const NLPID_Q933: u8 = 0x08;
+/// 802.11 frame control: the data type, the subtype bits for QoS and for
+/// no body (null data), and the flags for protected and ordered frames.
+const WLAN_DATA: u8 = 2;
+const WLAN_QOS: u8 = 0x08;
+const WLAN_NO_BODY: u8 = 0x04;
+const WLAN_PROTECTED: u8 = 0x40;
+const WLAN_ORDER: u8 = 0x80;
+/// AVS's magic, its version in the low nibble.
+const AVS_MAGIC: u32 = 0x8021_1000;
+/// The longest capture header (Prism, AVS, PKTAP) believed, in bytes.
+const MAX_CAPTURE_HEADER: u32 = 1024;
 
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
@@ -111,6 +147,7 @@ const IPV6_DEST_OPTS: u8 = 60;
 const IPV6_MOBILITY: u8 = 135;
 const IPV6_HIP: u8 = 139;
 const IPV6_SHIM6: u8 = 140;
+const IPV6_NO_NEXT_HEADER: u8 = 59;
 
 /// What one frame contributes to the meter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,11 +160,37 @@ pub struct Packet {
     pub class: Class,
     /// `MARK_*` bits.
     pub marks: u8,
+    /// For a [`Class::NonIp`] frame, what kind of frame it is.
+    pub not_ip: NotIp,
+}
+
+/// What a frame without an IP packet is, so that the counters say what
+/// was skipped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum NotIp {
+    /// Another protocol in the link's payload (ARP, LLDP, IS-IS, an
+    /// ethertype or PPP protocol rogue does not open, a deeper stack).
+    OtherProtocol = 0,
+    /// The link's own signalling, which carries no user traffic: 802.11
+    /// management, control and null-data frames, PPP's control protocols
+    /// (LCP, IPCP, CHAP...), Cisco's SLARP and CDP, Frame Relay LMI.
+    LinkControl = 1,
+    /// 802.11 data frames whose body is encrypted (the Protected Frame
+    /// bit): the IP packet inside cannot be read.
+    Encrypted = 2,
 }
 
 impl Packet {
     const fn empty() -> Packet {
-        Packet { key: FlowKey::ZERO, ip_bytes: 0, tcp_flags: 0, class: Class::NonIp, marks: 0 }
+        Packet {
+            key: FlowKey::ZERO,
+            ip_bytes: 0,
+            tcp_flags: 0,
+            class: Class::NonIp,
+            marks: 0,
+            not_ip: NotIp::OtherProtocol,
+        }
     }
 
     /// Whether the packet belongs to a flow (it has IP addresses).
@@ -166,6 +229,21 @@ pub enum LinkType {
     PppHdlc,
     /// LINKTYPE_C_HDLC (104): Cisco HDLC, an ethertype after address and control.
     CiscoHdlc,
+    /// LINKTYPE_FRELAY (107): a Q.922 address, then RFC 2427's NLPID or
+    /// SNAP encapsulation, or Cisco's ethertype.
+    FrameRelay,
+    /// LINKTYPE_IEEE802_11 (105): 802.11 frames; IP is in data frames,
+    /// after LLC/SNAP.
+    Wlan,
+    /// LINKTYPE_IEEE802_11_RADIOTAP (127): a radiotap header, then 802.11.
+    WlanRadiotap,
+    /// LINKTYPE_IEEE802_11_PRISM (119): a Prism (or AVS) header, then 802.11.
+    WlanPrism,
+    /// LINKTYPE_IEEE802_11_AVS (163): an AVS header, then 802.11.
+    WlanAvs,
+    /// LINKTYPE_PKTAP (258): Apple's per-packet header naming the packet's
+    /// own link type (macOS `tcpdump -k`, `-i pktap`).
+    Pktap,
 }
 
 impl LinkType {
@@ -182,6 +260,12 @@ impl LinkType {
             9 => LinkType::Ppp,
             50 => LinkType::PppHdlc,
             104 => LinkType::CiscoHdlc,
+            107 => LinkType::FrameRelay,
+            105 => LinkType::Wlan,
+            127 => LinkType::WlanRadiotap,
+            119 => LinkType::WlanPrism,
+            163 => LinkType::WlanAvs,
+            258 => LinkType::Pktap,
             _ => return None,
         })
     }
@@ -192,19 +276,196 @@ impl LinkType {
 pub fn parse<F: Frame + ?Sized>(frame: &F, link: LinkType) -> Packet {
     let mut packet = Packet::empty();
     match link {
-        LinkType::Ethernet => ethernet(frame, &mut packet),
-        LinkType::LinuxSll => ethertype_at(frame, 14, 16, &mut packet),
-        LinkType::LinuxSll2 => ethertype_at(frame, 0, 20, &mut packet),
-        LinkType::RawIp => ip_by_version(frame, 0, &mut packet),
-        LinkType::Null | LinkType::Loop => null_family(frame, link, &mut packet),
-        LinkType::Ppp => ppp(frame, 0, &mut packet),
-        LinkType::PppHdlc => match frame.bytes::<1>(0) {
-            Some([0xff]) => ppp(frame, 0, &mut packet),
-            _ => ethertype_at(frame, 2, 4, &mut packet),
-        },
-        LinkType::CiscoHdlc => ethertype_at(frame, 2, 4, &mut packet),
+        LinkType::Pktap => pktap(frame, &mut packet),
+        _ => link_layer(frame, link, 0, &mut packet),
     }
     packet
+}
+
+/// The link header `link` at `offset`, and what it carries.
+#[inline(always)]
+fn link_layer<F: Frame + ?Sized>(frame: &F, link: LinkType, offset: usize, packet: &mut Packet) {
+    match link {
+        LinkType::Ethernet => ethertype_at(frame, offset + 12, offset + ETH_HLEN, packet),
+        LinkType::LinuxSll => ethertype_at(frame, offset + 14, offset + 16, packet),
+        LinkType::LinuxSll2 => ethertype_at(frame, offset, offset + 20, packet),
+        LinkType::RawIp => ip_by_version(frame, offset, packet),
+        LinkType::Null | LinkType::Loop => null_family(frame, link, offset, packet),
+        LinkType::Ppp => ppp(frame, offset, packet),
+        LinkType::PppHdlc => match frame.bytes::<1>(offset) {
+            Some([0xff]) => ppp(frame, offset, packet),
+            _ => cisco_hdlc(frame, offset, packet),
+        },
+        LinkType::CiscoHdlc => cisco_hdlc(frame, offset, packet),
+        LinkType::FrameRelay => frame_relay(frame, offset, packet),
+        LinkType::Wlan => wlan(frame, offset, packet),
+        LinkType::WlanRadiotap => match frame.bytes::<2>(offset + 2) {
+            // it_len, little-endian, counts the whole radiotap header.
+            Some(length) => wlan(frame, offset + u16::from_le_bytes(length) as usize, packet),
+            None => packet.class = Class::Malformed,
+        },
+        LinkType::WlanPrism | LinkType::WlanAvs => wlan_capture_header(frame, offset, packet),
+        // A PKTAP header inside a PKTAP header is not a capture.
+        LinkType::Pktap => packet.class = Class::Malformed,
+    }
+}
+
+/// Cisco HDLC: address, control, then an ethertype. SLARP (keepalives and
+/// address requests) and CDP are the link's own signalling.
+#[inline(always)]
+fn cisco_hdlc<F: Frame + ?Sized>(frame: &F, offset: usize, packet: &mut Packet) {
+    match frame.bytes::<2>(offset + 2).map(u16::from_be_bytes) {
+        Some(CISCO_SLARP | CISCO_CDP) => packet.not_ip = NotIp::LinkControl,
+        _ => ethertype_at(frame, offset + 2, offset + 4, packet),
+    }
+}
+
+/// Frame Relay (RFC 2427): a Q.922 address of two to four bytes (the last
+/// has its EA bit set); then either RFC 2427's UI control byte (0x03), an
+/// optional pad, and an NLPID (IPv4, IPv6, or SNAP with an ethertype), or
+/// Cisco's encapsulation, an ethertype straight after the address. DLCI 0
+/// and 1023 carry the link management (LMI), as does Q.933's NLPID.
+#[inline(always)]
+fn frame_relay<F: Frame + ?Sized>(frame: &F, offset: usize, packet: &mut Packet) {
+    let Some([high, low]) = frame.bytes::<2>(offset) else {
+        packet.class = Class::Malformed;
+        return;
+    };
+    // Six bits of the DLCI in the first byte, four in the second; a
+    // longer address adds seven from a middle byte, six from the last.
+    let mut dlci = ((high as u32 >> 2) << 4) | (low as u32 >> 4);
+    let mut at = offset + 2;
+    let mut last = low;
+    for _ in 0..2 {
+        if last & 1 == 1 {
+            break;
+        }
+        let Some([next]) = frame.bytes::<1>(at) else {
+            packet.class = Class::Malformed;
+            return;
+        };
+        dlci = if next & 1 == 1 { (dlci << 6) | (next as u32 >> 2) } else { (dlci << 7) | (next as u32 >> 1) };
+        last = next;
+        at += 1;
+    }
+    if last & 1 == 0 || high & 1 == 1 {
+        packet.class = Class::Malformed;
+        return;
+    }
+    // LMI: DLCI 0 (ANSI T1.617 Annex D, ITU Q.933 Annex A), or 1023 (Cisco's).
+    if dlci == 0 || (at == offset + 2 && dlci == 1023) {
+        packet.not_ip = NotIp::LinkControl;
+        return;
+    }
+    let Some([control, next]) = frame.bytes::<2>(at) else {
+        packet.class = Class::Malformed;
+        return;
+    };
+    if control != FR_UI {
+        return ethertype_at(frame, at, at + 2, packet);
+    }
+    let nlpid_at = if next == 0 { at + 2 } else { at + 1 };
+    let Some([nlpid]) = frame.bytes::<1>(nlpid_at) else {
+        packet.class = Class::Malformed;
+        return;
+    };
+    match nlpid {
+        NLPID_IPV4 => ipv4(frame, nlpid_at + 1, packet),
+        NLPID_IPV6 => ipv6(frame, nlpid_at + 1, packet),
+        // SNAP: an OUI, then an ethertype.
+        NLPID_SNAP => ethertype_at(frame, nlpid_at + 4, nlpid_at + 6, packet),
+        NLPID_Q933 => packet.not_ip = NotIp::LinkControl,
+        _ => {}
+    }
+}
+
+/// The header a Prism or AVS (wlan-ng) driver puts before 802.11: AVS
+/// starts with its magic and gives its length big-endian; Prism gives its
+/// length (144 bytes) in the capturing host's byte order. Captures of link
+/// type 119 hold either, as libpcap and Wireshark read them.
+#[inline(always)]
+fn wlan_capture_header<F: Frame + ?Sized>(frame: &F, offset: usize, packet: &mut Packet) {
+    let (Some(magic), Some(length)) = (frame.bytes::<4>(offset), frame.bytes::<4>(offset + 4)) else {
+        packet.class = Class::Malformed;
+        return;
+    };
+    let length = if u32::from_be_bytes(magic) & 0xffff_fff0 == AVS_MAGIC {
+        u32::from_be_bytes(length)
+    } else {
+        match u32::from_le_bytes(length) {
+            little if little <= MAX_CAPTURE_HEADER => little,
+            _ => u32::from_be_bytes(length),
+        }
+    };
+    if !(8..=MAX_CAPTURE_HEADER).contains(&length) {
+        packet.class = Class::Malformed;
+        return;
+    }
+    wlan(frame, offset + length as usize, packet)
+}
+
+/// An 802.11 frame (IEEE 802.11-2020, 9.2): only data frames with a body
+/// carry IP, after an LLC/SNAP header. The MAC header is 24 bytes, 30 with
+/// a fourth address (to and from the distribution system), 2 more with QoS
+/// and 4 more with HT control. A-MSDU aggregates are not opened.
+#[inline(always)]
+fn wlan<F: Frame + ?Sized>(frame: &F, offset: usize, packet: &mut Packet) {
+    let Some([control, flags]) = frame.bytes::<2>(offset) else {
+        packet.class = Class::Malformed;
+        return;
+    };
+    if control & 0x03 != 0 {
+        // Protocol version 0 is the only one.
+        packet.class = Class::Malformed;
+        return;
+    }
+    let kind = (control >> 2) & 0x03;
+    let subtype = control >> 4;
+    // Management, control, extension; and data subtypes without a body.
+    if kind != WLAN_DATA || subtype & WLAN_NO_BODY != 0 {
+        packet.not_ip = NotIp::LinkControl;
+        return;
+    }
+    if flags & WLAN_PROTECTED != 0 {
+        packet.not_ip = NotIp::Encrypted;
+        return;
+    }
+    let mut header = 24;
+    if flags & 0x03 == 0x03 {
+        header += 6;
+    }
+    if subtype & WLAN_QOS != 0 {
+        header += 2;
+        if flags & WLAN_ORDER != 0 {
+            header += 4;
+        }
+    }
+    let Some(llc) = frame.bytes::<3>(offset + header) else {
+        packet.class = Class::Malformed;
+        return;
+    };
+    if llc == [0xaa, 0xaa, 0x03] {
+        ethertype_at(frame, offset + header + 6, offset + header + 8, packet)
+    }
+}
+
+/// PKTAP: its header's length (at 0) and the link type of the packet after
+/// it (at 8), both in the capturing host's byte order, little-endian on
+/// every Mac since the PowerPC.
+#[inline(always)]
+fn pktap<F: Frame + ?Sized>(frame: &F, packet: &mut Packet) {
+    let (Some(length), Some(dlt)) = (frame.bytes::<4>(0), frame.bytes::<4>(8)) else {
+        packet.class = Class::Malformed;
+        return;
+    };
+    let length = u32::from_le_bytes(length);
+    if !(12..=MAX_CAPTURE_HEADER).contains(&length) {
+        packet.class = Class::Malformed;
+        return;
+    }
+    if let Some(inner) = LinkType::from_linktype(u32::from_le_bytes(dlt)) {
+        link_layer(frame, inner, length as usize, packet)
+    }
 }
 
 /// PPP from `offset`: HDLC-like address and control (0xff 0x03) if
@@ -230,9 +491,19 @@ fn ppp<F: Frame + ?Sized>(frame: &F, offset: usize, packet: &mut Packet) {
         };
         (u16::from_be_bytes(field), offset + 2)
     };
+    ppp_payload(frame, protocol, payload, packet)
+}
+
+/// What a PPP protocol field announces, from `offset`: IPv4, IPv6, an MPLS
+/// label stack (RFC 3032), or one of PPP's control protocols.
+#[inline(always)]
+fn ppp_payload<F: Frame + ?Sized>(frame: &F, protocol: u16, offset: usize, packet: &mut Packet) {
     match protocol {
-        PPP_IPV4 => ipv4(frame, payload, packet),
-        PPP_IPV6 => ipv6(frame, payload, packet),
+        PPP_IPV4 => ipv4(frame, offset, packet),
+        PPP_IPV6 => ipv6(frame, offset, packet),
+        PPP_MPLS_UNICAST | PPP_MPLS_MULTICAST => mpls(frame, offset, packet),
+        // Network and link control protocols (RFC 1661, 2: 8xxx and cxxx).
+        0x8000.. => packet.not_ip = NotIp::LinkControl,
         _ => {}
     }
 }
@@ -261,8 +532,8 @@ fn ethertype_at<F: Frame + ?Sized>(frame: &F, type_offset: usize, payload: usize
 }
 
 #[inline(always)]
-fn null_family<F: Frame + ?Sized>(frame: &F, link: LinkType, packet: &mut Packet) {
-    let Some(family) = frame.bytes::<4>(0) else {
+fn null_family<F: Frame + ?Sized>(frame: &F, link: LinkType, offset: usize, packet: &mut Packet) {
+    let Some(family) = frame.bytes::<4>(offset) else {
         packet.class = Class::Malformed;
         return;
     };
@@ -270,9 +541,9 @@ fn null_family<F: Frame + ?Sized>(frame: &F, link: LinkType, packet: &mut Packet
     // for the values below, so look for it at either end.
     let family = if link == LinkType::Loop || (family[0] == 0 && family[1] == 0) { family[3] } else { family[0] };
     match family {
-        2 => ipv4(frame, 4, packet),
+        2 => ipv4(frame, offset + 4, packet),
         // AF_INET6 is 10 on Linux, 24, 28 or 30 on the BSDs and macOS.
-        10 | 24 | 28 | 30 => ipv6(frame, 4, packet),
+        10 | 24 | 28 | 30 => ipv6(frame, offset + 4, packet),
         _ => {}
     }
 }
@@ -333,11 +604,7 @@ fn pppoe<F: Frame + ?Sized>(frame: &F, offset: usize, packet: &mut Packet) {
         packet.class = Class::Malformed;
         return;
     };
-    match u16::from_be_bytes(protocol) {
-        PPP_IPV4 => ipv4(frame, offset + 8, packet),
-        PPP_IPV6 => ipv6(frame, offset + 8, packet),
-        _ => {}
-    }
+    ppp_payload(frame, u16::from_be_bytes(protocol), offset + 8, packet)
 }
 
 #[inline(always)]
@@ -360,8 +627,14 @@ fn ipv4<F: Frame + ?Sized>(frame: &F, offset: usize, packet: &mut Packet) {
         return;
     };
     let header_len = ((header[0] & 0x0f) as usize) * 4;
-    let total_len = u16::from_be_bytes([header[2], header[3]]);
-    if header[0] >> 4 != 4 || header_len < 20 || (total_len as usize) < header_len {
+    let total_len = match u16::from_be_bytes([header[2], header[3]]) {
+        // A packet captured before the NIC segments it (GSO/TSO), or one
+        // over 64 KiB (BIG TCP), has no length here: it is what the
+        // capture holds, as libpcap's and Wireshark's dissectors take it.
+        0 => frame.frame_len().saturating_sub(offset),
+        length => length as usize,
+    };
+    if header[0] >> 4 != 4 || header_len < 20 || total_len < header_len {
         packet.class = Class::Malformed;
         return;
     }
@@ -395,7 +668,13 @@ fn ipv6<F: Frame + ?Sized>(frame: &F, offset: usize, packet: &mut Packet) {
         return;
     }
     packet.class = Class::Ipv6;
-    packet.ip_bytes = 40 + u16::from_be_bytes([header[4], header[5]]) as u32;
+    packet.ip_bytes = match u16::from_be_bytes([header[4], header[5]]) {
+        // A jumbogram (RFC 2675: its length in a hop-by-hop option) or a
+        // packet captured before segmentation, as for IPv4 above; a packet
+        // with no next header may truly be empty.
+        0 if header[6] != IPV6_NO_NEXT_HEADER => frame.frame_len().saturating_sub(offset) as u32,
+        payload => 40 + payload as u32,
+    };
     packet.key.src_addr = frame.address(offset + 8);
     packet.key.dst_addr = frame.address(offset + 24);
 

@@ -12,6 +12,11 @@ pub struct XdpFrame {
 
 impl Frame for XdpFrame {
     #[inline(always)]
+    fn frame_len(&self) -> usize {
+        self.end - self.start
+    }
+
+    #[inline(always)]
     fn bytes<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
         let at = self.start + offset;
         if at + N > self.end {

@@ -54,6 +54,9 @@ impl ExpectedCounts {
             ipv6_packets: self.ipv6,
             ipv6_bytes: self.ipv6 * ip_bytes,
             non_ip: self.non_ip,
+            // Ethernet has neither: they are 802.11's, PPP's, HDLC's.
+            link_control: 0,
+            encrypted: 0,
             vlan: self.vlan,
             mpls: self.mpls,
             pppoe: self.pppoe,
@@ -451,6 +454,18 @@ pub fn cases() -> Vec<Case> {
             frame: ethernet(0x0800, &[&smtp_v4[..2], &[0, 19], &smtp_v4[4..]].concat()),
             flow: None,
             counts: ExpectedCounts { malformed: 1, ..ZERO },
+        },
+        Case {
+            name: "IPv4 total length 0 (captured before segmentation): the length captured",
+            frame: ethernet(0x0800, &[&smtp_v4[..2], &[0, 0], &smtp_v4[4..]].concat()),
+            flow: v4(CLIENT_V4, SERVER_V4, TCP, 40000, 25, 40, SYN),
+            counts: V4,
+        },
+        Case {
+            name: "IPv6 payload length 0 (a jumbogram or before segmentation): the length captured",
+            frame: ethernet(0x86dd, &[&smtp_v6[..4], &[0, 0], &smtp_v6[6..]].concat()),
+            flow: v6(CLIENT_V6, SERVER_V6, TCP, 40000, 25, 40 + 20 + 21, PSH_ACK),
+            counts: V6,
         },
         Case {
             name: "invalid: IPv6 ethertype with a version-4 header",

@@ -15,7 +15,7 @@ use rogue_common::{FlowKey, MeterCounters};
 
 use crate::require;
 
-const FIELDS: [&str; 29] = [
+const FIELDS: [&str; 36] = [
     "frame.time_epoch",
     "frame.len",
     "frame.interface_id",
@@ -47,6 +47,14 @@ const FIELDS: [&str; 29] = [
     // With LSRR/SSRR options Wireshark shows the route's final hop as
     // ip.dst; the header's destination (what rogue keys on) is ip.cur_rt.
     "ip.cur_rt",
+    // What a frame without IP is: the link's own signalling, or encrypted.
+    "wlan.fc.type",
+    "wlan.fc.subtype",
+    "wlan.fc.protected",
+    "ppp.protocol",
+    "chdlc.protocol",
+    "fr.dlci",
+    "fr.nlpid",
 ];
 
 /// One frame as tshark dissected it, with the flow rogue should put it in.
@@ -65,6 +73,11 @@ pub struct Frame {
     pub ipv6_extensions: bool,
     /// An untagged Ethernet IPv4 TCP frame cut inside its TCP header (options).
     pub tcp_header_cut: bool,
+    /// The link's own signalling: an 802.11 management, control or null
+    /// data frame, a PPP control protocol, Cisco SLARP or CDP, Frame Relay LMI.
+    pub link_control: bool,
+    /// An 802.11 data frame with the Protected Frame bit.
+    pub encrypted: bool,
 }
 
 impl Frame {
@@ -125,7 +138,17 @@ fn frame(line: &str) -> Frame {
         tunnel: false,
         ipv6_extensions: false,
         tcp_header_cut: false,
+        link_control: false,
+        encrypted: false,
     };
+    let present = |i: usize| !f[i].is_empty();
+    let wlan_data_with_body = number(29) == 2 && number(30) & 0x04 == 0;
+    frame.encrypted = wlan_data_with_body && f[31] == "1";
+    frame.link_control = (present(29) && !wlan_data_with_body)
+        || number(32) >= 0x8000
+        || [0x8035, 0x2000].contains(&number(33))
+        || (present(34) && (number(34) == 0 || number(34) == 1023))
+        || number(35) == 0x08;
     let Some(ip_at) = frame.layers.iter().position(|l| l == "ip" || l == "ipv6") else {
         return frame;
     };
@@ -220,7 +243,11 @@ pub fn counters(frames: &[Frame]) -> MeterCounters {
         counters.packets += 1;
         counters.bytes += frame.wire_len;
         match frame.packet {
-            None => counters.non_ip += 1,
+            None => {
+                counters.non_ip += 1;
+                counters.link_control += frame.link_control as u64;
+                counters.encrypted += frame.encrypted as u64;
+            }
             Some((key, bytes, _))
                 if rogue_common::address_bytes(&key.src_addr)[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] =>
             {

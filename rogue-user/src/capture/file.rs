@@ -45,7 +45,8 @@ pub enum CaptureError {
     Format { path: PathBuf, detail: String },
     #[error(
         "{path}: interface {interface} has link type {linktype}, which rogue cannot read \
-         (it reads Ethernet, Linux cooked captures SLL and SLL2, raw IP, and BSD loopback)"
+         (it reads Ethernet, Linux cooked captures SLL and SLL2, raw IP, BSD loopback, PPP, Cisco HDLC, \
+         Frame Relay, 802.11 bare or with radiotap, Prism or AVS headers, and PKTAP)"
     )]
     LinkType { path: PathBuf, interface: u32, linktype: i32 },
     #[error("{path}: packet {packet} refers to interface {interface}, which the file never described")]
@@ -393,7 +394,8 @@ mod tests {
         // LT_FCS_LENGTH_PRESENT with 2 words of FCS: Ethernet with 4 bytes.
         assert_eq!(legacy_link(path, (0x2000_0000u32 | 0x0400_0000 | 1) as i32).unwrap(), (LinkType::Ethernet, 4));
         assert_eq!(legacy_link(path, (0x0001_0000u32 | 1) as i32).unwrap().0, LinkType::Ethernet, "reserved bits");
-        assert!(legacy_link(path, 105).is_err(), "802.11 is refused, named");
+        assert_eq!(legacy_link(path, 105).unwrap().0, LinkType::Wlan);
+        assert!(legacy_link(path, 6).is_err(), "Token Ring is refused, named");
         let frame = [1u8, 2, 3, 4, 5, 6, 0xfc, 0xfc, 0xfc, 0xfc];
         assert_eq!(without_fcs(&frame, 10, 4), (&frame[..6], 6), "captured whole: the FCS cut off");
         assert_eq!(without_fcs(&frame[..5], 10, 4), (&frame[..5], 6), "cut by the snapshot length: no FCS in it");

@@ -393,6 +393,20 @@ fn drain_once(meter: &mut XdpMeter, cache: &mut FlowCache, output: &mut FlowOutp
     Ok(())
 }
 
+/// Frames without IP, and of them those of the link's own signalling and
+/// those encrypted, where there are any: "12 (link control 5, encrypted 3)".
+fn non_ip(counters: &MeterCounters) -> String {
+    let kinds: Vec<String> = [("link control", counters.link_control), ("encrypted", counters.encrypted)]
+        .into_iter()
+        .filter(|&(_, count)| count > 0)
+        .map(|(kind, count)| format!("{kind} {count}"))
+        .collect();
+    match kinds.is_empty() {
+        true => counters.non_ip.to_string(),
+        false => format!("{} ({})", counters.non_ip, kinds.join(", ")),
+    }
+}
+
 fn summary_lines(counters: &MeterCounters, cache: &FlowCacheStats, flows: u64) -> Vec<(&'static str, String)> {
     vec![
         ("packets", counters.packets.to_string()),
@@ -400,7 +414,7 @@ fn summary_lines(counters: &MeterCounters, cache: &FlowCacheStats, flows: u64) -
         ("ipv4 packets", counters.ipv4_packets.to_string()),
         ("ipv6 packets", counters.ipv6_packets.to_string()),
         ("flows", flows.to_string()),
-        ("non-ip", counters.non_ip.to_string()),
+        ("non-ip", non_ip(counters)),
         ("vlan", counters.vlan.to_string()),
         ("mpls", counters.mpls.to_string()),
         ("pppoe", counters.pppoe.to_string()),

@@ -8,9 +8,10 @@ use std::{
 };
 
 use rogue::flows::Timeouts;
-use rogue_common::MeterCounters;
+use rogue_common::{MeterCounters, parse::Decapsulate};
 use rogue_testkit::{
-    Row, assert_same_rows, captures, captures_dir, is_icmp, meter_capture, nfdump_oracle, stem, tshark,
+    Row, assert_same_rows, captures, captures_dir, is_icmp, meter_capture, meter_capture_opening, nfdump_oracle, stem,
+    tshark, tunnel_captures,
 };
 
 /// nfpcapd 1.7 exports every ICMP packet, and every UDP packet to or from
@@ -388,4 +389,35 @@ fn the_same_ip_packets_in_every_link_type_give_the_same_flows() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The real captures of every tunnel rogue opens (tests/captures/tunnels,
+/// see PROVENANCE.md). Closed, each frame's outer packet is its flow;
+/// opened, the packet inside (or none, when the tunnel carries no IP);
+/// each as tshark dissects the frame, counters included.
+#[test]
+fn every_tunnel_capture_gives_tsharks_outer_flows_closed_and_inner_flows_opened() {
+    let mut opened_frames = BTreeMap::new();
+    for capture in tunnel_captures() {
+        let name = stem(&capture);
+        for (decapsulate, frames, state) in [
+            (Decapsulate::NONE, tshark::frames(&capture), "closed"),
+            (Decapsulate::ALL, tshark::frames_opened(&capture), "opened"),
+        ] {
+            let what = format!("{name} ({state})");
+            let (flows, counters) = meter_capture_opening(&capture, Timeouts::default(), decapsulate);
+            assert_same_rows(&what, &rows(&flows), &rows(&tshark::flows(&frames, Timeouts::default())));
+            assert_eq!(counters.malformed, 0, "{what}");
+            assert_eq!(counters, tshark::counters(&frames), "{what}: counters");
+            if decapsulate == Decapsulate::ALL {
+                opened_frames.insert(name.clone(), counters.decapsulated);
+            }
+        }
+    }
+    // Every file of a tunnel has frames opened; the BIG TCP ones (a zero
+    // length taken from the capture) have none to open.
+    for (name, opened) in &opened_frames {
+        assert_eq!(*opened == 0, name.starts_with("tcpdump-bigtcp"), "{name}: {opened} frames opened");
+    }
+    assert_eq!(opened_frames.len(), 19);
 }

@@ -8,13 +8,20 @@ use rogue::{
 };
 use rogue_common::{
     MeterCounters,
-    parse::{LinkType, NotIp, parse, parse_ethernet},
+    parse::{Decapsulate, LinkType, NotIp, parse, parse_ethernet},
 };
-use rogue_testkit::packets::{CLIENT_V4, CLIENT_V6, ExpectedFlow, SERVER_V4, SERVER_V6, cases, ipv4, ipv6, tcp};
+use rogue_testkit::packets::{
+    CLIENT_V4, CLIENT_V6, ExpectedFlow, SERVER_V4, SERVER_V6, cases, ipv4, ipv6, tcp, tunnel_cases,
+};
 
 /// What the userspace meter makes of one frame: its flow and counters.
 fn meter(frame: &[u8]) -> (Option<ExpectedFlow>, MeterCounters) {
-    let packet = parse_ethernet(frame);
+    meter_opening(frame, Decapsulate::NONE)
+}
+
+/// [`meter`], opening the tunnels `decapsulate` names.
+fn meter_opening(frame: &[u8], decapsulate: Decapsulate) -> (Option<ExpectedFlow>, MeterCounters) {
+    let packet = parse_ethernet(frame, decapsulate);
     let mut counters = MeterCounters::default();
     counters.count(&packet, frame.len() as u64);
     if !packet.has_flow() {
@@ -38,10 +45,41 @@ fn every_crafted_frame_gives_its_flow_and_counters() {
     }
 }
 
+/// Closed, a tunnel is its outer packet's flow; opened, its inner packet's,
+/// as deep as rogue goes. Each tunnel opens by its own name only.
+#[test]
+fn every_tunnel_gives_its_outer_flow_closed_and_its_inner_flow_opened() {
+    for case in tunnel_cases() {
+        for (decapsulate, (flow, counts), state) in
+            [(Decapsulate::NONE, &case.outer, "closed"), (Decapsulate::ALL, &case.opened, "opened")]
+        {
+            let (got, counters) = meter_opening(&case.frame, decapsulate);
+            assert_eq!(got, *flow, "{} ({state}): flow", case.name);
+            assert_eq!(counters, counts.counters(case.frame.len(), flow), "{} ({state}): counters", case.name);
+        }
+    }
+    let by_name = |name: &str| tunnel_cases().into_iter().find(|c| c.name.starts_with(name)).unwrap();
+    for (name, opens, others) in [
+        ("IP-in-IP", Decapsulate::IPIP, Decapsulate::GRE | Decapsulate::VXLAN),
+        ("GRE with a key", Decapsulate::GRE, Decapsulate::ERSPAN | Decapsulate::IPIP),
+        ("ERSPAN type II", Decapsulate::ERSPAN, Decapsulate::GRE),
+        ("VXLAN carrying IPv6", Decapsulate::VXLAN, Decapsulate::GENEVE),
+        ("Geneve carrying IPv4", Decapsulate::GENEVE, Decapsulate::VXLAN),
+    ] {
+        let case = by_name(name);
+        assert_eq!(meter_opening(&case.frame, Decapsulate(opens)).0, case.opened.0, "{name} opened by its name");
+        assert_eq!(meter_opening(&case.frame, Decapsulate(others)).0, case.outer.0, "{name} closed to the others");
+    }
+    // The outer layers a mirror's frame came in stay counted.
+    let vxlan = by_name("VXLAN carrying IPv6");
+    let tagged = rogue_testkit::packets::with_vlans(&vxlan.frame, &[(0x8100, 42)]);
+    assert_eq!(meter_opening(&tagged, Decapsulate::ALL).1.vlan, 1);
+}
+
 #[test]
 fn frames_shorter_than_an_ethernet_header_are_malformed() {
     for len in 0..14 {
-        let packet = parse_ethernet(&[0u8; 13][..len]);
+        let packet = parse_ethernet(&[0u8; 13][..len], Decapsulate::NONE);
         assert!(packet.is_malformed() && !packet.has_flow(), "{len} bytes");
     }
 }
@@ -49,7 +87,7 @@ fn frames_shorter_than_an_ethernet_header_are_malformed() {
 #[test]
 fn cooked_raw_and_loopback_link_layers_reach_the_same_ip_packet() {
     let ip = ipv4(CLIENT_V4, SERVER_V4, 6, &[], 0, &tcp(40000, 25, 0x02, &[]));
-    let ethernet = parse_ethernet(&rogue_testkit::packets::ethernet(0x0800, &ip)[..]);
+    let ethernet = parse_ethernet(&rogue_testkit::packets::ethernet(0x0800, &ip)[..], Decapsulate::NONE);
     let sll = [&[0, 0, 0, 1, 0, 6, 2, 0, 0, 0, 0, 0xaa, 0, 0, 0x08, 0x00][..], &ip].concat();
     let sll2 = [&[0x08, 0x00, 0, 0, 0, 0, 0, 3, 0, 1, 0, 6, 2, 0, 0, 0, 0, 0xaa, 0, 0][..], &ip].concat();
     let null_little_endian = [&[2, 0, 0, 0][..], &ip].concat();
@@ -71,16 +109,19 @@ fn cooked_raw_and_loopback_link_layers_reach_the_same_ip_packet() {
         (LinkType::PppHdlc, cisco_hdlc.clone()),
         (LinkType::CiscoHdlc, cisco_hdlc),
     ] {
-        assert_eq!(parse(&frame[..], link), ethernet, "{link:?}: {:02x?}", &frame[..4]);
+        assert_eq!(parse(&frame[..], link, Decapsulate::NONE), ethernet, "{link:?}: {:02x?}", &frame[..4]);
     }
     let ip6 = ipv6(CLIENT_V6, SERVER_V6, &[], 6, &tcp(40000, 25, 0x02, &[]));
-    let ethernet6 = parse_ethernet(&rogue_testkit::packets::ethernet(0x86dd, &ip6)[..]);
-    assert_eq!(parse(&[&[0xff, 0x03, 0x00, 0x57][..], &ip6].concat()[..], LinkType::Ppp), ethernet6);
-    assert_eq!(parse(&[&[0x8f, 0x00, 0x86, 0xdd][..], &ip6].concat()[..], LinkType::CiscoHdlc), ethernet6);
+    let ethernet6 = parse_ethernet(&rogue_testkit::packets::ethernet(0x86dd, &ip6)[..], Decapsulate::NONE);
+    assert_eq!(parse(&[&[0xff, 0x03, 0x00, 0x57][..], &ip6].concat()[..], LinkType::Ppp, Decapsulate::NONE), ethernet6);
+    assert_eq!(
+        parse(&[&[0x8f, 0x00, 0x86, 0xdd][..], &ip6].concat()[..], LinkType::CiscoHdlc, Decapsulate::NONE),
+        ethernet6
+    );
     // LCP is PPP's own control: no flow, and not malformed.
-    let lcp = parse(&[0xff, 0x03, 0xc0, 0x21, 0x01, 0x01, 0x00, 0x04][..], LinkType::Ppp);
+    let lcp = parse(&[0xff, 0x03, 0xc0, 0x21, 0x01, 0x01, 0x00, 0x04][..], LinkType::Ppp, Decapsulate::NONE);
     assert!(!lcp.has_flow() && !lcp.is_malformed());
-    assert!(parse(&[0xff, 0x03][..], LinkType::Ppp).is_malformed(), "cut before the protocol");
+    assert!(parse(&[0xff, 0x03][..], LinkType::Ppp, Decapsulate::NONE).is_malformed(), "cut before the protocol");
     for (value, link) in [(9, LinkType::Ppp), (50, LinkType::PppHdlc), (104, LinkType::CiscoHdlc)] {
         assert_eq!(LinkType::from_linktype(value), Some(link));
     }
@@ -96,7 +137,7 @@ fn wlan_header(control: u8, flags: u8, extra: &[u8]) -> Vec<u8> {
 fn frame_relay_802_11_and_pktap_reach_the_same_ip_packet_and_name_what_they_skip() {
     let ip = ipv4(CLIENT_V4, SERVER_V4, 6, &[], 0, &tcp(40000, 25, 0x02, &[]));
     let ethernet_frame = rogue_testkit::packets::ethernet(0x0800, &ip);
-    let ethernet = parse_ethernet(&ethernet_frame[..]);
+    let ethernet = parse_ethernet(&ethernet_frame[..], Decapsulate::NONE);
     let snap_ipv4 = [0xaa, 0xaa, 0x03, 0x00, 0x00, 0x00, 0x08, 0x00];
     let data = [wlan_header(0x08, 0x01, &[]), snap_ipv4.to_vec(), ip.clone()].concat();
     let qos_data = [wlan_header(0x88, 0x01, &[0x00, 0x00]), snap_ipv4.to_vec(), ip.clone()].concat();
@@ -126,11 +167,14 @@ fn frame_relay_802_11_and_pktap_reach_the_same_ip_packet_and_name_what_they_skip
         (LinkType::FrameRelay, fr_snap),
         (LinkType::FrameRelay, fr_cisco),
     ] {
-        assert_eq!(parse(&frame[..], link), ethernet, "{link:?}: {:02x?}", &frame[..8]);
+        assert_eq!(parse(&frame[..], link, Decapsulate::NONE), ethernet, "{link:?}: {:02x?}", &frame[..8]);
     }
     let ip6 = ipv6(CLIENT_V6, SERVER_V6, &[], 6, &tcp(40000, 25, 0x02, &[]));
-    let ethernet6 = parse_ethernet(&rogue_testkit::packets::ethernet(0x86dd, &ip6)[..]);
-    assert_eq!(parse(&[&dlci[..], &[0x03, 0x8e], &ip6].concat()[..], LinkType::FrameRelay), ethernet6);
+    let ethernet6 = parse_ethernet(&rogue_testkit::packets::ethernet(0x86dd, &ip6)[..], Decapsulate::NONE);
+    assert_eq!(
+        parse(&[&dlci[..], &[0x03, 0x8e], &ip6].concat()[..], LinkType::FrameRelay, Decapsulate::NONE),
+        ethernet6
+    );
 
     // What is skipped, and as what.
     let beacon = wlan_header(0x80, 0x00, &[0; 12]);
@@ -151,7 +195,7 @@ fn frame_relay_802_11_and_pktap_reach_the_same_ip_packet_and_name_what_they_skip
         (LinkType::CiscoHdlc, slarp.to_vec(), NotIp::LinkControl),
         (LinkType::Ppp, lcp.to_vec(), NotIp::LinkControl),
     ] {
-        let packet = parse(&frame[..], link);
+        let packet = parse(&frame[..], link, Decapsulate::NONE);
         assert!(!packet.has_flow() && !packet.is_malformed(), "{link:?} {kind:?}");
         assert_eq!(packet.not_ip, kind, "{link:?}: {:02x?}", &frame[..4]);
         counters.count(&packet, frame.len() as u64);
@@ -159,11 +203,16 @@ fn frame_relay_802_11_and_pktap_reach_the_same_ip_packet_and_name_what_they_skip
     assert_eq!((counters.non_ip, counters.link_control, counters.encrypted), (7, 5, 1));
 
     // Cut short or lying: malformed, never read past the frame.
-    assert!(parse(&data[..20], LinkType::Wlan).is_malformed(), "cut inside the MAC header");
-    assert!(parse(&[0, 0, 0xff, 0xff, 0, 0, 0, 0][..], LinkType::WlanRadiotap).is_malformed(), "it_len past the end");
-    assert!(parse(&[0x09, 0x01][..], LinkType::Wlan).is_malformed(), "protocol version 1");
-    assert!(parse(&[0x18][..], LinkType::FrameRelay).is_malformed(), "cut inside the address");
-    assert!(parse(&[&u32::MAX.to_le_bytes()[..], &[0; 8]].concat()[..], LinkType::Pktap).is_malformed());
+    assert!(parse(&data[..20], LinkType::Wlan, Decapsulate::NONE).is_malformed(), "cut inside the MAC header");
+    assert!(
+        parse(&[0, 0, 0xff, 0xff, 0, 0, 0, 0][..], LinkType::WlanRadiotap, Decapsulate::NONE).is_malformed(),
+        "it_len past the end"
+    );
+    assert!(parse(&[0x09, 0x01][..], LinkType::Wlan, Decapsulate::NONE).is_malformed(), "protocol version 1");
+    assert!(parse(&[0x18][..], LinkType::FrameRelay, Decapsulate::NONE).is_malformed(), "cut inside the address");
+    assert!(
+        parse(&[&u32::MAX.to_le_bytes()[..], &[0; 8]].concat()[..], LinkType::Pktap, Decapsulate::NONE).is_malformed()
+    );
 
     for (value, link) in [
         (105, LinkType::Wlan),

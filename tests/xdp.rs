@@ -16,9 +16,9 @@ use rogue::{
 };
 use rogue_common::{
     FlowKey, MeterCounters,
-    parse::{LinkType, parse},
+    parse::{Decapsulate, LinkType, parse},
 };
-use rogue_testkit::packets::{ExpectedFlow, cases};
+use rogue_testkit::packets::{ExpectedFlow, cases, tunnel_cases};
 
 const XDP_PASS: u32 = 2;
 
@@ -34,45 +34,66 @@ fn run(meter: &mut XdpMeter, frame: &[u8]) {
 #[test]
 fn the_verifier_accepts_the_meter_and_it_passes_every_frame() {
     rogue_testkit::needs_root!("loading BPF programs");
-    let mut meter = XdpMeter::load(1024, KernelLog::Off).expect("load and verify the XDP program (needs root)");
+    let mut meter =
+        XdpMeter::load(1024, KernelLog::Off, Decapsulate::NONE).expect("load and verify the XDP program (needs root)");
     run(&mut meter, &rogue_testkit::packets::cases()[0].frame);
 }
 
 #[test]
 fn every_crafted_frame_gives_its_flow_and_counters_in_the_kernel() {
     rogue_testkit::needs_root!("loading BPF programs");
-    let mut meter = XdpMeter::load(1024, KernelLog::Off).unwrap();
+    let mut meter = XdpMeter::load(1024, KernelLog::Off, Decapsulate::NONE).unwrap();
     for case in cases() {
-        let before = meter.counters().unwrap();
-        run(&mut meter, &case.frame);
-        let drain = meter.drain().unwrap();
-        let flows: Vec<ExpectedFlow> = drain
-            .flows
-            .iter()
-            .map(|f| ExpectedFlow {
-                src: rogue::flows::address(&f.key.src_addr),
-                dst: rogue::flows::address(&f.key.dst_addr),
-                proto: f.key.proto,
-                sport: f.key.src_port,
-                dport: f.key.dst_port,
-                bytes: f.stats.bytes,
-                tcp_flags: f.stats.tcp_flags,
-            })
-            .collect();
-        assert_eq!(flows, case.flow.clone().into_iter().collect::<Vec<_>>(), "{}: flow", case.name);
-        if let Some(flow) = drain.flows.first() {
-            assert_eq!(flow.stats.packets, 1, "{}", case.name);
-            assert!(flow.stats.first_ns > 0 && flow.stats.first_ns == flow.stats.last_ns, "{}", case.name);
-        }
-        let delta = meter.counters().unwrap().since(&before);
-        assert_eq!(delta, case.counts.counters(case.frame.len(), &case.flow), "{}: counters", case.name);
+        let (flow, counts) = kernel_outcome(&mut meter, &case.frame);
+        assert_eq!(flow, case.flow, "{}: flow", case.name);
+        assert_eq!(counts, case.counts.counters(case.frame.len(), &case.flow), "{}: counters", case.name);
     }
+}
+
+/// The kernel opens every tunnel the userspace parser does, as deep, when
+/// loaded to, and none when not.
+#[test]
+fn every_tunnel_gives_its_outer_flow_closed_and_its_inner_flow_opened_in_the_kernel() {
+    rogue_testkit::needs_root!("loading BPF programs");
+    let mut closed = XdpMeter::load(1024, KernelLog::Off, Decapsulate::NONE).unwrap();
+    let mut opened = XdpMeter::load(1024, KernelLog::Off, Decapsulate::ALL).unwrap();
+    for case in tunnel_cases() {
+        for (meter, (flow, counts), state) in
+            [(&mut closed, &case.outer, "closed"), (&mut opened, &case.opened, "opened")]
+        {
+            let (got, counters) = kernel_outcome(meter, &case.frame);
+            assert_eq!(got, *flow, "{} ({state}): flow", case.name);
+            assert_eq!(counters, counts.counters(case.frame.len(), flow), "{} ({state}): counters", case.name);
+        }
+    }
+}
+
+/// The flow (at most one) and the counters one frame leaves in the kernel.
+fn kernel_outcome(meter: &mut XdpMeter, frame: &[u8]) -> (Option<ExpectedFlow>, MeterCounters) {
+    let before = meter.counters().unwrap();
+    run(meter, frame);
+    let drain = meter.drain().unwrap();
+    assert!(drain.flows.len() <= 1, "one frame, one flow at most");
+    let flow = drain.flows.first().map(|f| {
+        assert_eq!(f.stats.packets, 1);
+        assert!(f.stats.first_ns > 0 && f.stats.first_ns == f.stats.last_ns);
+        ExpectedFlow {
+            src: rogue::flows::address(&f.key.src_addr),
+            dst: rogue::flows::address(&f.key.dst_addr),
+            proto: f.key.proto,
+            sport: f.key.src_port,
+            dport: f.key.dst_port,
+            bytes: f.stats.bytes,
+            tcp_flags: f.stats.tcp_flags,
+        }
+    });
+    (flow, meter.counters().unwrap().since(&before))
 }
 
 #[test]
 fn a_full_flow_map_counts_the_packets_and_bytes_that_found_no_slot() {
     rogue_testkit::needs_root!("loading BPF programs");
-    let mut meter = XdpMeter::load(16, KernelLog::Off).unwrap();
+    let mut meter = XdpMeter::load(16, KernelLog::Off, Decapsulate::NONE).unwrap();
     let frame = |port: u16| {
         rogue_testkit::packets::ethernet(
             0x0800,
@@ -107,7 +128,7 @@ fn a_full_flow_map_counts_the_packets_and_bytes_that_found_no_slot() {
 #[test]
 fn a_drain_takes_every_flow_once_and_leaves_the_map_empty() {
     rogue_testkit::needs_root!("loading BPF programs");
-    let mut meter = XdpMeter::load(4096, KernelLog::Off).unwrap();
+    let mut meter = XdpMeter::load(4096, KernelLog::Off, Decapsulate::NONE).unwrap();
     let frame = |port: u16| {
         use rogue_testkit::packets::{CLIENT_V4, SERVER_V4, ethernet, ipv4, udp};
         ethernet(0x0800, &ipv4(CLIENT_V4, SERVER_V4, 17, &[], 0, &udp(port, 53, &[0; 12])))
@@ -156,21 +177,38 @@ impl FrameSink for EthernetFrames {
 #[test]
 fn every_capture_gives_the_same_flows_and_counters_in_kernel_and_userspace() {
     rogue_testkit::needs_root!("loading BPF programs");
+    let frames = same_in_kernel_and_userspace(&rogue_testkit::captures(), Decapsulate::NONE);
+    assert!(frames > 7000, "compared {frames} frames");
+}
+
+/// The captures of tunnels, every tunnel opened: the kernel program and
+/// the capture reader find the same packets inside.
+#[test]
+fn every_tunnel_capture_gives_the_same_inner_flows_in_kernel_and_userspace() {
+    rogue_testkit::needs_root!("loading BPF programs");
+    let frames = same_in_kernel_and_userspace(&rogue_testkit::tunnel_captures(), Decapsulate::ALL);
+    assert!(frames >= 440, "compared {frames} frames");
+}
+
+/// Checks that every frame of `captures` gives the same flows and counters
+/// through the kernel program and through the userspace parser, both
+/// opening `decapsulate`; returns the frames compared.
+fn same_in_kernel_and_userspace(captures: &[std::path::PathBuf], decapsulate: Decapsulate) -> usize {
     // The kernel takes at most a page per test frame; the flow depends only
     // on headers, so larger frames are cut to this, in both parsers alike.
     const MAX_TEST_FRAME: usize = 3000;
-    let mut meter = XdpMeter::load(65536, KernelLog::Off).unwrap();
+    let mut meter = XdpMeter::load(65536, KernelLog::Off, decapsulate).unwrap();
     let mut frames_compared = 0;
-    for capture in rogue_testkit::captures() {
+    for capture in captures {
         let mut sink = EthernetFrames(Vec::new());
-        read_frames(&capture, &mut sink).unwrap();
+        read_frames(capture, &mut sink).unwrap();
 
         let mut userspace = FlowTable::new();
         let mut userspace_counters = MeterCounters::default();
         let before = meter.counters().unwrap();
         for frame in &sink.0 {
             let frame = &frame[..frame.len().min(MAX_TEST_FRAME)];
-            let packet = parse(frame, LinkType::Ethernet);
+            let packet = parse(frame, LinkType::Ethernet, decapsulate);
             userspace_counters.count(&packet, frame.len() as u64);
             if packet.has_flow() {
                 // test_run delivers frames as if from the loopback device.
@@ -189,10 +227,10 @@ fn every_capture_gives_the_same_flows_and_counters_in_kernel_and_userspace() {
             .iter()
             .map(|f| (f.key, (f.stats.packets, f.stats.bytes, f.stats.tcp_flags)))
             .collect();
-        let name = rogue_testkit::stem(&capture);
+        let name = rogue_testkit::stem(capture);
         assert_eq!(kernel, userspace, "{name}: flows");
         assert_eq!(meter.counters().unwrap().since(&before), userspace_counters, "{name}: counters");
         frames_compared += sink.0.len();
     }
-    assert!(frames_compared > 7000, "compared {frames_compared} frames");
+    frames_compared
 }

@@ -1,6 +1,6 @@
 //! The meter's counters: what every frame was counted as.
 
-use crate::parse::{Class, MARK_FRAGMENT, MARK_MPLS, MARK_PPPOE, MARK_VLAN, NotIp, Packet};
+use crate::parse::{Class, MARK_DECAPSULATED, MARK_FRAGMENT, MARK_MPLS, MARK_PPPOE, MARK_VLAN, NotIp, Packet};
 
 /// Cumulative counters, one copy per CPU in the kernel; userspace sums them.
 /// A capture reader keeps one copy and counts with the same [`count`] method,
@@ -31,6 +31,8 @@ pub struct MeterCounters {
     pub pppoe: u64,
     /// IPv4 and IPv6 fragments, first and later.
     pub fragments: u64,
+    /// Frames whose packet was taken out of a tunnel (capture.decapsulate).
+    pub decapsulated: u64,
     /// Frames with a cut or invalid header (see the parser's module comment).
     pub malformed: u64,
     /// Packets (and their IP bytes) that found no slot in a full flow map.
@@ -73,6 +75,7 @@ impl MeterCounters {
             self.mpls += (marks & MARK_MPLS != 0) as u64;
             self.pppoe += (marks & MARK_PPPOE != 0) as u64;
             self.fragments += (marks & MARK_FRAGMENT != 0) as u64;
+            self.decapsulated += (marks & MARK_DECAPSULATED != 0) as u64;
         }
     }
 
@@ -108,6 +111,7 @@ impl MeterCounters {
             mpls: f(self.mpls, other.mpls),
             pppoe: f(self.pppoe, other.pppoe),
             fragments: f(self.fragments, other.fragments),
+            decapsulated: f(self.decapsulated, other.decapsulated),
             malformed: f(self.malformed, other.malformed),
             insert_failed_packets: f(self.insert_failed_packets, other.insert_failed_packets),
             insert_failed_bytes: f(self.insert_failed_bytes, other.insert_failed_bytes),

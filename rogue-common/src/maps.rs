@@ -21,6 +21,10 @@ pub fn counter_slot(ifindex: u32) -> u32 {
     if ifindex < COUNTER_SLOTS { ifindex } else { 0 }
 }
 
+/// The program's global holding the tunnels it opens (a `Decapsulate`'s
+/// bits), a constant set at load time.
+pub const DECAPSULATE_GLOBAL: &str = "DECAPSULATE";
+
 /// Entries per flow map when configuration says nothing.
 pub const DEFAULT_FLOW_MAP_ENTRIES: u32 = 262_144;
 

@@ -28,7 +28,7 @@
 //! are those of capture files, each a few header bytes before the same
 //! network-layer code.
 
-use crate::flow::{Address, FlowKey};
+use crate::flow::FlowKey;
 
 /// Bounds-checked read access to one frame's bytes.
 pub trait Frame {
@@ -42,16 +42,6 @@ pub trait Frame {
     #[inline(always)]
     fn word(&self, offset: usize) -> Option<u32> {
         self.bytes::<4>(offset).map(u32::from_ne_bytes)
-    }
-
-    /// The sixteen bytes at `offset` as an address; zeros where the frame
-    /// ends before them (callers check the header is whole first). No
-    /// `Option` here: in BPF, a `None` would carry an undefined payload, whose
-    /// registers the verifier refuses to read.
-    #[inline(always)]
-    fn address(&self, offset: usize) -> Address {
-        let word = |at: usize| self.word(at).unwrap_or(0);
-        [word(offset), word(offset + 4), word(offset + 8), word(offset + 12)]
     }
 }
 
@@ -93,6 +83,58 @@ pub const MARK_PPPOE: u8 = 1 << 2;
 pub const MARK_FRAGMENT: u8 = 1 << 3;
 /// The transport header (or an IPv6 extension header) is cut short.
 pub const MARK_TRUNCATED: u8 = 1 << 4;
+/// The packet was taken out of a tunnel ([`Decapsulate`]).
+pub const MARK_DECAPSULATED: u8 = 1 << 5;
+
+/// The tunnels whose inner packet is the flow, a bit each (config
+/// `capture.decapsulate`). None by default: on a gateway a tunnel is
+/// traffic like any other, and its outer header is what crosses. A sensor
+/// fed by a mirror (ERSPAN from a switch, VXLAN or Geneve from a cloud's
+/// traffic mirroring) wants the traffic inside.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(transparent)]
+pub struct Decapsulate(pub u8);
+
+impl Decapsulate {
+    pub const NONE: Decapsulate = Decapsulate(0);
+    pub const ALL: Decapsulate = Decapsulate(Self::IPIP | Self::GRE | Self::ERSPAN | Self::VXLAN | Self::GENEVE);
+    /// IPv4 or IPv6 straight in IPv4 or IPv6 (protocols 4 and 41: IP-in-IP,
+    /// 6in4, 4in6, 6in6).
+    pub const IPIP: u8 = 1 << 0;
+    /// GRE (version 0) carrying IPv4, IPv6 or Ethernet (0x6558).
+    pub const GRE: u8 = 1 << 1;
+    /// ERSPAN in GRE: type I and II (0x88be), type III (0x22eb).
+    pub const ERSPAN: u8 = 1 << 2;
+    /// VXLAN, UDP to port 4789 (RFC 7348).
+    pub const VXLAN: u8 = 1 << 3;
+    /// Geneve, UDP to port 6081 (RFC 8926).
+    pub const GENEVE: u8 = 1 << 4;
+
+    #[inline(always)]
+    fn opens(self, tunnel: u8) -> bool {
+        self.0 & tunnel != 0
+    }
+}
+
+/// Most tunnels opened one inside another: past it, the innermost packet
+/// opened is the flow. One: a mirror's encapsulation is opened, and the
+/// mirrored traffic's own tunnels are traffic, as on a gateway. (Two is
+/// more than the verifier can follow: each way through the first inner
+/// packet's headers would walk the second one again.)
+pub const MAX_TUNNELS: usize = 1;
+
+/// A tunnel the parser found in a packet: its [`Decapsulate`] bit (0: none),
+/// and where the packet inside starts, with an Ethernet header or with IP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tunnel {
+    pub kind: u8,
+    pub ethernet: bool,
+    pub offset: u16,
+}
+
+impl Tunnel {
+    const NONE: Tunnel = Tunnel { kind: 0, ethernet: false, offset: 0 };
+}
 
 /// Most VLAN tags followed (802.1Q, QinQ).
 pub const MAX_VLAN_TAGS: usize = 2;
@@ -139,6 +181,20 @@ pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 pub const PROTO_ICMPV6: u8 = 58;
+const PROTO_IPIP: u8 = 4;
+const PROTO_IPV6_IN_IP: u8 = 41;
+const PROTO_GRE: u8 = 47;
+const VXLAN_PORT: u16 = 4789;
+const GENEVE_PORT: u16 = 6081;
+/// VXLAN's I flag: the VNI is valid (RFC 7348, 5).
+const VXLAN_VALID_VNI: u8 = 0x08;
+const ETHERTYPE_TRANSPARENT_BRIDGING: u16 = 0x6558;
+const GRE_CHECKSUM: u8 = 0x80;
+const GRE_ROUTING: u8 = 0x40;
+const GRE_KEY: u8 = 0x20;
+const GRE_SEQUENCE: u8 = 0x10;
+const GRE_ERSPAN_2: u16 = 0x88be;
+const GRE_ERSPAN_3: u16 = 0x22eb;
 const IPV6_HOP_BY_HOP: u8 = 0;
 const IPV6_ROUTING: u8 = 43;
 const IPV6_FRAGMENT: u8 = 44;
@@ -162,6 +218,8 @@ pub struct Packet {
     pub marks: u8,
     /// For a [`Class::NonIp`] frame, what kind of frame it is.
     pub not_ip: NotIp,
+    /// A tunnel this packet carries, opened or not.
+    pub tunnel: Tunnel,
 }
 
 /// What a frame without an IP packet is, so that the counters say what
@@ -190,6 +248,7 @@ impl Packet {
             class: Class::NonIp,
             marks: 0,
             not_ip: NotIp::OtherProtocol,
+            tunnel: Tunnel::NONE,
         }
     }
 
@@ -271,15 +330,55 @@ impl LinkType {
     }
 }
 
-/// Parses one frame that starts with `link`.
+/// Parses one frame that starts with `link`, opening the tunnels `decapsulate` names.
 #[inline(always)]
-pub fn parse<F: Frame + ?Sized>(frame: &F, link: LinkType) -> Packet {
+pub fn parse<F: Frame + ?Sized>(frame: &F, link: LinkType, decapsulate: Decapsulate) -> Packet {
     let mut packet = Packet::empty();
     match link {
         LinkType::Pktap => pktap(frame, &mut packet),
         _ => link_layer(frame, link, 0, &mut packet),
     }
+    decapsulated(frame, packet, decapsulate)
+}
+
+/// The packet inside `outer`'s tunnel, and inside its tunnel in turn, as
+/// far as `decapsulate` opens them and [`MAX_TUNNELS`] deep. (The kernel
+/// program runs the same two steps, [`opens_tunnel`] and [`inner_packet`],
+/// in a loop of its own that the verifier can follow.)
+#[inline(always)]
+fn decapsulated<F: Frame + ?Sized>(frame: &F, outer: Packet, decapsulate: Decapsulate) -> Packet {
+    let mut packet = outer;
+    for _ in 0..MAX_TUNNELS {
+        if !opens_tunnel(&packet, decapsulate) {
+            break;
+        }
+        packet = inner_packet(frame, packet.tunnel, packet.marks);
+    }
     packet
+}
+
+/// Whether `packet` carries a tunnel `decapsulate` opens. A fragment of a
+/// tunnel packet is never opened (the inner packet is cut across
+/// fragments): it counts as its outer packet.
+#[inline(always)]
+pub fn opens_tunnel(packet: &Packet, decapsulate: Decapsulate) -> bool {
+    decapsulate.opens(packet.tunnel.kind) && packet.marks & MARK_FRAGMENT == 0
+}
+
+/// The packet a tunnel carries, given the marks of the packet outside it.
+/// The inner packet stands for the frame whatever it is (not IP, cut
+/// short): on a mirror, it is what was mirrored. The frame's own layers
+/// (VLAN, MPLS, PPPoE) stay counted.
+#[inline(always)]
+pub fn inner_packet<F: Frame + ?Sized>(frame: &F, tunnel: Tunnel, outer_marks: u8) -> Packet {
+    let mut inner = Packet::empty();
+    inner.marks = (outer_marks & (MARK_VLAN | MARK_MPLS | MARK_PPPOE)) | MARK_DECAPSULATED;
+    let at = tunnel.offset as usize;
+    match tunnel.ethernet {
+        true => ethertype_at(frame, at + 12, at + ETH_HLEN, &mut inner),
+        false => ip_by_version(frame, at, &mut inner),
+    }
+    inner
 }
 
 /// The link header `link` at `offset`, and what it carries.
@@ -510,10 +609,10 @@ fn ppp_payload<F: Frame + ?Sized>(frame: &F, protocol: u16, offset: usize, packe
 
 /// Parses an Ethernet frame: what the XDP program sees.
 #[inline(always)]
-pub fn parse_ethernet<F: Frame + ?Sized>(frame: &F) -> Packet {
+pub fn parse_ethernet<F: Frame + ?Sized>(frame: &F, decapsulate: Decapsulate) -> Packet {
     let mut packet = Packet::empty();
     ethernet(frame, &mut packet);
-    packet
+    decapsulated(frame, packet, decapsulate)
 }
 
 #[inline(always)]
@@ -609,7 +708,10 @@ fn pppoe<F: Frame + ?Sized>(frame: &F, offset: usize, packet: &mut Packet) {
 
 #[inline(always)]
 fn ip_by_version<F: Frame + ?Sized>(frame: &F, offset: usize, packet: &mut Packet) {
-    let Some([first]) = frame.bytes::<1>(offset) else {
+    // Two bytes, though the version is in the first: a one-byte check at an
+    // offset the verifier cannot know compiles to `ptr >= end`, which it
+    // does not take as a bound. No IP header is shorter, so nothing changes.
+    let Some([first, _]) = frame.bytes::<2>(offset) else {
         packet.class = Class::Malformed;
         return;
     };
@@ -659,7 +761,9 @@ fn ipv4<F: Frame + ?Sized>(frame: &F, offset: usize, packet: &mut Packet) {
 
 #[inline(always)]
 fn ipv6<F: Frame + ?Sized>(frame: &F, offset: usize, packet: &mut Packet) {
-    let (Some(header), Some(_)) = (frame.bytes::<8>(offset), frame.bytes::<1>(offset + 39)) else {
+    // The whole header in one read: the verifier then knows every byte of
+    // it from one bounds check, wherever a tunnel put it.
+    let Some(header) = frame.bytes::<40>(offset) else {
         packet.class = Class::Malformed;
         return;
     };
@@ -675,8 +779,12 @@ fn ipv6<F: Frame + ?Sized>(frame: &F, offset: usize, packet: &mut Packet) {
         0 if header[6] != IPV6_NO_NEXT_HEADER => frame.frame_len().saturating_sub(offset) as u32,
         payload => 40 + payload as u32,
     };
-    packet.key.src_addr = frame.address(offset + 8);
-    packet.key.dst_addr = frame.address(offset + 24);
+    let address = |at: usize| {
+        let word = |i: usize| u32::from_ne_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+        [word(at), word(at + 4), word(at + 8), word(at + 12)]
+    };
+    packet.key.src_addr = address(8);
+    packet.key.dst_addr = address(24);
 
     let mut next = header[6];
     let mut offset = offset + 40;
@@ -721,14 +829,19 @@ fn transport<F: Frame + ?Sized>(frame: &F, offset: usize, proto: u8, packet: &mu
             };
             packet.key.src_port = u16::from_be_bytes([ports[0], ports[1]]);
             packet.key.dst_port = u16::from_be_bytes([ports[2], ports[3]]);
-            if proto == PROTO_TCP {
-                let Some([flags]) = frame.bytes::<1>(offset + 13) else {
+            if proto == PROTO_UDP {
+                udp_tunnel(frame, offset + 8, packet);
+            } else {
+                // With the byte before, as one two-byte read (see ip_by_version).
+                let Some([_, flags]) = frame.bytes::<2>(offset + 12) else {
                     packet.marks |= MARK_TRUNCATED;
                     return;
                 };
                 packet.tcp_flags = flags;
             }
         }
+        PROTO_IPIP | PROTO_IPV6_IN_IP => packet.tunnel = tunnel(Decapsulate::IPIP, false, offset),
+        PROTO_GRE => gre(frame, offset, packet),
         PROTO_ICMP | PROTO_ICMPV6 => {
             let Some(type_code) = frame.bytes::<2>(offset) else {
                 packet.marks |= MARK_TRUNCATED;
@@ -738,4 +851,66 @@ fn transport<F: Frame + ?Sized>(frame: &F, offset: usize, proto: u8, packet: &mu
         }
         _ => {}
     }
+}
+
+#[inline(always)]
+fn tunnel(kind: u8, ethernet: bool, offset: usize) -> Tunnel {
+    // An offset past 64 KiB is past any frame: such a tunnel opens onto nothing.
+    Tunnel { kind, ethernet, offset: offset.min(u16::MAX as usize) as u16 }
+}
+
+/// VXLAN (its I flag set) or Geneve (version 0) after the UDP header at
+/// `offset`, by the destination port; Geneve's options are skipped.
+#[inline(always)]
+fn udp_tunnel<F: Frame + ?Sized>(frame: &F, offset: usize, packet: &mut Packet) {
+    match packet.key.dst_port {
+        VXLAN_PORT => {
+            if let Some([flags, ..]) = frame.bytes::<8>(offset)
+                && flags & VXLAN_VALID_VNI != 0
+            {
+                packet.tunnel = tunnel(Decapsulate::VXLAN, true, offset + 8);
+            }
+        }
+        GENEVE_PORT => {
+            let Some([first, _, high, low]) = frame.bytes::<4>(offset) else { return };
+            if first >> 6 != 0 {
+                return;
+            }
+            let inner = offset + 8 + (first & 0x3f) as usize * 4;
+            match u16::from_be_bytes([high, low]) {
+                ETHERTYPE_TRANSPARENT_BRIDGING => packet.tunnel = tunnel(Decapsulate::GENEVE, true, inner),
+                ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => packet.tunnel = tunnel(Decapsulate::GENEVE, false, inner),
+                _ => {}
+            }
+        }
+        _ => {}
+    }
+}
+
+/// GRE version 0 (RFC 2784, 2890) at `offset`: its optional checksum, key
+/// and sequence number skipped, then IP, Ethernet (transparent bridging)
+/// or ERSPAN. ERSPAN type I has no header of its own (no sequence number),
+/// type II an 8-byte one, type III 12 bytes and an 8-byte platform
+/// subheader when its O flag says so. Version 1 (PPTP's) carries PPP, and
+/// source routing (the R flag) is obsolete: neither is opened.
+#[inline(always)]
+fn gre<F: Frame + ?Sized>(frame: &F, offset: usize, packet: &mut Packet) {
+    let Some([flags, version, high, low]) = frame.bytes::<4>(offset) else { return };
+    if version & 0x07 != 0 || flags & GRE_ROUTING != 0 {
+        return;
+    }
+    let sequenced = flags & GRE_SEQUENCE != 0;
+    let optional_words = (flags & GRE_CHECKSUM != 0) as usize + (flags & GRE_KEY != 0) as usize + sequenced as usize;
+    let inner = offset + 4 + optional_words * 4;
+    packet.tunnel = match u16::from_be_bytes([high, low]) {
+        ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => tunnel(Decapsulate::GRE, false, inner),
+        ETHERTYPE_TRANSPARENT_BRIDGING => tunnel(Decapsulate::GRE, true, inner),
+        GRE_ERSPAN_2 if !sequenced => tunnel(Decapsulate::ERSPAN, true, inner),
+        GRE_ERSPAN_2 => tunnel(Decapsulate::ERSPAN, true, inner + 8),
+        GRE_ERSPAN_3 => {
+            let Some(header) = frame.bytes::<12>(inner) else { return };
+            tunnel(Decapsulate::ERSPAN, true, inner + 12 + (header[11] & 1) as usize * 8)
+        }
+        _ => return,
+    };
 }

@@ -13,6 +13,7 @@
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 
 use aya_ebpf::{
+    Global,
     bindings::{BPF_NOEXIST, xdp_action},
     helpers::bpf_ktime_get_coarse_ns,
     macros::{map, xdp},
@@ -23,7 +24,7 @@ use aya_log_ebpf::{debug, error, warn};
 use rogue_common::{
     FlowKey, FlowStats, MeterCounters, address_bytes,
     maps::{COUNTER_SLOTS, DEFAULT_FLOW_MAP_ENTRIES, counter_slot},
-    parse::{Packet, parse_ethernet},
+    parse::{Decapsulate, MAX_TUNNELS, Packet, Tunnel, inner_packet, opens_tunnel, parse_ethernet},
 };
 use rogue_ebpf::XdpFrame;
 
@@ -39,6 +40,62 @@ static FLOW_MAP_INDEX: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 static COUNTERS: PerCpuArray<MeterCounters> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
+/// The tunnels the meter opens (`Decapsulate`'s bits), set by userspace at
+/// load time as a constant: the verifier sees its value and drops the code
+/// of every tunnel not opened, so decapsulation off costs nothing.
+#[unsafe(no_mangle)]
+static DECAPSULATE: Global<u8> = Global::new(0);
+
+#[inline(always)]
+fn decapsulate() -> Decapsulate {
+    Decapsulate(DECAPSULATE.load())
+}
+
+/// One slot per CPU that a tunnel's start passes through (see `inner`).
+#[map]
+static TUNNEL_START: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// The frame's packet: the outer one, or as the shared parser's
+/// `decapsulated` finds it, the one inside its tunnels.
+#[inline(always)]
+fn packet_of(ctx: &XdpContext) -> Packet {
+    let frame = XdpFrame { start: ctx.data(), end: ctx.data_end() };
+    let mut packet = parse_ethernet(&frame, Decapsulate::NONE);
+    for _ in 0..MAX_TUNNELS {
+        if !opens_tunnel(&packet, decapsulate()) {
+            break;
+        }
+        let Some((tunnel, marks)) = laundered(packet.tunnel, packet.marks) else { break };
+        let frame = XdpFrame { start: ctx.data(), end: ctx.data_end() };
+        packet = inner_packet(&frame, tunnel, marks);
+    }
+    packet
+}
+
+/// `tunnel` and `marks` as values the verifier knows only by their bounds.
+/// Each path through the outer headers reaches the inner parse with its own
+/// exact offset and marks; the verifier would walk the inner parse once per
+/// path (past its million instructions). Through a map value, they are the
+/// same unknowns on every path, and the verifier walks it once. An offset
+/// past a page is past any frame XDP sees.
+#[inline(always)]
+fn laundered(tunnel: Tunnel, marks: u8) -> Option<(Tunnel, u8)> {
+    let slot = TUNNEL_START.get_ptr_mut(0)?;
+    let packed =
+        tunnel.offset as u64 | (tunnel.kind as u64) << 16 | (tunnel.ethernet as u64) << 24 | (marks as u64) << 32;
+    // SAFETY: this CPU's slot; XDP programs do not nest on one CPU.
+    let packed = unsafe {
+        core::ptr::write_volatile(slot, packed);
+        core::ptr::read_volatile(slot)
+    };
+    let offset = (packed & 0xffff) as u16;
+    if offset > 4096 {
+        return None;
+    }
+    let tunnel = Tunnel { kind: (packed >> 16) as u8, ethernet: (packed >> 24) & 1 == 1, offset };
+    Some((tunnel, (packed >> 32) as u8))
+}
+
 #[xdp]
 pub fn rogue_meter(ctx: XdpContext) -> u32 {
     meter(&ctx);
@@ -47,10 +104,11 @@ pub fn rogue_meter(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn meter(ctx: &XdpContext) {
-    let frame = XdpFrame { start: ctx.data(), end: ctx.data_end() };
-    let packet = parse_ethernet(&frame);
+    // Taken first: after the parse, the frame's pointers would carry into
+    // the rest each path's own checked range (see `laundered`).
+    let frame_len = (ctx.data_end() - ctx.data()) as u64;
+    let packet = packet_of(ctx);
     let ifindex = ctx.ingress_ifindex() as u32;
-    let frame_len = (frame.end - frame.start) as u64;
     let Some(counters) = COUNTERS.get_ptr_mut(counter_slot(ifindex)) else {
         // Not reachable (the slot is always below the array's size): the
         // frame is in no count, so say so.

@@ -21,7 +21,7 @@ use rogue::{
     flows::{FlowCache, FlowRecord, Timeouts, meter::FileMeter},
     time::rfc3339_millis,
 };
-use rogue_common::MeterCounters;
+use rogue_common::{MeterCounters, parse::Decapsulate};
 
 /// A loopback port free for both TCP and UDP, in the calling thread's
 /// network namespace: rogue's collector, NSD and ClickHouse listen on
@@ -75,6 +75,16 @@ pub fn captures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/captures")
 }
 
+/// The real captures of tunnels (tests/captures/tunnels), sorted by name.
+pub fn tunnel_captures() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(captures_dir().join("tunnels"))
+        .expect("tests/captures/tunnels exists")
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
 /// Every capture file, sorted by name.
 pub fn captures() -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(captures_dir())
@@ -117,7 +127,17 @@ pub fn stem(path: &Path) -> String {
 
 /// Flows and counters of a capture metered by rogue's library.
 pub fn meter_capture(path: &Path, timeouts: Timeouts) -> (Vec<FlowRecord>, MeterCounters) {
+    meter_capture_opening(path, timeouts, Decapsulate::NONE)
+}
+
+/// [`meter_capture`], opening the tunnels `decapsulate` names.
+pub fn meter_capture_opening(
+    path: &Path,
+    timeouts: Timeouts,
+    decapsulate: Decapsulate,
+) -> (Vec<FlowRecord>, MeterCounters) {
     let mut meter = FileMeter::new(FlowCache::new(timeouts));
+    meter.decapsulate = decapsulate;
     let mut flows = Vec::new();
     meter.file(path, |completed| flows.append(completed)).unwrap_or_else(|e| panic!("{e}"));
     meter.cache.flush(&mut flows);

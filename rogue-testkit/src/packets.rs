@@ -40,6 +40,7 @@ pub struct ExpectedCounts {
     pub pppoe: u64,
     pub fragments: u64,
     pub malformed: u64,
+    pub decapsulated: u64,
 }
 
 impl ExpectedCounts {
@@ -61,6 +62,7 @@ impl ExpectedCounts {
             mpls: self.mpls,
             pppoe: self.pppoe,
             fragments: self.fragments,
+            decapsulated: self.decapsulated,
             malformed: self.malformed,
             insert_failed_packets: 0,
             insert_failed_bytes: 0,
@@ -87,6 +89,15 @@ pub struct Case {
     pub frame: Vec<u8>,
     pub flow: Option<ExpectedFlow>,
     pub counts: ExpectedCounts,
+}
+
+/// A frame carrying a tunnel: what it must give with no tunnel opened (the
+/// outer packet), and with every tunnel opened.
+pub struct TunnelCase {
+    pub name: &'static str,
+    pub frame: Vec<u8>,
+    pub outer: (Option<ExpectedFlow>, ExpectedCounts),
+    pub opened: (Option<ExpectedFlow>, ExpectedCounts),
 }
 
 // ---- building blocks --------------------------------------------------
@@ -200,8 +211,17 @@ fn v6(
 
 const V4: ExpectedCounts = ExpectedCounts { ipv4: 1, ..ZERO };
 const V6: ExpectedCounts = ExpectedCounts { ipv6: 1, ..ZERO };
-const ZERO: ExpectedCounts =
-    ExpectedCounts { ipv4: 0, ipv6: 0, non_ip: 0, vlan: 0, mpls: 0, pppoe: 0, fragments: 0, malformed: 0 };
+const ZERO: ExpectedCounts = ExpectedCounts {
+    ipv4: 0,
+    ipv6: 0,
+    non_ip: 0,
+    vlan: 0,
+    mpls: 0,
+    pppoe: 0,
+    fragments: 0,
+    malformed: 0,
+    decapsulated: 0,
+};
 
 // ---- the cases --------------------------------------------------------
 
@@ -472,6 +492,159 @@ pub fn cases() -> Vec<Case> {
             frame: ethernet(0x86dd, &[&smtp_v4[..], &[0; 20]].concat()),
             flow: None,
             counts: ExpectedCounts { malformed: 1, ..ZERO },
+        },
+    ]
+}
+
+// ---- tunnels ------------------------------------------------------------
+
+/// The outer endpoints of every tunnel case.
+pub const TUNNEL_A: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+pub const TUNNEL_B: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
+pub const GRE: u8 = 47;
+
+/// A GRE header: its flags byte, the protocol, and 4 bytes per optional word.
+pub fn gre(flags: u8, protocol: u16, payload: &[u8]) -> Vec<u8> {
+    let words = [0x80, 0x20, 0x10].iter().filter(|&&bit| flags & bit != 0).count();
+    [&[flags, 0][..], &protocol.to_be_bytes(), &vec![0xee; words * 4], payload].concat()
+}
+
+/// A VXLAN header (the I flag set, VNI 100) and the frame it carries.
+pub fn vxlan(frame: &[u8]) -> Vec<u8> {
+    [&[0x08, 0, 0, 0, 0, 0, 100, 0][..], frame].concat()
+}
+
+/// `payload` from TUNNEL_A to TUNNEL_B as IPv4 protocol `proto`, in Ethernet.
+fn tunnelled(proto: u8, payload: &[u8]) -> Vec<u8> {
+    ethernet(0x0800, &ipv4(TUNNEL_A, TUNNEL_B, proto, &[], 0, payload))
+}
+
+/// The outer flow of a tunnel case: 20 bytes of IPv4 header and `payload`.
+fn outer(proto: u8, sport: u16, dport: u16, payload: usize) -> (Option<ExpectedFlow>, ExpectedCounts) {
+    (v4(TUNNEL_A, TUNNEL_B, proto, sport, dport, 20 + payload, 0), V4)
+}
+
+/// Frames in every tunnel rogue opens, and some it must not.
+pub fn tunnel_cases() -> Vec<TunnelCase> {
+    let smtp_v4 = ipv4(CLIENT_V4, SERVER_V4, TCP, &[], 0, &tcp(40000, 25, SYN, &[]));
+    let smtp_v6 = ipv6(CLIENT_V6, SERVER_V6, &[], TCP, &tcp(40000, 25, PSH_ACK, b"EHLO client.example\r\n"));
+    let inner_v4 = (v4(CLIENT_V4, SERVER_V4, TCP, 40000, 25, 40, SYN), ExpectedCounts { decapsulated: 1, ..V4 });
+    let inner_v6 = (v6(CLIENT_V6, SERVER_V6, TCP, 40000, 25, 81, PSH_ACK), ExpectedCounts { decapsulated: 1, ..V6 });
+    let mirrored_v4 = ethernet(0x0800, &smtp_v4);
+    let erspan_2 = [0x10, 0x64, 0x00, 0x01, 0, 0, 0, 0];
+    // Version 2 (III), the O flag set: an 8-byte platform subheader follows.
+    let erspan_3 = [0x20, 0x64, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0, 0x01];
+    let vxlan_v6 = udp(49152, 4789, &vxlan(&ethernet(0x86dd, &smtp_v6)));
+    let geneve_options = [&[0x02, 0x00, 0x65, 0x58, 0, 0, 100, 0][..], &[0x01; 8], &mirrored_v4].concat();
+    let geneve_ip = [&[0x00, 0x00, 0x08, 0x00, 0, 0, 100, 0][..], &smtp_v4].concat();
+    let ipip_twice = ipv4(TUNNEL_B, TUNNEL_A, 4, &[], 0, &ipv4(TUNNEL_A, TUNNEL_B, 4, &[], 0, &smtp_v4));
+    let cut_inner = vxlan(&ethernet(0x0800, &smtp_v4[..19]));
+    let arp = [&[0, 1, 8, 0, 6, 4, 0, 1][..], &[0; 20]].concat();
+    vec![
+        TunnelCase {
+            name: "IP-in-IP",
+            frame: tunnelled(4, &smtp_v4),
+            outer: outer(4, 0, 0, 40),
+            opened: inner_v4.clone(),
+        },
+        TunnelCase {
+            name: "6in4",
+            frame: tunnelled(41, &smtp_v6),
+            outer: outer(41, 0, 0, 81),
+            opened: inner_v6.clone(),
+        },
+        TunnelCase {
+            name: "GRE with a key carrying IPv4",
+            frame: tunnelled(GRE, &gre(0x20, 0x0800, &smtp_v4)),
+            outer: outer(GRE, 0, 0, 8 + 40),
+            opened: inner_v4.clone(),
+        },
+        TunnelCase {
+            name: "GRE with checksum, key and sequence carrying Ethernet (0x6558) with a VLAN tag",
+            frame: tunnelled(GRE, &gre(0xb0, 0x6558, &with_vlans(&mirrored_v4, &[(0x8100, 7)]))),
+            outer: outer(GRE, 0, 0, 16 + 18 + 40),
+            opened: (inner_v4.0.clone(), ExpectedCounts { vlan: 1, ..inner_v4.1 }),
+        },
+        TunnelCase {
+            name: "ERSPAN type I (GRE 0x88be without a sequence number)",
+            frame: tunnelled(GRE, &gre(0, 0x88be, &mirrored_v4)),
+            outer: outer(GRE, 0, 0, 4 + 54),
+            opened: inner_v4.clone(),
+        },
+        TunnelCase {
+            name: "ERSPAN type II",
+            frame: tunnelled(GRE, &gre(0x10, 0x88be, &[&erspan_2[..], &mirrored_v4].concat())),
+            outer: outer(GRE, 0, 0, 8 + 8 + 54),
+            opened: inner_v4.clone(),
+        },
+        TunnelCase {
+            name: "ERSPAN type III with its platform subheader",
+            frame: tunnelled(GRE, &gre(0x10, 0x22eb, &[&erspan_3[..], &[0; 8], &mirrored_v4].concat())),
+            outer: outer(GRE, 0, 0, 8 + 20 + 54),
+            opened: inner_v4.clone(),
+        },
+        TunnelCase {
+            name: "VXLAN carrying IPv6",
+            frame: tunnelled(UDP, &vxlan_v6),
+            outer: outer(UDP, 49152, 4789, vxlan_v6.len()),
+            opened: inner_v6.clone(),
+        },
+        TunnelCase {
+            name: "Geneve with 8 bytes of options carrying Ethernet",
+            frame: tunnelled(UDP, &udp(49152, 6081, &geneve_options)),
+            outer: outer(UDP, 49152, 6081, 8 + geneve_options.len()),
+            opened: inner_v4.clone(),
+        },
+        TunnelCase {
+            name: "Geneve carrying IPv4",
+            frame: tunnelled(UDP, &udp(49152, 6081, &geneve_ip)),
+            outer: outer(UDP, 49152, 6081, 8 + geneve_ip.len()),
+            opened: inner_v4.clone(),
+        },
+        TunnelCase {
+            name: "VXLAN in GRE: one tunnel is opened, the one inside is traffic",
+            frame: tunnelled(GRE, &gre(0, 0x0800, &ipv4(TUNNEL_B, TUNNEL_A, UDP, &[], 0, &vxlan_v6))),
+            outer: outer(GRE, 0, 0, 4 + 20 + vxlan_v6.len()),
+            opened: (
+                v4(TUNNEL_B, TUNNEL_A, UDP, 49152, 4789, 20 + vxlan_v6.len(), 0),
+                ExpectedCounts { decapsulated: 1, ..V4 },
+            ),
+        },
+        TunnelCase {
+            name: "IP-in-IP in IP-in-IP: one tunnel is opened",
+            frame: tunnelled(4, &ipip_twice),
+            outer: outer(4, 0, 0, ipip_twice.len()),
+            opened: (v4(TUNNEL_B, TUNNEL_A, 4, 0, 0, ipip_twice.len(), 0), ExpectedCounts { decapsulated: 1, ..V4 }),
+        },
+        TunnelCase {
+            name: "a fragment of a GRE packet is not opened",
+            frame: ethernet(0x0800, &ipv4(TUNNEL_A, TUNNEL_B, GRE, &[], 0x2000, &gre(0, 0x0800, &smtp_v4))),
+            outer: (v4(TUNNEL_A, TUNNEL_B, GRE, 0, 0, 64, 0), ExpectedCounts { fragments: 1, ..V4 }),
+            opened: (v4(TUNNEL_A, TUNNEL_B, GRE, 0, 0, 64, 0), ExpectedCounts { fragments: 1, ..V4 }),
+        },
+        TunnelCase {
+            name: "GRE version 1 (PPTP, carrying PPP) is not opened",
+            frame: tunnelled(GRE, &[&[0x30, 0x01, 0x88, 0x0b, 0, 4, 0, 1][..], &[0; 8]].concat()),
+            outer: outer(GRE, 0, 0, 16),
+            opened: outer(GRE, 0, 0, 16),
+        },
+        TunnelCase {
+            name: "UDP to 4789 without VXLAN's I flag is not opened",
+            frame: tunnelled(UDP, &udp(49152, 4789, &[0; 30])),
+            outer: outer(UDP, 49152, 4789, 38),
+            opened: outer(UDP, 49152, 4789, 38),
+        },
+        TunnelCase {
+            name: "VXLAN carrying ARP: the mirrored frame is not IP",
+            frame: tunnelled(UDP, &udp(49152, 4789, &vxlan(&ethernet(0x0806, &arp)))),
+            outer: outer(UDP, 49152, 4789, 8 + 8 + 14 + 28),
+            opened: (None, ExpectedCounts { non_ip: 1, decapsulated: 1, ..ZERO }),
+        },
+        TunnelCase {
+            name: "VXLAN carrying an IPv4 header cut short: malformed",
+            frame: tunnelled(UDP, &udp(49152, 4789, &cut_inner)),
+            outer: outer(UDP, 49152, 4789, 8 + cut_inner.len()),
+            opened: (None, ExpectedCounts { malformed: 1, decapsulated: 1, ..ZERO }),
         },
     ]
 }

@@ -15,7 +15,7 @@ use rogue_common::{FlowKey, MeterCounters};
 
 use crate::require;
 
-const FIELDS: [&str; 36] = [
+const FIELDS: [&str; 37] = [
     "frame.time_epoch",
     "frame.len",
     "frame.interface_id",
@@ -55,6 +55,8 @@ const FIELDS: [&str; 36] = [
     "chdlc.protocol",
     "fr.dlci",
     "fr.nlpid",
+    // A jumbogram's length (RFC 2675), its payload length being 0.
+    "ipv6.opt.jumbo",
 ];
 
 /// One frame as tshark dissected it, with the flow rogue should put it in.
@@ -78,6 +80,11 @@ pub struct Frame {
     pub link_control: bool,
     /// An 802.11 data frame with the Protected Frame bit.
     pub encrypted: bool,
+    /// Its packet is the one inside a tunnel ([`frames_opened`]).
+    pub decapsulated: bool,
+    /// The layers that carry its packet (up to its IP layer; all of them
+    /// when it has none): the VLAN, MPLS and PPPoE counted are among them.
+    pub carrying: usize,
 }
 
 impl Frame {
@@ -86,8 +93,53 @@ impl Frame {
     }
 }
 
-/// Every frame of `capture`, dissected by tshark without reassembly.
+/// Every frame of `capture`, dissected by tshark without reassembly, its
+/// packet the outermost IP packet.
 pub fn frames(capture: &Path) -> Vec<Frame> {
+    field_lines(capture).iter().map(|line| frame(line, 0)).collect()
+}
+
+/// Every frame of `capture` as rogue makes it with every tunnel opened:
+/// where tshark finds a tunnel rogue opens (IP in IP, GRE carrying IP,
+/// Ethernet or ERSPAN, VXLAN, Geneve) in a packet that is not a fragment,
+/// the packet is the first IP packet inside, or none when the tunnel
+/// carries no IP.
+pub fn frames_opened(capture: &Path) -> Vec<Frame> {
+    field_lines(capture)
+        .iter()
+        .map(|line| {
+            let outer = frame(line, 0);
+            let Some(inside) = opened_tunnel(&outer) else { return outer };
+            let inner = frame(line, inside);
+            match inner.carrying >= inside && inner.packet.is_some() {
+                true => Frame { decapsulated: true, ..inner },
+                false => Frame { packet: None, fragment: false, decapsulated: true, carrying: usize::MAX, ..inner },
+            }
+        })
+        .collect()
+}
+
+/// Where the layers inside the tunnel a frame carries begin, if it carries
+/// one rogue opens.
+fn opened_tunnel(frame: &Frame) -> Option<usize> {
+    if frame.packet.is_none() || frame.fragment {
+        return None;
+    }
+    let mut at = frame.carrying + 1;
+    while frame.layers.get(at).is_some_and(|l| l.starts_with("ipv6.")) {
+        at += 1;
+    }
+    let layer = |i: usize| frame.layers.get(i).map(String::as_str).unwrap_or_default();
+    match (layer(at), layer(at + 1)) {
+        ("ip" | "ipv6", _) => Some(at),
+        ("gre", "ip" | "ipv6" | "eth" | "erspan") => Some(at + 1),
+        ("udp", "vxlan" | "geneve") => Some(at + 1),
+        _ => None,
+    }
+}
+
+/// tshark's fields of each frame, every occurrence of each (comma-separated).
+fn field_lines(capture: &Path) -> Vec<String> {
     let mut command = require("tshark");
     command.args(["-n", "-r"]).arg(capture).args([
         "-o",
@@ -98,9 +150,8 @@ pub fn frames(capture: &Path) -> Vec<Frame> {
         "fields",
         "-E",
         "separator=|",
-        "-E",
-        "occurrence=f",
     ]);
+    command.args(["-E", "occurrence=a"]);
     for field in FIELDS {
         command.args(["-e", field]);
     }
@@ -111,14 +162,22 @@ pub fn frames(capture: &Path) -> Vec<Frame> {
         capture.display(),
         String::from_utf8_lossy(&output.stderr)
     );
-    String::from_utf8(output.stdout).unwrap().lines().map(frame).collect()
+    String::from_utf8(output.stdout).unwrap().lines().map(str::to_owned).collect()
 }
 
-fn frame(line: &str) -> Frame {
+/// One line of tshark's fields, its packet the first IP packet from layer
+/// `from` on. A field of a layer that occurs more than once (IP in IP, a
+/// tunnel, the packet an ICMP error quotes) is read at that layer's place.
+fn frame(line: &str, from: usize) -> Frame {
     let f: Vec<&str> = line.split('|').collect();
     assert_eq!(f.len(), FIELDS.len(), "tshark line {line:?}");
-    let number = |i: usize| -> u64 {
-        let text = f[i];
+    let layers: Vec<String> = f[3].split(':').map(str::to_owned).collect();
+    // Which occurrence of each field is this packet's: as many as there
+    // are layers of its kind before the layer that holds it.
+    let mut occurrence = [0usize; FIELDS.len()];
+    let value = |occurrence: &[usize; FIELDS.len()], i: usize| f[i].split(',').nth(occurrence[i]).unwrap_or_default();
+    let number_at = |occurrence: &[usize; FIELDS.len()], i: usize| -> u64 {
+        let text = value(occurrence, i);
         if text.is_empty() {
             0
         } else if let Some(hex) = text.strip_prefix("0x") {
@@ -127,7 +186,7 @@ fn frame(line: &str) -> Frame {
             text.parse().unwrap_or_else(|_| panic!("field {} = {text:?}", FIELDS[i]))
         }
     };
-    let layers: Vec<String> = f[3].split(':').map(str::to_owned).collect();
+    let number = |i: usize| number_at(&occurrence, i);
     let mut frame = Frame {
         time: epoch_nanos(f[0]),
         wire_len: number(1),
@@ -140,6 +199,8 @@ fn frame(line: &str) -> Frame {
         tcp_header_cut: false,
         link_control: false,
         encrypted: false,
+        decapsulated: false,
+        carrying: usize::MAX,
     };
     let present = |i: usize| !f[i].is_empty();
     let wlan_data_with_body = number(29) == 2 && number(30) & 0x04 == 0;
@@ -149,15 +210,28 @@ fn frame(line: &str) -> Frame {
         || [0x8035, 0x2000].contains(&number(33))
         || (present(34) && (number(34) == 0 || number(34) == 1023))
         || number(35) == 0x08;
-    let Some(ip_at) = frame.layers.iter().position(|l| l == "ip" || l == "ipv6") else {
+    let Some(ip_at) = frame.layers.iter().skip(from).position(|l| l == "ip" || l == "ipv6").map(|at| at + from) else {
         return frame;
     };
+    frame.carrying = ip_at;
+    let before = |at: usize, layer: &str| frame.layers[..at].iter().filter(|l| *l == layer).count();
+    for i in [4, 5, 6, 7, 8, 9, 26, 28] {
+        occurrence[i] = before(ip_at, "ip");
+    }
+    for i in [10, 11, 12, 13, 36] {
+        occurrence[i] = before(ip_at, "ipv6");
+    }
+    for i in [14, 15] {
+        occurrence[i] = before(ip_at, "ipv6.fraghdr");
+    }
+    let number = |i: usize| number_at(&occurrence, i);
+    let f = |i: usize| value(&occurrence, i);
     let next_layer = |from: usize| frame.layers.get(from).cloned().unwrap_or_default();
     let mut key = FlowKey::ZERO;
     let (proto, bytes, later_fragment, upper_at);
     if frame.layers[ip_at] == "ip" {
-        key.src_addr = key_address(f[4].parse().unwrap());
-        let header_dst = if f[28].is_empty() { f[5] } else { f[28] };
+        key.src_addr = key_address(f(4).parse().unwrap());
+        let header_dst = if f(28).is_empty() { f(5) } else { f(28) };
         key.dst_addr = key_address(header_dst.parse().unwrap());
         proto = number(6) as u8;
         bytes = number(7);
@@ -165,9 +239,9 @@ fn frame(line: &str) -> Frame {
         frame.fragment = number(8) != 0 || later_fragment;
         upper_at = ip_at + 1;
     } else {
-        key.src_addr = key_address(f[10].parse().unwrap());
-        key.dst_addr = key_address(f[11].parse().unwrap());
-        bytes = 40 + number(12);
+        key.src_addr = key_address(f(10).parse().unwrap());
+        key.dst_addr = key_address(f(11).parse().unwrap());
+        bytes = 40 + if number(12) == 0 && present(36) { number(36) } else { number(12) };
         let mut at = ip_at + 1;
         while next_layer(at).starts_with("ipv6.") {
             frame.ipv6_extensions = true;
@@ -192,6 +266,11 @@ fn frame(line: &str) -> Frame {
     key.proto = proto;
     frame.tunnel = matches!(next_layer(upper_at).as_str(), "ip" | "ipv6");
     let mut tcp_flags = 0;
+    let transport = next_layer(upper_at);
+    for i in [16, 17, 18, 19, 20, 21, 22, 23, 24, 27] {
+        occurrence[i] = before(upper_at, &transport);
+    }
+    let number = |i: usize| number_at(&occurrence, i);
     if !later_fragment {
         match proto {
             6 if next_layer(upper_at) == "tcp" => {
@@ -259,10 +338,13 @@ pub fn counters(frames: &[Frame]) -> MeterCounters {
                 counters.ipv6_bytes += bytes;
             }
         }
-        counters.vlan += frame.has_layer("vlan") as u64;
-        counters.mpls += frame.has_layer("mpls") as u64;
-        counters.pppoe += frame.has_layer("pppoes") as u64;
+        let carrying = &frame.layers[..frame.carrying.min(frame.layers.len())];
+        let has = |layer: &str| carrying.iter().any(|l| l == layer) as u64;
+        counters.vlan += has("vlan");
+        counters.mpls += has("mpls");
+        counters.pppoe += has("pppoes");
         counters.fragments += frame.fragment as u64;
+        counters.decapsulated += frame.decapsulated as u64;
     }
     counters
 }

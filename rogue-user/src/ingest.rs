@@ -296,6 +296,7 @@ impl Reader<'_> {
         let timeouts = Timeouts::from_secs(capture.idle_timeout_seconds.0, capture.active_timeout_seconds.0);
         let mut meter = FileMeter::new(FlowCache::new(timeouts));
         meter.bounds = Some(self.options.bounds);
+        meter.decapsulate = capture.decapsulate();
         let mut profiler = Profiler::for_config(self.config);
         let mut summary = IngestSummary::default();
         let mut read_before = 0;

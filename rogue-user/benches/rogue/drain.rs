@@ -6,6 +6,7 @@
 
 use aya::programs::{TestRun, TestRunOptions};
 use rogue::{capture::XdpMeter, config::KernelLog};
+use rogue_common::parse::Decapsulate;
 
 use crate::{
     kernel::{Testbed, ipv4_tcp},
@@ -17,7 +18,7 @@ const RUNS: usize = 3;
 
 pub fn run() -> String {
     let mut testbed = Testbed::load();
-    let mut meter = XdpMeter::load(1 << 20, KernelLog::Off).expect("load the meter");
+    let mut meter = XdpMeter::load(1 << 20, KernelLog::Off, Decapsulate::NONE).expect("load the meter");
     let meter_fd = meter.program().unwrap().fd().unwrap().try_clone().unwrap();
     testbed.hand_on_to(&meter_fd);
     let mut table = Table::new(&["flows in the map", "drain time (ms)", "million entries/s", "time per entry (ns)"]);

@@ -12,6 +12,7 @@ use rogue::{
     capture::XdpMeter,
     config::{KernelLog, XdpMode},
 };
+use rogue_common::parse::Decapsulate;
 
 use crate::{
     kernel::Testbed,
@@ -63,7 +64,7 @@ fn round(ns: &Netns, receiver: Receiver) -> Round {
         }
         let rogue = matches!(receiver, Receiver::Rogue);
         let mut meter = rogue.then(|| {
-            let mut meter = XdpMeter::load(1 << 16, KernelLog::Off).expect("load the meter");
+            let mut meter = XdpMeter::load(1 << 16, KernelLog::Off, Decapsulate::NONE).expect("load the meter");
             meter.attach("mon0", XdpMode::Native).expect("attach the meter");
             meter
         });

@@ -64,7 +64,7 @@ impl MeterSource {
     /// Loads the meter and attaches it to `interfaces`.
     pub fn attach(config: &Config, interfaces: &[String]) -> anyhow::Result<MeterSource> {
         let capture = &config.capture;
-        let mut meter = XdpMeter::load(capture.flow_map_entries.0, capture.kernel_log)?;
+        let mut meter = XdpMeter::load(capture.flow_map_entries.0, capture.kernel_log, capture.decapsulate())?;
         let timeouts = Timeouts::from_secs(capture.idle_timeout_seconds.0, capture.active_timeout_seconds.0);
         let mut cache = FlowCache::with_limit(timeouts, capture.flow_cache_entries.0 as usize);
         let mut counts = Vec::new();

@@ -20,7 +20,8 @@ use aya::{
 };
 use rogue_common::{
     MeterCounters,
-    maps::{COUNTER_SLOTS, COUNTERS, FLOW_MAP_INDEX, FLOW_MAPS, METER_PROGRAM, counter_slot},
+    maps::{COUNTER_SLOTS, COUNTERS, DECAPSULATE_GLOBAL, FLOW_MAP_INDEX, FLOW_MAPS, METER_PROGRAM, counter_slot},
+    parse::Decapsulate,
 };
 use tracing::{info, warn};
 
@@ -132,8 +133,13 @@ pub struct XdpMeter {
 
 impl XdpMeter {
     /// Loads the program with flow maps of `flow_map_entries` entries each,
-    /// logging its kernel events from `kernel_log` up.
-    pub fn load(flow_map_entries: u32, kernel_log: KernelLog) -> Result<XdpMeter, MeterError> {
+    /// logging its kernel events from `kernel_log` up, opening the tunnels
+    /// `decapsulate` names.
+    pub fn load(
+        flow_map_entries: u32,
+        kernel_log: KernelLog,
+        decapsulate: Decapsulate,
+    ) -> Result<XdpMeter, MeterError> {
         if let Some(release) = host::kernel_too_old() {
             return Err(MeterError::KernelTooOld { release });
         }
@@ -153,6 +159,8 @@ impl XdpMeter {
             loader.map_max_entries(name, flow_map_entries);
         }
         kernel_log::set_level(&mut loader, kernel_log);
+        let decapsulate = decapsulate.0;
+        loader.override_global(DECAPSULATE_GLOBAL, &decapsulate, true);
         let mut ebpf = loader.load(METER_OBJECT).map_err(|e| MeterError::Load(Box::new(e)))?;
         let log = KernelLogReader::open(&mut ebpf).map_err(MeterError::Log)?;
         meter_program(&mut ebpf)?.load().map_err(|e| MeterError::Program(Box::new(e)))?;

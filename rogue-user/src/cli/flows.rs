@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::Context as _;
 use clap::{ArgGroup, Args};
-use rogue_common::{MeterCounters, maps::DEFAULT_FLOW_MAP_ENTRIES};
+use rogue_common::{MeterCounters, maps::DEFAULT_FLOW_MAP_ENTRIES, parse::Decapsulate};
 use tracing::{info, warn};
 
 use super::{parse_duration, parse_interval, parse_timeout};
@@ -22,7 +22,7 @@ use crate::{
         XdpMeter,
         host::{check_interfaces, interface_rx_packets},
     },
-    config::{IpfixDestination as Destination, KernelLog, XdpMode, check_flow_map_entries},
+    config::{Encapsulation, IpfixDestination as Destination, KernelLog, XdpMode, check_flow_map_entries},
     flows::{
         FlowCache, FlowCacheStats, FlowRecord, Timeouts,
         format::{FlowWriter, Format},
@@ -96,6 +96,11 @@ pub struct FlowsArgs {
         ("debug", "And every malformed frame"),
     ]))]
     pub kernel_log: KernelLog,
+    /// Meter the packets inside these tunnels, for a sensor fed by a mirror
+    /// (comma-separated: erspan, gre, vxlan, geneve, ipip); by default a
+    /// tunnel's outer packet is the flow
+    #[arg(long, value_name = "TUNNELS", value_delimiter = ',')]
+    pub decapsulate: Vec<Encapsulation>,
     /// Also export the flows as IPFIX to udp://HOST:PORT or tcp://HOST:PORT (repeat for more)
     #[arg(long, value_name = "DEST")]
     pub ipfix: Vec<Destination>,
@@ -121,7 +126,7 @@ pub fn run(args: FlowsArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     } else if args.pcap.is_empty() {
         live(&args, FlowCache::new(timeouts), &mut output)
     } else {
-        files(&args.pcap, FlowCache::new(timeouts), &mut output)
+        files(&args.pcap, FlowCache::new(timeouts), Encapsulation::all(&args.decapsulate), &mut output)
     };
     result.map(|()| ExitCode::SUCCESS)
 }
@@ -185,10 +190,15 @@ const FLOW_BATCHES_IN_FLIGHT: usize = 16;
 /// Meters the files on threads of their own (see flows::meter) while this
 /// thread writes the flows they complete: formatting costs as much as
 /// keeping the cache, so each gets a CPU.
-fn files(paths: &[PathBuf], cache: FlowCache, output: &mut FlowOutput<impl Write>) -> anyhow::Result<()> {
+fn files(
+    paths: &[PathBuf],
+    cache: FlowCache,
+    decapsulate: Decapsulate,
+    output: &mut FlowOutput<impl Write>,
+) -> anyhow::Result<()> {
     let (to_output, completed) = std::sync::mpsc::sync_channel(FLOW_BATCHES_IN_FLIGHT);
     let (meter, written) = std::thread::scope(|scope| {
-        let metering = scope.spawn(move || meter_files(paths, cache, to_output));
+        let metering = scope.spawn(move || meter_files(paths, cache, decapsulate, to_output));
         let written = completed.iter().try_for_each(|flows: Vec<FlowRecord>| output.write(&flows));
         // A failed output (a closed pipe) stops the metering: it finds no
         // one to hand its flows to.
@@ -212,9 +222,11 @@ fn files(paths: &[PathBuf], cache: FlowCache, output: &mut FlowOutput<impl Write
 fn meter_files(
     paths: &[PathBuf],
     cache: FlowCache,
+    decapsulate: Decapsulate,
     to_output: std::sync::mpsc::SyncSender<Vec<FlowRecord>>,
 ) -> anyhow::Result<FileMeter> {
     let mut meter = FileMeter::new(cache);
+    meter.decapsulate = decapsulate;
     let output_gone = AtomicBool::new(false);
     let mut send = |flows: &mut Vec<FlowRecord>| {
         if to_output.send(std::mem::take(flows)).is_err() {
@@ -274,7 +286,7 @@ fn live(args: &FlowsArgs, mut cache: FlowCache, output: &mut FlowOutput<impl Wri
         StopSignals::catch()?
     };
     check_interfaces(&args.iface).map_err(anyhow::Error::msg)?;
-    let mut meter = XdpMeter::load(args.flow_map_entries, args.kernel_log)?;
+    let mut meter = XdpMeter::load(args.flow_map_entries, args.kernel_log, Encapsulation::all(&args.decapsulate))?;
     let mut rx_at_start = Vec::new();
     for interface in &args.iface {
         let attached = meter.attach(interface, args.xdp_mode)?.clone();
@@ -419,6 +431,7 @@ fn summary_lines(counters: &MeterCounters, cache: &FlowCacheStats, flows: u64) -
         ("mpls", counters.mpls.to_string()),
         ("pppoe", counters.pppoe.to_string()),
         ("fragments", counters.fragments.to_string()),
+        ("decapsulated", counters.decapsulated.to_string()),
         ("malformed", counters.malformed.to_string()),
         (
             "insert failures",

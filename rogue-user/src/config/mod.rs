@@ -14,6 +14,7 @@ use std::{
 };
 
 use ipnet::IpNet;
+use rogue_common::parse::Decapsulate;
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwned};
 
 #[derive(Debug, thiserror::Error)]
@@ -424,6 +425,62 @@ pub struct CaptureConfig {
     pub flow_cache_entries: Positive,
     /// Which of the meter's rare events it logs from the kernel.
     pub kernel_log: KernelLog,
+    /// The tunnels whose inner packets are metered (in the kernel and in
+    /// captures alike); none by default.
+    pub decapsulate: Vec<Encapsulation>,
+}
+
+impl CaptureConfig {
+    /// `decapsulate` as the parser takes it.
+    pub fn decapsulate(&self) -> Decapsulate {
+        Encapsulation::all(&self.decapsulate)
+    }
+}
+
+/// A tunnel rogue can open (`capture.decapsulate`, `--decapsulate`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encapsulation {
+    /// A switch's mirror: ERSPAN types I, II and III, in GRE.
+    Erspan,
+    /// GRE carrying IP or Ethernet.
+    Gre,
+    /// VXLAN, UDP port 4789 (cloud traffic mirroring, overlays).
+    Vxlan,
+    /// Geneve, UDP port 6081 (cloud traffic mirroring, overlays).
+    Geneve,
+    /// IP in IP: IP-in-IP, 6in4, 4in6, 6in6.
+    Ipip,
+}
+
+impl FromStr for Encapsulation {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Encapsulation, String> {
+        match text {
+            "erspan" => Ok(Encapsulation::Erspan),
+            "gre" => Ok(Encapsulation::Gre),
+            "vxlan" => Ok(Encapsulation::Vxlan),
+            "geneve" => Ok(Encapsulation::Geneve),
+            "ipip" => Ok(Encapsulation::Ipip),
+            other => Err(format!("{other:?} is not a tunnel rogue opens (erspan, gre, vxlan, geneve, ipip)")),
+        }
+    }
+}
+
+impl Encapsulation {
+    /// The parser's set of `tunnels`.
+    pub fn all(tunnels: &[Encapsulation]) -> Decapsulate {
+        Decapsulate(tunnels.iter().fold(0, |bits, tunnel| {
+            bits | match tunnel {
+                Encapsulation::Erspan => Decapsulate::ERSPAN,
+                Encapsulation::Gre => Decapsulate::GRE,
+                Encapsulation::Vxlan => Decapsulate::VXLAN,
+                Encapsulation::Geneve => Decapsulate::GENEVE,
+                Encapsulation::Ipip => Decapsulate::IPIP,
+            }
+        }))
+    }
 }
 
 impl Default for CaptureConfig {
@@ -436,6 +493,7 @@ impl Default for CaptureConfig {
             xdp_mode: XdpMode::Native,
             flow_cache_entries: Positive(1_000_000),
             kernel_log: KernelLog::Off,
+            decapsulate: Vec::new(),
         }
     }
 }

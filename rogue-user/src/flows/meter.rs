@@ -15,7 +15,10 @@ use std::{
     sync::mpsc::{Receiver, SyncSender, sync_channel},
 };
 
-use rogue_common::{FlowKey, MeterCounters, parse::parse};
+use rogue_common::{
+    FlowKey, MeterCounters,
+    parse::{Decapsulate, parse},
+};
 
 use super::{FlowCache, FlowRecord, Rejected, TimeBounds};
 use crate::{
@@ -50,11 +53,19 @@ pub struct FileMeter {
     pub counters: MeterCounters,
     pub files_truncated: u64,
     pub bounds: Option<TimeBounds>,
+    /// The tunnels opened, as the kernel program opens them.
+    pub decapsulate: Decapsulate,
 }
 
 impl FileMeter {
     pub fn new(cache: FlowCache) -> FileMeter {
-        FileMeter { cache, counters: MeterCounters::default(), files_truncated: 0, bounds: None }
+        FileMeter {
+            cache,
+            counters: MeterCounters::default(),
+            files_truncated: 0,
+            bounds: None,
+            decapsulate: Decapsulate::NONE,
+        }
     }
 
     /// Meters a whole file, handing completed flows to `on_flows` as they
@@ -80,10 +91,10 @@ impl FileMeter {
     ) -> Result<MeteredFile, CaptureError> {
         let (to_cache, batches) = sync_channel::<Batch>(BATCHES_IN_FLIGHT);
         let (recycle, recycled) = sync_channel::<Batch>(BATCHES_IN_FLIGHT + 1);
-        let bounds = self.bounds;
+        let (bounds, decapsulate) = (self.bounds, self.decapsulate);
         let (read, parsed) = std::thread::scope(|scope| {
             let reader = scope.spawn(|| {
-                let mut parser = Parser::new(bounds, to_cache, recycled, &stopped);
+                let mut parser = Parser::new(bounds, decapsulate, to_cache, recycled, &stopped);
                 let read = read_frames_tapped(path, &mut parser, tap);
                 parser.send();
                 (read, parser.parsed)
@@ -162,6 +173,7 @@ struct Parsed {
 /// the cache its packets in batches.
 struct Parser<'s, S> {
     bounds: Option<TimeBounds>,
+    decapsulate: Decapsulate,
     parsed: Parsed,
     batch: Batch,
     to_cache: SyncSender<Batch>,
@@ -170,9 +182,15 @@ struct Parser<'s, S> {
 }
 
 impl<'s, S: Fn() -> bool> Parser<'s, S> {
-    fn new(bounds: Option<TimeBounds>, to_cache: SyncSender<Batch>, recycled: Receiver<Batch>, stopped: &'s S) -> Self {
+    fn new(
+        bounds: Option<TimeBounds>,
+        decapsulate: Decapsulate,
+        to_cache: SyncSender<Batch>,
+        recycled: Receiver<Batch>,
+        stopped: &'s S,
+    ) -> Self {
         let batch = Batch { packets: Vec::with_capacity(BATCH_PACKETS), ..Batch::default() };
-        Parser { bounds, parsed: Parsed::default(), batch, to_cache, recycled, stopped }
+        Parser { bounds, decapsulate, parsed: Parsed::default(), batch, to_cache, recycled, stopped }
     }
 
     /// Sends the batch being filled (if it holds anything) and starts the next.
@@ -216,7 +234,7 @@ impl<S: Fn() -> bool> FrameSink for Parser<'_, S> {
             }
             self.parsed.admitted.saw(frame.time);
         }
-        let packet = parse(frame.data, frame.link);
+        let packet = parse(frame.data, frame.link, self.decapsulate);
         self.parsed.counters.count(&packet, frame.wire_len as u64);
         if !packet.has_flow() {
             return;

@@ -212,6 +212,13 @@ fn bad_usage_exits_2_with_a_hint() {
         assert_eq!(finished.status.code(), Some(2), "{args:?}: {}", finished.stderr);
         assert!(finished.stderr.contains("--help"), "{args:?}: {}", finished.stderr);
     }
+    let tunnel = rogue(&["flows", "--pcap", "x.pcap", "--decapsulate", "vxlan,mpls"]);
+    assert_eq!(tunnel.status.code(), Some(2));
+    assert!(
+        tunnel.stderr.contains("\"mpls\" is not a tunnel rogue opens (erspan, gre, vxlan, geneve, ipip)"),
+        "{}",
+        tunnel.stderr
+    );
     let entries = rogue(&["flows", "--iface", "eth0", "--flow-map-entries", "100000000"]);
     assert!(
         entries.stderr.contains("100000000 is not between 1 and 16777216: both flow maps are allocated in full"),
@@ -557,4 +564,22 @@ fn the_table_scales_counts_and_shows_icmp_type_and_code_as_nfdump_does() {
     let json = flows_of(&capture, "jsonl").stdout;
     assert!(json.contains("\"packets\":1200,\"bytes\":1728000"), "{json}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--decapsulate` on a capture: the flows are the ones inside the tunnel,
+/// and the summary counts the frames opened.
+#[test]
+fn a_capture_of_a_mirror_is_metered_inside_its_tunnels_when_asked() {
+    let capture = captures_dir().join("tunnels/zeek-vxlan-http.pcap");
+    let path = capture.to_str().unwrap();
+    let closed = rogue(&["flows", "--pcap", path, "--format", "jsonl"]);
+    let opened = rogue(&["flows", "--pcap", path, "--format", "jsonl", "--decapsulate", "gre,vxlan"]);
+    assert!(closed.status.success() && opened.status.success(), "{}{}", closed.stderr, opened.stderr);
+    let ports = |finished: &Finished| -> Vec<(u64, u64)> {
+        finished.json_lines().iter().map(|f| (f["sport"].as_u64().unwrap(), f["dport"].as_u64().unwrap())).collect()
+    };
+    assert!(ports(&closed).iter().all(|&(_, dport)| dport == 4789 || dport == 0), "{:?}", ports(&closed));
+    assert!(ports(&opened).iter().any(|&(sport, dport)| sport == 80 || dport == 80), "{:?}", ports(&opened));
+    assert_eq!((closed.summary_number("decapsulated"), opened.summary_number("decapsulated")), (0, 12));
+    assert_eq!(closed.summary_number("packets"), opened.summary_number("packets"));
 }

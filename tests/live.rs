@@ -167,3 +167,85 @@ fn draining_under_millions_of_packets_loses_nothing_and_counts_nothing_twice() {
         FRAMES as f64 / took.as_secs_f64() / 1e6
     );
 }
+
+/// A cloud's traffic mirroring, as a sensor receives it: a namespace sends
+/// its traffic through the kernel's own VXLAN device to the sensor's veth.
+/// With `--decapsulate vxlan` the XDP program meters the flows inside;
+/// without, the same traffic is one UDP flow to port 4789.
+#[test]
+fn vxlan_mirrored_to_a_sensor_is_metered_inside_by_the_kernel() {
+    rogue_testkit::needs_root!("the XDP flow meter and network namespaces");
+    let (mirror, sensor) = (Netns::new("mirror"), Netns::new("sensor"));
+    veth(&mirror, "mirror0", &sensor, "sensor0");
+    sensor.ip(&["link", "set", "sensor0", "address", "02:00:00:00:00:02"]);
+    mirror.ip(&["addr", "add", "203.0.113.1/24", "dev", "mirror0"]);
+    sensor.ip(&["addr", "add", "203.0.113.2/24", "dev", "sensor0"]);
+    mirror.ip(&[
+        "neigh",
+        "replace",
+        "203.0.113.2",
+        "lladdr",
+        "02:00:00:00:00:02",
+        "dev",
+        "mirror0",
+        "nud",
+        "permanent",
+    ]);
+    let vxlan = ["type", "vxlan", "id", "100", "local", "203.0.113.1", "remote", "203.0.113.2", "dstport", "4789"];
+    mirror.ip(&[&["link", "add", "vxlan100"][..], &vxlan].concat());
+    mirror.ip(&["addr", "add", "192.0.2.10/24", "dev", "vxlan100"]);
+    mirror.ip(&["link", "set", "vxlan100", "up"]);
+    mirror.ip(&[
+        "neigh",
+        "replace",
+        "192.0.2.25",
+        "lladdr",
+        "02:00:00:00:00:25",
+        "dev",
+        "vxlan100",
+        "nud",
+        "permanent",
+    ]);
+
+    const DATAGRAMS: u64 = 50;
+    for decapsulate in [true, false] {
+        let mut command = sensor.command(ROGUE);
+        command.args(["flows", "--iface", "sensor0", "--interval", "200ms", "--format", "jsonl", "-v"]);
+        if decapsulate {
+            command.args(["--decapsulate", "vxlan"]);
+        }
+        let mut rogue = Running::spawn(command);
+        rogue.wait_for_stderr("XDP flow meter attached", 1);
+        in_netns(&mirror, || {
+            let socket = std::net::UdpSocket::bind("192.0.2.10:40000").unwrap();
+            for _ in 0..DATAGRAMS {
+                socket.send_to(&[0x5a; 100], "192.0.2.25:53").unwrap();
+            }
+        })
+        .join()
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let finished = rogue.interrupt();
+        assert!(finished.status.success(), "rogue failed:\n{}", finished.stderr);
+        let flows = finished.json_lines();
+        let of = |src: &str, dst: &str| flows.iter().filter(|f| f["src"] == src && f["dst"] == dst).collect::<Vec<_>>();
+        if decapsulate {
+            let inner = of("192.0.2.10", "192.0.2.25");
+            assert_eq!(inner.len(), 1, "{flows:#?}");
+            let flow = inner[0];
+            assert_eq!((&flow["proto"], &flow["sport"], &flow["dport"]), (&17.into(), &40000.into(), &53.into()));
+            assert_eq!((flow["packets"].as_u64(), flow["bytes"].as_u64()), (Some(DATAGRAMS), Some(DATAGRAMS * 128)));
+            assert!(of("203.0.113.1", "203.0.113.2").is_empty(), "the tunnel is not a flow of its own");
+            assert_eq!(finished.summary_number("decapsulated"), DATAGRAMS);
+        } else {
+            let outer = of("203.0.113.1", "203.0.113.2");
+            assert!(outer.iter().all(|f| f["proto"] == 17 && f["dport"] == 4789), "{outer:#?}");
+            let packets: u64 = outer.iter().map(|f| f["packets"].as_u64().unwrap()).sum();
+            // Each datagram in 20 + 8 + 8 bytes of VXLAN and 14 of Ethernet.
+            let bytes: u64 = outer.iter().map(|f| f["bytes"].as_u64().unwrap()).sum();
+            assert_eq!((packets, bytes), (DATAGRAMS, DATAGRAMS * (128 + 50)));
+            assert!(of("192.0.2.10", "192.0.2.25").is_empty());
+            assert_eq!(finished.summary_number("decapsulated"), 0);
+        }
+    }
+}

@@ -23,7 +23,10 @@ use aya::{
     programs::{ProgramFd, TestRun, TestRunOptions, Xdp},
 };
 use rogue::capture::xdp::METER_OBJECT;
-use rogue_common::maps::{FLOW_MAPS, METER_PROGRAM};
+use rogue_common::{
+    maps::{DECAPSULATE_GLOBAL, FLOW_MAPS, METER_PROGRAM},
+    parse::Decapsulate,
+};
 use rogue_testkit::TESTBED_OBJECT;
 
 use crate::measure::{Table, median};
@@ -126,13 +129,15 @@ impl Programs {
 }
 
 /// A meter object loaded as XdpMeter loads it (its maps sized, its log
-/// level set), any build of it: one from before the kernel log has no level.
-fn load_meter(object: &[u8], kernel_log: u8) -> Ebpf {
+/// level and the tunnels it opens set), any build of it: one from before the
+/// kernel log has no level, one from before decapsulation no tunnels.
+fn load_meter(object: &[u8], kernel_log: u8, decapsulate: Decapsulate) -> Ebpf {
     let mut loader = EbpfLoader::new();
     for name in FLOW_MAPS {
         loader.map_max_entries(name, 262_144);
     }
     loader.override_global("AYA_LOG_LEVEL", &kernel_log, false);
+    loader.override_global(DECAPSULATE_GLOBAL, &decapsulate.0, false);
     let mut ebpf = loader.load(object).expect("load the meter (needs root)");
     let program: &mut Xdp = ebpf.program_mut(METER_PROGRAM).unwrap().try_into().unwrap();
     program.load().expect("the verifier accepts the meter");
@@ -170,11 +175,15 @@ pub fn run() -> String {
 
     // The meter as rogue loads it, with its kernel log off and at debug
     // (aya-log's level 4); and the baseline's, when one is named.
-    let mut meters =
-        vec![("rogue", load_meter(METER_OBJECT, 0)), ("rogue, kernel log at debug", load_meter(METER_OBJECT, 4))];
+    let mut meters = vec![
+        ("rogue", load_meter(METER_OBJECT, 0, Decapsulate::NONE)),
+        ("rogue, kernel log at debug", load_meter(METER_OBJECT, 4, Decapsulate::NONE)),
+        ("rogue, decapsulating all", load_meter(METER_OBJECT, 0, Decapsulate::ALL)),
+    ];
+    const DECAPSULATING: usize = 2;
     let baseline = std::env::var_os("ROGUE_BENCH_BASELINE_METER").map(|path| {
         let object = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.to_string_lossy()));
-        meters.push(("baseline", load_meter(&object, 0)));
+        meters.push(("baseline", load_meter(&object, 0, Decapsulate::NONE)));
         path.to_string_lossy().into_owned()
     });
     let row =
@@ -186,6 +195,15 @@ pub fn run() -> String {
     for (index, (label, _)) in meters.iter().enumerate() {
         for (name, frame) in &hot {
             rows.push(row(&format!("{label}: {name}"), Subject::Meter(index), frame, Floor::OneFlow));
+        }
+    }
+    // Each tunnel, closed (its outer packet the flow) and opened.
+    let tunnels = rogue_testkit::packets::tunnel_cases();
+    for name in ["IP-in-IP", "GRE with a key", "ERSPAN type II", "VXLAN carrying IPv6", "Geneve with 8 bytes"] {
+        let case = tunnels.iter().find(|c| c.name.starts_with(name)).expect("a tunnel case");
+        for (label, index) in [("rogue", 0), ("rogue, decapsulating all", DECAPSULATING)] {
+            let name = format!("{label}: {}", case.name);
+            rows.push(row(&name, Subject::Meter(index), &case.frame, Floor::OneFlow));
         }
     }
     let testbed = Testbed::load();
@@ -204,7 +222,7 @@ pub fn run() -> String {
     let mut programs = Programs { testbed, meters: meters.into_iter().map(|(_, ebpf)| ebpf).collect() };
     rows.push(row("prelude + rogue, 65,536 flows", Subject::Behind(programs.meter_fd(0)), &ipv4, Floor::ManyFlows));
     if baseline.is_some() {
-        let subject = Subject::Behind(programs.meter_fd(2));
+        let subject = Subject::Behind(programs.meter_fd(DECAPSULATING + 1));
         rows.push(row("prelude + baseline, 65,536 flows", subject, &ipv4, Floor::ManyFlows));
     }
 
@@ -230,7 +248,8 @@ pub fn run() -> String {
     format!(
         "{}\n{RUNS} rounds of {REPEAT} packets per row, the rows interleaved; medians. The meter's kernel log is \
          off unless the row says otherwise (at debug, every malformed frame is logged: the ring fills within a run, \
-         and each later record costs a failed reservation).{baseline} Targets: within 1.5x of the floor for a hot \
+         and each later record costs a failed reservation). The tunnel rows carry one hot flow each, closed (as \
+         rogue loads by default) and opened (capture.decapsulate naming every tunnel).{baseline} Targets: within 1.5x of the floor for a hot \
          flow, within 1.2x at 65,536 flows.\n",
         table.into_string()
     )

@@ -153,6 +153,20 @@ fn errors_name_the_file_the_key_and_the_line() {
     assert!(mode.contains("capture.xdp_mode: unknown variant `turbo`"), "{mode}");
     let log = parse("internal_networks: [192.0.2.0/24]\ncapture: {kernel_log: loud}").unwrap_err();
     assert!(log.contains("capture.kernel_log: unknown variant `loud`, expected one of `off`, `error`"), "{log}");
+    let tunnel = parse("internal_networks: [192.0.2.0/24]\ncapture: {decapsulate: [vxlan, mpls]}").unwrap_err();
+    assert!(tunnel.contains("capture.decapsulate[1]: unknown variant `mpls`, expected one of `erspan`"), "{tunnel}");
+}
+
+#[test]
+fn the_tunnels_named_are_the_tunnels_opened_and_none_by_default() {
+    let none = parse("internal_networks: [192.0.2.0/24]").unwrap();
+    assert_eq!(none.capture.decapsulate(), Decapsulate::NONE);
+    let mirror = parse("internal_networks: [192.0.2.0/24]\ncapture: {decapsulate: [erspan, vxlan]}").unwrap();
+    assert_eq!(mirror.capture.decapsulate(), Decapsulate(Decapsulate::ERSPAN | Decapsulate::VXLAN));
+    let names = ["erspan", "gre", "vxlan", "geneve", "ipip"];
+    let all: Vec<Encapsulation> = names.iter().map(|name| name.parse().unwrap()).collect();
+    assert_eq!(Encapsulation::all(&all), Decapsulate::ALL);
+    assert!("mpls".parse::<Encapsulation>().unwrap_err().contains("erspan, gre, vxlan, geneve, ipip"));
 }
 
 #[test]

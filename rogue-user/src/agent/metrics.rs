@@ -75,6 +75,7 @@ pub struct Metrics {
     kernel_bytes: Family<InterfaceLabel, Counter>,
     kernel_malformed: Family<InterfaceLabel, Counter>,
     kernel_non_ip: Family<InterfaceLabel, Counter>,
+    kernel_decapsulated: Family<InterfaceLabel, Counter>,
     kernel_insert_failed: Family<InterfaceLabel, Counter>,
     interface_rx_packets: Family<InterfaceLabel, Counter>,
     coverage: Family<InterfaceLabel, Ratio>,
@@ -166,6 +167,7 @@ impl Metrics {
             kernel_bytes: Family::default(),
             kernel_malformed: Family::default(),
             kernel_non_ip: Family::default(),
+            kernel_decapsulated: Family::default(),
             kernel_insert_failed: Family::default(),
             interface_rx_packets: Family::default(),
             coverage: Family::default(),
@@ -237,6 +239,11 @@ impl Metrics {
             );
             rogue.register("kernel_malformed", "Frames with a cut or invalid header", m.kernel_malformed.clone());
             rogue.register("kernel_non_ip", "Frames carrying no IPv4 or IPv6 packet", m.kernel_non_ip.clone());
+            rogue.register(
+                "kernel_decapsulated",
+                "Frames whose packet was taken out of a tunnel (capture.decapsulate)",
+                m.kernel_decapsulated.clone(),
+            );
             rogue.register(
                 "kernel_insert_failed_packets",
                 "Packets that found no slot in a full flow map (raise capture.flow_map_entries)",
@@ -442,6 +449,7 @@ impl Metrics {
         set(&self.kernel_bytes.get_or_create(&label), counters.bytes);
         set(&self.kernel_malformed.get_or_create(&label), counters.malformed);
         set(&self.kernel_non_ip.get_or_create(&label), counters.non_ip);
+        set(&self.kernel_decapsulated.get_or_create(&label), counters.decapsulated);
         set(&self.kernel_insert_failed.get_or_create(&label), counters.insert_failed_packets);
     }
 
@@ -755,7 +763,8 @@ mod tests {
     #[test]
     fn counters_carry_their_source_values_and_coverage_is_a_ratio() {
         let metrics = Metrics::new(Role::Meter);
-        let counters = MeterCounters { packets: 1_000, bytes: 64_000, malformed: 3, ..MeterCounters::default() };
+        let counters =
+            MeterCounters { packets: 1_000, bytes: 64_000, malformed: 3, decapsulated: 7, ..MeterCounters::default() };
         metrics.set_kernel("gw-in", &counters);
         metrics.set_coverage("gw-in", 1_000, 1_000);
         metrics.set_coverage("gw-out", 400, 300);
@@ -765,6 +774,7 @@ mod tests {
             "rogue_kernel_packets_total{interface=\"gw-in\"} 1000",
             "rogue_kernel_bytes_total{interface=\"gw-in\"} 64000",
             "rogue_kernel_malformed_total{interface=\"gw-in\"} 3",
+            "rogue_kernel_decapsulated_total{interface=\"gw-in\"} 7",
             "rogue_coverage_ratio{interface=\"gw-in\"} 1.0",
             "rogue_coverage_ratio{interface=\"gw-out\"} 0.75",
             "rogue_findings{service=\"dns\",kind=\"rogue_server\",status=\"open\"} 2",

@@ -10,8 +10,8 @@ use std::{
 use rogue::flows::Timeouts;
 use rogue_common::{MeterCounters, parse::Decapsulate};
 use rogue_testkit::{
-    Row, assert_same_rows, captures, captures_dir, is_icmp, meter_capture, meter_capture_opening, nfdump_oracle, stem,
-    tshark, tunnel_captures,
+    Row, assert_same_rows, captures, captures_dir, is_icmp, meter_capture, meter_capture_opening, nfdump_oracle,
+    pcap_records, stem, tshark, tunnel_captures,
 };
 
 /// nfpcapd 1.7 exports every ICMP packet, and every UDP packet to or from
@@ -242,38 +242,22 @@ fn every_link_type_capture_gives_the_flows_and_counters_of_tshark_dissection() {
     }
     // What the set holds, so that no kind goes untested: 28 SLARP and CDP
     // frames and 26 802.11 management, control and null-data frames, 3
-    // encrypted data frames, and
-    // IP in every file but those (18 of PPP's IPv4 packets in MPLS).
+    // encrypted data frames, and IP in every file but those (18 of PPP's
+    // IPv4 packets in MPLS).
     assert_eq!((total.link_control, total.encrypted), (28 + 26, 3));
     assert_eq!((total.ipv4_packets, total.ipv6_packets), (18 + 22 + 10 + 2 + 2 + 1 + 1, 4 + 1 + 86 + 1));
-}
-
-/// A pcap record: its 16-byte header and its data.
-type Record = ([u8; 16], Vec<u8>);
-
-/// A classic little-endian pcap: its 24-byte header, and its records.
-fn pcap_records(capture: &Path) -> (Vec<u8>, Vec<Record>) {
-    let bytes = std::fs::read(capture).unwrap();
-    assert_eq!(bytes[..4], [0xd4, 0xc3, 0xb2, 0xa1], "{}: a little-endian pcap", capture.display());
-    let mut records = Vec::new();
-    let mut at = 24;
-    while at < bytes.len() {
-        let header: [u8; 16] = bytes[at..at + 16].try_into().unwrap();
-        let caplen = u32::from_le_bytes(header[8..12].try_into().unwrap()) as usize;
-        records.push((header, bytes[at + 16..at + 16 + caplen].to_vec()));
-        at += 16 + caplen;
-    }
-    (bytes[..24].to_vec(), records)
 }
 
 /// A frame made from an original Ethernet frame; None leaves it out.
 type Framing = Box<dyn Fn(&[u8]) -> Option<Vec<u8>>>;
 
-/// `records` as a pcap of link type `linktype`, each frame made by `framing`.
-fn reframed(out: &Path, linktype: u32, records: &[Record], framing: &Framing) {
+/// `records` (each a pcap record: its 16-byte header, then its frame) as a
+/// pcap of link type `linktype`, each frame made by `framing`.
+fn reframed(out: &Path, linktype: u32, records: &[Vec<u8>], framing: &Framing) {
     let mut file = [&[0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0][..], &[0; 8], &262_144u32.to_le_bytes()].concat();
     file.extend(linktype.to_le_bytes());
-    for (header, original) in records {
+    for record in records {
+        let (header, original) = record.split_at(16);
         let Some(data) = framing(original) else { continue };
         // On the wire, the frame grew or shrank as the captured bytes did.
         let wire = u32::from_le_bytes(header[12..16].try_into().unwrap()) as usize + data.len() - original.len();
@@ -371,7 +355,7 @@ fn the_same_ip_packets_in_every_link_type_give_the_same_flows() {
     std::fs::create_dir_all(&dir).unwrap();
     for original in ["zeek-smtp-two-sessions", "zeek-smtp-ipv6-gmail", "suricata-lan-mixed-ipopts-ipv6-icmp"] {
         let (_, records) = pcap_records(&captures_dir().join(format!("{original}.pcap")));
-        let untagged: Vec<_> = records.into_iter().filter(|(_, data)| ip_of(data).is_some()).collect();
+        let untagged: Vec<_> = records.into_iter().filter(|record| ip_of(&record[16..]).is_some()).collect();
         let ethernet = dir.join(format!("{original}.pcap"));
         reframed(&ethernet, 1, &untagged, &(Box::new(|frame: &[u8]| Some(frame.to_vec())) as Framing));
         let (expected, on_ethernet) = meter_capture(&ethernet, Timeouts::default());

@@ -20,15 +20,16 @@
 //! - anything that is not IPv4 or IPv6 after at most two VLAN tags, an MPLS
 //!   label stack of up to [`MAX_MPLS_LABELS`] or a PPPoE session header is
 //!   [`Class::NonIp`], said to be the link's own signalling, encrypted, or
-//!   another protocol ([`NotIp`]). Tunnels (IP-in-IP, 6in4, GRE, Teredo) are
-//!   not opened: the outer header is the flow, which is what crosses the
-//!   gateway.
+//!   another protocol ([`NotIp`]);
+//! - a tunnel (IP in IP, GRE, ERSPAN, VXLAN, Geneve) is noted where it
+//!   starts, and opened only when [`Decapsulate`] names it: by default the
+//!   outer header is the flow, which is what crosses the gateway.
 //!
 //! The kernel sees Ethernet only ([`parse_ethernet`]); the other link types
 //! are those of capture files, each a few header bytes before the same
 //! network-layer code.
 
-use crate::flow::FlowKey;
+use crate::flow::{FlowKey, address_from_bytes};
 
 /// Bounds-checked read access to one frame's bytes.
 pub trait Frame {
@@ -37,12 +38,6 @@ pub trait Frame {
 
     /// The frame's length in bytes (what was captured of it).
     fn frame_len(&self) -> usize;
-
-    /// The four bytes at `offset` as one word in memory order.
-    #[inline(always)]
-    fn word(&self, offset: usize) -> Option<u32> {
-        self.bytes::<4>(offset).map(u32::from_ne_bytes)
-    }
 }
 
 impl Frame for [u8] {
@@ -375,7 +370,7 @@ pub fn inner_packet<F: Frame + ?Sized>(frame: &F, tunnel: Tunnel, outer_marks: u
     inner.marks = (outer_marks & (MARK_VLAN | MARK_MPLS | MARK_PPPOE)) | MARK_DECAPSULATED;
     let at = tunnel.offset as usize;
     match tunnel.ethernet {
-        true => ethertype_at(frame, at + 12, at + ETH_HLEN, &mut inner),
+        true => ethernet(frame, at, &mut inner),
         false => ip_by_version(frame, at, &mut inner),
     }
     inner
@@ -385,7 +380,7 @@ pub fn inner_packet<F: Frame + ?Sized>(frame: &F, tunnel: Tunnel, outer_marks: u
 #[inline(always)]
 fn link_layer<F: Frame + ?Sized>(frame: &F, link: LinkType, offset: usize, packet: &mut Packet) {
     match link {
-        LinkType::Ethernet => ethertype_at(frame, offset + 12, offset + ETH_HLEN, packet),
+        LinkType::Ethernet => ethernet(frame, offset, packet),
         LinkType::LinuxSll => ethertype_at(frame, offset + 14, offset + 16, packet),
         LinkType::LinuxSll2 => ethertype_at(frame, offset, offset + 20, packet),
         LinkType::RawIp => ip_by_version(frame, offset, packet),
@@ -611,13 +606,14 @@ fn ppp_payload<F: Frame + ?Sized>(frame: &F, protocol: u16, offset: usize, packe
 #[inline(always)]
 pub fn parse_ethernet<F: Frame + ?Sized>(frame: &F, decapsulate: Decapsulate) -> Packet {
     let mut packet = Packet::empty();
-    ethernet(frame, &mut packet);
+    ethernet(frame, 0, &mut packet);
     decapsulated(frame, packet, decapsulate)
 }
 
+/// An Ethernet header at `offset` (the frame's, or a tunnel's inner one).
 #[inline(always)]
-fn ethernet<F: Frame + ?Sized>(frame: &F, packet: &mut Packet) {
-    ethertype_at(frame, 12, ETH_HLEN, packet)
+fn ethernet<F: Frame + ?Sized>(frame: &F, offset: usize, packet: &mut Packet) {
+    ethertype_at(frame, offset + 12, offset + ETH_HLEN, packet)
 }
 
 /// Reads the ethertype at `type_offset` and parses what follows from `payload`.
@@ -779,12 +775,8 @@ fn ipv6<F: Frame + ?Sized>(frame: &F, offset: usize, packet: &mut Packet) {
         0 if header[6] != IPV6_NO_NEXT_HEADER => frame.frame_len().saturating_sub(offset) as u32,
         payload => 40 + payload as u32,
     };
-    let address = |at: usize| {
-        let word = |i: usize| u32::from_ne_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
-        [word(at), word(at + 4), word(at + 8), word(at + 12)]
-    };
-    packet.key.src_addr = address(8);
-    packet.key.dst_addr = address(24);
+    packet.key.src_addr = address_from_bytes(core::array::from_fn(|i| header[8 + i]));
+    packet.key.dst_addr = address_from_bytes(core::array::from_fn(|i| header[24 + i]));
 
     let mut next = header[6];
     let mut offset = offset + 40;

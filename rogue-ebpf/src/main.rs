@@ -51,7 +51,7 @@ fn decapsulate() -> Decapsulate {
     Decapsulate(DECAPSULATE.load())
 }
 
-/// One slot per CPU that a tunnel's start passes through (see `inner`).
+/// One slot per CPU that a tunnel's start passes through (see `laundered`).
 #[map]
 static TUNNEL_START: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 

@@ -110,11 +110,7 @@ pub fn frames_opened(capture: &Path) -> Vec<Frame> {
         .map(|line| {
             let outer = frame(line, 0);
             let Some(inside) = opened_tunnel(&outer) else { return outer };
-            let inner = frame(line, inside);
-            match inner.carrying >= inside && inner.packet.is_some() {
-                true => Frame { decapsulated: true, ..inner },
-                false => Frame { packet: None, fragment: false, decapsulated: true, carrying: usize::MAX, ..inner },
-            }
+            Frame { decapsulated: true, ..frame(line, inside) }
         })
         .collect()
 }
@@ -150,8 +146,9 @@ fn field_lines(capture: &Path) -> Vec<String> {
         "fields",
         "-E",
         "separator=|",
+        "-E",
+        "occurrence=a",
     ]);
-    command.args(["-E", "occurrence=a"]);
     for field in FIELDS {
         command.args(["-e", field]);
     }
@@ -204,7 +201,7 @@ fn frame(line: &str, from: usize) -> Frame {
     };
     let present = |i: usize| !f[i].is_empty();
     let wlan_data_with_body = number(29) == 2 && number(30) & 0x04 == 0;
-    frame.encrypted = wlan_data_with_body && f[31] == "1";
+    frame.encrypted = wlan_data_with_body && number(31) == 1;
     frame.link_control = (present(29) && !wlan_data_with_body)
         || number(32) >= 0x8000
         || [0x8035, 0x2000].contains(&number(33))
